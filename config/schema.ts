@@ -1,0 +1,191 @@
+/**
+ * The JSON Schema of mailkeep's configuration: the single source of truth for every
+ * setting, its type, its limits and its default (STYLE 16). `config/load.ts` fills the
+ * defaults from here, validates with ajv (allErrors, no unknown keys) and freezes the
+ * result. `mailkeep config schema` prints it. Units are last in every name.
+ */
+
+const port = (defaultPort: number) => ({ type: 'integer', minimum: 0, maximum: 65535, default: defaultPort }) as const
+const host = (defaultHost: string) => ({ type: 'string', minLength: 1, maxLength: 253, default: defaultHost }) as const
+const scryptHash = {
+  type: ['string', 'null'],
+  pattern: '^scrypt\\$\\d+\\$\\d+\\$\\d+\\$[A-Za-z0-9+/=]+\\$[A-Za-z0-9+/=]+$',
+  default: null,
+  description: 'scrypt$N$r$p$salt$hash (base64), as printed by `mailkeep hash-password`',
+} as const
+const cidr = {
+  type: 'string',
+  pattern: '^([0-9]{1,3}\\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$|^[0-9a-fA-F:]+/[0-9]{1,3}$',
+} as const
+
+export const configSchema = {
+  $id: 'https://mailkeep.invalid/config.schema.json',
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    dataDir: { type: 'string', minLength: 1, default: './var', description: 'relative paths resolve against the working directory' },
+    logging: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        level: { enum: ['debug', 'info', 'warn', 'error'], default: 'info' },
+        format: { enum: ['json', 'pretty'], default: 'json' },
+      },
+    },
+    hal: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        provider: { enum: ['sim', 'linux'], default: 'sim' },
+        sim: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            seed: { type: 'integer', minimum: 0, maximum: 4294967295, default: 1 },
+            tickMs: { type: 'integer', minimum: 10, maximum: 3600000, default: 1000, description: 'simulated time step (rebuild progress)' },
+            rebuildTicks: { type: 'integer', minimum: 1, maximum: 100000, default: 20, description: 'ticks a simulated rebuild takes' },
+          },
+        },
+        linux: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            mdstatPath: { type: 'string', default: '/proc/mdstat' },
+            mdadmPath: { type: 'string', default: 'mdadm' },
+            commandTimeoutMs: { type: 'integer', minimum: 100, maximum: 60000, default: 5000 },
+          },
+        },
+      },
+    },
+    identity: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        model: { type: ['integer', 'null'], minimum: 1, maximum: 99999, default: null, description: 'override of the model (sim: defaults to 650)' },
+        serial: { type: ['string', 'null'], pattern: '^[A-Za-z0-9-]{1,64}$', default: null },
+      },
+    },
+    storage: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        freeBytesMin: { type: 'integer', minimum: 0, default: 268435456, description: 'below this free space the store refuses new mail (4xx)' },
+        mapSizeBytes: { type: 'integer', minimum: 16777216, default: 1099511627776, description: 'LMDB map size (virtual, grows the file lazily)' },
+      },
+    },
+    control: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        socketPath: { type: ['string', 'null'], default: null, description: 'null: <dataDir>/run/mailkeep.sock' },
+        requestBytesMax: { type: 'integer', minimum: 1024, maximum: 16777216, default: 1048576 },
+        requestTimeoutMs: { type: 'integer', minimum: 100, maximum: 3600000, default: 30000 },
+      },
+    },
+    technician: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { passwordHash: scryptHash },
+    },
+    shutdown: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { timeoutMs: { type: 'integer', minimum: 100, maximum: 600000, default: 10000 } },
+    },
+    smtp: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        enabled: { type: 'boolean', default: true },
+        host: host('127.0.0.1'),
+        port: port(2525),
+        hostname: { type: 'string', minLength: 1, default: 'mailkeep.local', description: 'name in the greeting' },
+        archiveRecipients: { type: 'array', items: { type: 'string', minLength: 3, maxLength: 320 }, maxItems: 1000, default: [] },
+        trustedNetworks: { type: 'array', items: cidr, maxItems: 1000, default: ['127.0.0.0/8'] },
+        sizeBytesMax: { type: 'integer', minimum: 1024, maximum: 1073741824, default: 52428800 },
+        recipientsMax: { type: 'integer', minimum: 1, maximum: 100000, default: 1000 },
+        connectionsMax: { type: 'integer', minimum: 1, maximum: 10000, default: 200 },
+        socketTimeoutMs: { type: 'integer', minimum: 1000, maximum: 3600000, default: 60000 },
+        starttls: { type: 'boolean', default: true },
+      },
+    },
+    journal: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        sources: {
+          type: 'array',
+          maxItems: 100,
+          default: [],
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['name', 'protocol', 'host', 'user', 'password'],
+            properties: {
+              name: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,63}$' },
+              protocol: { enum: ['imap', 'pop3'] },
+              host: { type: 'string', minLength: 1 },
+              port: { type: 'integer', minimum: 1, maximum: 65535 },
+              tls: { enum: ['implicit', 'starttls', 'none'], default: 'implicit' },
+              tlsRejectUnauthorized: { type: 'boolean', default: true },
+              user: { type: 'string', minLength: 1 },
+              password: { type: 'string', minLength: 1 },
+              mailbox: { type: 'string', default: 'INBOX' },
+              intervalMs: { type: 'integer', minimum: 1000, maximum: 86400000, default: 60000 },
+              afterArchive: { enum: ['delete', 'flag'], default: 'delete' },
+              batchMessagesMax: { type: 'integer', minimum: 1, maximum: 10000, default: 100 },
+              enabled: { type: 'boolean', default: true },
+            },
+          },
+        },
+      },
+    },
+    http: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        enabled: { type: 'boolean', default: true },
+        host: host('127.0.0.1'),
+        port: port(8080),
+        adminPasswordHash: scryptHash,
+      },
+    },
+    mirror: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        enabled: { type: 'boolean', default: true },
+        host: host('127.0.0.1'),
+        port: port(9443),
+        sharedSecret: { type: ['string', 'null'], minLength: 20, maxLength: 1024, default: null },
+        peers: {
+          type: 'array',
+          maxItems: 64,
+          default: [],
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['host', 'port'],
+            properties: { host: { type: 'string', minLength: 1 }, port: { type: 'integer', minimum: 1, maximum: 65535 } },
+          },
+        },
+      },
+    },
+  },
+} as const
+
+/** Config keys whose values are secrets: never echoed in errors, logs or `show config`. */
+export const secretConfigPaths: readonly RegExp[] = [/^mirror\.sharedSecret$/, /^journal\.sources\.\d+\.password$/, /passwordHash$/]

@@ -1,0 +1,59 @@
+/**
+ * TypeScript view of config/schema.ts after defaults are applied. The schema is the
+ * source of truth; tests/config checks that the defaults produce exactly this shape.
+ */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
+
+export interface JournalSourceConfig {
+  name: string
+  protocol: 'imap' | 'pop3'
+  host: string
+  port?: number
+  tls: 'implicit' | 'starttls' | 'none'
+  tlsRejectUnauthorized: boolean
+  user: string
+  password: string
+  mailbox: string
+  intervalMs: number
+  afterArchive: 'delete' | 'flag'
+  batchMessagesMax: number
+  enabled: boolean
+}
+
+export interface PeerConfig {
+  host: string
+  port: number
+}
+
+export interface Config {
+  /** Absolute after loading. */
+  dataDir: string
+  logging: { level: LogLevel; format: 'json' | 'pretty' }
+  hal: {
+    provider: 'sim' | 'linux'
+    sim: { seed: number; tickMs: number; rebuildTicks: number }
+    linux: { mdstatPath: string; mdadmPath: string; commandTimeoutMs: number }
+  }
+  identity: { model: number | null; serial: string | null }
+  storage: { freeBytesMin: number; mapSizeBytes: number }
+  /** `socketPath` is absolute after loading (derived from dataDir when not set). */
+  control: { socketPath: string; requestBytesMax: number; requestTimeoutMs: number }
+  technician: { passwordHash: string | null }
+  shutdown: { timeoutMs: number }
+  smtp: {
+    enabled: boolean
+    host: string
+    port: number
+    hostname: string
+    archiveRecipients: string[]
+    trustedNetworks: string[]
+    sizeBytesMax: number
+    recipientsMax: number
+    connectionsMax: number
+    socketTimeoutMs: number
+    starttls: boolean
+  }
+  journal: { sources: JournalSourceConfig[] }
+  http: { enabled: boolean; host: string; port: number; adminPasswordHash: string | null }
+  mirror: { enabled: boolean; host: string; port: number; sharedSecret: string | null; peers: PeerConfig[] }
+}
