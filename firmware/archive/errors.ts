@@ -1,0 +1,25 @@
+import { MailkeepError, type ErrorDetails } from '../common/errors.js'
+
+/**
+ * Operating errors of the archive store. Sources map them to protocol replies: retryable
+ * errors become SMTP 4xx (the sender tries again later), the rest 5xx.
+ */
+export type ArchiveErrorCode =
+  /** Free space on the data volume is below `storage.freeBytesMin`, or LMDB's map is full. Retryable. */
+  | 'STORE_FULL'
+  /** The store is not open (starting, stopping) or the disk failed a write/sync. Retryable. */
+  | 'STORE_UNAVAILABLE'
+  /** The message is larger than the store accepts. Not retryable. */
+  | 'MESSAGE_TOO_LARGE'
+  /** Stored data failed its integrity check (hash mismatch, undecodable record). */
+  | 'STORE_CORRUPT'
+  /** No message with that id. */
+  | 'NOT_FOUND'
+
+export class ArchiveError extends MailkeepError {
+  declare readonly code: ArchiveErrorCode
+  constructor(code: ArchiveErrorCode, message: string, details: ErrorDetails = {}) {
+    super(code, message, { retryable: code === 'STORE_FULL' || code === 'STORE_UNAVAILABLE', ...details })
+    this.name = 'ArchiveError'
+  }
+}
