@@ -1,0 +1,270 @@
+import { access, mkdir, constants, unlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import { createLogger, type Logger } from '../firmware/common/logger.js'
+import { MailkeepError, exitCodes } from '../firmware/common/errors.js'
+import { systemClock, type Clock } from '../firmware/common/clock.js'
+import { writeFileDurable } from '../firmware/common/durable-file.js'
+import { createControlServer, type CommandHandler } from '../firmware/control/server.js'
+import { ControlError } from '../firmware/control/errors.js'
+import { modelProfile } from '../config/models.js'
+import { secretConfigPaths } from '../config/schema.js'
+import type { Config } from '../config/types.js'
+import type { Hal, SimHal } from '../hal/types.js'
+import { createSimHal, createLinuxHal } from '../hal/index.js'
+import { evaluateHealth, type ServiceHealth, type SystemHealth } from './health.js'
+import { firmwareVersion } from './version.js'
+
+/** A service the composition root starts in order and stops in reverse. */
+export interface ManagedService {
+  name: string
+  start(): Promise<void>
+  stop(): Promise<void>
+  healthcheck(): ServiceHealth
+  /** Addresses this service listens on, for `show status` and the boot log. */
+  listeners?(): Record<string, string>
+}
+
+/** Default model of the simulated appliance (ARCHITECTURE: `npm start` boots a simulated 650). */
+export const simulatedModelDefault = 650
+
+/** A boot that cannot go on: the process exits with `exitCode` and starts nothing more. */
+export class BootError extends MailkeepError {
+  readonly exitCode: number
+  constructor(message: string, exitCode: number, cause?: unknown) {
+    super('BOOT_FATAL', message, { cause })
+    this.name = 'BootError'
+    this.exitCode = exitCode
+  }
+}
+
+export interface ApplianceOptions {
+  config: Readonly<Config>
+  logger?: Logger
+  clock?: Clock
+}
+
+/**
+ * The composition root (STYLE 3): the only place that picks concrete implementations.
+ * `boot()` runs the ordered stages — data dir → identity/HAL → storage volume → services →
+ * ready — logging one line per stage with its duration. Fatal problems (data dir not
+ * writable, a service that cannot start) stop everything already started and throw
+ * BootError; non-fatal ones (RAID degraded, a link down) boot degraded with the reason
+ * shown in `show status`.
+ */
+export function createAppliance(options: ApplianceOptions) {
+  const { config } = options
+  const clock = options.clock ?? systemClock
+  const logger = options.logger ?? createLogger('mailkeep', { level: config.logging.level, format: config.logging.format })
+  const bootLog = logger.child('boot')
+  const started: ManagedService[] = []
+  const services: ManagedService[] = []
+  let hal: Hal | undefined
+  let bootedAtMs = 0
+  let lastHealth: SystemHealth = { state: 'ok', reasons: [] }
+  let stopping: Promise<void> | undefined
+
+  async function stage<T>(name: string, run: () => Promise<T>): Promise<T> {
+    const startedMs = clock.monotonicMs()
+    try {
+      const result = await run()
+      bootLog.info(`stage ${name} done`, { stage: name, durationMs: Math.round(clock.monotonicMs() - startedMs) })
+      return result
+    } catch (error) {
+      bootLog.error(`stage ${name} failed`, { stage: name, durationMs: Math.round(clock.monotonicMs() - startedMs), error })
+      throw error instanceof BootError ? error : new BootError(`boot stage ${name} failed: ${(error as Error).message}`, exitCodes.failure, error)
+    }
+  }
+
+  async function checkDataDir(): Promise<void> {
+    try {
+      await mkdir(config.dataDir, { recursive: true })
+      await access(config.dataDir, constants.W_OK)
+      const probe = join(config.dataDir, '.write-probe')
+      await writeFileDurable(probe, String(clock.now()))
+      await unlink(probe)
+    } catch (error) {
+      throw new BootError(`data dir ${config.dataDir} is not writable (${(error as NodeJS.ErrnoException).code ?? 'error'})`, exitCodes.failure, error)
+    }
+  }
+
+  function createHal(): Hal {
+    const halLogger = logger.child('hal')
+    if (config.hal.provider === 'linux') {
+      return createLinuxHal({ logger: halLogger }, { firmwareVersion, model: config.identity.model, serial: config.identity.serial, ...config.hal.linux })
+    }
+    return createSimHal(
+      { logger: halLogger },
+      {
+        firmwareVersion,
+        model: config.identity.model ?? simulatedModelDefault,
+        serial: config.identity.serial,
+        dataDir: config.dataDir,
+        ...config.hal.sim,
+      },
+    )
+  }
+
+  async function health(): Promise<SystemHealth> {
+    const theHal = hal!
+    const identity = await theHal.identity()
+    const [disks, raid, nics, volume] = await Promise.all([theHal.disks(), theHal.raid(), theHal.nics(), theHal.volume(config.dataDir)])
+    const serviceHealth = Object.fromEntries(services.map((service) => [service.name, service.healthcheck()]))
+    const result = evaluateHealth(
+      { identity, profile: modelProfile(identity.model), disks, raid, nics, volume, freeBytesMin: config.storage.freeBytesMin, enforceProfile: theHal.provider === 'sim' },
+      serviceHealth,
+    )
+    if (result.state !== lastHealth.state || result.reasons.join() !== lastHealth.reasons.join()) {
+      const log = result.state === 'ok' ? bootLog.info : bootLog.warn
+      log(`system ${result.state}`, { reasons: result.reasons })
+    }
+    lastHealth = result
+    return result
+  }
+
+  function listeners(): Record<string, string> {
+    return Object.assign({}, ...services.map((service) => service.listeners?.() ?? {}))
+  }
+
+  async function status() {
+    const identity = await hal!.identity()
+    const systemHealth = await health()
+    return {
+      model: identity.model,
+      serial: identity.serial,
+      firmwareVersion: identity.firmwareVersion,
+      hal: identity.provider,
+      state: systemHealth.state,
+      reasons: systemHealth.reasons,
+      uptimeSeconds: Math.round((clock.now() - bootedAtMs) / 1000),
+      bootedAt: new Date(bootedAtMs).toISOString(),
+      dataDir: config.dataDir,
+      services: Object.fromEntries(services.map((service) => [service.name, service.healthcheck().ok ? 'ok' : service.healthcheck().detail])),
+      listeners: listeners(),
+    }
+  }
+
+  function redactedConfig(): unknown {
+    const walk = (value: unknown, path: string): unknown => {
+      if (value !== null && typeof value === 'object') {
+        if (Array.isArray(value)) return value.map((item, index) => walk(item, path ? `${path}.${index}` : String(index)))
+        return Object.fromEntries(Object.entries(value).map(([key, inner]) => [key, walk(inner, path ? `${path}.${key}` : key)]))
+      }
+      return value !== null && secretConfigPaths.some((pattern) => pattern.test(path)) ? '[redacted]' : value
+    }
+    return walk(config, '')
+  }
+
+  function simFaults(): SimHal['faults'] {
+    if (!hal || hal.provider !== 'sim') throw new ControlError('UNAVAILABLE', 'sim commands need hal.provider "sim"')
+    return (hal as SimHal).faults
+  }
+
+  function commandHandlers(): Map<string, CommandHandler> {
+    const done = (message: string) => ({ message })
+    const handlers = new Map<string, CommandHandler>([
+      ['show version', async () => {
+        const identity = await hal!.identity()
+        return { firmwareVersion: identity.firmwareVersion, model: identity.model, serial: identity.serial, hal: identity.provider }
+      }],
+      ['show status', () => status()],
+      ['show disks', () => hal!.disks()],
+      ['show raid', () => hal!.raid()],
+      ['show nics', () => hal!.nics()],
+      ['show config', () => redactedConfig()],
+      ['sim fail-disk', ([index]) => (simFaults().failDisk(Number(index)), done(`disk ${index} failed`))],
+      ['sim replace-disk', ([index]) => (simFaults().replaceDisk(Number(index)), done(`disk ${index} replaced`))],
+      ['sim link', ([nic, state]) => (simFaults().setLink(nic!, state === 'up'), done(`${nic} link ${state}`))],
+      ['sim remove-nic', ([nic]) => (simFaults().removeNic(nic!), done(`${nic} removed`))],
+      ['sim volume-free', ([bytes]) => {
+        if (bytes !== 'real' && !/^\d+$/.test(bytes!)) throw new ControlError('USAGE', 'bytes must be a number or "real"')
+        simFaults().setVolumeFreeBytes(bytes === 'real' ? null : Number(bytes))
+        return done(`volume free ${bytes}`)
+      }],
+      ['sim tick', () => (simFaults().tick(), done('ticked'))],
+    ])
+    return handlers
+  }
+
+  async function startService(service: ManagedService): Promise<void> {
+    await service.start()
+    started.push(service)
+  }
+
+  async function stopAll(): Promise<void> {
+    const timeoutMs = config.shutdown.timeoutMs
+    const stopInOrder = async () => {
+      for (const service of [...started].reverse()) {
+        try {
+          await service.stop()
+          bootLog.info('service stopped', { service: service.name })
+        } catch (error) {
+          bootLog.error('service failed to stop', { service: service.name, error })
+        }
+      }
+      started.length = 0
+      await hal?.stop()
+    }
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeoutMs)
+      timer.unref()
+    })
+    const outcome = await Promise.race([stopInOrder().then(() => 'stopped' as const), deadline])
+    clearTimeout(timer)
+    if (outcome === 'timeout') bootLog.error('shutdown timed out; exiting with work unfinished', { timeoutMs })
+  }
+
+  return {
+    logger,
+    /** Runs the boot stages. @throws BootError (fatal problem; everything started was stopped) */
+    async boot(): Promise<SystemHealth> {
+      const bootStartMs = clock.monotonicMs()
+      bootedAtMs = clock.now()
+      bootLog.info('booting', { firmwareVersion, dataDir: config.dataDir, hal: config.hal.provider })
+      try {
+        await stage('data-dir', checkDataDir)
+        await stage('identity', async () => {
+          hal = createHal()
+          await hal.start()
+          const identity = await hal.identity()
+          bootLog.info('identity', { model: identity.model, serial: identity.serial, firmwareVersion: identity.firmwareVersion })
+        })
+        await stage('storage-volume', async () => {
+          const volume = await hal!.volume(config.dataDir)
+          bootLog.info('data volume', { totalBytes: volume.totalBytes, freeBytes: volume.freeBytes })
+        })
+        services.push(
+          Object.assign(
+            createControlServer(
+              { logger: logger.child('control'), clock, handlers: commandHandlers() },
+              { ...config.control, technicianPasswordHash: config.technician.passwordHash },
+            ),
+            { name: 'control' },
+          ),
+        )
+        await stage('services', async () => {
+          for (const service of services) await startService(service)
+        })
+        const result = await stage('health', health)
+        bootLog.info('ready', {
+          state: result.state,
+          reasons: result.reasons,
+          listeners: listeners(),
+          bootMs: Math.round(clock.monotonicMs() - bootStartMs),
+        })
+        return result
+      } catch (error) {
+        await stopAll()
+        throw error
+      }
+    },
+    /** Stops services in reverse order, bounded by shutdown.timeoutMs; idempotent. */
+    stop(): Promise<void> {
+      stopping ??= stopAll()
+      return stopping
+    },
+    status,
+  }
+}
+
+export type Appliance = ReturnType<typeof createAppliance>

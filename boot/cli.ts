@@ -1,0 +1,196 @@
+/**
+ * The `mailkeep` command (package bin). One-shot commands go to the running service over
+ * its control socket, found through the same configuration the service uses
+ * (`--config FILE` or MAILKEEP_CONFIG, else the embedded defaults). Exit codes: 0 ok,
+ * 1 failure (service not running, command failed), 2 usage, 78 configuration error.
+ */
+import { createInterface } from 'node:readline'
+import { loadConfig, configPathFrom, validateConfig } from '../config/load.js'
+import { ConfigError, formatProblem } from '../config/errors.js'
+import { configSchema } from '../config/schema.js'
+import { exitCodes } from '../firmware/common/errors.js'
+import { hashPassword } from '../firmware/common/password.js'
+import { commandTable, resolveCommand, checkArguments, usageOf } from '../firmware/control/command-table.js'
+import { connectControl } from '../firmware/control/client.js'
+import { ControlError } from '../firmware/control/errors.js'
+import { runConsole, helpFor } from './console.js'
+import { firmwareVersion } from './version.js'
+import { readFile } from 'node:fs/promises'
+
+const usageText = `usage: mailkeep [--config FILE] [--json] COMMAND
+
+local commands:
+  config check FILE        validate a configuration file without booting (exit 78 if invalid)
+  config schema            print the configuration's JSON Schema
+  hash-password            read a password on stdin, print its scrypt hash for the config
+  console                  the technician's interactive console
+  version                  this CLI's firmware version
+
+commands sent to the running service:
+${commandTable.map((spec) => `  ${usageOf(spec).padEnd(24)} ${spec.summary}${spec.technician ? ' [technician]' : ''}`).join('\n')}
+
+options:
+  --config FILE            configuration file (default: MAILKEEP_CONFIG, else embedded defaults)
+  --json                   print the result as JSON
+  --password-stdin         read the technician password from stdin (for technician commands)
+`
+
+interface ParsedArgs {
+  words: string[]
+  json: boolean
+  passwordStdin: boolean
+  configFile: string | undefined
+}
+
+function parseArgs(argv: string[]): ParsedArgs {
+  const words: string[] = []
+  let json = false
+  let passwordStdin = false
+  for (let index = 0; index < argv.length; index += 1) {
+    const arg = argv[index]!
+    if (arg === '--json') json = true
+    else if (arg === '--password-stdin') passwordStdin = true
+    else if (arg === '--config') index += 1
+    else if (arg.startsWith('--config=')) continue
+    else words.push(arg)
+  }
+  return { words, json, passwordStdin, configFile: configPathFrom(argv) }
+}
+
+async function readStdinLine(): Promise<string> {
+  const rl = createInterface({ input: process.stdin, terminal: false })
+  for await (const line of rl) {
+    rl.close()
+    return line
+  }
+  return ''
+}
+
+async function readHidden(prompt: string): Promise<string> {
+  process.stderr.write(prompt)
+  const stdin = process.stdin
+  stdin.setRawMode?.(true)
+  return new Promise((resolve) => {
+    let typed = ''
+    const onData = (chunk: Buffer) => {
+      for (const char of chunk.toString('utf8')) {
+        if (char === '\r' || char === '\n') {
+          stdin.setRawMode?.(false)
+          stdin.off('data', onData)
+          stdin.pause()
+          process.stderr.write('\n')
+          resolve(typed)
+          return
+        }
+        if (char === '\u0003') process.exit(exitCodes.failure)
+        if (char === '\u007f') typed = typed.slice(0, -1)
+        else typed += char
+      }
+    }
+    stdin.on('data', onData)
+    stdin.resume()
+  })
+}
+
+async function configCheck(file: string | undefined): Promise<number> {
+  if (!file) {
+    process.stderr.write('usage: mailkeep config check FILE\n')
+    return exitCodes.usage
+  }
+  try {
+    const text = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
+      throw new ConfigError('unreadable', [{ path: '', reason: `cannot read file (${error.code ?? 'error'})`, value: file }])
+    })
+    let raw: unknown
+    try {
+      raw = JSON.parse(text)
+    } catch (error) {
+      throw new ConfigError('not JSON', [{ path: '', reason: `not valid JSON: ${(error as Error).message}`, value: file }])
+    }
+    validateConfig(raw)
+    process.stdout.write(`${file}: ok\n`)
+    return exitCodes.ok
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    process.stdout.write(error.problems.map(formatProblem).join('\n') + '\n')
+    return exitCodes.config
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv)
+  const [first, second] = args.words
+  if (!first || first === 'help' || argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(first === 'help' && args.words.length > 1 ? helpFor(args.words.slice(1).join(' ')) + '\n' : usageText)
+    return first || argv.includes('--help') || argv.includes('-h') ? exitCodes.ok : exitCodes.usage
+  }
+  if (first === 'version' || first === '--version') {
+    process.stdout.write(args.json ? JSON.stringify({ firmwareVersion }) + '\n' : `${firmwareVersion}\n`)
+    return exitCodes.ok
+  }
+  if (first === 'config' && second === 'check') return configCheck(args.words[2])
+  if (first === 'config' && second === 'schema') {
+    process.stdout.write(JSON.stringify(configSchema, null, 2) + '\n')
+    return exitCodes.ok
+  }
+  if (first === 'hash-password') {
+    const password = process.stdin.isTTY ? await readHidden('password: ') : await readStdinLine()
+    if (!password) {
+      process.stderr.write('mailkeep: empty password\n')
+      return exitCodes.usage
+    }
+    process.stdout.write((await hashPassword(password)) + '\n')
+    return exitCodes.ok
+  }
+
+  let config
+  try {
+    config = await loadConfig(args.configFile)
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`mailkeep: configuration error:\n${error.problems.map(formatProblem).join('\n')}\n`)
+      return exitCodes.config
+    }
+    throw error
+  }
+  if (first === 'console') return runConsole({ socketPath: config.control.socketPath })
+
+  const resolved = resolveCommand(args.words)
+  if (!resolved) {
+    process.stderr.write(`mailkeep: unknown command "${args.words.join(' ')}"\n${helpFor(args.words.join(' '))}\n`)
+    return exitCodes.usage
+  }
+  const usage = checkArguments(resolved.spec, resolved.args)
+  if (usage) {
+    process.stderr.write(`mailkeep: ${usage}\n`)
+    return exitCodes.usage
+  }
+  let password: string | undefined
+  if (resolved.spec.technician) {
+    if (args.passwordStdin) password = await readStdinLine()
+    else if (process.stdin.isTTY) password = await readHidden('technician password: ')
+  }
+  try {
+    const client = await connectControl(config.control.socketPath, config.control.requestTimeoutMs + 5000)
+    try {
+      const result = await client.call(resolved.spec.name, resolved.args, password)
+      process.stdout.write((args.json ? JSON.stringify(result, null, 2) : resolved.spec.render(result)) + '\n')
+      return exitCodes.ok
+    } finally {
+      client.close()
+    }
+  } catch (error) {
+    if (!(error instanceof ControlError)) throw error
+    if (args.json) process.stdout.write(JSON.stringify({ error: { code: error.code, message: error.message } }) + '\n')
+    process.stderr.write(`mailkeep: ${error.message}\n`)
+    return error.code === 'USAGE' || error.code === 'UNKNOWN_COMMAND' ? exitCodes.usage : exitCodes.failure
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(`mailkeep: ${error instanceof Error ? error.message : String(error)}\n`)
+    process.exit(exitCodes.failure)
+  },
+)

@@ -1,0 +1,182 @@
+/**
+ * The one command table shared by the one-shot CLI (`mailkeep show status`), the serial
+ * console (`mailkeep console`) and the control socket server. It is pure data plus pure
+ * renderers, so the client can complete, validate and render without the service; the
+ * service registers a handler for each name.
+ */
+
+export interface ArgumentSpec {
+  name: string
+  kind: 'integer' | 'string' | 'choice'
+  choices?: readonly string[]
+  optional?: boolean
+}
+
+export interface CommandSpec {
+  /** Words that name the command, e.g. `show status`. */
+  name: string
+  summary: string
+  args: readonly ArgumentSpec[]
+  /** Changes state: needs the technician password. */
+  technician: boolean
+  /** Human-readable rendering of the handler's JSON result. */
+  render(result: unknown): string
+}
+
+type Row = Record<string, unknown>
+
+function table(rows: Row[], columns: string[]): string {
+  if (rows.length === 0) return '(none)'
+  const cells = rows.map((row) => columns.map((column) => formatCell(row[column])))
+  const widths = columns.map((column, index) => Math.max(column.length, ...cells.map((line) => line[index]!.length)))
+  const line = (values: string[]) => values.map((value, index) => value.padEnd(widths[index]!)).join('  ').trimEnd()
+  return [line(columns), ...cells.map(line)].join('\n')
+}
+
+function formatCell(value: unknown): string {
+  if (value === null || value === undefined) return '-'
+  if (Array.isArray(value)) return value.map(formatCell).join(',')
+  if (typeof value === 'object') return JSON.stringify(value)
+  return String(value)
+}
+
+function keyValues(object: Row): string {
+  const width = Math.max(...Object.keys(object).map((key) => key.length))
+  return Object.entries(object)
+    .map(([key, value]) => `${key.padEnd(width)}  ${formatCell(value)}`)
+    .join('\n')
+}
+
+/** Formats bytes as decimal units (disk vendors' convention). */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB', 'PB']
+  let value = bytes
+  let unit = 0
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000
+    unit += 1
+  }
+  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`
+}
+
+const renderStatus = (result: unknown): string => {
+  const status = result as Row & { reasons: string[]; services: Row; listeners: Row }
+  const { reasons, services, listeners, ...rest } = status
+  const lines = [keyValues(rest)]
+  lines.push(`reasons     ${reasons.length ? reasons.join('; ') : '-'}`)
+  lines.push('services    ' + Object.entries(services).map(([name, state]) => `${name}=${formatCell(state)}`).join(' '))
+  lines.push('listeners   ' + Object.entries(listeners).map(([name, address]) => `${name}=${formatCell(address)}`).join(' '))
+  return lines.join('\n')
+}
+
+const renderDisks = (result: unknown): string =>
+  table(
+    (result as Row[]).map((disk) => ({ ...disk, size: formatBytes(disk.sizeBytes as number) })),
+    ['id', 'device', 'size', 'health', 'smart', 'vendorModel'],
+  )
+
+const renderRaid = (result: unknown): string => {
+  const raid = result as { present: boolean; arrays: Row[] }
+  if (!raid.present) return 'no software RAID on this system'
+  return raid.arrays
+    .map((array) => {
+      const members = (array.members as Row[]).map((member) => `${member.device}(${member.state})`).join(' ')
+      const progress = array.rebuildPercent === null ? '' : ` rebuild ${array.rebuildPercent}%`
+      return `${array.name} ${array.level} ${array.state}${progress} members ${(array.members as Row[]).length}/${array.memberCountExpected}: ${members}`
+    })
+    .join('\n')
+}
+
+const renderNics = (result: unknown): string => table(result as Row[], ['name', 'mac', 'link', 'speedMbps', 'addresses'])
+const renderMessage = (result: unknown): string => {
+  if (typeof result === 'string') return result
+  const message = (result as { message?: unknown }).message
+  return typeof message === 'string' ? message : JSON.stringify(result, null, 2)
+}
+const renderObject = (result: unknown): string => keyValues(result as Row)
+
+export const commandTable: readonly CommandSpec[] = [
+  { name: 'show version', summary: 'firmware version, model and serial', args: [], technician: false, render: renderObject },
+  { name: 'show status', summary: 'system state, degraded reasons, services, listeners', args: [], technician: false, render: renderStatus },
+  { name: 'show disks', summary: 'disks with size, health and SMART status', args: [], technician: false, render: renderDisks },
+  { name: 'show raid', summary: 'RAID arrays, state, members and rebuild progress', args: [], technician: false, render: renderRaid },
+  { name: 'show nics', summary: 'network interfaces, link, speed and addresses', args: [], technician: false, render: renderNics },
+  { name: 'show config', summary: 'effective configuration (secrets redacted)', args: [], technician: false, render: (result) => JSON.stringify(result, null, 2) },
+  { name: 'auth', summary: 'unlock technician commands on this connection', args: [], technician: false, render: renderMessage },
+  { name: 'sim fail-disk', summary: 'simulator: fail a disk', args: [{ name: 'index', kind: 'integer' }], technician: true, render: renderMessage },
+  { name: 'sim replace-disk', summary: 'simulator: replace a disk (starts a rebuild)', args: [{ name: 'index', kind: 'integer' }], technician: true, render: renderMessage },
+  {
+    name: 'sim link',
+    summary: 'simulator: set a NIC link up or down',
+    args: [{ name: 'nic', kind: 'string' }, { name: 'state', kind: 'choice', choices: ['up', 'down'] }],
+    technician: true,
+    render: renderMessage,
+  },
+  { name: 'sim remove-nic', summary: 'simulator: remove a NIC', args: [{ name: 'nic', kind: 'string' }], technician: true, render: renderMessage },
+  {
+    name: 'sim volume-free',
+    summary: 'simulator: report this many free bytes on the data volume (or "real")',
+    args: [{ name: 'bytes', kind: 'string' }],
+    technician: true,
+    render: renderMessage,
+  },
+  { name: 'sim tick', summary: 'simulator: advance simulated time one step', args: [], technician: true, render: renderMessage },
+]
+
+/** Finds the command whose name is the longest prefix of `words`; the rest are its arguments. */
+export function resolveCommand(words: readonly string[]): { spec: CommandSpec; args: string[] } | undefined {
+  let best: { spec: CommandSpec; args: string[] } | undefined
+  for (const spec of commandTable) {
+    const nameWords = spec.name.split(' ')
+    if (nameWords.length > words.length) continue
+    if (nameWords.every((word, index) => word === words[index]) && (!best || nameWords.length > best.spec.name.split(' ').length)) {
+      best = { spec, args: words.slice(nameWords.length) }
+    }
+  }
+  return best
+}
+
+/** Checks arguments against the spec. Returns a usage message, or undefined when they fit. */
+export function checkArguments(spec: CommandSpec, args: readonly string[]): string | undefined {
+  const required = spec.args.filter((arg) => !arg.optional).length
+  const usage = `usage: ${usageOf(spec)}`
+  if (args.length < required || args.length > spec.args.length) return usage
+  for (const [index, arg] of spec.args.entries()) {
+    const value = args[index]
+    if (value === undefined) continue
+    if (arg.kind === 'integer' && !/^-?\d+$/.test(value)) return `${arg.name} must be an integer (got ${JSON.stringify(value)}); ${usage}`
+    if (arg.kind === 'choice' && !arg.choices!.includes(value)) {
+      return `${arg.name} must be one of ${arg.choices!.join('|')} (got ${JSON.stringify(value)}); ${usage}`
+    }
+  }
+  return undefined
+}
+
+/** `sim link <nic> <up|down>` */
+export function usageOf(spec: CommandSpec): string {
+  const args = spec.args.map((arg) => {
+    const text = arg.kind === 'choice' ? arg.choices!.join('|') : arg.name
+    return arg.optional ? `[${text}]` : `<${text}>`
+  })
+  return [spec.name, ...args].join(' ')
+}
+
+/**
+ * Completions for a partial command line (tab completion and `?`). Returns the candidate
+ * next words for the last (possibly empty) word, given the words before it.
+ */
+export function completeWords(names: readonly string[], line: string): string[] {
+  const words = line.split(/\s+/).filter(Boolean)
+  const endsWithSpace = /\s$/.test(line) || line.length === 0
+  const before = endsWithSpace ? words : words.slice(0, -1)
+  const partial = endsWithSpace ? '' : (words[words.length - 1] ?? '')
+  const candidates = new Set<string>()
+  for (const name of names) {
+    const nameWords = name.split(' ')
+    if (nameWords.length <= before.length) continue
+    if (!before.every((word, index) => nameWords[index] === word)) continue
+    const next = nameWords[before.length]!
+    if (next.startsWith(partial)) candidates.add(next)
+  }
+  return [...candidates].sort()
+}
