@@ -16,6 +16,13 @@ export interface Delivery {
   remoteAddress: string | null
   /** Text of the journal report envelope when the message arrived wrapped in one. */
   journalEnvelopeText: string | null
+  /**
+   * Identity of this delivery at its source, when the source has one (journal: server,
+   * mailbox, UIDVALIDITY and UID, or the POP3 UIDL; import: file and offset). The store
+   * records a delivery with a key only once, so a source that re-fetches after a crash
+   * does not record the same delivery twice.
+   */
+  deliveryKey?: string | null
 }
 
 export interface IngestResult {
