@@ -32,6 +32,8 @@ export interface IngestResult {
   duplicate: boolean
   /** Change-log sequence number of this ingest. */
   sequence: number
+  /** What the parser flagged about the message (set by the ingest pipeline; empty when clean). */
+  flags?: readonly string[]
 }
 
 export interface MessageMeta {
