@@ -48,6 +48,9 @@ export async function runConsole(options: { socketPath: string; input?: NodeJS.R
   output.isTTY = realOutput.isTTY
   output.columns = realOutput.columns ?? 80
   const terminal = Boolean((input as { isTTY?: boolean }).isTTY)
+  // Node's readline drops line editing and completion when TERM is dumb or unset, which is
+  // what a bare serial getty often gives; serial terminals understand VT100, so use that.
+  if (terminal && (!process.env.TERM || process.env.TERM === 'dumb')) process.env.TERM = 'vt100'
   const rl: Interface = createInterface({
     input,
     output,

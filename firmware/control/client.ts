@@ -56,10 +56,15 @@ export async function connectControl(socketPath: string, timeoutMs = 30_000): Pr
     ),
   )
   socket.on('error', (error) => failAll(new ControlError('NOT_RUNNING', `control connection failed: ${error.message}`)))
-  socket.on('close', () => failAll(new ControlError('NOT_RUNNING', 'the service closed the control connection')))
+  let closed = false
+  socket.on('close', () => {
+    closed = true
+    failAll(new ControlError('NOT_RUNNING', 'mailkeep is not running (the service closed the control connection)'))
+  })
   return {
     call(command, args = [], password) {
       const id = nextId++
+      if (closed) return Promise.reject(new ControlError('NOT_RUNNING', 'mailkeep is not running (the control connection is closed)'))
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
           waiting.delete(id)

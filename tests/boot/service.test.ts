@@ -141,7 +141,8 @@ function startConsole(config: string) {
   const command = `${process.execPath} ${cliPath} --config ${config} console`
   const child = spawn('script', ['-qfec', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TERM: 'dumb' } })
   let screen = ''
-  child.stdout.on('data', (chunk) => (screen += chunk.toString()))
+  // VT100 cursor sequences from readline's redraws are dropped: the test reads the text.
+  child.stdout.on('data', (chunk) => (screen += chunk.toString().replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')))
   const waitFor = async (pattern: RegExp, from: number, timeoutMs = 15000) => {
     const startedMs = Date.now()
     while (!pattern.test(screen.slice(from))) {
@@ -187,7 +188,7 @@ t.test('serial console over a pty: help, ?, tab completion, enable, commands', a
 
   const locked = await console.type('sim fail-disk 0\r', /> $/)
   t.match(locked, /AUTH_REQUIRED.*type enable/)
-  await console.type('enable\r', /technician password: $/)
+  await console.type('enable\r', /technician password:/)
   const unlocked = await console.type(technicianPassword + '\r', /> $/)
   t.match(unlocked, /technician commands unlocked/)
   t.notMatch(console.screen(), technicianPassword, 'the password is not echoed')
@@ -209,10 +210,8 @@ t.test('serial console over a pty: help, ?, tab completion, enable, commands', a
 
 t.test('systemd units pass systemd-analyze verify', async (t) => {
   const which = spawnSync('which', ['systemd-analyze'])
-  if (which.status !== 0) {
-    t.skip('systemd-analyze is not installed (CI installs systemd)')
-    return
-  }
+  t.equal(which.status, 0, 'systemd-analyze is installed (.ci/run installs systemd)')
+  if (which.status !== 0) return
   const dir = await tempDir()
   // verify checks that ExecStart binaries exist: point the image paths at this checkout.
   for (const unit of ['mailkeep.service', 'mailkeep-console@.service']) {
