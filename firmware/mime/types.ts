@@ -20,23 +20,32 @@ export interface ParsedAttachment {
   text: string | null
 }
 
-/** Stable markers of malformed or unusual input. */
-export type MimeFlag =
-  | 'parse-failed'
-  | 'parse-timeout'
-  | 'no-headers'
-  | 'no-from'
-  | 'no-date'
-  | 'bad-date'
-  | 'no-message-id'
-  | 'nul-bytes'
-  | 'eight-bit-headers'
-  | 'bare-line-feeds'
-  | 'deep-nesting'
-  | 'too-many-parts'
-  | 'oversize-for-parse'
-  | 'journal-report'
-  | 'journal-report-malformed'
+/**
+ * Stable markers of malformed or unusual input, in the order `ParsedMessage.flags` lists
+ * them. The parser (firmware/mime/parser.ts) documents what triggers each one.
+ */
+export const mimeFlagOrder = [
+  'parse-failed',
+  'parse-timeout',
+  'no-headers',
+  'no-from',
+  'no-date',
+  'bad-date',
+  'no-message-id',
+  'nul-bytes',
+  'eight-bit-headers',
+  'bare-line-feeds',
+  'long-header-line',
+  'deep-nesting',
+  'too-many-parts',
+  'unterminated-multipart',
+  'bad-transfer-encoding',
+  'oversize-for-parse',
+  'journal-report',
+  'journal-report-malformed',
+] as const
+
+export type MimeFlag = (typeof mimeFlagOrder)[number]
 
 export interface ParsedMessage {
   messageId: string | null
@@ -61,7 +70,11 @@ export interface JournalEnvelope {
   /** The subset of recipients that were BCC. */
   bcc: string[]
   messageId: string | null
-  /** The envelope part's text as found, for the delivery record. */
+  /** `On-Behalf-Of:` of the envelope (the mailbox the sender acted for); null when absent. */
+  onBehalfOf: string | null
+  /** True when the envelope named more recipients than the parser keeps (the rest are dropped, and logged). */
+  recipientsTruncated: boolean
+  /** The envelope part's text as found (transfer encoding and charset decoded), for the delivery record. */
   envelopeText: string
 }
 

