@@ -10,7 +10,7 @@ import { modelProfile } from '../config/models.js'
 import { secretConfigPaths } from '../config/schema.js'
 import type { Config } from '../config/types.js'
 import type { Hal, SimHal } from '../hal/types.js'
-import { createSimHal, createLinuxHal } from '../hal/index.js'
+import { createConfiguredHal } from './hal.js'
 import { evaluateHealth, type ServiceHealth, type SystemHealth } from './health.js'
 import { firmwareVersion } from './version.js'
 
@@ -23,9 +23,6 @@ export interface ManagedService {
   /** Addresses this service listens on, for `show status` and the boot log. */
   listeners?(): Record<string, string>
 }
-
-/** Default model of the simulated appliance (ARCHITECTURE: `npm start` boots a simulated 650). */
-export const simulatedModelDefault = 650
 
 /** A boot that cannot go on: the process exits with `exitCode` and starts nothing more. */
 export class BootError extends MailkeepError {
@@ -85,23 +82,6 @@ export function createAppliance(options: ApplianceOptions) {
     } catch (error) {
       throw new BootError(`data dir ${config.dataDir} is not writable (${(error as NodeJS.ErrnoException).code ?? 'error'})`, exitCodes.failure, error)
     }
-  }
-
-  function createHal(): Hal {
-    const halLogger = logger.child('hal')
-    if (config.hal.provider === 'linux') {
-      return createLinuxHal({ logger: halLogger }, { firmwareVersion, model: config.identity.model, serial: config.identity.serial, ...config.hal.linux })
-    }
-    return createSimHal(
-      { logger: halLogger },
-      {
-        firmwareVersion,
-        model: config.identity.model ?? simulatedModelDefault,
-        serial: config.identity.serial,
-        dataDir: config.dataDir,
-        ...config.hal.sim,
-      },
-    )
   }
 
   async function health(): Promise<SystemHealth> {
@@ -224,7 +204,7 @@ export function createAppliance(options: ApplianceOptions) {
       try {
         await stage('data-dir', checkDataDir)
         await stage('identity', async () => {
-          hal = createHal()
+          hal = createConfiguredHal(config, logger.child('hal'))
           await hal.start()
           const identity = await hal.identity()
           bootLog.info('identity', { model: identity.model, serial: identity.serial, firmwareVersion: identity.firmwareVersion })

@@ -47,6 +47,18 @@ export const configSchema = {
             seed: { type: 'integer', minimum: 0, maximum: 4294967295, default: 1 },
             tickMs: { type: 'integer', minimum: 10, maximum: 3600000, default: 1000, description: 'simulated time step (rebuild progress)' },
             rebuildTicks: { type: 'integer', minimum: 1, maximum: 100000, default: 20, description: 'ticks a simulated rebuild takes' },
+            faults: {
+              type: 'object',
+              additionalProperties: false,
+              default: {},
+              description: 'faults the simulated appliance boots with (factory-test and field-fault drills)',
+              properties: {
+                diskCount: { type: ['integer', 'null'], minimum: 0, maximum: 64, default: null, description: 'disks present, overriding the model profile' },
+                nicCount: { type: ['integer', 'null'], minimum: 0, maximum: 16, default: null, description: 'NICs present, overriding the model profile' },
+                failedDisks: { type: 'array', items: { type: 'integer', minimum: 0, maximum: 63 }, maxItems: 64, default: [] },
+                linksDown: { type: 'array', items: { type: 'string', minLength: 1 }, maxItems: 16, default: [] },
+              },
+            },
           },
         },
         linux: {

@@ -31,7 +31,12 @@ export interface Config {
   logging: { level: LogLevel; format: 'json' | 'pretty' }
   hal: {
     provider: 'sim' | 'linux'
-    sim: { seed: number; tickMs: number; rebuildTicks: number }
+    sim: {
+      seed: number
+      tickMs: number
+      rebuildTicks: number
+      faults: { diskCount: number | null; nicCount: number | null; failedDisks: number[]; linksDown: string[] }
+    }
     linux: { mdstatPath: string; mdadmPath: string; commandTimeoutMs: number }
   }
   identity: { model: number | null; serial: string | null }
