@@ -53,38 +53,49 @@ interface DecoderInternals {
   flushBuffer?: () => void
 }
 
-interface NodeInternals {
-  contentDecoder?: DecoderInternals | null
-}
-
-interface ParserInternals {
-  currentNode?: NodeInternals
-}
-
 type ProcessLine = (this: unknown, line: Uint8Array, isFinal: boolean) => Promise<void>
 
 const textEncoder = new TextEncoder()
 
-/** Joins decoder chunks (ArrayBuffer, Uint8Array or string pieces) into one ArrayBuffer. */
+/**
+ * Joins decoder chunks (ArrayBuffer, Uint8Array or string pieces; postal-mime's
+ * pass-through decoder adds a '\n' string after every line) into one ArrayBuffer. Null
+ * when a chunk is of another kind, so the caller can fall back to postal-mime's own join.
+ */
 function joinChunks(chunks: readonly unknown[]): ArrayBuffer | null {
-  const pieces: Uint8Array[] = []
   let total = 0
   for (const chunk of chunks) {
-    let piece: Uint8Array
-    if (chunk instanceof Uint8Array) piece = chunk
-    else if (chunk instanceof ArrayBuffer) piece = new Uint8Array(chunk)
-    else if (typeof chunk === 'string') piece = textEncoder.encode(chunk)
+    if (chunk instanceof Uint8Array || chunk instanceof ArrayBuffer) total += chunk.byteLength
+    else if (typeof chunk === 'string') total += isAscii(chunk) ? chunk.length : textEncoder.encode(chunk).byteLength
     else return null
-    pieces.push(piece)
-    total += piece.byteLength
   }
   const joined = new Uint8Array(total)
   let offset = 0
-  for (const piece of pieces) {
-    joined.set(piece, offset)
-    offset += piece.byteLength
+  for (const chunk of chunks) {
+    if (chunk instanceof Uint8Array) {
+      joined.set(chunk, offset)
+      offset += chunk.byteLength
+    } else if (chunk instanceof ArrayBuffer) {
+      joined.set(new Uint8Array(chunk), offset)
+      offset += chunk.byteLength
+    } else {
+      const text = chunk as string
+      if (isAscii(text)) {
+        // Byte by byte: encoding a one-character string per line would dominate the join.
+        for (let index = 0; index < text.length; index++) joined[offset++] = text.charCodeAt(index)
+      } else {
+        const encoded = textEncoder.encode(text)
+        joined.set(encoded, offset)
+        offset += encoded.byteLength
+      }
+    }
   }
   return joined.buffer
+}
+
+function isAscii(text: string): boolean {
+  for (let index = 0; index < text.length; index++) if (text.charCodeAt(index) >= 0x80) return false
+  return true
 }
 
 function isBase64Byte(byte: number): boolean {
@@ -104,31 +115,39 @@ function isBase64Byte(byte: number): boolean {
 const processLineOfBase = (PostalMime.prototype as unknown as { processLine?: ProcessLine }).processLine
 
 interface LineHooks {
-  /** Called before each line; throws to stop the parse. */
-  beforeLine(): void
-  /** Called with each decoder that may have appeared during a line. */
-  adopt(decoder: DecoderInternals | null | undefined): void
+  /** Called every `linesPerBudgetCheck` lines; throws to stop the parse. */
+  checkBudget(): void
+  /** Called with each decoder that appeared during a line. */
+  adopt(decoder: DecoderInternals): void
+}
+
+interface NodeState {
+  state?: unknown
+  contentDecoder?: DecoderInternals | null
 }
 
 /** postal-mime whose line loop calls back into our hooks (see the file comment). */
 class HookedPostalMime extends PostalMime {
   readonly #hooks: LineHooks
+  #lines = 0
 
   constructor(postalOptions: PostalMimeOptions, hooks: LineHooks) {
     super(postalOptions)
     this.#hooks = hooks
   }
 
-  async processLine(line: Uint8Array, isFinal: boolean): Promise<void> {
-    this.#hooks.beforeLine()
-    const self = this as unknown as ParserInternals
-    const before = self.currentNode
-    await processLineOfBase!.call(this, line, isFinal)
-    // A decoder appears when a part's header section ends, which happens on the node that
-    // was current when the blank line arrived.
-    this.#hooks.adopt(before?.contentDecoder)
-    const after = self.currentNode
-    if (after !== before) this.#hooks.adopt(after?.contentDecoder)
+  // Not async on purpose: it hands back postal-mime's own promise, so a line costs no
+  // extra promise. postal-mime feeds a non-boundary line to the current node
+  // synchronously, before its first await, which is when a part's header section ends
+  // and its decoder appears; so the decoder can be adopted right after the call, before
+  // any body line reaches it.
+  processLine(line: Uint8Array, isFinal: boolean): Promise<void> {
+    if (++this.#lines % linesPerBudgetCheck === 0) this.#hooks.checkBudget()
+    const node = (this as unknown as { currentNode?: NodeState }).currentNode
+    const inHeader = node?.state === 'header'
+    const pending = processLineOfBase!.call(this, line, isFinal)
+    if (inHeader && node?.contentDecoder) this.#hooks.adopt(node.contentDecoder)
+    return pending
   }
 }
 
@@ -145,15 +164,12 @@ export async function parseWithBudget(raw: Uint8Array, options: BudgetedParseOpt
     return { email: await PostalMime.parse(raw, options.postal), badBase64: false }
   }
   const seen = new WeakSet<object>()
-  let lines = 0
   const hooks: LineHooks = {
-    beforeLine() {
-      if (++lines % linesPerBudgetCheck === 0 && options.monotonicMs() > options.deadlineMs) {
-        throw new ParseBudgetExceeded(options.budgetMs)
-      }
+    checkBudget() {
+      if (options.monotonicMs() > options.deadlineMs) throw new ParseBudgetExceeded(options.budgetMs)
     },
     adopt(decoder) {
-      if (!decoder || typeof decoder !== 'object' || seen.has(decoder)) return
+      if (typeof decoder !== 'object' || seen.has(decoder)) return
       seen.add(decoder)
       adoptDecoder(decoder, state)
     },
