@@ -31,6 +31,7 @@ export function createConfiguredHal(config: Readonly<Config>, logger: Logger): H
     },
   )
   for (const index of faults.failedDisks) hal.faults.failDisk(index)
+  for (const index of faults.replacedDisks) hal.faults.replaceDisk(index)
   for (const name of faults.linksDown) hal.faults.setLink(name, false)
   return hal
 }

@@ -56,6 +56,7 @@ export const configSchema = {
                 diskCount: { type: ['integer', 'null'], minimum: 0, maximum: 64, default: null, description: 'disks present, overriding the model profile' },
                 nicCount: { type: ['integer', 'null'], minimum: 0, maximum: 16, default: null, description: 'NICs present, overriding the model profile' },
                 failedDisks: { type: 'array', items: { type: 'integer', minimum: 0, maximum: 63 }, maxItems: 64, default: [] },
+                replacedDisks: { type: 'array', items: { type: 'integer', minimum: 0, maximum: 63 }, maxItems: 64, default: [], description: 'failed disks already replaced: their array boots rebuilding' },
                 linksDown: { type: 'array', items: { type: 'string', minLength: 1 }, maxItems: 16, default: [] },
               },
             },

@@ -35,7 +35,7 @@ export interface Config {
       seed: number
       tickMs: number
       rebuildTicks: number
-      faults: { diskCount: number | null; nicCount: number | null; failedDisks: number[]; linksDown: string[] }
+      faults: { diskCount: number | null; nicCount: number | null; failedDisks: number[]; replacedDisks: number[]; linksDown: string[] }
     }
     linux: { mdstatPath: string; mdadmPath: string; commandTimeoutMs: number }
   }
