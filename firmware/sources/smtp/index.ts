@@ -1,0 +1,23 @@
+/**
+ * The SMTP listener (push source). Named exports only; the composition root calls
+ * createSmtpSource with the `smtp` config section.
+ */
+export { createSmtpSource, resolveSmtpOptions, validateSmtpOptions, smtpCloseGraceMs } from './smtp-source.js'
+export { SmtpError, formatReply, smtpErrorForIngestFailure, type SmtpErrorCode, type SmtpReply } from './errors.js'
+export { createRecipientPolicy, normalizeClientAddress, type RecipientPolicy } from './recipient-policy.js'
+export {
+  smtpStopTimeoutMsDefault,
+  smtpSubmitTimeoutMsDefault,
+  smtpCommandLineBytesMaxDefault,
+  smtpBufferedBytesMaxDefault,
+  smtpUnrecognizedCommandsMax,
+  type SmtpSource,
+  type SmtpSourceDeps,
+  type SmtpSourceOptions,
+  type SmtpStats,
+  type SmtpHealth,
+  type SmtpTlsMaterial,
+  type SmtpMessageRefusal,
+  type SmtpRecipientRefusal,
+  type SmtpConnectionRefusal,
+} from './types.js'
