@@ -1,0 +1,734 @@
+import assert from 'node:assert'
+import type { Database, RootDatabase } from 'lmdb'
+import type { Logger } from '../common/logger.js'
+import type { Clock } from '../common/clock.js'
+import { IndexError } from './errors.js'
+import { analyzeDocument, decodeForward, decodeRecord, encodeForward, encodeRecord, postingsOf, streamHasPhrase, type DocumentLimits, type DocumentRecord, type ForwardRecord, type IndexInput } from './document.js'
+import { anyTextBits, decodeChunkInto, difference, encodeChunk, fieldBits, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
+import { parseQuery, positiveTokens, type QueryNode, type TextField } from './query.js'
+import { makeSnippet } from './snippet.js'
+
+/**
+ * firmware/index: the full-text index of the archive, kept in the archive's own LMDB
+ * environment and written inside the archive's write transaction, so a message is
+ * searchable as soon as its ingest commits. The layout and its reasons are in
+ * docs/index-layout.md; in short:
+ *
+ * - every message gets a dense docid (1, 2, …) at index time, mapped from its archive id;
+ * - its forward record (token streams per field) and display record are written at once;
+ * - postings (token → docids with field bits) are written in batches: the newest
+ *   `pendingDocumentsMax` documents are the pending tail, answered at query time from
+ *   their forward records (cached in memory); when the tail is full, the ingest that
+ *   fills it writes one posting chunk per distinct token of the tail (a flush). One
+ *   LMDB write per token per flush instead of one per token per message keeps ingest
+ *   cheap;
+ * - dates live in a column (blocks of 512 float64 per docid) used to filter, sort newest
+ *   first and mark removed documents (NaN).
+ */
+
+/** Names of the index's databases in the archive's LMDB environment (the environment needs `maxDbs` for these too). */
+export const indexDatabaseNames = {
+  postings: 'index-postings',
+  forward: 'index-forward',
+  documents: 'index-documents',
+  dates: 'index-dates',
+  keys: 'index-keys',
+} as const
+
+/** Layout version stored in the index; a different one makes `search` ask for a rebuild. */
+export const indexLayoutVersion = 1
+/** Docids per block of the date column (one block is 4 KiB: one LMDB page). */
+export const dateBlockDocids = 512
+
+export interface IndexOptions extends DocumentLimits {
+  /** Documents kept in the pending tail before their postings are flushed, in documents. */
+  pendingDocumentsMax: number
+  /** Hits per page when the caller gives no limit. */
+  searchLimitDefault: number
+  /** Most hits per page. */
+  searchLimitMax: number
+  /** Time budget of one search, in ms; over it the search fails with QUERY_TIMEOUT. */
+  searchTimeBudgetMs: number
+  /** Messages indexed per write transaction by `rebuild`. */
+  rebuildBatchMessages: number
+  /** Ids listed per kind (missing, extra, stale) in a verify report; the counts are exact. */
+  verifyListedIdsMax: number
+}
+
+/** Defaults sized for an appliance with a few GiB of RAM. */
+export const defaultIndexOptions: Readonly<IndexOptions> = Object.freeze({
+  tokensPerDocumentMax: 50_000,
+  addressesPerDocumentMax: 2_000,
+  snippetTextCharsMax: 16_384,
+  futureDateSkewMsMax: 24 * 60 * 60 * 1000,
+  pendingDocumentsMax: 2_048,
+  searchLimitDefault: 20,
+  searchLimitMax: 100,
+  searchTimeBudgetMs: 10_000,
+  rebuildBatchMessages: 500,
+  verifyListedIdsMax: 100,
+})
+
+export interface SearchHit {
+  /** Archive id (64 hex). */
+  id: string
+  /** The date the message is ordered by, ms since the epoch (Date header, or archive time when missing or in the future). */
+  dateMs: number
+  /** First sender, `Name <address>`. */
+  from: string
+  subject: string
+  /** HTML-escaped excerpt with matches in `<mark>`; see makeSnippet. */
+  snippet: string
+}
+
+export interface SearchResult {
+  /** Number of messages matching the query (all pages). */
+  total: number
+  /** Newest first (by dateMs, then by index order). */
+  hits: SearchHit[]
+  /** Pass as `cursor` for the next page; null on the last page. */
+  nextCursor: string | null
+}
+
+export interface SearchOptions {
+  /** Hits per page; default `searchLimitDefault`, at most `searchLimitMax`. */
+  limit?: number
+  /** `nextCursor` of the previous page. */
+  cursor?: string | null
+}
+
+export interface VerifyReport {
+  /** Ids the archive listed. */
+  archived: number
+  /** Documents in the index. */
+  indexed: number
+  missingCount: number
+  extraCount: number
+  /** Indexed documents whose forward record differs from a fresh analysis (only with `getInput`). */
+  staleCount: number
+  /** The first `verifyListedIdsMax` of each kind. */
+  missing: string[]
+  extra: string[]
+  stale: string[]
+  ok: boolean
+}
+
+export interface IndexStats {
+  documents: number
+  /** Documents not yet in posting chunks (answered from the tail). */
+  pending: number
+  /** Flushes so far (posting chunks per token at most this many, plus patches). */
+  flushes: number
+  /** Documents removed since the last rebuild (their postings are garbage until then). */
+  removedSinceRebuild: number
+}
+
+interface IndexState {
+  v: number
+  /** Next docid to allocate (docids start at 1). */
+  next: number
+  /** Every docid ≤ this is in posting chunks. */
+  flushed: number
+  /** Flushes so far; the chunk number of the next flush. */
+  chunks: number
+  /** Changes to tail documents (re-index, removal), so the tail cache knows to reload. */
+  generation: number
+  documents: number
+  removed: number
+}
+
+interface Databases {
+  root: RootDatabase
+  postings: Database<Buffer, (string | number)[]>
+  forward: Database<Buffer, number>
+  documents: Database<Buffer, number>
+  dates: Database<Buffer, number>
+  keys: Database<unknown, string>
+}
+
+interface TailCache {
+  chunks: number
+  generation: number
+  loadedThrough: number
+  tokens: Map<string, { docids: number[]; masks: number[] }>
+}
+
+/** An async or sync source of values. */
+export type Source<T> = AsyncIterable<T> | Iterable<T>
+
+const stateKey = 'state'
+const idKeyPrefix = 'id:'
+const cursorPattern = /^[A-Za-z0-9_-]{1,64}$/
+
+function bitsOf(field: TextField): number {
+  switch (field) {
+    case 'any':
+      return anyTextBits
+    case 'subject':
+      return fieldBits.subject
+    case 'from':
+      return fieldBits.from
+    case 'to':
+      return fieldBits.to
+    case 'attachment':
+      return fieldBits.attachment
+  }
+}
+
+function streamsOf(forward: ForwardRecord, field: TextField): string[] {
+  switch (field) {
+    case 'any':
+      return [forward.s, forward.b, forward.f, forward.t, forward.n]
+    case 'subject':
+      return [forward.s]
+    case 'from':
+      return [forward.f]
+    case 'to':
+      return [forward.t]
+    case 'attachment':
+      return [forward.n]
+  }
+}
+
+function sameForward(left: ForwardRecord, right: ForwardRecord): boolean {
+  return (
+    left.s === right.s &&
+    left.b === right.b &&
+    left.f === right.f &&
+    left.t === right.t &&
+    left.n === right.n &&
+    left.a === right.a &&
+    left.xf.join('\n') === right.xf.join('\n') &&
+    left.xt.join('\n') === right.xt.join('\n')
+  )
+}
+
+/** Opaque cursor of a position (dateMs, docid) in the newest-first order. */
+function encodeCursor(dateMs: number, docid: number): string {
+  return Buffer.from(`${indexLayoutVersion}.${dateMs}.${docid}`).toString('base64url')
+}
+
+function decodeCursor(cursor: string): { dateMs: number; docid: number } {
+  const bad = (): IndexError => new IndexError('BAD_CURSOR', 'the cursor is not one this index produced', { fields: { cursor: cursor.slice(0, 80) } })
+  if (!cursorPattern.test(cursor)) throw bad()
+  const parts = Buffer.from(cursor, 'base64url').toString().split('.')
+  if (parts.length !== 3 || Number(parts[0]) !== indexLayoutVersion) throw bad()
+  const dateMs = Number(parts[1])
+  const docid = Number(parts[2])
+  if (!Number.isFinite(dateMs) || !Number.isInteger(docid) || docid < 0) throw bad()
+  return { dateMs, docid }
+}
+
+/** True when (dateA, docA) comes before (dateB, docB) in newest-first order. */
+function before(dateA: number, docA: number, dateB: number, docB: number): boolean {
+  return dateA > dateB || (dateA === dateB && docA > docB)
+}
+
+export type SearchIndex = ReturnType<typeof createIndex>
+
+/**
+ * Creates the index service. Pure: nothing is opened until `databases(root)`.
+ *
+ * @param deps.logger namespace `index`
+ * @param deps.clock monotonic time bounds searches
+ * @param options limits; see IndexOptions (defaults in defaultIndexOptions)
+ */
+export function createIndex(deps: { logger: Logger; clock: Clock }, options: Partial<IndexOptions> = {}) {
+  const limits: IndexOptions = { ...defaultIndexOptions, ...options }
+  assert(limits.pendingDocumentsMax >= 1 && limits.searchLimitMax >= 1 && limits.tokensPerDocumentMax >= 1)
+  const logger = deps.logger.child('index')
+  let dbs: Databases | undefined
+  let tail: TailCache | undefined
+
+  function open(): Databases {
+    if (!dbs) throw new IndexError('INDEX_UNAVAILABLE', 'the index databases are not open', { retryable: true })
+    return dbs
+  }
+
+  function readState(db: Databases): IndexState {
+    const state = db.keys.get(stateKey) as IndexState | undefined
+    if (state === undefined) return { v: indexLayoutVersion, next: 1, flushed: 0, chunks: 0, generation: 0, documents: 0, removed: 0 }
+    if (state.v !== indexLayoutVersion) {
+      throw new IndexError('INDEX_CORRUPT', `index layout ${state.v} is not ${indexLayoutVersion}: rebuild the index`, { fields: { layout: state.v } })
+    }
+    return { ...state }
+  }
+
+  function getForward(db: Databases, docid: number): ForwardRecord | undefined {
+    const bytes = db.forward.getBinary(docid)
+    if (bytes === undefined) return undefined
+    const forward = decodeForward(bytes)
+    if (!forward) throw new IndexError('INDEX_CORRUPT', `forward record of docid ${docid} is unreadable: rebuild the index`, { fields: { docid } })
+    return forward
+  }
+
+  function getRecord(db: Databases, docid: number): DocumentRecord | undefined {
+    const bytes = db.documents.getBinary(docid)
+    if (bytes === undefined) return undefined
+    const record = decodeRecord(bytes)
+    if (!record) throw new IndexError('INDEX_CORRUPT', `display record of docid ${docid} is unreadable: rebuild the index`, { fields: { docid } })
+    return record
+  }
+
+  function writeState(db: Databases, state: IndexState): void {
+    db.keys.putSync(stateKey, state)
+  }
+
+  function setDate(db: Databases, docid: number, dateMs: number): void {
+    const block = Math.floor(docid / dateBlockDocids)
+    const stored = db.dates.getBinary(block)
+    const dates = new Float64Array(dateBlockDocids).fill(Number.NaN)
+    if (stored) {
+      if (stored.byteLength !== dateBlockDocids * 8) throw new IndexError('INDEX_CORRUPT', `date block ${block} has ${stored.byteLength} bytes`)
+      new Uint8Array(dates.buffer).set(stored)
+    }
+    dates[docid % dateBlockDocids] = dateMs
+    db.dates.putSync(block, Buffer.from(dates.buffer))
+  }
+
+  /** Writes one posting chunk per distinct token of the pending tail. Runs inside a write transaction. */
+  function flushInTransaction(db: Databases, state: IndexState): number {
+    const first = state.flushed + 1
+    const last = state.next - 1
+    if (last < first) return 0
+    const byToken = new Map<string, Array<[number, number]>>()
+    for (let docid = first; docid <= last; docid++) {
+      const forward = getForward(db, docid)
+      if (forward === undefined) continue
+      for (const [token, mask] of postingsOf(forward)) {
+        const entries = byToken.get(token)
+        if (entries) entries.push([docid, mask])
+        else byToken.set(token, [[docid, mask]])
+      }
+    }
+    // Writing in key order keeps LMDB's page touches local.
+    const tokens = [...byToken.keys()].sort()
+    for (const token of tokens) db.postings.putSync([token, state.chunks], encodeChunk(byToken.get(token)!))
+    state.flushed = last
+    state.chunks++
+    writeState(db, state)
+    logger.debug('flushed postings', { documents: last - first + 1, tokens: tokens.length, chunk: state.chunks - 1 })
+    return tokens.length
+  }
+
+  function indexInTransaction(db: Databases, input: IndexInput, autoFlush: boolean): { docid: number; changed: boolean } {
+    assert(/^[0-9a-f]{64}$/.test(input.id), 'an archive id is 64 lower-case hex characters')
+    const state = readState(db)
+    const analyzed = analyzeDocument(input, limits)
+    if (analyzed.truncated) logger.debug('message indexed in part (token or address budget)', { id: input.id })
+    const existing = db.keys.get(idKeyPrefix + input.id) as number | undefined
+    if (existing !== undefined) {
+      const old = getForward(db, existing)
+      if (old !== undefined && sameForward(old, analyzed.forward)) return { docid: existing, changed: false }
+      const oldRecord = getRecord(db, existing)
+      // The order of a document never changes once indexed, so cursors stay valid.
+      const record = { ...analyzed.record, dateMs: oldRecord?.dateMs ?? analyzed.record.dateMs }
+      db.forward.putSync(existing, encodeForward(analyzed.forward))
+      db.documents.putSync(existing, encodeRecord(record))
+      if (existing <= state.flushed) {
+        // Already in chunks: add patch entries for what is new (a later delivery's envelope
+        // recipients, typically). Nothing is taken away: a re-index only ever adds here.
+        const before = old ? postingsOf(old) : new Map<string, number>()
+        for (const [token, mask] of postingsOf(analyzed.forward)) {
+          const added = mask & ~(before.get(token) ?? 0)
+          if (added !== 0) db.postings.putSync([token, state.chunks, existing], encodeChunk([[existing, mask]]))
+        }
+      } else {
+        state.generation++
+        writeState(db, state)
+      }
+      return { docid: existing, changed: true }
+    }
+    const docid = state.next++
+    state.documents++
+    db.keys.putSync(idKeyPrefix + input.id, docid)
+    db.forward.putSync(docid, encodeForward(analyzed.forward))
+    db.documents.putSync(docid, encodeRecord(analyzed.record))
+    setDate(db, docid, analyzed.record.dateMs)
+    writeState(db, state)
+    if (autoFlush && state.next - 1 - state.flushed >= limits.pendingDocumentsMax) flushInTransaction(db, state)
+    return { docid, changed: true }
+  }
+
+  /** Loads the forward records of the pending tail that the cache has not seen. */
+  function tailOf(db: Databases, state: IndexState): TailCache {
+    if (!tail || tail.chunks !== state.chunks || tail.generation !== state.generation || tail.loadedThrough < state.flushed) {
+      tail = { chunks: state.chunks, generation: state.generation, loadedThrough: state.flushed, tokens: new Map() }
+    }
+    for (let docid = tail.loadedThrough + 1; docid < state.next; docid++) {
+      const forward = getForward(db, docid)
+      tail.loadedThrough = docid
+      if (forward === undefined) continue
+      for (const [token, mask] of postingsOf(forward)) {
+        const entry = tail.tokens.get(token)
+        if (entry) {
+          entry.docids.push(docid)
+          entry.masks.push(mask)
+        } else tail.tokens.set(token, { docids: [docid], masks: [mask] })
+      }
+    }
+    return tail
+  }
+
+  function search(query: string, searchOptions: SearchOptions = {}): SearchResult {
+    const db = open()
+    const node = parseQuery(query)
+    const limit = Math.min(Math.max(1, Math.floor(searchOptions.limit ?? limits.searchLimitDefault)), limits.searchLimitMax)
+    const after = searchOptions.cursor ? decodeCursor(searchOptions.cursor) : null
+    const startedMs = deps.clock.monotonicMs()
+    const checkBudget = (): void => {
+      if (deps.clock.monotonicMs() - startedMs > limits.searchTimeBudgetMs) {
+        throw new IndexError('QUERY_TIMEOUT', `the search took longer than ${limits.searchTimeBudgetMs} ms; narrow the query`, { fields: { searchTimeBudgetMs: limits.searchTimeBudgetMs } })
+      }
+    }
+    const state = readState(db)
+    const pending = tailOf(db, state)
+    const dateBlocks = new Map<number, Float64Array>()
+    const dateOf = (docid: number): number => {
+      const block = Math.floor(docid / dateBlockDocids)
+      let dates = dateBlocks.get(block)
+      if (!dates) {
+        const stored = db.dates.getBinary(block)
+        dates = new Float64Array(dateBlockDocids).fill(Number.NaN)
+        if (stored) new Uint8Array(dates.buffer).set(stored.subarray(0, dateBlockDocids * 8))
+        dateBlocks.set(block, dates)
+      }
+      return dates[docid % dateBlockDocids]!
+    }
+
+    const postingSet = (token: string, bits: number): Uint32Array => {
+      const docids: number[] = []
+      for (const { key, value } of db.postings.getRange({ start: [token], end: [token, Number.POSITIVE_INFINITY] })) {
+        if (!decodeChunkInto(value, bits, docids)) throw new IndexError('INDEX_CORRUPT', 'a posting chunk could not be decoded: rebuild the index', { fields: { key } })
+      }
+      const entry = pending.tokens.get(token)
+      if (entry) {
+        for (let index = 0; index < entry.docids.length; index++) if ((entry.masks[index]! & bits) !== 0) docids.push(entry.docids[index]!)
+      }
+      return toDocidSet(docids)
+    }
+
+    const phraseFilter = (candidates: Uint32Array, field: TextField, tokens: readonly string[]): Uint32Array => {
+      const out = new Uint32Array(candidates.length)
+      let count = 0
+      for (let index = 0; index < candidates.length; index++) {
+        if ((index & 255) === 255) checkBudget()
+        const docid = candidates[index]!
+        const forward = getForward(db, docid)
+        if (forward && streamsOf(forward, field).some((stream) => streamHasPhrase(stream, tokens))) out[count++] = docid
+      }
+      return out.subarray(0, count)
+    }
+
+    const dateRange = (nodes: readonly QueryNode[]): { fromMs: number; toMs: number } => {
+      let fromMs = Number.NEGATIVE_INFINITY
+      let toMs = Number.POSITIVE_INFINITY
+      for (const dateNode of nodes) {
+        if (dateNode.kind !== 'date') continue
+        if (dateNode.bound === 'after') fromMs = Math.max(fromMs, dateNode.ms)
+        else toMs = Math.min(toMs, dateNode.ms)
+      }
+      return { fromMs, toMs }
+    }
+
+    /** Every live docid dated in [fromMs, toMs): a scan of the date column, 4 KiB per 512 documents. */
+    const dateScan = (fromMs: number, toMs: number): Uint32Array => {
+      const docids: number[] = []
+      for (const { key, value } of db.dates.getRange({})) {
+        checkBudget()
+        const dates = new Float64Array(new Uint8Array(value).buffer, 0, Math.floor(value.byteLength / 8))
+        for (let slot = 0; slot < dates.length; slot++) {
+          const dateMs = dates[slot]!
+          if (dateMs >= fromMs && dateMs < toMs) docids.push(key * dateBlockDocids + slot)
+        }
+      }
+      return Uint32Array.from(docids)
+    }
+
+    const evaluate = (queryNode: QueryNode): Uint32Array => {
+      checkBudget()
+      switch (queryNode.kind) {
+        case 'match': {
+          const bits = bitsOf(queryNode.field)
+          const sets = [...new Set(queryNode.tokens)].map((token) => postingSet(token, bits)).sort((a, b) => a.length - b.length)
+          let result = sets[0]!
+          for (const set of sets.slice(1)) result = intersect(result, set)
+          return queryNode.tokens.length > 1 && result.length > 0 ? phraseFilter(result, queryNode.field, queryNode.tokens) : result
+        }
+        case 'address':
+          return postingSet(queryNode.token, queryNode.field === 'from' ? fieldBits.from : fieldBits.to)
+        case 'has':
+          return postingSet(hasAttachmentToken, fieldBits.marker)
+        case 'date': {
+          const { fromMs, toMs } = dateRange([queryNode])
+          return dateScan(fromMs, toMs)
+        }
+        case 'or':
+          return queryNode.children.map(evaluate).reduce(union)
+        case 'not':
+          // parseQuery never leaves a negation where a set of its own is needed.
+          throw new IndexError('QUERY_SYNTAX', 'a negation needs a positive term beside it')
+        case 'and': {
+          const dates = queryNode.children.filter((child) => child.kind === 'date')
+          const negated = queryNode.children.filter((child) => child.kind === 'not')
+          const positive = queryNode.children.filter((child) => child.kind !== 'date' && child.kind !== 'not')
+          const { fromMs, toMs } = dateRange(dates)
+          let result: Uint32Array
+          if (positive.length === 0) result = dateScan(fromMs, toMs)
+          else {
+            const sets = positive.map(evaluate).sort((a, b) => a.length - b.length)
+            result = sets[0]!
+            for (const set of sets.slice(1)) {
+              if (result.length === 0) break
+              result = intersect(result, set)
+            }
+            if (dates.length > 0) result = result.filter((docid) => {
+              const dateMs = dateOf(docid)
+              return dateMs >= fromMs && dateMs < toMs
+            })
+          }
+          for (const child of negated) {
+            if (result.length === 0) break
+            if (child.kind === 'not') result = difference(result, evaluate(child.child))
+          }
+          return result
+        }
+      }
+    }
+
+    const matched = evaluate(node)
+    // Order newest first and cut the page: a bounded heap keeps the `limit` best after the
+    // cursor, so a page costs O(n log limit) however many documents match.
+    const heapDates: number[] = []
+    const heapDocids: number[] = []
+    const worseThan = (i: number, j: number): boolean => before(heapDates[j]!, heapDocids[j]!, heapDates[i]!, heapDocids[i]!)
+    const swap = (i: number, j: number): void => {
+      ;[heapDates[i], heapDates[j]] = [heapDates[j]!, heapDates[i]!]
+      ;[heapDocids[i], heapDocids[j]] = [heapDocids[j]!, heapDocids[i]!]
+    }
+    const siftDown = (start: number): void => {
+      let index = start
+      for (;;) {
+        const left = 2 * index + 1
+        const right = left + 1
+        let worst = index
+        if (left < heapDates.length && worseThan(left, worst)) worst = left
+        if (right < heapDates.length && worseThan(right, worst)) worst = right
+        if (worst === index) return
+        swap(index, worst)
+        index = worst
+      }
+    }
+    let total = 0
+    let remaining = 0
+    for (let index = 0; index < matched.length; index++) {
+      const docid = matched[index]!
+      const dateMs = dateOf(docid)
+      if (Number.isNaN(dateMs)) continue
+      total++
+      if (after && !before(after.dateMs, after.docid, dateMs, docid)) continue
+      remaining++
+      if (heapDates.length < limit) {
+        heapDates.push(dateMs)
+        heapDocids.push(docid)
+        for (let child = heapDates.length - 1; child > 0; ) {
+          const parent = (child - 1) >> 1
+          if (!worseThan(child, parent)) break
+          swap(child, parent)
+          child = parent
+        }
+      } else if (before(dateMs, docid, heapDates[0]!, heapDocids[0]!)) {
+        heapDates[0] = dateMs
+        heapDocids[0] = docid
+        siftDown(0)
+      }
+    }
+    const order = heapDates.map((_, index) => index).sort((i, j) => (before(heapDates[i]!, heapDocids[i]!, heapDates[j]!, heapDocids[j]!) ? -1 : 1))
+    const highlight = positiveTokens(node)
+    const hits: SearchHit[] = []
+    for (const index of order) {
+      const docid = heapDocids[index]!
+      const record = getRecord(db, docid)
+      if (!record) continue
+      hits.push({ id: record.id, dateMs: heapDates[index]!, from: record.from, subject: record.subject, snippet: makeSnippet(record.text, highlight) })
+    }
+    const lastIndex = order[order.length - 1]
+    const nextCursor = remaining > limit && lastIndex !== undefined ? encodeCursor(heapDates[lastIndex]!, heapDocids[lastIndex]!) : null
+    logger.debug('search', { query: query.slice(0, 200), total, hits: hits.length, elapsedMs: Math.round(deps.clock.monotonicMs() - startedMs) })
+    return { total, hits, nextCursor }
+  }
+
+  return {
+    options: limits as Readonly<IndexOptions>,
+
+    /**
+     * Opens (creating when missing) the index's named databases in the archive's LMDB
+     * environment. Call once before anything else; the environment needs room for
+     * `Object.keys(indexDatabaseNames).length` more databases in its `maxDbs`.
+     */
+    databases(root: RootDatabase): void {
+      dbs = {
+        root,
+        postings: root.openDB<Buffer, (string | number)[]>(indexDatabaseNames.postings, { encoding: 'binary' }),
+        forward: root.openDB<Buffer, number>(indexDatabaseNames.forward, { encoding: 'binary', keyEncoding: 'uint32' }),
+        documents: root.openDB<Buffer, number>(indexDatabaseNames.documents, { encoding: 'binary', keyEncoding: 'uint32' }),
+        dates: root.openDB<Buffer, number>(indexDatabaseNames.dates, { encoding: 'binary', keyEncoding: 'uint32' }),
+        keys: root.openDB<unknown, string>(indexDatabaseNames.keys, { encoding: 'msgpack' }),
+      }
+      tail = undefined
+    },
+
+    /**
+     * Indexes one message, synchronously. Called inside the archive's write transaction
+     * (`transaction`/`transactionSync` callback), it joins that transaction, so the message
+     * and its index entries commit or abort together; called outside one, it commits its
+     * own. Indexing an id again (another delivery) updates what changed — new envelope
+     * recipients become searchable — and keeps its place in the order.
+     *
+     * @returns the docid and whether anything was written
+     * @throws IndexError INDEX_UNAVAILABLE before `databases`, INDEX_CORRUPT on an unreadable index; LMDB errors (map full) as thrown
+     */
+    indexMessage(input: IndexInput): { docid: number; changed: boolean } {
+      const db = open()
+      return db.root.transactionSync(() => indexInTransaction(db, input, true))
+    },
+
+    /**
+     * Removes a message from search (retention, purge). Joins the caller's write
+     * transaction like `indexMessage`. Its postings become garbage, skipped by searches
+     * and dropped by the next `rebuild`.
+     *
+     * @returns false when the id was not indexed
+     */
+    removeMessage(id: string): boolean {
+      const db = open()
+      return db.root.transactionSync(() => {
+        const docid = db.keys.get(idKeyPrefix + id) as number | undefined
+        if (docid === undefined) return false
+        const state = readState(db)
+        db.keys.removeSync(idKeyPrefix + id)
+        db.forward.removeSync(docid)
+        db.documents.removeSync(docid)
+        setDate(db, docid, Number.NaN)
+        state.documents--
+        state.removed++
+        if (docid > state.flushed) state.generation++
+        writeState(db, state)
+        return true
+      })
+    },
+
+    /**
+     * Writes the postings of the pending tail now (ingest does it by itself every
+     * `pendingDocumentsMax` documents). Joins the caller's write transaction.
+     *
+     * @returns the number of posting chunks written
+     */
+    flush(): number {
+      const db = open()
+      return db.root.transactionSync(() => flushInTransaction(db, readState(db)))
+    },
+
+    /**
+     * Runs a query (see query.ts for the language).
+     *
+     * @returns one page, newest first, with the total and the cursor of the next page
+     * @throws QuerySyntaxError (code QUERY_SYNTAX, with `position`) for a malformed query;
+     *   IndexError BAD_CURSOR, QUERY_TIMEOUT (over `searchTimeBudgetMs`), INDEX_UNAVAILABLE, INDEX_CORRUPT
+     */
+    search,
+
+    /** Figures for status views. */
+    stats(): IndexStats {
+      const db = open()
+      const state = readState(db)
+      return { documents: state.documents, pending: state.next - 1 - state.flushed, flushes: state.chunks, removedSinceRebuild: state.removed }
+    },
+
+    /** True when the message is indexed. */
+    has(id: string): boolean {
+      return open().keys.get(idKeyPrefix + id) !== undefined
+    },
+
+    /**
+     * Checks the index against the archive: messages the archive has and the index lacks
+     * (missing), documents for messages the archive no longer has (extra) and, when
+     * `getInput` is given, documents whose indexed content differs from a fresh analysis
+     * of the stored message (stale; e.g. indexed by an older tokenizer). Reads only.
+     * Memory: one set of the archive's ids (~100 bytes per message).
+     *
+     * @param listIds every archive id
+     * @param getInput the index input of a stored message (undefined when it is gone)
+     */
+    async verify(listIds: Source<string>, getInput?: (id: string) => Promise<IndexInput | undefined> | IndexInput | undefined): Promise<VerifyReport> {
+      const db = open()
+      const archived = new Set<string>()
+      for await (const id of listIds) archived.add(id)
+      const report: VerifyReport = { archived: archived.size, indexed: 0, missingCount: 0, extraCount: 0, staleCount: 0, missing: [], extra: [], stale: [], ok: true }
+      const note = (list: string[], id: string): void => {
+        if (list.length < limits.verifyListedIdsMax) list.push(id)
+      }
+      for (const { key, value } of db.keys.getRange({ start: idKeyPrefix, end: idKeyPrefix + '\uffff' })) {
+        const id = key.slice(idKeyPrefix.length)
+        report.indexed++
+        if (!archived.has(id)) {
+          report.extraCount++
+          note(report.extra, id)
+          continue
+        }
+        archived.delete(id)
+        if (getInput) {
+          const input = await getInput(id)
+          const forward = getForward(db, value as number)
+          if (input && (!forward || !sameForward(forward, analyzeDocument(input, limits).forward))) {
+            report.staleCount++
+            note(report.stale, id)
+          }
+        }
+      }
+      for (const id of archived) {
+        report.missingCount++
+        note(report.missing, id)
+      }
+      report.ok = report.missingCount === 0 && report.extraCount === 0 && report.staleCount === 0
+      logger.info('index verified', { archived: report.archived, indexed: report.indexed, missing: report.missingCount, extra: report.extraCount, stale: report.staleCount })
+      return report
+    },
+
+    /**
+     * Drops the index's data and indexes every message again, `rebuildBatchMessages` per
+     * write transaction. The archive's own databases are not touched; searches during a
+     * rebuild see a partial index. Messages ingested meanwhile are indexed by the ingest
+     * hook as usual (and skipped here when unchanged).
+     *
+     * @param messages every stored message's index input
+     * @param onProgress called after each batch with the number indexed so far
+     * @returns the number of messages indexed
+     */
+    async rebuild(messages: Source<IndexInput>, onProgress?: (indexed: number) => void): Promise<number> {
+      const db = open()
+      await db.root.transaction(() => {
+        for (const store of [db.postings, db.forward, db.documents, db.dates, db.keys] as Database<unknown, string>[]) store.clearSync()
+      })
+      tail = undefined
+      let indexed = 0
+      let batch: IndexInput[] = []
+      const write = async (): Promise<void> => {
+        const inputs = batch
+        batch = []
+        await db.root.transaction(() => {
+          for (const input of inputs) indexInTransaction(db, input, true)
+        })
+        indexed += inputs.length
+        onProgress?.(indexed)
+      }
+      for await (const input of messages) {
+        batch.push(input)
+        if (batch.length >= limits.rebuildBatchMessages) await write()
+      }
+      if (batch.length > 0) await write()
+      logger.info('index rebuilt', { messages: indexed })
+      return indexed
+    },
+  }
+}

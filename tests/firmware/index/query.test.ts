@@ -1,0 +1,203 @@
+import t from 'tap'
+import { addressExactTokens, addressQueryToken, isAddressLike, tokenCharsMax, tokenize, tokenizeWithSpans } from '../../../firmware/index/tokenize.js'
+import { parseQuery, phraseTokensMax, queryCharsMax, queryNestingMax, queryTermsMax, type QueryNode } from '../../../firmware/index/query.js'
+import { QuerySyntaxError } from '../../../firmware/index/errors.js'
+import { makeSnippet } from '../../../firmware/index/snippet.js'
+import { decodeChunkInto, difference, encodeChunk, intersect, toDocidSet, union } from '../../../firmware/index/postings.js'
+import { decodeForward, decodeRecord, encodeForward, encodeRecord, streamHasPhrase, streamOf } from '../../../firmware/index/document.js'
+
+t.test('tokenize: case and accent folding, separators, compatibility forms', async (t) => {
+  t.same(tokenize('Héllo, WÖRLD! naïve café'), ['hello', 'world', 'naive', 'cafe'])
+  t.same(tokenize('ÉTÉ été Ete'), ['ete', 'ete', 'ete'])
+  t.same(tokenize('ﬁle Ｆｕｌｌ'), ['file', 'full'], 'ligature and full-width forms fold')
+  t.same(tokenize('İstanbul Straße'), ['istanbul', 'straße'], 'dotted capital I folds to i; ß stays')
+  t.same(tokenize('e-mail john.smith@example.com 3.14'), ['e', 'mail', 'john', 'smith', 'example', 'com', '3', '14'])
+  t.same(tokenize('⑴ item'), ['1', 'item'], 'folding that leaves punctuation splits again')
+  t.same(tokenize('Ελληνικά Кириллица'), ['ελληνικα', 'кириллица'])
+  t.same(tokenize('!!! --- ...'), [])
+  t.same(tokenize(''), [])
+})
+
+t.test('tokenize: CJK characters are single tokens, emoji are separators', async (t) => {
+  t.same(tokenize('東京都に行く'), ['東', '京', '都', 'に', '行', 'く'])
+  t.same(tokenize('ｶﾀｶﾅ'), ['カ', 'タ', 'カ', 'ナ'], 'half-width katakana folds to full-width')
+  t.same(tokenize('abc東京def'), ['abc', '東', '京', 'def'])
+  t.same(tokenize('한국어 text'), ['한국어', 'text'], 'Hangul is spaced: whole words')
+  t.same(tokenize('party 🎉🎉 time 👍🏽'), ['party', 'time'])
+})
+
+t.test('tokenize: limits', async (t) => {
+  const long = 'a'.repeat(200)
+  t.equal(tokenize(long)[0]!.length, tokenCharsMax, 'long tokens are cut')
+  const surrogate = 'a'.repeat(tokenCharsMax - 1) + '𝒜𝒜'
+  const cut = tokenize(surrogate)[0]!
+  t.ok(cut.length <= tokenCharsMax && !/[\ud800-\udbff]$/.test(cut), 'never cuts inside a surrogate pair')
+  t.same(tokenize('one two three four', 2), ['one', 'two'], 'token budget')
+  t.same(tokenize('one', 0), [])
+  const spans = tokenizeWithSpans('Hé  World')
+  t.same(spans, [
+    { token: 'he', start: 0, end: 2 },
+    { token: 'world', start: 4, end: 9 },
+  ])
+})
+
+t.test('address tokens', async (t) => {
+  t.same(addressExactTokens('John.Smith@Mail.Example.co.uk').sort(), ['co.uk', 'example.co.uk', 'john.smith', 'john.smith@mail.example.co.uk', 'mail.example.co.uk'].sort())
+  t.same(addressExactTokens('bob@example.com').sort(), ['bob@example.com', 'example.com'], 'an all-letter local part is a word token already')
+  t.same(addressExactTokens(''), [])
+  t.ok(isAddressLike('bob@example.com') && isAddressLike('example.com') && !isAddressLike('bob') && !isAddressLike('John Smith'))
+  t.equal(addressQueryToken('<Bob@Example.COM>'), 'bob@example.com')
+})
+
+function parseError(query: string): QuerySyntaxError {
+  try {
+    parseQuery(query)
+  } catch (error) {
+    if (error instanceof QuerySyntaxError) return error
+    throw error
+  }
+  throw new Error(`expected a syntax error for ${JSON.stringify(query)}`)
+}
+
+/** A compact rendering of a tree, to compare shapes. */
+function show(node: QueryNode): string {
+  switch (node.kind) {
+    case 'and':
+      return `(${node.children.map(show).join(' & ')})`
+    case 'or':
+      return `(${node.children.map(show).join(' | ')})`
+    case 'not':
+      return `!${show(node.child)}`
+    case 'match':
+      return `${node.field}:${node.tokens.join('_')}`
+    case 'address':
+      return `${node.field}=${node.token}`
+    case 'has':
+      return 'has:attachment'
+    case 'date':
+      return `${node.bound}:${new Date(node.ms).toISOString().slice(0, 10)}`
+  }
+}
+
+t.test('parser: every form', async (t) => {
+  t.equal(show(parseQuery('hello')), 'any:hello')
+  t.equal(show(parseQuery('Hello World')), '(any:hello & any:world)')
+  t.equal(show(parseQuery('hello AND world')), '(any:hello & any:world)')
+  t.equal(show(parseQuery('a OR b c')), '((any:a | any:b) & any:c)', 'OR binds tighter than AND')
+  t.equal(show(parseQuery('a OR b OR c')), '(any:a | any:b | any:c)')
+  t.equal(show(parseQuery('a -b NOT c')), '(any:a & !any:b & !any:c)')
+  t.equal(show(parseQuery('"Exact  Phrase" x')), '(any:exact_phrase & any:x)')
+  t.equal(show(parseQuery('e-mail')), 'any:e_mail', 'a word of several tokens is a phrase')
+  t.equal(show(parseQuery('東京')), 'any:東_京')
+  t.equal(show(parseQuery('from:bob@Example.com to:example.org')), '(from=bob@example.com & to=example.org)')
+  t.equal(show(parseQuery('from:Bob to:"Jane Doe"')), '(from:bob & to:jane_doe)')
+  t.equal(show(parseQuery('Subject:"Quarterly report" attachment:report.pdf')), '(subject:quarterly_report & attachment:report_pdf)')
+  t.equal(show(parseQuery('has:attachment x')), '(has:attachment & any:x)')
+  t.equal(show(parseQuery('after:2002-08-01 before:2002-09-01')), '(after:2002-08-01 & before:2002-09-01)')
+  t.equal(show(parseQuery('(a OR b) -(c d)')), '((any:a | any:b) & !(any:c & any:d))')
+  t.equal(show(parseQuery('http://example.com/x')), 'any:http_example_com_x', 'an unknown name: is text')
+  t.equal(show(parseQuery('or and not')), '(any:or & any:and & any:not)', 'lower-case operators are words')
+  t.equal(show(parseQuery('a & b')), '(any:a & any:b)', 'words without letters are dropped')
+  t.equal(show(parseQuery('-spam after:2002-01-01')), '(!any:spam & after:2002-01-01)', 'a date bound is positive')
+})
+
+t.test('parser: errors name the position', async (t) => {
+  const cases: Array<[string, number, RegExp]> = [
+    ['', 0, /empty query/],
+    ['   ', 0, /empty query/],
+    ['say "hello', 4, /unterminated quote/],
+    ['(a b', 0, /unclosed parenthesis/],
+    ['a b)', 3, /unexpected \)/],
+    ['a ()', 2, /empty parentheses/],
+    ['OR a', 0, /OR needs a term/],
+    ['a OR', 2, /OR needs a term/],
+    ['a OR OR b', 2, /OR needs a term/],
+    ['(a OR) b', 3, /OR needs a term/],
+    ['AND a', 0, /AND needs a term/],
+    ['a NOT', 2, /NOT must be followed/],
+    ['a - b', 2, /'-' must be followed/],
+    ['from: x', 5, /from: needs a value/],
+    ['has:pdf', 4, /unknown has: value/],
+    ['before:2002-13-01', 7, /expects a date/],
+    ['after:2002-02-30', 6, /expects a date/],
+    ['after:yesterday', 6, /expects a date/],
+    ['subject:!!!', 8, /no searchable words/],
+    ['!!! ???', 0, /no searchable words/],
+    ['-spam', 0, /at least one term that is not negated/],
+    ['NOT a NOT b', 0, /at least one term that is not negated/],
+    ['a OR -b', 5, /each side of OR/],
+    ['x -(-a)', 2, /negated term must not itself be only negations/],
+    ['a OR !!!', 5, /this side of OR has no searchable words/],
+  ]
+  for (const [query, position, message] of cases) {
+    const error = parseError(query)
+    t.equal(error.position, position, `${JSON.stringify(query)}: position`)
+    t.match(error.message, message, `${JSON.stringify(query)}: message`)
+    t.equal(error.code, 'QUERY_SYNTAX')
+    t.equal(error.retryable, false)
+  }
+})
+
+t.test('parser: limits', async (t) => {
+  const long = parseError('a'.repeat(queryCharsMax + 1))
+  t.equal(long.position, queryCharsMax)
+  t.doesNotThrow(() => parseQuery(Array.from({ length: queryTermsMax }, (_, i) => `w${i}`).join(' ')))
+  const words = Array.from({ length: queryTermsMax + 1 }, (_, i) => `w${i}`)
+  const tooMany = parseError(words.join(' '))
+  t.equal(tooMany.position, words.slice(0, queryTermsMax).join(' ').length + 1, 'points at the first term over the limit')
+  t.match(tooMany.message, /too many terms/)
+  const phrase = parseError(`"${Array.from({ length: phraseTokensMax + 1 }, () => 'w').join(' ')}"`)
+  t.match(phrase.message, /phrase longer than/)
+  const deep = '('.repeat(queryNestingMax + 1) + 'a' + ')'.repeat(queryNestingMax + 1)
+  const nesting = parseError(deep)
+  t.equal(nesting.position, queryNestingMax)
+  t.match(nesting.message, /nesting deeper/)
+  t.doesNotThrow(() => parseQuery('('.repeat(queryNestingMax) + 'a' + ')'.repeat(queryNestingMax)))
+  const negations = parseError('x ' + '-'.repeat(queryNestingMax + 1) + 'a')
+  t.match(negations.message, /nesting deeper/)
+})
+
+t.test('postings: chunk codec and set operations', async (t) => {
+  const chunk = encodeChunk([
+    [1, 2],
+    [300, 1],
+    [70_000, 3],
+    [4_000_000_000, 2],
+  ])
+  const body: number[] = []
+  t.ok(decodeChunkInto(chunk, 2, body))
+  t.same(body, [1, 70_000, 4_000_000_000])
+  const subject: number[] = []
+  t.ok(decodeChunkInto(chunk, 1, subject))
+  t.same(subject, [300, 70_000])
+  t.notOk(decodeChunkInto(chunk.subarray(0, chunk.length - 1), 2, []), 'a cut chunk is reported, not misread')
+  t.same([...toDocidSet([5, 1, 5, 3])], [1, 3, 5])
+  const a = Uint32Array.from([1, 3, 5, 7, 9, 1000, 5000])
+  const b = Uint32Array.from([3, 4, 5, 1000, 6000])
+  t.same([...intersect(a, b)], [3, 5, 1000])
+  t.same([...intersect(Uint32Array.from([9]), Uint32Array.from(Array.from({ length: 1000 }, (_, i) => i * 3)))], [9], 'galloping finds a far element')
+  t.same([...union(a, b)], [1, 3, 4, 5, 7, 9, 1000, 5000, 6000])
+  t.same([...difference(a, b)], [1, 7, 9, 5000])
+})
+
+t.test('forward and display records round-trip; phrases stay inside a segment', async (t) => {
+  const forward = { s: streamOf([['hello', 'world']]), b: streamOf([['a', 'b'], ['c', 'd']]), f: '', t: streamOf([['x']]), n: '', xf: ['bob@example.com', 'example.com'], xt: [], a: 1 as const }
+  t.same(decodeForward(encodeForward(forward)), forward)
+  t.ok(streamHasPhrase(forward.b, ['a', 'b']))
+  t.notOk(streamHasPhrase(forward.b, ['b', 'c']), 'no phrase across two segments')
+  t.notOk(streamHasPhrase(forward.s, ['hell']), 'whole tokens only')
+  t.equal(decodeForward(Buffer.from('garbage')), undefined)
+  const record = { id: 'f'.repeat(64), dateMs: 1_000, from: 'Bob <bob@example.com>', subject: 'Hi "there"', text: 'body\u0000with nul' }
+  t.same(decodeRecord(encodeRecord(record)), record)
+})
+
+t.test('snippets highlight matches and escape HTML', async (t) => {
+  const snippet = makeSnippet('Dear <user>, the Café & bar opens at noon. Café again.', new Set(['cafe']))
+  t.equal(snippet, 'Dear &lt;user&gt;, the <mark>Café</mark> &amp; bar opens at noon. <mark>Café</mark> again.')
+  const long = `${'filler '.repeat(100)}needle here ${'tail '.repeat(100)}`
+  const cut = makeSnippet(long, new Set(['needle']))
+  t.match(cut, /^…filler .*<mark>needle<\/mark> here tail .*…$/)
+  t.ok(cut.length < 400)
+  t.equal(makeSnippet('no match here', new Set(['zzz'])), 'no match here')
+  t.equal(makeSnippet('<script>', new Set()), '&lt;script&gt;')
+})
