@@ -1,0 +1,489 @@
+import assert from 'node:assert/strict'
+import { randomBytes as cryptoRandomBytes } from 'node:crypto'
+import type { Socket, AddressInfo } from 'node:net'
+import { connect as connectTls, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls'
+import type { Logger } from '../common/logger.js'
+import type { Clock } from '../common/clock.js'
+import { mirroringModelMin } from '../../config/models.js'
+import { MirrorError, type MirrorErrorCode, type RefusalValue } from './errors.js'
+import type { IdentityCertificate } from './certificate.js'
+import { FramedSocket, handshakeFramePayloadBytesMax, socketFailure } from './protocol.js'
+import { clientHandshake, serverHandshake, type HandshakeContext, type HandshakeProgress, type MirrorIdentity } from './handshake.js'
+import { channelIdleTimeoutMsDefault, createMirrorChannel, type MirrorChannel } from './channel.js'
+import { toMirrorSecret, type MirrorSecret } from './secret.js'
+
+/** Failed proofs tolerated per source address within authFailureWindowMs before RATE_LIMITED. */
+export const authFailuresMax = 5
+/** The sliding window for authFailuresMax, in milliseconds. */
+export const authFailureWindowMs = 60_000
+/** Source addresses whose failures are remembered; the oldest is forgotten beyond this. */
+export const authFailureAddressesMax = 4096
+/** Handshakes one source address may have in progress at once (a stalled-connection flood stays local to it). */
+export const handshakesPerAddressMax = 8
+/** How long stop() waits for connections to close before destroying them, in milliseconds. */
+export const listenerStopTimeoutMs = 3_000
+/** TLS 1.3 only: the handshake proof binds the TLS 1.3 exporter. */
+const tlsVersion = 'TLSv1.3'
+
+/** One handshake outcome, for the audit log. Never carries the secret or a proof. */
+export interface MirrorAuditEvent {
+  type: 'mirror.handshake'
+  outcome: 'accepted' | 'refused'
+  direction: 'inbound' | 'outbound'
+  /** The reason code of a refusal; null when accepted. */
+  code: MirrorErrorCode | null
+  /** Which side decided the refusal; null when accepted. */
+  origin: 'local' | 'peer' | null
+  expected: RefusalValue
+  actual: RefusalValue
+  message: string | null
+  remoteAddress: string
+  remotePort: number | null
+  /** What the peer claimed in its HELLO (unauthenticated unless accepted); null before it. */
+  peerSerial: string | null
+  peerFingerprint: string | null
+  /** Wall-clock time, milliseconds since the epoch. */
+  timeMs: number
+}
+
+/** Injected collaborators of the mirror transport. */
+export interface MirrorTransportDeps {
+  logger: Logger
+  clock: Clock
+  /** Cryptographically secure random bytes; defaults to node:crypto randomBytes. Tests may fix them. */
+  randomBytes?: (size: number) => Buffer
+  identity: MirrorIdentity
+  certificate: IdentityCertificate
+  /** Told of every handshake outcome; a throwing audit sink is logged, never fatal. */
+  audit?: (event: MirrorAuditEvent) => void
+}
+
+/** Collaborators of the listener: audit is required, and onChannel receives each authenticated peer. */
+export interface MirrorListenerDeps extends MirrorTransportDeps {
+  audit: (event: MirrorAuditEvent) => void
+  /** Receives each authenticated inbound channel; a rejection closes that channel. */
+  onChannel: (channel: MirrorChannel) => void | Promise<void>
+}
+
+/** Where and how the listener accepts peers; from the config's `mirror` section. */
+export interface MirrorListenerOptions {
+  host: string
+  /** 0 picks any free port; see address(). */
+  port: number
+  /** The secret string or its derived form (deriveMirrorSecret). */
+  sharedSecret: string | MirrorSecret
+  /** From TCP accept to an authenticated channel, in milliseconds; a slower peer is dropped. */
+  handshakeTimeoutMs: number
+  /** Connections open at once (handshaking and authenticated); more are dropped at accept. */
+  connectionsMax: number
+  /** Idle timeout of the channels this listener creates, in milliseconds. */
+  idleTimeoutMs?: number
+}
+
+/** What healthcheck() reports; `ok`/`detail` fit boot's ServiceHealth. */
+export interface MirrorListenerHealth {
+  ok: boolean
+  detail: string
+  address: { host: string; port: number } | null
+  connections: number
+  handshakesInProgress: number
+  channels: number
+  rateLimitedAddresses: number
+}
+
+/** Counts failed proofs per source address in a sliding window (pure apart from the clock). */
+export function createAuthFailureLimiter(clock: Clock, limits = { failuresMax: authFailuresMax, windowMs: authFailureWindowMs }) {
+  const failures = new Map<string, number[]>()
+
+  function recent(address: string): number[] {
+    const now = clock.monotonicMs()
+    const times = (failures.get(address) ?? []).filter((time) => now - time < limits.windowMs)
+    if (times.length === 0) failures.delete(address)
+    else failures.set(address, times)
+    return times
+  }
+
+  return {
+    /** Failed proofs from `address` within the window. */
+    count: (address: string): number => recent(address).length,
+    /** True when `address` has used up its failures for now. */
+    isLimited: (address: string): boolean => recent(address).length >= limits.failuresMax,
+    record(address: string): void {
+      const times = recent(address)
+      times.push(clock.monotonicMs())
+      // Re-insert so Map order is least recently failed first, then forget the oldest if full.
+      failures.delete(address)
+      failures.set(address, times)
+      if (failures.size > authFailureAddressesMax) failures.delete(failures.keys().next().value!)
+    },
+    forget: (address: string): void => void failures.delete(address),
+    /** Addresses currently limited. */
+    limitedCount: (): number => [...failures.keys()].filter((address) => recent(address).length >= limits.failuresMax).length,
+  }
+}
+
+/** IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d; one address, one key. */
+function normalizeAddress(address: string | undefined): string {
+  if (!address) return 'unknown'
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice('::ffff:'.length) : address
+}
+
+function handshakeContext(deps: MirrorTransportDeps, secret: MirrorSecret): HandshakeContext {
+  return { identity: deps.identity, secret, randomBytes: deps.randomBytes ?? cryptoRandomBytes }
+}
+
+function reportOutcome(
+  deps: MirrorTransportDeps,
+  logger: Logger,
+  base: { direction: 'inbound' | 'outbound'; remoteAddress: string; remotePort: number | null },
+  progress: HandshakeProgress,
+  error: MirrorError | null,
+): void {
+  const event: MirrorAuditEvent = {
+    type: 'mirror.handshake',
+    outcome: error ? 'refused' : 'accepted',
+    ...base,
+    code: error?.code ?? null,
+    origin: error?.origin ?? null,
+    expected: error?.expected ?? null,
+    actual: error?.actual ?? null,
+    message: error?.message ?? null,
+    peerSerial: progress.peerSerial ?? null,
+    peerFingerprint: progress.peerFingerprint ?? null,
+    timeMs: deps.clock.now(),
+  }
+  const { type: _type, timeMs: _time, ...fields } = event
+  if (error) logger.warn('mirror handshake refused', fields)
+  else logger.info('mirror peer authenticated', fields)
+  try {
+    deps.audit?.(event)
+  } catch (auditError) {
+    logger.error('mirror audit sink failed', { error: auditError })
+  }
+}
+
+/** Per accepted TCP connection, from accept to close. */
+interface ConnectionState {
+  raw: Socket
+  address: string
+  port: number
+  deadline: NodeJS.Timeout
+  /** Set once TLS is up. */
+  framed?: FramedSocket
+  channel?: MirrorChannel
+  /** The outcome has been reported (audit + log). */
+  reported: boolean
+  tlsError?: Error
+}
+
+/**
+ * The mirror listener: TLS 1.3 on `host:port`, every connection runs the server side of the
+ * handshake and, once authenticated, becomes a MirrorChannel handed to `onChannel`. Pure
+ * until start(). Every refusal and failure (TLS garbage, timeouts, busy, auth) is audited.
+ */
+export function createMirrorListener(deps: MirrorListenerDeps, options: MirrorListenerOptions) {
+  assert.ok(options.handshakeTimeoutMs > 0, 'handshakeTimeoutMs must be positive')
+  assert.ok(Number.isInteger(options.connectionsMax) && options.connectionsMax > 0, 'connectionsMax must be a positive integer')
+  const logger = deps.logger.child('listener')
+  const limiter = createAuthFailureLimiter(deps.clock)
+  const connections = new Map<string, ConnectionState>()
+  const idleTimeoutMs = options.idleTimeoutMs ?? channelIdleTimeoutMsDefault
+  let server: TlsServer | undefined
+  let context: HandshakeContext | undefined
+  let stopping: Promise<void> | undefined
+
+  function report(state: ConnectionState, progress: HandshakeProgress, error: MirrorError | null): void {
+    if (state.reported) return
+    state.reported = true
+    reportOutcome(deps, logger, { direction: 'inbound', remoteAddress: state.address, remotePort: state.port }, progress, error)
+  }
+
+  function handshakesInProgress(address?: string): number {
+    let count = 0
+    for (const state of connections.values()) if (!state.channel && (address === undefined || state.address === address)) count++
+    return count
+  }
+
+  function onConnection(raw: Socket): void {
+    const address = normalizeAddress(raw.remoteAddress)
+    const port = raw.remotePort ?? 0
+    const key = `${raw.remoteAddress}:${port}`
+    const refuseAtAccept = (reason: string, expected: number): void => {
+      raw.destroy()
+      const error = new MirrorError('BUSY', reason, { expected: `<= ${expected}`, actual: expected + 1 })
+      reportOutcome(deps, logger, { direction: 'inbound', remoteAddress: address, remotePort: port }, {}, error)
+    }
+    // Refused before TLS: no CPU spent on a flood, the client sees a reset and retries later.
+    if (stopping) return void raw.destroy()
+    if (connections.size >= options.connectionsMax) return refuseAtAccept('too many mirror connections', options.connectionsMax)
+    if (handshakesInProgress(address) >= handshakesPerAddressMax) {
+      return refuseAtAccept(`too many handshakes in progress from ${address}`, handshakesPerAddressMax)
+    }
+    const state: ConnectionState = {
+      raw,
+      address,
+      port,
+      reported: false,
+      deadline: setTimeout(() => onDeadline(state), options.handshakeTimeoutMs).unref(),
+    }
+    connections.set(key, state)
+    raw.once('close', () => {
+      clearTimeout(state.deadline)
+      connections.delete(key)
+      if (!state.framed) {
+        const message = state.tlsError ? `TLS failed: ${state.tlsError.message}` : 'the connection closed before TLS completed'
+        report(state, {}, new MirrorError('TLS_FAILED', message, { fields: { causeCode: (state.tlsError as { code?: string })?.code } }))
+      }
+    })
+  }
+
+  function onDeadline(state: ConnectionState): void {
+    if (state.channel) return
+    const error = new MirrorError('TIMEOUT', `the mirror handshake did not finish within ${options.handshakeTimeoutMs} ms`, {
+      expected: `<= ${options.handshakeTimeoutMs} ms`,
+      actual: null,
+    })
+    if (state.framed) {
+      // The handshake's pending receive fails with this error and reports it.
+      state.framed.refuse(error)
+    } else {
+      report(state, {}, error)
+      state.raw.destroy()
+    }
+  }
+
+  async function onSecureConnection(socket: TLSSocket): Promise<void> {
+    const state = connections.get(`${socket.remoteAddress}:${socket.remotePort}`)
+    if (!state || !context) return void socket.destroy()
+    const framed = new FramedSocket(socket, handshakeFramePayloadBytesMax)
+    state.framed = framed
+    const progress: HandshakeProgress = {}
+    if (limiter.isLimited(state.address)) {
+      // Refused without reading a frame or computing anything.
+      const error = new MirrorError('RATE_LIMITED', `too many failed proofs from ${state.address}; try again later`, {
+        expected: `< ${authFailuresMax} failed proofs per ${authFailureWindowMs} ms`,
+        actual: limiter.count(state.address),
+      })
+      framed.refuse(error)
+      report(state, progress, error)
+      return
+    }
+    let peer
+    try {
+      peer = await serverHandshake(framed, context, progress)
+    } catch (error) {
+      const failure = error as MirrorError
+      if (failure.code === 'AUTH_FAILED' && failure.origin === 'local') limiter.record(state.address)
+      report(state, progress, failure)
+      return
+    }
+    clearTimeout(state.deadline)
+    limiter.forget(state.address)
+    const channel = createMirrorChannel(deps, framed, { ...peer, address: state.address, port: state.port }, { direction: 'inbound', idleTimeoutMs })
+    state.channel = channel
+    report(state, progress, null)
+    if (stopping) return void channel.close()
+    try {
+      await deps.onChannel(channel)
+    } catch (error) {
+      logger.error('the mirror channel handler failed; closing the channel', { error, peerSerial: peer.serial })
+      await channel.close()
+    }
+  }
+
+  /** The bound address (port resolved when 0 was asked), or null before start / after stop. */
+  function address(): { host: string; port: number } | null {
+    const bound = server?.address()
+    return bound && typeof bound === 'object' ? { host: bound.address, port: bound.port } : null
+  }
+
+  return {
+    /**
+     * Checks eligibility and the secret, then listens.
+     * @throws MirrorError MODEL_NOT_ELIGIBLE (this model may not mirror), SECRET_WEAK,
+     *   LISTEN_FAILED (address in use, permission…)
+     */
+    async start(): Promise<void> {
+      assert.equal(server, undefined, 'start() once')
+      if (deps.identity.model < mirroringModelMin) {
+        throw new MirrorError('MODEL_NOT_ELIGIBLE', `model ${deps.identity.model} may not mirror: models >= ${mirroringModelMin} only`, {
+          expected: `>= ${mirroringModelMin}`,
+          actual: deps.identity.model,
+        })
+      }
+      context = handshakeContext(deps, await toMirrorSecret(options.sharedSecret))
+      const tlsServer = createTlsServer({
+        key: deps.certificate.privateKeyPem,
+        cert: deps.certificate.certificatePem,
+        requestCert: true,
+        // Trust comes from the shared-secret proof, not from a CA; the certificates are bound into it.
+        rejectUnauthorized: false,
+        minVersion: tlsVersion,
+        maxVersion: tlsVersion,
+        // A backstop only: our own deadline (started at accept) fires first.
+        handshakeTimeout: options.handshakeTimeoutMs + 1_000,
+      })
+      tlsServer.on('connection', onConnection)
+      tlsServer.on('tlsClientError', (error, socket) => {
+        const state = connections.get(`${socket.remoteAddress}:${socket.remotePort}`)
+        if (state) state.tlsError = error
+      })
+      tlsServer.on('secureConnection', (socket: TLSSocket) => {
+        onSecureConnection(socket).catch((error) => logger.error('mirror connection handling failed', { error }))
+      })
+      await new Promise<void>((resolve, reject) => {
+        tlsServer.once('error', (error: NodeJS.ErrnoException) =>
+          reject(
+            new MirrorError('LISTEN_FAILED', `cannot listen on ${options.host}:${options.port}: ${error.code ?? error.message}`, {
+              cause: error,
+              fields: { host: options.host, port: options.port },
+            }),
+          ),
+        )
+        tlsServer.listen(options.port, options.host, () => resolve())
+      })
+      tlsServer.on('error', (error) => logger.error('mirror listener error', { error }))
+      server = tlsServer
+      const bound = tlsServer.address() as AddressInfo
+      logger.info('mirror listener started', { host: bound.address, port: bound.port, fingerprint: deps.certificate.fingerprint })
+    },
+
+    address,
+
+    /**
+     * Stops accepting, closes every channel it created (CLOSE frame) and every handshake,
+     * and destroys what is still open after listenerStopTimeoutMs. Idempotent.
+     */
+    stop(): Promise<void> {
+      stopping ??= (async () => {
+        const tlsServer = server
+        if (!tlsServer) return
+        const allClosed = new Promise<void>((resolve) => tlsServer.close(() => resolve()))
+        for (const state of connections.values()) {
+          if (state.channel) void state.channel.close()
+          else if (state.framed) state.framed.refuse(new MirrorError('BUSY', 'the mirror listener is stopping'))
+          else state.raw.destroy()
+        }
+        let timer: NodeJS.Timeout | undefined
+        const timedOut = new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, listenerStopTimeoutMs).unref()
+        })
+        await Promise.race([allClosed, timedOut])
+        clearTimeout(timer)
+        for (const state of connections.values()) state.raw.destroy()
+        await allClosed
+        server = undefined
+        logger.info('mirror listener stopped')
+      })()
+      return stopping
+    },
+
+    /** Listening state and connection counts, for boot's health evaluation and `show mirror`. */
+    healthcheck(): MirrorListenerHealth {
+      const bound = address()
+      const channels = [...connections.values()].filter((state) => state.channel).length
+      const rateLimitedAddresses = limiter.limitedCount()
+      return {
+        ok: bound !== null && !stopping,
+        detail: bound ? `listening on ${bound.host}:${bound.port}, ${channels} peer channel(s)` : 'not listening',
+        address: bound,
+        connections: connections.size,
+        handshakesInProgress: handshakesInProgress(),
+        channels,
+        rateLimitedAddresses,
+      }
+    },
+  }
+}
+
+/** A listener as createMirrorListener makes it. */
+export type MirrorListener = ReturnType<typeof createMirrorListener>
+
+/** Which peer to connect to and how long to try. */
+export interface ConnectToPeerOptions {
+  host: string
+  port: number
+  /** The secret string or its derived form (deriveMirrorSecret; saves ~50–100 ms per call). */
+  sharedSecret: string | MirrorSecret
+  /** From connect to an authenticated channel, in milliseconds. */
+  timeoutMs: number
+  /** Idle timeout of the channel, in milliseconds. */
+  idleTimeoutMs?: number
+}
+
+const connectFailureCodes = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EADDRNOTAVAIL'])
+
+/**
+ * Connects to a peer's listener and runs the client side of the handshake.
+ * @returns an authenticated outbound MirrorChannel
+ * @throws MirrorError — CONNECT_FAILED (retryable: refused, unreachable, DNS), TIMEOUT
+ *   (retryable), TLS_FAILED / CONNECTION_CLOSED / BUSY / RATE_LIMITED (retryable), or a
+ *   refusal with its reason code and expected/actual (PROTOCOL_MISMATCH, MODEL_NOT_ELIGIBLE,
+ *   MODEL_MISMATCH, FIRMWARE_MISMATCH, SERIAL_CONFLICT, AUTH_FAILED, PROTOCOL: not retryable
+ *   by default; the caller decides), SECRET_WEAK before connecting
+ */
+export async function connectToPeer(deps: MirrorTransportDeps, options: ConnectToPeerOptions): Promise<MirrorChannel> {
+  assert.ok(options.timeoutMs > 0, 'timeoutMs must be positive')
+  const logger = deps.logger.child('client', { peerHost: options.host, peerPort: options.port })
+  const context = handshakeContext(deps, await toMirrorSecret(options.sharedSecret))
+  const socket = connectTls({
+    host: options.host,
+    port: options.port,
+    key: deps.certificate.privateKeyPem,
+    cert: deps.certificate.certificatePem,
+    // See the listener: trust comes from the proof, and both certificates are bound into it.
+    rejectUnauthorized: false,
+    minVersion: tlsVersion,
+    maxVersion: tlsVersion,
+  })
+  let framed: FramedSocket | undefined
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new MirrorError('TIMEOUT', `no authenticated channel to ${options.host}:${options.port} within ${options.timeoutMs} ms`, {
+    expected: `<= ${options.timeoutMs} ms`,
+    actual: null,
+  })
+  try {
+    await new Promise<void>((resolve, reject) => {
+      timer = setTimeout(() => {
+        if (framed) framed.refuse(timeout)
+        else reject(timeout)
+        if (!framed) socket.destroy()
+      }, options.timeoutMs).unref()
+      socket.once('secureConnect', () => resolve())
+      socket.once('error', (error: NodeJS.ErrnoException) => {
+        if (framed) return
+        reject(
+          connectFailureCodes.has(error.code ?? '')
+            ? new MirrorError('CONNECT_FAILED', `cannot connect to ${options.host}:${options.port}: ${error.code}`, {
+                cause: error,
+                fields: { causeCode: error.code },
+              })
+            : socketFailure(error),
+        )
+      })
+    })
+    framed = new FramedSocket(socket, handshakeFramePayloadBytesMax)
+    const progress: HandshakeProgress = {}
+    const base = { direction: 'outbound' as const, remoteAddress: socket.remoteAddress ? normalizeAddress(socket.remoteAddress) : options.host, remotePort: options.port }
+    let peer
+    try {
+      peer = await clientHandshake(framed, context, progress)
+    } catch (error) {
+      reportOutcome(deps, logger, base, progress, error as MirrorError)
+      throw error
+    }
+    reportOutcome(deps, logger, base, progress, null)
+    return createMirrorChannel(
+      deps,
+      framed,
+      { ...peer, address: base.remoteAddress, port: options.port },
+      { direction: 'outbound', idleTimeoutMs: options.idleTimeoutMs ?? channelIdleTimeoutMsDefault },
+    )
+  } catch (error) {
+    // Once framed, the handshake has already closed the socket (after sending any REFUSE).
+    if (!framed) socket.destroy()
+    throw error
+  } finally {
+    clearTimeout(timer)
+  }
+}
