@@ -1,0 +1,435 @@
+import t from 'tap'
+import { createHash } from 'node:crypto'
+import { join } from 'node:path'
+import { open, type RootDatabase } from 'lmdb'
+import { createMemoryLogger } from '../../../firmware/common/logger.js'
+import { systemClock, type Clock } from '../../../firmware/common/clock.js'
+import { createIndex, type IndexOptions, type SearchIndex } from '../../../firmware/index/search-index.js'
+import { indexInputFromMeta, type IndexInput } from '../../../firmware/index/document.js'
+import { IndexError, QuerySyntaxError } from '../../../firmware/index/errors.js'
+import { createMimeParser, defaultMimeParserOptions } from '../../../firmware/mime/parser.js'
+import type { Address, ParsedAttachment, ParsedMessage } from '../../../firmware/mime/types.js'
+
+/** tap's test object, as the callback of t.test receives it. */
+type TestContext = Parameters<Parameters<typeof t.test>[0]>[0]
+
+const day = (iso: string): number => Date.parse(`${iso}T12:00:00Z`)
+const idOf = (name: string): string => createHash('sha256').update(name).digest('hex')
+
+function address(text: string): Address {
+  const match = /^(.*?)\s*<(.+)>$/.exec(text)
+  return match ? { name: match[1]!, address: match[2]!.toLowerCase() } : { name: '', address: text.toLowerCase() }
+}
+
+interface Spec {
+  from?: string
+  to?: string[]
+  cc?: string[]
+  bcc?: string[]
+  subject?: string
+  text?: string
+  date?: string | null
+  attachments?: Array<{ filename: string; text?: string }>
+}
+
+function parsedOf(spec: Spec): ParsedMessage {
+  const attachments: ParsedAttachment[] = (spec.attachments ?? []).map((attachment) => ({
+    filename: attachment.filename,
+    contentType: 'application/octet-stream',
+    sizeBytes: 10,
+    sha256: idOf(attachment.filename),
+    text: attachment.text ?? null,
+  }))
+  return {
+    messageId: null,
+    dateMs: spec.date ? day(spec.date) : null,
+    from: spec.from ? [address(spec.from)] : [],
+    to: (spec.to ?? []).map(address),
+    cc: (spec.cc ?? []).map(address),
+    bcc: (spec.bcc ?? []).map(address),
+    subject: spec.subject ?? null,
+    text: spec.text ?? '',
+    attachments,
+    flags: [],
+  }
+}
+
+const archivedAtMs = day('2024-03-01')
+
+function inputOf(name: string, spec: Spec, envelope: { to?: string[]; bcc?: string[] } = {}): IndexInput {
+  return { id: idOf(name), parsed: parsedOf(spec), envelopeTo: envelope.to, envelopeBcc: envelope.bcc, archivedAtMs }
+}
+
+/** The hand-made set: names are the letters used in expectations. */
+const corpus: Record<string, Spec> = {
+  A: {
+    from: 'Alice Smith <alice@example.com>',
+    to: ['bob@example.org'],
+    subject: 'Quarterly report',
+    text: 'The quarterly numbers are in. Revenue grew in Zürich.',
+    date: '2024-01-10',
+    attachments: [{ filename: 'report.pdf' }],
+  },
+  B: {
+    from: 'Bob <bob@example.org>',
+    to: ['Alice Smith <alice@example.com>'],
+    cc: ['carol@sub.example.com'],
+    subject: 'Re: Quarterly report',
+    text: 'Thanks, the numbers look good. Lunch on Friday?',
+    date: '2024-02-01',
+  },
+  C: {
+    from: 'carol@sub.example.com',
+    to: ['team@example.net'],
+    subject: 'Lunch',
+    text: 'Lunch friday at the café <b>tomorrow</b>',
+    date: '2024-02-15',
+    attachments: [{ filename: 'menu.txt', text: 'pizza margherita special' }],
+  },
+  D: { from: 'spammer@spam.biz', to: ['victim@example.net'], subject: 'FREE MONEY', text: 'free money now, click here', date: '2023-12-01' },
+  E: { from: 'dave@example.com', to: ['team@example.net'], bcc: ['secret@example.com'], subject: 'Numbers', text: 'numbers quarterly draft', date: '2024-01-10' },
+  F: { from: 'erin@example.net', subject: 'undated', text: 'undated message about revenue', date: null },
+}
+const names = Object.keys(corpus)
+const nameOfId = new Map([...names, 'G'].map((name) => [idOf(name), name]))
+
+interface Harness {
+  root: RootDatabase
+  index: SearchIndex
+  /** Names of the hits of a query, in result order (all pages). */
+  query(query: string): string[]
+}
+
+function makeHarness(t: TestContext, options: Partial<IndexOptions> = {}, clock: Clock = systemClock): Harness {
+  // A path with a dot is a file to lmdb: give it a folder name without one.
+  const root = open({ path: join(t.testdir(), 'lmdb'), maxDbs: 12 })
+  t.teardown(() => root.close())
+  const index = createIndex({ logger: createMemoryLogger('info'), clock }, options)
+  index.databases(root)
+  return {
+    root,
+    index,
+    query(query) {
+      const out: string[] = []
+      let cursor: string | null = null
+      do {
+        const page = index.search(query, { limit: 2, cursor })
+        out.push(...page.hits.map((hit) => nameOfId.get(hit.id) ?? hit.id))
+        cursor = page.nextCursor
+      } while (cursor)
+      return out
+    },
+  }
+}
+
+function indexAll(harness: Harness): void {
+  harness.root.transactionSync(() => {
+    for (const name of names) harness.index.indexMessage(inputOf(name, corpus[name]!))
+  })
+}
+
+const expectations: Array<[string, string[]]> = [
+  ['quarterly', ['B', 'E', 'A']],
+  ['Quarterly REPORT', ['B', 'A']],
+  ['"quarterly report"', ['B', 'A']],
+  ['"report quarterly"', []],
+  ['"numbers are"', ['A']],
+  ['numbers -draft', ['B', 'A']],
+  ['numbers NOT draft', ['B', 'A']],
+  ['lunch OR pizza', ['C', 'B']],
+  ['(free OR lunch) -click', ['C', 'B']],
+  ['FREE money', ['D']],
+  ['from:alice', ['A']],
+  ['from:alice@example.com', ['A']],
+  ['from:"Alice Smith"', ['A']],
+  ['from:example.org', ['B']],
+  ['from:example.com', ['C', 'E', 'A']],
+  ['to:example.com', ['B', 'E']],
+  ['to:secret@example.com', ['E']],
+  ['to:team@example.net', ['C', 'E']],
+  ['subject:lunch', ['C']],
+  ['subject:"quarterly report" -from:bob', ['A']],
+  ['attachment:report.pdf', ['A']],
+  ['attachment:pdf', ['A']],
+  ['attachment:menu', ['C']],
+  ['has:attachment', ['C', 'A']],
+  ['pizza', ['C']],
+  ['"pizza margherita"', ['C']],
+  ['zurich', ['A']],
+  ['ZÜRICH', ['A']],
+  ['cafe', ['C']],
+  ['café tomorrow', ['C']],
+  ['after:2024-01-10 before:2024-02-01', ['E', 'A']],
+  ['after:2024-02-01', ['F', 'C', 'B']],
+  ['before:2024-01-10', ['D']],
+  ['revenue', ['F', 'A']],
+  ['revenue -after:2024-02-01', ['A']],
+  ['revenue after:2024-02-01', ['F']],
+  ['nothingmatches', []],
+  ['quarterly nothingmatches', []],
+]
+
+for (const pendingDocumentsMax of [1_000, 2]) {
+  t.test(`every query form (pending tail of ${pendingDocumentsMax})`, async (t) => {
+    const harness = makeHarness(t, { pendingDocumentsMax })
+    indexAll(harness)
+    const stats = harness.index.stats()
+    t.equal(stats.documents, names.length)
+    t.ok(pendingDocumentsMax === 2 ? stats.flushes >= 2 && stats.pending < 2 : stats.flushes === 0, 'postings flushed as configured')
+    for (const [query, expected] of expectations) {
+      t.same(harness.query(query), expected, query)
+      const page = harness.index.search(query, { limit: 100 })
+      t.equal(page.total, expected.length, `${query}: total`)
+      t.equal(page.nextCursor, null)
+    }
+    const hit = harness.index.search('zurich').hits[0]!
+    t.equal(hit.subject, 'Quarterly report')
+    t.equal(hit.from, 'Alice Smith <alice@example.com>')
+    t.equal(hit.dateMs, day('2024-01-10'))
+    t.match(hit.snippet, /Revenue grew in <mark>Zürich<\/mark>\./)
+    const escaped = harness.index.search('tomorrow').hits[0]!
+    t.match(escaped.snippet, /café &lt;b&gt;<mark>tomorrow<\/mark>&lt;\/b&gt;/, 'snippets are HTML-escaped')
+    const undated = harness.index.search('undated').hits[0]!
+    t.equal(undated.dateMs, archivedAtMs, 'no Date header: ordered by archive time')
+  })
+}
+
+t.test('pagination: pages concatenate to the full result, stable while messages arrive', async (t) => {
+  const harness = makeHarness(t, { pendingDocumentsMax: 7, searchLimitMax: 50 })
+  const dated = (n: number): IndexInput => ({
+    id: idOf(`page-${n}`),
+    parsed: parsedOf({ subject: `page item ${n}`, text: 'common words here', date: `2020-01-${String(1 + (n % 5)).padStart(2, '0')}` }),
+    archivedAtMs,
+  })
+  for (let n = 0; n < 40; n++) harness.index.indexMessage(dated(n))
+  const full = harness.index.search('common', { limit: 100 })
+  t.equal(full.total, 40)
+  t.equal(full.hits.length, 40)
+  for (let index = 1; index < full.hits.length; index++) {
+    t.ok(full.hits[index - 1]!.dateMs >= full.hits[index]!.dateMs, 'newest first')
+  }
+  const seen: string[] = []
+  let cursor: string | null = null
+  let pages = 0
+  let added = 40
+  do {
+    const page = harness.index.search('common', { limit: 6, cursor })
+    t.ok(page.hits.length <= 6)
+    seen.push(...page.hits.map((hit) => hit.id))
+    cursor = page.nextCursor
+    pages++
+    // New mail between pages, dated before, between and after the pages already seen.
+    for (let extra = 0; extra < 3; extra++) harness.index.indexMessage(dated(added++))
+  } while (cursor && pages < 50)
+  t.equal(new Set(seen).size, seen.length, 'no duplicates across pages')
+  const originals = new Set(full.hits.map((hit) => hit.id))
+  t.equal(seen.filter((id) => originals.has(id)).length, 40, 'every message present at the start is on exactly one page')
+  t.equal(harness.index.search('common', { limit: 1 }).total, added, 'total counts the new messages')
+
+  t.throws(() => harness.index.search('common', { cursor: 'not-a-cursor!' }), { code: 'BAD_CURSOR' })
+  t.throws(() => harness.index.search('common', { cursor: Buffer.from('9.1.1').toString('base64url') }), { code: 'BAD_CURSOR' })
+  t.equal(harness.index.search('common', { limit: 100_000 }).hits.length, harness.index.options.searchLimitMax, 'limit is capped')
+  t.equal(harness.index.search('common', { limit: 0 }).hits.length, 1, 'limit is at least 1')
+})
+
+for (const pendingDocumentsMax of [1_000, 1]) {
+  t.test(`remove and re-index (pending tail of ${pendingDocumentsMax})`, async (t) => {
+    const harness = makeHarness(t, { pendingDocumentsMax })
+    indexAll(harness)
+    t.same(harness.query('quarterly'), ['B', 'E', 'A'])
+    t.ok(harness.index.removeMessage(idOf('B')))
+    t.notOk(harness.index.removeMessage(idOf('B')), 'removing twice reports false')
+    t.same(harness.query('quarterly'), ['E', 'A'])
+    t.equal(harness.index.search('quarterly').total, 2)
+    t.same(harness.query('to:example.com'), ['E'])
+    t.same(harness.query('after:2024-02-01'), ['F', 'C'], 'date scans skip removed messages')
+    t.notOk(harness.index.has(idOf('B')))
+    t.equal(harness.index.stats().documents, names.length - 1)
+
+    // A later delivery of E (journal report) names a BCC recipient the first did not.
+    t.same(harness.query('to:late@example.com'), [])
+    const again = harness.index.indexMessage(inputOf('E', corpus.E!, { bcc: ['late@example.com'] }))
+    t.ok(again.changed)
+    t.same(harness.query('to:late@example.com'), ['E'])
+    t.same(harness.query('to:late'), ['E'])
+    t.same(harness.query('quarterly'), ['E', 'A'], 'a re-indexed message keeps its place and is not duplicated')
+    t.notOk(harness.index.indexMessage(inputOf('E', corpus.E!, { bcc: ['late@example.com'] })).changed, 'same content: nothing written')
+  })
+}
+
+t.test('indexing joins the caller transaction: an aborted ingest leaves nothing searchable', async (t) => {
+  const harness = makeHarness(t)
+  t.throws(() =>
+    harness.root.transactionSync(() => {
+      harness.index.indexMessage(inputOf('A', corpus.A!))
+      throw new Error('archive write failed')
+    }),
+  )
+  t.notOk(harness.index.has(idOf('A')))
+  t.equal(harness.index.search('quarterly').total, 0)
+  await harness.root.transaction(() => {
+    harness.index.indexMessage(inputOf('A', corpus.A!))
+  })
+  t.same(harness.query('quarterly'), ['A'], 'searchable once the archive transaction commits')
+})
+
+t.test('verify finds missing, extra and stale documents; rebuild restores', async (t) => {
+  const harness = makeHarness(t, { pendingDocumentsMax: 3 })
+  indexAll(harness)
+  const archive = new Map(names.map((name) => [idOf(name), inputOf(name, corpus[name]!)]))
+  const clean = await harness.index.verify(archive.keys(), (id) => archive.get(id))
+  t.ok(clean.ok)
+  t.equal(clean.indexed, names.length)
+
+  // The archive gained a message the index never saw, lost one the index still has, and
+  // one stored message now analyzes differently.
+  archive.set(idOf('G'), inputOf('G', { from: 'gina@example.com', subject: 'missed', text: 'never indexed quokka', date: '2024-02-20' }))
+  archive.delete(idOf('D'))
+  archive.set(idOf('C'), inputOf('C', { ...corpus.C, text: 'changed text' }))
+  const report = await harness.index.verify(archive.keys(), (id) => archive.get(id))
+  t.notOk(report.ok)
+  t.same(report.missing, [idOf('G')])
+  t.same(report.extra, [idOf('D')])
+  t.same(report.stale, [idOf('C')])
+  t.same([report.missingCount, report.extraCount, report.staleCount], [1, 1, 1])
+
+  harness.index.removeMessage(idOf('A'))
+  const progress: number[] = []
+  async function* inputs(): AsyncGenerator<IndexInput> {
+    yield* archive.values()
+  }
+  const count = await harness.index.rebuild(inputs(), (indexed) => progress.push(indexed))
+  t.equal(count, archive.size)
+  t.equal(progress.at(-1), archive.size)
+  const after = await harness.index.verify(archive.keys(), (id) => archive.get(id))
+  t.ok(after.ok, 'clean after rebuild')
+  t.same(harness.query('quokka'), ['G'])
+  t.same(harness.query('money'), [])
+  t.same(harness.query('quarterly'), ['B', 'E', 'A'], 'rebuilt from the archive, which still has A')
+  t.equal(harness.index.stats().removedSinceRebuild, 0)
+})
+
+t.test('errors: not open, time budget, syntax', async (t) => {
+  const closed = createIndex({ logger: createMemoryLogger(), clock: systemClock })
+  t.throws(() => closed.search('x'), { code: 'INDEX_UNAVAILABLE' })
+  let now = 0
+  const racing: Clock = { now: () => 0, monotonicMs: () => (now += 1_000) }
+  const slow = makeHarness(t, { searchTimeBudgetMs: 500 }, racing)
+  indexAll(slow)
+  const caught = (run: () => unknown): unknown => {
+    try {
+      run()
+    } catch (error) {
+      return error
+    }
+    return undefined
+  }
+  const timeout = caught(() => slow.index.search('quarterly'))
+  t.ok(timeout instanceof IndexError && timeout.code === 'QUERY_TIMEOUT', 'over the time budget: QUERY_TIMEOUT')
+  const harness = makeHarness(t)
+  const syntax = caught(() => harness.index.search('(oops'))
+  t.ok(syntax instanceof QuerySyntaxError && syntax.position === 0, 'a syntax error with its position')
+})
+
+const crlf = (text: string): Uint8Array => new TextEncoder().encode(text.replace(/\r?\n/g, '\r\n'))
+
+t.test('real messages: words only in attachments, BCC from a journal report', async (t) => {
+  const parser = createMimeParser({ logger: createMemoryLogger() }, defaultMimeParserOptions)
+  const harness = makeHarness(t)
+  const withAttachments = crlf(`From: Ann <ann@example.com>
+To: Ben <ben@example.com>
+Subject: files
+Date: Tue, 01 Oct 2024 09:30:05 +0000
+Message-ID: <files@example.com>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="b1"
+
+--b1
+Content-Type: text/plain; charset=utf-8
+
+See the attached files.
+--b1
+Content-Type: text/plain; charset=utf-8; name="notes.txt"
+Content-Disposition: attachment; filename="notes.txt"
+
+The xylophone is out of tune.
+--b1
+Content-Type: text/html; charset=utf-8; name="page.html"
+Content-Disposition: attachment; filename="page.html"
+
+<html><body><p>A <b>quokka</b> smiles.</p></body></html>
+--b1--
+`)
+  const parsed = await parser.parse(withAttachments)
+  harness.index.indexMessage({ id: idOf('attachments'), parsed, archivedAtMs })
+
+  const original = crlf(`From: Alice <alice@contoso.com>
+To: bob@contoso.com
+Subject: Quarterly figures
+Date: Tue, 01 Oct 2024 09:30:05 +0000
+Message-ID: <q3@contoso.com>
+
+Figures inside.
+`)
+  const report = new Uint8Array([
+    ...crlf(`X-MS-Journal-Report: 
+From: Alice <alice@contoso.com>
+To: journal@archive.contoso.com
+Subject: Quarterly figures
+Date: Tue, 01 Oct 2024 09:30:05 +0000
+Message-ID: <journal-1@contoso.com>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="jr"
+
+--jr
+Content-Type: text/plain; charset="us-ascii"
+
+Sender: alice@contoso.com
+Subject: Quarterly figures
+Message-Id: <q3@contoso.com>
+To: bob@contoso.com
+Bcc: eve@contoso.com
+
+--jr
+Content-Type: message/rfc822
+
+`),
+    ...original,
+    ...crlf('\n--jr--\n'),
+  ])
+  const unwrapped = await parser.unwrapJournal(report)
+  t.ok(unwrapped, 'the journal report unwraps')
+  const originalParsed = await parser.parse(unwrapped!.original)
+  t.same(originalParsed.bcc, [], 'the BCC recipient is not in the message headers')
+  // What the archive keeps for this delivery (see the ingest pipeline), turned into index input.
+  const input = indexInputFromMeta(
+    {
+      id: idOf('journaled'),
+      firstArchivedAtMs: archivedAtMs,
+      deliveries: [
+        {
+          source: 'journal',
+          sourceName: 'exchange',
+          receivedAtMs: archivedAtMs,
+          envelopeFrom: unwrapped!.envelope.sender,
+          envelopeTo: unwrapped!.envelope.recipients,
+          envelopeBcc: unwrapped!.envelope.bcc,
+          remoteAddress: null,
+          journalEnvelopeText: unwrapped!.envelope.envelopeText,
+        },
+      ],
+    },
+    originalParsed,
+  )
+  harness.index.indexMessage(input)
+
+  const ids = (query: string): string[] => harness.index.search(query).hits.map((hit) => hit.id)
+  t.same(ids('xylophone'), [idOf('attachments')], 'a word only in a text attachment')
+  t.same(ids('quokka'), [idOf('attachments')], 'a word only in an HTML attachment')
+  t.same(ids('attachment:notes.txt'), [idOf('attachments')])
+  t.same(ids('has:attachment'), [idOf('attachments')])
+  t.same(ids('to:eve@contoso.com'), [idOf('journaled')], 'a BCC recipient from the journal envelope')
+  t.same(ids('to:eve'), [idOf('journaled')])
+  t.same(ids('to:contoso.com figures'), [idOf('journaled')])
+  t.match(harness.index.search('quokka').hits[0]!.snippet, /<mark>quokka<\/mark>/)
+})
