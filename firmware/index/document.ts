@@ -1,6 +1,6 @@
 import type { Address, ParsedMessage } from '../mime/types.js'
 import type { MessageMeta } from '../archive/types.js'
-import { addressExactTokens, tokenize } from './tokenize.js'
+import { addressExactTokens, cutToChars, tokenize } from './tokenize.js'
 import { fieldBits, hasAttachmentToken } from './postings.js'
 
 /**
@@ -209,13 +209,7 @@ export function analyzeDocument(input: IndexInput, limits: DocumentLimits): Anal
   for (const attachment of parsed.attachments) bodySegments.push(take(attachment.text ?? ''))
 
   const texts = [parsed.text, ...parsed.attachments.map((attachment) => attachment.text ?? '')].filter((text) => text.length > 0)
-  let text = texts.join('\n\n')
-  if (text.length > limits.snippetTextCharsMax) {
-    let end = limits.snippetTextCharsMax
-    const last = text.charCodeAt(end - 1)
-    if (last >= 0xd800 && last <= 0xdbff) end--
-    text = text.slice(0, end)
-  }
+  const text = cutToChars(texts.join('\n\n'), limits.snippetTextCharsMax)
   const sender = parsed.from[0] ? addressLabel(parsed.from[0]) : (input.envelopeFrom ?? '')
 
   return {

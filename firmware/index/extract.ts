@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads'
 import { compile as compileHtmlToText } from 'html-to-text'
+import { cutToChars } from './tokenize.js'
 
 /**
  * Text of attachments, for the index. firmware/mime calls this while parsing (it already
@@ -50,14 +51,6 @@ export interface ExtractResult {
   outcome: ExtractOutcome
   /** Why, for the log, when not `ok`. */
   detail?: string
-}
-
-function cutText(text: string, charsMax: number): string {
-  if (text.length <= charsMax) return text
-  let end = charsMax
-  const last = text.charCodeAt(end - 1)
-  if (last >= 0xd800 && last <= 0xdbff) end--
-  return text.slice(0, end)
 }
 
 function mediaTypeOf(contentType: string): { type: string; charset: string | null } {
@@ -124,7 +117,7 @@ function extractPdf(bytes: Uint8Array, limits: ExtractLimits): Promise<ExtractRe
     const timer = setTimeout(() => finish({ text: null, outcome: 'timeout', detail: `over ${limits.timeoutMs} ms` }), limits.timeoutMs)
     timer.unref()
     worker.on('message', (message: { outcome: ExtractOutcome; text?: string; detail?: string }) =>
-      finish(message.outcome === 'ok' ? { text: cutText(message.text ?? '', limits.textCharsMax), outcome: 'ok' } : { text: null, outcome: message.outcome, detail: message.detail }),
+      finish(message.outcome === 'ok' ? { text: cutToChars(message.text ?? '', limits.textCharsMax), outcome: 'ok' } : { text: null, outcome: message.outcome, detail: message.detail }),
     )
     worker.on('error', (error) => finish({ text: null, outcome: 'failed', detail: error.message }))
     worker.on('exit', (code) => finish({ text: null, outcome: 'failed', detail: `worker exited with code ${code}` }))
@@ -145,9 +138,9 @@ export async function extractAttachmentText(contentType: string, bytes: Uint8Arr
   if (type === 'text/html' || type === 'application/xhtml+xml') {
     htmlToText ??= compileHtmlToText({ wordwrap: false, selectors: [{ selector: 'img', format: 'skip' }, { selector: 'a', options: { ignoreHref: true } }] })
     // html-to-text's time is linear in its input: bound the input, not only the output.
-    return { text: cutText(htmlToText(cutText(decodeText(bytes, charset), limits.textCharsMax * 4)), limits.textCharsMax), outcome: 'ok' }
+    return { text: cutToChars(htmlToText(cutToChars(decodeText(bytes, charset), limits.textCharsMax * 4)), limits.textCharsMax), outcome: 'ok' }
   }
-  if (type.startsWith('text/')) return { text: cutText(decodeText(bytes, charset), limits.textCharsMax), outcome: 'ok' }
+  if (type.startsWith('text/')) return { text: cutToChars(decodeText(bytes, charset), limits.textCharsMax), outcome: 'ok' }
   if (type === 'application/pdf' || (type === 'application/octet-stream' && Buffer.from(bytes.subarray(0, 5)).toString('latin1') === '%PDF-')) {
     return extractPdf(bytes, limits)
   }

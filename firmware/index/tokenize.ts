@@ -41,12 +41,13 @@ export interface TokenSpan {
   end: number
 }
 
-function cut(token: string, charsMax: number): string {
-  if (token.length <= charsMax) return token
+/** `text` cut to at most `charsMax` UTF-16 code units, never inside a surrogate pair. */
+export function cutToChars(text: string, charsMax: number): string {
+  if (text.length <= charsMax) return text
   let end = charsMax
-  const last = token.charCodeAt(end - 1)
+  const last = text.charCodeAt(end - 1)
   if (last >= 0xd800 && last <= 0xdbff) end--
-  return token.slice(0, end)
+  return text.slice(0, end)
 }
 
 /**
@@ -57,7 +58,7 @@ function cut(token: string, charsMax: number): string {
  */
 function foldRun(run: string, emit: (token: string) => void): void {
   if (!nonAscii.test(run)) {
-    emit(cut(run.toLowerCase(), tokenCharsMax))
+    emit(cutToChars(run.toLowerCase(), tokenCharsMax))
     return
   }
   if (cjkCharacter.test(run)) {
@@ -75,7 +76,7 @@ function foldPlain(run: string, emit: (token: string) => void): void {
   // A local regex: foldPlain is re-entered from foldRun's loop over another global regex.
   const letters = new RegExp(letterOrDigitRun)
   for (let match = letters.exec(folded); match !== null; match = letters.exec(folded)) {
-    emit(cut(match[0], tokenCharsMax))
+    emit(cutToChars(match[0], tokenCharsMax))
   }
 }
 
@@ -153,7 +154,7 @@ export function addressExactTokens(address: string): string[] {
   const add = (token: string): void => {
     // A token made of letters and digits only is already a word token; keeping it here too
     // would duplicate the postings for nothing.
-    if (token.length > 0 && !/^[\p{L}\p{N}]+$/u.test(token)) tokens.add(cut(token, addressTokenCharsMax))
+    if (token.length > 0 && !/^[\p{L}\p{N}]+$/u.test(token)) tokens.add(cutToChars(token, addressTokenCharsMax))
   }
   add(folded)
   const at = folded.lastIndexOf('@')
@@ -178,5 +179,5 @@ export function isAddressLike(value: string): boolean {
 
 /** The exact token a `from:`/`to:` value stands for (see isAddressLike). */
 export function addressQueryToken(value: string): string {
-  return cut(foldText(value.trim().replace(/^<|>$/g, '')), addressTokenCharsMax)
+  return cutToChars(foldText(value.trim().replace(/^<|>$/g, '')), addressTokenCharsMax)
 }
