@@ -1,0 +1,302 @@
+/**
+ * Search benchmark (issue 4, item 6): query latency p50/p95 per query class (term, phrase,
+ * field, boolean, date range) and ingest cost with and without the index, on the real
+ * corpus and on a synthetic archive `factor` times larger (scripts/make-synthetic-archive.ts),
+ * with the same queries run by notmuch over the same messages in the same run, as the anchor.
+ *
+ *   node_modules/.bin/bun scripts/bench/search.ts        (Bun, the appliance runtime)
+ *
+ * Env: BENCH_FACTOR (default 20), BENCH_REPEAT (runs per query, default 7),
+ * BENCH_NOTMUCH=0 to skip notmuch, BENCH_LIMIT (corpus messages used).
+ *
+ * Ingest "without the index" is a stand-in for the archive store until firmware/archive
+ * lands: per message the raw bytes, a metadata record and a change-log entry, in group
+ * commits of `batchMessages`, each awaited as durable. "With the index" adds
+ * `indexMessage` inside the same transactions. Parsing is done once beforehand and is not
+ * counted in either. notmuch's figures come from its Python bindings (notmuch2), one
+ * process, database opened once: `count_messages` plus the first 20 hits newest first
+ * with their From and Subject, which is what our search returns too.
+ */
+import { spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { open, type RootDatabase } from 'lmdb'
+import { createLogger } from '../../firmware/common/logger.js'
+import { systemClock } from '../../firmware/common/clock.js'
+import { createIndex } from '../../firmware/index/search-index.js'
+import { createMimeParser, defaultMimeParserOptions } from '../../firmware/mime/parser.js'
+import type { ParsedMessage } from '../../firmware/mime/types.js'
+import { corpusDirectoryDefault, loadCorpusMessages, syntheticParsed, syntheticRaw, writeSyntheticMaildir } from '../make-synthetic-archive.js'
+
+export type QueryClass = 'term' | 'phrase' | 'field' | 'boolean' | 'date'
+
+/** The benchmark's queries: ours and the same question in notmuch's language. */
+export const benchQueries: ReadonlyArray<{ kind: QueryClass; ours: string; notmuch: string }> = [
+  { kind: 'term', ours: 'money', notmuch: 'money' },
+  { kind: 'term', ours: 'linux', notmuch: 'linux' },
+  { kind: 'term', ours: 'razor', notmuch: 'razor' },
+  { kind: 'term', ours: 'the', notmuch: 'the' },
+  { kind: 'phrase', ours: '"click here"', notmuch: '"click here"' },
+  { kind: 'phrase', ours: '"mailing list"', notmuch: '"mailing list"' },
+  { kind: 'phrase', ours: '"free money"', notmuch: '"free money"' },
+  { kind: 'field', ours: 'from:taint.org', notmuch: 'from:taint.org' },
+  { kind: 'field', ours: 'to:yyyy@spamassassin.taint.org', notmuch: 'to:yyyy@spamassassin.taint.org' },
+  { kind: 'field', ours: 'subject:re', notmuch: 'subject:re' },
+  { kind: 'field', ours: 'has:attachment', notmuch: 'tag:attachment' },
+  { kind: 'boolean', ours: 'linux OR windows', notmuch: 'linux OR windows' },
+  { kind: 'boolean', ours: 'linux -windows', notmuch: 'linux AND NOT windows' },
+  { kind: 'boolean', ours: '(free OR cheap) (money OR cash)', notmuch: '(free OR cheap) AND (money OR cash)' },
+  { kind: 'date', ours: 'after:2002-09-01 before:2002-10-01', notmuch: 'date:2002-09-01..2002-09-30' },
+  { kind: 'date', ours: 'money after:2002-08-01 before:2002-09-01', notmuch: 'money AND date:2002-08-01..2002-08-31' },
+]
+
+export interface SearchBenchOptions {
+  corpusDirectory?: string
+  /** Size of the synthetic archive in corpus copies (1 = the corpus alone is benchmarked once). */
+  factor?: number
+  /** Timed runs per query (after one warm-up run). */
+  repeat?: number
+  /** Run notmuch beside us (needs the Debian packages notmuch and python3-notmuch2). */
+  notmuch?: boolean
+  /** Corpus messages used at most. */
+  limit?: number
+  /** Messages per write transaction during ingest. */
+  batchMessages?: number
+  /** Where results are printed. */
+  write?: (line: string) => void
+}
+
+export interface LatencyFigures {
+  p50Ms: number
+  p95Ms: number
+}
+
+export interface DatasetReport {
+  name: string
+  messages: number
+  ingestWithoutIndexPerS: number
+  ingestWithIndexPerS: number
+  /** with / without. */
+  ingestRatio: number
+  ours: Record<QueryClass, LatencyFigures>
+  notmuch: Record<QueryClass, LatencyFigures> | null
+  notmuchIndexPerS: number | null
+  /** Hit counts per query, ours and notmuch's (they differ where the tokenizers differ). */
+  totals: Array<{ query: string; ours: number; notmuch: number | null }>
+}
+
+function percentile(values: number[], fraction: number): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.floor(fraction * sorted.length))] ?? Number.NaN
+}
+
+function figuresByClass(samples: Array<{ kind: QueryClass; ms: number }>): Record<QueryClass, LatencyFigures> {
+  const out = {} as Record<QueryClass, LatencyFigures>
+  for (const kind of ['term', 'phrase', 'field', 'boolean', 'date'] as const) {
+    const values = samples.filter((sample) => sample.kind === kind).map((sample) => sample.ms)
+    out[kind] = { p50Ms: percentile(values, 0.5), p95Ms: percentile(values, 0.95) }
+  }
+  return out
+}
+
+interface BenchMessage {
+  id: string
+  raw: Uint8Array
+  parsed: ParsedMessage
+}
+
+/** Stand-in archive store: raw blob, metadata and change log per message (see the file doc). */
+function archiveStandIn(root: RootDatabase) {
+  const raw = root.openDB<Buffer, string>('bench-raw', { encoding: 'binary' })
+  const meta = root.openDB<unknown, string>('bench-meta', { encoding: 'msgpack' })
+  const log = root.openDB<unknown, number>('bench-log', { encoding: 'msgpack', keyEncoding: 'uint32' })
+  let sequence = 0
+  return (message: BenchMessage, archivedAtMs: number): void => {
+    if (raw.get(message.id) !== undefined) return
+    raw.putSync(message.id, Buffer.from(message.raw))
+    const { parsed } = message
+    meta.putSync(message.id, { id: message.id, sizeBytes: message.raw.byteLength, dateMs: parsed.dateMs, from: parsed.from, to: parsed.to, subject: parsed.subject, firstArchivedAtMs: archivedAtMs })
+    log.putSync(++sequence, { kind: 'ingest', id: message.id, atMs: archivedAtMs })
+  }
+}
+
+async function ingest(directory: string, messages: () => Iterable<BenchMessage>, withIndex: boolean, batchMessages: number): Promise<{ perS: number; root: RootDatabase; index: ReturnType<typeof createIndex> }> {
+  const root = open({ path: directory, maxDbs: 16 })
+  const store = archiveStandIn(root)
+  const index = createIndex({ logger: createLogger('bench', { level: 'warn' }), clock: systemClock })
+  index.databases(root)
+  const archivedAtMs = Date.parse('2024-06-01T00:00:00Z')
+  let batch: BenchMessage[] = []
+  let count = 0
+  const startMs = performance.now()
+  const flush = async (): Promise<void> => {
+    const inputs = batch
+    batch = []
+    await root.transaction(() => {
+      for (const message of inputs) {
+        store(message, archivedAtMs)
+        if (withIndex) index.indexMessage({ id: message.id, parsed: message.parsed, archivedAtMs })
+      }
+    })
+    await root.flushed
+  }
+  for (const message of messages()) {
+    batch.push(message)
+    count++
+    if (batch.length >= batchMessages) await flush()
+  }
+  await flush()
+  return { perS: count / ((performance.now() - startMs) / 1000), root, index }
+}
+
+const notmuchHelper = `
+import json, sys, time
+import notmuch2
+db = notmuch2.Database(sys.argv[1], mode=notmuch2.Database.MODE.READ_ONLY)
+queries = json.loads(sys.argv[2]); repeat = int(sys.argv[3])
+out = []
+for q in queries:
+    runs = []
+    total = 0
+    for r in range(repeat + 1):
+        start = time.perf_counter()
+        total = db.count_messages(q)
+        hits = 0
+        for m in db.messages(q, sort=notmuch2.Database.SORT.NEWEST_FIRST):
+            for name in ('From', 'Subject'):
+                try: m.header(name)
+                except LookupError: pass
+            hits += 1
+            if hits >= 20: break
+        if r > 0: runs.append((time.perf_counter() - start) * 1000)
+    out.append({'query': q, 'total': total, 'runs': runs})
+print(json.dumps(out))
+`
+
+async function runNotmuch(workDirectory: string, raws: readonly Uint8Array[], factor: number, repeat: number): Promise<{ indexPerS: number; results: Array<{ query: string; total: number; runs: number[] }> }> {
+  const maildir = join(workDirectory, 'maildir')
+  const written = await writeSyntheticMaildir(maildir, raws, factor)
+  const config = join(workDirectory, 'notmuch-config')
+  await writeFile(config, `[database]\npath=${maildir}\n[new]\ntags=inbox\n[search]\nexclude_tags=\n[maildir]\nsynchronize_flags=false\n`)
+  const environment = { ...process.env, NOTMUCH_CONFIG: config }
+  const startMs = performance.now()
+  const indexed = spawnSync('notmuch', ['new', '--quiet'], { env: environment, encoding: 'utf8' })
+  if (indexed.status !== 0) throw new Error(`notmuch new failed: ${indexed.stderr}`)
+  const indexPerS = written / ((performance.now() - startMs) / 1000)
+  // The system Python carries the Debian bindings (a pyenv python on PATH may not).
+  const python = ['/usr/bin/python3', 'python3'].find((candidate) => spawnSync(candidate, ['-c', 'import notmuch2'], { env: environment }).status === 0)
+  if (!python) throw new Error('the notmuch2 Python bindings are missing (apt-get install python3-notmuch2)')
+  const measured = spawnSync(python, ['-c', notmuchHelper, maildir, JSON.stringify(benchQueries.map((query) => query.notmuch)), String(repeat)], { env: environment, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })
+  if (measured.status !== 0) throw new Error(`notmuch queries failed: ${measured.stderr}`)
+  return { indexPerS, results: JSON.parse(measured.stdout) as Array<{ query: string; total: number; runs: number[] }> }
+}
+
+async function benchDataset(
+  name: string,
+  raws: readonly Uint8Array[],
+  parsedList: readonly ParsedMessage[],
+  factor: number,
+  options: Required<Pick<SearchBenchOptions, 'repeat' | 'notmuch' | 'batchMessages'>>,
+  write: (line: string) => void,
+): Promise<DatasetReport> {
+  const workDirectory = await mkdtemp(join(tmpdir(), 'mailkeep-search-bench-'))
+  try {
+    const messages = function* (): Iterable<BenchMessage> {
+      for (let copy = 0; copy < factor; copy++) {
+        for (let index = 0; index < raws.length; index++) {
+          const raw = copy === 0 ? raws[index]! : syntheticRaw(raws[index]!, copy, index)
+          const parsed = copy === 0 ? parsedList[index]! : syntheticParsed(parsedList[index]!, copy, index)
+          yield { id: createHash('sha256').update(raw).digest('hex'), raw, parsed }
+        }
+      }
+    }
+    write(`${name}: ingest without the index…`)
+    const without = await ingest(join(workDirectory, 'without'), messages, false, options.batchMessages)
+    await without.root.close()
+    write(`${name}: ingest with the index…`)
+    const withIndex = await ingest(join(workDirectory, 'with'), messages, true, options.batchMessages)
+    const samples: Array<{ kind: QueryClass; ms: number }> = []
+    const totals: DatasetReport['totals'] = []
+    for (const query of benchQueries) {
+      let total = 0
+      for (let run = 0; run <= options.repeat; run++) {
+        const startMs = performance.now()
+        total = withIndex.index.search(query.ours, { limit: 20 }).total
+        if (run > 0) samples.push({ kind: query.kind, ms: performance.now() - startMs })
+      }
+      totals.push({ query: query.ours, ours: total, notmuch: null })
+    }
+    const messageCount = withIndex.index.stats().documents
+    await withIndex.root.close()
+    let notmuch: DatasetReport['notmuch'] = null
+    let notmuchIndexPerS: number | null = null
+    if (options.notmuch) {
+      write(`${name}: notmuch new and queries…`)
+      const result = await runNotmuch(workDirectory, raws, factor, options.repeat)
+      notmuchIndexPerS = result.indexPerS
+      notmuch = figuresByClass(result.results.flatMap((entry, index) => entry.runs.map((ms) => ({ kind: benchQueries[index]!.kind, ms }))))
+      result.results.forEach((entry, index) => (totals[index]!.notmuch = entry.total))
+    }
+    return {
+      name,
+      messages: messageCount,
+      ingestWithoutIndexPerS: without.perS,
+      ingestWithIndexPerS: withIndex.perS,
+      ingestRatio: withIndex.perS / without.perS,
+      ours: figuresByClass(samples),
+      notmuch,
+      notmuchIndexPerS,
+      totals,
+    }
+  } finally {
+    await rm(workDirectory, { recursive: true, force: true })
+  }
+}
+
+function printReport(report: DatasetReport, write: (line: string) => void): void {
+  const number = (value: number | null | undefined, digits = 1): string => (value === null || value === undefined || Number.isNaN(value) ? '—' : value.toFixed(digits))
+  write(``)
+  write(`== ${report.name}: ${report.messages} messages`)
+  write(`ingest msg/s: without index ${number(report.ingestWithoutIndexPerS, 0)}, with index ${number(report.ingestWithIndexPerS, 0)} (${number(report.ingestRatio * 100, 0)}%); notmuch new ${number(report.notmuchIndexPerS, 0)}`)
+  write(`class     mailkeep p50/p95 ms   notmuch p50/p95 ms`)
+  for (const kind of ['term', 'phrase', 'field', 'boolean', 'date'] as const) {
+    const ours = report.ours[kind]
+    const theirs = report.notmuch?.[kind]
+    write(`${kind.padEnd(9)} ${`${number(ours.p50Ms, 2)} / ${number(ours.p95Ms, 2)}`.padEnd(21)} ${theirs ? `${number(theirs.p50Ms, 2)} / ${number(theirs.p95Ms, 2)}` : '—'}`)
+  }
+  write(`hits per query (mailkeep / notmuch): ${report.totals.map((entry) => `${entry.query} ${entry.ours}/${entry.notmuch ?? '—'}`).join('; ')}`)
+}
+
+/**
+ * Runs the benchmark on the corpus and on the synthetic archive and prints both beside
+ * notmuch's figures.
+ *
+ * @returns the figures per dataset
+ * @throws when the corpus is missing, or notmuch is asked for and not installed
+ */
+export async function runSearchBench(options: SearchBenchOptions = {}): Promise<DatasetReport[]> {
+  const write = options.write ?? ((line: string) => process.stdout.write(line + '\n'))
+  const factor = options.factor ?? 20
+  const settings = { repeat: options.repeat ?? 7, notmuch: options.notmuch ?? true, batchMessages: options.batchMessages ?? 100 }
+  const raws = await loadCorpusMessages(options.corpusDirectory ?? corpusDirectoryDefault, options.limit)
+  const parser = createMimeParser({ logger: createLogger('bench', { level: 'error' }) }, defaultMimeParserOptions)
+  const parsedList: ParsedMessage[] = []
+  for (const raw of raws) parsedList.push(await parser.parse(raw))
+  const reports = [await benchDataset('corpus', raws, parsedList, 1, settings, write)]
+  if (factor > 1) reports.push(await benchDataset(`synthetic ${factor}x`, raws, parsedList, factor, settings, write))
+  for (const report of reports) printReport(report, write)
+  return reports
+}
+
+const invokedDirectly = process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)
+if (invokedDirectly) {
+  await runSearchBench({
+    factor: Number(process.env.BENCH_FACTOR ?? 20),
+    repeat: Number(process.env.BENCH_REPEAT ?? 7),
+    notmuch: process.env.BENCH_NOTMUCH !== '0',
+    limit: process.env.BENCH_LIMIT ? Number(process.env.BENCH_LIMIT) : undefined,
+  })
+}
