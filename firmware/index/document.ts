@@ -101,6 +101,38 @@ export function encodeForward(forward: ForwardRecord): Buffer {
   return Buffer.from([String(forward.a), forward.s, forward.b, forward.f, forward.t, forward.n, forward.xf.join('\u0001'), forward.xt.join('\u0001')].join('\u0000'))
 }
 
+/** Position of each field in `encodeForward`'s layout. */
+export const forwardFieldIndex = { s: 1, b: 2, f: 3, t: 4, n: 5 } as const
+
+/**
+ * True when the encoded forward record has the phrase in fields `firstField` through
+ * `lastField` (consecutive in the layout), searched in the stored bytes without decoding
+ * them: the pattern ` a b ` holds no NUL and no newline, so a hit can span neither two
+ * fields nor two segments.
+ *
+ * @param pattern UTF-8 of ` token token `
+ */
+export function encodedForwardHasPhrase(bytes: Uint8Array, firstField: number, lastField: number, pattern: Uint8Array): boolean {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  let start = 0
+  for (let field = 0; field < firstField; field++) {
+    start = buffer.indexOf(0, start) + 1
+    if (start === 0) return false
+  }
+  let end = start - 1
+  for (let field = firstField; field <= lastField; field++) {
+    end = buffer.indexOf(0, end + 1)
+    if (end < 0) return false
+  }
+  const found = buffer.indexOf(pattern, start)
+  return found >= 0 && found + pattern.byteLength <= end
+}
+
+/** The byte pattern `encodedForwardHasPhrase` looks for. */
+export function phrasePattern(tokens: readonly string[]): Buffer {
+  return Buffer.from(` ${tokens.join(' ')} `)
+}
+
 /** Decodes `encodeForward`'s bytes; undefined when they are not a forward record. */
 export function decodeForward(bytes: Uint8Array): ForwardRecord | undefined {
   const parts = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8').split('\u0000')

@@ -32,12 +32,16 @@ export const anyTextBits = fieldBits.subject | fieldBits.body | fieldBits.from |
 /** Token of the has:attachment marker (cannot collide: tokens never contain control characters). */
 export const hasAttachmentToken = '\u0002attachment'
 
-/** Encodes docids (ascending) with their masks as one chunk. */
-export function encodeChunk(entries: ReadonlyArray<readonly [docid: number, mask: number]>): Buffer {
-  const buffer = Buffer.allocUnsafe(5 + entries.length * 6)
-  let offset = writeVarint(buffer, 0, entries.length)
+/** Encodes `[docid, mask, docid, mask, …]` (docids ascending) as one chunk. */
+export function encodeChunk(entries: readonly number[]): Buffer {
+  assert(entries.length % 2 === 0, 'entries come in docid, mask pairs')
+  const count = entries.length / 2
+  const buffer = Buffer.allocUnsafe(5 + count * 6)
+  let offset = writeVarint(buffer, 0, count)
   let previous = 0
-  for (const [docid, mask] of entries) {
+  for (let index = 0; index < entries.length; index += 2) {
+    const docid = entries[index]!
+    const mask = entries[index + 1]!
     assert(docid >= previous, 'chunk entries must be ascending')
     offset = writeVarint(buffer, offset, docid - previous)
     buffer[offset++] = mask

@@ -1,10 +1,10 @@
-import { tokenizeWithSpans } from './tokenize.js'
+import { tokenizeWithSpans, wordRunPattern } from './tokenize.js'
 
 /** Characters of context kept on each side of the first match in a snippet. */
 export const snippetContextChars = 80
 /** Longest snippet, in characters of source text (before escaping and marks). */
 export const snippetCharsMax = 240
-/** Tokens of a document scanned for a match before falling back to its start. */
+/** Words of a document scanned for a match before falling back to its start. */
 export const snippetScanTokensMax = 20_000
 
 const escapes: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }
@@ -24,34 +24,45 @@ export function escapeHtml(text: string): string {
  * @param tokens folded query tokens to highlight
  */
 export function makeSnippet(text: string, tokens: ReadonlySet<string>): string {
-  const spans = tokenizeWithSpans(text, snippetScanTokensMax)
-  const firstMatch = spans.findIndex((span) => tokens.has(span.token))
-  let start = 0
+  // Find the first match without tokenizing the whole text (hits can be long); then
+  // tokenize only the excerpt. A snippet costs O(offset of the first match + excerpt).
+  const pattern = new RegExp(wordRunPattern)
+  let matchStart = -1
   let matchEnd = 0
-  if (firstMatch >= 0) {
-    const match = spans[firstMatch]!
-    matchEnd = match.end
-    start = Math.max(0, match.start - snippetContextChars)
+  let scanned = 0
+  for (let run = pattern.exec(text); run !== null && matchStart < 0 && scanned < snippetScanTokensMax; run = pattern.exec(text)) {
+    scanned++
+    for (const span of tokenizeWithSpans(run[0])) {
+      if (tokens.has(span.token)) {
+        matchStart = run.index
+        matchEnd = run.index + run[0].length
+        break
+      }
+    }
+  }
+  let start = 0
+  if (matchStart >= 0) {
+    start = Math.max(0, matchStart - snippetContextChars)
     // Start and end at word boundaries rather than mid-word.
     const boundary = text.indexOf(' ', start)
-    if (start > 0 && boundary >= 0 && boundary < match.start) start = boundary + 1
+    if (start > 0 && boundary >= 0 && boundary < matchStart) start = boundary + 1
   }
   let end = Math.min(text.length, start + snippetCharsMax)
   if (end < text.length) {
     const boundary = text.lastIndexOf(' ', end)
     if (boundary > Math.max(start, matchEnd)) end = boundary
   }
+  const excerpt = text.slice(start, end)
   let out = start > 0 ? '…' : ''
-  let cursor = start
+  let cursor = 0
   let lastMarkEnd = -1
-  for (const span of spans) {
-    if (span.start < start || span.end > end) continue
+  for (const span of tokenizeWithSpans(excerpt)) {
     if (!tokens.has(span.token) || span.start < lastMarkEnd) continue
-    out += escapeHtml(text.slice(cursor, span.start)) + '<mark>' + escapeHtml(text.slice(span.start, span.end)) + '</mark>'
+    out += escapeHtml(excerpt.slice(cursor, span.start)) + '<mark>' + escapeHtml(excerpt.slice(span.start, span.end)) + '</mark>'
     cursor = span.end
     lastMarkEnd = span.end
   }
-  out += escapeHtml(text.slice(cursor, end))
+  out += escapeHtml(excerpt.slice(cursor))
   if (end < text.length) out += '…'
   return out.replace(/\s+/g, ' ').trim()
 }

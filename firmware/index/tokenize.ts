@@ -24,7 +24,8 @@ export const tokenCharsMax = 64
 /** Longest address token kept (a whole address, its local part or domain), in UTF-16 code units. */
 export const addressTokenCharsMax = 254
 
-const wordRun = /[\p{L}\p{N}\p{M}]+/gu
+/** The runs of text that tokens come from (letters, digits, marks); global, copy before use. */
+export const wordRunPattern = /[\p{L}\p{N}\p{M}]+/gu
 const cjkCharacter = /[\p{sc=Han}\p{sc=Hiragana}\p{sc=Katakana}]/u
 const cjkOrRest = /[\p{sc=Han}\p{sc=Hiragana}\p{sc=Katakana}]|[^\p{sc=Han}\p{sc=Hiragana}\p{sc=Katakana}]+/gu
 const letterOrDigitRun = /[\p{L}\p{N}]+/gu
@@ -99,7 +100,7 @@ export function foldText(text: string): string {
 export function tokenize(text: string, tokensMax = Number.POSITIVE_INFINITY): string[] {
   const tokens: string[] = []
   if (tokensMax <= 0) return tokens
-  const pattern = new RegExp(wordRun)
+  const pattern = new RegExp(wordRunPattern)
   const emit = (token: string): void => {
     if (tokens.length < tokensMax) tokens.push(token)
   }
@@ -118,7 +119,7 @@ export function tokenize(text: string, tokensMax = Number.POSITIVE_INFINITY): st
  */
 export function tokenizeWithSpans(text: string, tokensMax = Number.POSITIVE_INFINITY): TokenSpan[] {
   const spans: TokenSpan[] = []
-  const pattern = new RegExp(wordRun)
+  const pattern = new RegExp(wordRunPattern)
   for (let match = pattern.exec(text); match !== null && spans.length < tokensMax; match = pattern.exec(text)) {
     const start = match.index
     const end = start + match[0].length

@@ -4,7 +4,7 @@ import { parseQuery, phraseTokensMax, queryCharsMax, queryNestingMax, queryTerms
 import { QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { makeSnippet } from '../../../firmware/index/snippet.js'
 import { decodeChunkInto, difference, encodeChunk, intersect, toDocidSet, union } from '../../../firmware/index/postings.js'
-import { decodeForward, decodeRecord, encodeForward, encodeRecord, streamHasPhrase, streamOf } from '../../../firmware/index/document.js'
+import { decodeForward, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, streamHasPhrase, streamOf } from '../../../firmware/index/document.js'
 
 t.test('tokenize: case and accent folding, separators, compatibility forms', async (t) => {
   t.same(tokenize('Héllo, WÖRLD! naïve café'), ['hello', 'world', 'naive', 'cafe'])
@@ -158,12 +158,7 @@ t.test('parser: limits', async (t) => {
 })
 
 t.test('postings: chunk codec and set operations', async (t) => {
-  const chunk = encodeChunk([
-    [1, 2],
-    [300, 1],
-    [70_000, 3],
-    [4_000_000_000, 2],
-  ])
+  const chunk = encodeChunk([1, 2, 300, 1, 70_000, 3, 4_000_000_000, 2])
   const body: number[] = []
   t.ok(decodeChunkInto(chunk, 2, body))
   t.same(body, [1, 70_000, 4_000_000_000])
@@ -187,6 +182,13 @@ t.test('forward and display records round-trip; phrases stay inside a segment', 
   t.notOk(streamHasPhrase(forward.b, ['b', 'c']), 'no phrase across two segments')
   t.notOk(streamHasPhrase(forward.s, ['hell']), 'whole tokens only')
   t.equal(decodeForward(Buffer.from('garbage')), undefined)
+  const bytes = encodeForward(forward)
+  const has = (first: number, last: number, tokens: string[]): boolean => encodedForwardHasPhrase(bytes, first, last, phrasePattern(tokens))
+  t.ok(has(forwardFieldIndex.s, forwardFieldIndex.n, ['hello', 'world']), 'phrase found in the stored bytes')
+  t.ok(has(forwardFieldIndex.b, forwardFieldIndex.b, ['c', 'd']))
+  t.notOk(has(forwardFieldIndex.b, forwardFieldIndex.b, ['hello', 'world']), 'a field search stays in its field')
+  t.notOk(has(forwardFieldIndex.s, forwardFieldIndex.n, ['b', 'c']), 'not across segments')
+  t.notOk(has(forwardFieldIndex.t, forwardFieldIndex.t, ['example']), 'exact address tokens are not phrase text')
   const record = { id: 'f'.repeat(64), dateMs: 1_000, from: 'Bob <bob@example.com>', subject: 'Hi "there"', text: 'body\u0000with nul' }
   t.same(decodeRecord(encodeRecord(record)), record)
 })
