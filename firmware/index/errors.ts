@@ -10,6 +10,8 @@ export type IndexErrorCode =
   | 'QUERY_SYNTAX'
   /** The query ran over its time budget (a phrase of very common words over a large archive); narrow it. */
   | 'QUERY_TIMEOUT'
+  /** A page size that is not a positive integer (HTTP `limit`). */
+  | 'BAD_LIMIT'
   /** A pagination cursor that this index did not produce (or from an older layout). */
   | 'BAD_CURSOR'
   /** The index's databases were not opened (`databases(root)` was not called) or were closed. */

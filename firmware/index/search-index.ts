@@ -652,6 +652,15 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       return { documents: state.documents, pending: state.next - 1 - state.flushed, flushes: state.chunks, removedSinceRebuild: state.removed }
     },
 
+    /**
+     * False when the stored index has another layout version (written by other firmware):
+     * it must be rebuilt before it can be read or written.
+     */
+    layoutCurrent(): boolean {
+      const state = open().keys.get(stateKey) as IndexState | undefined
+      return state === undefined || state.v === indexLayoutVersion
+    },
+
     /** True when the message is indexed. */
     has(id: string): boolean {
       return open().keys.get(idKeyPrefix + id) !== undefined

@@ -8,6 +8,7 @@ import { createIndex, type IndexOptions, type SearchIndex } from '../../../firmw
 import { indexInputFromMeta, type IndexInput } from '../../../firmware/index/document.js'
 import { IndexError, QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { createArchiveIndexer } from '../../../firmware/index/archive-indexer.js'
+import { createSearchRoute } from '../../../firmware/index/search-route.js'
 import { defaultExtractLimits, extractAttachmentText } from '../../../firmware/index/extract.js'
 import { createMimeParser, defaultMimeParserOptions } from '../../../firmware/mime/parser.js'
 import type { Address, ParsedAttachment, ParsedMessage } from '../../../firmware/mime/types.js'
@@ -477,7 +478,8 @@ t.test('createArchiveIndexer: the archive hook indexes stored messages and remov
   const root = open({ path: join(t.testdir(), 'lmdb'), maxDbs: 12 })
   t.teardown(() => root.close())
   const index = createIndex({ logger: createMemoryLogger(), clock: systemClock })
-  const hook = createArchiveIndexer(index)
+  const logger = createMemoryLogger()
+  const hook = createArchiveIndexer(index, { logger })
   t.equal(hook.databasesNeeded, 5)
   hook.open(root)
   const delivery = { source: 'smtp' as const, sourceName: 'smtp', receivedAtMs: archivedAtMs, envelopeFrom: 'alice@example.com', envelopeTo: ['hidden@example.com'], envelopeBcc: [], remoteAddress: '127.0.0.1', journalEnvelopeText: null }
@@ -489,4 +491,35 @@ t.test('createArchiveIndexer: the archive hook indexes stored messages and remov
   t.same(index.search('to:hidden@example.com').hits.map((hit) => hit.id), [idOf('A')], 'an envelope-only recipient is searchable')
   root.transactionSync(() => hook.messageRemoved(idOf('A')))
   t.equal(index.search('quarterly').total, 0)
+
+  // An index left by firmware with another layout: mail is still archived (the hook does
+  // not throw), unindexed, with one warning; searches ask for a rebuild.
+  const keys = root.openDB<unknown, string>('index-keys', { encoding: 'msgpack' })
+  const state = keys.get('state') as Record<string, unknown>
+  keys.putSync('state', { ...state, v: 999 })
+  t.notOk(index.layoutCurrent())
+  root.transactionSync(() => hook.messageStored({ ...meta, id: idOf('B') }, parsedOf(corpus.B!)))
+  root.transactionSync(() => hook.messageStored({ ...meta, id: idOf('C') }, parsedOf(corpus.C!)))
+  t.equal(logger.records.filter((record) => record.level === 'warn').length, 1, 'warned once')
+  t.throws(() => index.search('lunch'), { code: 'INDEX_CORRUPT' })
+  await index.rebuild([{ id: idOf('B'), parsed: parsedOf(corpus.B!), archivedAtMs }])
+  t.ok(index.layoutCurrent())
+  t.equal(index.search('lunch').total, 1, 'rebuilt')
+})
+
+t.test('search route: query string to a page, errors typed for the API', async (t) => {
+  const harness = makeHarness(t)
+  indexAll(harness)
+  const route = createSearchRoute(harness.index)
+  const url = (query: string): { url: URL } => ({ url: new URL(`http://127.0.0.1/api/v1/search?${query}`) })
+  const first = await route(url('q=quarterly&limit=2'))
+  t.equal(first.total, 3)
+  t.equal(first.hits.length, 2)
+  const second = await route(url(`q=quarterly&limit=2&cursor=${first.nextCursor}`))
+  t.same(second.hits.map((hit) => hit.id), [idOf('A')])
+  t.equal(second.nextCursor, null)
+  await t.rejects(route(url('q=%22open')), { code: 'QUERY_SYNTAX', position: 0 })
+  await t.rejects(route(url('limit=5')), { code: 'QUERY_SYNTAX' }, 'no q: empty query')
+  await t.rejects(route(url('q=x&limit=ten')), { code: 'BAD_LIMIT' })
+  await t.rejects(route(url('q=x&limit=0')), { code: 'BAD_LIMIT' })
 })
