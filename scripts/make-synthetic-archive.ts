@@ -64,7 +64,9 @@ export function syntheticRaw(raw: Uint8Array, copy: number, index: number): Uint
   const newline = text.includes('\r\n') ? '\r\n' : '\n'
   let headers = text.slice(0, headerEnd)
   const body = text.slice(headerEnd)
-  headers = headers.replace(/^Message-ID:[^\n]*(\n[ \t][^\n]*)*/im, '').replace(/^Date:([^\r\n]*)/im, (_line, value: string) => {
+  // The line, its continuation lines and its line break: leaving the break would put an
+  // empty line inside the header and end it early.
+  headers = headers.replace(/^Message-ID:[^\n]*(?:\n[ \t][^\n]*)*(?:\n|$)/im, '').replace(/^Date:([^\r\n]*)/im, (_line, value: string) => {
     const ms = Date.parse(value.trim())
     return Number.isNaN(ms) ? `Date:${value}` : `Date: ${new Date(ms + copy * copyShiftDays * dayMs).toUTCString()}`
   })
