@@ -11,6 +11,7 @@ import { secretConfigPaths } from '../config/schema.js'
 import type { Config } from '../config/types.js'
 import type { Hal, SimHal } from '../hal/types.js'
 import { createConfiguredHal } from './hal.js'
+import { composeServices } from './services.js'
 import { evaluateHealth, type ServiceHealth, type SystemHealth } from './health.js'
 import { firmwareVersion } from './version.js'
 
@@ -59,6 +60,7 @@ export function createAppliance(options: ApplianceOptions) {
   let bootedAtMs = 0
   let lastHealth: SystemHealth = { state: 'ok', reasons: [] }
   let stopping: Promise<void> | undefined
+  let extraStatus: () => Promise<Record<string, unknown>> = async () => ({})
 
   async function stage<T>(name: string, run: () => Promise<T>): Promise<T> {
     const startedMs = clock.monotonicMs()
@@ -120,6 +122,7 @@ export function createAppliance(options: ApplianceOptions) {
       dataDir: config.dataDir,
       services: Object.fromEntries(services.map((service) => [service.name, service.healthcheck().ok ? 'ok' : service.healthcheck().detail])),
       listeners: listeners(),
+      ...(await extraStatus()),
     }
   }
 
@@ -213,14 +216,22 @@ export function createAppliance(options: ApplianceOptions) {
           const volume = await hal!.volume(config.dataDir)
           bootLog.info('data volume', { totalBytes: volume.totalBytes, freeBytes: volume.freeBytes })
         })
+        const identity = await hal!.identity()
+        const composed = await stage('compose', () => composeServices({ config, logger, clock, hal: hal!, identity, applianceStatus: status }))
+        extraStatus = composed.status
+        const handlers = commandHandlers()
+        for (const [name, handler] of composed.handlers) handlers.set(name, handler)
+        // The control socket starts first: it refuses a second service on the same data dir
+        // before anything opens the store, and technicians can reach a half-booted system.
         services.push(
           Object.assign(
             createControlServer(
-              { logger: logger.child('control'), clock, handlers: commandHandlers() },
+              { logger: logger.child('control'), clock, handlers },
               { ...config.control, technicianPasswordHash: config.technician.passwordHash },
             ),
             { name: 'control' },
           ),
+          ...composed.services,
         )
         await stage('services', async () => {
           for (const service of services) await startService(service)

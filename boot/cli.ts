@@ -16,6 +16,7 @@ import { ControlError } from '../firmware/control/errors.js'
 import { runConsole, helpFor } from './console.js'
 import { firmwareVersion } from './version.js'
 import { readFile } from 'node:fs/promises'
+import { resolve as resolvePath } from 'node:path'
 
 const usageText = `usage: mailkeep [--config FILE] [--json] COMMAND
 
@@ -24,6 +25,8 @@ local commands:
   config schema            print the configuration's JSON Schema
   hash-password            read a password on stdin, print its scrypt hash for the config
   console                  the technician's interactive console
+  import PATH              import an mbox, maildir, .eml file or folder of .eml, with progress
+                           (resumable: run it again after an interruption) [technician]
   version                  this CLI's firmware version
 
 commands sent to the running service:
@@ -154,6 +157,7 @@ async function main(argv: string[]): Promise<number> {
     throw error
   }
   if (first === 'console') return runConsole({ socketPath: config.control.socketPath })
+  if (first === 'import' && args.words.length === 2) return runImport(config.control.socketPath, resolvePath(second!), args)
 
   const resolved = resolveCommand(args.words)
   if (!resolved) {
@@ -184,6 +188,87 @@ async function main(argv: string[]): Promise<number> {
     if (args.json) process.stdout.write(JSON.stringify({ error: { code: error.code, message: error.message } }) + '\n')
     process.stderr.write(`mailkeep: ${error.message}\n`)
     return error.code === 'USAGE' || error.code === 'UNKNOWN_COMMAND' ? exitCodes.usage : exitCodes.failure
+  }
+}
+
+interface ImportProgress {
+  id: string
+  state: string
+  format: string
+  processed: number
+  imported: number
+  duplicates: number
+  flagged: number
+  failed: number
+  bytesProcessed: number
+  bytesTotal: number | null
+  resumedFrom: number
+  errors: { file?: string; offset?: number; code: string; reason: string }[]
+  error: { code: string; message: string; retryable: boolean } | null
+}
+
+/** How often `mailkeep import` asks the service for progress, in ms. */
+const importPollMs = 250
+
+function progressLine(job: ImportProgress): string {
+  const fraction = job.bytesTotal ? Math.min(1, job.bytesProcessed / job.bytesTotal) : 0
+  const width = 30
+  const bar = '#'.repeat(Math.round(fraction * width)).padEnd(width, '.')
+  return `[${bar}] ${(fraction * 100).toFixed(0).padStart(3)}%  ${job.processed} messages: ${job.imported} imported, ${job.duplicates} duplicates, ${job.flagged} flagged, ${job.failed} failed`
+}
+
+/**
+ * `mailkeep import PATH`: starts an import job in the service (so every message takes the
+ * common ingest path), draws a progress bar on a terminal, and prints a summary. Ctrl-C
+ * cancels the job; running the same command again resumes from its checkpoint.
+ * Exit 0 when every message was archived or already held, 1 otherwise.
+ */
+async function runImport(socketPath: string, path: string, args: ParsedArgs): Promise<number> {
+  let password: string | undefined
+  if (args.passwordStdin) password = await readStdinLine()
+  else if (process.stdin.isTTY) password = await readHidden('technician password: ')
+  let client
+  try {
+    client = await connectControl(socketPath)
+  } catch (error) {
+    process.stderr.write(`mailkeep: ${(error as Error).message}\n`)
+    return exitCodes.failure
+  }
+  try {
+    let job = (await client.call('import start', [path], password)) as ImportProgress
+    let interrupted = false
+    process.once('SIGINT', () => {
+      interrupted = true
+      void client.call('import cancel', [job.id], password).catch(() => undefined)
+    })
+    const tty = Boolean(process.stderr.isTTY) && !args.json
+    let lastPrintMs = 0
+    while (job.state === 'running') {
+      await new Promise((resolve) => setTimeout(resolve, importPollMs))
+      job = (await client.call('import status', [job.id])) as ImportProgress
+      if (tty) process.stderr.write(`\r${progressLine(job)}`)
+      else if (!args.json && Date.now() - lastPrintMs > 5000) {
+        lastPrintMs = Date.now()
+        process.stderr.write(progressLine(job) + '\n')
+      }
+    }
+    if (tty) process.stderr.write('\n')
+    if (args.json) process.stdout.write(JSON.stringify(job, null, 2) + '\n')
+    else {
+      const resumed = job.resumedFrom > 0 ? ` (resumed from ${job.resumedFrom})` : ''
+      process.stdout.write(`import ${job.state}: ${job.imported} imported, ${job.duplicates} duplicates, ${job.flagged} flagged, ${job.failed} failed${resumed}\n`)
+      for (const failure of job.errors) process.stdout.write(`  failed: ${failure.file ?? ''}${failure.offset === undefined ? '' : `@${failure.offset}`} ${failure.code}: ${failure.reason}\n`)
+      if (job.error) process.stdout.write(`  ${job.error.code}: ${job.error.message}${job.error.retryable ? ' (run the same command again to resume)' : ''}\n`)
+      if (interrupted) process.stdout.write('  cancelled; run the same command again to resume\n')
+    }
+    return job.state === 'done' && job.failed === 0 ? exitCodes.ok : exitCodes.failure
+  } catch (error) {
+    if (!(error instanceof ControlError)) throw error
+    if (args.json) process.stdout.write(JSON.stringify({ error: { code: error.code, message: error.message } }) + '\n')
+    process.stderr.write(`mailkeep: ${error.message}\n`)
+    return error.code === 'USAGE' ? exitCodes.usage : exitCodes.failure
+  } finally {
+    client.close()
   }
 }
 

@@ -90,6 +90,7 @@ export const configSchema = {
       properties: {
         freeBytesMin: { type: 'integer', minimum: 0, default: 268435456, description: 'below this free space the store refuses new mail (4xx)' },
         mapSizeBytes: { type: 'integer', minimum: 16777216, default: 1099511627776, description: 'LMDB map size (virtual, grows the file lazily)' },
+        messageBytesMax: { type: 'integer', minimum: 1024, maximum: 1073741824, default: 104857600, description: 'largest message archived from any source' },
       },
     },
     control: {

@@ -40,7 +40,7 @@ export interface Config {
     linux: { mdstatPath: string; mdadmPath: string; commandTimeoutMs: number }
   }
   identity: { model: number | null; serial: string | null }
-  storage: { freeBytesMin: number; mapSizeBytes: number }
+  storage: { freeBytesMin: number; mapSizeBytes: number; messageBytesMax: number }
   /** `socketPath` is absolute after loading (derived from dataDir when not set). */
   control: { socketPath: string; requestBytesMax: number; requestTimeoutMs: number }
   technician: { passwordHash: string | null }

@@ -10,6 +10,8 @@ export interface ArgumentSpec {
   kind: 'integer' | 'string' | 'choice'
   choices?: readonly string[]
   optional?: boolean
+  /** The last argument may take every remaining word (a search query). */
+  rest?: boolean
 }
 
 export interface CommandSpec {
@@ -95,6 +97,21 @@ const renderMessage = (result: unknown): string => {
 }
 const renderObject = (result: unknown): string => keyValues(result as Row)
 
+const renderSearch = (result: unknown): string => {
+  const search = result as { total: number; hits: { id: string; dateMs: number; from: string; subject: string; snippet: string }[]; nextCursor: string | null }
+  const lines = search.hits.map((hit) => {
+    const snippet = hit.snippet.replace(/<\/?mark>/g, '*').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, '&')
+    return `${new Date(hit.dateMs).toISOString().slice(0, 16).replace('T', ' ')}  ${hit.from.slice(0, 30).padEnd(30)}  ${hit.subject.slice(0, 60)}\n    ${hit.id}\n    ${snippet}`
+  })
+  lines.push(`${search.total} message(s)${search.nextCursor ? `; more with --cursor ${search.nextCursor}` : ''}`)
+  return lines.join('\n')
+}
+
+const renderImport = (result: unknown): string => {
+  const jobs = (Array.isArray(result) ? result : [result]) as Row[]
+  return table(jobs, ['id', 'state', 'format', 'processed', 'imported', 'duplicates', 'flagged', 'failed', 'path'])
+}
+
 export const commandTable: readonly CommandSpec[] = [
   { name: 'show version', summary: 'firmware version, model and serial', args: [], technician: false, render: renderObject },
   { name: 'show status', summary: 'system state, degraded reasons, services, listeners', args: [], technician: false, render: renderStatus },
@@ -102,6 +119,15 @@ export const commandTable: readonly CommandSpec[] = [
   { name: 'show raid', summary: 'RAID arrays, state, members and rebuild progress', args: [], technician: false, render: renderRaid },
   { name: 'show nics', summary: 'network interfaces, link, speed and addresses', args: [], technician: false, render: renderNics },
   { name: 'show config', summary: 'effective configuration (secrets redacted)', args: [], technician: false, render: (result) => JSON.stringify(result, null, 2) },
+  { name: 'show store', summary: 'archive figures: messages, deliveries, bytes, last sequence', args: [], technician: false, render: renderObject },
+  { name: 'show journal', summary: 'journal sources: state, last pull, held messages', args: [], technician: false, render: (result) => JSON.stringify(result, null, 2) },
+  { name: 'search', summary: 'search the archive (query language: see README)', args: [{ name: 'query', kind: 'string', rest: true }], technician: false, render: renderSearch },
+  { name: 'import start', summary: 'import an mbox, maildir, .eml file or folder of .eml (absolute path)', args: [{ name: 'path', kind: 'string' }], technician: true, render: renderImport },
+  { name: 'import status', summary: 'progress of import jobs', args: [{ name: 'job', kind: 'string', optional: true }], technician: false, render: renderImport },
+  { name: 'import cancel', summary: 'cancel an import job (it resumes when started again)', args: [{ name: 'job', kind: 'string' }], technician: true, render: renderImport },
+  { name: 'journal pull', summary: 'pull a journal source now', args: [{ name: 'source', kind: 'string' }], technician: false, render: (result) => JSON.stringify(result, null, 2) },
+  { name: 'index verify', summary: 'check the search index against the archive', args: [], technician: false, render: renderObject },
+  { name: 'index rebuild', summary: 'rebuild the search index from the archive (archive untouched)', args: [], technician: true, render: renderObject },
   { name: 'auth', summary: 'unlock technician commands on this connection', args: [], technician: false, render: renderMessage },
   { name: 'sim fail-disk', summary: 'simulator: fail a disk', args: [{ name: 'index', kind: 'integer' }], technician: true, render: renderMessage },
   { name: 'sim replace-disk', summary: 'simulator: replace a disk (starts a rebuild)', args: [{ name: 'index', kind: 'integer' }], technician: true, render: renderMessage },
@@ -140,7 +166,8 @@ export function resolveCommand(words: readonly string[]): { spec: CommandSpec; a
 export function checkArguments(spec: CommandSpec, args: readonly string[]): string | undefined {
   const required = spec.args.filter((arg) => !arg.optional).length
   const usage = `usage: ${usageOf(spec)}`
-  if (args.length < required || args.length > spec.args.length) return usage
+  const takesRest = spec.args[spec.args.length - 1]?.rest === true
+  if (args.length < required || (args.length > spec.args.length && !takesRest)) return usage
   for (const [index, arg] of spec.args.entries()) {
     const value = args[index]
     if (value === undefined) continue
@@ -156,7 +183,8 @@ export function checkArguments(spec: CommandSpec, args: readonly string[]): stri
 export function usageOf(spec: CommandSpec): string {
   const args = spec.args.map((arg) => {
     const text = arg.kind === 'choice' ? arg.choices!.join('|') : arg.name
-    return arg.optional ? `[${text}]` : `<${text}>`
+    const shown = arg.rest ? `${text}…` : text
+    return arg.optional ? `[${shown}]` : `<${shown}>`
   })
   return [spec.name, ...args].join(' ')
 }

@@ -1,0 +1,124 @@
+import { join, isAbsolute } from 'node:path'
+import type { Config } from '../config/types.js'
+import type { Logger } from '../firmware/common/logger.js'
+import type { Clock } from '../firmware/common/clock.js'
+import type { Hal, Identity } from '../hal/types.js'
+import type { CommandHandler } from '../firmware/control/server.js'
+import { ControlError } from '../firmware/control/errors.js'
+import { createMimeParser, defaultMimeParserOptions } from '../firmware/mime/parser.js'
+import { createArchiveStore } from '../firmware/archive/store.js'
+import { createIngestPipeline } from '../firmware/sources/pipeline.js'
+import { createSmtpSource } from '../firmware/sources/smtp/index.js'
+import { createJournalSource } from '../firmware/sources/journal/journal-source.js'
+import { createImportService } from '../firmware/sources/import/index.js'
+import { loadOrCreateIdentityCertificate } from '../firmware/mirror/certificate.js'
+import { createHttpApi } from '../firmware/api/http-api.js'
+import { loadAdminCredential } from '../firmware/api/auth.js'
+import type { ManagedService } from './appliance.js'
+
+/** Parallel submits of one import job: enough to fill group commits, bounded in memory. */
+const importConcurrency = 8
+const importJobsMax = 4
+
+export interface ComposedServices {
+  /** In start order; stopped in reverse. */
+  services: ManagedService[]
+  handlers: Map<string, CommandHandler>
+  /** Extra fields for `show status` and /api/v1/status. */
+  status(): Promise<Record<string, unknown>>
+}
+
+/**
+ * Builds the archiver's services from the configuration: store (with the search index in
+ * the same LMDB transaction), MIME parser, the one ingest pipeline, the mail sources
+ * (SMTP, journal pull, bulk import) and the HTTP API. Part of the composition root: the
+ * one place that picks implementations. Creating is pure; I/O happens in start().
+ */
+export async function composeServices(context: { config: Readonly<Config>; logger: Logger; clock: Clock; hal: Hal; identity: Identity; applianceStatus: () => Promise<unknown> }): Promise<ComposedServices> {
+  const { config, logger, clock, hal } = context
+  const certificate = await loadOrCreateIdentityCertificate({ logger: logger.child('certificate'), clock }, { dataDir: config.dataDir, serial: context.identity.serial })
+  const parser = createMimeParser({ logger: logger.child('mime'), clock }, { ...defaultMimeParserOptions })
+  const archive = createArchiveStore(
+    { logger: logger.child('archive'), clock, volume: () => hal.volume(config.dataDir) },
+    {
+      path: join(config.dataDir, 'archive'),
+      mapSizeBytes: config.storage.mapSizeBytes,
+      freeBytesMin: config.storage.freeBytesMin,
+      messageBytesMax: config.storage.messageBytesMax,
+    },
+  )
+  const pipeline = createIngestPipeline({ logger: logger.child('pipeline'), parser, archive }, { messageBytesMax: config.storage.messageBytesMax })
+  const services: ManagedService[] = [
+    { name: 'archive', start: () => archive.start(), stop: () => archive.stop(), healthcheck: () => archive.healthcheck() },
+  ]
+  const smtp = config.smtp.enabled
+    ? createSmtpSource({ logger: logger.child('smtp'), clock, pipeline, tls: { key: certificate.privateKeyPem, cert: certificate.certificatePem } }, config.smtp)
+    : undefined
+  const journals = config.journal.sources.map((source) =>
+    createJournalSource({ logger: logger.child('journal'), clock, pipeline }, { ...source, stateDir: join(config.dataDir, 'journal'), stopTimeoutMs: config.shutdown.timeoutMs }),
+  )
+  const imports = createImportService(
+    { logger: logger.child('import'), clock, pipeline },
+    { stateDir: join(config.dataDir, 'import'), concurrency: importConcurrency, messageBytesMax: config.storage.messageBytesMax, jobsMax: importJobsMax, stopTimeoutMs: config.shutdown.timeoutMs },
+  )
+  const credential = await loadAdminCredential({ clock }, { dataDir: config.dataDir, adminPasswordHash: config.http.adminPasswordHash })
+  const storeStats = () => archive.stats()
+  const status = async () => ({ store: await storeStats() })
+  const http = config.http.enabled
+    ? createHttpApi(
+        {
+          logger: logger.child('http'),
+          clock,
+          credential,
+          archive,
+          status: async () => ({ ...((await context.applianceStatus()) as object), ...(await status()) }),
+        },
+        { host: config.http.host, port: config.http.port, stopTimeoutMs: config.shutdown.timeoutMs },
+      )
+    : undefined
+
+  services.push({ name: 'import', start: () => imports.start(), stop: () => imports.stop(), healthcheck: () => ({ ok: true, detail: `${imports.jobs().filter((job) => job.state === 'running').length} running job(s)` }) })
+  for (const journal of journals) services.push({ name: journal.name, start: () => journal.start(), stop: () => journal.stop(), healthcheck: () => journal.healthcheck() })
+  if (smtp) services.push({ name: 'smtp', start: () => smtp.start(), stop: () => smtp.stop(), healthcheck: () => smtp.healthcheck(), listeners: () => smtp.listeners() })
+  if (http) {
+    services.push({
+      name: 'http',
+      start: () => http.start(),
+      stop: () => http.stop(),
+      healthcheck: () => http.healthcheck(),
+      listeners: () => {
+        const address = http.address()
+        return { http: `${address.host}:${address.port}` }
+      },
+    })
+  }
+
+  const journalByName = new Map(journals.map((journal) => [journal.name.replace(/^journal:/, ''), journal]))
+  const searchArgs = (args: string[]) => {
+    const words: string[] = []
+    let limit: number | undefined
+    let cursor: string | null = null
+    for (let position = 0; position < args.length; position += 1) {
+      if (args[position] === '--limit') limit = Number(args[++position])
+      else if (args[position] === '--cursor') cursor = args[++position] ?? null
+      else words.push(args[position]!)
+    }
+    return { query: words.join(' '), limit, cursor }
+  }
+  const handlers = new Map<string, CommandHandler>([
+    ['show store', () => storeStats()],
+    ['show journal', () => journals.map((journal) => journal.status())],
+    ['import start', ([path]) => {
+      if (!isAbsolute(path!)) throw new ControlError('USAGE', 'the import path must be absolute (the CLI resolves it)')
+      return imports.startJob(path!)
+    }],
+    ['import status', ([job]) => (job ? imports.jobStatus(job) : imports.jobs())],
+    ['import cancel', ([job]) => imports.cancelJob(job!)],
+    ['journal pull', ([name]) => {
+      const journal = journalByName.get(name!)
+      if (!journal) throw new ControlError('USAGE', `no journal source named ${name}; configured: ${[...journalByName.keys()].join(', ') || 'none'}`)
+      return journal.pullOnce()
+    }],
+  ])
+  return { services, handlers, status }
+}
