@@ -1,3 +1,4 @@
+import type { RootDatabase } from 'lmdb'
 import type { ParsedMessage } from '../mime/types.js'
 
 /** Where one delivery of a message came from. A message may have many deliveries. */
@@ -84,4 +85,86 @@ export interface IngestRequest {
   delivery: Delivery
   /** Peer serial when received from a mirror peer. */
   origin?: string | null
+}
+
+/** Health of the store for boot's health evaluation: `ok` false while not open or after a disk failure. */
+export interface ArchiveHealth {
+  ok: boolean
+  detail: string
+}
+
+/** What the store did since start(); kept in memory, not persisted. */
+export interface WriteActivity {
+  /** Ingests acknowledged (resolved) since start. */
+  ingests: number
+  /** LMDB write transactions committed since start; each is one sync to disk. Fewer than `ingests` when group commit works. */
+  commits: number
+  /** Write transactions that failed (I/O error, disk full). */
+  failedCommits: number
+}
+
+/** Result of verify(): which stored messages failed their check. */
+export interface VerifyReport {
+  /** Messages whose blob was read, restored and hashed. */
+  checked: number
+  /** Ids whose blob is missing, undecodable or does not hash to its id (at most `corruptIdsMax` listed). */
+  corruptIds: string[]
+  corrupt: number
+  /** Whether the persistent counters agree with the messages checked; null when the check did not cover every message. */
+  countersConsistent: boolean | null
+}
+
+/** Result of the purge primitive. */
+export interface PurgeResult {
+  id: string
+  /** Change-log sequence of the `purge` entry. */
+  sequence: number
+}
+
+/**
+ * The hook through which the search index keeps its postings in step with the archive, in
+ * the same LMDB environment and the same transaction as each message. (firmware/index's
+ * `createArchiveIndexer` satisfies it structurally.)
+ *
+ * `messageStored` and `messageRemoved` are called synchronously from inside the write
+ * transaction of one message (an lmdb-js asynchronous child transaction, so the commit and
+ * its sync run off the event loop). They may read and write with the synchronous API
+ * (`get`, `putSync`, `removeSync`, `transactionSync`); reads see the transaction's own
+ * writes. They must not await and must not start transactions of their own with the
+ * asynchronous API. The store runs each call in a nested child transaction: if it throws,
+ * its writes are rolled back, the message is archived anyway with the flag `index-failed`,
+ * and the error is logged; mail is never refused because indexing failed, and
+ * `listIds()` lets the index catch up later.
+ */
+export interface ArchiveIndexer {
+  /** Named databases the indexer adds to the environment (they count against LMDB's `maxDbs`). */
+  readonly databasesNeeded: number
+  /** Opens the indexer's databases on the archive's root, once per start(). Names must not start with `archive/`. */
+  open(root: RootDatabase): void
+  /** A message was stored, or a further delivery of a stored one recorded: `meta` holds every delivery so far. */
+  messageStored(meta: MessageMeta, parsed: ParsedMessage): void
+  /** A message is being purged (retention): remove what the index holds for it. */
+  messageRemoved(id: string): void
+}
+
+/**
+ * The archive store (firmware/archive/store.ts). Writes are durable before they resolve;
+ * reads see committed (and so durable) data only.
+ */
+export interface ArchiveStore {
+  start(): Promise<void>
+  stop(): Promise<void>
+  healthcheck(): ArchiveHealth
+  ingest(request: IngestRequest): Promise<IngestResult>
+  has(id: string): boolean
+  getMeta(id: string): MessageMeta | undefined
+  getRaw(id: string): Promise<Uint8Array | undefined>
+  stats(): StoreStats
+  changes(afterSequence: number, limit: number): ChangeEntry[]
+  lastSequence(): number
+  listIds(afterId: string | null, limit: number): string[]
+  verify(options?: { messagesMax?: number }): Promise<VerifyReport>
+  writeActivity(): WriteActivity
+  /** The ONLY way a stored message is ever removed; for the retention module (firmware/policy) alone. */
+  delete(id: string): Promise<PurgeResult>
 }

@@ -1,0 +1,982 @@
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { statSync } from 'node:fs'
+import { mkdir, open as openFile, type FileHandle } from 'node:fs/promises'
+import { join } from 'node:path'
+import { open, type Database, type RootDatabase } from 'lmdb'
+import type { Logger } from '../common/logger.js'
+import type { Clock } from '../common/clock.js'
+import { ArchiveError } from './errors.js'
+import { decodeBlob, encodeBlob, type BlobCodec } from './codec.js'
+import {
+  blobPartKey,
+  blobParts,
+  databaseNames,
+  deliveryKeyHash,
+  deliveryRecordKey,
+  formatName,
+  idKey,
+  isArchiveId,
+  layoutVersion,
+  readSequence,
+  sequenceKey,
+} from './layout.js'
+import type {
+  ArchiveHealth,
+  ArchiveIndexer,
+  ArchiveStore,
+  ChangeEntry,
+  Delivery,
+  IngestRequest,
+  IngestResult,
+  MessageMeta,
+  PurgeResult,
+  StoreStats,
+  VerifyReport,
+  WriteActivity,
+} from './types.js'
+
+/**
+ * The archive store: every message the appliance is given, in one LMDB environment.
+ *
+ * Layout (layout.ts has the keys): raw messages content-addressed by SHA-256, compressed
+ * with raw deflate (codec.ts) and stored once however often they arrive; metadata per
+ * message; every delivery of a message (source, time, envelope including BCC); an
+ * append-only change log keyed by a local sequence, which the mirror engine reads; counters
+ * for stats(). Attachments are not deduplicated separately (see the module README note in
+ * the final report: the corpus gives no measurable saving, left for later).
+ *
+ * One transaction per message. Each ingest runs as an lmdb-js asynchronous child
+ * transaction: its callback runs on the event loop inside the current write transaction,
+ * reads its own writes (duplicate check, sequence, counters are read-modify-write in the
+ * transaction, so concurrent ingests of the same bytes cannot both store them), and is
+ * rolled back alone if it throws. The raw bytes are compressed before, outside the lock.
+ *
+ * Group commit. lmdb-js collects every transaction callback queued while a commit is in
+ * flight and runs them in the next write transaction, which is committed and synced once,
+ * on its worker thread. Concurrent ingests therefore share syncs (writeActivity() counts
+ * commits; the tests assert fewer commits than messages) and the event loop never waits for
+ * the disk. `eventTurnBatching` is off: callbacks are batched anyway, and with it on lmdb-js
+ * leaves an internal promise unhandled when a commit fails (seen with injected EIO), which
+ * would crash Node.
+ *
+ * Durability. `ingest` resolves only once its transaction is on disk. The environment is
+ * opened with `overlappingSync: false`: LMDB's commit writes the data pages, fdatasyncs
+ * them, then writes the meta page through its O_DSYNC descriptor, and lmdb-js resolves the
+ * transaction's promise after that commit returned. A commit is thus visible to readers
+ * only once durable. We chose this over lmdb-js's default (`overlappingSync: true`, where a
+ * commit may become visible before its sync and `db.flushed` signals durability) because
+ * (1) readers — the mirror sender, the HTTP API, a duplicate ingest — never see data a power
+ * cut could take back, so a peer's cursor never points past what survives; (2) a failed
+ * sync rejects the transaction's promise (checked with strace fault injection), whereas
+ * `flushed` has no rejection path; (3) measured here, the default mode was no faster with
+ * 10 writers. We do not await `db.flushed` on top: in this mode it adds nothing, and it
+ * would wait for writes queued after ours (measured: it doubled latency under load).
+ *
+ * Failures. A commit that fails (EIO from a sync, ENOSPC from a write) rejects its ingests
+ * (STORE_UNAVAILABLE; STORE_FULL for ENOSPC/EDQUOT/MDB_MAP_FULL) and the store then refuses
+ * every write until restarted, failing its healthcheck: after a failed fsync the kernel may
+ * have dropped the dirty pages, so a later successful sync would prove nothing (the
+ * "fsyncgate" lesson), and after a failed meta write LMDB itself panics the environment.
+ * Reads go on. Ordinary space shortage is caught before writing: ingest is refused with
+ * STORE_FULL when the volume's free space (read at most once per `freeSpaceCacheMs`) would
+ * fall below `freeBytesMin`, or the environment would pass `mapSizeBytes`.
+ *
+ * Indexer: see ArchiveIndexer in types.ts — called inside the message's transaction, in a
+ * nested child transaction so a failing index rolls back alone and the message is archived
+ * flagged `index-failed`.
+ *
+ * Deletion: `delete(id)` is the ONLY path that removes or alters a stored message, for the
+ * retention module alone; it writes a `purge` change entry. Nothing else rewrites a blob.
+ */
+
+export interface ArchiveStoreDeps {
+  logger: Logger
+  clock: Clock
+  /** Free space of the data volume (hal's volume usage); called at most once per `freeSpaceCacheMs`. */
+  volume?: () => Promise<{ freeBytes: number }>
+}
+
+export interface ArchiveStoreOptions {
+  /** Directory of the LMDB environment; created when missing. */
+  path: string
+  /** Most bytes the environment may grow to; ingest beyond it is refused with STORE_FULL. */
+  mapSizeBytes: number
+  /** Below this free space on the volume, ingest is refused with STORE_FULL. */
+  freeBytesMin: number
+  /** Largest raw message accepted, in bytes; larger ones get MESSAGE_TOO_LARGE. */
+  messageBytesMax: number
+  indexer?: ArchiveIndexer
+  /** How long a free-space reading is trusted, in ms. Default 1000. */
+  freeSpaceCacheMs?: number
+  /** Bound on stop(): how long it waits for writes in flight and for the close, in ms. Default 10000. */
+  stopTimeoutMs?: number
+}
+
+/** Default for ArchiveStoreOptions.freeSpaceCacheMs, in ms. */
+export const freeSpaceCacheMsDefault = 1000
+/** Default for ArchiveStoreOptions.stopTimeoutMs, in ms. */
+export const stopTimeoutMsDefault = 10_000
+/** Page size of new environments, in bytes: the blob layout is tuned to it (layout.ts). */
+export const pageSizeBytes = 4096
+/** Most corrupt ids verify() lists (it counts them all). */
+export const corruptIdsMax = 100
+/** Most entries one changes() or listIds() call returns. */
+export const pageEntriesMax = 10_000
+/** Estimated bytes of metadata, delivery and change entry per ingest, for the space checks. */
+const recordOverheadBytes = 2048
+/** The store's own named databases, plus room for later ones. */
+const storeDatabasesMax = 12
+
+/** errno values and LMDB codes that mean "no space". */
+const noSpaceCodes = new Set<unknown>([28 /* ENOSPC */, 122 /* EDQUOT */, -30792 /* MDB_MAP_FULL */, 'ENOSPC', 'EDQUOT'])
+/** LMDB's magic number and its offset in the first meta page (after lmdb-js's 24-byte page header). */
+const lmdbMagic = 0xbeefc0de
+const lmdbMagicOffsetBytes = 24
+/** LMDB codes for a file that is not an LMDB environment of a version we can read. */
+const notLmdbCodes = new Set<unknown>([-30793 /* MDB_INVALID */, -30794 /* MDB_VERSION_MISMATCH */])
+
+type StoreState = 'created' | 'starting' | 'open' | 'failed' | 'stopping' | 'stopped'
+
+/** What `archive/messages` holds for each message (msgpack): the metadata and where its blob is. */
+interface MessageRecord extends Omit<MessageMeta, 'id' | 'deliveries'> {
+  /** Change-log sequence of the ingest that stored the blob: the blob's key. */
+  sequence: number
+  codec: BlobCodec
+  storedBytes: number
+  parts: number
+}
+
+interface ChangeRecord {
+  kind: ChangeEntry['kind']
+  id: Uint8Array
+  atMs: number
+  origin: string | null
+}
+
+interface CounterRecord {
+  messages: number
+  deliveries: number
+  rawBytes: number
+  storedBytes: number
+  lastSequence: number
+  flaggedMessages: number
+}
+
+interface FormatRecord {
+  name: string
+  version: number
+  pageSizeBytes: number
+  createdAtMs: number
+}
+
+interface Databases {
+  root: RootDatabase
+  messages: Database<MessageRecord, Buffer>
+  blobs: Database<Buffer, Buffer>
+  deliveries: Database<Delivery, Buffer>
+  deliveryKeys: Database<number, Buffer>
+  changes: Database<ChangeRecord, Buffer>
+  state: Database<unknown, string>
+  pageSizeBytes: number
+}
+
+/** Encoded bytes of a new message, made before its transaction. */
+interface EncodedBlob {
+  codec: BlobCodec
+  bytes: Buffer
+}
+
+const zeroCounters: CounterRecord = { messages: 0, deliveries: 0, rawBytes: 0, storedBytes: 0, lastSequence: 0, flaggedMessages: 0 }
+/** Returned from a transaction when the message vanished between the check and the transaction (a purge): compress and try again. */
+const needsBlob = Symbol('needs-blob')
+
+/** lmdb-js accepts put options in a write transaction; its typings only declare the generic form. */
+function putAppend<V>(database: Database<V, Buffer>, key: Buffer, value: V): boolean {
+  const putSync = database.putSync as unknown as (key: Buffer, value: V, options: { append: boolean }) => boolean
+  return putSync.call(database, key, value, { append: true })
+}
+
+function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex')
+}
+
+function hexOf(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
+}
+
+function errorCode(error: unknown): unknown {
+  return error !== null && typeof error === 'object' ? (error as { code?: unknown }).code : undefined
+}
+
+function entryCount(database: Database): number {
+  return (database.getStats() as { entryCount: number }).entryCount
+}
+
+/** A timer that resolves after `ms` and does not keep the process alive. */
+function delay(ms: number): { promise: Promise<'timeout'>; cancel: () => void } {
+  let timer: NodeJS.Timeout | undefined
+  const promise = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), ms)
+    timer.unref()
+  })
+  return { promise, cancel: () => clearTimeout(timer) }
+}
+
+/**
+ * Creates the archive store. Pure: opens nothing until start().
+ *
+ * @throws AssertionError on invalid options (a programmer error)
+ */
+export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStoreOptions): ArchiveStore {
+  assert.ok(typeof options.path === 'string' && options.path.length > 0, 'options.path is required')
+  assert.ok(Number.isSafeInteger(options.mapSizeBytes) && options.mapSizeBytes >= 1024 * 1024, 'options.mapSizeBytes must be at least 1 MiB')
+  assert.ok(Number.isSafeInteger(options.freeBytesMin) && options.freeBytesMin >= 0, 'options.freeBytesMin must be a non-negative integer')
+  assert.ok(Number.isSafeInteger(options.messageBytesMax) && options.messageBytesMax > 0, 'options.messageBytesMax must be a positive integer')
+  const logger = deps.logger.child('archive')
+  const clock = deps.clock
+  const indexer = options.indexer
+  const freeSpaceCacheMs = options.freeSpaceCacheMs ?? freeSpaceCacheMsDefault
+  const stopTimeoutMs = options.stopTimeoutMs ?? stopTimeoutMsDefault
+
+  let state: StoreState = 'created'
+  let failure: string | null = null
+  let dbs: Databases | undefined
+  let startPromise: Promise<void> | undefined
+  let stopPromise: Promise<void> | undefined
+  const activity: WriteActivity = { ingests: 0, commits: 0, failedCommits: 0 }
+  const countedFailures = new WeakSet<object>()
+  /** Ingests and purges in flight, which stop() waits for. */
+  const operations = new Set<Promise<unknown>>()
+
+  // Free-space readings, refreshed at most every freeSpaceCacheMs.
+  let spaceCheckedAtMs = Number.NEGATIVE_INFINITY
+  let spaceRefresh: Promise<void> | undefined
+  let volumeFreeBytes: number | null = null
+  let environmentUsedBytes = 0
+  let bytesQueuedSinceSpaceCheck = 0
+
+  function unavailable(message: string, fields: Record<string, unknown> = {}, cause?: unknown): ArchiveError {
+    return new ArchiveError('STORE_UNAVAILABLE', message, { fields: { path: options.path, state, ...fields }, cause })
+  }
+
+  /** @param accepted true for an operation accepted before stop() began: it may finish while stopping. */
+  function requireWritable(accepted = false): Databases {
+    if ((state === 'open' || (accepted && state === 'stopping')) && dbs) return dbs
+    if (state === 'failed') throw unavailable(`the store refuses writes after a disk failure (${failure}); restart it after checking the disk`)
+    throw unavailable(`the store is not open (${state})`)
+  }
+
+  function requireReadable(): Databases {
+    if ((state === 'open' || state === 'failed' || state === 'stopping') && dbs) return dbs
+    throw unavailable(`the store is not open (${state})`)
+  }
+
+  function corrupt(id: string, reason: string, cause?: unknown): ArchiveError {
+    logger.error('stored message failed its integrity check', { id, reason, error: cause })
+    return new ArchiveError('STORE_CORRUPT', `message ${id} is corrupt: ${reason}`, { fields: { id, reason }, cause })
+  }
+
+  function track<T>(operation: Promise<T>): Promise<T> {
+    operations.add(operation)
+    const forget = (): void => {
+      operations.delete(operation)
+    }
+    operation.then(forget, forget)
+    return operation
+  }
+
+  // ---- space ----------------------------------------------------------------------------
+
+  async function refreshSpace(databases: Databases): Promise<void> {
+    const environment = databases.root.getStats() as { lastPageNumber?: number; pageSize?: number }
+    environmentUsedBytes = ((environment.lastPageNumber ?? 0) + 1) * (environment.pageSize ?? databases.pageSizeBytes)
+    if (deps.volume) {
+      try {
+        volumeFreeBytes = (await deps.volume()).freeBytes
+      } catch (error) {
+        // Refusing all mail because statfs failed would turn a monitoring problem into an
+        // outage; a disk that is really full still fails the commit with ENOSPC.
+        logger.warn('cannot read the free space of the data volume; accepting mail without the free-space check', { error })
+        volumeFreeBytes = null
+      }
+    }
+    bytesQueuedSinceSpaceCheck = 0
+    spaceCheckedAtMs = clock.monotonicMs()
+  }
+
+  async function ensureSpace(databases: Databases, incomingBytes: number): Promise<void> {
+    if (clock.monotonicMs() - spaceCheckedAtMs >= freeSpaceCacheMs) {
+      spaceRefresh ??= refreshSpace(databases).finally(() => {
+        spaceRefresh = undefined
+      })
+      await spaceRefresh
+    }
+    const needBytes = incomingBytes + recordOverheadBytes
+    const freeBytes = volumeFreeBytes === null ? null : volumeFreeBytes - bytesQueuedSinceSpaceCheck
+    if (freeBytes !== null && freeBytes - needBytes < options.freeBytesMin) {
+      throw new ArchiveError('STORE_FULL', `the data volume has ${freeBytes} bytes free, below the minimum of ${options.freeBytesMin} bytes`, {
+        fields: { freeBytes, freeBytesMin: options.freeBytesMin },
+      })
+    }
+    const usedBytes = environmentUsedBytes + bytesQueuedSinceSpaceCheck
+    if (usedBytes + needBytes > options.mapSizeBytes) {
+      throw new ArchiveError('STORE_FULL', `the archive uses ${usedBytes} of its ${options.mapSizeBytes} bytes`, {
+        fields: { usedBytes, mapSizeBytes: options.mapSizeBytes },
+      })
+    }
+    bytesQueuedSinceSpaceCheck += needBytes
+  }
+
+  // ---- transactions ---------------------------------------------------------------------
+
+  /**
+   * Runs `body` as one message's transaction and waits until it is durable. Errors thrown
+   * by `body` abort only this message; a failed commit fails the store.
+   */
+  async function inTransaction<T>(databases: Databases, body: () => T): Promise<T> {
+    let thrownInside = false
+    try {
+      return await databases.root.childTransaction(() => {
+        try {
+          return body()
+        } catch (error) {
+          thrownInside = true
+          throw error
+        }
+      })
+    } catch (error) {
+      if (thrownInside) {
+        if (error instanceof ArchiveError) throw error
+        const code = errorCode(error)
+        if (noSpaceCodes.has(code)) throw new ArchiveError('STORE_FULL', 'the archive ran out of space in a transaction', { fields: { errno: code }, cause: error })
+        throw unavailable('the store failed a write', { errno: code }, error)
+      }
+      throw await commitFailed(error)
+    }
+  }
+
+  async function commitFailed(error: unknown): Promise<ArchiveError> {
+    // lmdb-js rejects each transaction of a failed commit with a generic error whose
+    // `commitError` promise carries the errno; handling it also keeps it from becoming an
+    // unhandled rejection.
+    const commitError = (error as { commitError?: Promise<unknown> } | null)?.commitError
+    let cause: unknown = error
+    if (commitError && typeof commitError.then === 'function') {
+      cause = await commitError.then(
+        () => error,
+        (reason: unknown) => reason,
+      )
+      if (!countedFailures.has(commitError)) {
+        countedFailures.add(commitError)
+        activity.failedCommits++
+      }
+    } else {
+      activity.failedCommits++
+    }
+    const code = errorCode(cause)
+    const reason = cause instanceof Error ? cause.message : String(cause)
+    enterFailed(`commit failed: ${reason}`)
+    if (noSpaceCodes.has(code)) {
+      return new ArchiveError('STORE_FULL', 'the disk is full: the write was not stored', { fields: { path: options.path, errno: code }, cause })
+    }
+    return unavailable('the disk failed to store the write', { errno: code }, cause)
+  }
+
+  function enterFailed(reason: string): void {
+    if (state !== 'open') return
+    state = 'failed'
+    failure = reason
+    logger.error('archive store refuses writes until restarted', { reason })
+  }
+
+  function readCounters(databases: Databases): CounterRecord {
+    const stored = databases.state.get('counters') as CounterRecord | undefined
+    return stored ? { ...stored } : { ...zeroCounters }
+  }
+
+  function nextChange(databases: Databases, counters: CounterRecord, kind: ChangeEntry['kind'], key: Buffer, origin: string | null, nowMs: number): number {
+    const sequence = counters.lastSequence + 1
+    if (!putAppend(databases.changes, sequenceKey(sequence), { kind, id: key, atMs: nowMs, origin })) {
+      throw new ArchiveError('STORE_CORRUPT', `change-log sequence ${sequence} is not past the last entry`, { fields: { sequence } })
+    }
+    counters.lastSequence = sequence
+    return sequence
+  }
+
+  // ---- ingest ---------------------------------------------------------------------------
+
+  function recordOf(request: IngestRequest, sequence: number, blob: EncodedBlob, parts: number, nowMs: number): MessageRecord {
+    const addresses = (list: { address: string }[]): string[] => list.map((entry) => entry.address)
+    const parsed = request.parsed
+    return {
+      sequence,
+      codec: blob.codec,
+      storedBytes: blob.bytes.byteLength,
+      parts,
+      sizeBytes: request.raw.byteLength,
+      messageId: parsed.messageId,
+      dateMs: parsed.dateMs,
+      from: addresses(parsed.from),
+      to: addresses(parsed.to),
+      cc: addresses(parsed.cc),
+      bcc: addresses(parsed.bcc),
+      subject: parsed.subject,
+      attachments: parsed.attachments.map(({ filename, contentType, sizeBytes, sha256 }) => ({ filename, contentType, sizeBytes, sha256 })),
+      flags: [...parsed.flags],
+      firstArchivedAtMs: nowMs,
+      origin: request.origin ?? null,
+    }
+  }
+
+  function metaOf(id: string, record: MessageRecord, deliveries: Delivery[]): MessageMeta {
+    return {
+      id,
+      sizeBytes: record.sizeBytes,
+      messageId: record.messageId,
+      dateMs: record.dateMs,
+      from: record.from,
+      to: record.to,
+      cc: record.cc,
+      bcc: record.bcc,
+      subject: record.subject,
+      attachments: record.attachments,
+      flags: record.flags,
+      deliveries,
+      firstArchivedAtMs: record.firstArchivedAtMs,
+      origin: record.origin,
+    }
+  }
+
+  function deliveriesOf(databases: Databases, key: Buffer): Delivery[] {
+    const deliveries: Delivery[] = []
+    for (const { value } of databases.deliveries.getRange({ start: deliveryRecordKey(key, 0), end: deliveryRecordKey(key, Number.MAX_SAFE_INTEGER) })) {
+      deliveries.push(value)
+    }
+    return deliveries
+  }
+
+  function deliveryOf(delivery: Delivery): Delivery {
+    return {
+      source: delivery.source,
+      sourceName: delivery.sourceName,
+      receivedAtMs: delivery.receivedAtMs,
+      envelopeFrom: delivery.envelopeFrom,
+      envelopeTo: [...delivery.envelopeTo],
+      envelopeBcc: [...delivery.envelopeBcc],
+      remoteAddress: delivery.remoteAddress,
+      journalEnvelopeText: delivery.journalEnvelopeText,
+      deliveryKey: delivery.deliveryKey ?? null,
+    }
+  }
+
+  /** Runs the indexer in a nested transaction; false when it threw (its writes are rolled back). */
+  function runIndexer(databases: Databases, id: string, call: (indexer: ArchiveIndexer) => void): boolean {
+    if (!indexer) return true
+    try {
+      databases.root.transactionSync(() => call(indexer))
+      return true
+    } catch (error) {
+      logger.error('the indexer failed; the message is archived without its postings', { id, error })
+      return false
+    }
+  }
+
+  /** The body of one ingest's transaction. Runs synchronously inside the write transaction. */
+  function ingestInTransaction(databases: Databases, id: string, request: IngestRequest, blob: EncodedBlob | undefined): IngestResult | typeof needsBlob {
+    const key = idKey(id)
+    const delivery = deliveryOf(request.delivery)
+    let record = databases.messages.get(key)
+    if (record && delivery.deliveryKey) {
+      const recorded = databases.deliveryKeys.get(deliveryKeyHash(id, delivery.deliveryKey))
+      if (recorded !== undefined) return { id, duplicate: true, sequence: recorded }
+    }
+    if (!record && !blob) return needsBlob
+    const nowMs = clock.now()
+    const counters = readCounters(databases)
+    const existing = record !== undefined
+    const sequence = nextChange(databases, counters, existing ? 'delivery' : 'ingest', key, request.origin ?? null, nowMs)
+    if (!record) {
+      assert.ok(blob)
+      const ranges = blobParts(blob.bytes.byteLength, databases.pageSizeBytes)
+      ranges.forEach(([start, end], index) => {
+        if (!putAppend(databases.blobs, blobPartKey(sequence, index), blob.bytes.subarray(start, end))) {
+          throw new ArchiveError('STORE_CORRUPT', `blob key ${sequence}/${index} is not past the last blob`, { fields: { id, sequence } })
+        }
+      })
+      record = recordOf(request, sequence, blob, ranges.length, nowMs)
+      counters.messages++
+      counters.rawBytes += record.sizeBytes
+      counters.storedBytes += record.storedBytes
+    }
+    databases.deliveries.putSync(deliveryRecordKey(key, sequence), delivery)
+    if (delivery.deliveryKey) databases.deliveryKeys.putSync(deliveryKeyHash(id, delivery.deliveryKey), sequence)
+    counters.deliveries++
+    const wasFlagged = existing && record.flags.length > 0
+    const stored = record
+    const indexed = runIndexer(databases, id, (hook) => hook.messageStored(metaOf(id, stored, existing ? deliveriesOf(databases, key) : [delivery]), request.parsed))
+    if (!indexed && !record.flags.includes('index-failed')) record = { ...record, flags: [...record.flags, 'index-failed'] }
+    if (!existing || record !== stored) databases.messages.putSync(key, record)
+    if (record.flags.length > 0 && !wasFlagged) counters.flaggedMessages++
+    databases.state.putSync('counters', counters)
+    return { id, duplicate: existing, sequence }
+  }
+
+  async function ingestOnce(id: string, request: IngestRequest): Promise<IngestResult> {
+    let databases = requireWritable(true)
+    await ensureSpace(databases, request.raw.byteLength)
+    // Compress outside the write transaction, and only when the bytes are new: the check is
+    // repeated inside the transaction, which alone decides.
+    let blob: EncodedBlob | undefined
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (!blob && (attempt > 0 || !databases.messages.doesExist(idKey(id)))) {
+        const encoded = await encodeBlob(request.raw)
+        blob = { codec: encoded.codec, bytes: Buffer.from(encoded.bytes.buffer, encoded.bytes.byteOffset, encoded.bytes.byteLength) }
+        databases = requireWritable(true)
+      }
+      const current = databases
+      const currentBlob = blob
+      const result = await inTransaction(current, () => ingestInTransaction(current, id, request, currentBlob))
+      if (result !== needsBlob) {
+        activity.ingests++
+        return result
+      }
+    }
+    // Only a purge racing twice with the same ingest gets here.
+    throw unavailable(`message ${id} changed while it was being stored; try again`)
+  }
+
+  function assertRequest(request: IngestRequest): void {
+    assert.ok(request && request.raw instanceof Uint8Array, 'ingest needs raw bytes')
+    assert.ok(request.parsed && Array.isArray(request.parsed.flags), 'ingest needs the parser result')
+    const delivery = request.delivery
+    assert.ok(delivery && Array.isArray(delivery.envelopeTo) && Array.isArray(delivery.envelopeBcc), 'ingest needs a delivery with envelope lists')
+    assert.ok(Number.isFinite(delivery.receivedAtMs), 'delivery.receivedAtMs must be a number')
+  }
+
+  // ---- purge ----------------------------------------------------------------------------
+
+  function purgeInTransaction(databases: Databases, id: string): PurgeResult {
+    const key = idKey(id)
+    const record = databases.messages.get(key)
+    if (!record) throw new ArchiveError('NOT_FOUND', `no message ${id}`, { fields: { id } })
+    // Postings left behind would point at a message that is gone (search drops such hits);
+    // refusing the purge would keep mail past its retention, so an index failure is logged only.
+    runIndexer(databases, id, (hook) => hook.messageRemoved(id))
+    for (let index = 0; index < record.parts; index++) databases.blobs.removeSync(blobPartKey(record.sequence, index))
+    const deliveryKeys: Buffer[] = []
+    for (const { key: deliveryKey, value } of databases.deliveries.getRange({ start: deliveryRecordKey(key, 0), end: deliveryRecordKey(key, Number.MAX_SAFE_INTEGER) })) {
+      deliveryKeys.push(Buffer.from(deliveryKey))
+      if (value.deliveryKey) databases.deliveryKeys.removeSync(deliveryKeyHash(id, value.deliveryKey))
+    }
+    for (const deliveryKey of deliveryKeys) databases.deliveries.removeSync(deliveryKey)
+    databases.messages.removeSync(key)
+    const counters = readCounters(databases)
+    const sequence = nextChange(databases, counters, 'purge', key, null, clock.now())
+    counters.messages--
+    counters.deliveries -= deliveryKeys.length
+    counters.rawBytes -= record.sizeBytes
+    counters.storedBytes -= record.storedBytes
+    if (record.flags.length > 0) counters.flaggedMessages--
+    databases.state.putSync('counters', counters)
+    return { id, sequence }
+  }
+
+  // ---- reads ----------------------------------------------------------------------------
+
+  function readRecord(databases: Databases, id: string): MessageRecord | undefined {
+    const record = databases.messages.get(idKey(id))
+    if (record === undefined) return undefined
+    if (record === null || typeof record !== 'object' || !Number.isSafeInteger(record.sequence) || !Array.isArray(record.flags)) {
+      throw corrupt(id, 'undecodable message record')
+    }
+    return record
+  }
+
+  async function readRaw(databases: Databases, id: string, record: MessageRecord): Promise<Uint8Array> {
+    const chunks: Buffer[] = []
+    let storedBytes = 0
+    for (const { value } of databases.blobs.getRange({ start: blobPartKey(record.sequence, 0), end: blobPartKey(record.sequence + 1, 0) })) {
+      // Copied, because lmdb-js may reuse the buffer it hands out for the next entry.
+      const chunk = Buffer.from(value)
+      chunks.push(chunk)
+      storedBytes += chunk.byteLength
+    }
+    if (chunks.length !== record.parts || storedBytes !== record.storedBytes) {
+      throw corrupt(id, `blob has ${chunks.length} parts and ${storedBytes} bytes, expected ${record.parts} and ${record.storedBytes}`)
+    }
+    let raw: Uint8Array
+    try {
+      raw = await decodeBlob(record.codec, Buffer.concat(chunks, storedBytes), record.sizeBytes)
+    } catch (error) {
+      throw corrupt(id, 'blob does not decode', error)
+    }
+    if (raw.byteLength !== record.sizeBytes) throw corrupt(id, `blob restores to ${raw.byteLength} bytes, expected ${record.sizeBytes}`)
+    if (sha256Hex(raw) !== id) throw corrupt(id, 'restored bytes do not hash to the id')
+    return new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength)
+  }
+
+  function fileBytes(): number {
+    let total = 0
+    for (const name of ['data.mdb', 'lock.mdb']) {
+      try {
+        total += statSync(join(options.path, name)).size
+      } catch {
+        // A missing file counts as empty: stats() must not fail over a monitoring figure.
+      }
+    }
+    return total
+  }
+
+  function listIds(afterId: string | null, limit: number): string[] {
+    assert.ok(Number.isSafeInteger(limit) && limit > 0 && limit <= pageEntriesMax, `limit must be 1…${pageEntriesMax}`)
+    const databases = requireReadable()
+    const range = afterId === null ? { limit } : { start: idKey(afterId), exclusiveStart: true, limit }
+    const ids: string[] = []
+    for (const key of databases.messages.getKeys(range)) ids.push(hexOf(key))
+    return ids
+  }
+
+  // ---- lifecycle ------------------------------------------------------------------------
+
+  /**
+   * LMDB trusts its file: opening a file that is not an LMDB environment can crash the
+   * process (seen: SIGSEGV on a file of junk). So the meta page's magic number is checked first.
+   */
+  async function checkEnvironmentFile(): Promise<void> {
+    let handle: FileHandle | undefined
+    try {
+      handle = await openFile(join(options.path, 'data.mdb'), 'r')
+      const header = Buffer.alloc(lmdbMagicOffsetBytes + 4)
+      const { bytesRead } = await handle.read(header, 0, header.length, 0)
+      if (bytesRead === 0) return
+      if (bytesRead < header.length || header.readUInt32LE(lmdbMagicOffsetBytes) !== lmdbMagic) {
+        throw new ArchiveError('STORE_CORRUPT', `${options.path}/data.mdb is not an LMDB environment`, { fields: { path: options.path } })
+      }
+    } catch (error) {
+      if (error instanceof ArchiveError) throw error
+      if (errorCode(error) === 'ENOENT') return
+      throw unavailable(`cannot read the archive at ${options.path}`, { errno: errorCode(error) }, error)
+    } finally {
+      await handle?.close()
+    }
+  }
+
+  function openDatabases(): Databases {
+    let root: RootDatabase
+    try {
+      root = open({
+        path: options.path,
+        mapSize: options.mapSizeBytes,
+        pageSize: pageSizeBytes,
+        maxDbs: storeDatabasesMax + (indexer?.databasesNeeded ?? 0),
+        // See the module comment: a commit is visible only once synced, and a failed sync
+        // rejects the transaction.
+        overlappingSync: false,
+        noSync: false,
+        noMetaSync: false,
+        useWritemap: false,
+        // See the module comment: off, to avoid an unhandled rejection inside lmdb-js.
+        eventTurnBatching: false,
+      })
+    } catch (error) {
+      const code = errorCode(error)
+      if (notLmdbCodes.has(code)) throw new ArchiveError('STORE_CORRUPT', `${options.path} does not hold an archive LMDB environment`, { fields: { path: options.path, errno: code }, cause: error })
+      throw unavailable(`cannot open the archive at ${options.path}`, { errno: code }, error)
+    }
+    const binaryKeys = { keyEncoding: 'binary' as const }
+    return {
+      root,
+      messages: root.openDB<MessageRecord, Buffer>(databaseNames.messages, binaryKeys),
+      blobs: root.openDB<Buffer, Buffer>(databaseNames.blobs, { ...binaryKeys, encoding: 'binary' }),
+      deliveries: root.openDB<Delivery, Buffer>(databaseNames.deliveries, binaryKeys),
+      deliveryKeys: root.openDB<number, Buffer>(databaseNames.deliveryKeys, binaryKeys),
+      changes: root.openDB<ChangeRecord, Buffer>(databaseNames.changes, binaryKeys),
+      state: root.openDB<unknown, string>(databaseNames.state, {}),
+      pageSizeBytes: (root.getStats() as { pageSize: number }).pageSize,
+    }
+  }
+
+  async function validate(databases: Databases): Promise<void> {
+    const format = databases.state.get('format') as FormatRecord | undefined
+    if (format === undefined) {
+      const messages = entryCount(databases.messages)
+      const changes = entryCount(databases.changes)
+      if (messages > 0 || changes > 0) {
+        throw new ArchiveError('STORE_CORRUPT', `the archive at ${options.path} holds data but no format record`, { fields: { path: options.path, messages, changes } })
+      }
+      const record: FormatRecord = { name: formatName, version: layoutVersion, pageSizeBytes: databases.pageSizeBytes, createdAtMs: clock.now() }
+      await databases.root.childTransaction(() => databases.state.putSync('format', record))
+      logger.info('created a new archive', { path: options.path, pageSizeBytes: databases.pageSizeBytes })
+      return
+    }
+    if (format === null || typeof format !== 'object' || format.name !== formatName || format.version !== layoutVersion) {
+      const actual = format && typeof format === 'object' ? `${String(format.name)} v${String(format.version)}` : String(format)
+      throw new ArchiveError('STORE_CORRUPT', `archive format mismatch: expected ${formatName} v${layoutVersion}, got ${actual}`, {
+        fields: { path: options.path, expected: `${formatName} v${layoutVersion}`, actual },
+      })
+    }
+    // The counters are written in the same transaction as every change entry, so they
+    // agree with the log unless the file was damaged or edited.
+    const counters = readCounters(databases)
+    let lastSequence = 0
+    for (const key of databases.changes.getKeys({ reverse: true, limit: 1 })) lastSequence = readSequence(key)
+    let lastBlobSequence = 0
+    for (const key of databases.blobs.getKeys({ reverse: true, limit: 1 })) lastBlobSequence = readSequence(key)
+    if (counters.lastSequence !== lastSequence || lastBlobSequence > lastSequence || counters.messages !== entryCount(databases.messages)) {
+      throw new ArchiveError('STORE_CORRUPT', `the archive's counters disagree with its contents (sequence ${counters.lastSequence} vs log ${lastSequence}, last blob ${lastBlobSequence}, messages ${counters.messages} vs ${entryCount(databases.messages)})`, {
+        fields: { path: options.path, countersLastSequence: counters.lastSequence, lastSequence, lastBlobSequence },
+      })
+    }
+  }
+
+  async function doStart(): Promise<void> {
+    state = 'starting'
+    failure = null
+    let databases: Databases | undefined
+    try {
+      try {
+        await mkdir(options.path, { recursive: true })
+      } catch (error) {
+        throw unavailable(`cannot create the archive directory ${options.path}`, { errno: errorCode(error) }, error)
+      }
+      await checkEnvironmentFile()
+      databases = openDatabases()
+      await validate(databases)
+      databases.root.on('aftercommit', () => {
+        activity.commits++
+      })
+      indexer?.open(databases.root)
+      dbs = databases
+      spaceCheckedAtMs = Number.NEGATIVE_INFINITY
+      state = 'open'
+      const counters = readCounters(databases)
+      logger.info('archive store open', { path: options.path, messages: counters.messages, lastSequence: counters.lastSequence })
+    } catch (error) {
+      state = 'stopped'
+      dbs = undefined
+      if (databases) await databases.root.close().catch(() => undefined)
+      if (error instanceof ArchiveError) throw error
+      throw unavailable(`cannot start the archive at ${options.path}`, { errno: errorCode(error) }, error)
+    }
+  }
+
+  async function doStop(): Promise<void> {
+    if (startPromise) await startPromise.catch(() => undefined)
+    if (!dbs) {
+      if (state !== 'created') state = 'stopped'
+      return
+    }
+    const databases = dbs
+    state = 'stopping'
+    const deadlineMs = clock.monotonicMs() + stopTimeoutMs
+    const drain = delay(stopTimeoutMs)
+    const drained = await Promise.race([Promise.allSettled([...operations]).then(() => 'drained' as const), drain.promise])
+    drain.cancel()
+    if (drained === 'timeout') logger.warn('stop timed out waiting for writes in flight', { operations: operations.size, stopTimeoutMs })
+    const closing = delay(Math.max(0, deadlineMs - clock.monotonicMs()))
+    const closed = await Promise.race([databases.root.close().then(() => 'closed' as const), closing.promise]).catch((error: unknown) => {
+      logger.error('closing the archive failed', { error })
+      return 'failed' as const
+    })
+    closing.cancel()
+    if (closed === 'timeout') logger.error('closing the archive timed out; leaving it to process exit', { stopTimeoutMs })
+    dbs = undefined
+    state = 'stopped'
+    logger.info('archive store stopped')
+  }
+
+  return {
+    /**
+     * Opens (or creates) the environment, checks its format and counters, opens the
+     * indexer's databases. Idempotent while open.
+     * @throws ArchiveError STORE_UNAVAILABLE (cannot create or open), STORE_CORRUPT (not an archive, another format, counters that disagree with the contents)
+     */
+    start() {
+      if (state === 'open' || state === 'failed') return Promise.resolve()
+      if (startPromise) return startPromise
+      assert.ok(state === 'created' || state === 'stopped', `cannot start while ${state}`)
+      startPromise = doStart().finally(() => {
+        startPromise = undefined
+      })
+      return startPromise
+    },
+
+    /** Refuses new work, waits (bounded by stopTimeoutMs) for writes in flight, closes. Idempotent; never throws. */
+    stop() {
+      stopPromise ??= doStop().finally(() => {
+        stopPromise = undefined
+      })
+      return stopPromise
+    },
+
+    /** Whether the store accepts mail, with a one-line reason. */
+    healthcheck(): ArchiveHealth {
+      if (state === 'open' && dbs) {
+        const counters = readCounters(dbs)
+        return { ok: true, detail: `open, ${counters.messages} messages, sequence ${counters.lastSequence}` }
+      }
+      if (state === 'failed') return { ok: false, detail: `refusing writes after a disk failure: ${failure}` }
+      return { ok: false, detail: state }
+    },
+
+    /**
+     * Archives one message: the raw bytes once (content-addressed), its metadata, this
+     * delivery, a change-log entry, counters and the indexer's postings, in one transaction;
+     * resolves only once that transaction is durable. Idempotent on the content: a message
+     * already held only gains a delivery, and a delivery whose `deliveryKey` is already
+     * recorded gains nothing (the earlier sequence is returned).
+     * @throws ArchiveError MESSAGE_TOO_LARGE (over messageBytesMax), STORE_FULL (volume below freeBytesMin, archive at mapSizeBytes, disk full; retryable), STORE_UNAVAILABLE (not open, disk failure; retryable), STORE_CORRUPT (keys out of order)
+     */
+    ingest(request) {
+      assertRequest(request)
+      if (request.raw.byteLength > options.messageBytesMax) {
+        return Promise.reject(
+          new ArchiveError('MESSAGE_TOO_LARGE', `message of ${request.raw.byteLength} bytes is over the limit of ${options.messageBytesMax} bytes`, {
+            fields: { sizeBytes: request.raw.byteLength, sizeBytesMax: options.messageBytesMax },
+          }),
+        )
+      }
+      try {
+        requireWritable()
+      } catch (error) {
+        return Promise.reject(error)
+      }
+      return track(ingestOnce(sha256Hex(request.raw), request))
+    },
+
+    /** True when a message with this id is stored. @throws ArchiveError STORE_UNAVAILABLE when not open */
+    has(id) {
+      const databases = requireReadable()
+      return isArchiveId(id) && databases.messages.doesExist(idKey(id))
+    },
+
+    /**
+     * Metadata of a stored message with every delivery, oldest first; undefined when absent.
+     * @throws ArchiveError STORE_UNAVAILABLE (not open), STORE_CORRUPT (undecodable record)
+     */
+    getMeta(id) {
+      const databases = requireReadable()
+      if (!isArchiveId(id)) return undefined
+      const record = readRecord(databases, id)
+      if (!record) return undefined
+      return metaOf(id, record, deliveriesOf(databases, idKey(id)))
+    },
+
+    /**
+     * The original bytes of a stored message, byte-identical, checked against their SHA-256;
+     * undefined when absent.
+     * @throws ArchiveError STORE_UNAVAILABLE (not open), STORE_CORRUPT (missing parts, undecodable, hash mismatch)
+     */
+    async getRaw(id) {
+      const databases = requireReadable()
+      if (!isArchiveId(id)) return undefined
+      const record = readRecord(databases, id)
+      if (!record) return undefined
+      return readRaw(databases, id, record)
+    },
+
+    /** The persistent counters (durable state) and the size of the LMDB files. @throws ArchiveError STORE_UNAVAILABLE when not open */
+    stats(): StoreStats {
+      const { messages, deliveries, rawBytes, storedBytes, lastSequence, flaggedMessages } = readCounters(requireReadable())
+      return { messages, deliveries, rawBytes, storedBytes, fileBytes: fileBytes(), lastSequence, flaggedMessages }
+    },
+
+    /**
+     * Change-log entries with a sequence above `afterSequence`, oldest first, at most `limit`
+     * (≤ pageEntriesMax). Only durable entries are visible. Sequences only grow and have no
+     * gaps (each is taken inside the transaction that writes it).
+     * @throws ArchiveError STORE_UNAVAILABLE when not open
+     */
+    changes(afterSequence, limit) {
+      assert.ok(Number.isSafeInteger(afterSequence) && afterSequence >= 0, 'afterSequence must be a non-negative integer')
+      assert.ok(Number.isSafeInteger(limit) && limit > 0 && limit <= pageEntriesMax, `limit must be 1…${pageEntriesMax}`)
+      const databases = requireReadable()
+      const entries: ChangeEntry[] = []
+      for (const { key, value } of databases.changes.getRange({ start: sequenceKey(afterSequence + 1), limit })) {
+        entries.push({ sequence: readSequence(key), kind: value.kind, id: hexOf(value.id), atMs: value.atMs, origin: value.origin })
+      }
+      return entries
+    },
+
+    /** Sequence of the last durable change-log entry (0 for an empty archive). @throws ArchiveError STORE_UNAVAILABLE when not open */
+    lastSequence() {
+      return readCounters(requireReadable()).lastSequence
+    },
+
+    /**
+     * Ids of stored messages in id order, after `afterId` (exclusive; null to begin), at most
+     * `limit` (≤ pageEntriesMax): for index rebuilds, backfill of a new peer, verification.
+     * @throws ArchiveError STORE_UNAVAILABLE when not open
+     */
+    listIds,
+
+    /**
+     * Self-test: restores and hashes stored messages (all, or the first `messagesMax` in id
+     * order) and, when it covered all of them, checks the counters against what it saw.
+     * Yields to the event loop between pages. Corrupt messages are logged and listed.
+     * @throws ArchiveError STORE_UNAVAILABLE when not open
+     */
+    async verify(verifyOptions = {}) {
+      const messagesMax = verifyOptions.messagesMax ?? Number.POSITIVE_INFINITY
+      const report: VerifyReport = { checked: 0, corruptIds: [], corrupt: 0, countersConsistent: null }
+      const before = readCounters(requireReadable())
+      let afterId: string | null = null
+      let rawBytes = 0
+      let complete = false
+      while (report.checked < messagesMax) {
+        const ids = listIds(afterId, Math.min(256, messagesMax - report.checked))
+        if (ids.length === 0) {
+          complete = true
+          break
+        }
+        for (const id of ids) {
+          const databases = requireReadable()
+          try {
+            const record = readRecord(databases, id)
+            if (!record) continue
+            report.checked++
+            rawBytes += record.sizeBytes
+            await readRaw(databases, id, record)
+          } catch (error) {
+            if (!(error instanceof ArchiveError) || error.code !== 'STORE_CORRUPT') throw error
+            report.corrupt++
+            if (report.corruptIds.length < corruptIdsMax) report.corruptIds.push(id)
+          }
+        }
+        afterId = ids[ids.length - 1]!
+        await new Promise((resolve) => setImmediate(resolve))
+      }
+      const after = readCounters(requireReadable())
+      // Only a pass over an archive that did not change meanwhile can judge the counters.
+      if (complete && after.lastSequence === before.lastSequence) {
+        report.countersConsistent = report.checked === after.messages && rawBytes === after.rawBytes
+      }
+      logger.info('archive verified', { checked: report.checked, corrupt: report.corrupt, countersConsistent: report.countersConsistent, corruptIds: report.corruptIds.slice(0, 10) })
+      return report
+    },
+
+    /** What the store did since start: acknowledged ingests, LMDB commits, failed commits. */
+    writeActivity() {
+      return { ...activity }
+    },
+
+    /**
+     * Purge primitive — the ONLY deletion path of the archive, for the retention module
+     * (firmware/policy) alone: removes the message's blob, metadata, deliveries and the
+     * indexer's postings, writes a `purge` change entry and adjusts the counters, in one
+     * durable transaction.
+     * @throws ArchiveError NOT_FOUND, STORE_UNAVAILABLE (not open, disk failure), STORE_FULL (disk full)
+     */
+    delete(id) {
+      assert.ok(isArchiveId(id), 'delete needs an archive id')
+      let databases: Databases
+      try {
+        databases = requireWritable()
+      } catch (error) {
+        return Promise.reject(error)
+      }
+      return track(inTransaction(databases, () => purgeInTransaction(databases, id)))
+    },
+  }
+}
