@@ -743,8 +743,9 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       await checkEnvironmentFile()
       databases = openDatabases()
       await validate(databases)
-      databases.root.on('aftercommit', () => {
-        activity.commits++
+      // lmdb-js also calls this after a failed commit, without a transaction id.
+      databases.root.on('aftercommit', (event: { txnId?: number }) => {
+        if (event?.txnId !== undefined) activity.commits++
       })
       indexer?.open(databases.root)
       dbs = databases
