@@ -1,35 +1,17 @@
-import type { RootDatabase } from 'lmdb'
 import type { Logger } from '../common/logger.js'
-import type { MessageMeta } from '../archive/types.js'
+import type { ArchiveIndexer, MessageMeta } from '../archive/types.js'
 import type { ParsedMessage } from '../mime/types.js'
 import { indexInputFromMeta } from './document.js'
 import { indexDatabaseNames, type SearchIndex } from './search-index.js'
 
-/**
- * What the archive store calls, inside its own write transactions, to keep the index in
- * step with it (ARCHITECTURE: a message is searchable as soon as it is acknowledged).
- * Every method is synchronous and joins the transaction that is open when it is called:
- * if the archive's transaction aborts, the index change aborts with it.
- */
-export interface ArchiveIndexer {
-  /** Named databases the index adds to the archive's LMDB environment (add to its `maxDbs`). */
-  readonly databasesNeeded: number
-  /** Opens the index's databases on the archive's root, once, after the environment is open. */
-  open(root: RootDatabase): void
-  /**
-   * A message was stored, or a new delivery of a stored one was recorded: `meta` holds
-   * every delivery so far (their envelope recipients, BCC included, become searchable).
-   * Call inside the ingest's write transaction. Throws what the index throws (an LMDB
-   * error, INDEX_CORRUPT on an unreadable record), which should abort the ingest like any
-   * store failure; an index of another layout version is skipped instead (see below).
-   */
-  messageStored(meta: MessageMeta, parsed: ParsedMessage): void
-  /** A message was purged (retention). Call inside the purge's write transaction. */
-  messageRemoved(id: string): void
-}
+/** The archive's indexer hook (firmware/archive/types.ts), implemented here. */
+export type { ArchiveIndexer }
 
 /**
- * The adapter between the archive's indexer hook and the search index.
+ * The adapter between the archive's indexer hook and the search index: pass it as the
+ * archive store's `indexer` option. The store calls it inside each message's write
+ * transaction (in a nested transaction of its own: if indexing throws, the message is
+ * archived flagged `index-failed` and `verify` reports it missing).
  *
  * @param index a created index (`createIndex`); `open` calls its `databases`
  * @param deps.logger where the layout warning goes
@@ -53,7 +35,7 @@ export function createArchiveIndexer(index: SearchIndex, deps: { logger: Logger 
     open(root) {
       index.databases(root)
     },
-    messageStored(meta, parsed) {
+    messageStored(meta: MessageMeta, parsed: ParsedMessage) {
       if (usable()) index.indexMessage(indexInputFromMeta(meta, parsed))
     },
     messageRemoved(id) {

@@ -9,6 +9,9 @@ import { indexInputFromMeta, type IndexInput } from '../../../firmware/index/doc
 import { IndexError, QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { createArchiveIndexer } from '../../../firmware/index/archive-indexer.js'
 import { createSearchRoute } from '../../../firmware/index/search-route.js'
+import { createIndexMaintenance } from '../../../firmware/index/maintenance.js'
+import { createArchiveStore } from '../../../firmware/archive/store.js'
+import { createIngestPipeline } from '../../../firmware/sources/pipeline.js'
 import { defaultExtractLimits, extractAttachmentText } from '../../../firmware/index/extract.js'
 import { createMimeParser, defaultMimeParserOptions } from '../../../firmware/mime/parser.js'
 import type { Address, ParsedAttachment, ParsedMessage } from '../../../firmware/mime/types.js'
@@ -522,4 +525,63 @@ t.test('search route: query string to a page, errors typed for the API', async (
   await t.rejects(route(url('limit=5')), { code: 'QUERY_SYNTAX' }, 'no q: empty query')
   await t.rejects(route(url('q=x&limit=ten')), { code: 'BAD_LIMIT' })
   await t.rejects(route(url('q=x&limit=0')), { code: 'BAD_LIMIT' })
+})
+
+t.test('with the real archive store: searchable once ingest resolves, BCC of a journal report, purge, verify and rebuild', async (t) => {
+  const logger = createMemoryLogger('warn')
+  const parser = createMimeParser({ logger }, defaultMimeParserOptions)
+  const index = createIndex({ logger, clock: systemClock })
+  const archive = createArchiveStore(
+    { logger, clock: systemClock },
+    { path: join(t.testdir(), 'archive'), mapSizeBytes: 256 * 1024 * 1024, freeBytesMin: 0, messageBytesMax: 1024 * 1024, indexer: createArchiveIndexer(index, { logger }) },
+  )
+  await archive.start()
+  t.teardown(() => archive.stop())
+  const pipeline = createIngestPipeline({ logger, parser, archive }, { messageBytesMax: 1024 * 1024 })
+  const delivery = { source: 'journal' as const, sourceName: 'exchange', receivedAtMs: archivedAtMs, envelopeFrom: null, envelopeTo: [], envelopeBcc: [], remoteAddress: null, journalEnvelopeText: null }
+  const report = crlf(`X-MS-Journal-Report: 
+From: Alice <alice@contoso.com>
+To: journal@archive.contoso.com
+Subject: Budget
+Date: Tue, 01 Oct 2024 09:30:05 +0000
+Message-ID: <journal-2@contoso.com>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="jr"
+
+--jr
+Content-Type: text/plain; charset="us-ascii"
+
+Sender: alice@contoso.com
+Subject: Budget
+Message-Id: <budget@contoso.com>
+To: bob@contoso.com
+Bcc: mallory@contoso.com
+
+--jr
+Content-Type: message/rfc822
+
+From: Alice <alice@contoso.com>
+To: bob@contoso.com
+Subject: Budget
+Date: Tue, 01 Oct 2024 09:30:05 +0000
+Message-ID: <budget@contoso.com>
+
+The wombat budget is approved.
+
+--jr--
+`)
+  const journaled = await pipeline.submit(report, delivery)
+  // No waiting: the ingest promise resolved after the durable commit that held the postings.
+  t.same(index.search('to:mallory@contoso.com').hits.map((hit) => hit.id), [journaled.id], 'the BCC recipient finds it with to:')
+  t.same(index.search('wombat').hits.map((hit) => hit.id), [journaled.id])
+  const plain = await pipeline.submit(crlf('From: carl@example.com\nTo: dana@example.com\nSubject: hello\nDate: Wed, 02 Oct 2024 10:00:00 +0000\n\nA note about wombat food.\n'), { ...delivery, source: 'smtp', sourceName: 'smtp' })
+  t.same(index.search('wombat').hits.map((hit) => hit.id), [plain.id, journaled.id], 'newest first')
+
+  const maintenance = createIndexMaintenance({ index, archive, parser })
+  t.ok((await maintenance.verify({ deep: true })).ok, 'index and archive agree')
+  await archive.delete(plain.id)
+  t.same(index.search('wombat').hits.map((hit) => hit.id), [journaled.id], 'a purged message leaves the results')
+  t.ok((await maintenance.verify()).ok, 'still in agreement after the purge')
+  t.equal(await maintenance.rebuild(), 1)
+  t.same(index.search('to:mallory').hits.map((hit) => hit.id), [journaled.id], 'rebuilt from the archive, envelope BCC included')
 })
