@@ -32,6 +32,7 @@ async function main(argv: string[]): Promise<number> {
         report: { type: 'string' },
         'burn-in': { type: 'string' },
         'volume-bytes': { type: 'string' },
+        'volume-mbps-min': { type: 'string' },
       },
     }).values
   } catch (error) {
@@ -46,6 +47,11 @@ async function main(argv: string[]): Promise<number> {
   const volumeBytes = args['volume-bytes'] === undefined ? undefined : Number(args['volume-bytes'])
   if (volumeBytes !== undefined && !(Number.isSafeInteger(volumeBytes) && volumeBytes > 0)) {
     process.stderr.write('factory-test: --volume-bytes takes a positive integer\n')
+    return exitCodes.usage
+  }
+  const volumeMegabytesPerSecondMin = args['volume-mbps-min'] === undefined ? undefined : Number(args['volume-mbps-min'])
+  if (volumeMegabytesPerSecondMin !== undefined && !(volumeMegabytesPerSecondMin >= 0)) {
+    process.stderr.write('factory-test: --volume-mbps-min takes a number of MB/s\n')
     return exitCodes.usage
   }
   let config
@@ -66,12 +72,12 @@ async function main(argv: string[]): Promise<number> {
   try {
     const identity = await hal.identity()
     const context = { hal, dataDir: config.dataDir, profile: modelProfile(identity.model) }
-    const checks: FactoryCheck[] = hardwareChecks({ volumeBytes })
+    const checks: FactoryCheck[] = hardwareChecks({ volumeBytes, volumeMegabytesPerSecondMin })
     process.stdout.write('TAP version 14\n')
     let number = 0
     const print = (result: CheckResult) => process.stdout.write(tapLine(result, ++number) + '\n')
     const results = await runChecks(checks, context, print)
-    if (burnInMinutes > 0) results.push(...(await burnIn(context, burnInMinutes, volumeBytes, print)))
+    if (burnInMinutes > 0) results.push(...(await burnIn(context, burnInMinutes, volumeBytes, volumeMegabytesPerSecondMin, print)))
     process.stdout.write(`1..${number}\n`)
     const passed = results.every((result) => result.ok)
     const report = {
@@ -99,7 +105,7 @@ async function main(argv: string[]): Promise<number> {
  * degradation: any failing round, or volume throughput falling below
  * burnInThroughputRatioMin of the first round's.
  */
-async function burnIn(context: Parameters<FactoryCheck['run']>[0], minutes: number, volumeBytes: number | undefined, print: (result: CheckResult) => void): Promise<CheckResult[]> {
+async function burnIn(context: Parameters<FactoryCheck['run']>[0], minutes: number, volumeBytes: number | undefined, volumeMegabytesPerSecondMin: number | undefined, print: (result: CheckResult) => void): Promise<CheckResult[]> {
   const deadlineMs = performance.now() + minutes * 60_000
   const rates: number[] = []
   let failures = 0
@@ -107,7 +113,7 @@ async function burnIn(context: Parameters<FactoryCheck['run']>[0], minutes: numb
   const startedMs = performance.now()
   do {
     rounds += 1
-    const results = await runChecks([disksCheck, volumeCheck(volumeBytes)], context)
+    const results = await runChecks([disksCheck, volumeCheck(volumeBytes, volumeMegabytesPerSecondMin)], context)
     failures += results.filter((result) => !result.ok).length
     const value = results[1]!.value as { writeMegabytesPerSecond?: number } | null
     if (value?.writeMegabytesPerSecond !== undefined) rates.push(value.writeMegabytesPerSecond)

@@ -117,8 +117,8 @@ export const nicsCheck: FactoryCheck = {
   },
 }
 
-/** Writes, fsyncs, reads back and verifies `bytes` on the data volume; measures MB/s. */
-export function volumeCheck(bytes = volumeCheckBytesDefault): FactoryCheck {
+/** Writes, fsyncs, reads back and verifies `bytes` on the data volume; measures MB/s against `megabytesPerSecondMin`. */
+export function volumeCheck(bytes = volumeCheckBytesDefault, megabytesPerSecondMin = volumeThroughputMegabytesPerSecondMin): FactoryCheck {
   return {
     name: 'data-volume',
     async run({ dataDir }) {
@@ -158,13 +158,13 @@ export function volumeCheck(bytes = volumeCheckBytesDefault): FactoryCheck {
         const readRate = bytes / 1e6 / Math.max(readSeconds, 1e-6)
         const problems: string[] = []
         if (!same) problems.push('data read back differs from data written')
-        if (writeRate < volumeThroughputMegabytesPerSecondMin) problems.push(`write ${writeRate.toFixed(1)} MB/s below ${volumeThroughputMegabytesPerSecondMin}`)
-        if (readRate < volumeThroughputMegabytesPerSecondMin) problems.push(`read ${readRate.toFixed(1)} MB/s below ${volumeThroughputMegabytesPerSecondMin}`)
+        if (writeRate < megabytesPerSecondMin) problems.push(`write ${writeRate.toFixed(1)} MB/s below ${megabytesPerSecondMin}`)
+        if (readRate < megabytesPerSecondMin) problems.push(`read ${readRate.toFixed(1)} MB/s below ${megabytesPerSecondMin}`)
         return {
           ok: problems.length === 0,
           message: problems.length ? problems.join('; ') : `${bytes} bytes verified, write ${writeRate.toFixed(1)} MB/s, read ${readRate.toFixed(1)} MB/s`,
           value: { bytes, verified: same, writeMegabytesPerSecond: Number(writeRate.toFixed(1)), readMegabytesPerSecond: Number(readRate.toFixed(1)) },
-          limit: { verified: true, megabytesPerSecondMin: volumeThroughputMegabytesPerSecondMin },
+          limit: { verified: true, megabytesPerSecondMin },
         }
       } finally {
         await rm(path, { force: true })
@@ -174,8 +174,8 @@ export function volumeCheck(bytes = volumeCheckBytesDefault): FactoryCheck {
 }
 
 /** The HAL checks, in the order the factory runs them. */
-export function hardwareChecks(options: { volumeBytes?: number } = {}): FactoryCheck[] {
-  return [identityCheck, disksCheck, raidCheck, nicsCheck, volumeCheck(options.volumeBytes)]
+export function hardwareChecks(options: { volumeBytes?: number; volumeMegabytesPerSecondMin?: number } = {}): FactoryCheck[] {
+  return [identityCheck, disksCheck, raidCheck, nicsCheck, volumeCheck(options.volumeBytes, options.volumeMegabytesPerSecondMin)]
 }
 
 /** Runs checks in order; a check that throws fails with its error message, the rest still run. */

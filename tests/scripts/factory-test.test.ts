@@ -8,12 +8,12 @@ import { tempDir, bunPath, repoRoot } from '../helpers/service.js'
 const script = join(repoRoot, 'scripts', 'factory-test.ts')
 
 /** Runs the factory test with a config; parses its stdout with tap's own parser. */
-async function factoryTest(config: Record<string, unknown>) {
+async function factoryTest(config: Record<string, unknown>, volumeMegabytesPerSecondMin = '0.5') {
   const dir = await tempDir('mailkeep-factory-')
   const configPath = join(dir, 'config.json')
   const reportPath = join(dir, 'report.json')
   await (await import('node:fs/promises')).writeFile(configPath, JSON.stringify({ dataDir: join(dir, 'data'), ...config }))
-  const child = spawn(bunPath, [script, '--config', configPath, '--report', reportPath, '--volume-bytes', '4000000'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(bunPath, [script, '--config', configPath, '--report', reportPath, '--volume-bytes', '4000000', '--volume-mbps-min', volumeMegabytesPerSecondMin], { stdio: ['ignore', 'pipe', 'pipe'] })
   const parser = new Parser()
   const asserts: Result[] = []
   parser.on('assert', (result: Result) => asserts.push(result))
@@ -66,3 +66,10 @@ for (const fault of faults) {
     t.same(run.report.checks.filter((check) => !check.ok).map((check) => check.name), fault.fails)
   })
 }
+
+t.test('a data volume slower than the limit fails the volume check alone', async (t) => {
+  const run = await factoryTest({}, '1000000')
+  t.equal(run.code, 1)
+  t.same(failing(run.asserts), ['data-volume'])
+  t.match(messageOf(run.asserts, 'data-volume'), /write [\d.]+ MB\/s below 1000000/)
+})
