@@ -577,8 +577,8 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       dbs = {
         root,
         postings: root.openDB<Buffer, (string | number)[]>(indexDatabaseNames.postings, { encoding: 'binary' }),
-        forward: root.openDB<Buffer, number>(indexDatabaseNames.forward, { encoding: 'binary', keyEncoding: 'uint32' }),
-        documents: root.openDB<Buffer, number>(indexDatabaseNames.documents, { encoding: 'binary', keyEncoding: 'uint32' }),
+        forward: root.openDB<Buffer, number>(indexDatabaseNames.forward, { encoding: 'binary', keyEncoding: 'uint32', compression: true }),
+        documents: root.openDB<Buffer, number>(indexDatabaseNames.documents, { encoding: 'binary', keyEncoding: 'uint32', compression: true }),
         dates: root.openDB<Buffer, number>(indexDatabaseNames.dates, { encoding: 'binary', keyEncoding: 'uint32' }),
         keys: root.openDB<unknown, string>(indexDatabaseNames.keys, { encoding: 'msgpack' }),
       }

@@ -9,24 +9,24 @@
  * Env: BENCH_FACTOR (default 20), BENCH_REPEAT (runs per query, default 7),
  * BENCH_NOTMUCH=0 to skip notmuch, BENCH_LIMIT (corpus messages used).
  *
- * Ingest "without the index" is a stand-in for the archive store until firmware/archive
- * lands: per message the raw bytes, a metadata record and a change-log entry, in group
- * commits of `batchMessages`, each awaited as durable. "With the index" adds
- * `indexMessage` inside the same transactions. Parsing is done once beforehand and is not
- * counted in either. notmuch's figures come from its Python bindings (notmuch2), one
+ * Ingest goes through the real archive store (firmware/archive: deflated blob, metadata,
+ * delivery, change log, durable group commits), 64 ingests in flight; "with the index"
+ * adds the index on the store's indexer hook (createArchiveIndexer), "without" does not.
+ * Parsing is done once beforehand and is not counted in either. notmuch's figures come from its Python bindings (notmuch2), one
  * process, database opened once: `count_messages` plus the first 20 hits newest first
  * with their From and Subject, which is what our search returns too.
  */
 import { spawnSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { open, type RootDatabase } from 'lmdb'
 import { createLogger } from '../../firmware/common/logger.js'
 import { systemClock } from '../../firmware/common/clock.js'
-import { createIndex } from '../../firmware/index/search-index.js'
+import { createArchiveStore } from '../../firmware/archive/store.js'
+import type { ArchiveStore, Delivery } from '../../firmware/archive/types.js'
+import { createArchiveIndexer } from '../../firmware/index/archive-indexer.js'
+import { createIndex, type SearchIndex } from '../../firmware/index/search-index.js'
 import { createMimeParser, defaultMimeParserOptions } from '../../firmware/mime/parser.js'
 import type { ParsedMessage } from '../../firmware/mime/types.js'
 import { corpusDirectoryDefault, loadCorpusMessages, syntheticParsed, syntheticRaw, writeSyntheticMaildir } from '../make-synthetic-archive.js'
@@ -63,8 +63,8 @@ export interface SearchBenchOptions {
   notmuch?: boolean
   /** Corpus messages used at most. */
   limit?: number
-  /** Messages per write transaction during ingest. */
-  batchMessages?: number
+  /** Ingests in flight at once (the store group-commits them). */
+  concurrency?: number
   /** Where results are printed. */
   write?: (line: string) => void
 }
@@ -103,53 +103,41 @@ function figuresByClass(samples: Array<{ kind: QueryClass; ms: number }>): Recor
 }
 
 interface BenchMessage {
-  id: string
   raw: Uint8Array
   parsed: ParsedMessage
 }
 
-/** Stand-in archive store: raw blob, metadata and change log per message (see the file doc). */
-function archiveStandIn(root: RootDatabase) {
-  const raw = root.openDB<Buffer, string>('bench-raw', { encoding: 'binary' })
-  const meta = root.openDB<unknown, string>('bench-meta', { encoding: 'msgpack' })
-  const log = root.openDB<unknown, number>('bench-log', { encoding: 'msgpack', keyEncoding: 'uint32' })
-  let sequence = 0
-  return (message: BenchMessage, archivedAtMs: number): void => {
-    if (raw.get(message.id) !== undefined) return
-    raw.putSync(message.id, Buffer.from(message.raw))
-    const { parsed } = message
-    meta.putSync(message.id, { id: message.id, sizeBytes: message.raw.byteLength, dateMs: parsed.dateMs, from: parsed.from, to: parsed.to, subject: parsed.subject, firstArchivedAtMs: archivedAtMs })
-    log.putSync(++sequence, { kind: 'ingest', id: message.id, atMs: archivedAtMs })
-  }
-}
-
-async function ingest(directory: string, messages: () => Iterable<BenchMessage>, withIndex: boolean, batchMessages: number): Promise<{ perS: number; root: RootDatabase; index: ReturnType<typeof createIndex> }> {
-  const root = open({ path: directory, maxDbs: 16 })
-  const store = archiveStandIn(root)
-  const index = createIndex({ logger: createLogger('bench', { level: 'warn' }), clock: systemClock })
-  index.databases(root)
-  const archivedAtMs = Date.parse('2024-06-01T00:00:00Z')
-  let batch: BenchMessage[] = []
+/**
+ * Ingests every message through the real archive store (firmware/archive), with or
+ * without the index on its indexer hook, `concurrency` ingests in flight so the store
+ * group-commits as it does under load. Each ingest resolves once durable.
+ */
+async function ingest(
+  directory: string,
+  messages: () => Iterable<BenchMessage>,
+  withIndex: boolean,
+  concurrency: number,
+): Promise<{ perS: number; archive: ArchiveStore; index: SearchIndex }> {
+  const logger = createLogger('bench', { level: 'error' })
+  const index = createIndex({ logger, clock: systemClock })
+  const archive = createArchiveStore(
+    { logger, clock: systemClock },
+    { path: directory, mapSizeBytes: 64 * 1024 * 1024 * 1024, freeBytesMin: 0, messageBytesMax: 64 * 1024 * 1024, indexer: withIndex ? createArchiveIndexer(index, { logger }) : undefined },
+  )
+  await archive.start()
+  const receivedAtMs = Date.parse('2024-06-01T00:00:00Z')
+  const delivery: Delivery = { source: 'import', sourceName: 'bench', receivedAtMs, envelopeFrom: null, envelopeTo: [], envelopeBcc: [], remoteAddress: null, journalEnvelopeText: null }
+  const inFlight = new Set<Promise<unknown>>()
   let count = 0
   const startMs = performance.now()
-  const flush = async (): Promise<void> => {
-    const inputs = batch
-    batch = []
-    await root.transaction(() => {
-      for (const message of inputs) {
-        store(message, archivedAtMs)
-        if (withIndex) index.indexMessage({ id: message.id, parsed: message.parsed, archivedAtMs })
-      }
-    })
-    await root.flushed
-  }
   for (const message of messages()) {
-    batch.push(message)
+    const pending: Promise<unknown> = archive.ingest({ raw: message.raw, parsed: message.parsed, delivery }).finally(() => inFlight.delete(pending))
+    inFlight.add(pending)
     count++
-    if (batch.length >= batchMessages) await flush()
+    if (inFlight.size >= concurrency) await Promise.race(inFlight)
   }
-  await flush()
-  return { perS: count / ((performance.now() - startMs) / 1000), root, index }
+  await Promise.all(inFlight)
+  return { perS: count / ((performance.now() - startMs) / 1000), archive, index }
 }
 
 const notmuchHelper = `
@@ -199,7 +187,7 @@ async function benchDataset(
   raws: readonly Uint8Array[],
   parsedList: readonly ParsedMessage[],
   factor: number,
-  options: Required<Pick<SearchBenchOptions, 'repeat' | 'notmuch' | 'batchMessages'>>,
+  options: Required<Pick<SearchBenchOptions, 'repeat' | 'notmuch' | 'concurrency'>>,
   write: (line: string) => void,
 ): Promise<DatasetReport> {
   const workDirectory = await mkdtemp(join(tmpdir(), 'mailkeep-search-bench-'))
@@ -209,15 +197,15 @@ async function benchDataset(
         for (let index = 0; index < raws.length; index++) {
           const raw = copy === 0 ? raws[index]! : syntheticRaw(raws[index]!, copy, index)
           const parsed = copy === 0 ? parsedList[index]! : syntheticParsed(parsedList[index]!, copy, index)
-          yield { id: createHash('sha256').update(raw).digest('hex'), raw, parsed }
+          yield { raw, parsed }
         }
       }
     }
     write(`${name}: ingest without the index…`)
-    const without = await ingest(join(workDirectory, 'without'), messages, false, options.batchMessages)
-    await without.root.close()
+    const without = await ingest(join(workDirectory, 'without'), messages, false, options.concurrency)
+    await without.archive.stop()
     write(`${name}: ingest with the index…`)
-    const withIndex = await ingest(join(workDirectory, 'with'), messages, true, options.batchMessages)
+    const withIndex = await ingest(join(workDirectory, 'with'), messages, true, options.concurrency)
     const samples: Array<{ kind: QueryClass; ms: number }> = []
     const totals: DatasetReport['totals'] = []
     for (const query of benchQueries) {
@@ -230,7 +218,7 @@ async function benchDataset(
       totals.push({ query: query.ours, ours: total, notmuch: null })
     }
     const messageCount = withIndex.index.stats().documents
-    await withIndex.root.close()
+    await withIndex.archive.stop()
     let notmuch: DatasetReport['notmuch'] = null
     let notmuchIndexPerS: number | null = null
     if (options.notmuch) {
@@ -280,7 +268,7 @@ function printReport(report: DatasetReport, write: (line: string) => void): void
 export async function runSearchBench(options: SearchBenchOptions = {}): Promise<DatasetReport[]> {
   const write = options.write ?? ((line: string) => process.stdout.write(line + '\n'))
   const factor = options.factor ?? 20
-  const settings = { repeat: options.repeat ?? 7, notmuch: options.notmuch ?? true, batchMessages: options.batchMessages ?? 100 }
+  const settings = { repeat: options.repeat ?? 7, notmuch: options.notmuch ?? true, concurrency: options.concurrency ?? 64 }
   const raws = await loadCorpusMessages(options.corpusDirectory ?? corpusDirectoryDefault, options.limit)
   const parser = createMimeParser({ logger: createLogger('bench', { level: 'error' }) }, defaultMimeParserOptions)
   const parsedList: ParsedMessage[] = []
