@@ -7,6 +7,17 @@ import { open, type Database, type RootDatabase } from 'lmdb'
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
 import { ArchiveError } from './errors.js'
+import {
+  RecordShapeError,
+  decodeChange,
+  decodeDelivery,
+  decodeMessageRecord,
+  encodeChange,
+  encodeDelivery,
+  encodeMessageRecord,
+  type ChangeRecord,
+  type MessageRecord,
+} from './records.js'
 import { decodeBlob, encodeBlob, type BlobCodec } from './codec.js'
 import {
   blobPartKey,
@@ -43,8 +54,10 @@ import type {
  * with raw deflate (codec.ts) and stored once however often they arrive; metadata per
  * message; every delivery of a message (source, time, envelope including BCC); an
  * append-only change log keyed by a local sequence, which the mirror engine reads; counters
- * for stats(). Attachments are not deduplicated separately (see the module README note in
- * the final report: the corpus gives no measurable saving, left for later).
+ * for stats(). Records are positional arrays (records.ts). Attachments are not deduplicated
+ * separately: on the real corpus repeated attachments are 0.17% of the raw bytes (190
+ * attachments, 56 KB repeated), too little to pay for storing parts apart from the message
+ * and reassembling it byte-exactly; worth measuring again on customer mail.
  *
  * One transaction per message. Each ingest runs as an lmdb-js asynchronous child
  * transaction: its callback runs on the event loop inside the current write transaction,
@@ -69,8 +82,9 @@ import type {
  * (1) readers — the mirror sender, the HTTP API, a duplicate ingest — never see data a power
  * cut could take back, so a peer's cursor never points past what survives; (2) a failed
  * sync rejects the transaction's promise (checked with strace fault injection), whereas
- * `flushed` has no rejection path; (3) measured here, the default mode was no faster with
- * 10 writers. We do not await `db.flushed` on top: in this mode it adds nothing, and it
+ * `flushed` has no rejection path; (3) measured here with 10 writers
+ * (scripts/bench/store.ts), neither mode was consistently faster: this disk's run-to-run
+ * variation (2–5x) was larger than the difference. We do not await `db.flushed` on top: in this mode it adds nothing, and it
  * would wait for writes queued after ours (measured: it doubled latency under load).
  *
  * Failures. A commit that fails (EIO from a sync, ENOSPC from a write) rejects its ingests
@@ -138,22 +152,6 @@ const notLmdbCodes = new Set<unknown>([-30793 /* MDB_INVALID */, -30794 /* MDB_V
 
 type StoreState = 'created' | 'starting' | 'open' | 'failed' | 'stopping' | 'stopped'
 
-/** What `archive/messages` holds for each message (msgpack): the metadata and where its blob is. */
-interface MessageRecord extends Omit<MessageMeta, 'id' | 'deliveries'> {
-  /** Change-log sequence of the ingest that stored the blob: the blob's key. */
-  sequence: number
-  codec: BlobCodec
-  storedBytes: number
-  parts: number
-}
-
-interface ChangeRecord {
-  kind: ChangeEntry['kind']
-  id: Uint8Array
-  atMs: number
-  origin: string | null
-}
-
 interface CounterRecord {
   messages: number
   deliveries: number
@@ -172,11 +170,14 @@ interface FormatRecord {
 
 interface Databases {
   root: RootDatabase
-  messages: Database<MessageRecord, Buffer>
+  /** Values: encodeMessageRecord arrays. */
+  messages: Database<unknown, Buffer>
   blobs: Database<Buffer, Buffer>
-  deliveries: Database<Delivery, Buffer>
+  /** Values: encodeDelivery arrays. */
+  deliveries: Database<unknown, Buffer>
   deliveryKeys: Database<number, Buffer>
-  changes: Database<ChangeRecord, Buffer>
+  /** Values: encodeChange arrays. */
+  changes: Database<unknown, Buffer>
   state: Database<unknown, string>
   pageSizeBytes: number
 }
@@ -348,6 +349,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
     } catch (error) {
       if (thrownInside) {
         if (error instanceof ArchiveError) throw error
+        if (error instanceof RecordShapeError) throw new ArchiveError('STORE_CORRUPT', `a stored record is undecodable: ${error.message}`, { cause: error })
         const code = errorCode(error)
         if (noSpaceCodes.has(code)) throw new ArchiveError('STORE_FULL', 'the archive ran out of space in a transaction', { fields: { errno: code }, cause: error })
         throw unavailable('the store failed a write', { errno: code }, error)
@@ -397,7 +399,8 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
 
   function nextChange(databases: Databases, counters: CounterRecord, kind: ChangeEntry['kind'], key: Buffer, origin: string | null, nowMs: number): number {
     const sequence = counters.lastSequence + 1
-    if (!putAppend(databases.changes, sequenceKey(sequence), { kind, id: key, atMs: nowMs, origin })) {
+    const change: ChangeRecord = { kind, id: key, atMs: nowMs, origin }
+    if (!putAppend(databases.changes, sequenceKey(sequence), encodeChange(change))) {
       throw new ArchiveError('STORE_CORRUPT', `change-log sequence ${sequence} is not past the last entry`, { fields: { sequence } })
     }
     counters.lastSequence = sequence
@@ -448,10 +451,15 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
     }
   }
 
-  function deliveriesOf(databases: Databases, key: Buffer): Delivery[] {
+  function deliveriesOf(databases: Databases, id: string): Delivery[] {
+    const key = idKey(id)
     const deliveries: Delivery[] = []
     for (const { value } of databases.deliveries.getRange({ start: deliveryRecordKey(key, 0), end: deliveryRecordKey(key, Number.MAX_SAFE_INTEGER) })) {
-      deliveries.push(value)
+      try {
+        deliveries.push(decodeDelivery(value))
+      } catch (error) {
+        throw corrupt(id, 'undecodable delivery record', error)
+      }
     }
     return deliveries
   }
@@ -486,7 +494,8 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
   function ingestInTransaction(databases: Databases, id: string, request: IngestRequest, blob: EncodedBlob | undefined): IngestResult | typeof needsBlob {
     const key = idKey(id)
     const delivery = deliveryOf(request.delivery)
-    let record = databases.messages.get(key)
+    const storedValue = databases.messages.get(key)
+    let record = storedValue === undefined ? undefined : decodeMessageRecord(storedValue)
     if (record && delivery.deliveryKey) {
       const recorded = databases.deliveryKeys.get(deliveryKeyHash(id, delivery.deliveryKey))
       if (recorded !== undefined) return { id, duplicate: true, sequence: recorded }
@@ -509,14 +518,14 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       counters.rawBytes += record.sizeBytes
       counters.storedBytes += record.storedBytes
     }
-    databases.deliveries.putSync(deliveryRecordKey(key, sequence), delivery)
+    databases.deliveries.putSync(deliveryRecordKey(key, sequence), encodeDelivery(delivery))
     if (delivery.deliveryKey) databases.deliveryKeys.putSync(deliveryKeyHash(id, delivery.deliveryKey), sequence)
     counters.deliveries++
     const wasFlagged = existing && record.flags.length > 0
     const stored = record
-    const indexed = runIndexer(databases, id, (hook) => hook.messageStored(metaOf(id, stored, existing ? deliveriesOf(databases, key) : [delivery]), request.parsed))
+    const indexed = runIndexer(databases, id, (hook) => hook.messageStored(metaOf(id, stored, existing ? deliveriesOf(databases, id) : [delivery]), request.parsed))
     if (!indexed && !record.flags.includes('index-failed')) record = { ...record, flags: [...record.flags, 'index-failed'] }
-    if (!existing || record !== stored) databases.messages.putSync(key, record)
+    if (!existing || record !== stored) databases.messages.putSync(key, encodeMessageRecord(record))
     if (record.flags.length > 0 && !wasFlagged) counters.flaggedMessages++
     databases.state.putSync('counters', counters)
     return { id, duplicate: existing, sequence }
@@ -558,7 +567,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
 
   function purgeInTransaction(databases: Databases, id: string): PurgeResult {
     const key = idKey(id)
-    const record = databases.messages.get(key)
+    const record = readRecord(databases, id)
     if (!record) throw new ArchiveError('NOT_FOUND', `no message ${id}`, { fields: { id } })
     // Postings left behind would point at a message that is gone (search drops such hits);
     // refusing the purge would keep mail past its retention, so an index failure is logged only.
@@ -567,7 +576,8 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
     const deliveryKeys: Buffer[] = []
     for (const { key: deliveryKey, value } of databases.deliveries.getRange({ start: deliveryRecordKey(key, 0), end: deliveryRecordKey(key, Number.MAX_SAFE_INTEGER) })) {
       deliveryKeys.push(Buffer.from(deliveryKey))
-      if (value.deliveryKey) databases.deliveryKeys.removeSync(deliveryKeyHash(id, value.deliveryKey))
+      const delivery = decodeDelivery(value)
+      if (delivery.deliveryKey) databases.deliveryKeys.removeSync(deliveryKeyHash(id, delivery.deliveryKey))
     }
     for (const deliveryKey of deliveryKeys) databases.deliveries.removeSync(deliveryKey)
     databases.messages.removeSync(key)
@@ -585,12 +595,13 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
   // ---- reads ----------------------------------------------------------------------------
 
   function readRecord(databases: Databases, id: string): MessageRecord | undefined {
-    const record = databases.messages.get(idKey(id))
-    if (record === undefined) return undefined
-    if (record === null || typeof record !== 'object' || !Number.isSafeInteger(record.sequence) || !Array.isArray(record.flags)) {
-      throw corrupt(id, 'undecodable message record')
+    const value = databases.messages.get(idKey(id))
+    if (value === undefined) return undefined
+    try {
+      return decodeMessageRecord(value)
+    } catch (error) {
+      throw corrupt(id, 'undecodable message record', error)
     }
-    return record
   }
 
   async function readRaw(databases: Databases, id: string, record: MessageRecord): Promise<Uint8Array> {
@@ -687,11 +698,11 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
     const binaryKeys = { keyEncoding: 'binary' as const }
     return {
       root,
-      messages: root.openDB<MessageRecord, Buffer>(databaseNames.messages, binaryKeys),
+      messages: root.openDB<unknown, Buffer>(databaseNames.messages, binaryKeys),
       blobs: root.openDB<Buffer, Buffer>(databaseNames.blobs, { ...binaryKeys, encoding: 'binary' }),
-      deliveries: root.openDB<Delivery, Buffer>(databaseNames.deliveries, binaryKeys),
+      deliveries: root.openDB<unknown, Buffer>(databaseNames.deliveries, binaryKeys),
       deliveryKeys: root.openDB<number, Buffer>(databaseNames.deliveryKeys, binaryKeys),
-      changes: root.openDB<ChangeRecord, Buffer>(databaseNames.changes, binaryKeys),
+      changes: root.openDB<unknown, Buffer>(databaseNames.changes, binaryKeys),
       state: root.openDB<unknown, string>(databaseNames.state, {}),
       pageSizeBytes: (root.getStats() as { pageSize: number }).pageSize,
     }
@@ -861,7 +872,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       if (!isArchiveId(id)) return undefined
       const record = readRecord(databases, id)
       if (!record) return undefined
-      return metaOf(id, record, deliveriesOf(databases, idKey(id)))
+      return metaOf(id, record, deliveriesOf(databases, id))
     },
 
     /**
@@ -895,7 +906,15 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       const databases = requireReadable()
       const entries: ChangeEntry[] = []
       for (const { key, value } of databases.changes.getRange({ start: sequenceKey(afterSequence + 1), limit })) {
-        entries.push({ sequence: readSequence(key), kind: value.kind, id: hexOf(value.id), atMs: value.atMs, origin: value.origin })
+        const sequence = readSequence(key)
+        let change: ChangeRecord
+        try {
+          change = decodeChange(value)
+        } catch (error) {
+          logger.error('change-log entry is undecodable', { sequence, error })
+          throw new ArchiveError('STORE_CORRUPT', `change-log entry ${sequence} is undecodable`, { fields: { sequence }, cause: error })
+        }
+        entries.push({ sequence, kind: change.kind, id: hexOf(change.id), atMs: change.atMs, origin: change.origin })
       }
       return entries
     },

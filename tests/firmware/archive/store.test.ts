@@ -181,7 +181,8 @@ t.test('corruption: a flipped byte or a lost part is detected on read and by ver
   const incompressible = randomBytes(5000)
   const missingPart = randomBytes(9000)
   const intact = generatedMessage(41, 3)
-  for (const raw of [compressible, incompressible, missingPart, intact]) await store.ingest(requestFor(raw))
+  const damagedRecord = generatedMessage(41, 9)
+  for (const raw of [compressible, incompressible, missingPart, intact, damagedRecord]) await store.ingest(requestFor(raw))
   const sequences = store.changes(0, 10).map((entry) => entry.sequence)
   await store.stop()
 
@@ -194,6 +195,10 @@ t.test('corruption: a flipped byte or a lost part is detected on read and by ver
     await blobs.put(key, part)
   }
   await blobs.remove(blobPartKey(sequences[2]!, 1))
+  const messages = root.openDB<unknown, Buffer>(databaseNames.messages, { keyEncoding: 'binary' })
+  const deliveries = root.openDB<unknown, Buffer>(databaseNames.deliveries, { keyEncoding: 'binary' })
+  await messages.put(idKey(sha256(damagedRecord)), { not: 'a record' })
+  for (const { key } of deliveries.getRange({ start: idKey(sha256(intact)), limit: 1 })) await deliveries.put(Buffer.from(key), [1, 'x'])
   await root.close()
 
   const reopened = await newStore(t, { path })
@@ -201,9 +206,11 @@ t.test('corruption: a flipped byte or a lost part is detected on read and by ver
     await rejectsWith(t, reopened.store.getRaw(sha256(raw)), 'STORE_CORRUPT', false, `corrupt blob of ${raw.byteLength} bytes`)
   }
   t.ok(Buffer.from((await reopened.store.getRaw(sha256(intact)))!).equals(intact), 'the intact message still reads')
+  t.throws(() => reopened.store.getMeta(sha256(intact)), { code: 'STORE_CORRUPT' }, 'an undecodable delivery record is reported')
+  t.throws(() => reopened.store.getMeta(sha256(damagedRecord)), { code: 'STORE_CORRUPT' }, 'an undecodable message record is reported')
   const report = await reopened.store.verify()
-  t.equal(report.corrupt, 3)
-  t.same(report.corruptIds.sort(), [compressible, incompressible, missingPart].map(sha256).sort())
+  t.equal(report.corrupt, 4)
+  t.same(report.corruptIds.sort(), [compressible, incompressible, missingPart, damagedRecord].map(sha256).sort())
   t.ok(reopened.logger.records.some((record) => record.level === 'error' && record.msg.includes('integrity')), 'corruption is logged')
 })
 
