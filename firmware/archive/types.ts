@@ -105,7 +105,7 @@ export interface WriteActivity {
 
 /** Result of verify(): which stored messages failed their check. */
 export interface VerifyReport {
-  /** Messages whose blob was read, restored and hashed. */
+  /** Messages checked: record decoded, blob read, restored and hashed (corrupt ones included). */
   checked: number
   /** Ids whose blob is missing, undecodable or does not hash to its id (at most `corruptIdsMax` listed). */
   corruptIds: string[]

@@ -210,6 +210,7 @@ t.test('corruption: a flipped byte or a lost part is detected on read and by ver
   t.throws(() => reopened.store.getMeta(sha256(damagedRecord)), { code: 'STORE_CORRUPT' }, 'an undecodable message record is reported')
   const report = await reopened.store.verify()
   t.equal(report.corrupt, 4)
+  t.same([report.checked, report.countersConsistent], [5, true], 'corrupt messages are checked and counted')
   t.same(report.corruptIds.sort(), [compressible, incompressible, missingPart, damagedRecord].map(sha256).sort())
   t.ok(reopened.logger.records.some((record) => record.level === 'error' && record.msg.includes('integrity')), 'corruption is logged')
 })
