@@ -8,20 +8,20 @@ import { createHash } from 'node:crypto'
  *
  * Sub-databases of the one LMDB environment (keys are raw bytes, big-endian numbers):
  *
- * | name                     | key                                   | value                                |
- * |--------------------------|---------------------------------------|--------------------------------------|
- * | `archive/messages`       | id (32-byte SHA-256 of the raw bytes) | MessageRecord (msgpack)              |
- * | `archive/blobs`          | ingest sequence (8) + part index (2)  | a slice of the compressed raw bytes  |
- * | `archive/deliveries`     | id (32) + sequence (8)                | Delivery (msgpack)                   |
- * | `archive/delivery-keys`  | SHA-256 of `id \n deliveryKey` (32)   | sequence of that delivery            |
- * | `archive/changes`        | sequence (8)                          | ChangeRecord (msgpack), append-only  |
- * | `archive/state`          | `format`, `counters` (strings)        | FormatRecord, CounterRecord (msgpack)|
+ * | name                     | key                                   | value                                 |
+ * |--------------------------|---------------------------------------|---------------------------------------|
+ * | `archive/messages`       | id (32-byte SHA-256 of the raw bytes) | message record (records.ts)           |
+ * | `archive/blobs`          | ingest sequence (8) + part index (2)  | a slice of the compressed raw bytes   |
+ * | `archive/deliveries`     | id (32) + sequence (8)                | delivery record (records.ts)          |
+ * | `archive/delivery-keys`  | SHA-256 of `id \n deliveryKey` (32)   | sequence of that delivery             |
+ * | `archive/changes`        | sequence (8)                          | change record (records.ts), appended  |
+ * | `archive/state`          | `format`, `counters` (strings)        | format and counter objects (msgpack)  |
  *
  * Why blobs are keyed by the ingest sequence and not by the content hash: sequences grow,
  * so LMDB can append (MDB_APPEND) and fill every leaf page instead of splitting pages at
  * random positions; the hash → sequence link lives in the message record. Measured on the
- * real corpus, deflated blobs keyed by hash used 0.73 bytes of disk per raw byte, keyed by
- * sequence 0.65, and keyed by sequence and cut as blobParts() cuts them 0.45.
+ * real corpus, the deflated blobs alone took 0.73 bytes of disk per raw byte keyed by hash,
+ * 0.65 keyed by sequence, and 0.45 keyed by sequence and cut as blobParts() cuts them.
  */
 
 /** Names of the store's sub-databases; an indexer's databases must not start with `archive/`. */
@@ -33,9 +33,6 @@ export const databaseNames = {
   changes: 'archive/changes',
   state: 'archive/state',
 } as const
-
-/** Prefix of every store database name. */
-export const storeDatabasePrefix = 'archive/'
 
 /** Version of this layout, kept in the `format` record and checked by start(). */
 export const layoutVersion = 1

@@ -106,9 +106,9 @@ t.test('SIGKILL at random points: every acknowledged message is present and inta
     await store.start()
     let missing = 0
     for (const id of acknowledged) if (!store.has(id)) missing++
-    t.equal(missing, 0, `round ${round}: all ${acknowledged.size} acknowledged ids present`)
+    t.equal(missing, 0, `round ${round} (seed ${seed}): all ${acknowledged.size} acknowledged ids present`)
     const report = await store.verify()
-    t.same([report.corrupt, report.countersConsistent], [0, true], `round ${round}: ${report.checked} messages verify, counters consistent`)
+    t.same([report.corrupt, report.countersConsistent], [0, true], `round ${round} (seed ${seed}): ${report.checked} messages verify, counters consistent`)
     const changes = store.changes(0, 10_000)
     t.same(changes.map((entry) => entry.sequence), Array.from({ length: changes.length }, (_, index) => index + 1), `round ${round}: change log has no gaps`)
     await store.stop()
