@@ -7,6 +7,7 @@ import type { CommandHandler } from '../firmware/control/server.js'
 import { ControlError } from '../firmware/control/errors.js'
 import { createMimeParser, defaultMimeParserOptions } from '../firmware/mime/parser.js'
 import { createArchiveStore } from '../firmware/archive/store.js'
+import { createIndex, createArchiveIndexer, createSearchRoute, createIndexMaintenance } from '../firmware/index/index.js'
 import { createIngestPipeline } from '../firmware/sources/pipeline.js'
 import { createSmtpSource } from '../firmware/sources/smtp/index.js'
 import { createJournalSource } from '../firmware/sources/journal/journal-source.js'
@@ -38,6 +39,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   const { config, logger, clock, hal } = context
   const certificate = await loadOrCreateIdentityCertificate({ logger: logger.child('certificate'), clock }, { dataDir: config.dataDir, serial: context.identity.serial })
   const parser = createMimeParser({ logger: logger.child('mime'), clock }, { ...defaultMimeParserOptions })
+  const index = createIndex({ logger: logger.child('index'), clock })
   const archive = createArchiveStore(
     { logger: logger.child('archive'), clock, volume: () => hal.volume(config.dataDir) },
     {
@@ -45,8 +47,10 @@ export async function composeServices(context: { config: Readonly<Config>; logge
       mapSizeBytes: config.storage.mapSizeBytes,
       freeBytesMin: config.storage.freeBytesMin,
       messageBytesMax: config.storage.messageBytesMax,
+      indexer: createArchiveIndexer(index, { logger: logger.child('index') }),
     },
   )
+  const indexMaintenance = createIndexMaintenance({ index, archive, parser })
   const pipeline = createIngestPipeline({ logger: logger.child('pipeline'), parser, archive }, { messageBytesMax: config.storage.messageBytesMax })
   const services: ManagedService[] = [
     { name: 'archive', start: () => archive.start(), stop: () => archive.stop(), healthcheck: () => archive.healthcheck() },
@@ -72,6 +76,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
           credential,
           archive,
           status: async () => ({ ...((await context.applianceStatus()) as object), ...(await status()) }),
+          routes: new Map([['/api/v1/search', createSearchRoute(index)]]),
         },
         { host: config.http.host, port: config.http.port, stopTimeoutMs: config.shutdown.timeoutMs },
       )
@@ -108,6 +113,12 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   const handlers = new Map<string, CommandHandler>([
     ['show store', () => storeStats()],
     ['show journal', () => journals.map((journal) => journal.status())],
+    ['search', (args) => {
+      const { query, limit, cursor } = searchArgs(args)
+      return index.search(query, { limit, cursor })
+    }],
+    ['index verify', () => indexMaintenance.verify()],
+    ['index rebuild', async () => ({ indexed: await indexMaintenance.rebuild() })],
     ['import start', ([path]) => {
       if (!isAbsolute(path!)) throw new ControlError('USAGE', 'the import path must be absolute (the CLI resolves it)')
       return imports.startJob(path!)

@@ -267,3 +267,79 @@ t.test('journal pull from a real Dovecot over IMAP archives every message once a
   const shown = JSON.stringify((await cliJson(config, ['show', 'config'])).json)
   t.notMatch(shown, user.password)
 })
+
+t.test('search through the CLI and the API: fields, BCC, attachments, pagination, errors', async (t) => {
+  const dir = await tempDir()
+  const config = await writeConfig(dir, { smtp: { archiveRecipients: ['journal@archive.local'] } })
+  const service = await startService(config)
+  t.teardown(() => service.stop())
+  const session = await SmtpSession.open(portOf(service, 'smtp'))
+  const attachment = Buffer.from('the word zanzibarquux lives only in this attachment').toString('base64')
+  const withAttachment = Buffer.from(
+    [
+      'From: Erin <erin@example.com>',
+      'To: frank@example.com',
+      'Subject: report attached',
+      'Date: Sat, 28 Nov 2026 10:00:00 +0000',
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary="b1"',
+      '',
+      '--b1',
+      'Content-Type: text/plain',
+      '',
+      'see attachment',
+      '--b1',
+      'Content-Type: text/plain; name="notes.txt"',
+      'Content-Disposition: attachment; filename="notes.txt"',
+      'Content-Transfer-Encoding: base64',
+      '',
+      attachment,
+      '--b1--',
+      '',
+    ].join('\r\n'),
+  )
+  const replies = [
+    await session.send('erin@example.com', ['journal@archive.local'], withAttachment),
+    await session.send('alice@example.com', ['journal@archive.local', 'grace.bcc@example.com'], message('budget meeting', 'the budget meeting moved to friday')),
+  ]
+  for (let index = 0; index < 5; index += 1) replies.push(await session.send('alice@example.com', ['journal@archive.local'], message(`weekly status ${index}`, `status number ${index}`)))
+  session.close()
+  t.ok(replies.every((reply) => reply.code === 250))
+  const [attachmentId, budgetId] = replies.map((reply) => archivedId(reply)!)
+
+  const search = async (query: string, extra: string[] = []) => (await cliJson(config, ['search', query, ...extra])).json as { total: number; hits: { id: string; snippet: string }[]; nextCursor: string | null }
+  t.same((await search('zanzibarquux')).hits.map((hit) => hit.id), [attachmentId], 'a word only inside an attachment finds its message')
+  t.same((await search('attachment:notes.txt')).hits.map((hit) => hit.id), [attachmentId])
+  t.same((await search('to:grace.bcc@example.com')).hits.map((hit) => hit.id), [budgetId], 'an envelope (BCC) recipient is found with to:')
+  const phrase = await search('"budget meeting" from:alice')
+  t.same(phrase.hits.map((hit) => hit.id), [budgetId])
+  t.match(phrase.hits[0]!.snippet, /<mark>budget<\/mark>/)
+  t.equal((await search('subject:weekly -status')).total, 0)
+  const pageOne = await search('subject:weekly', ['--limit', '2'])
+  t.equal(pageOne.total, 5)
+  t.equal(pageOne.hits.length, 2)
+  const pageTwo = await search('subject:weekly', ['--limit', '2', '--cursor', pageOne.nextCursor!])
+  t.equal(new Set([...pageOne.hits, ...pageTwo.hits].map((hit) => hit.id)).size, 4, 'pages do not overlap')
+
+  const bad = await runCli(['--config', config, 'search', 'from:(alice'])
+  t.equal(bad.code, 1)
+  t.match(bad.stderr, /position/)
+  const human = await runCli(['--config', config, 'search', 'budget'])
+  t.match(human.stdout, /budget meeting/)
+  t.match(human.stdout, /1 message\(s\)/)
+
+  const client = await api(service)
+  void client
+  const password = (await readFile(join(service.dataDir, 'initial-admin-password'), 'utf8')).trim()
+  const response = await fetch(`http://127.0.0.1:${portOf(service, 'http')}/api/v1/search?q=${encodeURIComponent('to:grace.bcc@example.com')}&limit=5`, {
+    headers: { authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` },
+  })
+  t.equal(response.status, 200)
+  t.same(((await response.json()) as { hits: { id: string }[] }).hits.map((hit) => hit.id), [budgetId])
+  const malformed = await fetch(`http://127.0.0.1:${portOf(service, 'http')}/api/v1/search?q=${encodeURIComponent('"unclosed')}`, {
+    headers: { authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` },
+  })
+  t.equal(malformed.status, 400)
+  const verify = await cliJson(config, ['index', 'verify'])
+  t.equal(verify.code, 0, verify.stderr)
+})
