@@ -16,6 +16,7 @@ import { exitCodes } from '../firmware/common/errors.js'
 import { createConfiguredHal } from '../boot/hal.js'
 import { firmwareVersion } from '../boot/version.js'
 import { hardwareChecks, runChecks, tapLine, disksCheck, volumeCheck, type CheckResult, type FactoryCheck } from './factory/checks.js'
+import { firmwareLoopbackCheck } from './factory/firmware-checks.js'
 
 /** A burn-in round whose throughput falls below this share of the first round counts as degradation. */
 export const burnInThroughputRatioMin = 0.7
@@ -72,7 +73,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     const identity = await hal.identity()
     const context = { hal, dataDir: config.dataDir, profile: modelProfile(identity.model) }
-    const checks: FactoryCheck[] = hardwareChecks({ volumeBytes, volumeMegabytesPerSecondMin })
+    const checks: FactoryCheck[] = [...hardwareChecks({ volumeBytes, volumeMegabytesPerSecondMin }), firmwareLoopbackCheck]
     process.stdout.write('TAP version 14\n')
     let number = 0
     const print = (result: CheckResult) => process.stdout.write(tapLine(result, ++number) + '\n')

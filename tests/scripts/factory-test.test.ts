@@ -34,7 +34,7 @@ t.test('passes end to end on a healthy simulated 650', async (t) => {
   const run = await factoryTest({})
   t.equal(run.code, 0, run.stderr)
   t.equal(run.summary.ok, true)
-  t.same(run.asserts.map((result) => result.name.split(':')[0]), ['identity', 'disks', 'raid', 'nics', 'data-volume'])
+  t.same(run.asserts.map((result) => result.name.split(':')[0]), ['identity', 'disks', 'raid', 'nics', 'data-volume', 'firmware-loopback'])
   t.equal(run.report.passed, true)
   t.equal(run.report.model, 650)
   t.match(run.report.serial, /^MK650-/)
