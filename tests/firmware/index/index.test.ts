@@ -339,6 +339,43 @@ t.test('errors: not open, time budget, syntax', async (t) => {
 
 const crlf = (text: string): Uint8Array => new TextEncoder().encode(text.replace(/\r?\n/g, '\r\n'))
 
+/** An Exchange envelope journal report from alice to bob carrying one BCC recipient, and its original message. */
+function journalReport(subject: string, bcc: string, body: string): { report: Uint8Array; original: Uint8Array } {
+  const slug = subject.toLowerCase().replace(/\W+/g, '-')
+  const messageId = `<${slug}@contoso.com>`
+  const original = crlf(`From: Alice <alice@contoso.com>
+To: bob@contoso.com
+Subject: ${subject}
+Date: Tue, 01 Oct 2024 09:30:05 +0000
+Message-ID: ${messageId}
+
+${body}
+`)
+  const head = crlf(`X-MS-Journal-Report: 
+From: Alice <alice@contoso.com>
+To: journal@archive.contoso.com
+Subject: ${subject}
+Date: Tue, 01 Oct 2024 09:30:05 +0000
+Message-ID: <journal-${slug}@contoso.com>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="jr"
+
+--jr
+Content-Type: text/plain; charset="us-ascii"
+
+Sender: alice@contoso.com
+Subject: ${subject}
+Message-Id: ${messageId}
+To: bob@contoso.com
+Bcc: ${bcc}
+
+--jr
+Content-Type: message/rfc822
+
+`)
+  return { report: new Uint8Array([...head, ...original, ...crlf('\n--jr--\n')]), original }
+}
+
 t.test('real messages: words only in attachments, BCC from a journal report', async (t) => {
   const parser = createMimeParser({ logger: createMemoryLogger() }, defaultMimeParserOptions)
   const harness = makeHarness(t)
@@ -369,40 +406,7 @@ Content-Disposition: attachment; filename="page.html"
   const parsed = await parser.parse(withAttachments)
   harness.index.indexMessage({ id: idOf('attachments'), parsed, archivedAtMs })
 
-  const original = crlf(`From: Alice <alice@contoso.com>
-To: bob@contoso.com
-Subject: Quarterly figures
-Date: Tue, 01 Oct 2024 09:30:05 +0000
-Message-ID: <q3@contoso.com>
-
-Figures inside.
-`)
-  const report = new Uint8Array([
-    ...crlf(`X-MS-Journal-Report: 
-From: Alice <alice@contoso.com>
-To: journal@archive.contoso.com
-Subject: Quarterly figures
-Date: Tue, 01 Oct 2024 09:30:05 +0000
-Message-ID: <journal-1@contoso.com>
-MIME-Version: 1.0
-Content-Type: multipart/mixed; boundary="jr"
-
---jr
-Content-Type: text/plain; charset="us-ascii"
-
-Sender: alice@contoso.com
-Subject: Quarterly figures
-Message-Id: <q3@contoso.com>
-To: bob@contoso.com
-Bcc: eve@contoso.com
-
---jr
-Content-Type: message/rfc822
-
-`),
-    ...original,
-    ...crlf('\n--jr--\n'),
-  ])
+  const { report } = journalReport('Quarterly figures', 'eve@contoso.com', 'Figures inside.')
   const unwrapped = await parser.unwrapJournal(report)
   t.ok(unwrapped, 'the journal report unwraps')
   const originalParsed = await parser.parse(unwrapped!.original)
@@ -539,37 +543,7 @@ t.test('with the real archive store: searchable once ingest resolves, BCC of a j
   t.teardown(() => archive.stop())
   const pipeline = createIngestPipeline({ logger, parser, archive }, { messageBytesMax: 1024 * 1024 })
   const delivery = { source: 'journal' as const, sourceName: 'exchange', receivedAtMs: archivedAtMs, envelopeFrom: null, envelopeTo: [], envelopeBcc: [], remoteAddress: null, journalEnvelopeText: null }
-  const report = crlf(`X-MS-Journal-Report: 
-From: Alice <alice@contoso.com>
-To: journal@archive.contoso.com
-Subject: Budget
-Date: Tue, 01 Oct 2024 09:30:05 +0000
-Message-ID: <journal-2@contoso.com>
-MIME-Version: 1.0
-Content-Type: multipart/mixed; boundary="jr"
-
---jr
-Content-Type: text/plain; charset="us-ascii"
-
-Sender: alice@contoso.com
-Subject: Budget
-Message-Id: <budget@contoso.com>
-To: bob@contoso.com
-Bcc: mallory@contoso.com
-
---jr
-Content-Type: message/rfc822
-
-From: Alice <alice@contoso.com>
-To: bob@contoso.com
-Subject: Budget
-Date: Tue, 01 Oct 2024 09:30:05 +0000
-Message-ID: <budget@contoso.com>
-
-The wombat budget is approved.
-
---jr--
-`)
+  const { report } = journalReport('Budget', 'mallory@contoso.com', 'The wombat budget is approved.')
   const journaled = await pipeline.submit(report, delivery)
   // No waiting: the ingest promise resolved after the durable commit that held the postings.
   t.same(index.search('to:mallory@contoso.com').hits.map((hit) => hit.id), [journaled.id], 'the BCC recipient finds it with to:')
