@@ -17,7 +17,7 @@ export type { ArchiveIndexer }
  * @param deps.logger where the layout warning goes
  */
 export function createArchiveIndexer(index: SearchIndex, deps: { logger: Logger }): ArchiveIndexer {
-  const logger = deps.logger.child('index')
+  const logger = deps.logger
   let layoutWarned = false
   /**
    * An index written by other firmware (another layout) must not stop the archive from

@@ -230,14 +230,15 @@ export type SearchIndex = ReturnType<typeof createIndex>
 /**
  * Creates the index service. Pure: nothing is opened until `databases(root)`.
  *
- * @param deps.logger namespace `index`
+ * @param deps.logger the index's logger (boot names it `index`)
  * @param deps.clock monotonic time bounds searches
  * @param options limits; see IndexOptions (defaults in defaultIndexOptions)
  */
 export function createIndex(deps: { logger: Logger; clock: Clock }, options: Partial<IndexOptions> = {}) {
   const limits: IndexOptions = { ...defaultIndexOptions, ...options }
   assert(limits.pendingDocumentsMax >= 1 && limits.searchLimitMax >= 1 && limits.tokensPerDocumentMax >= 1)
-  const logger = deps.logger.child('index')
+  // The composition root hands a logger already namespaced (boot gives `index`).
+  const logger = deps.logger
   let dbs: Databases | undefined
   let tail: TailCache | undefined
 
