@@ -31,6 +31,14 @@ export type MirrorErrorCode =
   | 'SECRET_WEAK' /** the shared secret fails the strength rules */
   | 'CERTIFICATE_INVALID' /** the stored certificate or key cannot be used */
   | 'LISTEN_FAILED' /** the listener cannot bind its address */
+  // Copy layer (queue, sender, receiver, service); local only, never sent in a REFUSE.
+  | 'BATCH_FAILED' /** the peer could not store a batch durably; `retryable` is what the peer said */
+  | 'ACK_TIMEOUT' /** batches in flight and no acknowledgement within ackTimeoutMs */
+  | 'PEER_UNKNOWN' /** an operation named a peer that is not configured */
+  | 'PEER_EXISTS' /** addPeer named a peer that is already configured */
+  | 'PEER_INVALID' /** a peer address that cannot be used (empty host, port outside 1–65535) */
+  | 'STATE_FAILED' /** a mirror state file could not be written (disk full, permissions) */
+  | 'STOPPED' /** the mirror service is stopped or stopping */
 
 /** A value in a refusal's expected/actual pair: a model number, a version, a limit. */
 export type RefusalValue = string | number | null
@@ -43,6 +51,8 @@ const retryableCodes: ReadonlySet<MirrorErrorCode> = new Set<MirrorErrorCode>([
   'TIMEOUT',
   'RATE_LIMITED',
   'BUSY',
+  'ACK_TIMEOUT',
+  'STATE_FAILED',
 ])
 
 /** Details of a MirrorError: the compared values and which side decided. */

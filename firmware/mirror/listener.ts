@@ -205,6 +205,9 @@ export function createMirrorListener(deps: MirrorListenerDeps, options: MirrorLi
   }
 
   function onConnection(raw: Socket): void {
+    // Acknowledgements are small frames: Nagle's algorithm would hold one back behind the
+    // previous one until a delayed TCP ACK (up to 40 ms), which shows up as replication lag.
+    raw.setNoDelay(true)
     const address = normalizeAddress(raw.remoteAddress)
     const port = raw.remotePort ?? 0
     const key = `${raw.remoteAddress}:${port}`
@@ -436,6 +439,8 @@ export async function connectToPeer(deps: MirrorTransportDeps, options: ConnectT
     minVersion: tlsVersion,
     maxVersion: tlsVersion,
   })
+  // Small frames (batch ends, the last frame of a batch) must not wait for Nagle; see the listener.
+  socket.setNoDelay(true)
   let framed: FramedSocket | undefined
   let timer: NodeJS.Timeout | undefined
   const timeout = new MirrorError('TIMEOUT', `no authenticated channel to ${options.host}:${options.port} within ${options.timeoutMs} ms`, {

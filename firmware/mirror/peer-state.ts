@@ -1,0 +1,272 @@
+import { readFile, rename, unlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Logger } from '../common/logger.js'
+import type { Clock } from '../common/clock.js'
+import { writeFileDurable } from '../common/durable-file.js'
+import { MirrorError } from './errors.js'
+import type { PeerAddress, PeerOrigin } from './types.js'
+
+/**
+ * Persistent copy-queue state, outside LMDB, in `stateDir` (every write through
+ * writeFileDurable: tmp → fsync → rename → fsync dir):
+ *
+ * - `peers.json`: the technician's changes over the configured peer list — peers added with
+ *   `mirror add` and configured peers removed with `mirror remove` — so they survive a restart
+ *   while `mirror.peers[]` stays the initial set (a peer put into the config later still
+ *   appears).
+ * - `peer-<host>-<port>.json`, one per peer: the cursor (the last local change-log sequence
+ *   the peer acknowledged), the peer's serial once a handshake told it, and whether copying is
+ *   paused. Keyed by address because that is all the config knows before the first handshake.
+ *
+ * The queue itself is not stored: it is the local change log after the cursor.
+ */
+
+/** Layout version of the state files. */
+export const peerStateVersion = 1
+/** Earlier serials remembered per peer address (a replaced appliance), at most. */
+export const previousSerialsMax = 8
+const overlayFileName = 'peers.json'
+
+/** The persisted state of one peer. */
+export interface PeerRecord {
+  host: string
+  port: number
+  /** The peer's serial from its last successful handshake; null before the first. */
+  serial: string | null
+  /** The last local change-log sequence the peer acknowledged; 0 = copy everything (backfill). */
+  cursor: number
+  paused: boolean
+  /** Serials seen at this address before the current one, oldest first. */
+  previousSerials: string[]
+  /** Wall-clock time of the last write, milliseconds since the epoch. */
+  updatedAtMs: number
+}
+
+/** The technician's changes over `mirror.peers[]`. */
+export interface PeerOverlay {
+  added: PeerAddress[]
+  removed: PeerAddress[]
+}
+
+/** The identity of a peer entry: lower-cased host and port. */
+export function peerKey(peer: PeerAddress): string {
+  return `${peer.host.toLowerCase()}:${peer.port}`
+}
+
+/** A configured or added peer. */
+export interface EffectivePeer extends PeerAddress {
+  configuredBy: PeerOrigin
+}
+
+/**
+ * The peers to copy to: the configured ones not removed by a technician, then the added ones,
+ * each once (pure).
+ */
+export function effectivePeers(configPeers: readonly PeerAddress[], overlay: PeerOverlay): EffectivePeer[] {
+  const removed = new Set(overlay.removed.map(peerKey))
+  const seen = new Set<string>()
+  const peers: EffectivePeer[] = []
+  for (const [list, configuredBy] of [
+    [configPeers, 'config'],
+    [overlay.added, 'added'],
+  ] as const) {
+    for (const peer of list) {
+      const key = peerKey(peer)
+      if (removed.has(key) || seen.has(key)) continue
+      seen.add(key)
+      peers.push({ host: peer.host, port: peer.port, configuredBy })
+    }
+  }
+  return peers
+}
+
+/** A fresh record: nothing acknowledged yet, so the peer gets the whole archive. */
+export function freshPeerRecord(peer: PeerAddress, nowMs: number): PeerRecord {
+  return { host: peer.host, port: peer.port, serial: null, cursor: 0, paused: false, previousSerials: [], updatedAtMs: nowMs }
+}
+
+function isAddressList(value: unknown): value is PeerAddress[] {
+  return (
+    Array.isArray(value) &&
+    value.every(
+      (item) =>
+        item !== null &&
+        typeof item === 'object' &&
+        typeof (item as PeerAddress).host === 'string' &&
+        Number.isInteger((item as PeerAddress).port) &&
+        (item as PeerAddress).port > 0 &&
+        (item as PeerAddress).port <= 65535,
+    )
+  )
+}
+
+function parseRecord(text: string, peer: PeerAddress): PeerRecord | undefined {
+  const value = JSON.parse(text) as Record<string, unknown>
+  const { version, host, port, serial, cursor, paused, previousSerials, updatedAtMs } = value
+  const valid =
+    version === peerStateVersion &&
+    typeof host === 'string' &&
+    peerKey({ host, port: port as number }) === peerKey(peer) &&
+    (serial === null || typeof serial === 'string') &&
+    typeof cursor === 'number' &&
+    Number.isSafeInteger(cursor) &&
+    cursor >= 0 &&
+    typeof paused === 'boolean' &&
+    Array.isArray(previousSerials) &&
+    previousSerials.every((item) => typeof item === 'string') &&
+    typeof updatedAtMs === 'number'
+  if (!valid) return undefined
+  return { host: peer.host, port: peer.port, serial, cursor, paused, previousSerials: previousSerials as string[], updatedAtMs }
+}
+
+/**
+ * Reads and writes the state files in `stateDir`. Pure until called. A file that cannot be
+ * parsed is quarantined (`<name>.corrupt-<ms>`, logged as an error) and replaced by a fresh
+ * state: for a cursor that means a backfill from sequence 0, which costs bandwidth but loses
+ * nothing (the peer deduplicates by content hash).
+ */
+export function createPeerStateStore(deps: { logger: Logger; clock: Clock }, options: { stateDir: string }) {
+  const logger = deps.logger.child('state')
+
+  function recordPath(peer: PeerAddress): string {
+    return join(options.stateDir, `peer-${encodeURIComponent(peer.host.toLowerCase())}-${peer.port}.json`)
+  }
+
+  async function readText(path: string): Promise<string | undefined> {
+    try {
+      return await readFile(path, 'utf8')
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw error
+    }
+  }
+
+  async function quarantine(path: string, reason: string): Promise<void> {
+    const aside = `${path}.corrupt-${deps.clock.now()}`
+    await rename(path, aside)
+    logger.error('mirror state file unusable; set aside and started fresh', { path, aside, reason })
+  }
+
+  async function write(path: string, value: unknown): Promise<void> {
+    try {
+      await writeFileDurable(path, JSON.stringify(value, null, 1) + '\n', 0o600)
+    } catch (error) {
+      throw new MirrorError('STATE_FAILED', `cannot write ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {
+        cause: error,
+        fields: { path },
+      })
+    }
+  }
+
+  return {
+    /** The technician's peer changes; none when the file does not exist. @throws fs errors other than ENOENT */
+    async readOverlay(): Promise<PeerOverlay> {
+      const path = join(options.stateDir, overlayFileName)
+      const text = await readText(path)
+      if (text === undefined) return { added: [], removed: [] }
+      try {
+        const value = JSON.parse(text) as Record<string, unknown>
+        if (value.version === peerStateVersion && isAddressList(value.added) && isAddressList(value.removed)) {
+          return { added: value.added.map(({ host, port }) => ({ host, port })), removed: value.removed.map(({ host, port }) => ({ host, port })) }
+        }
+        await quarantine(path, 'unexpected content')
+      } catch (error) {
+        if (error instanceof SyntaxError) await quarantine(path, error.message)
+        else throw error
+      }
+      return { added: [], removed: [] }
+    },
+
+    /** Saves the technician's peer changes durably. @throws MirrorError STATE_FAILED */
+    writeOverlay(overlay: PeerOverlay): Promise<void> {
+      return write(join(options.stateDir, overlayFileName), { version: peerStateVersion, ...overlay })
+    },
+
+    /** The state of one peer, fresh (cursor 0) when none was saved. @throws fs errors other than ENOENT */
+    async read(peer: PeerAddress): Promise<PeerRecord> {
+      const path = recordPath(peer)
+      const text = await readText(path)
+      if (text !== undefined) {
+        let record: PeerRecord | undefined
+        let reason = 'unexpected content'
+        try {
+          record = parseRecord(text, peer)
+        } catch (error) {
+          reason = (error as Error).message
+        }
+        if (record) return record
+        await quarantine(path, reason)
+      }
+      return freshPeerRecord(peer, deps.clock.now())
+    },
+
+    /** Saves one peer's state durably. @throws MirrorError STATE_FAILED */
+    write(record: PeerRecord): Promise<void> {
+      return write(recordPath(record), { version: peerStateVersion, ...record, updatedAtMs: deps.clock.now() })
+    },
+
+    /** Forgets a removed peer's state (a peer added again later is backfilled from 0). */
+    async delete(peer: PeerAddress): Promise<void> {
+      await unlink(recordPath(peer)).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') throw error
+      })
+    },
+  }
+}
+
+/** A store as createPeerStateStore makes it. */
+export type PeerStateStore = ReturnType<typeof createPeerStateStore>
+
+/**
+ * Writes the latest of a stream of values without queueing every one: at most one write runs,
+ * and a value scheduled meanwhile replaces any other waiting value. Cursor updates arrive per
+ * acknowledged batch; fsyncing each would put the disk in the ack path, while a lagging
+ * persisted cursor only means a few batches are sent again after a crash (deduplicated).
+ * Every write of one file goes through one writer, so an older value never lands last.
+ */
+export function createCoalescingWriter<T>(write: (value: T) => Promise<void>, onError: (error: unknown) => void) {
+  type Waiter = { resolve(): void; reject(error: unknown): void }
+  let pending: { value: T; waiters: Waiter[] } | undefined
+  let running: Promise<void> | undefined
+
+  function run(): Promise<void> {
+    running ??= (async () => {
+      while (pending) {
+        const current = pending
+        pending = undefined
+        try {
+          await write(current.value)
+          for (const waiter of current.waiters) waiter.resolve()
+        } catch (error) {
+          if (current.waiters.length === 0) onError(error)
+          for (const waiter of current.waiters) waiter.reject(error)
+        }
+      }
+      running = undefined
+    })()
+    return running
+  }
+
+  return {
+    /** Saves `value` soon, after any write under way; a failure goes to onError. */
+    schedule(value: T): void {
+      pending = { value, waiters: pending?.waiters ?? [] }
+      void run()
+    },
+    /**
+     * Saves `value` (or a later value scheduled before it is written) and resolves once it is
+     * written. @throws whatever the write throws
+     */
+    save(value: T): Promise<void> {
+      return new Promise<void>((resolve, reject) => {
+        pending = { value, waiters: [...(pending?.waiters ?? []), { resolve, reject }] }
+        void run()
+      })
+    },
+    /** Resolves when every scheduled value has been written (or failed and been reported). */
+    flush(): Promise<void> {
+      // The loop in run() takes values scheduled while it writes, so one wait covers them.
+      return pending || running ? run() : Promise.resolve()
+    },
+  }
+}

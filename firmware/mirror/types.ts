@@ -1,0 +1,176 @@
+import type { ChangeEntry, MessageMeta } from '../archive/types.js'
+import type { MirrorErrorCode, RefusalValue } from './errors.js'
+
+/**
+ * What the copy layer needs from the archive store: a read-only view of the change log and
+ * of stored messages. Narrow on purpose, so the sender can be tested against an in-memory
+ * archive and the store can change behind it. Each method may answer synchronously (LMDB
+ * reads usually do) or with a promise.
+ */
+export interface MirrorArchive {
+  /**
+   * Change-log entries with `sequence > afterSequence`, oldest first, at most `limit`.
+   * Sequences are positive, increasing and never reused.
+   */
+  changes(afterSequence: number, limit: number): ChangeEntry[] | Promise<ChangeEntry[]>
+  /** The sequence of the newest change-log entry; 0 for an empty archive. */
+  lastSequence(): number
+  /**
+   * The raw bytes of a message, byte-identical to what was archived and checked against the
+   * id (its SHA-256); undefined once purged. Throws an error with code STORE_CORRUPT when the
+   * stored bytes fail that check: the sender then skips the message instead of blocking.
+   */
+  getRaw(id: string): Uint8Array | undefined | Promise<Uint8Array | undefined>
+  /** The metadata of a message (deliveries, origin, size); undefined once purged. */
+  getMeta(id: string): MessageMeta | undefined | Promise<MessageMeta | undefined>
+  /** True when the message is stored. (Part of the store's read API; the copy layer does not need it yet.) */
+  has(id: string): boolean | Promise<boolean>
+}
+
+/** Batching, pipelining and timing of the copy layer; from the service options. */
+export interface CopyLimits {
+  /** Messages per batch, at most (the store returns at most 10,000 change entries per read). */
+  batchMessagesMax: number
+  /** Raw bytes per batch, at most (a larger single message goes alone). */
+  batchBytesMax: number
+  /** Batches sent and not yet acknowledged per peer, at most (pipelining). */
+  inflightBatchesMax: number
+  /** First retry delay after a failure, in milliseconds; doubles per failure. */
+  retryDelayMsMin: number
+  /** Cap of the retry delay, in milliseconds; refused peers are retried at this delay. */
+  retryDelayMsMax: number
+  /** From TCP connect to an authenticated channel, in milliseconds (both directions). */
+  handshakeTimeoutMs: number
+  /** With batches in flight, the longest wait for the next acknowledgement, in milliseconds. */
+  ackTimeoutMs: number
+  /** A channel without a byte from the peer for this long is dropped, in milliseconds. */
+  idleTimeoutMs?: number
+}
+
+/** A peer's mirror address as configured (`mirror.peers[]`) or added by a technician. */
+export interface PeerAddress {
+  host: string
+  port: number
+}
+
+/** What a sender is doing for its peer, as `show mirror` reports it. */
+export type PeerState =
+  /** Not yet connected since start (first attempt under way). */
+  | 'idle'
+  /** An authenticated channel is up; copies flow (queueMessages 0 = caught up). */
+  | 'connected'
+  /** The last attempt failed (connect, TLS, transfer, timeout); the next is at nextRetryAtMs. */
+  | 'retrying'
+  /** The peer or this side refused the handshake (model, firmware, secret…); retried at the maximum delay. */
+  | 'refused'
+  /** A technician paused copying to this peer (`mirror pause`); persisted across restarts. */
+  | 'paused'
+
+/** Where a peer entry came from. */
+export type PeerOrigin = 'config' | 'added'
+
+/** The last failure of a sender, for `show mirror`. */
+export interface PeerFailure {
+  code: MirrorErrorCode | string
+  message: string
+  /** Wall-clock time of the failure, milliseconds since the epoch. */
+  atMs: number
+}
+
+/** Status of one configured peer, as `mailkeep show mirror --json` and `/api/v1/status` show it. */
+export interface PeerStatus {
+  host: string
+  port: number
+  /** The peer's serial once a handshake succeeded (persisted); null before. */
+  serial: string | null
+  /** Configured in `mirror.peers[]`, or added with `mirror add`. */
+  configuredBy: PeerOrigin
+  state: PeerState
+  /** Code of the failure behind `retrying`/`refused` (e.g. CONNECT_FAILED, MODEL_MISMATCH); null otherwise. */
+  reasonCode: string | null
+  /** For refusals: the value the deciding side expected (e.g. its model); null otherwise. */
+  expected: RefusalValue
+  /** For refusals: the value it got; null otherwise. */
+  actual: RefusalValue
+  /** Local ingest change-log entries after the cursor: messages still to copy. */
+  queueMessages: number
+  /** Raw size of those messages, in bytes (from their metadata; see queueEstimated). */
+  queueBytes: number
+  /**
+   * True when the queue figures are partly estimated: the change log is still being scanned
+   * or holds more entries than the tracker keeps; the untracked part counts every change-log
+   * entry as one message of the average tracked size.
+   */
+  queueEstimated: boolean
+  /** The last local change-log sequence the peer acknowledged (persisted). */
+  cursor: number
+  /** The local change log's newest sequence, for comparison with the cursor. */
+  lastSequence: number
+  /** Wall-clock time of the last acknowledged batch, milliseconds since the epoch; null before. */
+  lastSuccessAtMs: number | null
+  lastError: PeerFailure | null
+  /** Wall-clock time of the next connection attempt while retrying/refused, milliseconds since the epoch. */
+  nextRetryAtMs: number | null
+  /** True when the peer reported a retention/hold policy fingerprint that differs from ours. */
+  policyMismatch: boolean
+  /** The peer's policy fingerprint as last reported; null before the first exchange. */
+  peerPolicyFingerprint: string | null
+  /** Wall-clock time the current channel was authenticated, milliseconds since the epoch; null when not connected. */
+  connectedSinceMs: number | null
+  /** Messages the peer acknowledged since this service started. */
+  messagesSent: number
+  /** Raw bytes of those messages. */
+  bytesSent: number
+  /** Messages the peer refused for good (e.g. over its size limit) since start; each was logged. */
+  messagesRejected: number
+}
+
+/** What this system knows about a peer that copies to it (inbound channels). */
+export interface InboundPeerStatus {
+  serial: string
+  address: string
+  connected: boolean
+  /** Wall-clock time of the last authenticated inbound channel, milliseconds since the epoch. */
+  connectedSinceMs: number
+  /** Messages stored (new to this archive) since start. */
+  messagesStored: number
+  /** Messages that were already here (deduplicated by content hash) since start. */
+  messagesDuplicate: number
+  /** Messages this archive refused for good (e.g. over the size limit) since start. */
+  messagesRejected: number
+  bytesReceived: number
+  /** Wall-clock time of the last acknowledged batch, milliseconds since the epoch; null before. */
+  lastBatchAtMs: number | null
+  policyMismatch: boolean
+  peerPolicyFingerprint: string | null
+}
+
+/** A refused inbound handshake, remembered for `show mirror` (the refusing side's view). */
+export interface InboundRefusal {
+  address: string
+  /** What the peer claimed in its HELLO; null when it never got that far. */
+  serial: string | null
+  code: string
+  expected: RefusalValue
+  actual: RefusalValue
+  message: string | null
+  atMs: number
+}
+
+/** Everything `show mirror` shows. */
+export interface MirrorStatus {
+  /** The bound listener address (port resolved when 0 was configured); null when not listening. */
+  listening: { host: string; port: number } | null
+  serial: string
+  /** Our retention/hold policy fingerprint as sent to peers. */
+  policyFingerprint: string
+  /** Whether at least one local mail source is enabled (mirroring only adds copies of local mail). */
+  localSourcesEnabled: boolean
+  /** A sentence for the technician when mirroring cannot do its job as configured; null when fine. */
+  warning: string | null
+  lastSequence: number
+  peers: PeerStatus[]
+  inbound: InboundPeerStatus[]
+  /** The most recent inbound refusals, newest first (bounded). */
+  inboundRefusals: InboundRefusal[]
+}

@@ -1,0 +1,467 @@
+import t from 'tap'
+import { randomInt } from 'node:crypto'
+import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createMemoryLogger } from '../../../firmware/common/logger.js'
+import { createRandom, systemClock } from '../../../firmware/common/clock.js'
+import type { ChangeEntry, Delivery, MessageMeta } from '../../../firmware/archive/types.js'
+import { deriveMirrorSecret, generateSharedSecret } from '../../../firmware/mirror/secret.js'
+import {
+  copiedDelivery,
+  fitHeader,
+  isCopied,
+  mirrorDeliveryKey,
+  retryDelayMs,
+  selectDeliveries,
+  toWireDelivery,
+} from '../../../firmware/mirror/copy-plan.js'
+import {
+  decodeAck,
+  decodeBatchEnd,
+  decodeMessageFrame,
+  encodeAck,
+  encodeBatchEnd,
+  encodeMessageFrame,
+  encodeMessageHeader,
+  messageHeaderBytesMax,
+  type MessageHeader,
+} from '../../../firmware/mirror/copy-protocol.js'
+import { createBacklogTracker } from '../../../firmware/mirror/backlog.js'
+import { createCoalescingWriter, createPeerStateStore, effectivePeers } from '../../../firmware/mirror/peer-state.js'
+import { noLocalSourceWarning } from '../../../firmware/mirror/mirror-service.js'
+import { createMemoryArchive, localDelivery, makeMessage, sha256Hex } from './fakes.js'
+import { startFaultProxy } from './fault-proxy.js'
+import { copiesFrom, createTestNode, waitFor, type TestNode } from './nodes.js'
+
+const seed = Number(process.env.MIRROR_TEST_SEED ?? randomInt(0, 2 ** 31))
+t.comment(`seed ${seed} (MIRROR_TEST_SEED=${seed} reproduces the random content and jitter)`)
+const random = createRandom(seed)
+const host = '127.0.0.1'
+
+/** Stops nodes at the end of a test. */
+function stopAll(t: { teardown(fn: () => unknown): void }, ...nodes: TestNode[]): void {
+  t.teardown(() => Promise.all(nodes.map((node) => node.stop())))
+}
+
+const messages = (tag: string, count: number, sizeMax = 4_000): Buffer[] =>
+  Array.from({ length: count }, (_, index) => makeMessage(`${tag}-${index}`, 200 + random.int(sizeMax), random))
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+function meta(deliveries: Delivery[]): MessageMeta {
+  return { id: 'x', sizeBytes: 1, messageId: null, dateMs: null, from: [], to: [], cc: [], bcc: [], subject: null, attachments: [], flags: [], deliveries, firstArchivedAtMs: 0, origin: null }
+}
+
+// ---------------------------------------------------------------- pure parts
+
+t.test('retry delay: doubles from the minimum, capped, jittered down by at most half; refused waits the cap', async (t) => {
+  const limits = { retryDelayMsMin: 100, retryDelayMsMax: 10_000 }
+  const jitter = createRandom(seed)
+  for (let failures = 1; failures <= 20; failures++) {
+    const base = Math.min(10_000, 100 * 2 ** (failures - 1))
+    const delay = retryDelayMs(failures, limits, jitter)
+    t.ok(delay <= base && delay >= base / 2, `failure ${failures}: ${delay} ms within [${base / 2}, ${base}]`)
+  }
+  const refused = retryDelayMs(1, limits, jitter, true)
+  t.ok(refused >= 5_000 && refused <= 10_000, 'refused: the capped delay')
+  t.throws(() => retryDelayMs(0, limits, jitter), 'failures start at 1')
+})
+
+t.test('which entries and deliveries are copied', async (t) => {
+  const entry = (kind: ChangeEntry['kind'], origin: string | null, atMs = 1_000): ChangeEntry => ({ sequence: 1, kind, id: 'x', atMs, origin })
+  t.equal(isCopied(entry('ingest', null)), true)
+  t.equal(isCopied(entry('delivery', null)), true)
+  t.equal(isCopied(entry('ingest', 'MK650-B')), false, 'copies from peers are not forwarded')
+  t.equal(isCopied(entry('purge', null)), false, 'purges stay local')
+
+  const first = localDelivery(1, 100)
+  const fromPeer: Delivery = { ...localDelivery(2, 200), source: 'mirror', sourceName: 'MK650-B' }
+  const second = localDelivery(3, 300)
+  const late = localDelivery(4, 5_000)
+  const all = meta([first, fromPeer, second, late])
+  t.same(selectDeliveries(entry('ingest', null), all), [toWireDelivery(first)], 'ingest: the first delivery')
+  t.same(selectDeliveries(entry('delivery', null, 1_000), all), [toWireDelivery(second)], 'delivery: later local ones received by then')
+  t.same(selectDeliveries(entry('delivery', null, 9_000), all), [toWireDelivery(second), toWireDelivery(late)])
+  t.same(selectDeliveries(entry('ingest', null), meta([fromPeer, second])), [toWireDelivery(second)], 'first local one when the first came from a peer')
+
+  const wire = toWireDelivery(first)
+  const reordered = Object.fromEntries(Object.entries(first).reverse()) as unknown as Delivery
+  t.equal(mirrorDeliveryKey('MK650-A', wire), mirrorDeliveryKey('MK650-A', toWireDelivery(reordered)), 'stable key, whatever the field order')
+  t.not(mirrorDeliveryKey('MK650-A', wire), mirrorDeliveryKey('MK650-A', toWireDelivery(second)), 'distinct deliveries, distinct keys')
+  const recorded = copiedDelivery('MK650-A', wire)
+  t.equal(recorded.source, 'mirror')
+  t.equal(recorded.sourceName, 'MK650-A')
+  t.same(recorded.envelopeBcc, first.envelopeBcc)
+  t.equal(recorded.receivedAtMs, first.receivedAtMs)
+})
+
+t.test('copy frames: round trip, strict decoding, oversized headers trimmed', async (t) => {
+  const raw = makeMessage('frame', 3_000, random)
+  const header: MessageHeader = { sequence: 7, id: sha256Hex(raw), kind: 'ingest', sizeBytes: raw.length, deliveries: [toWireDelivery(localDelivery(1))] }
+  const decoded = decodeMessageFrame(encodeMessageFrame(encodeMessageHeader(header), raw))
+  t.same(decoded.header, header)
+  t.ok(decoded.chunk.equals(raw))
+  t.same(decodeBatchEnd(encodeBatchEnd({ batch: 3, afterSequence: 10, throughSequence: 20, messages: 5 })), { batch: 3, afterSequence: 10, throughSequence: 20, messages: 5 })
+  const ack = { batch: 3, throughSequence: 20, stored: 4, duplicates: 0, rejected: [{ sequence: 12, id: 'ab', code: 'MESSAGE_TOO_LARGE', message: 'too big' }] }
+  t.same(decodeAck(encodeAck(ack)), ack)
+
+  const protocolError = { code: 'PROTOCOL' }
+  t.throws(() => decodeMessageFrame(encodeMessageFrame(encodeMessageHeader({ ...header, id: 'not-a-hash' }), raw)), protocolError, 'bad id')
+  t.throws(() => decodeMessageFrame(encodeMessageFrame(encodeMessageHeader({ ...header, sizeBytes: 10 }), raw)), protocolError, 'more bytes than announced')
+  t.throws(() => decodeMessageFrame(Buffer.from([0, 0, 0, 200, 1, 2])), protocolError, 'header length beyond the frame')
+  t.throws(() => decodeBatchEnd(encodeBatchEnd({ batch: 1, afterSequence: 20, throughSequence: 10, messages: 0 })), protocolError, 'range backwards')
+  t.throws(() => decodeMessageFrame(encodeMessageFrame(encodeMessageHeader({ ...header, deliveries: [{ ...header.deliveries[0]!, envelopeTo: 'x' as unknown as string[] }] }), raw)), protocolError)
+
+  const huge = { ...toWireDelivery(localDelivery(2)), journalEnvelopeText: 'x'.repeat(messageHeaderBytesMax) }
+  const fitted = fitHeader({ ...header, deliveries: [toWireDelivery(localDelivery(1)), huge] })
+  t.equal(fitted.trimmed, true)
+  t.ok(Buffer.byteLength(JSON.stringify(fitted.header)) <= messageHeaderBytesMax)
+  t.equal(fitted.header.deliveries.length, 1, 'oldest delivery dropped, then the envelope text')
+  t.equal(fitted.header.deliveries[0]!.journalEnvelopeText, null)
+  t.equal(fitHeader(header).trimmed, false)
+})
+
+t.test('queue tracker: exact per cursor, follows the lowest cursor, estimates beyond its cap', async (t) => {
+  const archive = createMemoryArchive()
+  const sizes: number[] = []
+  for (let index = 0; index < 50; index++) {
+    const raw = makeMessage(`tracked-${index}`, 100 + random.int(1_000), random)
+    archive.ingest(raw, localDelivery(index), index % 5 === 4 ? 'MK650-B' : null)
+    if (index % 5 !== 4) sizes.push(raw.length)
+  }
+  const tracker = createBacklogTracker({ archive, logger: createMemoryLogger() }, { scanStepEntries: 7 })
+  const sum = (values: number[]) => values.reduce((total, value) => total + value, 0)
+  t.same(tracker.depth(0), { messages: 50, bytes: 50 * 50_000, estimated: true }, 'before the scan: every entry, assumed size')
+  await tracker.refresh()
+  t.same(tracker.depth(0), { messages: 40, bytes: sum(sizes), estimated: false }, 'local ingests only')
+  t.same(tracker.depth(25), { messages: 20, bytes: sum(sizes.slice(20)), estimated: false })
+  tracker.retain(25)
+  t.equal(tracker.stats().tracked, 20)
+  t.same(tracker.depth(30), { messages: 16, bytes: sum(sizes.slice(24)), estimated: false })
+  tracker.retain(0)
+  await tracker.refresh()
+  t.same(tracker.depth(0).messages, 40, 'a lower cursor rescans')
+
+  const capped = createBacklogTracker({ archive, logger: createMemoryLogger() }, { entriesMax: 10 })
+  await capped.refresh()
+  const depth = capped.depth(0)
+  t.equal(depth.estimated, true)
+  t.ok(depth.messages >= 40 && depth.messages <= 50, `estimated ${depth.messages} covers the untracked part`)
+})
+
+t.test('peer state: durable records, technician overlay, corrupt files quarantined', async (t) => {
+  const stateDir = await mkdtemp(join(tmpdir(), 'mailkeep-mirror-peer-state-'))
+  const logger = createMemoryLogger()
+  const store = createPeerStateStore({ logger, clock: systemClock }, { stateDir })
+  const peer = { host: 'Peer.Example', port: 9443 }
+  t.match(await store.read(peer), { cursor: 0, serial: null, paused: false }, 'fresh')
+  await store.write({ ...(await store.read(peer)), cursor: 42, serial: 'MK650-B' })
+  t.match(await store.read({ host: 'peer.example', port: 9443 }), { cursor: 42, serial: 'MK650-B' }, 'host case does not matter')
+  const [file] = (await readdir(stateDir)).filter((name) => name.startsWith('peer-'))
+  await writeFile(join(stateDir, file!), '{"version":1,"cursor":')
+  t.match(await store.read(peer), { cursor: 0 }, 'corrupt: fresh (backfill)')
+  t.ok((await readdir(stateDir)).some((name) => name.includes('.corrupt-')), 'corrupt file set aside')
+  t.ok(logger.records.some((record) => record.level === 'error' && /unusable/.test(record.msg)))
+
+  await store.writeOverlay({ added: [{ host: 'c', port: 1 }], removed: [{ host: 'A', port: 2 }] })
+  const overlay = await store.readOverlay()
+  t.same(
+    effectivePeers([{ host: 'a', port: 2 }, { host: 'b', port: 3 }, { host: 'B', port: 3 }], overlay),
+    [
+      { host: 'b', port: 3, configuredBy: 'config' },
+      { host: 'c', port: 1, configuredBy: 'added' },
+    ],
+  )
+
+  const written: number[] = []
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => (release = resolve))
+  const writer = createCoalescingWriter<number>(async (value) => {
+    written.push(value)
+    if (value === 1) await gate
+  }, () => undefined)
+  writer.schedule(1)
+  writer.schedule(2)
+  writer.schedule(3)
+  release()
+  await writer.flush()
+  t.same(written, [1, 3], 'values scheduled during a write collapse into the latest')
+})
+
+// ---------------------------------------------------------------- services over TLS
+
+t.test('two nodes: local mail crosses both ways byte-identical, with origin, BCC and deliveries kept once', async (t) => {
+  const a = await createTestNode({ serial: 'MK650-A', seed })
+  const b = await createTestNode({ serial: 'MK650-B', seed })
+  stopAll(t, a, b)
+  await a.service.addPeer({ host, port: b.port })
+  await b.service.addPeer({ host, port: a.port })
+  const fromA = messages('a', 30)
+  const fromB = messages('b', 10)
+  await Promise.all([...fromA.map((raw) => a.ingest(raw)), ...fromB.map((raw) => b.ingest(raw))])
+  await waitFor(() => copiesFrom(b, 'MK650-A').length === 30 && copiesFrom(a, 'MK650-B').length === 10, 'copies both ways')
+  t.ok(fromA.every((raw) => Buffer.from(b.archive.messages.get(sha256Hex(raw))!.raw).equals(raw)), 'A → B byte-identical')
+  t.ok(fromB.every((raw) => Buffer.from(a.archive.messages.get(sha256Hex(raw))!.raw).equals(raw)), 'B → A byte-identical')
+  const copy = b.archive.messages.get(sha256Hex(fromA[3]!))!.meta
+  t.equal(copy.origin, 'MK650-A')
+  t.equal(copy.deliveries.length, 1)
+  t.match(copy.deliveries[0], { source: 'mirror', sourceName: 'MK650-A', envelopeBcc: [/^hidden\d+@example.com$/], remoteAddress: '192.0.2.10' })
+  t.match(copy.deliveries[0]!.deliveryKey, /^mirror:MK650-A:smtp:[0-9a-f]{32}$/)
+
+  // A second local delivery of a message B already has: recorded on B once, as a delivery.
+  const again = { ...localDelivery(99), envelopeBcc: ['late@example.com'], envelopeTo: ['late@example.com'] }
+  await a.pipeline.submit(fromA[0]!, again)
+  await waitFor(() => b.archive.messages.get(sha256Hex(fromA[0]!))!.meta.deliveries.length === 2, 'second delivery on B')
+  t.same(b.archive.messages.get(sha256Hex(fromA[0]!))!.meta.deliveries[1]!.envelopeBcc, ['late@example.com'])
+  // No echo: A's copies from B (origin B) are not sent back to B, B's archive holds exactly A's and its own.
+  await waitFor(() => a.peer(b.port)!.cursor === a.archive.lastSequence() && b.peer(a.port)!.cursor === b.archive.lastSequence(), 'both cursors at the end')
+  t.equal(b.archive.messages.size, 40)
+  t.equal(a.archive.messages.size, 40)
+  t.equal(b.pipeline.submits.filter((submit) => submit.delivery.source === 'mirror').length, 31, 'B received 30 messages and 1 delivery, nothing echoed')
+  const status = a.service.status()
+  t.match(status.peers[0], { state: 'connected', serial: 'MK650-B', queueMessages: 0, queueBytes: 0, messagesSent: 31, configuredBy: 'added', reasonCode: null })
+  t.ok(status.peers[0]!.lastSuccessAtMs! > 0)
+  t.match(b.service.status().inbound.find((peer) => peer.serial === 'MK650-A'), { connected: true, messagesStored: 30, messagesDuplicate: 1 })
+  t.equal(status.warning, null)
+  t.match(a.service.healthcheck(), { ok: true, detail: /1 connected/ })
+})
+
+t.test('three nodes, full mesh: copies reach every peer from their origin and are never forwarded', async (t) => {
+  const nodes = await Promise.all(['MK650-A', 'MK650-B', 'MK650-C'].map((serial) => createTestNode({ serial, seed })))
+  stopAll(t, ...nodes)
+  const [a, b, c] = nodes as [TestNode, TestNode, TestNode]
+  for (const from of nodes) for (const to of nodes) if (from !== to) await from.service.addPeer({ host, port: to.port })
+  const fromA = messages('mesh-a', 15)
+  const fromB = messages('mesh-b', 5)
+  await Promise.all([...fromA.map((raw) => a.ingest(raw)), ...fromB.map((raw) => b.ingest(raw))])
+  await waitFor(() => copiesFrom(c, 'MK650-A').length === 15 && copiesFrom(c, 'MK650-B').length === 5 && copiesFrom(b, 'MK650-A').length === 15, 'mesh copies')
+  await waitFor(() => nodes.every((node) => node.service.status().peers.every((peer) => peer.cursor === node.archive.lastSequence())), 'all cursors at the end')
+  // C got each of A's messages from A only: one delivery, sourceName A, one submit.
+  const submitsOnC = c.pipeline.submits.filter((submit) => submit.delivery.source === 'mirror')
+  t.equal(submitsOnC.length, 20, 'C stored each message once (no copy via B)')
+  t.ok(submitsOnC.every((submit) => fromA.some((raw) => sha256Hex(raw) === submit.id) === (submit.delivery.sourceName === 'MK650-A')), 'from the origin')
+  t.equal(c.service.status().inbound.find((peer) => peer.serial === 'MK650-B')!.messagesStored, 5, 'B sent C only its own mail')
+  t.ok(b.archive.log.filter((entry) => entry.origin === 'MK650-A').length === 15, "B's change log marks A's copies with their origin")
+  t.equal(b.service.status().peers.find((peer) => peer.port === c.port)!.messagesSent, 5, "B's sender skipped A's copies")
+})
+
+t.test('a peer that is down gets everything once when it returns; queue figures in between', async (t) => {
+  let b = await createTestNode({ serial: 'MK650-B', seed })
+  const proxy = await startFaultProxy(b.port, () => ({ kind: 'pass' }))
+  const a = await createTestNode({ serial: 'MK650-A', seed, peers: [{ host, port: proxy.port }] })
+  t.teardown(() => proxy.close())
+  await waitFor(() => a.peer(proxy.port)?.state === 'connected', 'connected')
+  await b.stop()
+  const raws = messages('offline', 60)
+  for (const raw of raws) await a.ingest(raw)
+  const down = await waitFor(() => {
+    const peer = a.peer(proxy.port)!
+    return peer.state === 'retrying' && peer.queueMessages === 60 && !peer.queueEstimated && peer
+  }, 'retrying with a queue of 60')
+  t.equal(down.queueBytes, raws.reduce((total, raw) => total + raw.length, 0), 'queue bytes = raw sizes')
+  t.match(down.reasonCode, /^(TLS_FAILED|CONNECTION_CLOSED)$/, 'the proxy accepts, the peer behind it is gone')
+  t.ok(down.nextRetryAtMs! > 0 && down.lastError !== null)
+  await sleep(500)
+  // B returns (another port behind the same address), keeping its archive.
+  b = await createTestNode({ serial: 'MK650-B', seed, archive: b.archive, pipeline: b.pipeline, stateDir: b.stateDir })
+  proxy.setTarget(b.port)
+  stopAll(t, a, b)
+  await waitFor(() => copiesFrom(b, 'MK650-A').length === 60, 'all 60 on B')
+  await waitFor(() => a.peer(proxy.port)!.queueMessages === 0, 'queue drained')
+  t.equal(b.pipeline.submits.length, 60, 'each exactly once')
+  t.ok(copiesFrom(b, 'MK650-A').every((copy) => copy.meta.deliveries.length === 1))
+})
+
+t.test('backfill: a newly added peer receives the existing archive; purged and foreign entries skipped', async (t) => {
+  const a = await createTestNode({ serial: 'MK650-A', seed })
+  const b = await createTestNode({ serial: 'MK650-B', seed })
+  stopAll(t, a, b)
+  const raws = messages('backfill', 250)
+  for (const raw of raws) await a.ingest(raw)
+  a.archive.purge(sha256Hex(raws[7]!))
+  // Copies A holds from a third peer must not be passed on.
+  for (const raw of messages('foreign', 5)) a.archive.ingest(raw, { ...localDelivery(0), source: 'mirror', sourceName: 'MK650-C' }, 'MK650-C')
+  const added = await a.service.addPeer({ host, port: b.port })
+  t.equal(added.cursor, 0)
+  t.equal(added.configuredBy, 'added')
+  await waitFor(() => copiesFrom(b, 'MK650-A').length === 249, '249 copies')
+  await waitFor(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), 'cursor past the foreign entries')
+  t.equal(b.archive.messages.size, 249, 'nothing purged, nothing foreign')
+  t.equal(b.archive.messages.has(sha256Hex(raws[7]!)), false)
+  // Mail archived without a notify() (the fallback poll finds it), and a stored message whose
+  // bytes no longer match its id (not sent: the peer would refuse the batch forever).
+  const unnotified = makeMessage('unnotified', 600, random)
+  a.archive.ingest(unnotified, localDelivery(1), null)
+  const damaged = makeMessage('damaged', 600, random)
+  a.archive.ingest(damaged, localDelivery(2), null)
+  const damagedBytes = a.archive.messages.get(sha256Hex(damaged))!.raw
+  damagedBytes[10] = damagedBytes[10]! ^ 0xff
+  await waitFor(() => b.archive.messages.has(sha256Hex(unnotified)), 'copied by the poll')
+  await waitFor(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), 'cursor past the damaged message')
+  t.equal(copiesFrom(b, 'MK650-A').length, 250, 'the damaged message is not copied')
+  t.ok(a.logger.records.some((record) => record.level === 'error' && /failed its integrity check/.test(record.msg)))
+  await t.rejects(a.service.addPeer({ host, port: b.port }), { code: 'PEER_EXISTS' })
+  await t.rejects(a.service.addPeer({ host: '', port: 0 }), { code: 'PEER_INVALID' })
+  await t.rejects(a.service.pausePeer({ host, port: 1 }), { code: 'PEER_UNKNOWN' })
+})
+
+t.test('restart of the sender: the cursor survives, nothing acknowledged is sent again', async (t) => {
+  const b = await createTestNode({ serial: 'MK650-B', seed })
+  const stateDir = await mkdtemp(join(tmpdir(), 'mailkeep-mirror-restart-'))
+  let a = await createTestNode({ serial: 'MK650-A', seed, stateDir, peers: [{ host, port: b.port }] })
+  const raws = messages('restart', 40)
+  for (const raw of raws) await a.ingest(raw)
+  await waitFor(() => a.peer(b.port)!.cursor === 40, 'acknowledged')
+  await a.stop()
+  await a.stop()
+  const saved = JSON.parse(await readFile(join(stateDir, `peer-127.0.0.1-${b.port}.json`), 'utf8'))
+  t.match(saved, { version: 1, cursor: 40, serial: 'MK650-B', paused: false })
+  const submitsBefore = b.pipeline.submits.length
+  a = await createTestNode({ serial: 'MK650-A', seed, stateDir, archive: a.archive, pipeline: a.pipeline, peers: [{ host, port: b.port }] })
+  stopAll(t, a, b)
+  await waitFor(() => a.peer(b.port)!.state === 'connected', 'reconnected')
+  t.equal(a.peer(b.port)!.cursor, 40)
+  await sleep(300)
+  t.equal(b.pipeline.submits.length, submitsBefore, 'no resend after restart')
+  await a.ingest(makeMessage('after-restart', 500, random))
+  await waitFor(() => b.pipeline.submits.length === submitsBefore + 1, 'the new one')
+  await sleep(100)
+  t.equal(b.pipeline.submits.length, submitsBefore + 1, 'only the new one')
+})
+
+t.test('refusals: model, firmware and secret mismatches show their reason on both sides; a fixed peer recovers', async (t) => {
+  const a = await createTestNode({ serial: 'MK650-A', seed })
+  const otherModel = await createTestNode({ serial: 'MK850-C', model: 850, seed, peers: [{ host, port: a.port }] })
+  let otherFirmware = await createTestNode({ serial: 'MK650-D', firmwareVersion: '1.0.1', seed })
+  const otherSecret = await createTestNode({ serial: 'MK650-E', seed, secret: await deriveMirrorSecret(generateSharedSecret()) })
+  const proxy = await startFaultProxy(otherFirmware.port, () => ({ kind: 'pass' }))
+  t.teardown(() => proxy.close())
+  for (const port of [otherModel.port, proxy.port, otherSecret.port]) await a.service.addPeer({ host, port })
+  const refused = (node: TestNode, port: number, code: string) =>
+    waitFor(() => {
+      const peer = node.peer(port)
+      return peer?.state === 'refused' && peer.reasonCode === code && peer
+    }, `${node.serial} → ${port} refused ${code}`)
+  t.match(await refused(a, otherModel.port, 'MODEL_MISMATCH'), { expected: 850, actual: 650 })
+  t.match(await refused(a, proxy.port, 'FIRMWARE_MISMATCH'), { expected: '1.0.1', actual: '1.0.0' })
+  t.match(await refused(a, otherSecret.port, 'AUTH_FAILED'), { serial: null })
+  // The other side of each: the listener's refusal, and C's own sender to A.
+  t.match(await refused(otherModel, a.port, 'MODEL_MISMATCH'), { expected: 650, actual: 850 })
+  const inboundOf = (node: TestNode, code: string) => waitFor(() => node.service.status().inboundRefusals.find((refusal) => refusal.code === code), `${node.serial} inbound ${code}`)
+  t.match(await inboundOf(otherModel, 'MODEL_MISMATCH'), { serial: 'MK650-A', expected: 850, actual: 650 })
+  t.match(await inboundOf(otherFirmware, 'FIRMWARE_MISMATCH'), { serial: 'MK650-A', expected: '1.0.1', actual: '1.0.0' })
+  t.match(await inboundOf(otherSecret, 'AUTH_FAILED'), { serial: 'MK650-A' })
+  t.match(await inboundOf(a, 'MODEL_MISMATCH'), { serial: 'MK850-C', expected: 650, actual: 850 })
+  t.ok(a.audits.some((event) => event.direction === 'outbound' && event.code === 'FIRMWARE_MISMATCH'), 'audited')
+
+  // D is updated to the same firmware: A notices on its next (capped) retry and copies.
+  await a.ingest(makeMessage('after-fix', 500, random))
+  await otherFirmware.stop()
+  otherFirmware = await createTestNode({ serial: 'MK650-D', seed, archive: otherFirmware.archive, pipeline: otherFirmware.pipeline })
+  proxy.setTarget(otherFirmware.port)
+  stopAll(t, a, otherModel, otherFirmware, otherSecret)
+  await waitFor(() => a.peer(proxy.port)!.state === 'connected', 'recovered')
+  await waitFor(() => copiesFrom(otherFirmware, 'MK650-A').length === 1, 'copied after the fix')
+  t.equal(a.peer(proxy.port)!.reasonCode, null)
+  t.equal(otherSecret.archive.messages.size, 0, 'nothing ever reached the peer with another secret')
+})
+
+t.test('pause and resume survive a restart; removed and added peers too', async (t) => {
+  const b = await createTestNode({ serial: 'MK650-B', seed })
+  const c = await createTestNode({ serial: 'MK650-C', seed })
+  const stateDir = await mkdtemp(join(tmpdir(), 'mailkeep-mirror-ops-'))
+  const config = [{ host, port: b.port }, { host, port: c.port }]
+  let a = await createTestNode({ serial: 'MK650-A', seed, stateDir, peers: config })
+  await waitFor(() => a.peer(b.port)?.state === 'connected', 'connected')
+  t.match(await a.service.pausePeer({ host, port: b.port }), { state: 'paused' })
+  const raws = messages('paused', 5)
+  for (const raw of raws) await a.ingest(raw)
+  await waitFor(() => copiesFrom(c, 'MK650-A').length === 5, 'C still gets copies')
+  t.equal(copiesFrom(b, 'MK650-A').length, 0, 'B gets nothing while paused')
+  t.match(a.peer(b.port), { state: 'paused', queueMessages: 5, queueEstimated: false })
+  await a.service.removePeer({ host, port: c.port })
+  const d = await createTestNode({ serial: 'MK650-D', seed })
+  await a.service.addPeer({ host, port: d.port })
+  await a.stop()
+
+  a = await createTestNode({ serial: 'MK650-A', seed, stateDir, archive: a.archive, pipeline: a.pipeline, peers: config })
+  stopAll(t, a, b, c, d)
+  t.same(
+    a.service.status().peers.map((peer) => [peer.port, peer.configuredBy]),
+    [
+      [b.port, 'config'],
+      [d.port, 'added'],
+    ],
+    'C stays removed, D stays added',
+  )
+  await sleep(300)
+  t.equal(a.peer(b.port)!.state, 'paused', 'still paused after restart')
+  await waitFor(() => copiesFrom(d, 'MK650-A').length === 5, 'D backfilled')
+  await a.service.resumePeer({ host, port: b.port })
+  await waitFor(() => copiesFrom(b, 'MK650-A').length === 5, 'B gets them after resume')
+  await waitFor(() => a.peer(b.port)!.queueMessages === 0, 'queue empty')
+  // A removed config peer comes back with addPeer, as a config peer again.
+  t.match(await a.service.addPeer({ host, port: c.port }), { configuredBy: 'config', cursor: 0 })
+})
+
+t.test('policy fingerprints: a difference shows on both sides and is logged once; local-source warning; secret never logged', async (t) => {
+  const secretText = generateSharedSecret()
+  const b = await createTestNode({ serial: 'MK650-B', seed, policyFingerprint: 'retention-7y', service: { sharedSecret: secretText } })
+  const a = await createTestNode({
+    serial: 'MK650-A',
+    seed,
+    policyFingerprint: 'retention-10y',
+    localSourcesEnabled: false,
+    peers: [{ host, port: b.port }],
+    service: { sharedSecret: secretText },
+  })
+  stopAll(t, a, b)
+  await waitFor(() => a.peer(b.port)?.peerPolicyFingerprint === 'retention-7y', 'policy exchanged')
+  t.equal(a.peer(b.port)!.policyMismatch, true)
+  await waitFor(() => b.service.status().inbound[0]?.policyMismatch === true, 'B sees it too')
+  t.equal(b.service.status().inbound[0]!.peerPolicyFingerprint, 'retention-10y')
+  // Reconnects exchange again; the warning is logged once.
+  await a.ingest(makeMessage('policy', 300, random))
+  await waitFor(() => copiesFrom(b, 'MK650-A').length === 1, 'copied')
+  t.equal(a.logger.records.filter((record) => /different retention or hold/.test(record.msg)).length, 1)
+  const status = a.service.status()
+  t.equal(status.warning, noLocalSourceWarning)
+  t.equal(status.localSourcesEnabled, false)
+  t.equal(b.service.status().warning, null)
+  // The secret (given as text here) never reaches a log line or an audit event.
+  const logged = JSON.stringify([...a.logger.records, ...b.logger.records, ...a.audits, ...b.audits])
+  t.ok(logged.length > 1_000, 'there are logs to look through')
+  t.notOk(logged.includes(secretText), 'no secret in logs')
+  t.notOk(JSON.stringify(a.service.status()).includes(secretText), 'no secret in status')
+})
+
+t.test('a different appliance at a peer address gets the whole archive', async (t) => {
+  const first = await createTestNode({ serial: 'MK650-B1', seed })
+  const proxy = await startFaultProxy(first.port, () => ({ kind: 'pass' }))
+  const a = await createTestNode({ serial: 'MK650-A', seed, peers: [{ host, port: proxy.port }] })
+  t.teardown(() => proxy.close())
+  const raws = messages('replaced', 20)
+  for (const raw of raws) await a.ingest(raw)
+  await waitFor(() => a.peer(proxy.port)!.cursor === 20, 'first copied everything')
+  await first.stop()
+  const second = await createTestNode({ serial: 'MK650-B2', seed })
+  proxy.setTarget(second.port)
+  proxy.cutAll()
+  stopAll(t, a, second)
+  await waitFor(() => copiesFrom(second, 'MK650-A').length === 20, 'the replacement got everything')
+  t.equal(a.peer(proxy.port)!.serial, 'MK650-B2')
+  await a.stop()
+  const saved = JSON.parse(await readFile(join(a.stateDir, `peer-127.0.0.1-${proxy.port}.json`), 'utf8'))
+  t.same(saved.previousSerials, ['MK650-B1'])
+  t.ok(a.logger.records.some((record) => record.level === 'warn' && /different serial/.test(record.msg)))
+})
+
+t.test('start fails early for a model that may not mirror and operations need a running service', async (t) => {
+  const node = await createTestNode({ serial: 'MK350-Z', model: 350, seed }, false)
+  await t.rejects(node.service.start(), { name: 'MirrorError', code: 'MODEL_NOT_ELIGIBLE' })
+  await node.stop()
+  const idle = await createTestNode({ serial: 'MK650-Y', seed }, false)
+  await t.rejects(idle.service.addPeer({ host, port: 1 }), { code: 'STOPPED' })
+  await idle.stop()
+})

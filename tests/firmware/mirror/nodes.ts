@@ -1,0 +1,150 @@
+/**
+ * Mirror nodes for tests and the benchmark: a real mirror service (TLS on 127.0.0.1) over an
+ * in-memory archive and pipeline, with short timeouts.
+ */
+import { mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createMemoryLogger, type Logger, type LogRecord } from '../../../firmware/common/logger.js'
+import { createRandom, systemClock } from '../../../firmware/common/clock.js'
+import { loadOrCreateIdentityCertificate, type IdentityCertificate } from '../../../firmware/mirror/certificate.js'
+import { deriveMirrorSecret, generateSharedSecret, type MirrorSecret } from '../../../firmware/mirror/secret.js'
+import type { MirrorAuditEvent } from '../../../firmware/mirror/listener.js'
+import { createMirrorService, type MirrorService, type MirrorServiceOptions } from '../../../firmware/mirror/mirror-service.js'
+import type { PeerAddress, PeerStatus } from '../../../firmware/mirror/types.js'
+import type { IngestResult } from '../../../firmware/archive/types.js'
+import { createMemoryArchive, createMemoryPipeline, localDelivery, type MemoryArchive, type MemoryPipeline, type MemoryPipelineOptions } from './fakes.js'
+
+const certificates = new Map<string, Promise<IdentityCertificate>>()
+
+/** One certificate per serial for the whole process (RSA key generation is the slow part). */
+export function certificateFor(serial: string): Promise<IdentityCertificate> {
+  let certificate = certificates.get(serial)
+  if (!certificate) {
+    certificate = mkdtemp(join(tmpdir(), 'mailkeep-mirror-cert-')).then((dataDir) =>
+      loadOrCreateIdentityCertificate({ logger: createMemoryLogger('error'), clock: systemClock }, { dataDir, serial }),
+    )
+    certificates.set(serial, certificate)
+  }
+  return certificate
+}
+
+let sharedSecret: Promise<MirrorSecret> | undefined
+/** The shared secret of the test mesh, derived once. */
+export function meshSecret(): Promise<MirrorSecret> {
+  sharedSecret ??= deriveMirrorSecret(generateSharedSecret())
+  return sharedSecret
+}
+
+export interface TestNodeOptions {
+  serial: string
+  model?: number
+  firmwareVersion?: string
+  peers?: PeerAddress[]
+  port?: number
+  stateDir?: string
+  secret?: MirrorSecret
+  policyFingerprint?: string
+  localSourcesEnabled?: boolean
+  seed?: number
+  /** Keep the archive and pipeline of a previous instance (a restart of the service only). */
+  archive?: MemoryArchive
+  pipeline?: MemoryPipeline
+  pipelineOptions?: MemoryPipelineOptions
+  service?: Partial<MirrorServiceOptions>
+  logger?: Logger
+}
+
+export interface TestNode {
+  serial: string
+  service: MirrorService
+  archive: MemoryArchive
+  pipeline: MemoryPipeline
+  logger: Logger & { records: LogRecord[] }
+  audits: MirrorAuditEvent[]
+  port: number
+  stateDir: string
+  /** Archives a message locally (an SMTP delivery with a BCC) through the pipeline. */
+  ingest(raw: Uint8Array, index?: number): Promise<IngestResult>
+  peer(port: number): PeerStatus | undefined
+  stop(): Promise<void>
+}
+
+/** Test timing: short enough for quick tests, long enough for a loaded CI machine. */
+export const testTimings = {
+  retryDelayMsMin: 20,
+  retryDelayMsMax: 300,
+  handshakeTimeoutMs: 3_000,
+  ackTimeoutMs: 2_000,
+  pollIntervalMs: 250,
+  idleTimeoutMs: 2_000,
+} as const
+
+/** Creates and starts a node (does not start it when `start` is false). */
+export async function createTestNode(options: TestNodeOptions, start = true): Promise<TestNode> {
+  const logger = createMemoryLogger('debug')
+  const audits: MirrorAuditEvent[] = []
+  const archive = options.archive ?? createMemoryArchive()
+  const pipeline = options.pipeline ?? createMemoryPipeline(archive, options.pipelineOptions)
+  const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), `mailkeep-mirror-state-${options.serial}-`)))
+  const service = createMirrorService(
+    {
+      logger: options.logger ?? logger,
+      clock: systemClock,
+      random: createRandom(options.seed ?? 1),
+      archive,
+      pipeline,
+      identity: { model: options.model ?? 650, serial: options.serial, firmwareVersion: options.firmwareVersion ?? '1.0.0' },
+      certificate: await certificateFor(options.serial),
+      audit: (event) => audits.push(event),
+      policyFingerprint: () => options.policyFingerprint ?? 'policy-v1',
+    },
+    {
+      host: '127.0.0.1',
+      port: options.port ?? 0,
+      sharedSecret: options.secret ?? (await meshSecret()),
+      peers: options.peers ?? [],
+      stateDir,
+      localSourcesEnabled: options.localSourcesEnabled ?? true,
+      batchMessagesMax: 100,
+      batchBytesMax: 1024 * 1024,
+      inflightBatchesMax: 4,
+      ...testTimings,
+      ...options.service,
+    },
+  )
+  // A restarted node adds its own listener; a stopped service ignores notify().
+  pipeline.addListener((result, delivery) => service.notify(result, delivery))
+  if (start) await service.start()
+  let counter = 0
+  const node: TestNode = {
+    serial: options.serial,
+    service,
+    archive,
+    pipeline,
+    logger,
+    audits,
+    port: service.address()?.port ?? 0,
+    stateDir,
+    ingest: (raw, index = counter++) => pipeline.submit(raw, localDelivery(index)),
+    peer: (port) => service.status().peers.find((peer) => peer.port === port),
+    stop: () => service.stop(),
+  }
+  return node
+}
+
+/** Polls `probe` every 10 ms until it returns something other than undefined/false. */
+export async function waitFor<T>(probe: () => T | undefined | false, what: string, timeoutMs = 15_000): Promise<T> {
+  const started = Date.now()
+  for (;;) {
+    const value = probe()
+    if (value !== undefined && value !== false) return value
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+/** Messages in `node`'s archive whose origin is `serial`. */
+export function copiesFrom(node: TestNode, serial: string): Array<{ raw: Uint8Array; meta: import('../../../firmware/archive/types.js').MessageMeta }> {
+  return [...node.archive.messages.values()].filter((message) => message.meta.origin === serial)
+}
