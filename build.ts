@@ -2,6 +2,7 @@
  * Builds the firmware image with Bun: `npm run build` → dist/
  *   mailkeep.js    the service (bundle of boot/main.ts)
  *   cli.js         the `mailkeep` command and serial console (bundle of boot/cli.ts)
+ *   factory-test.js  the factory test (`mailkeep factory-test`)
  *   start.sh       starts the service from dist/ with the packaged Bun
  *   manifest.json  name, firmware version, compatible models, SHA-256 of every file
  * lmdb (a native addon) stays external and is resolved from node_modules beside dist/, as
@@ -27,7 +28,7 @@ declare const Bun: { build(options: Record<string, unknown>): Promise<BunBuildRe
 async function main(): Promise<void> {
   await rm(outdir, { recursive: true, force: true })
   await mkdir(outdir, { recursive: true })
-  const entries = { 'mailkeep.js': 'boot/main.ts', 'cli.js': 'boot/cli.ts' }
+  const entries = { 'mailkeep.js': 'boot/main.ts', 'cli.js': 'boot/cli.ts', 'factory-test.js': 'scripts/factory-test.ts' }
   for (const [name, entry] of Object.entries(entries)) {
     const result = await Bun.build({
       entrypoints: [join(root, entry)],

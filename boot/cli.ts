@@ -16,7 +16,7 @@ import { ControlError } from '../firmware/control/errors.js'
 import { runConsole, helpFor } from './console.js'
 import { firmwareVersion } from './version.js'
 import { readFile } from 'node:fs/promises'
-import { resolve as resolvePath } from 'node:path'
+import { resolve as resolvePath, join } from 'node:path'
 
 const usageText = `usage: mailkeep [--config FILE] [--json] COMMAND
 
@@ -24,7 +24,10 @@ local commands:
   config check FILE        validate a configuration file without booting (exit 78 if invalid)
   config schema            print the configuration's JSON Schema
   hash-password            read a password on stdin, print its scrypt hash for the config
+  mirror generate-secret   print a new random shared secret for mirror.sharedSecret (160 bits)
   console                  the technician's interactive console
+  factory-test [--burn-in MINUTES] [--report FILE]
+                           run the factory checks (TAP on stdout, JSON report)
   import PATH              import an mbox, maildir, .eml file or folder of .eml, with progress
                            (resumable: run it again after an interruption) [technician]
   version                  this CLI's firmware version
@@ -136,6 +139,12 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(JSON.stringify(configSchema, null, 2) + '\n')
     return exitCodes.ok
   }
+  if (first === 'factory-test') return runFactoryTest(argv.filter((arg) => arg !== 'factory-test'))
+  if (first === 'mirror' && second === 'generate-secret') {
+    const { generateSharedSecret } = await import('../firmware/mirror/secret.js')
+    process.stdout.write(generateSharedSecret() + '\n')
+    return exitCodes.ok
+  }
   if (first === 'hash-password') {
     const password = process.stdin.isTTY ? await readHidden('password: ') : await readStdinLine()
     if (!password) {
@@ -156,7 +165,7 @@ async function main(argv: string[]): Promise<number> {
     }
     throw error
   }
-  if (first === 'console') return runConsole({ socketPath: config.control.socketPath })
+  if (first === 'console') return runConsole({ socketPath: config.control.socketPath, configFile: args.configFile, runFactoryTest })
   if (first === 'import' && args.words.length === 2) return runImport(config.control.socketPath, resolvePath(second!), args)
 
   const resolved = resolveCommand(args.words)
@@ -189,6 +198,24 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`mailkeep: ${error.message}\n`)
     return error.code === 'USAGE' || error.code === 'UNKNOWN_COMMAND' ? exitCodes.usage : exitCodes.failure
   }
+}
+
+/**
+ * `mailkeep factory-test`: runs the factory test script (the built image's
+ * dist/factory-test.js, or scripts/factory-test.ts in a source checkout) on this runtime
+ * with the same arguments; its exit code is ours.
+ */
+export async function runFactoryTest(argv: string[]): Promise<number> {
+  const { spawn } = await import('node:child_process')
+  const { existsSync } = await import('node:fs')
+  const here = import.meta.dirname
+  const built = join(here, 'factory-test.js')
+  const script = existsSync(built) ? built : join(here, '..', 'scripts', 'factory-test.ts')
+  const child = spawn(process.execPath, [script, ...argv], { stdio: 'inherit' })
+  return new Promise((resolve) => {
+    child.on('exit', (code) => resolve(code ?? exitCodes.failure))
+    child.on('error', () => resolve(exitCodes.failure))
+  })
 }
 
 interface ImportProgress {

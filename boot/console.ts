@@ -8,6 +8,7 @@ import { ControlError } from '../firmware/control/errors.js'
 const localCommands = [
   { name: 'help', summary: 'list commands (also: `?`, or `show ?` after a partial command)' },
   { name: 'enable', summary: 'enter the technician password to unlock state-changing commands' },
+  { name: 'factory-test', summary: 'run the factory checks (TAP and a JSON report); factory-test --burn-in MINUTES' },
   { name: 'exit', summary: 'leave the console' },
 ]
 
@@ -34,7 +35,7 @@ export function helpFor(partial: string): string {
  * down: each command reconnects and says clearly that the service is not running.
  * `enable` asks for the technician password without echoing it.
  */
-export async function runConsole(options: { socketPath: string; input?: NodeJS.ReadableStream; output?: NodeJS.WritableStream }): Promise<number> {
+export async function runConsole(options: { socketPath: string; configFile?: string; runFactoryTest?: (argv: string[]) => Promise<number>; input?: NodeJS.ReadableStream; output?: NodeJS.WritableStream }): Promise<number> {
   const input = options.input ?? process.stdin
   const realOutput = (options.output ?? process.stdout) as NodeJS.WritableStream & { isTTY?: boolean; columns?: number }
   let muted = false
@@ -121,6 +122,13 @@ export async function runConsole(options: { socketPath: string; input?: NodeJS.R
     if (words[0] === 'exit' || words[0] === 'quit') return false
     if (words[0] === 'help') {
       say(helpFor(words.slice(1).join(' ')))
+      return true
+    }
+    if (words[0] === 'factory-test' && options.runFactoryTest) {
+      rl.pause()
+      const code = await options.runFactoryTest([...(options.configFile ? ['--config', options.configFile] : []), ...words.slice(1)])
+      rl.resume()
+      say(`factory test ${code === 0 ? 'passed' : `failed (exit ${code})`}`)
       return true
     }
     if (words[0] === 'enable') {

@@ -13,6 +13,10 @@ import { createSmtpSource } from '../firmware/sources/smtp/index.js'
 import { createJournalSource } from '../firmware/sources/journal/journal-source.js'
 import { createImportService } from '../firmware/sources/import/index.js'
 import { loadOrCreateIdentityCertificate } from '../firmware/mirror/certificate.js'
+import { createMirrorService } from '../firmware/mirror/mirror-service.js'
+import { modelProfile } from '../config/models.js'
+import { createRandom } from '../firmware/common/clock.js'
+import { createHash, randomInt } from 'node:crypto'
 import { createHttpApi } from '../firmware/api/http-api.js'
 import { loadAdminCredential } from '../firmware/api/auth.js'
 import type { ManagedService } from './appliance.js'
@@ -67,7 +71,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   )
   const credential = await loadAdminCredential({ clock }, { dataDir: config.dataDir, adminPasswordHash: config.http.adminPasswordHash })
   const storeStats = () => archive.stats()
-  const status = async () => ({ store: await storeStats() })
+  const status = async () => ({ store: await storeStats(), mirror: mirrorStatus() })
   const http = config.http.enabled
     ? createHttpApi(
         {
@@ -98,6 +102,72 @@ export async function composeServices(context: { config: Readonly<Config>; logge
     })
   }
 
+  // Mirroring needs a model that may mirror and a shared secret; otherwise status says why.
+  const profile = modelProfile(context.identity.model)
+  const mirrorDisabledReason = !config.mirror.enabled
+    ? 'disabled in config (mirror.enabled)'
+    : !profile?.mirroringAllowed
+      ? `model ${context.identity.model} does not mirror (models 450 and up do)`
+      : !config.mirror.sharedSecret
+        ? 'no mirror.sharedSecret configured (generate one with `mailkeep mirror generate-secret`)'
+        : null
+  const localSourcesEnabled = config.smtp.enabled || config.journal.sources.some((source) => source.enabled)
+  // Retention and holds are not built yet: every system has the same (empty) policy set.
+  const policyFingerprint = createHash('sha256').update(JSON.stringify({ retention: [], holds: [] })).digest('hex')
+  const mirror = mirrorDisabledReason
+    ? undefined
+    : createMirrorService(
+        {
+          logger,
+          clock,
+          random: createRandom(randomInt(2 ** 31)),
+          archive,
+          pipeline,
+          identity: { model: context.identity.model, serial: context.identity.serial, firmwareVersion: context.identity.firmwareVersion },
+          certificate,
+          audit: (event) => logger.child('audit').info('mirror handshake', { ...event }),
+          policyFingerprint: () => policyFingerprint,
+        },
+        {
+          host: config.mirror.host,
+          port: config.mirror.port,
+          sharedSecret: config.mirror.sharedSecret!,
+          peers: config.mirror.peers,
+          stateDir: join(config.dataDir, 'mirror', 'peers'),
+          localSourcesEnabled,
+          batchMessagesMax: 1_000,
+          batchBytesMax: 16 * 1024 * 1024,
+          inflightBatchesMax: 4,
+          retryDelayMsMin: 500,
+          retryDelayMsMax: 30_000,
+          handshakeTimeoutMs: 10_000,
+          ackTimeoutMs: 120_000,
+        },
+      )
+  if (mirror) {
+    pipeline.addListener((result, delivery) => mirror.notify(result, delivery))
+    services.push({
+      name: 'mirror',
+      start: () => mirror.start(),
+      stop: () => mirror.stop(),
+      healthcheck: () => mirror.healthcheck(),
+      listeners: (): Record<string, string> => {
+        const address = mirror.address()
+        return address ? { mirror: `${address.host}:${address.port}` } : {}
+      },
+    })
+  }
+  const mirrorStatus = () => (mirror ? mirror.status() : { enabled: false, reason: mirrorDisabledReason, peers: [] })
+  const peerArgument = (text: string | undefined) => {
+    const match = /^(.+):(\d{1,5})$/.exec(text ?? '')
+    if (!match) throw new ControlError('USAGE', `a peer is host:port (got ${JSON.stringify(text)})`)
+    return { host: match[1]!, port: Number(match[2]) }
+  }
+  const needMirror = () => {
+    if (!mirror) throw new ControlError('UNAVAILABLE', `mirroring is off: ${mirrorDisabledReason}`)
+    return mirror
+  }
+
   const journalByName = new Map(journals.map((journal) => [journal.name.replace(/^journal:/, ''), journal]))
   const searchArgs = (args: string[]) => {
     const words: string[] = []
@@ -113,6 +183,11 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   const handlers = new Map<string, CommandHandler>([
     ['show store', () => storeStats()],
     ['show journal', () => journals.map((journal) => journal.status())],
+    ['show mirror', () => mirrorStatus()],
+    ['mirror add', ([peer]) => needMirror().addPeer(peerArgument(peer))],
+    ['mirror remove', async ([peer]) => (await needMirror().removePeer(peerArgument(peer)), { message: `removed ${peer}` })],
+    ['mirror pause', ([peer]) => needMirror().pausePeer(peerArgument(peer))],
+    ['mirror resume', ([peer]) => needMirror().resumePeer(peerArgument(peer))],
     ['search', (args) => {
       const { query, limit, cursor } = searchArgs(args)
       return index.search(query, { limit, cursor })

@@ -16,7 +16,7 @@ import { exitCodes } from '../firmware/common/errors.js'
 import { createConfiguredHal } from '../boot/hal.js'
 import { firmwareVersion } from '../boot/version.js'
 import { hardwareChecks, runChecks, tapLine, disksCheck, volumeCheck, type CheckResult, type FactoryCheck } from './factory/checks.js'
-import { firmwareLoopbackCheck } from './factory/firmware-checks.js'
+import { firmwareLoopbackCheck, mirrorLoopbackCheck } from './factory/firmware-checks.js'
 
 /** A burn-in round whose throughput falls below this share of the first round counts as degradation. */
 export const burnInThroughputRatioMin = 0.7
@@ -73,7 +73,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     const identity = await hal.identity()
     const context = { hal, dataDir: config.dataDir, profile: modelProfile(identity.model) }
-    const checks: FactoryCheck[] = [...hardwareChecks({ volumeBytes, volumeMegabytesPerSecondMin }), firmwareLoopbackCheck]
+    const checks: FactoryCheck[] = [...hardwareChecks({ volumeBytes, volumeMegabytesPerSecondMin }), firmwareLoopbackCheck, mirrorLoopbackCheck]
     process.stdout.write('TAP version 14\n')
     let number = 0
     const print = (result: CheckResult) => process.stdout.write(tapLine(result, ++number) + '\n')
@@ -103,8 +103,8 @@ async function main(argv: string[]): Promise<number> {
 
 /**
  * Repeats the disk and data-volume checks until `minutes` have passed and reports
- * degradation: any failing round, or volume throughput falling below
- * burnInThroughputRatioMin of the first round's.
+ * degradation: any failing round, or the median write throughput of the last third of the
+ * rounds falling below burnInThroughputRatioMin of the first third's.
  */
 async function burnIn(context: Parameters<FactoryCheck['run']>[0], minutes: number, volumeBytes: number | undefined, volumeMegabytesPerSecondMin: number | undefined, print: (result: CheckResult) => void): Promise<CheckResult[]> {
   const deadlineMs = performance.now() + minutes * 60_000
@@ -119,8 +119,12 @@ async function burnIn(context: Parameters<FactoryCheck['run']>[0], minutes: numb
     const value = results[1]!.value as { writeMegabytesPerSecond?: number } | null
     if (value?.writeMegabytesPerSecond !== undefined) rates.push(value.writeMegabytesPerSecond)
   } while (performance.now() < deadlineMs)
-  const first = rates[0] ?? 0
-  const worst = rates.length ? Math.min(...rates) : 0
+  // Medians of the first and last thirds: one slow round on a busy volume is noise, a
+  // sustained drop is degradation.
+  const third = Math.max(1, Math.floor(rates.length / 3))
+  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0
+  const first = median(rates.slice(0, third))
+  const worst = median(rates.slice(-third))
   const degraded = first > 0 && worst < first * burnInThroughputRatioMin
   const result: CheckResult = {
     name: 'burn-in',
@@ -129,8 +133,8 @@ async function burnIn(context: Parameters<FactoryCheck['run']>[0], minutes: numb
       failures > 0
         ? `${failures} failing check(s) over ${rounds} round(s)`
         : degraded
-          ? `write throughput degraded from ${first} to ${worst} MB/s over ${rounds} round(s)`
-          : `${rounds} round(s) clean; write ${worst}–${Math.max(...rates)} MB/s`,
+          ? `write throughput degraded from a median ${first} to ${worst} MB/s over ${rounds} round(s)`
+          : `${rounds} round(s) clean; median write ${first} MB/s first, ${worst} MB/s last`,
     value: { rounds, failures, writeMegabytesPerSecond: rates },
     limit: { failures: 0, throughputRatioMin: burnInThroughputRatioMin },
     durationMs: Math.round(performance.now() - startedMs),

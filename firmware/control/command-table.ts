@@ -107,6 +107,15 @@ const renderSearch = (result: unknown): string => {
   return lines.join('\n')
 }
 
+const renderMirror = (result: unknown): string => {
+  const mirror = result as { enabled?: boolean; reason?: string | null; warning?: string | null; peers: Row[] }
+  const lines: string[] = []
+  if (mirror.enabled === false) lines.push(`mirroring off: ${mirror.reason}`)
+  if (mirror.warning) lines.push(`warning: ${mirror.warning}`)
+  lines.push(table(mirror.peers, ['host', 'port', 'serial', 'state', 'reasonCode', 'queueMessages', 'queueBytes', 'lastSuccessAtMs', 'lastError']))
+  return lines.join('\n')
+}
+
 const renderImport = (result: unknown): string => {
   const jobs = (Array.isArray(result) ? result : [result]) as Row[]
   return table(jobs, ['id', 'state', 'format', 'processed', 'imported', 'duplicates', 'flagged', 'failed', 'path'])
@@ -120,6 +129,11 @@ export const commandTable: readonly CommandSpec[] = [
   { name: 'show nics', summary: 'network interfaces, link, speed and addresses', args: [], technician: false, render: renderNics },
   { name: 'show config', summary: 'effective configuration (secrets redacted)', args: [], technician: false, render: (result) => JSON.stringify(result, null, 2) },
   { name: 'show store', summary: 'archive figures: messages, deliveries, bytes, last sequence', args: [], technician: false, render: renderObject },
+  { name: 'show mirror', summary: 'mirror peers: state, reason code, queue depth, last success and error', args: [], technician: false, render: renderMirror },
+  { name: 'mirror add', summary: 'add a mirror peer (backfills it with the whole archive)', args: [{ name: 'host:port', kind: 'string' }], technician: true, render: renderMessage },
+  { name: 'mirror remove', summary: 'remove a mirror peer', args: [{ name: 'host:port', kind: 'string' }], technician: true, render: renderMessage },
+  { name: 'mirror pause', summary: 'pause copying to a peer (its queue keeps growing)', args: [{ name: 'host:port', kind: 'string' }], technician: true, render: renderMessage },
+  { name: 'mirror resume', summary: 'resume copying to a peer', args: [{ name: 'host:port', kind: 'string' }], technician: true, render: renderMessage },
   { name: 'show journal', summary: 'journal sources: state, last pull, held messages', args: [], technician: false, render: (result) => JSON.stringify(result, null, 2) },
   { name: 'search', summary: 'search the archive (query language: see README)', args: [{ name: 'query', kind: 'string', rest: true }], technician: false, render: renderSearch },
   { name: 'import start', summary: 'import an mbox, maildir, .eml file or folder of .eml (absolute path)', args: [{ name: 'path', kind: 'string' }], technician: true, render: renderImport },

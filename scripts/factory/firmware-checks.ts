@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, mkdir, readFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { validateConfig } from '../../config/load.js'
 import { createLogger } from '../../firmware/common/logger.js'
@@ -15,7 +16,16 @@ export const storeSelfTestMessages = 20
  * `<dataDir>/factory-test`, ports chosen by the system, bound to 127.0.0.1) for the
  * firmware checks, and removes it afterwards. The appliance's own archive is not touched.
  */
-async function withPrivateFirmware<T>(dataDir: string, use: (firmware: { port: number; appliance: ReturnType<typeof createAppliance>; http: string; password: string }) => Promise<T>): Promise<T> {
+interface PrivateFirmware {
+  port: number
+  appliance: ReturnType<typeof createAppliance>
+  http: string
+  password: string
+  mirror: string | undefined
+}
+
+async function withPrivateFirmware<T>(dataDir: string, use: (firmware: PrivateFirmware) => Promise<T>, overrides: Record<string, unknown> = {}): Promise<T> {
+  await mkdir(join(dataDir, 'factory-test'), { recursive: true })
   const directory = await mkdtemp(join(dataDir, 'factory-test', 'firmware-'))
   const config = validateConfig({
     dataDir: directory,
@@ -23,15 +33,15 @@ async function withPrivateFirmware<T>(dataDir: string, use: (firmware: { port: n
     http: { host: '127.0.0.1', port: 0 },
     mirror: { host: '127.0.0.1', port: 0 },
     storage: { freeBytesMin: 0 },
+    ...overrides,
   })
   const appliance = createAppliance({ config, logger: createLogger('factory-firmware', { level: 'error', write: (line) => process.stderr.write(line + '\n') }) })
   try {
     await appliance.boot()
     const status = await appliance.status()
     const listeners = status.listeners as Record<string, string>
-    const { readFile } = await import('node:fs/promises')
     const password = (await readFile(join(directory, 'initial-admin-password'), 'utf8')).trim()
-    return await use({ port: Number(listeners.smtp!.split(':').pop()), appliance, http: listeners.http!, password })
+    return await use({ port: Number(listeners.smtp!.split(':').pop()), appliance, http: listeners.http!, password, mirror: listeners.mirror })
   } finally {
     await appliance.stop()
     await rm(directory, { recursive: true, force: true })
@@ -88,5 +98,60 @@ export const firmwareLoopbackCheck: FactoryCheck = {
         limit: { messages: storeSelfTestMessages },
       }
     })
+  },
+}
+
+/** Longest wait for a message to be copied between the two loopback instances, in ms. */
+export const mirrorLoopbackTimeoutMs = 30_000
+
+/**
+ * Mirror loopback (models that mirror): two private instances of this model with a fresh
+ * shared secret; a message sent over SMTP to the first must arrive byte-identical on the
+ * second through the real TLS handshake and copy queue.
+ */
+export const mirrorLoopbackCheck: FactoryCheck = {
+  name: 'mirror-loopback',
+  async run({ dataDir, hal, profile }) {
+    const identity = await hal.identity()
+    if (!profile?.mirroringAllowed) {
+      return { ok: true, message: `model ${identity.model} does not mirror: not applicable`, value: null, limit: { mirroringAllowed: false } }
+    }
+    const secret = randomBytes(24).toString('base64url')
+    const common = { identity: { model: identity.model, serial: null } }
+    return withPrivateFirmware(
+      dataDir,
+      async (second) => {
+        const [host, port] = [second.mirror!.split(':')[0]!, Number(second.mirror!.split(':').pop())]
+        return withPrivateFirmware(
+          dataDir,
+          async (first) => {
+            const raw = testMessage(0, randomBytes(8).toString('hex'))
+            const session = await SmtpSession.open(first.port)
+            const reply = await session.send('factory@loopback.invalid', ['factory@loopback.invalid'], raw).finally(() => session.close())
+            const id = archivedId(reply)
+            if (!id) return { ok: false, message: `SMTP refused the test message: ${reply.code} ${reply.text}`, value: null, limit: null }
+            const startedMs = performance.now()
+            const authorization = `Basic ${Buffer.from(`admin:${second.password}`).toString('base64')}`
+            while (performance.now() - startedMs < mirrorLoopbackTimeoutMs) {
+              const response = await fetch(`http://${second.http}/api/v1/messages/${id}/raw`, { headers: { authorization } })
+              if (response.status === 200) {
+                const copied = Buffer.from(await response.arrayBuffer())
+                const lagMs = Math.round(performance.now() - startedMs)
+                return {
+                  ok: copied.equals(raw),
+                  message: copied.equals(raw) ? `copied to the second instance in ${lagMs} ms, byte-identical` : 'the copy differs from the original',
+                  value: { lagMs, identical: copied.equals(raw) },
+                  limit: { lagMsMax: mirrorLoopbackTimeoutMs },
+                }
+              }
+              await new Promise((resolve) => setTimeout(resolve, 100))
+            }
+            return { ok: false, message: `no copy on the second instance within ${mirrorLoopbackTimeoutMs} ms`, value: null, limit: { lagMsMax: mirrorLoopbackTimeoutMs } }
+          },
+          { ...common, identity: { model: identity.model, serial: `${identity.serial}-L1`.slice(0, 64) }, mirror: { host: '127.0.0.1', port: 0, sharedSecret: secret, peers: [{ host, port }] } },
+        )
+      },
+      { ...common, identity: { model: identity.model, serial: `${identity.serial}-L2`.slice(0, 64) }, mirror: { host: '127.0.0.1', port: 0, sharedSecret: secret, peers: [] } },
+    )
   },
 }

@@ -8,12 +8,12 @@ import { tempDir, bunPath, repoRoot } from '../helpers/service.js'
 const script = join(repoRoot, 'scripts', 'factory-test.ts')
 
 /** Runs the factory test with a config; parses its stdout with tap's own parser. */
-async function factoryTest(config: Record<string, unknown>, volumeMegabytesPerSecondMin = '0.5') {
+async function factoryTest(config: Record<string, unknown>, volumeMegabytesPerSecondMin = '0.5', extraArgs: string[] = []) {
   const dir = await tempDir('mailkeep-factory-')
   const configPath = join(dir, 'config.json')
   const reportPath = join(dir, 'report.json')
   await (await import('node:fs/promises')).writeFile(configPath, JSON.stringify({ dataDir: join(dir, 'data'), ...config }))
-  const child = spawn(bunPath, [script, '--config', configPath, '--report', reportPath, '--volume-bytes', '4000000', '--volume-mbps-min', volumeMegabytesPerSecondMin], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(bunPath, [script, '--config', configPath, '--report', reportPath, '--volume-bytes', '4000000', '--volume-mbps-min', volumeMegabytesPerSecondMin, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] })
   const parser = new Parser()
   const asserts: Result[] = []
   parser.on('assert', (result: Result) => asserts.push(result))
@@ -34,7 +34,7 @@ t.test('passes end to end on a healthy simulated 650', async (t) => {
   const run = await factoryTest({})
   t.equal(run.code, 0, run.stderr)
   t.equal(run.summary.ok, true)
-  t.same(run.asserts.map((result) => result.name.split(':')[0]), ['identity', 'disks', 'raid', 'nics', 'data-volume', 'firmware-loopback'])
+  t.same(run.asserts.map((result) => result.name.split(':')[0]), ['identity', 'disks', 'raid', 'nics', 'data-volume', 'firmware-loopback', 'mirror-loopback'])
   t.equal(run.report.passed, true)
   t.equal(run.report.model, 650)
   t.match(run.report.serial, /^MK650-/)
@@ -72,4 +72,30 @@ t.test('a data volume slower than the limit fails the volume check alone', async
   t.equal(run.code, 1)
   t.same(failing(run.asserts), ['data-volume'])
   t.match(messageOf(run.asserts, 'data-volume'), /write [\d.]+ MB\/s below 1000000/)
+})
+
+t.test('a model that does not mirror passes without the mirror loopback', async (t) => {
+  const run = await factoryTest({ identity: { model: 350 } })
+  t.equal(run.code, 0, run.stderr)
+  t.match(messageOf(run.asserts, 'mirror-loopback'), /model 350 does not mirror: not applicable/)
+  const loopback = run.report.checks.find((check) => check.name === 'mirror-loopback')!
+  t.same(loopback.limit, { mirroringAllowed: false })
+})
+
+t.test('burn-in repeats the disk and volume checks and reports rounds', async (t) => {
+  const run = await factoryTest({}, '0.5', ['--burn-in', '0.03'])
+  const burnIn = run.report.checks.find((check) => check.name === 'burn-in')
+  t.ok(burnIn, 'a burn-in result is reported')
+  const value = burnIn!.value as { rounds: number; failures: number; writeMegabytesPerSecond: number[] }
+  t.ok(value.rounds >= 2, `${value.rounds} rounds in 1.8 s`)
+  t.equal(value.failures, 0)
+  t.equal(value.writeMegabytesPerSecond.length, value.rounds)
+  t.same(burnIn!.limit, { failures: 0, throughputRatioMin: 0.7 })
+})
+
+t.test('burn-in reports failing rounds when a fault is present', async (t) => {
+  const run = await factoryTest({ hal: { sim: { faults: { failedDisks: [0] } } } }, '0.5', ['--burn-in', '0.02'])
+  const burnIn = run.report.checks.find((check) => check.name === 'burn-in')!
+  t.equal(burnIn.ok, false)
+  t.match(burnIn.message, /failing check\(s\) over \d+ round\(s\)/)
 })
