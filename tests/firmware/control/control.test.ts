@@ -26,7 +26,7 @@ t.test('command table resolution, arguments and completion', async (t) => {
   const names = commandTable.map((spec) => spec.name)
   t.same(completeWords(names, 'sh'), ['show'])
   t.same(completeWords(names, 'show r'), ['raid'])
-  t.same(completeWords(names, 'show '), ['config', 'disks', 'journal', 'nics', 'raid', 'status', 'store', 'version'])
+  t.same(completeWords(names, 'show '), ['config', 'disks', 'journal', 'mirror', 'nics', 'raid', 'status', 'store', 'version'])
   t.same(completeWords(names, 'show status '), [])
   t.same(completeWords(names, 'zz'), [])
 })
