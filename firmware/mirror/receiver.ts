@@ -237,7 +237,14 @@ export function createCopyReceiver(deps: CopyReceiverDeps, options: CopyReceiver
           const outcomes = batch
           batch = []
           // Acknowledgements go out in batch order, each after its own stores (and the previous ack).
-          acks = acks.then(() => finishBatch(end, outcomes))
+          acks = acks
+            .then(() => finishBatch(end, outcomes))
+            .catch((error: unknown) => {
+              // Not expected (finishBatch handles store and send failures); never leave it unhandled.
+              broken = true
+              logger.error('mirror receiver could not finish a batch; closing the channel', { peerSerial: serial, error })
+              void channel.close()
+            })
         } else if (frame.type === CopyFrameType.policy) {
           status.peerPolicyFingerprint = decodePolicy(frame.payload)
           status.policyMismatch = status.peerPolicyFingerprint !== deps.policyFingerprint()

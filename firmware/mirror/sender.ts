@@ -183,6 +183,9 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
     const unflushed: Promise<void>[] = []
     let unflushedBytes = 0
     const queue = (promise: Promise<void>, bytes: number): Promise<void> | undefined => {
+      // A send that fails before anyone awaits it must not count as an unhandled rejection;
+      // Promise.all below still sees the failure.
+      promise.catch(() => undefined)
       unflushed.push(promise)
       unflushedBytes += bytes
       if (unflushedBytes < unflushedBytesMax) return undefined
@@ -198,7 +201,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
       }
     }
     const end = encodeBatchEnd({ batch: number, afterSequence: batch.afterSequence, throughSequence: batch.throughSequence, messages: batch.copies.length })
-    unflushed.push(target.send(CopyFrameType.batchEnd, end))
+    await queue(target.send(CopyFrameType.batchEnd, end), end.length)
     await Promise.all(unflushed)
   }
 
@@ -390,9 +393,8 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
           ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
         })
       } catch (error) {
-        const delayMs = recordFailure(error)
-        await control.wait(delayMs)
-        nextRetryAtMs = null
+        // nextRetryAtMs stays set through the attempt: "retrying since then", until it succeeds.
+        await control.wait(recordFailure(error))
         continue
       }
       channel = target
@@ -409,7 +411,6 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
         const delayMs = recordFailure(error)
         await target.close()
         await control.wait(delayMs)
-        nextRetryAtMs = null
         continue
       } finally {
         await target.close()

@@ -109,7 +109,10 @@ export interface PeerStatus {
   /** Wall-clock time of the last acknowledged batch, milliseconds since the epoch; null before. */
   lastSuccessAtMs: number | null
   lastError: PeerFailure | null
-  /** Wall-clock time of the next connection attempt while retrying/refused, milliseconds since the epoch. */
+  /**
+   * While retrying/refused: wall-clock time of the next connection attempt (or of the one under
+   * way, once it has passed), milliseconds since the epoch; null otherwise.
+   */
   nextRetryAtMs: number | null
   /** True when the peer reported a retention/hold policy fingerprint that differs from ours. */
   policyMismatch: boolean
