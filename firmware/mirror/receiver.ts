@@ -155,8 +155,8 @@ export function createCopyReceiver(deps: CopyReceiverDeps, options: CopyReceiver
     let partial: { header: MessageHeader; parts: Buffer[]; receivedBytes: number } | undefined
 
     async function accept(header: MessageHeader, raw: Buffer): Promise<void> {
-      // No hash check here: TLS protects the bytes in transit, the sender checks each message
-      // against its id before sending, and the store hashes it again (storeCopy compares).
+      // No hash check here: TLS protects the bytes in transit, the sender's store checked them
+      // against the id when reading, and this store hashes them again (storeCopy compares).
       // Backpressure: while the store is behind, stop reading; the peer's sends then wait on TCP.
       while (submitsInFlight >= submitsInFlightMax || (submitsInFlight > 0 && bytesInFlight + raw.length > bytesInFlightMax)) {
         await room.wait(roomRecheckMs)
