@@ -532,7 +532,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
     counters.deliveries++
     const wasFlagged = existing && record.flags.length > 0
     const stored = record
-    const indexed = runIndexer(databases, id, (hook) => hook.messageStored(metaOf(id, stored, existing ? deliveriesOf(databases, id) : [delivery]), request.parsed))
+    const indexed = runIndexer(databases, id, (hook) => hook.messageStored(metaOf(id, stored, existing ? deliveriesOf(databases, id) : [delivery]), request.parsed, request.indexPrepared))
     if (!indexed && !record.flags.includes('index-failed')) record = { ...record, flags: [...record.flags, 'index-failed'] }
     if (!existing || record !== stored) databases.messages.putSync(key, encodeMessageRecord(record))
     if (record.flags.length > 0 && !wasFlagged) counters.flaggedMessages++

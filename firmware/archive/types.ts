@@ -85,6 +85,11 @@ export interface IngestRequest {
   delivery: Delivery
   /** Peer serial when received from a mirror peer. */
   origin?: string | null
+  /**
+   * The indexer's `prepare(parsed)` result, computed before the write transaction (possibly
+   * on a worker thread); when absent the indexer prepares inside the transaction.
+   */
+  indexPrepared?: unknown
 }
 
 /** Health of the store for boot's health evaluation: `ok` false while not open or after a disk failure. */
@@ -141,8 +146,17 @@ export interface ArchiveIndexer {
   readonly databasesNeeded: number
   /** Opens the indexer's databases on the archive's root, once per start(). Names must not start with `archive/`. */
   open(root: RootDatabase): void
-  /** A message was stored, or a further delivery of a stored one recorded: `meta` holds every delivery so far. */
-  messageStored(meta: MessageMeta, parsed: ParsedMessage): void
+  /**
+   * Work that needs no database (tokenizing, field analysis) done ahead of the write
+   * transaction: pure, and its result structured-cloneable so it may run on a worker thread.
+   * The store passes the result (IngestRequest.indexPrepared) back to `messageStored`.
+   */
+  prepare?(parsed: ParsedMessage): unknown
+  /**
+   * A message was stored, or a further delivery of a stored one recorded: `meta` holds every
+   * delivery so far; `prepared` is `prepare(parsed)`'s result when the caller computed it.
+   */
+  messageStored(meta: MessageMeta, parsed: ParsedMessage, prepared?: unknown): void
   /** A message is being purged (retention): remove what the index holds for it. */
   messageRemoved(id: string): void
 }
