@@ -8,6 +8,5 @@ export { parseQuery, queryCharsMax, queryNestingMax, queryTermsMax, phraseTokens
 export { tokenize, tokenCharsMax } from './tokenize.js'
 export { IndexError, QuerySyntaxError, type IndexErrorCode } from './errors.js'
 export { createArchiveIndexer, type ArchiveIndexer } from './archive-indexer.js'
-export { extractAttachmentText, defaultExtractLimits, type ExtractLimits, type ExtractOutcome, type ExtractResult } from './extract.js'
 export { createSearchRoute } from './search-route.js'
 export { archiveIds, archiveInput, archiveInputs, createIndexMaintenance, type ArchiveForIndex, type ParserForIndex } from './maintenance.js'

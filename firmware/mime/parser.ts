@@ -19,6 +19,7 @@ import { cutJournalReport, isJournalReport } from './journal.js'
 import { parseMailDate } from './mail-date.js'
 import { ParseBudgetExceeded, parseWithBudget } from './postal-adapter.js'
 import { scanStructure } from './structure-scan.js'
+import { createPdfTextExtractor, looksLikePdf, type PdfTextExtractor } from './pdf-text.js'
 import { mimeFlagOrder, type Address, type JournalUnwrapResult, type MimeFlag, type ParsedAttachment, type ParsedMessage } from './types.js'
 
 /**
@@ -76,6 +77,13 @@ export const messageIdCharsMax = 998
 export const htmlInputCharsMax = 4 * 1024 * 1024
 /** Envelope recipients kept from one journal report. */
 export const journalRecipientsMax = 10_000
+/**
+ * Time all PDF attachments of one message may take together, in ms (each one also has the
+ * extractor's own `timeoutMs`). PDF text is extracted on worker threads, after the rest of
+ * the parse, so it does not count against `parseTimeoutMs`, which bounds main-thread work.
+ */
+export const pdfTextBudgetMsPerMessage = 15_000
+
 /** Bytes sampled to decide whether a message without headers is text worth indexing. */
 const textSniffBytes = 4_096
 /** Share of control bytes in that sample above which the input counts as binary. */
@@ -232,15 +240,17 @@ function sha256Hex(bytes: Uint8Array): string {
  *
  * @param deps.logger structured logger (parse problems are logged at debug/warn, with sizes and flags, never content)
  * @param deps.clock monotonic time for the parse budget; the system clock by default
+ * @param deps.pdf PDF text extractor (bounded worker threads); one with default limits when absent
  * @param options limits, each a positive integer (see MimeParserOptions)
  * @throws AssertionError when an option is not a positive integer (a programmer error)
  */
-export function createMimeParser(deps: { logger: Logger; clock?: Clock }, options: MimeParserOptions): MimeParser {
+export function createMimeParser(deps: { logger: Logger; clock?: Clock; pdf?: PdfTextExtractor }, options: MimeParserOptions): MimeParser {
   for (const [name, value] of Object.entries(options)) {
     assert.ok(Number.isSafeInteger(value) && value > 0, `mime option ${name} must be a positive integer (got ${String(value)})`)
   }
   const { logger } = deps
   const clock = deps.clock ?? systemClock
+  const pdf = deps.pdf ?? createPdfTextExtractor()
   const htmlConverterOptions = (inputCharsMax: number): HtmlToTextOptions => ({
       wordwrap: false,
       // html-to-text writes to stderr when its own input limit cuts; we cut before it.
@@ -380,10 +390,13 @@ export function createMimeParser(deps: { logger: Logger; clock?: Clock }, option
     text = truncate(text, options.textCharsMax)
 
     const attachments: ParsedAttachment[] = []
+    const pdfs: Array<{ at: number; bytes: Uint8Array }> = []
     for (const attachment of email.attachments) {
       const bytes = bytesOf(attachment.content)
       let attachmentTextValue: string | null = null
-      if (!overBudget()) {
+      // Only the message's own PDFs: an attached message's text is its body (see attachmentText).
+      if (depth === 0 && looksLikePdf(attachment.mimeType, bytes)) pdfs.push({ at: attachments.length, bytes })
+      else if (!overBudget()) {
         try {
           attachmentTextValue = await attachmentText(attachment, bytes, depth, deadlineMs)
         } catch (error) {
@@ -399,7 +412,24 @@ export function createMimeParser(deps: { logger: Logger; clock?: Clock }, option
         text: attachmentTextValue,
       })
     }
+    await addPdfTexts(attachments, pdfs)
     return finish(metadataOf(mergedHeaders(scan, email)), flags, text, attachments)
+  }
+
+  /** Fills in the text of the message's PDF attachments, one at a time, within the per-message budget. */
+  const addPdfTexts = async (attachments: ParsedAttachment[], pdfs: Array<{ at: number; bytes: Uint8Array }>): Promise<void> => {
+    const budgetEndMs = clock.monotonicMs() + pdfTextBudgetMsPerMessage
+    for (const { at, bytes } of pdfs) {
+      const attachment = attachments[at]!
+      const remainingMs = Math.floor(budgetEndMs - clock.monotonicMs())
+      if (remainingMs <= 0) {
+        logger.warn('pdf text skipped: the message used its pdf time budget', { budgetMs: pdfTextBudgetMsPerMessage, sizeBytes: bytes.byteLength })
+        continue
+      }
+      const result = await pdf.extract(bytes, remainingMs)
+      if (result.outcome === 'ok') attachments[at] = { ...attachment, text: truncate(result.text ?? '', options.attachmentTextCharsMax) }
+      else logger.warn('pdf text not extracted', { outcome: result.outcome, detail: result.detail, sizeBytes: bytes.byteLength })
+    }
   }
 
   return {

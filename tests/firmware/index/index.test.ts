@@ -12,7 +12,6 @@ import { createSearchRoute } from '../../../firmware/index/search-route.js'
 import { createIndexMaintenance } from '../../../firmware/index/maintenance.js'
 import { createArchiveStore } from '../../../firmware/archive/store.js'
 import { createIngestPipeline } from '../../../firmware/sources/pipeline.js'
-import { defaultExtractLimits, extractAttachmentText } from '../../../firmware/index/extract.js'
 import { createMimeParser, defaultMimeParserOptions } from '../../../firmware/mime/parser.js'
 import type { Address, ParsedAttachment, ParsedMessage } from '../../../firmware/mime/types.js'
 
@@ -442,43 +441,6 @@ Content-Disposition: attachment; filename="page.html"
   t.same(ids('to:eve'), [idOf('journaled')])
   t.same(ids('to:contoso.com figures'), [idOf('journaled')])
   t.match(harness.index.search('quokka').hits[0]!.snippet, /<mark>quokka<\/mark>/)
-})
-
-t.test('extractAttachmentText: text, HTML, bounds, PDF through a worker', async (t) => {
-  const encode = (text: string): Uint8Array => new TextEncoder().encode(text)
-  t.same(await extractAttachmentText('text/plain; charset=utf-8', encode('Grüße aus Zürich')), { text: 'Grüße aus Zürich', outcome: 'ok' })
-  t.same(await extractAttachmentText('text/plain; charset="iso-8859-1"', Uint8Array.from([0x63, 0x61, 0x66, 0xe9])), { text: 'café', outcome: 'ok' })
-  t.same(await extractAttachmentText('text/plain; charset=no-such-charset', encode('still text')), { text: 'still text', outcome: 'ok' })
-  const html = await extractAttachmentText('text/html', encode('<html><body><p>A <b>quokka</b></p><script>x</script></body></html>'))
-  t.equal(html.outcome, 'ok')
-  t.match(html.text, /A quokka/)
-  const limits = { bytesMax: 100, textCharsMax: 5, timeoutMs: 2_000 }
-  t.same(await extractAttachmentText('text/plain', encode('abcdefghij'), limits), { text: 'abcde', outcome: 'ok' })
-  t.equal((await extractAttachmentText('text/plain', new Uint8Array(101), limits)).outcome, 'too-large')
-  t.same(await extractAttachmentText('image/png', new Uint8Array(10)), { text: null, outcome: 'unsupported' })
-
-  // A one-page PDF whose content stream shows "Hello PDF quokka".
-  const pdf = encode(`%PDF-1.4
-1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj
-2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj
-3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 300 100]/Contents 4 0 R/Resources<</Font<</F1 5 0 R>>>>>>endobj
-4 0 obj<</Length 49>>stream
-BT /F1 12 Tf 10 50 Td (Hello PDF quokka) Tj ET
-endstream endobj
-5 0 obj<</Type/Font/Subtype/Type1/BaseFont/Helvetica>>endobj
-trailer<</Root 1 0 R>>
-%%EOF
-`)
-  // unpdf is a dependency of the package: PDF text must come out.
-  const extracted = await extractAttachmentText('application/pdf', pdf, { ...defaultExtractLimits, timeoutMs: 20_000 })
-  t.equal(extracted.outcome, 'ok', extracted.detail ?? '')
-  t.match(extracted.text, /Hello PDF quokka/)
-  const octets = await extractAttachmentText('application/octet-stream', pdf, { ...defaultExtractLimits, timeoutMs: 20_000 })
-  t.match(octets.text, /quokka/, 'a PDF sent as octet-stream is recognised by its magic bytes')
-  const damaged = await extractAttachmentText('application/pdf', encode('%PDF-1.4 garbage'), { ...defaultExtractLimits, timeoutMs: 20_000 })
-  t.equal(damaged.outcome, 'failed')
-  const stalled = await extractAttachmentText('application/pdf', pdf, { ...defaultExtractLimits, timeoutMs: 1 })
-  t.equal(stalled.outcome, 'timeout', 'a 1 ms budget ends the worker')
 })
 
 t.test('createArchiveIndexer: the archive hook indexes stored messages and removes purged ones', async (t) => {
