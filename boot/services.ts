@@ -106,7 +106,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   const profile = modelProfile(context.identity.model)
   const mirrorDisabledReason = !config.mirror.enabled
     ? 'disabled in config (mirror.enabled)'
-    : !profile?.mirroringAllowed
+    : !profile?.mirroringAllowed && config.mirror.peers.length === 0
       ? `model ${context.identity.model} does not mirror (models 450 and up do)`
       : !config.mirror.sharedSecret
         ? 'no mirror.sharedSecret configured (generate one with `mailkeep mirror generate-secret`)'
@@ -138,10 +138,11 @@ export async function composeServices(context: { config: Readonly<Config>; logge
           batchMessagesMax: 1_000,
           batchBytesMax: 16 * 1024 * 1024,
           inflightBatchesMax: 4,
-          retryDelayMsMin: 500,
-          retryDelayMsMax: 30_000,
+          retryDelayMsMin: Math.min(config.mirror.retryDelayMsMin, config.mirror.retryDelayMsMax),
+          retryDelayMsMax: config.mirror.retryDelayMsMax,
           handshakeTimeoutMs: 10_000,
-          ackTimeoutMs: 120_000,
+          ackTimeoutMs: config.mirror.ackTimeoutMs,
+          idleTimeoutMs: config.mirror.idleTimeoutMs,
         },
       )
   if (mirror) {

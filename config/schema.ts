@@ -47,6 +47,11 @@ export const configSchema = {
             seed: { type: 'integer', minimum: 0, maximum: 4294967295, default: 1 },
             tickMs: { type: 'integer', minimum: 10, maximum: 3600000, default: 1000, description: 'simulated time step (rebuild progress)' },
             rebuildTicks: { type: 'integer', minimum: 1, maximum: 100000, default: 20, description: 'ticks a simulated rebuild takes' },
+            firmwareVersion: {
+              type: 'string',
+              pattern: '^[0-9A-Za-z.+-]{1,64}$',
+              description: 'simulated appliance only: the firmware version it reports (mirror compatibility drills); absent = the running firmware',
+            },
             faults: {
               type: 'object',
               additionalProperties: false,
@@ -196,6 +201,10 @@ export const configSchema = {
             properties: { host: { type: 'string', minLength: 1 }, port: { type: 'integer', minimum: 1, maximum: 65535 } },
           },
         },
+        retryDelayMsMin: { type: 'integer', minimum: 10, maximum: 3600000, default: 500, description: 'first retry delay after a failed copy attempt; doubles per failure' },
+        retryDelayMsMax: { type: 'integer', minimum: 10, maximum: 3600000, default: 30000, description: 'cap of the retry delay (refused peers are retried at this delay)' },
+        idleTimeoutMs: { type: 'integer', minimum: 300, maximum: 3600000, default: 60000, description: 'a mirror connection without a byte from the peer for this long is dropped' },
+        ackTimeoutMs: { type: 'integer', minimum: 100, maximum: 3600000, default: 120000, description: 'with copies in flight, the longest wait for the next acknowledgement' },
       },
     },
   },

@@ -35,6 +35,8 @@ export interface Config {
       seed: number
       tickMs: number
       rebuildTicks: number
+      /** Simulated appliance only: the firmware version it reports; absent = the running firmware. */
+      firmwareVersion?: string
       faults: { diskCount: number | null; nicCount: number | null; failedDisks: number[]; replacedDisks: number[]; linksDown: string[] }
     }
     linux: { mdstatPath: string; mdadmPath: string; commandTimeoutMs: number }
@@ -60,5 +62,15 @@ export interface Config {
   }
   journal: { sources: JournalSourceConfig[] }
   http: { enabled: boolean; host: string; port: number; adminPasswordHash: string | null }
-  mirror: { enabled: boolean; host: string; port: number; sharedSecret: string | null; peers: PeerConfig[] }
+  mirror: {
+    enabled: boolean
+    host: string
+    port: number
+    sharedSecret: string | null
+    peers: PeerConfig[]
+    retryDelayMsMin: number
+    retryDelayMsMax: number
+    idleTimeoutMs: number
+    ackTimeoutMs: number
+  }
 }

@@ -15,10 +15,15 @@ import { createCopyReceiver } from './receiver.js'
 import { createPeerSender, type PeerSender } from './sender.js'
 import { createPeerStateStore, effectivePeers, peerKey, type EffectivePeer, type PeerOverlay, type PeerRecord } from './peer-state.js'
 import type { CopyLimits, InboundRefusal, MirrorArchive, MirrorStatus, PeerAddress, PeerStatus } from './types.js'
+import { mirroringModelMin } from '../../config/models.js'
 
 /** Inbound refusals remembered for status, newest first. */
 export const inboundRefusalsRememberedMax = 32
 /** What status().warning says when no local mail source is enabled (the lead may reword it). */
+/** What status().warning says on a model below 450 that has peers configured. */
+export function ineligibleModelWarning(model: number): string {
+  return `model ${model} may not mirror (models ${mirroringModelMin} and up do): this system does not listen and its peers refuse it (MODEL_NOT_ELIGIBLE)`
+}
 export const noLocalSourceWarning =
   'no local mail source is enabled: mirroring only copies mail this system archives itself (SMTP, journal or import), so peers receive nothing from it'
 
@@ -98,6 +103,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
   assert.ok(options.retryDelayMsMin > 0 && options.retryDelayMsMax >= options.retryDelayMsMin, 'retryDelayMsMin must be positive and not above retryDelayMsMax')
   assert.ok(options.handshakeTimeoutMs > 0 && options.ackTimeoutMs > 0, 'timeouts must be positive')
   const pollIntervalMs = options.pollIntervalMs ?? mirrorServiceDefaults.pollIntervalMs
+  const eligible = deps.identity.model >= mirroringModelMin
   const logger = deps.logger.child('mirror')
   const store = createPeerStateStore({ logger, clock: deps.clock }, { stateDir: options.stateDir })
   const tracker = createBacklogTracker({ archive: deps.archive, logger }, options.backlog)
@@ -256,27 +262,32 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       overlay = await store.readOverlay()
       const peers = effectivePeers(options.peers, overlay)
       const records = await Promise.all(peers.map((peer) => store.read(peer)))
-      listener = createMirrorListener(
-        { ...transport, audit, onChannel: (channel) => receiver.handle(channel) },
-        {
-          host: options.host,
-          port: options.port,
-          sharedSecret: secret,
-          handshakeTimeoutMs: options.handshakeTimeoutMs,
-          connectionsMax: options.connectionsMax ?? mirrorServiceDefaults.connectionsMax,
-          ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
-        },
-      )
-      await listener.start()
+      // A model below 450 does not listen, but its senders still say hello: the handshake then
+      // refuses with MODEL_NOT_ELIGIBLE, so both this system and each peer show why nothing is copied.
+      if (eligible) {
+        listener = createMirrorListener(
+          { ...transport, audit, onChannel: (channel) => receiver.handle(channel) },
+          {
+            host: options.host,
+            port: options.port,
+            sharedSecret: secret,
+            handshakeTimeoutMs: options.handshakeTimeoutMs,
+            connectionsMax: options.connectionsMax ?? mirrorServiceDefaults.connectionsMax,
+            ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+          },
+        )
+        await listener.start()
+      }
       peers.forEach((peer, index) => startSender(peer, records[index]!))
       retainBacklog()
       pollTimer = setInterval(() => void tracker.refresh(), pollIntervalMs).unref()
       logger.info('mirror service started', {
-        address: listener.address(),
+        address: listener?.address() ?? null,
         peers: peers.map((peer) => `${peer.host}:${peer.port}`),
         localSourcesEnabled: options.localSourcesEnabled,
       })
-      if (!options.localSourcesEnabled) logger.warn(noLocalSourceWarning)
+      if (!eligible) logger.warn(ineligibleModelWarning(deps.identity.model))
+      else if (!options.localSourcesEnabled) logger.warn(noLocalSourceWarning)
     },
 
     /**
@@ -355,7 +366,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
         serial: deps.identity.serial,
         policyFingerprint: deps.policyFingerprint(),
         localSourcesEnabled: options.localSourcesEnabled,
-        warning: options.localSourcesEnabled ? null : noLocalSourceWarning,
+        warning: !eligible ? ineligibleModelWarning(deps.identity.model) : options.localSourcesEnabled ? null : noLocalSourceWarning,
         lastSequence: deps.archive.lastSequence(),
         peers: [...senders.values()].map(({ peer, sender }) => peerStatus(peer, sender)),
         inbound: receiver.status(),
@@ -368,9 +379,9 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       const listening = listener?.address() ?? null
       const states = [...senders.values()].map(({ sender }) => sender.status().state)
       const count = (state: string): number => states.filter((candidate) => candidate === state).length
-      const detail = listening
-        ? `listening on ${listening.host}:${listening.port}; peers: ${count('connected')} connected, ${count('retrying')} retrying, ${count('refused')} refused, ${count('paused')} paused`
-        : 'not listening'
+      const peers = `peers: ${count('connected')} connected, ${count('retrying')} retrying, ${count('refused')} refused, ${count('paused')} paused`
+      if (!eligible) return { ok: !stopping, detail: `${ineligibleModelWarning(deps.identity.model)}; ${peers}` }
+      const detail = listening ? `listening on ${listening.host}:${listening.port}; ${peers}` : 'not listening'
       return { ok: listening !== null && !stopping, detail }
     },
 

@@ -1,78 +1,8 @@
 import t from 'tap'
-import { createHash } from 'node:crypto'
-import { readFile, writeFile, mkdir } from 'node:fs/promises'
-import { join } from 'node:path'
-import { createServer } from 'node:net'
-import { hashPassword } from '../../firmware/common/password.js'
-import { tempDir, startService, cliJson, runCli, type RunningService } from '../helpers/service.js'
-import { SmtpSession, archivedId } from '../helpers/smtp.js'
+import { tempDir, startService, cliJson, runCli } from '../helpers/service.js'
+import { apiGet, eventually, freePort, rawFrom, sendMail, testMessage, testSharedSecret as sharedSecret, writeApplianceConfig as node } from '../helpers/mirror-appliances.js'
 
-const sharedSecret = 'K7QWX2M4PZ9RDV3TJ8NB6YHC5LEGFA2S'
-const technicianPassword = 'mirror-technician-pass'
-const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex')
-
-/** A free port on 127.0.0.1 (mirror peers need each other's port before they start). */
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as { port: number }).port
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
-
-function portOf(service: RunningService, name: string): number {
-  return Number((service.ready.listeners as Record<string, string>)[name]!.split(':').pop())
-}
-
-async function rawFrom(service: RunningService, id: string): Promise<Buffer | number> {
-  const password = (await readFile(join(service.dataDir, 'initial-admin-password'), 'utf8')).trim()
-  const response = await fetch(`http://127.0.0.1:${portOf(service, 'http')}/api/v1/messages/${id}/raw`, { headers: { authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` } })
-  return response.status === 200 ? Buffer.from(await response.arrayBuffer()) : response.status
-}
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20000): Promise<T> {
-  const startedMs = Date.now()
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    if (Date.now() - startedMs > timeoutMs) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
-
-function message(subject: string): Buffer {
-  return Buffer.from(`From: a@example.com\r\nTo: b@example.com\r\nSubject: ${subject}\r\nDate: Sun, 29 Nov 2026 02:00:00 +0000\r\n\r\nbody of ${subject}\r\n`)
-}
-
-async function node(dir: string, name: string, options: { mirrorPort: number; peers: number[]; model?: number; secret?: string; serial: string }) {
-  const path = join(dir, `${name}.json`)
-  await mkdir(join(dir, name), { recursive: true })
-  await writeFile(
-    path,
-    JSON.stringify({
-      dataDir: join(dir, name, 'data'),
-      identity: { serial: options.serial, model: options.model ?? 650 },
-      smtp: { port: 0, archiveRecipients: ['journal@archive.local'] },
-      http: { port: 0 },
-      mirror: { port: options.mirrorPort, sharedSecret: options.secret ?? sharedSecret, peers: options.peers.map((port) => ({ host: '127.0.0.1', port })) },
-      technician: { passwordHash: await hashPassword(technicianPassword) },
-    }),
-  )
-  return path
-}
-
-async function send(service: RunningService, subjects: string[]): Promise<Map<string, Buffer>> {
-  const session = await SmtpSession.open(portOf(service, 'smtp'))
-  const sent = new Map<string, Buffer>()
-  for (const subject of subjects) {
-    const raw = message(subject)
-    const reply = await session.send('a@example.com', ['journal@archive.local'], raw)
-    if (reply.code !== 250) throw new Error(`${reply.code} ${reply.text}`)
-    sent.set(archivedId(reply)!, raw)
-  }
-  session.close()
-  return sent
-}
+const send = (service: Parameters<typeof sendMail>[0], subjects: string[]) => sendMail(service, subjects.map((subject) => testMessage(subject)))
 
 t.test('two appliances mirror each other: copies byte-identical, searchable, not forwarded back; an offline peer catches up', async (t) => {
   const dir = await tempDir('mailkeep-mirror-e2e-')
@@ -101,11 +31,7 @@ t.test('two appliances mirror each other: copies byte-identical, searchable, not
   }), rawB, 'B → A byte-identical')
   const search = (await cliJson(configB, ['search', 'subject:"hello from a"'])).json as { hits: { id: string }[] }
   t.same(search.hits.map((hit) => hit.id), [idA], 'the copy is searchable on B')
-  const metaOnB = await (async () => {
-    const password = (await readFile(join(b.dataDir, 'initial-admin-password'), 'utf8')).trim()
-    const response = await fetch(`http://127.0.0.1:${portOf(b, 'http')}/api/v1/messages/${idA}`, { headers: { authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` } })
-    return (await response.json()) as { origin: string | null }
-  })()
+  const metaOnB = (await (await apiGet(b, `/api/v1/messages/${idA}`))!.json()) as { origin: string | null }
   t.equal(metaOnB.origin, 'MK650-A', 'marked with its origin')
 
   // B goes offline while A receives mail; B returns and gets each message once.
@@ -133,35 +59,48 @@ t.test('two appliances mirror each other: copies byte-identical, searchable, not
   t.equal(after.peers[0]!.state, 'connected')
 })
 
-t.test('mismatched model and wrong secret are refused with their reason codes on both sides', async (t) => {
+t.test('mismatched model, mismatched firmware, model 350 and a wrong secret are refused with their reason codes on both sides', async (t) => {
   const dir = await tempDir('mailkeep-mirror-e2e-')
-  const [portA, portC, portD] = [await freePort(), await freePort(), await freePort()]
+  const [portA, portC, portD, portE, portF] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()]
+  const wrongSecret = 'ZZZZWRONGSECRETWRONGSECRET1234'
   const configA = await node(dir, 'a', { mirrorPort: portA, peers: [], serial: 'MK650-A2' })
-  const configC = await node(dir, 'c', { mirrorPort: portC, peers: [portA], serial: 'MK850-C', model: 850 })
-  const configD = await node(dir, 'd', { mirrorPort: portD, peers: [portA], serial: 'MK650-D', secret: 'ZZZZWRONGSECRETWRONGSECRET1234' })
+  const cases = [
+    { name: 'c', config: await node(dir, 'c', { mirrorPort: portC, peers: [portA], serial: 'MK850-C', model: 850 }), serial: 'MK850-C', code: 'MODEL_MISMATCH', expected: 650, actual: 850 },
+    { name: 'd', config: await node(dir, 'd', { mirrorPort: portD, peers: [portA], serial: 'MK650-D', secret: wrongSecret, mirror: { retryDelayMsMin: 60_000, retryDelayMsMax: 60_000 } }), serial: 'MK650-D', code: 'AUTH_FAILED', expected: null, actual: null },
+    { name: 'e', config: await node(dir, 'e', { mirrorPort: portE, peers: [portA], serial: 'MK650-E', firmwareVersion: '0.0.1-older' }), serial: 'MK650-E', code: 'FIRMWARE_MISMATCH', expected: undefined, actual: '0.0.1-older' },
+    { name: 'f', config: await node(dir, 'f', { mirrorPort: portF, peers: [portA], serial: 'MK350-F', model: 350 }), serial: 'MK350-F', code: 'MODEL_NOT_ELIGIBLE', expected: '>= 450', actual: 350 },
+  ]
+  // All of them connect from 127.0.0.1: D (wrong secret) tries once (A is up first), so A's per-address limit on
+  // failed proofs (5 per minute) does not turn the other refusals into RATE_LIMITED.
   const a = await startService(configA)
-  const c = await startService(configC)
-  const d = await startService(configD)
-  t.teardown(async () => {
-    await Promise.all([a.stop(), c.stop(), d.stop()])
+  const services = [a, ...(await Promise.all(cases.map((entry) => startService(entry.config))))]
+  t.teardown(() => Promise.all(services.map((service) => service.stop())))
+  const ownFirmware = ((await cliJson(configA, ['show', 'status'])).json as { firmwareVersion: string }).firmwareVersion
+  t.not(ownFirmware, '0.0.1-older')
+
+  for (const entry of cases) {
+    const peer = await eventually(`refusal on ${entry.name}`, async () => {
+      const status = (await cliJson(entry.config, ['show', 'mirror'])).json as { peers: { state: string; reasonCode: string; expected: unknown; actual: unknown }[] }
+      return status.peers[0]?.state === 'refused' ? status.peers[0] : undefined
+    })
+    t.equal(peer.reasonCode, entry.code, `${entry.serial} shows ${entry.code}`)
+    if (entry.code !== 'AUTH_FAILED') t.same([peer.expected, peer.actual], [entry.expected ?? ownFirmware, entry.actual], `${entry.code}: expected (the listener A) vs actual`)
+  }
+  const onA = await eventually('every refusal on A', async () => {
+    const status = (await cliJson(configA, ['show', 'mirror'])).json as { inboundRefusals: { code: string; serial: string | null; expected: unknown; actual: unknown }[] }
+    return cases.every((entry) => status.inboundRefusals.some((refusal) => refusal.code === entry.code)) ? status : undefined
   })
-  const onC = await eventually('refusal on C', async () => {
-    const status = (await cliJson(configC, ['show', 'mirror'])).json as { peers: { state: string; reasonCode: string; expected: unknown; actual: unknown }[] }
-    return status.peers[0]!.state === 'refused' ? status.peers[0]! : undefined
-  })
-  t.equal(onC.reasonCode, 'MODEL_MISMATCH')
-  t.same([onC.expected, onC.actual], [650, 850], 'expected (the listener A) vs actual (C)')
-  const onD = await eventually('refusal on D', async () => {
-    const status = (await cliJson(configD, ['show', 'mirror'])).json as { peers: { state: string; reasonCode: string }[] }
-    return status.peers[0]!.state === 'refused' ? status.peers[0]! : undefined
-  })
-  t.equal(onD.reasonCode, 'AUTH_FAILED')
-  const onA = (await cliJson(configA, ['show', 'mirror'])).json as { inboundRefusals: { code: string }[] }
-  const codes = new Set(onA.inboundRefusals.map((refusal) => refusal.code))
-  t.ok(codes.has('MODEL_MISMATCH') && codes.has('AUTH_FAILED'), `A reports both refusals (${[...codes].join(', ')})`)
-  const logs = [a, c, d].flatMap((service) => service.lines).join('\n')
+  for (const entry of cases) {
+    const refusal = onA.inboundRefusals.find((candidate) => candidate.code === entry.code)!
+    t.equal(refusal.serial, entry.serial, `A shows ${entry.code} for ${entry.serial}`)
+    if (entry.code !== 'AUTH_FAILED') t.same([refusal.expected, refusal.actual], [entry.expected ?? ownFirmware, entry.actual], 'with the same expected vs actual')
+  }
+  const f = (await cliJson(cases[3]!.config, ['show', 'mirror'])).json as { listening: unknown; warning: string }
+  t.equal(f.listening, null, 'a model 350 does not listen')
+  t.match(f.warning, /model 350 may not mirror/)
+  const logs = services.flatMap((service) => service.lines).join('\n')
   t.notMatch(logs, sharedSecret, 'the shared secret is never logged')
-  t.notMatch(logs, 'ZZZZWRONGSECRETWRONGSECRET1234')
+  t.notMatch(logs, wrongSecret)
 
   const generated = await runCli(['--config', configA, 'mirror', 'generate-secret'])
   t.match(generated.stdout.trim(), /^[A-Z2-7]{32}$/, 'generated secrets are 160-bit base32')

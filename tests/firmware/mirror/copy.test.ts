@@ -31,7 +31,7 @@ import { createBacklogTracker } from '../../../firmware/mirror/backlog.js'
 import { createCoalescingWriter, createPeerStateStore, effectivePeers } from '../../../firmware/mirror/peer-state.js'
 import { noLocalSourceWarning } from '../../../firmware/mirror/mirror-service.js'
 import { createMemoryArchive, localDelivery, makeMessage, sha256Hex } from './fakes.js'
-import { startFaultProxy } from './fault-proxy.js'
+import { startFaultProxy } from '../../helpers/fault-proxy.js'
 import { copiesFrom, createTestNode, waitFor, type TestNode } from './nodes.js'
 
 const seed = Number(process.env.MIRROR_TEST_SEED ?? randomInt(0, 2 ** 31))

@@ -3,7 +3,7 @@ import { randomInt } from 'node:crypto'
 import { createRandom } from '../../../firmware/common/clock.js'
 import { ArchiveError } from '../../../firmware/archive/errors.js'
 import { makeMessage, sha256Hex } from './fakes.js'
-import { startFaultProxy, type Fault } from './fault-proxy.js'
+import { startFaultProxy, type Fault } from '../../helpers/fault-proxy.js'
 import { copiesFrom, createTestNode, waitFor, type TestNode } from './nodes.js'
 import { senderStopTimeoutMs } from '../../../firmware/mirror/sender.js'
 
