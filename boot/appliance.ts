@@ -226,7 +226,12 @@ export function createAppliance(options: ApplianceOptions) {
         services.push(
           Object.assign(
             createControlServer(
-              { logger: logger.child('control'), clock, handlers },
+              {
+                logger: logger.child('control'),
+                clock,
+                handlers,
+                onAuthFailure: ({ failuresInWindow }) => composed.audit({ actor: 'control-socket', action: 'login.failed', details: { via: 'control', failuresInWindow } }),
+              },
               { ...config.control, technicianPasswordHash: config.technician.passwordHash },
             ),
             { name: 'control' },

@@ -16,10 +16,11 @@ import { loadOrCreateIdentityCertificate } from '../firmware/mirror/certificate.
 import { createMirrorService } from '../firmware/mirror/mirror-service.js'
 import { modelProfile } from '../config/models.js'
 import { createRandom } from '../firmware/common/clock.js'
-import { createHash, randomInt } from 'node:crypto'
+import { randomInt } from 'node:crypto'
 import { createHttpApi } from '../firmware/api/http-api.js'
 import { loadAdminCredential } from '../firmware/api/auth.js'
 import type { ManagedService } from './appliance.js'
+import { createAuditLog, createPolicyService, loadOrCreateAuditKey, policyApiRoutes, policyCommandHandlers, withArchiveDatabases, type AuditEvent } from '../firmware/policy/index.js'
 
 /** Parallel submits of one import job: enough to fill group commits, bounded in memory. */
 const importConcurrency = 8
@@ -31,6 +32,21 @@ export interface ComposedServices {
   handlers: Map<string, CommandHandler>
   /** Extra fields for `show status` and /api/v1/status. */
   status(): Promise<Record<string, unknown>>
+  /** Appends to the audit log (queued until the archive is open); never rejects. */
+  audit(event: AuditEvent): void
+}
+
+/** Ids of every archived message a query matches, page by page through the search index. */
+async function allMatches(index: ReturnType<typeof createIndex>, query: string): Promise<Set<string>> {
+  const ids = new Set<string>()
+  let cursor: string | null = null
+  do {
+    const page = index.search(query, { limit: index.options.searchLimitMax, cursor })
+    for (const hit of page.hits) ids.add(hit.id)
+    cursor = page.nextCursor
+    await new Promise((resolve) => setImmediate(resolve))
+  } while (cursor)
+  return ids
 }
 
 /**
@@ -44,6 +60,32 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   const certificate = await loadOrCreateIdentityCertificate({ logger: logger.child('certificate'), clock }, { dataDir: config.dataDir, serial: context.identity.serial })
   const parser = createMimeParser({ logger: logger.child('mime'), clock }, { ...defaultMimeParserOptions })
   const index = createIndex({ logger: logger.child('index'), clock })
+  const auditKey = await loadOrCreateAuditKey(config.dataDir)
+  const auditLog = createAuditLog({ logger: logger.child('audit'), clock, key: auditKey })
+  const audit = (event: AuditEvent): void => {
+    auditLog.append(event).catch((error: unknown) => logger.child('audit').error('cannot write an audit entry', { action: event.action, error }))
+  }
+  // The mirror service is made below; its low watermark is read at purge time. Typed loosely:
+  // `lowestAcknowledgedSequence` is the mirror service's, and older builds lack it.
+  let mirrorForRetention: { lowestAcknowledgedSequence?: () => number | null } | undefined
+  const policy = createPolicyService(
+    {
+      logger: logger.child('policy'),
+      clock,
+      archive: {
+        listIds: (afterId, limit) => archive.listIds(afterId, limit),
+        getMeta: (id) => archive.getMeta(id),
+        delete: (id) => archive.delete(id),
+        changes: (afterSequence, limit) => archive.changes(afterSequence, limit),
+        lastSequence: () => archive.lastSequence(),
+      },
+      audit: auditLog,
+      matchQuery: (query) => allMatches(index, query),
+      mirrorLowWatermark: () => mirrorForRetention?.lowestAcknowledgedSequence?.() ?? null,
+      digestKey: auditKey,
+    },
+    { purgeIntervalMs: config.retention.purgeIntervalMs, batchMessagesMax: config.retention.batchMessagesMax, stopTimeoutMs: config.shutdown.timeoutMs, config },
+  )
   const archive = createArchiveStore(
     { logger: logger.child('archive'), clock, volume: () => hal.volume(config.dataDir) },
     {
@@ -51,13 +93,14 @@ export async function composeServices(context: { config: Readonly<Config>; logge
       mapSizeBytes: config.storage.mapSizeBytes,
       freeBytesMin: config.storage.freeBytesMin,
       messageBytesMax: config.storage.messageBytesMax,
-      indexer: createArchiveIndexer(index, { logger: logger.child('index') }),
+      indexer: withArchiveDatabases(createArchiveIndexer(index, { logger: logger.child('index') }), [policy]),
     },
   )
   const indexMaintenance = createIndexMaintenance({ index, archive, parser })
   const pipeline = createIngestPipeline({ logger: logger.child('pipeline'), parser, archive }, { messageBytesMax: config.storage.messageBytesMax })
   const services: ManagedService[] = [
     { name: 'archive', start: () => archive.start(), stop: () => archive.stop(), healthcheck: () => archive.healthcheck() },
+    { name: 'retention', start: () => policy.start(), stop: () => policy.stop(), healthcheck: () => policy.healthcheck() },
   ]
   const smtp = config.smtp.enabled
     ? createSmtpSource({ logger: logger.child('smtp'), clock, pipeline, tls: { key: certificate.privateKeyPem, cert: certificate.certificatePem } }, config.smtp)
@@ -71,7 +114,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   )
   const credential = await loadAdminCredential({ clock }, { dataDir: config.dataDir, adminPasswordHash: config.http.adminPasswordHash })
   const storeStats = () => archive.stats()
-  const status = async () => ({ store: await storeStats(), mirror: mirrorStatus() })
+  const status = async () => ({ store: await storeStats(), mirror: mirrorStatus(), retention: { fingerprint: policy.describe().fingerprint, lastPurge: policy.lastRun() ?? null } })
   const http = config.http.enabled
     ? createHttpApi(
         {
@@ -81,6 +124,8 @@ export async function composeServices(context: { config: Readonly<Config>; logge
           archive,
           status: async () => ({ ...((await context.applianceStatus()) as object), ...(await status()) }),
           routes: new Map([['/api/v1/search', createSearchRoute(index)]]),
+          methodRoutes: policyApiRoutes(policy),
+          onLoginFailure: ({ remoteAddress, user }) => audit({ actor: `http@${remoteAddress}`, action: 'login.failed', details: { via: 'http', remoteAddress, user } }),
         },
         { host: config.http.host, port: config.http.port, stopTimeoutMs: config.shutdown.timeoutMs },
       )
@@ -112,8 +157,6 @@ export async function composeServices(context: { config: Readonly<Config>; logge
         ? 'no mirror.sharedSecret configured (generate one with `mailkeep mirror generate-secret`)'
         : null
   const localSourcesEnabled = config.smtp.enabled || config.journal.sources.some((source) => source.enabled)
-  // Retention and holds are not built yet: every system has the same (empty) policy set.
-  const policyFingerprint = createHash('sha256').update(JSON.stringify({ retention: [], holds: [] })).digest('hex')
   const mirror = mirrorDisabledReason
     ? undefined
     : createMirrorService(
@@ -126,7 +169,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
           identity: { model: context.identity.model, serial: context.identity.serial, firmwareVersion: context.identity.firmwareVersion },
           certificate,
           audit: (event) => logger.child('audit').info('mirror handshake', { ...event }),
-          policyFingerprint: () => policyFingerprint,
+          policyFingerprint: () => policy.describe().fingerprint,
         },
         {
           host: config.mirror.host,
@@ -145,6 +188,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
           idleTimeoutMs: config.mirror.idleTimeoutMs,
         },
       )
+  mirrorForRetention = mirror as typeof mirrorForRetention
   if (mirror) {
     pipeline.addListener((result, delivery) => mirror.notify(result, delivery))
     services.push({
@@ -169,6 +213,12 @@ export async function composeServices(context: { config: Readonly<Config>; logge
     return mirror
   }
 
+  /** Mirror changes are audited once they succeeded (control socket: the technician). */
+  const audited = <T,>(action: string, peer: string | undefined, result: T): T => {
+    audit({ actor: 'technician', action, details: { peer } })
+    return result
+  }
+
   const journalByName = new Map(journals.map((journal) => [journal.name.replace(/^journal:/, ''), journal]))
   const searchArgs = (args: string[]) => {
     const words: string[] = []
@@ -185,10 +235,11 @@ export async function composeServices(context: { config: Readonly<Config>; logge
     ['show store', () => storeStats()],
     ['show journal', () => journals.map((journal) => journal.status())],
     ['show mirror', () => mirrorStatus()],
-    ['mirror add', ([peer]) => needMirror().addPeer(peerArgument(peer))],
-    ['mirror remove', async ([peer]) => (await needMirror().removePeer(peerArgument(peer)), { message: `removed ${peer}` })],
-    ['mirror pause', ([peer]) => needMirror().pausePeer(peerArgument(peer))],
-    ['mirror resume', ([peer]) => needMirror().resumePeer(peerArgument(peer))],
+    ['mirror add', async ([peer]) => audited('mirror.add', peer, await needMirror().addPeer(peerArgument(peer)))],
+    ['mirror remove', async ([peer]) => (await needMirror().removePeer(peerArgument(peer)), audited('mirror.remove', peer, { message: `removed ${peer}` }))],
+    ['mirror pause', async ([peer]) => audited('mirror.pause', peer, await needMirror().pausePeer(peerArgument(peer)))],
+    ['mirror resume', async ([peer]) => audited('mirror.resume', peer, await needMirror().resumePeer(peerArgument(peer)))],
+    ...policyCommandHandlers(policy),
     ['search', (args) => {
       const { query, limit, cursor } = searchArgs(args)
       return index.search(query, { limit, cursor })
@@ -207,5 +258,5 @@ export async function composeServices(context: { config: Readonly<Config>; logge
       return journal.pullOnce()
     }],
   ])
-  return { services, handlers, status }
+  return { services, handlers, status, audit }
 }

@@ -170,6 +170,16 @@ export const configSchema = {
         },
       },
     },
+    retention: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'retention policies and holds are managed with `mailkeep policy|hold` or the API; these set the purge job',
+      properties: {
+        purgeIntervalMs: { type: 'integer', minimum: 0, maximum: 604800000, default: 3600000, description: 'how often the scheduled purge runs; 0: only on `mailkeep purge run`' },
+        batchMessagesMax: { type: 'integer', minimum: 1, maximum: 10000, default: 500, description: 'messages removed per purge batch (one audit entry each)' },
+      },
+    },
     http: {
       type: 'object',
       additionalProperties: false,

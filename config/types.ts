@@ -61,6 +61,7 @@ export interface Config {
     starttls: boolean
   }
   journal: { sources: JournalSourceConfig[] }
+  retention: { purgeIntervalMs: number; batchMessagesMax: number }
   http: { enabled: boolean; host: string; port: number; adminPasswordHash: string | null }
   mirror: {
     enabled: boolean

@@ -15,6 +15,22 @@ export interface ArchiveReader {
 /** A route handler beyond the built-in ones (search is added by the index module). */
 export type ApiRoute = (request: { url: URL; remoteAddress: string }) => Promise<unknown>
 
+/**
+ * A route with a method and a path pattern (retention, holds, audit). `params` are the
+ * pattern's groups; `body` is the parsed JSON body of a POST (undefined for GET); `actor`
+ * is `admin@REMOTE-ADDRESS` for the audit log.
+ */
+export interface ApiMethodRoute {
+  method: 'GET' | 'POST'
+  pattern: RegExp
+  /** Status of a successful answer (201 for a creation); 200 when absent. */
+  status?: number
+  handle(request: { url: URL; params: string[]; body: unknown; actor: string; remoteAddress: string }): Promise<unknown> | unknown
+}
+
+/** Largest JSON request body accepted, in bytes. */
+export const requestBodyBytesMax = 64 * 1024
+
 export interface HttpApiOptions {
   host: string
   /** 0: any free port; see address() after start. */
@@ -50,9 +66,22 @@ class HttpError extends MailkeepError {
  *   GET /api/v1/messages/{id}           metadata of one archived message
  *   GET /api/v1/messages/{id}/raw       the original bytes, byte-identical (message/rfc822)
  *   GET /api/v1/search?q=&limit=&cursor= (registered by the index module)
+ *   retention, holds and audit routes (methodRoutes, registered by firmware/policy)
+ * No route deletes or edits a message: any method but GET/HEAD answers 405 unless a
+ * method route takes it.
  */
 export function createHttpApi(
-  deps: { logger: Logger; clock: Clock; credential: AdminCredential; archive: ArchiveReader; status: () => Promise<unknown>; routes?: ReadonlyMap<string, ApiRoute> },
+  deps: {
+    logger: Logger
+    clock: Clock
+    credential: AdminCredential
+    archive: ArchiveReader
+    status: () => Promise<unknown>
+    routes?: ReadonlyMap<string, ApiRoute>
+    methodRoutes?: readonly ApiMethodRoute[]
+    /** Told of every failed login (the audit log); the password is never passed. */
+    onLoginFailure?: (event: { remoteAddress: string; user: string }) => void
+  },
   options: HttpApiOptions,
 ) {
   const { logger, clock } = deps
@@ -79,6 +108,7 @@ export function createHttpApi(
       failures.set(remoteAddress, list)
       if (failures.size > 10_000) failures.clear()
       logger.warn('login failed', { remoteAddress, user: credentials.user.slice(0, 64) })
+      deps.onLoginFailure?.({ remoteAddress, user: credentials.user.slice(0, 64) })
       throw new HttpError(401, 'AUTH_FAILED', 'wrong user or password')
     }
   }
@@ -89,12 +119,39 @@ export function createHttpApi(
     response.end(text)
   }
 
+  async function readJsonBody(request: IncomingMessage): Promise<unknown> {
+    const chunks: Buffer[] = []
+    let bytes = 0
+    for await (const chunk of request) {
+      bytes += (chunk as Buffer).byteLength
+      if (bytes > requestBodyBytesMax) throw new HttpError(413, 'BODY_TOO_LARGE', `the request body is over ${requestBodyBytesMax} bytes`)
+      chunks.push(chunk as Buffer)
+    }
+    // An action without parameters (release) has no body; routes that need one validate it.
+    if (bytes === 0) return undefined
+    try {
+      return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown
+    } catch (error) {
+      throw new HttpError(400, 'BAD_JSON', `the body is not JSON: ${(error as Error).message.slice(0, 200)}`)
+    }
+  }
+
   async function route(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const remoteAddress = request.socket.remoteAddress ?? 'unknown'
     const url = new URL(request.url ?? '/', 'http://mailkeep.invalid')
-    if (request.method !== 'GET' && request.method !== 'HEAD') throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${request.method} is not allowed`)
-    await authenticate(request, remoteAddress)
     const path = url.pathname.replace(/\/+$/, '')
+    const method = request.method === 'HEAD' ? 'GET' : request.method
+    const methodRoute = deps.methodRoutes?.find((candidate) => candidate.method === method && candidate.pattern.test(path))
+    // Only GET (and HEAD) exist, plus the POSTs of the method routes: there is no route that
+    // deletes or edits an archived message (retention's purge is the only removal).
+    if (method !== 'GET' && !methodRoute) throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${request.method} is not allowed on ${path.slice(0, 200)}`)
+    await authenticate(request, remoteAddress)
+    if (methodRoute) {
+      const body = method === 'POST' ? await readJsonBody(request) : undefined
+      const params = methodRoute.pattern.exec(path)!.slice(1)
+      const result = await methodRoute.handle({ url, params, body, actor: `admin@${remoteAddress}`, remoteAddress })
+      return sendJson(response, methodRoute.status ?? 200, result)
+    }
     if (path === '/api/v1/status') return sendJson(response, 200, await deps.status())
     const message = /^\/api\/v1\/messages\/([^/]+)(\/raw)?$/.exec(path)
     if (message) {
@@ -134,7 +191,7 @@ export function createHttpApi(
         return sendJson(response, error.status, { error: { code: error.code, message: error.message } })
       }
       if (error instanceof MailkeepError) {
-        const status = error.code === 'NOT_FOUND' ? 404 : error.retryable ? 503 : 400
+        const status = error.code === 'NOT_FOUND' ? 404 : error.code === 'EXISTS' ? 409 : error.retryable ? 503 : 400
         return sendJson(response, status, { error: { code: error.code, message: error.message, ...error.fields } })
       }
       logger.error('request failed', { error, path: request.url?.slice(0, 200) })

@@ -121,6 +121,33 @@ const renderImport = (result: unknown): string => {
   return table(jobs, ['id', 'state', 'format', 'processed', 'imported', 'duplicates', 'flagged', 'failed', 'path'])
 }
 
+const renderPolicies = (result: unknown): string => {
+  const list = result as { fingerprint: string; policies: Row[] }
+  const rows = list.policies.map((policy) => ({ ...policy, retentionDays: policy.retentionDays ?? 'forever', criteria: JSON.stringify(policy.criteria) }))
+  return `${table(rows, ['name', 'retentionDays', 'criteria', 'createdBy'])}\nfingerprint ${list.fingerprint}`
+}
+
+const renderPreview = (result: unknown): string => {
+  const preview = result as { scanned: number; retained: number; dueMessages: number; dueBytes: number; heldMessages: number; mirrorPendingMessages: number; due: Row[]; truncated: boolean }
+  const lines = [
+    `scanned ${preview.scanned}, retained ${preview.retained}, due ${preview.dueMessages} (${formatBytes(preview.dueBytes)}), held ${preview.heldMessages}, waiting for mirror peers ${preview.mirrorPendingMessages}`,
+    table(preview.due, ['id', 'policy', 'retentionDays', 'sizeBytes']),
+  ]
+  if (preview.truncated) lines.push('(lists cut; use --json or the API for the figures)')
+  return lines.join('\n')
+}
+
+const renderHolds = (result: unknown): string => table(result as Row[], ['name', 'active', 'query', 'custodians', 'reason', 'placedBy'])
+
+const renderAuditVerify = (result: unknown): string => {
+  const report = result as { ok: boolean; entries: number; problems: { seq: number | null; code: string; message: string }[] }
+  if (report.ok) return `audit log ok: ${report.entries} entries, chain and head intact`
+  return [`audit log DAMAGED (${report.entries} entries):`, ...report.problems.map((problem) => `  ${problem.code} at ${problem.seq ?? '-'}: ${problem.message}`)].join('\n')
+}
+
+const renderAudit = (result: unknown): string =>
+  (result as Row[]).map((entry) => `${entry.seq}  ${new Date(entry.atMs as number).toISOString()}  ${entry.actor}  ${entry.action}  ${JSON.stringify(entry.details).slice(0, 200)}`).join('\n') || '(none)'
+
 export const commandTable: readonly CommandSpec[] = [
   { name: 'show version', summary: 'firmware version, model and serial', args: [], technician: false, render: renderObject },
   { name: 'show status', summary: 'system state, degraded reasons, services, listeners', args: [], technician: false, render: renderStatus },
@@ -142,6 +169,28 @@ export const commandTable: readonly CommandSpec[] = [
   { name: 'journal pull', summary: 'pull a journal source now', args: [{ name: 'source', kind: 'string' }], technician: false, render: (result) => JSON.stringify(result, null, 2) },
   { name: 'index verify', summary: 'check the search index against the archive', args: [], technician: false, render: renderObject },
   { name: 'index rebuild', summary: 'rebuild the search index from the archive (archive untouched)', args: [], technician: true, render: renderObject },
+  { name: 'policy list', summary: 'retention policies and the settings fingerprint', args: [], technician: false, render: renderPolicies },
+  {
+    name: 'policy add',
+    summary: 'set a retention policy: NAME --days N|forever [--sender|--recipient ADDR|DOMAIN] [--source S] [--query Q]',
+    args: [{ name: 'name-and-options', kind: 'string', rest: true }],
+    technician: true,
+    render: renderObject,
+  },
+  { name: 'policy remove', summary: 'remove a retention policy', args: [{ name: 'name', kind: 'string' }], technician: true, render: renderObject },
+  { name: 'policy preview', summary: 'what a purge would remove now, and what holds and mirror peers keep', args: [], technician: false, render: renderPreview },
+  { name: 'hold list', summary: 'litigation holds (released ones included)', args: [], technician: false, render: renderHolds },
+  {
+    name: 'hold add',
+    summary: 'place a hold: NAME --reason TEXT [--by WHO] [--query Q] [--custodian ADDR] [--from DATE] [--until DATE]',
+    args: [{ name: 'name-and-options', kind: 'string', rest: true }],
+    technician: true,
+    render: renderObject,
+  },
+  { name: 'hold release', summary: 'release a hold (its mail is subject to retention again)', args: [{ name: 'name', kind: 'string' }], technician: true, render: renderObject },
+  { name: 'purge run', summary: 'run the retention purge now (in audited batches)', args: [], technician: true, render: renderObject },
+  { name: 'audit verify', summary: 'check the audit log\'s hash chain', args: [], technician: false, render: renderAuditVerify },
+  { name: 'audit show', summary: 'audit entries: [--limit N] [--after SEQ]', args: [{ name: 'options', kind: 'string', optional: true, rest: true }], technician: false, render: renderAudit },
   { name: 'auth', summary: 'unlock technician commands on this connection', args: [], technician: false, render: renderMessage },
   { name: 'sim fail-disk', summary: 'simulator: fail a disk', args: [{ name: 'index', kind: 'integer' }], technician: true, render: renderMessage },
   { name: 'sim replace-disk', summary: 'simulator: replace a disk (starts a rebuild)', args: [{ name: 'index', kind: 'integer' }], technician: true, render: renderMessage },

@@ -35,7 +35,13 @@ export const authFailureWindowMs = 60_000
  * refused at start (ADDRESS_IN_USE) instead of stealing the socket.
  */
 export function createControlServer(
-  deps: { logger: Logger; clock: Clock; handlers: ReadonlyMap<string, CommandHandler> },
+  deps: {
+    logger: Logger
+    clock: Clock
+    handlers: ReadonlyMap<string, CommandHandler>
+    /** Told of every failed technician login (the audit log); the password is never passed. */
+    onAuthFailure?: (event: { failuresInWindow: number }) => void
+  },
   options: ControlServerOptions,
 ) {
   const { logger, clock, handlers } = deps
@@ -79,6 +85,7 @@ export function createControlServer(
     if (!(await verifyPassword(password, options.technicianPasswordHash))) {
       authFailureTimes.push(now)
       logger.warn('technician authentication failed', { failuresInWindow: authFailureTimes.length })
+      deps.onAuthFailure?.({ failuresInWindow: authFailureTimes.length })
       throw new ControlError('AUTH_FAILED', 'wrong technician password')
     }
   }
