@@ -2,8 +2,9 @@ import assert from 'node:assert'
 import type { Database, RootDatabase } from 'lmdb'
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
+import type { ParsedMessage } from '../mime/types.js'
 import { IndexError } from './errors.js'
-import { analyzeDocument, decodeForward, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type DocumentRecord, type ForwardRecord, type IndexInput } from './document.js'
+import { analyzeDocument, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type DocumentRecord, type ForwardRecord, type IndexInput } from './document.js'
 import { anyTextBits, decodeChunkInto, difference, encodeChunk, fieldBits, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
 import { parseQuery, positiveTokens, type QueryNode, type TextField } from './query.js'
 import { makeSnippet } from './snippet.js'
@@ -204,6 +205,10 @@ function sameForward(left: ForwardRecord, right: ForwardRecord): boolean {
   )
 }
 
+function termsOf(postings: Map<string, number>): { tokens: string[]; masks: number[] } {
+  return { tokens: [...postings.keys()], masks: [...postings.values()] }
+}
+
 /** Opaque cursor of a position (dateMs, docid) in the newest-first order. */
 function encodeCursor(dateMs: number, docid: number): string {
   return Buffer.from(`${indexLayoutVersion}.${dateMs}.${docid}`).toString('base64url')
@@ -241,6 +246,14 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
   const logger = deps.logger
   let dbs: Databases | undefined
   let tail: TailCache | undefined
+  /**
+   * The postings of tail documents as indexed by this process, so a flush need not decode
+   * and re-tokenize their forward records. Only a hint: an entry counts at flush time only
+   * when the committed id mapping still gives its docid to its id (a rolled-back ingest
+   * leaves a stale entry, which this check rejects), and re-indexed or removed documents
+   * drop their entry. Anything not covered here is read from the forward record.
+   */
+  let tailPostings = new Map<number, { id: string; tokens: string[]; masks: number[] }>()
 
   function open(): Databases {
     if (!dbs) throw new IndexError('INDEX_UNAVAILABLE', 'the index databases are not open', { retryable: true })
@@ -297,17 +310,27 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     // posting, which matters at a few hundred thousand postings per flush.
     const byToken = new Map<string, number[]>()
     for (let docid = first; docid <= last; docid++) {
-      const forward = getForward(db, docid)
-      if (forward === undefined) continue
-      for (const [token, mask] of postingsOf(forward)) {
+      let known = tailPostings.get(docid)
+      if (known === undefined || db.keys.get(idKeyPrefix + known.id) !== docid) {
+        const forward = getForward(db, docid)
+        if (forward === undefined) continue
+        known = { id: '', ...termsOf(postingsOf(forward)) }
+      }
+      const { tokens, masks } = known
+      for (let index = 0; index < tokens.length; index++) {
+        const token = tokens[index]!
+        const mask = masks[index]!
         const entries = byToken.get(token)
-        if (entries) entries.push(docid, mask)
-        else byToken.set(token, [docid, mask])
+        if (entries === undefined) byToken.set(token, [docid, mask])
+        // A token listed twice for one document (prepared terms, then address terms): one entry, bits OR-ed.
+        else if (entries[entries.length - 2] === docid) entries[entries.length - 1]! |= mask
+        else entries.push(docid, mask)
       }
     }
     // Writing in key order keeps LMDB's page touches local.
     const tokens = [...byToken.keys()].sort()
     for (const token of tokens) db.postings.putSync([token, state.chunks], encodeChunk(byToken.get(token)!))
+    for (let docid = first; docid <= last; docid++) tailPostings.delete(docid)
     state.flushed = last
     state.chunks++
     writeState(db, state)
@@ -316,10 +339,10 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     return tokens.length
   }
 
-  function indexInTransaction(db: Databases, input: IndexInput, autoFlush: boolean): { docid: number; changed: boolean } {
+  function indexInTransaction(db: Databases, input: IndexInput, autoFlush: boolean, prepared?: PreparedDocument): { docid: number; changed: boolean } {
     assert(/^[0-9a-f]{64}$/.test(input.id), 'an archive id is 64 lower-case hex characters')
     const state = readState(db)
-    const analyzed = analyzeDocument(input, limits)
+    const analyzed = analyzeDocument(input, limits, prepared)
     if (analyzed.truncated) logger.debug('message indexed in part (token or address budget)', { id: input.id })
     const existing = db.keys.get(idKeyPrefix + input.id) as number | undefined
     if (existing !== undefined) {
@@ -328,6 +351,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       const oldRecord = getRecord(db, existing)
       // The order of a document never changes once indexed, so cursors stay valid.
       const record = { ...analyzed.record, dateMs: oldRecord?.dateMs ?? analyzed.record.dateMs }
+      tailPostings.delete(existing)
       db.forward.putSync(existing, encodeForward(analyzed.forward))
       db.documents.putSync(existing, encodeRecord(record))
       if (existing <= state.flushed) {
@@ -351,6 +375,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     db.documents.putSync(docid, encodeRecord(analyzed.record))
     setDate(db, docid, analyzed.record.dateMs)
     writeState(db, state)
+    tailPostings.set(docid, { id: input.id, ...(analyzed.terms ?? termsOf(postingsOf(analyzed.forward))) })
     if (autoFlush && state.next - 1 - state.flushed >= limits.pendingDocumentsMax) flushInTransaction(db, state)
     return { docid, changed: true }
   }
@@ -584,6 +609,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         keys: root.openDB<unknown, string>(indexDatabaseNames.keys, { encoding: 'msgpack' }),
       }
       tail = undefined
+      tailPostings = new Map()
     },
 
     /**
@@ -593,12 +619,26 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
      * own. Indexing an id again (another delivery) updates what changed — new envelope
      * recipients become searchable — and keeps its place in the order.
      *
+     * @param prepared `prepare(input.parsed)` computed beforehand (another shape, or
+     *   undefined, is prepared here)
      * @returns the docid and whether anything was written
      * @throws IndexError INDEX_UNAVAILABLE before `databases`, INDEX_CORRUPT on an unreadable index; LMDB errors (map full) as thrown
      */
-    indexMessage(input: IndexInput): { docid: number; changed: boolean } {
+    indexMessage(input: IndexInput, prepared?: unknown): { docid: number; changed: boolean } {
       const db = open()
-      return db.root.transactionSync(() => indexInTransaction(db, input, true))
+      const ready = isPreparedDocument(prepared) ? prepared : undefined
+      return db.root.transactionSync(() => indexInTransaction(db, input, true, ready))
+    },
+
+    /**
+     * The part of indexing that needs no database and no envelope (tokenizing, field
+     * analysis, snippet text), with this index's limits: pure, its result plain data.
+     * Run it before the write transaction (or on a worker thread with
+     * `prepareDocument(parsed, limits)` and the same limits) and pass the result to
+     * `indexMessage`.
+     */
+    prepare(parsed: ParsedMessage): PreparedDocument {
+      return prepareDocument(parsed, limits)
     },
 
     /**
@@ -617,6 +657,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         db.keys.removeSync(idKeyPrefix + id)
         db.forward.removeSync(docid)
         db.documents.removeSync(docid)
+        tailPostings.delete(docid)
         setDate(db, docid, Number.NaN)
         state.documents--
         state.removed++
@@ -728,6 +769,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         for (const store of [db.postings, db.forward, db.documents, db.dates, db.keys] as Database<unknown, string>[]) store.clearSync()
       })
       tail = undefined
+      tailPostings = new Map()
       let indexed = 0
       let batch: IndexInput[] = []
       const write = async (): Promise<void> => {
