@@ -309,7 +309,7 @@ t.test('prepare: a prepared document (cloned, as from a worker) indexes exactly 
   t.same(harness.query('to:hidden@elsewhere.test').sort(), names, 'the envelope BCC is added to prepared documents')
 })
 
-t.test('a flush does not take postings from an ingest that was rolled back', async (t) => {
+t.test('neither the tail nor a flush takes postings from an ingest that was rolled back', async (t) => {
   const harness = makeHarness(t, { pendingDocumentsMax: 2 })
   // A is indexed (docid 1) in a transaction that aborts; B then gets docid 1 and C docid 2, which fills the tail.
   t.throws(() =>
@@ -319,6 +319,8 @@ t.test('a flush does not take postings from an ingest that was rolled back', asy
     }),
   )
   harness.root.transactionSync(() => harness.index.indexMessage(inputOf('B', corpus.B!)))
+  t.same(harness.query('zurich'), [], 'the tail does not answer with the rolled-back document')
+  t.same(harness.query('lunch'), ['B'])
   harness.root.transactionSync(() => harness.index.indexMessage(inputOf('D', corpus.D!)))
   t.equal(harness.index.stats().pending, 0, 'flushed')
   t.same(harness.query('zurich'), [], 'words only A had are not in the chunks')
