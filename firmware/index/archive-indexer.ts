@@ -35,8 +35,13 @@ export function createArchiveIndexer(index: SearchIndex, deps: { logger: Logger 
     open(root) {
       index.databases(root)
     },
-    messageStored(meta: MessageMeta, parsed: ParsedMessage) {
-      if (usable()) index.indexMessage(indexInputFromMeta(meta, parsed))
+    /** Tokenizing and field analysis, ahead of the write transaction (see SearchIndex.prepare). */
+    prepare(parsed: ParsedMessage) {
+      return index.prepare(parsed)
+    },
+    /** Writes the message's index entries; with `prepared` (prepare's result) it does little more than the writes. */
+    messageStored(meta: MessageMeta, parsed: ParsedMessage, prepared?: unknown) {
+      if (usable()) index.indexMessage(indexInputFromMeta(meta, parsed), prepared)
     },
     messageRemoved(id) {
       if (usable()) index.removeMessage(id)

@@ -70,6 +70,12 @@ export interface DocumentRecord {
 export interface AnalyzedDocument {
   forward: ForwardRecord
   record: DocumentRecord
+  /**
+   * The tokens with their field bits, when they came ready from a prepared document: the
+   * prepared terms followed by the address terms, so a token may appear twice (its bits
+   * are then the OR of both).
+   */
+  terms?: { tokens: string[]; masks: number[] }
   /** True when the token budget cut the document short. */
   truncated: boolean
 }
@@ -179,47 +185,258 @@ export function orderingDateMs(parsedDateMs: number | null, archivedAtMs: number
 }
 
 /**
- * Computes the forward record and display record of a message.
+ * Computes the forward record and display record of a message, in the order of the token
+ * budget: subject, sender, recipients, attachment names, body, attachment texts — so a
+ * huge body cannot push the headers out of the index.
  *
- * Token budget order: subject, sender, recipients, attachment names, body, attachment
- * texts — so a huge body cannot push the headers out of the index.
+ * The result is exactly that of analyzing the message in one pass; it is computed from
+ * `prepareDocument` (the part that needs no envelope, which the ingest pipeline may run
+ * ahead of the write transaction) when the budgets allow, which is nearly always.
  */
-export function analyzeDocument(input: IndexInput, limits: DocumentLimits): AnalyzedDocument {
-  const { parsed } = input
-  let budget = limits.tokensPerDocumentMax
-  let truncated = false
-  const take = (text: string): string[] => {
-    if (budget <= 0) {
-      if (text.length > 0) truncated = truncated || tokenize(text, 1).length > 0
-      return []
-    }
-    const tokens = tokenize(text, budget + 1)
-    if (tokens.length > budget) {
-      truncated = true
-      tokens.length = budget
-    }
-    budget -= tokens.length
-    return tokens
-  }
+export function analyzeDocument(input: IndexInput, limits: DocumentLimits, prepared?: PreparedDocument): AnalyzedDocument {
+  return completeDocument(prepared ?? prepareDocument(input.parsed, limits), input, limits) ?? analyzeSequential(input, limits)
+}
 
-  let addressesLeft = limits.addressesPerDocumentMax
-  const addressSegments = (addresses: readonly Address[]): { segments: string[][]; exact: Set<string> } => {
+/** One header address of a prepared document. */
+export interface PreparedAddress {
+  /** Dedup key: lower-case address, newline, display name. */
+  key: string
+  /** The address's segment: ` tok tok ` of its name and address ('' when it has no token). */
+  stream: string
+  /** Its exact address tokens (addressExactTokens). */
+  exact: string[]
+}
+
+/**
+ * What indexing a message needs that depends on the parsed message alone: tokens per
+ * field, header addresses, the snippet text and the display fields. Plain data only
+ * (strings, numbers, arrays, plain objects), so it can be computed on a worker thread and
+ * passed by structured clone; `completeDocument` adds the envelope inside the transaction.
+ */
+export interface PreparedDocument {
+  /** Marks the shape; a value of another shape is prepared again. */
+  kind: typeof preparedKind
+  /** Subject stream. */
+  s: string
+  /** Body and attachment text streams. */
+  b: string
+  /** Attachment name streams. */
+  n: string
+  /** Header senders (From), de-duplicated. */
+  from: PreparedAddress[]
+  /** Header recipients (To, Cc, Bcc), de-duplicated. */
+  to: PreparedAddress[]
+  /** Lower-case addresses of every header recipient (envelope recipients named here are not added again). */
+  toNamed: string[]
+  /** Tokens taken from the budget. */
+  tokens: number
+  /** True when a budget cut the message short: the envelope then needs the one-pass analysis. */
+  truncated: boolean
+  /** The Date header, ms since the epoch, or null. */
+  dateMs: number | null
+  /** `Name <address>` of the first header sender, or null when there is none. */
+  sender: string | null
+  subject: string
+  /** Body and attachment texts for snippets, bounded. */
+  text: string
+  attachment: 0 | 1
+  /** Distinct tokens of the subject, body and attachment names (and the attachment marker)… */
+  terms: string[]
+  /** …and their field bits, index for index. */
+  masks: number[]
+}
+
+const preparedKind = 'mailkeep.index.prepared.1'
+
+/** True when `value` is a PreparedDocument (of this firmware's shape). */
+export function isPreparedDocument(value: unknown): value is PreparedDocument {
+  if (typeof value !== 'object' || value === null) return false
+  const candidate = value as Partial<PreparedDocument>
+  return (
+    candidate.kind === preparedKind &&
+    typeof candidate.s === 'string' &&
+    typeof candidate.b === 'string' &&
+    typeof candidate.n === 'string' &&
+    Array.isArray(candidate.from) &&
+    Array.isArray(candidate.to) &&
+    Array.isArray(candidate.toNamed) &&
+    typeof candidate.tokens === 'number' &&
+    Array.isArray(candidate.terms) &&
+    Array.isArray(candidate.masks) &&
+    candidate.terms.length === candidate.masks.length &&
+    typeof candidate.text === 'string' &&
+    typeof candidate.subject === 'string'
+  )
+}
+
+/** Segment streams joined into a field stream (empty segments left out, as streamOf does). */
+function joinStreams(streams: readonly string[]): string {
+  return streams.filter((stream) => stream.length > 0).join('\n')
+}
+
+function exactTokensOf(addresses: readonly PreparedAddress[]): string[] {
+  return [...new Set(addresses.flatMap((address) => address.exact))]
+}
+
+/**
+ * Takes addresses (de-duplicated by address and name) while `addressesMax` allows,
+ * tokenizing each through `take`; calls `onTruncated` when the limit cuts the list.
+ */
+function addressTaker(addressesMax: number, take: (text: string) => string[], onTruncated: () => void): (list: readonly Address[]) => PreparedAddress[] {
+  let left = addressesMax
+  return (list) => {
     const seen = new Set<string>()
-    const segments: string[][] = []
-    const exact = new Set<string>()
-    for (const address of addresses) {
+    const out: PreparedAddress[] = []
+    for (const address of list) {
       const key = `${address.address.toLowerCase()}\n${address.name}`
       if (seen.has(key)) continue
-      if (addressesLeft <= 0) {
-        truncated = true
+      if (left <= 0) {
+        onTruncated()
         break
       }
       seen.add(key)
-      addressesLeft--
-      segments.push(take(`${address.name} ${address.address}`))
-      for (const token of addressExactTokens(address.address)) exact.add(token)
+      left--
+      out.push({ key, stream: streamOf([take(`${address.name} ${address.address}`)]), exact: addressExactTokens(address.address) })
     }
-    return { segments, exact }
+    return out
+  }
+}
+
+/** Tokenizes texts one after another within a budget of `tokensMax` tokens. */
+function tokenBudget(tokensMax: number): { take(text: string): string[]; used(): number; truncated(): boolean } {
+  let left = tokensMax
+  let truncated = false
+  return {
+    take(text) {
+      if (left <= 0) {
+        if (text.length > 0 && !truncated) truncated = tokenize(text, 1).length > 0
+        return []
+      }
+      const tokens = tokenize(text, left + 1)
+      if (tokens.length > left) {
+        truncated = true
+        tokens.length = left
+      }
+      left -= tokens.length
+      return tokens
+    },
+    used: () => tokensMax - left,
+    truncated: () => truncated,
+  }
+}
+
+/**
+ * The envelope-free part of indexing a message: pure, no I/O, safe on a worker thread
+ * (this module imports no database code). Pass the result to `indexMessage` (or the
+ * archive's `indexPrepared`) to keep tokenizing out of the write transaction.
+ */
+export function prepareDocument(parsed: ParsedMessage, limits: DocumentLimits): PreparedDocument {
+  const budget = tokenBudget(limits.tokensPerDocumentMax)
+  const take = budget.take
+  let truncated = false
+  const addresses = addressTaker(limits.addressesPerDocumentMax, take, () => (truncated = true))
+  const subject = streamOf([take(parsed.subject ?? '')])
+  const from = addresses(parsed.from)
+  const headerRecipients = [...parsed.to, ...parsed.cc, ...parsed.bcc]
+  const to = addresses(headerRecipients)
+  const names = streamOf(parsed.attachments.map((attachment) => take(attachment.filename ?? '')))
+  const bodySegments = [take(parsed.text)]
+  for (const attachment of parsed.attachments) bodySegments.push(take(attachment.text ?? ''))
+  const texts = [parsed.text, ...parsed.attachments.map((attachment) => attachment.text ?? '')].filter((text) => text.length > 0)
+  const body = streamOf(bodySegments)
+  const attachment = parsed.attachments.length > 0 ? 1 : 0
+  const terms = new Map<string, number>()
+  addStreamTerms(terms, subject, fieldBits.subject)
+  addStreamTerms(terms, body, fieldBits.body)
+  addStreamTerms(terms, names, fieldBits.attachment)
+  if (attachment === 1) addTerm(terms, hasAttachmentToken, fieldBits.marker)
+  return {
+    kind: preparedKind,
+    s: subject,
+    b: body,
+    n: names,
+    from,
+    to,
+    toNamed: headerRecipients.map((address) => address.address.toLowerCase()),
+    tokens: budget.used(),
+    truncated: truncated || budget.truncated(),
+    dateMs: parsed.dateMs,
+    sender: parsed.from[0] ? addressLabel(parsed.from[0]) : null,
+    subject: parsed.subject ?? '',
+    text: cutToChars(texts.join('\n\n'), limits.snippetTextCharsMax),
+    attachment,
+    terms: [...terms.keys()],
+    masks: [...terms.values()],
+  }
+}
+
+/**
+ * Adds the envelope (sender, recipients, archive time) to a prepared document.
+ *
+ * @returns the analysis, or undefined when a budget binds (then only the one-pass
+ *   analysis gives the exact result, because envelope addresses come before the body)
+ */
+export function completeDocument(prepared: PreparedDocument, input: IndexInput, limits: DocumentLimits): AnalyzedDocument | undefined {
+  if (prepared.truncated) return undefined
+  let tokens = prepared.tokens
+  let addresses = prepared.from.length + prepared.to.length
+  const fromKeys = new Set(prepared.from.map((address) => address.key))
+  const extraFrom: EnvelopeAddress[] = []
+  if (input.envelopeFrom && !fromKeys.has(`${input.envelopeFrom.toLowerCase()}\n`)) extraFrom.push(envelopeAddress(input.envelopeFrom))
+  const named = new Set(prepared.toNamed)
+  const extraTo: EnvelopeAddress[] = []
+  for (const address of [...(input.envelopeTo ?? []), ...(input.envelopeBcc ?? [])]) {
+    const lower = address.toLowerCase()
+    if (named.has(lower)) continue
+    named.add(lower)
+    extraTo.push(envelopeAddress(address))
+  }
+  for (const address of [...extraFrom, ...extraTo]) tokens += address.tokens
+  addresses += extraFrom.length + extraTo.length
+  if (tokens > limits.tokensPerDocumentMax || addresses > limits.addressesPerDocumentMax) return undefined
+  const fromList = [...prepared.from, ...extraFrom]
+  const toList = [...prepared.to, ...extraTo]
+  const addressTerms = new Map<string, number>()
+  for (const address of fromList) {
+    addStreamTerms(addressTerms, address.stream, fieldBits.from)
+    for (const token of address.exact) addTerm(addressTerms, token, fieldBits.from)
+  }
+  for (const address of toList) {
+    addStreamTerms(addressTerms, address.stream, fieldBits.to)
+    for (const token of address.exact) addTerm(addressTerms, token, fieldBits.to)
+  }
+  return {
+    terms: { tokens: prepared.terms.concat([...addressTerms.keys()]), masks: prepared.masks.concat([...addressTerms.values()]) },
+    forward: { s: prepared.s, b: prepared.b, f: joinStreams(fromList.map((address) => address.stream)), t: joinStreams(toList.map((address) => address.stream)), n: prepared.n, xf: exactTokensOf(fromList), xt: exactTokensOf(toList), a: prepared.attachment },
+    record: {
+      id: input.id,
+      dateMs: orderingDateMs(prepared.dateMs, input.archivedAtMs, limits.futureDateSkewMsMax),
+      from: prepared.sender ?? input.envelopeFrom ?? '',
+      subject: prepared.subject,
+      text: prepared.text,
+    },
+    truncated: false,
+  }
+}
+
+type EnvelopeAddress = PreparedAddress & { tokens: number }
+
+function envelopeAddress(address: string): EnvelopeAddress {
+  const tokens = tokenize(` ${address}`)
+  return { key: `${address.toLowerCase()}\n`, stream: streamOf([tokens]), exact: addressExactTokens(address), tokens: tokens.length }
+}
+
+/** The one-pass analysis (see analyzeDocument), for messages a budget cuts short; exported for tests. */
+export function analyzeSequential(input: IndexInput, limits: DocumentLimits): AnalyzedDocument {
+  const { parsed } = input
+  const budget = tokenBudget(limits.tokensPerDocumentMax)
+  const take = budget.take
+  let truncated = false
+
+  const takeAddresses = addressTaker(limits.addressesPerDocumentMax, take, () => (truncated = true))
+  const addressSegments = (addresses: readonly Address[]): { segments: string[]; exact: string[] } => {
+    const taken = takeAddresses(addresses)
+    return { segments: taken.map((address) => address.stream), exact: exactTokensOf(taken) }
   }
 
   const envelope = (addresses: readonly string[] | undefined): Address[] => (addresses ?? []).map((address) => ({ name: '', address }))
@@ -248,11 +465,11 @@ export function analyzeDocument(input: IndexInput, limits: DocumentLimits): Anal
     forward: {
       s: streamOf([subjectTokens]),
       b: streamOf(bodySegments),
-      f: streamOf(from.segments),
-      t: streamOf(to.segments),
+      f: joinStreams(from.segments),
+      t: joinStreams(to.segments),
       n: streamOf(nameSegments),
-      xf: [...from.exact],
-      xt: [...to.exact],
+      xf: from.exact,
+      xt: to.exact,
       a: parsed.attachments.length > 0 ? 1 : 0,
     },
     record: {
@@ -262,27 +479,37 @@ export function analyzeDocument(input: IndexInput, limits: DocumentLimits): Anal
       subject: parsed.subject ?? '',
       text,
     },
-    truncated,
+    truncated: truncated || budget.truncated(),
+  }
+}
+
+function addTerm(terms: Map<string, number>, token: string, bit: number): void {
+  terms.set(token, (terms.get(token) ?? 0) | bit)
+}
+
+/** Adds the tokens of a stream (see streamOf) with `bit`; splits on the separators without building a token array. */
+function addStreamTerms(terms: Map<string, number>, stream: string, bit: number): void {
+  let start = 0
+  for (let index = 0; index <= stream.length; index++) {
+    const code = index < stream.length ? stream.charCodeAt(index) : 32
+    if (code === 32 || code === 10) {
+      if (index > start) addTerm(terms, stream.slice(start, index), bit)
+      start = index + 1
+    }
   }
 }
 
 /** Every distinct token of a forward record with the field bits it occurs in. */
 export function postingsOf(forward: ForwardRecord): Map<string, number> {
   const masks = new Map<string, number>()
-  const add = (token: string, bit: number): void => {
-    masks.set(token, (masks.get(token) ?? 0) | bit)
-  }
-  const addStream = (stream: string, bit: number): void => {
-    for (const token of streamTokens(stream)) add(token, bit)
-  }
-  addStream(forward.s, fieldBits.subject)
-  addStream(forward.b, fieldBits.body)
-  addStream(forward.f, fieldBits.from)
-  addStream(forward.t, fieldBits.to)
-  addStream(forward.n, fieldBits.attachment)
-  for (const token of forward.xf) add(token, fieldBits.from)
-  for (const token of forward.xt) add(token, fieldBits.to)
-  if (forward.a === 1) add(hasAttachmentToken, fieldBits.marker)
+  addStreamTerms(masks, forward.s, fieldBits.subject)
+  addStreamTerms(masks, forward.b, fieldBits.body)
+  addStreamTerms(masks, forward.f, fieldBits.from)
+  addStreamTerms(masks, forward.t, fieldBits.to)
+  addStreamTerms(masks, forward.n, fieldBits.attachment)
+  for (const token of forward.xf) addTerm(masks, token, fieldBits.from)
+  for (const token of forward.xt) addTerm(masks, token, fieldBits.to)
+  if (forward.a === 1) addTerm(masks, hasAttachmentToken, fieldBits.marker)
   return masks
 }
 

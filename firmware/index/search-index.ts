@@ -2,8 +2,9 @@ import assert from 'node:assert'
 import type { Database, RootDatabase } from 'lmdb'
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
+import type { ParsedMessage } from '../mime/types.js'
 import { IndexError } from './errors.js'
-import { analyzeDocument, decodeForward, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type DocumentRecord, type ForwardRecord, type IndexInput } from './document.js'
+import { analyzeDocument, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type DocumentRecord, type ForwardRecord, type IndexInput } from './document.js'
 import { anyTextBits, decodeChunkInto, difference, encodeChunk, fieldBits, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
 import { parseQuery, positiveTokens, type QueryNode, type TextField } from './query.js'
 import { makeSnippet } from './snippet.js'
@@ -135,6 +136,8 @@ interface IndexState {
   generation: number
   documents: number
   removed: number
+  /** Changes to flushed documents (re-index, removal), so searches know to drop what they cached; absent means 0. */
+  patched?: number
 }
 
 interface Databases {
@@ -145,6 +148,28 @@ interface Databases {
   dates: Database<Buffer, number>
   keys: Database<unknown, string>
 }
+
+/**
+ * What searches decoded from data that only a flush, a re-index or a removal can change
+ * (posting sets of flushed chunks, verified phrase sets over flushed documents, full date
+ * blocks), kept across searches: hot tokens and repeated queries (every further page of a
+ * result is the same query again) then cost no LMDB reads. Valid while the state's
+ * `chunks`, `flushed` and `patched` stay as they were; bounded by `queryCacheDocidsMax`.
+ */
+interface QueryCache {
+  chunks: number
+  patched: number
+  flushed: number
+  /** Sets over flushed documents by `bits NUL token` (posting sets) or `phrase NUL field NUL tokens`. */
+  sets: Map<string, Uint32Array>
+  /** Docids held in `sets`. */
+  docids: number
+  /** Date blocks whose every docid is flushed. */
+  dates: Map<number, Float64Array>
+}
+
+/** Docids the query cache holds at most (4 bytes each). */
+const queryCacheDocidsMax = 8_000_000
 
 interface TailCache {
   chunks: number
@@ -204,6 +229,10 @@ function sameForward(left: ForwardRecord, right: ForwardRecord): boolean {
   )
 }
 
+function termsOf(postings: Map<string, number>): { tokens: string[]; masks: number[] } {
+  return { tokens: [...postings.keys()], masks: [...postings.values()] }
+}
+
 /** Opaque cursor of a position (dateMs, docid) in the newest-first order. */
 function encodeCursor(dateMs: number, docid: number): string {
   return Buffer.from(`${indexLayoutVersion}.${dateMs}.${docid}`).toString('base64url')
@@ -241,6 +270,15 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
   const logger = deps.logger
   let dbs: Databases | undefined
   let tail: TailCache | undefined
+  let queryCache: QueryCache | undefined
+  /**
+   * The postings of tail documents as indexed by this process, so a flush need not decode
+   * and re-tokenize their forward records. Only a hint: an entry counts at flush time only
+   * when the committed id mapping still gives its docid to its id (a rolled-back ingest
+   * leaves a stale entry, which this check rejects), and re-indexed or removed documents
+   * drop their entry. Anything not covered here is read from the forward record.
+   */
+  let tailPostings = new Map<number, { id: string; tokens: string[]; masks: number[] }>()
 
   function open(): Databases {
     if (!dbs) throw new IndexError('INDEX_UNAVAILABLE', 'the index databases are not open', { retryable: true })
@@ -288,6 +326,18 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     db.dates.putSync(block, Buffer.from(dates.buffer))
   }
 
+  /**
+   * The terms of a tail document: from `tailPostings` when the committed id mapping
+   * confirms the entry (what a search or a flush sees is committed), else decoded from its
+   * forward record (after a restart, or for an entry of a rolled-back ingest).
+   */
+  function tailTermsOf(db: Databases, docid: number): { tokens: string[]; masks: number[] } | undefined {
+    const known = tailPostings.get(docid)
+    if (known !== undefined && db.keys.get(idKeyPrefix + known.id) === docid) return known
+    const forward = getForward(db, docid)
+    return forward === undefined ? undefined : termsOf(postingsOf(forward))
+  }
+
   /** Writes one posting chunk per distinct token of the pending tail. Runs inside a write transaction. */
   function flushInTransaction(db: Databases, state: IndexState): number {
     const first = state.flushed + 1
@@ -297,17 +347,23 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     // posting, which matters at a few hundred thousand postings per flush.
     const byToken = new Map<string, number[]>()
     for (let docid = first; docid <= last; docid++) {
-      const forward = getForward(db, docid)
-      if (forward === undefined) continue
-      for (const [token, mask] of postingsOf(forward)) {
+      const terms = tailTermsOf(db, docid)
+      if (terms === undefined) continue
+      const { tokens, masks } = terms
+      for (let index = 0; index < tokens.length; index++) {
+        const token = tokens[index]!
+        const mask = masks[index]!
         const entries = byToken.get(token)
-        if (entries) entries.push(docid, mask)
-        else byToken.set(token, [docid, mask])
+        if (entries === undefined) byToken.set(token, [docid, mask])
+        // A token listed twice for one document (prepared terms, then address terms): one entry, bits OR-ed.
+        else if (entries[entries.length - 2] === docid) entries[entries.length - 1]! |= mask
+        else entries.push(docid, mask)
       }
     }
     // Writing in key order keeps LMDB's page touches local.
     const tokens = [...byToken.keys()].sort()
     for (const token of tokens) db.postings.putSync([token, state.chunks], encodeChunk(byToken.get(token)!))
+    for (let docid = first; docid <= last; docid++) tailPostings.delete(docid)
     state.flushed = last
     state.chunks++
     writeState(db, state)
@@ -316,10 +372,10 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     return tokens.length
   }
 
-  function indexInTransaction(db: Databases, input: IndexInput, autoFlush: boolean): { docid: number; changed: boolean } {
+  function indexInTransaction(db: Databases, input: IndexInput, autoFlush: boolean, prepared?: PreparedDocument): { docid: number; changed: boolean } {
     assert(/^[0-9a-f]{64}$/.test(input.id), 'an archive id is 64 lower-case hex characters')
     const state = readState(db)
-    const analyzed = analyzeDocument(input, limits)
+    const analyzed = analyzeDocument(input, limits, prepared)
     if (analyzed.truncated) logger.debug('message indexed in part (token or address budget)', { id: input.id })
     const existing = db.keys.get(idKeyPrefix + input.id) as number | undefined
     if (existing !== undefined) {
@@ -328,6 +384,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       const oldRecord = getRecord(db, existing)
       // The order of a document never changes once indexed, so cursors stay valid.
       const record = { ...analyzed.record, dateMs: oldRecord?.dateMs ?? analyzed.record.dateMs }
+      tailPostings.delete(existing)
       db.forward.putSync(existing, encodeForward(analyzed.forward))
       db.documents.putSync(existing, encodeRecord(record))
       if (existing <= state.flushed) {
@@ -338,10 +395,10 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
           const added = mask & ~(before.get(token) ?? 0)
           if (added !== 0) db.postings.putSync([token, state.chunks, existing], encodeChunk([existing, mask]))
         }
-      } else {
-        state.generation++
-        writeState(db, state)
-      }
+        // Searches cache what they decoded from flushed documents (see QueryCache).
+        state.patched = (state.patched ?? 0) + 1
+      } else state.generation++
+      writeState(db, state)
       return { docid: existing, changed: true }
     }
     const docid = state.next++
@@ -351,6 +408,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     db.documents.putSync(docid, encodeRecord(analyzed.record))
     setDate(db, docid, analyzed.record.dateMs)
     writeState(db, state)
+    tailPostings.set(docid, { id: input.id, ...(analyzed.terms ?? termsOf(postingsOf(analyzed.forward))) })
     if (autoFlush && state.next - 1 - state.flushed >= limits.pendingDocumentsMax) flushInTransaction(db, state)
     return { docid, changed: true }
   }
@@ -361,18 +419,43 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       tail = { chunks: state.chunks, generation: state.generation, loadedThrough: state.flushed, tokens: new Map() }
     }
     for (let docid = tail.loadedThrough + 1; docid < state.next; docid++) {
-      const forward = getForward(db, docid)
       tail.loadedThrough = docid
-      if (forward === undefined) continue
-      for (const [token, mask] of postingsOf(forward)) {
+      const terms = tailTermsOf(db, docid)
+      if (terms === undefined) continue
+      const { tokens, masks } = terms
+      for (let index = 0; index < tokens.length; index++) {
+        const token = tokens[index]!
         const entry = tail.tokens.get(token)
-        if (entry) {
+        if (entry === undefined) tail.tokens.set(token, { docids: [docid], masks: [masks[index]!] })
+        // A token listed twice for one document (see AnalyzedDocument.terms): one entry, bits OR-ed.
+        else if (entry.docids[entry.docids.length - 1] === docid) entry.masks[entry.masks.length - 1]! |= masks[index]!
+        else {
           entry.docids.push(docid)
-          entry.masks.push(mask)
-        } else tail.tokens.set(token, { docids: [docid], masks: [mask] })
+          entry.masks.push(masks[index]!)
+        }
       }
     }
     return tail
+  }
+
+  function queryCacheOf(state: IndexState): QueryCache {
+    const patched = state.patched ?? 0
+    if (!queryCache || queryCache.chunks !== state.chunks || queryCache.patched !== patched || queryCache.flushed !== state.flushed) {
+      queryCache = { chunks: state.chunks, patched, flushed: state.flushed, sets: new Map(), docids: 0, dates: new Map() }
+    }
+    return queryCache
+  }
+
+  function cacheSet(cache: QueryCache, key: string, set: Uint32Array): void {
+    if (set.length > queryCacheDocidsMax / 4) return
+    while (cache.docids + set.length > queryCacheDocidsMax && cache.sets.size > 0) {
+      // Oldest first (a Map iterates in insertion order).
+      const [oldKey, oldSet] = cache.sets.entries().next().value as [string, Uint32Array]
+      cache.sets.delete(oldKey)
+      cache.docids -= oldSet.length
+    }
+    cache.sets.set(key, set)
+    cache.docids += set.length
   }
 
   function search(query: string, searchOptions: SearchOptions = {}): SearchResult {
@@ -388,44 +471,82 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     }
     const state = readState(db)
     const pending = tailOf(db, state)
+    const cache = queryCacheOf(state)
     const dateBlocks = new Map<number, Float64Array>()
     const dateOf = (docid: number): number => {
       const block = Math.floor(docid / dateBlockDocids)
-      let dates = dateBlocks.get(block)
+      let dates = cache.dates.get(block) ?? dateBlocks.get(block)
       if (!dates) {
         const stored = db.dates.getBinary(block)
         dates = new Float64Array(dateBlockDocids).fill(Number.NaN)
         if (stored) new Uint8Array(dates.buffer).set(stored.subarray(0, dateBlockDocids * 8))
-        dateBlocks.set(block, dates)
+        // A block is stable once all its docids are flushed (only a removal, counted in `patched`, writes it again).
+        if ((block + 1) * dateBlockDocids - 1 <= state.flushed) cache.dates.set(block, dates)
+        else dateBlocks.set(block, dates)
       }
       return dates[docid % dateBlockDocids]!
     }
 
-    const postingSet = (token: string, bits: number): Uint32Array => {
+    /** Docids of the tail whose entry for `token` meets `bits` (all above every flushed docid). */
+    const tailSet = (token: string, bits: number): number[] => {
       const docids: number[] = []
-      for (const { key, value } of db.postings.getRange({ start: [token], end: [token, Number.POSITIVE_INFINITY] })) {
-        if (!decodeChunkInto(value, bits, docids)) throw new IndexError('INDEX_CORRUPT', 'a posting chunk could not be decoded: rebuild the index', { fields: { key } })
-      }
       const entry = pending.tokens.get(token)
       if (entry) {
         for (let index = 0; index < entry.docids.length; index++) if ((entry.masks[index]! & bits) !== 0) docids.push(entry.docids[index]!)
       }
-      return toDocidSet(docids)
+      return docids
     }
 
+    const postingSet = (token: string, bits: number): Uint32Array => {
+      const key = `${bits}\u0000${token}`
+      let flushed = cache.sets.get(key)
+      if (!flushed) {
+        const docids: number[] = []
+        for (const { key: chunkKey, value } of db.postings.getRange({ start: [token], end: [token, Number.POSITIVE_INFINITY] })) {
+          if (!decodeChunkInto(value, bits, docids)) throw new IndexError('INDEX_CORRUPT', 'a posting chunk could not be decoded: rebuild the index', { fields: { key: chunkKey } })
+        }
+        flushed = toDocidSet(docids)
+        cacheSet(cache, key, flushed)
+      }
+      const inTail = tailSet(token, bits)
+      if (inTail.length === 0) return flushed
+      const out = new Uint32Array(flushed.length + inTail.length)
+      out.set(flushed)
+      out.set(inTail, flushed.length)
+      return out
+    }
+
+    /** The candidates whose forward record has the phrase; the flushed ones' answer is cached per phrase. */
     const phraseFilter = (candidates: Uint32Array, field: TextField, tokens: readonly string[]): Uint32Array => {
-      const out = new Uint32Array(candidates.length)
-      let count = 0
       const [firstField, lastField] = fieldRangeOf(field)
       const pattern = phrasePattern(tokens)
-      for (let index = 0; index < candidates.length; index++) {
-        if ((index & 255) === 255) checkBudget()
-        const docid = candidates[index]!
-        // getBinaryFast's buffer is reused by the next read: it is searched at once.
-        const bytes = db.forward.getBinaryFast(docid)
-        if (bytes && encodedForwardHasPhrase(bytes, firstField, lastField, pattern)) out[count++] = docid
+      const verify = (from: number, to: number): Uint32Array => {
+        const out = new Uint32Array(to - from)
+        let count = 0
+        for (let index = from; index < to; index++) {
+          if ((index & 255) === 255) checkBudget()
+          const docid = candidates[index]!
+          // getBinaryFast's buffer is reused by the next read: it is searched at once.
+          const bytes = db.forward.getBinaryFast(docid)
+          if (bytes && encodedForwardHasPhrase(bytes, firstField, lastField, pattern)) out[count++] = docid
+        }
+        return out.subarray(0, count)
       }
-      return out.subarray(0, count)
+      // Candidates are ascending: the flushed ones come first.
+      let split = 0
+      while (split < candidates.length && candidates[split]! <= state.flushed) split++
+      const key = `phrase\u0000${field}\u0000${tokens.join(' ')}`
+      let flushed = cache.sets.get(key)
+      if (!flushed) {
+        flushed = verify(0, split)
+        cacheSet(cache, key, flushed)
+      }
+      const inTail = verify(split, candidates.length)
+      if (inTail.length === 0) return flushed
+      const out = new Uint32Array(flushed.length + inTail.length)
+      out.set(flushed)
+      out.set(inTail, flushed.length)
+      return out
     }
 
     const dateRange = (nodes: readonly QueryNode[]): { fromMs: number; toMs: number } => {
@@ -584,6 +705,8 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         keys: root.openDB<unknown, string>(indexDatabaseNames.keys, { encoding: 'msgpack' }),
       }
       tail = undefined
+      queryCache = undefined
+      tailPostings = new Map()
     },
 
     /**
@@ -593,12 +716,26 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
      * own. Indexing an id again (another delivery) updates what changed — new envelope
      * recipients become searchable — and keeps its place in the order.
      *
+     * @param prepared `prepare(input.parsed)` computed beforehand (another shape, or
+     *   undefined, is prepared here)
      * @returns the docid and whether anything was written
      * @throws IndexError INDEX_UNAVAILABLE before `databases`, INDEX_CORRUPT on an unreadable index; LMDB errors (map full) as thrown
      */
-    indexMessage(input: IndexInput): { docid: number; changed: boolean } {
+    indexMessage(input: IndexInput, prepared?: unknown): { docid: number; changed: boolean } {
       const db = open()
-      return db.root.transactionSync(() => indexInTransaction(db, input, true))
+      const ready = isPreparedDocument(prepared) ? prepared : undefined
+      return db.root.transactionSync(() => indexInTransaction(db, input, true, ready))
+    },
+
+    /**
+     * The part of indexing that needs no database and no envelope (tokenizing, field
+     * analysis, snippet text), with this index's limits: pure, its result plain data.
+     * Run it before the write transaction (or on a worker thread with
+     * `prepareDocument(parsed, limits)` and the same limits) and pass the result to
+     * `indexMessage`.
+     */
+    prepare(parsed: ParsedMessage): PreparedDocument {
+      return prepareDocument(parsed, limits)
     },
 
     /**
@@ -617,10 +754,12 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         db.keys.removeSync(idKeyPrefix + id)
         db.forward.removeSync(docid)
         db.documents.removeSync(docid)
+        tailPostings.delete(docid)
         setDate(db, docid, Number.NaN)
         state.documents--
         state.removed++
         if (docid > state.flushed) state.generation++
+        else state.patched = (state.patched ?? 0) + 1
         writeState(db, state)
         return true
       })
@@ -728,6 +867,8 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         for (const store of [db.postings, db.forward, db.documents, db.dates, db.keys] as Database<unknown, string>[]) store.clearSync()
       })
       tail = undefined
+      queryCache = undefined
+      tailPostings = new Map()
       let indexed = 0
       let batch: IndexInput[] = []
       const write = async (): Promise<void> => {

@@ -1,4 +1,4 @@
-import { tokenizeWithSpans, wordRunPattern } from './tokenize.js'
+import { foldRun, tokenizeWithSpans, wordRunPattern } from './tokenize.js'
 
 /** Characters of context kept on each side of the first match in a snippet. */
 export const snippetContextChars = 80
@@ -14,6 +14,39 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (char) => escapes[char]!)
 }
 
+const asciiToken = /^[\x00-\x7f]+$/
+const nonAsciiCharacter = /[^\x00-\x7f]/
+const regexSpecial = /[.*+?^${}()|[\]\\]/g
+
+/**
+ * Start and end of the first word of `text` that folds to one of `tokens`, or [-1, 0].
+ * ASCII tokens are looked for with one native case-insensitive search first; the word by
+ * word scan runs only when that finds nothing and the text has non-ASCII characters
+ * (which may fold to a token: `Zürich` → `zurich`) or a token is not ASCII.
+ */
+function firstMatch(text: string, tokens: ReadonlySet<string>): [number, number] {
+  const ascii = [...tokens].filter((token) => asciiToken.test(token))
+  if (ascii.length > 0) {
+    const pattern = new RegExp(`(?<![\\p{L}\\p{N}\\p{M}])(?:${ascii.map((token) => token.replace(regexSpecial, '\\$&')).join('|')})(?![\\p{L}\\p{N}\\p{M}])`, 'iu')
+    const found = pattern.exec(text)
+    if (found) return [found.index, found.index + found[0].length]
+    if (ascii.length === tokens.size && !nonAsciiCharacter.test(text)) return [-1, 0]
+  }
+  const runs = new RegExp(wordRunPattern)
+  let scanned = 0
+  let found = false
+  // Folding each run straight into a set lookup: no token objects, no regex per word.
+  const check = (token: string): void => {
+    if (tokens.has(token)) found = true
+  }
+  for (let run = runs.exec(text); run !== null && scanned < snippetScanTokensMax; run = runs.exec(text)) {
+    scanned++
+    foldRun(run[0], check)
+    if (found) return [run.index, run.index + run[0].length]
+  }
+  return [-1, 0]
+}
+
 /**
  * A short, HTML-safe excerpt of `text` around the first occurrence of any of `tokens`,
  * with every occurrence inside the excerpt wrapped in `<mark>…</mark>`; `…` marks a cut.
@@ -26,20 +59,7 @@ export function escapeHtml(text: string): string {
 export function makeSnippet(text: string, tokens: ReadonlySet<string>): string {
   // Find the first match without tokenizing the whole text (hits can be long); then
   // tokenize only the excerpt. A snippet costs O(offset of the first match + excerpt).
-  const pattern = new RegExp(wordRunPattern)
-  let matchStart = -1
-  let matchEnd = 0
-  let scanned = 0
-  for (let run = pattern.exec(text); run !== null && matchStart < 0 && scanned < snippetScanTokensMax; run = pattern.exec(text)) {
-    scanned++
-    for (const span of tokenizeWithSpans(run[0])) {
-      if (tokens.has(span.token)) {
-        matchStart = run.index
-        matchEnd = run.index + run[0].length
-        break
-      }
-    }
-  }
+  const [matchStart, matchEnd] = tokens.size === 0 ? [-1, 0] : firstMatch(text, tokens)
   let start = 0
   if (matchStart >= 0) {
     start = Math.max(0, matchStart - snippetContextChars)

@@ -57,7 +57,7 @@ export function cutToChars(text: string, charsMax: number): string {
  * a split of the rare CJK runs is several times faster than a single `v`-flag pattern
  * with class subtraction, on Bun especially.)
  */
-function foldRun(run: string, emit: (token: string) => void): void {
+export function foldRun(run: string, emit: (token: string) => void): void {
   if (!nonAscii.test(run)) {
     emit(cutToChars(run.toLowerCase(), tokenCharsMax))
     return

@@ -4,8 +4,8 @@ import { join } from 'node:path'
 import { open, type RootDatabase } from 'lmdb'
 import { createMemoryLogger } from '../../../firmware/common/logger.js'
 import { systemClock, type Clock } from '../../../firmware/common/clock.js'
-import { createIndex, type IndexOptions, type SearchIndex } from '../../../firmware/index/search-index.js'
-import { indexInputFromMeta, type IndexInput } from '../../../firmware/index/document.js'
+import { createIndex, defaultIndexOptions, type IndexOptions, type SearchIndex } from '../../../firmware/index/search-index.js'
+import { analyzeDocument, analyzeSequential, indexInputFromMeta, isPreparedDocument, prepareDocument, type IndexInput } from '../../../firmware/index/document.js'
 import { IndexError, QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { createArchiveIndexer } from '../../../firmware/index/archive-indexer.js'
 import { createSearchRoute } from '../../../firmware/index/search-route.js'
@@ -276,6 +276,55 @@ t.test('indexing joins the caller transaction: an aborted ingest leaves nothing 
     harness.index.indexMessage(inputOf('A', corpus.A!))
   })
   t.same(harness.query('quarterly'), ['A'], 'searchable once the archive transaction commits')
+})
+
+t.test('prepare: a prepared document (cloned, as from a worker) indexes exactly like the one-pass analysis', async (t) => {
+  const envelopes = [{}, { to: ['bob@example.org', 'list-member@example.net'], bcc: ['Hidden@Example.com'] }]
+  for (const tokensPerDocumentMax of [defaultIndexOptions.tokensPerDocumentMax, 6, 3]) {
+    for (const addressesPerDocumentMax of [defaultIndexOptions.addressesPerDocumentMax, 2]) {
+      const limits = { ...defaultIndexOptions, tokensPerDocumentMax, addressesPerDocumentMax }
+      for (const name of names) {
+        for (const envelope of envelopes) {
+          const input = { ...inputOf(name, corpus[name]!, envelope), envelopeFrom: 'Bounce@Example.org' }
+          const prepared = structuredClone(prepareDocument(input.parsed, limits))
+          t.ok(isPreparedDocument(prepared), 'plain data survives a structured clone')
+          const { forward, record, truncated } = analyzeDocument(input, limits, prepared)
+          t.same({ forward, record, truncated }, analyzeSequential(input, limits), `${name}, ${tokensPerDocumentMax} tokens, ${addressesPerDocumentMax} addresses, envelope ${JSON.stringify(envelope)}`)
+        }
+      }
+    }
+  }
+  t.notOk(isPreparedDocument({ kind: 'something else' }))
+
+  // Through the index: prepared and unprepared inputs answer alike, before and after flushes.
+  const harness = makeHarness(t, { pendingDocumentsMax: 2 })
+  harness.root.transactionSync(() => {
+    names.forEach((name, index) => {
+      const input = inputOf(name, corpus[name]!, { bcc: ['hidden@elsewhere.test'] })
+      harness.index.indexMessage(input, index % 2 === 0 ? structuredClone(harness.index.prepare(input.parsed)) : { not: 'prepared' })
+    })
+  })
+  for (const [query, expected] of expectations) t.same(harness.query(query), expected, query)
+  t.same(harness.query('to:hidden@elsewhere.test').sort(), names, 'the envelope BCC is added to prepared documents')
+})
+
+t.test('neither the tail nor a flush takes postings from an ingest that was rolled back', async (t) => {
+  const harness = makeHarness(t, { pendingDocumentsMax: 2 })
+  // A is indexed (docid 1) in a transaction that aborts; B then gets docid 1 and C docid 2, which fills the tail.
+  t.throws(() =>
+    harness.root.transactionSync(() => {
+      harness.index.indexMessage(inputOf('A', corpus.A!))
+      throw new Error('archive write failed')
+    }),
+  )
+  harness.root.transactionSync(() => harness.index.indexMessage(inputOf('B', corpus.B!)))
+  t.same(harness.query('zurich'), [], 'the tail does not answer with the rolled-back document')
+  t.same(harness.query('lunch'), ['B'])
+  harness.root.transactionSync(() => harness.index.indexMessage(inputOf('D', corpus.D!)))
+  t.equal(harness.index.stats().pending, 0, 'flushed')
+  t.same(harness.query('zurich'), [], 'words only A had are not in the chunks')
+  t.same(harness.query('lunch'), ['B'])
+  t.same(harness.query('"free money"'), ['D'])
 })
 
 t.test('verify finds missing, extra and stale documents; rebuild restores', async (t) => {
