@@ -16,7 +16,7 @@ import { loadOrCreateIdentityCertificate } from '../firmware/mirror/certificate.
 import { createMirrorService } from '../firmware/mirror/mirror-service.js'
 import { modelProfile } from '../config/models.js'
 import { createRandom } from '../firmware/common/clock.js'
-import { createHash, randomInt } from 'node:crypto'
+import { randomInt } from 'node:crypto'
 import { createHttpApi } from '../firmware/api/http-api.js'
 import { loadAdminCredential } from '../firmware/api/auth.js'
 import type { ManagedService } from './appliance.js'
@@ -112,8 +112,6 @@ export async function composeServices(context: { config: Readonly<Config>; logge
         ? 'no mirror.sharedSecret configured (generate one with `mailkeep mirror generate-secret`)'
         : null
   const localSourcesEnabled = config.smtp.enabled || config.journal.sources.some((source) => source.enabled)
-  // Retention and holds are not built yet: every system has the same (empty) policy set.
-  const policyFingerprint = createHash('sha256').update(JSON.stringify({ retention: [], holds: [] })).digest('hex')
   const mirror = mirrorDisabledReason
     ? undefined
     : createMirrorService(
@@ -125,8 +123,9 @@ export async function composeServices(context: { config: Readonly<Config>; logge
           pipeline,
           identity: { model: context.identity.model, serial: context.identity.serial, firmwareVersion: context.identity.firmwareVersion },
           certificate,
-          audit: (event) => logger.child('audit').info('mirror handshake', { ...event }),
-          policyFingerprint: () => policyFingerprint,
+          // Retention and holds are not wired yet: no policySettings/policyDiff, so every system
+          // reports the same empty settings. The lead wires firmware/policy and the audit log here.
+          onHandshake: (event) => logger.child('audit').info('mirror handshake', { ...event }),
         },
         {
           host: config.mirror.host,
