@@ -20,7 +20,7 @@ import { randomInt } from 'node:crypto'
 import { createHttpApi } from '../firmware/api/http-api.js'
 import { loadAdminCredential } from '../firmware/api/auth.js'
 import type { ManagedService } from './appliance.js'
-import { createAuditLog, createPolicyService, loadOrCreateAuditKey, policyApiRoutes, policyCommandHandlers, withArchiveDatabases, type AuditEvent } from '../firmware/policy/index.js'
+import { canonicalJson, createAuditLog, createPolicyService, loadOrCreateAuditKey, policyApiRoutes, policyCommandHandlers, withArchiveDatabases, type AuditEvent } from '../firmware/policy/index.js'
 
 /** Parallel submits of one import job: enough to fill group commits, bounded in memory. */
 const importConcurrency = 8
@@ -168,8 +168,14 @@ export async function composeServices(context: { config: Readonly<Config>; logge
           pipeline,
           identity: { model: context.identity.model, serial: context.identity.serial, firmwareVersion: context.identity.firmwareVersion },
           certificate,
-          audit: (event) => logger.child('audit').info('mirror handshake', { ...event }),
-          policyFingerprint: () => policy.describe().fingerprint,
+          onHandshake: (event) => logger.child('audit').info('mirror handshake', { ...event }),
+          audit: (entry) => audit(entry),
+          // Peers compare retention and hold settings (ARCHITECTURE: independent per system,
+          // differences reported). Criteria travel as canonical JSON text.
+          policySettings: () => {
+            const settings = policy.describe()
+            return { ...settings, policies: settings.policies.map((entry) => ({ name: entry.name, retentionDays: entry.retentionDays, criteria: canonicalJson(entry.criteria) })) }
+          },
         },
         {
           host: config.mirror.host,

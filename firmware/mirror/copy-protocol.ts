@@ -1,5 +1,6 @@
 import type { Delivery } from '../archive/types.js'
 import { MirrorError } from './errors.js'
+import type { PolicySettings } from './types.js'
 import { encodeJson, parseJsonObject, sanitizePeerText, refusalMessageLengthMax } from './protocol.js'
 
 /**
@@ -11,7 +12,7 @@ import { encodeJson, parseJsonObject, sanitizePeerText, refusalMessageLengthMax 
  * the range of the sender's change log the batch covers; the receiver acknowledges batches
  * in order, each only after every message in it is durable.
  *
- *     both     → POLICY       {policyFingerprint}                once, right after the handshake
+ *     both     → POLICY       {policyFingerprint, policies, holds}  once, right after the handshake
  *     outbound → MESSAGE      u32 BE header length | header JSON | first raw chunk
  *     outbound → MESSAGE_PART raw chunk (until header.sizeBytes have arrived)
  *     outbound → BATCH_END    {batch, afterSequence, throughSequence, messages}
@@ -111,16 +112,36 @@ function isStringArray(value: unknown): value is string[] {
   return Array.isArray(value) && value.every((item) => typeof item === 'string')
 }
 
-/** The POLICY payload. */
-export function encodePolicy(policyFingerprint: string): Buffer {
-  return encodeJson({ policyFingerprint })
+/** Retention policies and holds accepted in a peer's POLICY frame, at most each. */
+export const policyEntriesMax = 1_024
+/** Longest name or criteria text accepted in a peer's POLICY frame, in characters. */
+export const policyTextLengthMax = 1_024
+
+/** The POLICY payload: this system's settings summary. */
+export function encodePolicy(settings: PolicySettings): Buffer {
+  return encodeJson({ policyFingerprint: settings.fingerprint, policies: settings.policies, holds: settings.holds })
 }
 
-/** The peer's policy fingerprint (sanitised, bounded). @throws MirrorError PROTOCOL */
-export function decodePolicy(payload: Buffer): string {
-  const { policyFingerprint } = parseJsonObject(payload, 'POLICY')
+function isBoundedText(value: unknown): value is string {
+  return typeof value === 'string' && value.length <= policyTextLengthMax
+}
+
+/** The peer's settings summary (texts sanitised, everything bounded). @throws MirrorError PROTOCOL */
+export function decodePolicy(payload: Buffer): PolicySettings {
+  const { policyFingerprint, policies, holds } = parseJsonObject(payload, 'POLICY')
   if (typeof policyFingerprint !== 'string' || policyFingerprint.length > policyFingerprintLengthMax) throw protocolError('POLICY')
-  return sanitizePeerText(policyFingerprint, policyFingerprintLengthMax)
+  if (!Array.isArray(policies) || policies.length > policyEntriesMax || !Array.isArray(holds) || holds.length > policyEntriesMax) throw protocolError('POLICY')
+  const policyList = policies.map((policy: unknown) => {
+    const { name, retentionDays, criteria } = (policy ?? {}) as Record<string, unknown>
+    if (!isBoundedText(name) || !(retentionDays === null || isCount(retentionDays)) || !isBoundedText(criteria)) throw protocolError('POLICY')
+    return { name: sanitizePeerText(name, policyTextLengthMax), retentionDays, criteria: sanitizePeerText(criteria, policyTextLengthMax) }
+  })
+  const holdList = holds.map((hold: unknown) => {
+    const { name, active } = (hold ?? {}) as Record<string, unknown>
+    if (!isBoundedText(name) || typeof active !== 'boolean') throw protocolError('POLICY')
+    return { name: sanitizePeerText(name, policyTextLengthMax), active }
+  })
+  return { fingerprint: sanitizePeerText(policyFingerprint, policyFingerprintLengthMax), policies: policyList, holds: holdList }
 }
 
 /** A message header as it travels (UTF-8 JSON); keep it under messageHeaderBytesMax (see fitHeader). */

@@ -14,8 +14,18 @@ import { createBacklogTracker, type BacklogTrackerOptions } from './backlog.js'
 import { createCopyReceiver } from './receiver.js'
 import { createPeerSender, type PeerSender } from './sender.js'
 import { createPeerStateStore, effectivePeers, peerKey, type EffectivePeer, type PeerOverlay, type PeerRecord } from './peer-state.js'
-import type { CopyLimits, InboundRefusal, MirrorArchive, MirrorStatus, PeerAddress, PeerStatus } from './types.js'
+import type { CopyLimits, InboundRefusal, MirrorArchive, MirrorStatus, PeerAddress, PeerStatus, PolicySettings, PolicySettingsDiff } from './types.js'
+import { basicPolicyDiff, createPolicyComparer, emptyPolicySettings } from './policy-exchange.js'
 import { mirroringModelMin } from '../../config/models.js'
+
+/** One audit-log entry (the shape of firmware/policy's audit log). */
+export interface MirrorAuditEntry {
+  /** `mirror.auth-failed`. */
+  action: string
+  /** Who: the remote address (and port) of the connection. */
+  actor: string
+  details: Record<string, unknown>
+}
 
 /** Inbound refusals remembered for status, newest first. */
 export const inboundRefusalsRememberedMax = 32
@@ -38,10 +48,21 @@ export interface MirrorServiceDeps {
   pipeline: IngestPipeline
   identity: MirrorIdentity
   certificate: IdentityCertificate
-  /** Told of every handshake outcome, inbound and outbound. */
-  audit: (event: MirrorAuditEvent) => void
-  /** A hash of this system's retention and hold settings, exchanged with peers. */
-  policyFingerprint: () => string
+  /** Told of every handshake outcome, inbound and outbound (for the log). */
+  onHandshake?: (event: MirrorAuditEvent) => void
+  /**
+   * The audit log: told of every failed secret proof (inbound: a peer's proof was wrong, bounded
+   * by the per-address limit; outbound: the peer refused ours or its own was wrong). A throwing
+   * sink is logged, never fatal.
+   */
+  audit?: (entry: MirrorAuditEntry) => void
+  /**
+   * This system's retention and hold settings (firmware/policy's `describePolicySettings`),
+   * sent to each peer after the secret proof; no policies and no holds when not given.
+   */
+  policySettings?: () => PolicySettings
+  /** How a peer's settings differ from ours (firmware/policy's `diffPolicySettings`); a by-name comparison when not given. */
+  policyDiff?: PolicySettingsDiff
   /** Cryptographically secure random bytes for handshake nonces; node:crypto by default. */
   randomBytes?: (size: number) => Buffer
 }
@@ -131,7 +152,26 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       })
       inboundRefusals.length = Math.min(inboundRefusals.length, inboundRefusalsRememberedMax)
     }
-    deps.audit(event)
+    deps.onHandshake?.(event)
+    if (event.code === 'AUTH_FAILED' && deps.audit) {
+      const entry: MirrorAuditEntry = {
+        action: 'mirror.auth-failed',
+        actor: event.remotePort === null ? event.remoteAddress : `${event.remoteAddress}:${event.remotePort}`,
+        details: {
+          direction: event.direction,
+          // Inbound: the peer's proof failed here; outbound: whichever side's proof failed (origin says who decided).
+          decidedBy: event.origin,
+          claimedSerial: event.peerSerial,
+          peerCertificateSha256: event.peerFingerprint,
+          atMs: event.timeMs,
+        },
+      }
+      try {
+        deps.audit(entry)
+      } catch (error) {
+        logger.error('mirror audit sink failed', { error })
+      }
+    }
   }
 
   const transport: MirrorTransportDeps = {
@@ -143,21 +183,17 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
     ...(deps.randomBytes ? { randomBytes: deps.randomBytes } : {}),
   }
 
-  function onPolicy(peer: { serial: string }, fingerprint: string, mismatch: boolean): void {
-    const key = `${peer.serial} ${fingerprint} ${deps.policyFingerprint()}`
-    if (!mismatch || policyWarnings.has(key)) return
-    policyWarnings.add(key)
-    // Once per peer and pair of fingerprints: retention and holds stay independent per system,
-    // but search results then differ between peers, which a technician must know.
-    logger.warn('mirror peer has different retention or hold settings; searches on the two systems can give different results', {
-      peerSerial: peer.serial,
-      peerPolicyFingerprint: fingerprint,
-      policyFingerprint: deps.policyFingerprint(),
-    })
-  }
+  const policySettings = deps.policySettings ?? emptyPolicySettings
+  const policies = createPolicyComparer({ logger, policySettings, diff: deps.policyDiff ?? basicPolicyDiff })
 
   const receiver = createCopyReceiver(
-    { logger, clock: deps.clock, pipeline: deps.pipeline, policyFingerprint: deps.policyFingerprint, onPolicy },
+    {
+      logger,
+      clock: deps.clock,
+      pipeline: deps.pipeline,
+      policySettings,
+      onPolicy: (peer, settings) => policies.compare({ serial: peer.serial, direction: 'inbound' }, settings),
+    },
     {
       ...(options.receiverSubmitsInFlightMax ? { submitsInFlightMax: options.receiverSubmitsInFlightMax } : {}),
       ...(options.receiverBytesInFlightMax ? { bytesInFlightMax: options.receiverBytesInFlightMax } : {}),
@@ -174,7 +210,17 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
   function startSender(peer: EffectivePeer, record: PeerRecord): void {
     assert.ok(secret, 'started')
     const sender = createPeerSender(
-      { logger, clock: deps.clock, random: deps.random, archive: deps.archive, transport, state: store, policyFingerprint: deps.policyFingerprint, onCursor: retainBacklog, onPolicy },
+      {
+        logger,
+        clock: deps.clock,
+        random: deps.random,
+        archive: deps.archive,
+        transport,
+        state: store,
+        policySettings,
+        onCursor: retainBacklog,
+        onPolicy: (peer, settings) => policies.compare({ serial: peer.serial, direction: 'outbound' }, settings),
+      },
       {
         peer,
         sharedSecret: secret,
@@ -354,6 +400,18 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
     /** Resumes copying to a peer (saved durably). @throws MirrorError PEER_INVALID, PEER_UNKNOWN, STATE_FAILED, STOPPED */
     resumePeer: (peer: PeerAddress): Promise<PeerStatus> => setPaused(peer, false),
 
+    /**
+     * The change-log sequence every peer (configured or added, paused ones included) has
+     * acknowledged: retention must not purge a message with a higher sequence, or a peer would
+     * never receive it. Null when there is no peer. Before start() the cursors (and peers added
+     * by a technician) are not loaded: 0, nothing is known to be copied.
+     */
+    lowestAcknowledgedSequence(): number | null {
+      if (!started) return 0
+      const cursors = [...senders.values()].map(({ sender }) => sender.cursor)
+      return cursors.length > 0 ? Math.min(...cursors) : null
+    },
+
     /** The bound listener address (port resolved when 0 was configured); null when not listening. */
     address(): { host: string; port: number } | null {
       return listener?.address() ?? null
@@ -364,7 +422,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       return {
         listening: listener?.address() ?? null,
         serial: deps.identity.serial,
-        policyFingerprint: deps.policyFingerprint(),
+        policyFingerprint: policySettings().fingerprint,
         localSourcesEnabled: options.localSourcesEnabled,
         warning: !eligible ? ineligibleModelWarning(deps.identity.model) : options.localSourcesEnabled ? null : noLocalSourceWarning,
         lastSequence: deps.archive.lastSequence(),

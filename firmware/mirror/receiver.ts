@@ -19,7 +19,7 @@ import {
 } from './copy-protocol.js'
 import { bareCopiedDelivery, copiedDelivery } from './copy-plan.js'
 import { createWakeSignal } from './wake-signal.js'
-import type { InboundPeerStatus } from './types.js'
+import type { InboundPeerStatus, PolicySettings } from './types.js'
 
 /** Messages of one inbound channel being stored at once, at most (the pipeline groups their commits). */
 export const receiverSubmitsInFlightMaxDefault = 4_096
@@ -42,9 +42,10 @@ export interface CopyReceiverDeps {
   logger: Logger
   clock: Clock
   pipeline: IngestPipeline
-  policyFingerprint: () => string
-  /** Told of each inbound peer's policy fingerprint. */
-  onPolicy?: (peer: { address: string; serial: string }, fingerprint: string, mismatch: boolean) => void
+  /** This system's retention and hold settings, sent once the channel is authenticated. */
+  policySettings: () => PolicySettings
+  /** Told of each inbound peer's settings; returns how they differ from ours (empty: same). */
+  onPolicy?: (peer: { address: string; serial: string }, settings: PolicySettings) => string[]
 }
 
 /** Limits of the receiver. */
@@ -87,7 +88,7 @@ export function createCopyReceiver(deps: CopyReceiverDeps, options: CopyReceiver
         messagesRejected: 0,
         bytesReceived: 0,
         lastBatchAtMs: null,
-        policyMismatch: false,
+        policyMismatch: [],
         peerPolicyFingerprint: null,
         openChannels: 0,
       }
@@ -213,7 +214,8 @@ export function createCopyReceiver(deps: CopyReceiverDeps, options: CopyReceiver
     }
 
     try {
-      await channel.send(CopyFrameType.policy, encodePolicy(deps.policyFingerprint()))
+      // The listener hands over only authenticated channels: the settings are not for strangers.
+      await channel.send(CopyFrameType.policy, encodePolicy(deps.policySettings()))
       for (;;) {
         const frame = await channel.receive()
         if (frame === null) break
@@ -246,9 +248,9 @@ export function createCopyReceiver(deps: CopyReceiverDeps, options: CopyReceiver
               void channel.close()
             })
         } else if (frame.type === CopyFrameType.policy) {
-          status.peerPolicyFingerprint = decodePolicy(frame.payload)
-          status.policyMismatch = status.peerPolicyFingerprint !== deps.policyFingerprint()
-          deps.onPolicy?.({ address: channel.peer.address, serial }, status.peerPolicyFingerprint, status.policyMismatch)
+          const settings = decodePolicy(frame.payload)
+          status.peerPolicyFingerprint = settings.fingerprint
+          status.policyMismatch = deps.onPolicy?.({ address: channel.peer.address, serial }, settings) ?? []
         } else {
           throw new MirrorError('PROTOCOL', `unexpected frame type ${frame.type} on an inbound mirror channel`, { actual: frame.type })
         }

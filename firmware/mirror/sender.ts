@@ -22,7 +22,7 @@ import {
 import { fitHeader, isCopied, refusalStateCodes, retryDelayMs, selectDeliveries } from './copy-plan.js'
 import { createCoalescingWriter, previousSerialsMax, type EffectivePeer, type PeerRecord, type PeerStateStore } from './peer-state.js'
 import { createWakeSignal } from './wake-signal.js'
-import type { CopyLimits, MirrorArchive, PeerFailure, PeerState, PeerStatus } from './types.js'
+import type { CopyLimits, MirrorArchive, PeerFailure, PeerState, PeerStatus, PolicySettings } from './types.js'
 
 /** How long stop() waits for the sender's loop to finish, in milliseconds. */
 export const senderStopTimeoutMs = 5_000
@@ -41,11 +41,12 @@ export interface PeerSenderDeps {
   archive: MirrorArchive
   transport: MirrorTransportDeps
   state: PeerStateStore
-  policyFingerprint: () => string
+  /** This system's retention and hold settings, sent to the peer once the channel is authenticated. */
+  policySettings: () => PolicySettings
   /** Told after the cursor moved (queue figures follow it). */
   onCursor?: () => void
-  /** Told of the peer's policy fingerprint after each exchange. */
-  onPolicy?: (peer: { host: string; port: number; serial: string }, fingerprint: string, mismatch: boolean) => void
+  /** Told of the peer's settings after each exchange; returns how they differ from ours (empty: same). */
+  onPolicy?: (peer: { host: string; port: number; serial: string }, settings: PolicySettings) => string[]
 }
 
 /** Where a sender copies to and how (see CopyLimits for the limits' meaning). */
@@ -117,7 +118,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
   let nextRetryAtMs: number | null = null
   let connectedSinceMs: number | null = null
   let peerPolicyFingerprint: string | null = null
-  let policyMismatch = false
+  let policyMismatch: string[] = []
   let messagesSent = 0
   let bytesSent = 0
   let messagesRejected = 0
@@ -278,9 +279,9 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
         advanceCursor(head.throughSequence)
         work.notify()
       } else if (type === CopyFrameType.policy) {
-        peerPolicyFingerprint = decodePolicy(payload)
-        policyMismatch = peerPolicyFingerprint !== deps.policyFingerprint()
-        deps.onPolicy?.({ host: peer.host, port: peer.port, serial: target.peer.serial }, peerPolicyFingerprint, policyMismatch)
+        const settings = decodePolicy(payload)
+        peerPolicyFingerprint = settings.fingerprint
+        policyMismatch = deps.onPolicy?.({ host: peer.host, port: peer.port, serial: target.peer.serial }, settings) ?? []
       } else if (type === CopyFrameType.batchFailed) {
         const failed = decodeBatchFailure(payload)
         throw new MirrorError('BATCH_FAILED', `the peer could not store batch ${failed.batch}: ${failed.code}: ${failed.message}`, {
@@ -304,7 +305,8 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
     })
 
     try {
-      await target.send(CopyFrameType.policy, encodePolicy(deps.policyFingerprint()))
+      // Only ever on an authenticated channel: the settings are not for strangers.
+      await target.send(CopyFrameType.policy, encodePolicy(deps.policySettings()))
       let afterSequence = record.cursor
       // The next batch, read from the archive while the previous one is being written out.
       let prefetched: Promise<PlannedBatch | undefined> | undefined
@@ -496,7 +498,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
         lastSuccessAtMs,
         lastError,
         nextRetryAtMs,
-        policyMismatch,
+        policyMismatch: [...policyMismatch],
         peerPolicyFingerprint,
         connectedSinceMs,
         messagesSent,

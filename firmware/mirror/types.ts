@@ -27,6 +27,24 @@ export interface MirrorArchive {
   has(id: string): boolean | Promise<boolean>
 }
 
+/**
+ * A summary of this system's retention and hold settings, exchanged with authenticated peers
+ * (never before the secret proof). Provided by firmware/policy (`describePolicySettings`).
+ */
+export interface PolicySettings {
+  /** A hash of the settings below: equal fingerprints mean equal settings. */
+  fingerprint: string
+  /** `retentionDays` null: kept forever. */
+  policies: { name: string; retentionDays: number | null; criteria: string }[]
+  holds: { name: string; active: boolean }[]
+}
+
+/**
+ * What differs between this system's settings and a peer's, one sentence per difference; an
+ * empty list when they agree. Provided by firmware/policy (`diffPolicySettings`).
+ */
+export type PolicySettingsDiff = (local: PolicySettings, peer: PolicySettings) => string[]
+
 /** Batching, pipelining and timing of the copy layer; from the service options. */
 export interface CopyLimits {
   /** Messages per batch, at most (the store returns at most 10,000 change entries per read). */
@@ -114,8 +132,11 @@ export interface PeerStatus {
    * way, once it has passed), milliseconds since the epoch; null otherwise.
    */
   nextRetryAtMs: number | null
-  /** True when the peer reported a retention/hold policy fingerprint that differs from ours. */
-  policyMismatch: boolean
+  /**
+   * How the peer's retention/hold settings differ from ours, one sentence each (searches on the
+   * two systems can then give different results); empty when they agree or before the exchange.
+   */
+  policyMismatch: string[]
   /** The peer's policy fingerprint as last reported; null before the first exchange. */
   peerPolicyFingerprint: string | null
   /** Wall-clock time the current channel was authenticated, milliseconds since the epoch; null when not connected. */
@@ -144,7 +165,8 @@ export interface InboundPeerStatus {
   bytesReceived: number
   /** Wall-clock time of the last acknowledged batch, milliseconds since the epoch; null before. */
   lastBatchAtMs: number | null
-  policyMismatch: boolean
+  /** As PeerStatus.policyMismatch. */
+  policyMismatch: string[]
   peerPolicyFingerprint: string | null
 }
 

@@ -130,11 +130,18 @@ export async function statusOf(service: RunningService): Promise<{ store: { mess
   return (await response.json()) as { store: { messages: number }; mirror: MirrorStatusView }
 }
 
-/** Search hits' ids for a query (up to 1000). */
+/** Every search hit's id for a query (all pages). */
 export async function searchIds(service: RunningService, query: string): Promise<string[]> {
-  const response = await apiGet(service, `/api/v1/search?q=${encodeURIComponent(query)}&limit=1000`)
-  if (!response || response.status !== 200) throw new Error(`search: ${response?.status ?? 'no answer'}`)
-  return ((await response.json()) as { hits: { id: string }[] }).hits.map((hit) => hit.id)
+  const ids: string[] = []
+  let cursor: string | null = null
+  do {
+    const response = await apiGet(service, `/api/v1/search?q=${encodeURIComponent(query)}&limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)
+    if (!response || response.status !== 200) throw new Error(`search: ${response?.status ?? 'no answer'}`)
+    const page = (await response.json()) as { hits: { id: string }[]; nextCursor: string | null }
+    ids.push(...page.hits.map((hit) => hit.id))
+    cursor = page.nextCursor
+  } while (cursor)
+  return ids
 }
 
 /** The parts of `show mirror --json` / status.mirror the tests read. */

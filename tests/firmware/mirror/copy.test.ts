@@ -19,6 +19,8 @@ import {
 import {
   decodeAck,
   decodeBatchEnd,
+  decodePolicy,
+  encodePolicy,
   decodeMessageFrame,
   encodeAck,
   encodeBatchEnd,
@@ -112,6 +114,14 @@ t.test('copy frames: round trip, strict decoding, oversized headers trimmed', as
   t.throws(() => decodeMessageFrame(Buffer.from([0, 0, 0, 200, 1, 2])), protocolError, 'header length beyond the frame')
   t.throws(() => decodeBatchEnd(encodeBatchEnd({ batch: 1, afterSequence: 20, throughSequence: 10, messages: 0 })), protocolError, 'range backwards')
   t.throws(() => decodeMessageFrame(encodeMessageFrame(encodeMessageHeader({ ...header, deliveries: [{ ...header.deliveries[0]!, envelopeTo: 'x' as unknown as string[] }] }), raw)), protocolError)
+
+  const settings = { fingerprint: 'f1', policies: [{ name: 'default', retentionDays: 365, criteria: 'from:*@acme.example' }], holds: [{ name: 'case-12', active: false }] }
+  t.same(decodePolicy(encodePolicy(settings)), settings, 'POLICY round trip')
+  const policyJson = (value: unknown) => Buffer.from(JSON.stringify(value))
+  t.throws(() => decodePolicy(policyJson({ policyFingerprint: 'f', policies: [{ name: 'x', retentionDays: -1, criteria: '' }], holds: [] })), protocolError, 'negative retention')
+  t.throws(() => decodePolicy(policyJson({ policyFingerprint: 'f', policies: [], holds: [{ name: 'x' }] })), protocolError, 'hold without active')
+  t.throws(() => decodePolicy(policyJson({ policyFingerprint: 'f', policies: Array.from({ length: 1_025 }, () => ({ name: 'x', retentionDays: 1, criteria: '' })), holds: [] })), protocolError, 'too many policies')
+  t.throws(() => decodePolicy(policyJson({ policyFingerprint: 'f' })), protocolError, 'lists missing')
 
   const huge = { ...toWireDelivery(localDelivery(2)), journalEnvelopeText: 'x'.repeat(messageHeaderBytesMax) }
   const fitted = fitHeader({ ...header, deliveries: [toWireDelivery(localDelivery(1)), huge] })
@@ -405,35 +415,89 @@ t.test('pause and resume survive a restart; removed and added peers too', async 
   t.match(await a.service.addPeer({ host, port: c.port }), { configuredBy: 'config', cursor: 0 })
 })
 
-t.test('policy fingerprints: a difference shows on both sides and is logged once; local-source warning; secret never logged', async (t) => {
+t.test('policy settings: exchanged only after the proof, differences shown per peer on both sides and logged once; failed proofs audited', async (t) => {
   const secretText = generateSharedSecret()
-  const b = await createTestNode({ serial: 'MK650-B', seed, policyFingerprint: 'retention-7y', service: { sharedSecret: secretText } })
+  const settingsB = { fingerprint: 'retention-7y', policies: [{ name: 'default', retentionDays: 2555, criteria: 'all' }], holds: [{ name: 'acme-litigation', active: true }] }
+  const settingsA = { fingerprint: 'retention-10y', policies: [{ name: 'default', retentionDays: 3650, criteria: 'all' }], holds: [] }
+  const diffCalls: string[] = []
+  // A fake of firmware/policy's diff: says which fingerprints it compared.
+  const policyDiff = (local: { fingerprint: string }, peer: { fingerprint: string; holds: { name: string }[] }) => {
+    diffCalls.push(`${local.fingerprint}~${peer.fingerprint}`)
+    return [`${local.fingerprint} here, ${peer.fingerprint} on the peer`, ...peer.holds.map((hold) => `hold ${hold.name} only on the peer`)]
+  }
+  const b = await createTestNode({ serial: 'MK650-B', seed, policySettings: settingsB, policyDiff, service: { sharedSecret: secretText } })
   const a = await createTestNode({
     serial: 'MK650-A',
     seed,
-    policyFingerprint: 'retention-10y',
+    policySettings: settingsA,
+    policyDiff,
     localSourcesEnabled: false,
     peers: [{ host, port: b.port }],
     service: { sharedSecret: secretText },
   })
-  stopAll(t, a, b)
+  // D has the wrong secret: it must learn nothing of B's settings.
+  const d = await createTestNode({ serial: 'MK650-D', seed, policySettings: settingsA, peers: [{ host, port: b.port }], service: { sharedSecret: generateSharedSecret(), retryDelayMsMin: 60_000, retryDelayMsMax: 60_000 } })
+  stopAll(t, a, b, d)
   await waitFor(() => a.peer(b.port)?.peerPolicyFingerprint === 'retention-7y', 'policy exchanged')
-  t.equal(a.peer(b.port)!.policyMismatch, true)
-  await waitFor(() => b.service.status().inbound[0]?.policyMismatch === true, 'B sees it too')
-  t.equal(b.service.status().inbound[0]!.peerPolicyFingerprint, 'retention-10y')
-  // Reconnects exchange again; the warning is logged once.
+  t.same(a.peer(b.port)!.policyMismatch, ['retention-10y here, retention-7y on the peer', 'hold acme-litigation only on the peer'], 'A shows the differences per peer')
+  await waitFor(() => b.service.status().inbound.find((peer) => peer.serial === 'MK650-A')?.policyMismatch.length === 1, 'B sees it too')
+  t.same(b.service.status().inbound.find((peer) => peer.serial === 'MK650-A')!.policyMismatch, ['retention-7y here, retention-10y on the peer'])
+  t.equal(b.service.status().inbound.find((peer) => peer.serial === 'MK650-A')!.peerPolicyFingerprint, 'retention-10y')
+  // Reconnects exchange again; the warning is logged once per side.
   await a.ingest(makeMessage('policy', 300, random))
   await waitFor(() => copiesFrom(b, 'MK650-A').length === 1, 'copied')
-  t.equal(a.logger.records.filter((record) => /different retention or hold/.test(record.msg)).length, 1)
+  const warnings = a.logger.records.filter((record) => /different retention or hold/.test(record.msg))
+  t.equal(warnings.length, 1, 'logged once')
+  t.match(warnings[0], { differences: ['retention-10y here, retention-7y on the peer', 'hold acme-litigation only on the peer'] })
+  t.ok(diffCalls.includes('retention-10y~retention-7y') && diffCalls.includes('retention-7y~retention-10y'), 'the injected diff compares ours with the peer\'s')
+  // Never before the proof: D was refused and holds nothing of B's settings.
+  await waitFor(() => d.peer(b.port)?.state === 'refused', 'D refused')
+  t.equal(d.peer(b.port)!.reasonCode, 'AUTH_FAILED')
+  t.equal(d.peer(b.port)!.peerPolicyFingerprint, null)
+  t.notOk(JSON.stringify([d.logger.records, d.service.status()]).includes('acme-litigation'), 'no settings reached the peer with the wrong secret')
+  t.notOk(b.service.status().inbound.some((peer) => peer.serial === 'MK650-D'))
+  // Failed proofs go to the audit hook on both sides (B: D's proof failed; D: B refused it).
+  await waitFor(() => b.auditEntries.length > 0 && d.auditEntries.length > 0, 'audited')
+  t.match(b.auditEntries[0], { action: 'mirror.auth-failed', actor: /^127\.0\.0\.1/, details: { direction: 'inbound', claimedSerial: 'MK650-D' } })
+  t.match(d.auditEntries[0], { action: 'mirror.auth-failed', details: { direction: 'outbound', decidedBy: 'peer' } })
+  t.notOk(a.auditEntries.length, 'a successful handshake is not a failed proof')
   const status = a.service.status()
+  t.equal(status.policyFingerprint, 'retention-10y')
   t.equal(status.warning, noLocalSourceWarning)
   t.equal(status.localSourcesEnabled, false)
   t.equal(b.service.status().warning, null)
   // The secret (given as text here) never reaches a log line or an audit event.
-  const logged = JSON.stringify([...a.logger.records, ...b.logger.records, ...a.audits, ...b.audits])
+  const logged = JSON.stringify([...a.logger.records, ...b.logger.records, ...a.audits, ...b.audits, ...b.auditEntries])
   t.ok(logged.length > 1_000, 'there are logs to look through')
   t.notOk(logged.includes(secretText), 'no secret in logs')
   t.notOk(JSON.stringify(a.service.status()).includes(secretText), 'no secret in status')
+})
+
+t.test('lowestAcknowledgedSequence: null without peers, the lowest cursor of every peer (paused and added ones too)', async (t) => {
+  const b = await createTestNode({ serial: 'MK650-B', seed })
+  const c = await createTestNode({ serial: 'MK650-C', seed })
+  const a = await createTestNode({ serial: 'MK650-A', seed }, false)
+  stopAll(t, a, b, c)
+  t.equal(a.service.lowestAcknowledgedSequence(), 0, 'before start: nothing is known to be copied')
+  await a.service.start()
+  t.equal(a.service.lowestAcknowledgedSequence(), null, 'no peer: nothing holds retention back')
+  for (const raw of messages('low', 10)) await a.ingest(raw)
+  await a.service.addPeer({ host, port: b.port })
+  t.equal(a.service.lowestAcknowledgedSequence(), 0, 'a new peer has acknowledged nothing')
+  await waitFor(() => a.peer(b.port)!.cursor === 10, 'B caught up')
+  t.equal(a.service.lowestAcknowledgedSequence(), 10)
+  await a.service.addPeer({ host, port: c.port })
+  await a.service.pausePeer({ host, port: c.port })
+  t.equal(a.service.lowestAcknowledgedSequence(), 0, 'a paused peer holds it back')
+  for (const raw of messages('low-more', 5)) await a.ingest(raw)
+  await waitFor(() => a.peer(b.port)!.cursor === 15, 'B got the new ones')
+  t.equal(a.service.lowestAcknowledgedSequence(), 0)
+  await a.service.resumePeer({ host, port: c.port })
+  await waitFor(() => a.service.lowestAcknowledgedSequence() === 15, 'C caught up: every peer has everything')
+  t.equal(copiesFrom(c, 'MK650-A').length, 15)
+  await a.service.removePeer({ host, port: c.port })
+  await a.service.removePeer({ host, port: b.port })
+  t.equal(a.service.lowestAcknowledgedSequence(), null, 'all peers removed')
 })
 
 t.test('a different appliance at a peer address gets the whole archive', async (t) => {
@@ -457,10 +521,17 @@ t.test('a different appliance at a peer address gets the whole archive', async (
   t.ok(a.logger.records.some((record) => record.level === 'warn' && /different serial/.test(record.msg)))
 })
 
-t.test('start fails early for a model that may not mirror and operations need a running service', async (t) => {
-  const node = await createTestNode({ serial: 'MK350-Z', model: 350, seed }, false)
-  await t.rejects(node.service.start(), { name: 'MirrorError', code: 'MODEL_NOT_ELIGIBLE' })
-  await node.stop()
+t.test('a model that may not mirror does not listen, and its peer refuses it; operations need a running service', async (t) => {
+  const b = await createTestNode({ serial: 'MK650-B', seed })
+  const node = await createTestNode({ serial: 'MK350-Z', model: 350, seed, peers: [{ host, port: b.port }] })
+  stopAll(t, b, node)
+  t.equal(node.service.address(), null, 'no listener')
+  t.match(node.service.status().warning, /model 350 may not mirror/)
+  await waitFor(() => node.peer(b.port)?.state === 'refused', 'refused')
+  t.match(node.peer(b.port), { reasonCode: 'MODEL_NOT_ELIGIBLE', expected: '>= 450', actual: 350 })
+  await waitFor(() => b.service.status().inboundRefusals.length > 0, 'B shows it')
+  t.match(b.service.status().inboundRefusals[0], { code: 'MODEL_NOT_ELIGIBLE', serial: 'MK350-Z', actual: 350 })
+  t.equal(node.service.healthcheck().ok, true)
   const idle = await createTestNode({ serial: 'MK650-Y', seed }, false)
   await t.rejects(idle.service.addPeer({ host, port: 1 }), { code: 'STOPPED' })
   await idle.stop()

@@ -10,8 +10,8 @@ import { createRandom, systemClock } from '../../../firmware/common/clock.js'
 import { loadOrCreateIdentityCertificate, type IdentityCertificate } from '../../../firmware/mirror/certificate.js'
 import { deriveMirrorSecret, generateSharedSecret, type MirrorSecret } from '../../../firmware/mirror/secret.js'
 import type { MirrorAuditEvent } from '../../../firmware/mirror/listener.js'
-import { createMirrorService, type MirrorService, type MirrorServiceOptions } from '../../../firmware/mirror/mirror-service.js'
-import type { PeerAddress, PeerStatus } from '../../../firmware/mirror/types.js'
+import { createMirrorService, type MirrorAuditEntry, type MirrorService, type MirrorServiceOptions } from '../../../firmware/mirror/mirror-service.js'
+import type { PeerAddress, PeerStatus, PolicySettings, PolicySettingsDiff } from '../../../firmware/mirror/types.js'
 import type { IngestResult } from '../../../firmware/archive/types.js'
 import { createMemoryArchive, createMemoryPipeline, localDelivery, type MemoryArchive, type MemoryPipeline, type MemoryPipelineOptions } from './fakes.js'
 
@@ -45,6 +45,9 @@ export interface TestNodeOptions {
   stateDir?: string
   secret?: MirrorSecret
   policyFingerprint?: string
+  /** Overrides policyFingerprint. */
+  policySettings?: PolicySettings
+  policyDiff?: PolicySettingsDiff
   localSourcesEnabled?: boolean
   seed?: number
   /** Keep the archive and pipeline of a previous instance (a restart of the service only). */
@@ -62,6 +65,8 @@ export interface TestNode {
   pipeline: MemoryPipeline
   logger: Logger & { records: LogRecord[] }
   audits: MirrorAuditEvent[]
+  /** What the service gave its audit-log sink. */
+  auditEntries: MirrorAuditEntry[]
   port: number
   stateDir: string
   /** Archives a message locally (an SMTP delivery with a BCC) through the pipeline. */
@@ -84,6 +89,7 @@ export const testTimings = {
 export async function createTestNode(options: TestNodeOptions, start = true): Promise<TestNode> {
   const logger = createMemoryLogger('debug')
   const audits: MirrorAuditEvent[] = []
+  const auditEntries: MirrorAuditEntry[] = []
   const archive = options.archive ?? createMemoryArchive()
   const pipeline = options.pipeline ?? createMemoryPipeline(archive, options.pipelineOptions)
   const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), `mailkeep-mirror-state-${options.serial}-`)))
@@ -96,8 +102,10 @@ export async function createTestNode(options: TestNodeOptions, start = true): Pr
       pipeline,
       identity: { model: options.model ?? 650, serial: options.serial, firmwareVersion: options.firmwareVersion ?? '1.0.0' },
       certificate: await certificateFor(options.serial),
-      audit: (event) => audits.push(event),
-      policyFingerprint: () => options.policyFingerprint ?? 'policy-v1',
+      onHandshake: (event) => audits.push(event),
+      audit: (entry) => auditEntries.push(entry),
+      policySettings: () => options.policySettings ?? { fingerprint: options.policyFingerprint ?? 'policy-v1', policies: [], holds: [] },
+      ...(options.policyDiff ? { policyDiff: options.policyDiff } : {}),
     },
     {
       host: '127.0.0.1',
@@ -124,6 +132,7 @@ export async function createTestNode(options: TestNodeOptions, start = true): Pr
     pipeline,
     logger,
     audits,
+    auditEntries,
     port: service.address()?.port ?? 0,
     stateDir,
     ingest: (raw, index = counter++) => pipeline.submit(raw, localDelivery(index)),
