@@ -10,7 +10,7 @@ const policy = (input: unknown) => validatePolicy(input, meta)
 const hold = (input: unknown) => validateHold(input, meta)
 
 function facts(id: string, overrides: Partial<MessageFacts> = {}): MessageFacts {
-  return { id, sizeBytes: 100, archivedAtMs: t0, dateMs: t0, senders: ['a@ext.example'], recipients: ['b@corp.example'], sources: ['smtp'], ...overrides }
+  return { id, sizeBytes: 100, archivedAtMs: t0, dateMs: t0, senders: ['a@ext.example'], recipients: ['b@corp.example'], sources: ['smtp'], indexed: true, ...overrides }
 }
 
 t.test('canonical JSON: key order does not matter, undefined members are left out', async (t) => {
@@ -56,6 +56,17 @@ t.test('plan: holds win over any policy, by custodian, query, and date range (Da
   const plan = planPurge({ messages, policies, holds, nowMs: t0 + 2 * dayMs, matches: new Map([['subject:merger', new Set(['merger'])]]), mirrorPending: null })
   t.same(plan.due.map((item) => item.id), ['july', 'plain'], 'a released hold protects nothing')
   t.same(Object.fromEntries(plan.kept.map((item) => [item.id, item.holds])), { 'to-legal': ['custodian'], merger: ['query'], 'june-date': ['range'], 'june-archived': ['range'] })
+})
+
+t.test('plan: a message the index failed on is kept while any query is in use (a hold by query might cover it)', async (t) => {
+  const policies = [policy({ name: 'default', retentionDays: 1 })]
+  const messages = [facts('unindexed', { indexed: false }), facts('indexed')]
+  const nowMs = t0 + 2 * dayMs
+  const noQueries = planPurge({ messages, policies, holds: [hold({ name: 'c', custodians: ['z@z.example'], reason: 'r' })], nowMs, matches: new Map(), mirrorPending: null })
+  t.same(noQueries.due.map((item) => item.id), ['unindexed', 'indexed'], 'no query anywhere: the index does not matter')
+  const withQuery = planPurge({ messages, policies, holds: [hold({ name: 'q', query: 'subject:merger', reason: 'r' })], nowMs, matches: new Map([['subject:merger', new Set<string>()]]), mirrorPending: null })
+  t.same(withQuery.due.map((item) => item.id), ['indexed'])
+  t.same(withQuery.kept, [{ id: 'unindexed', policy: 'default', reason: 'unindexed' }])
 })
 
 t.test('plan is pure and order-independent (randomized; seed printed on failure)', async (t) => {
