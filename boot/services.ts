@@ -171,7 +171,13 @@ export async function composeServices(context: { config: Readonly<Config>; logge
           pipeline,
           identity: { model: context.identity.model, serial: context.identity.serial, firmwareVersion: context.identity.firmwareVersion },
           certificate,
-          audit: (event) => logger.child('audit').info('mirror handshake', { ...event }),
+          audit: (event) => {
+            logger.child('audit').info('mirror handshake', { ...event })
+            // A peer that failed to prove the shared secret is a failed login (rate-limited by the listener).
+            if (event.direction === 'inbound' && event.outcome === 'refused' && event.code === 'AUTH_FAILED') {
+              audit({ actor: `mirror@${event.remoteAddress}`, action: 'login.failed', details: { via: 'mirror', remoteAddress: event.remoteAddress, peerSerial: event.peerSerial, code: event.code } })
+            }
+          },
           policyFingerprint: () => policy.describe().fingerprint,
         },
         {
