@@ -20,7 +20,7 @@ import { randomInt } from 'node:crypto'
 import { createHttpApi } from '../firmware/api/http-api.js'
 import { loadAdminCredential } from '../firmware/api/auth.js'
 import type { ManagedService } from './appliance.js'
-import { canonicalJson, createAuditLog, createPolicyService, loadOrCreateAuditKey, policyApiRoutes, policyCommandHandlers, withArchiveDatabases, type AuditEvent } from '../firmware/policy/index.js'
+import { canonicalJson, createAuditLog, createPolicyService, loadOrCreateAuditKey, policyApiRoutes, policyCommandHandlers, withArchiveDatabases, PolicyError, type AuditEvent } from '../firmware/policy/index.js'
 
 /** Parallel submits of one import job: enough to fill group commits, bounded in memory. */
 const importConcurrency = 8
@@ -38,6 +38,9 @@ export interface ComposedServices {
 
 /** Ids of every archived message a query matches, page by page through the search index. */
 async function allMatches(index: ReturnType<typeof createIndex>, query: string): Promise<Set<string>> {
+  // An index of another layout indexes nothing new: a query would miss mail, and a hold by
+  // query would not protect it. Retention waits for `mailkeep index rebuild` instead.
+  if (!index.layoutCurrent()) throw new PolicyError('UNAVAILABLE', 'the search index has another layout: purges that use a query wait for `mailkeep index rebuild`')
   const ids = new Set<string>()
   let cursor: string | null = null
   do {

@@ -137,6 +137,12 @@ const renderPreview = (result: unknown): string => {
   return lines.join('\n')
 }
 
+const renderPurge = (result: unknown): string => {
+  const run = result as { batches: number; purged: number; purgedBytes: number; keptAtExecution: number; failed: Row[] }
+  const failed = run.failed.length > 0 ? `; ${run.failed.length} failed: ${run.failed.map((item) => `${item.id} ${item.code}`).join(', ')}` : ''
+  return `purged ${run.purged} message(s), ${formatBytes(run.purgedBytes)}, in ${run.batches} audited batch(es); ${run.keptAtExecution} kept when re-checked${failed}`
+}
+
 const renderHolds = (result: unknown): string => table(result as Row[], ['name', 'active', 'query', 'custodians', 'reason', 'placedBy'])
 
 const renderAuditVerify = (result: unknown): string => {
@@ -188,7 +194,7 @@ export const commandTable: readonly CommandSpec[] = [
     render: renderObject,
   },
   { name: 'hold release', summary: 'release a hold (its mail is subject to retention again)', args: [{ name: 'name', kind: 'string' }], technician: true, render: renderObject },
-  { name: 'purge run', summary: 'run the retention purge now (in audited batches)', args: [], technician: true, render: renderObject },
+  { name: 'purge run', summary: 'run the retention purge now (in audited batches)', args: [], technician: true, render: renderPurge },
   { name: 'audit verify', summary: 'check the audit log\'s hash chain', args: [], technician: false, render: renderAuditVerify },
   { name: 'audit show', summary: 'audit entries: [--limit N] [--after SEQ]', args: [{ name: 'options', kind: 'string', optional: true, rest: true }], technician: false, render: renderAudit },
   { name: 'auth', summary: 'unlock technician commands on this connection', args: [], technician: false, render: renderMessage },

@@ -83,7 +83,12 @@ export function policyCommandHandlers(policy: PolicyService, actor = 'technician
     ['hold add', (args) => policy.placeHold(holdFromArgs(args), actor)],
     ['hold release', ([name]) => policy.releaseHold(name!, actor)],
     ['purge run', () => policy.runPurge(actor)],
-    ['audit verify', () => policy.auditVerify()],
+    ['audit verify', () => {
+      const report = policy.auditVerify()
+      if (report.ok) return report
+      const problems = report.problems.slice(0, 10).map((problem) => `${problem.code} at ${problem.seq ?? '-'}: ${problem.message}`)
+      throw new PolicyError('AUDIT_DAMAGED', `the audit log is damaged (${report.entries} entries):\n  ${problems.join('\n  ')}`, { fields: { report } })
+    }],
     ['audit show', (args) => policy.auditEntries(auditQuery(args))],
   ])
 }

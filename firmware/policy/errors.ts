@@ -15,6 +15,8 @@ export type PolicyErrorCode =
   | 'UNAVAILABLE'
   /** A stored policy, hold or audit record is undecodable. */
   | 'CORRUPT'
+  /** `audit verify` found the chain damaged (the CLI exits 1; the API answers the report with ok false). */
+  | 'AUDIT_DAMAGED'
 
 export class PolicyError extends MailkeepError {
   declare readonly code: PolicyErrorCode

@@ -57,6 +57,8 @@ export interface PurgePreview {
   duePerPolicy: Record<string, number>
   heldMessages: number
   mirrorPendingMessages: number
+  /** Past retention but not in the search index while queries are in use: kept until `index rebuild`. */
+  unindexedMessages: number
   due: DueItem[]
   kept: KeptItem[]
   truncated: boolean
@@ -154,7 +156,8 @@ export function createPolicyService(deps: PolicyServiceDeps, options: PolicyServ
     return ids
   }
 
-  function* factsFor(ids: Iterable<string>): Generator<MessageFacts> {
+  function factsFor(ids: readonly string[]): MessageFacts[] {
+    const list: MessageFacts[] = []
     for (const id of ids) {
       let meta
       try {
@@ -164,25 +167,43 @@ export function createPolicyService(deps: PolicyServiceDeps, options: PolicyServ
         logger.warn('a message record is unreadable; it is kept and not planned', { id, error })
         continue
       }
-      if (meta) yield factsOf(meta)
+      if (meta) list.push(factsOf(meta))
     }
+    return list
   }
 
-  function* allIds(): Generator<string> {
-    let after: string | null = null
-    for (;;) {
-      const page = archive.listIds(after, scanPageIds)
-      yield* page
-      if (page.length < scanPageIds) return
-      after = page[page.length - 1]!
-    }
-  }
-
-  async function plan(ids: Iterable<string> | null): Promise<PurgePlan> {
+  /**
+   * Plans over the given ids, or the whole archive page by page (yielding to the event loop
+   * between pages, so SMTP and the API keep running during a long scan). Messages are
+   * planned independently, so the pages' plans add up to the plan of the whole.
+   */
+  async function plan(ids: readonly string[] | null): Promise<PurgePlan> {
     const policyList = sortedPolicies()
     const holdList = sortedHolds()
     const matches = await matchesFor(queriesOf(policyList, holdList))
-    return planPurge({ messages: factsFor(ids ?? allIds()), policies: policyList, holds: holdList, nowMs: clock.now(), matches, mirrorPending: mirrorPending() })
+    const pending = mirrorPending()
+    const nowMs = clock.now()
+    const total: PurgePlan = { nowMs, scanned: 0, retained: 0, due: [], kept: [], dueBytes: 0 }
+    const add = (page: readonly string[]) => {
+      const part = planPurge({ messages: factsFor(page), policies: policyList, holds: holdList, nowMs, matches, mirrorPending: pending })
+      total.scanned += part.scanned
+      total.retained += part.retained
+      total.dueBytes += part.dueBytes
+      for (const item of part.due) total.due.push(item)
+      for (const item of part.kept) total.kept.push(item)
+    }
+    if (ids) {
+      add(ids)
+      return total
+    }
+    let after: string | null = null
+    for (;;) {
+      const page = archive.listIds(after, scanPageIds)
+      add(page)
+      if (page.length < scanPageIds) return total
+      after = page[page.length - 1]!
+      await new Promise((resolve) => setImmediate(resolve))
+    }
   }
 
   // ---- execution ------------------------------------------------------------------------
@@ -430,6 +451,7 @@ export function createPolicyService(deps: PolicyServiceDeps, options: PolicyServ
         duePerPolicy,
         heldMessages: full.kept.filter((item) => item.reason === 'held').length,
         mirrorPendingMessages: full.kept.filter((item) => item.reason === 'mirror-pending').length,
+        unindexedMessages: full.kept.filter((item) => item.reason === 'unindexed').length,
         due: full.due.slice(0, previewItemsMax),
         kept: full.kept.slice(0, previewItemsMax),
         truncated: full.due.length > previewItemsMax || full.kept.length > previewItemsMax,

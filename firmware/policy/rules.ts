@@ -184,6 +184,7 @@ export function factsOf(meta: MessageMeta): MessageFacts {
     senders: lower([...meta.from, ...meta.deliveries.map((delivery) => delivery.envelopeFrom)]),
     recipients: lower([...meta.to, ...meta.cc, ...meta.bcc, ...meta.deliveries.flatMap((delivery) => [...delivery.envelopeTo, ...delivery.envelopeBcc])]),
     sources: [...new Set(meta.deliveries.map((delivery) => delivery.source))],
+    indexed: !meta.flags.includes('index-failed'),
   }
 }
 
@@ -278,6 +279,7 @@ export interface PlanInput {
 export function planPurge(input: PlanInput): PurgePlan {
   const plan: PurgePlan = { nowMs: input.nowMs, scanned: 0, retained: 0, due: [], kept: [], dueBytes: 0 }
   const activeHolds = input.holds.filter((hold) => hold.active)
+  const queriesInUse = queriesOf(input.policies, activeHolds).length > 0
   for (const facts of input.messages) {
     plan.scanned++
     const policy = governingPolicy(input.policies, facts, input.matches)
@@ -293,6 +295,12 @@ export function planPurge(input: PlanInput): PurgePlan {
     const holds = activeHolds.filter((hold) => holdCovers(hold, facts, input.matches)).map((hold) => hold.name)
     if (holds.length > 0) {
       plan.kept.push({ id: facts.id, policy: policy.name, reason: 'held', holds } satisfies KeptItem)
+      continue
+    }
+    // Which query would select it is unknown: a hold by query might cover it, or a policy
+    // by query might keep it longer. An archive errs on keeping.
+    if (!facts.indexed && queriesInUse) {
+      plan.kept.push({ id: facts.id, policy: policy.name, reason: 'unindexed' })
       continue
     }
     if (input.mirrorPending?.has(facts.id)) {

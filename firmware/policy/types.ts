@@ -63,6 +63,8 @@ export interface MessageFacts {
   /** Lower-cased To/Cc/Bcc and envelope recipients. */
   recipients: string[]
   sources: SourceKind[]
+  /** False when the search index failed on this message (flag `index-failed`): queries cannot see it. */
+  indexed: boolean
 }
 
 /** One message the plan would purge. */
@@ -82,8 +84,12 @@ export interface DueItem {
 export interface KeptItem {
   id: string
   policy: string
-  /** Held: the active holds that match. Deferred: a mirror peer has not acknowledged it yet. */
-  reason: 'held' | 'mirror-pending'
+  /**
+   * held: active holds match; mirror-pending: a mirror peer has not acknowledged it yet;
+   * unindexed: the search index does not hold it, so no query (of a hold or a policy) can be
+   * judged: kept until `index rebuild`.
+   */
+  reason: 'held' | 'mirror-pending' | 'unindexed'
   holds?: string[]
 }
 

@@ -161,6 +161,25 @@ t.test('no purge of a message a mirror peer has not acknowledged yet', async (t)
   t.equal((await policy.preview()).dueMessages, 3, 'no peers: nothing deferred')
 })
 
+t.test('a purge the audit log missed (interrupted before its batch entry) is audited at the next start', async (t) => {
+  const key = Buffer.alloc(32, 3)
+  const world = await retentionWorld({ key })
+  const id = await world.ingest(rawMessage({ from: 'a@ext.example', to: 'b@corp.example', subject: 'lost' }))
+  // What an interruption between the store's delete and the batch's audit entry leaves behind.
+  const { sequence } = await world.archive.delete(id)
+  t.notOk(world.audit.entries(0, 100).some((entry) => entry.action.startsWith('purge.')))
+  await world.stop()
+  const again = await retentionWorld({ key, path: world.path })
+  t.teardown(again.stop)
+  const recovered = again.audit.entries(0, 100).filter((entry) => entry.action === 'purge.recovered')
+  t.match(recovered, [{ actor: 'system', details: { messages: [{ id, sequence }] } }])
+  await again.stop()
+  const third = await retentionWorld({ key, path: world.path })
+  t.teardown(third.stop)
+  t.equal(third.audit.entries(0, 100).filter((entry) => entry.action === 'purge.recovered').length, 1, 'audited once, not at every start')
+  t.equal(third.audit.verify().ok, true)
+})
+
 t.test('purge reclaims space: freed pages are reused, the environment does not grow', async (t) => {
   const world = await retentionWorld({ batchMessagesMax: 100 })
   t.teardown(world.stop)
