@@ -37,7 +37,7 @@ export const indexDatabaseNames = {
 } as const
 
 /** Layout version stored in the index; a different one makes `search` ask for a rebuild. */
-export const indexLayoutVersion = 1
+export const indexLayoutVersion = 2
 /** Docids per block of the date column (one block is 4 KiB: one LMDB page). */
 export const dateBlockDocids = 512
 
@@ -60,7 +60,7 @@ export interface IndexOptions extends DocumentLimits {
 export const defaultIndexOptions: Readonly<IndexOptions> = Object.freeze({
   tokensPerDocumentMax: 50_000,
   addressesPerDocumentMax: 2_000,
-  snippetTextCharsMax: 16_384,
+  snippetTextCharsMax: 4_096,
   futureDateSkewMsMax: 24 * 60 * 60 * 1000,
   pendingDocumentsMax: 4_096,
   searchLimitDefault: 20,
@@ -700,7 +700,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         root,
         postings: root.openDB<Buffer, (string | number)[]>(indexDatabaseNames.postings, { encoding: 'binary' }),
         forward: root.openDB<Buffer, number>(indexDatabaseNames.forward, { encoding: 'binary', keyEncoding: 'uint32', compression: true }),
-        documents: root.openDB<Buffer, number>(indexDatabaseNames.documents, { encoding: 'binary', keyEncoding: 'uint32', compression: true }),
+        documents: root.openDB<Buffer, number>(indexDatabaseNames.documents, { encoding: 'binary', keyEncoding: 'uint32' }),
         dates: root.openDB<Buffer, number>(indexDatabaseNames.dates, { encoding: 'binary', keyEncoding: 'uint32' }),
         keys: root.openDB<unknown, string>(indexDatabaseNames.keys, { encoding: 'msgpack' }),
       }
@@ -784,6 +784,19 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
      *   IndexError BAD_CURSOR, QUERY_TIMEOUT (over `searchTimeBudgetMs`), INDEX_UNAVAILABLE, INDEX_CORRUPT
      */
     search,
+
+    /**
+     * Bytes of LMDB pages each index database occupies (branch, leaf and overflow pages);
+     * free pages of the environment are not counted.
+     */
+    diskBytes(): Record<keyof typeof indexDatabaseNames, number> {
+      const db = open()
+      const bytesOf = (store: { getStats(): unknown }): number => {
+        const stats = store.getStats() as { pageSize: number; treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number }
+        return (stats.treeBranchPageCount + stats.treeLeafPageCount + stats.overflowPages) * stats.pageSize
+      }
+      return { postings: bytesOf(db.postings), forward: bytesOf(db.forward), documents: bytesOf(db.documents), dates: bytesOf(db.dates), keys: bytesOf(db.keys) }
+    },
 
     /** Figures for status views. */
     stats(): IndexStats {
