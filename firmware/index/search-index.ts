@@ -473,8 +473,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     const pending = tailOf(db, state)
     const cache = queryCacheOf(state)
     const dateBlocks = new Map<number, Float64Array>()
-    const dateOf = (docid: number): number => {
-      const block = Math.floor(docid / dateBlockDocids)
+    const dateBlock = (block: number): Float64Array => {
       let dates = cache.dates.get(block) ?? dateBlocks.get(block)
       if (!dates) {
         const stored = db.dates.getBinary(block)
@@ -484,8 +483,9 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         if ((block + 1) * dateBlockDocids - 1 <= state.flushed) cache.dates.set(block, dates)
         else dateBlocks.set(block, dates)
       }
-      return dates[docid % dateBlockDocids]!
+      return dates
     }
+    const dateOf = (docid: number): number => dateBlock(Math.floor(docid / dateBlockDocids))[docid % dateBlockDocids]!
 
     /** Docids of the tail whose entry for `token` meets `bits` (all above every flushed docid). */
     const tailSet = (token: string, bits: number): number[] => {
@@ -563,12 +563,13 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     /** Every live docid dated in [fromMs, toMs): a scan of the date column, 1 KiB per 128 documents. */
     const dateScan = (fromMs: number, toMs: number): Uint32Array => {
       const docids: number[] = []
-      for (const { key, value } of db.dates.getRange({})) {
-        checkBudget()
-        const dates = new Float64Array(new Uint8Array(value).buffer, 0, Math.floor(value.byteLength / 8))
+      const lastBlock = Math.floor((state.next - 1) / dateBlockDocids)
+      for (let block = 0; block <= lastBlock; block++) {
+        if ((block & 63) === 63) checkBudget()
+        const dates = dateBlock(block)
         for (let slot = 0; slot < dates.length; slot++) {
           const dateMs = dates[slot]!
-          if (dateMs >= fromMs && dateMs < toMs) docids.push(key * dateBlockDocids + slot)
+          if (dateMs >= fromMs && dateMs < toMs) docids.push(block * dateBlockDocids + slot)
         }
       }
       return Uint32Array.from(docids)
