@@ -1,3 +1,4 @@
+import { deflateRawSync, inflateRawSync } from 'node:zlib'
 import type { Address, ParsedMessage } from '../mime/types.js'
 import type { MessageMeta } from '../archive/types.js'
 import { addressExactTokens, cutToChars, tokenize } from './tokenize.js'
@@ -65,6 +66,8 @@ export interface DocumentRecord {
   subject: string
   /** Body and attachment text, bounded, for snippets. */
   text: string
+  /** `text` compressed as stored (raw deflate), when it was compressed ahead of the transaction. */
+  textDeflated?: Uint8Array
 }
 
 export interface AnalyzedDocument {
@@ -147,19 +150,29 @@ export function decodeForward(bytes: Uint8Array): ForwardRecord | undefined {
   return { a: parts[0] === '1' ? 1 : 0, s: parts[1]!, b: parts[2]!, f: parts[3]!, t: parts[4]!, n: parts[5]!, xf: list(parts[6]!), xt: list(parts[7]!) }
 }
 
-/** Binary form of a display record: JSON of the short fields, NUL, then the text. */
+/**
+ * Binary form of a display record: JSON of the short fields, NUL, then the text as raw
+ * deflate (JSON never holds a raw NUL). Snippet text is most of the record; deflate
+ * stores it in about a third of LZ4's bytes, and only the hits of a page are inflated.
+ */
 export function encodeRecord(record: DocumentRecord): Buffer {
-  return Buffer.from(JSON.stringify([record.id, record.dateMs, record.from, record.subject]) + '\u0000' + record.text)
+  const header = Buffer.from(JSON.stringify([record.id, record.dateMs, record.from, record.subject]) + '\u0000')
+  return Buffer.concat([header, record.textDeflated ?? deflateText(record.text)])
+}
+
+/** The stored (compressed) form of a record's text. */
+export function deflateText(text: string): Uint8Array {
+  return deflateRawSync(Buffer.from(text), { level: 6 })
 }
 
 /** Decodes `encodeRecord`'s bytes; undefined when they are not a display record. */
 export function decodeRecord(bytes: Uint8Array): DocumentRecord | undefined {
-  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')
-  const split = text.indexOf('\u0000')
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const split = buffer.indexOf(0)
   if (split < 0) return undefined
   try {
-    const [id, dateMs, from, subject] = JSON.parse(text.slice(0, split)) as [string, number | null, string, string]
-    return { id, dateMs: dateMs ?? Number.NaN, from, subject, text: text.slice(split + 1) }
+    const [id, dateMs, from, subject] = JSON.parse(buffer.toString('utf8', 0, split)) as [string, number | null, string, string]
+    return { id, dateMs: dateMs ?? Number.NaN, from, subject, text: inflateRawSync(buffer.subarray(split + 1)).toString('utf8') }
   } catch {
     return undefined
   }
@@ -239,6 +252,8 @@ export interface PreparedDocument {
   subject: string
   /** Body and attachment texts for snippets, bounded. */
   text: string
+  /** `text` compressed as the display record stores it. */
+  textDeflated: Uint8Array
   attachment: 0 | 1
   /** Distinct tokens of the subject, body and attachment names (and the attachment marker)… */
   terms: string[]
@@ -265,6 +280,7 @@ export function isPreparedDocument(value: unknown): value is PreparedDocument {
     Array.isArray(candidate.masks) &&
     candidate.terms.length === candidate.masks.length &&
     typeof candidate.text === 'string' &&
+    candidate.textDeflated instanceof Uint8Array &&
     typeof candidate.subject === 'string'
   )
 }
@@ -344,6 +360,7 @@ export function prepareDocument(parsed: ParsedMessage, limits: DocumentLimits): 
   for (const attachment of parsed.attachments) bodySegments.push(take(attachment.text ?? ''))
   const texts = [parsed.text, ...parsed.attachments.map((attachment) => attachment.text ?? '')].filter((text) => text.length > 0)
   const body = streamOf(bodySegments)
+  const text = cutToChars(texts.join('\n\n'), limits.snippetTextCharsMax)
   const attachment = parsed.attachments.length > 0 ? 1 : 0
   const terms = new Map<string, number>()
   addStreamTerms(terms, subject, fieldBits.subject)
@@ -363,7 +380,8 @@ export function prepareDocument(parsed: ParsedMessage, limits: DocumentLimits): 
     dateMs: parsed.dateMs,
     sender: parsed.from[0] ? addressLabel(parsed.from[0]) : null,
     subject: parsed.subject ?? '',
-    text: cutToChars(texts.join('\n\n'), limits.snippetTextCharsMax),
+    text,
+    textDeflated: deflateText(text),
     attachment,
     terms: [...terms.keys()],
     masks: [...terms.values()],
@@ -414,6 +432,7 @@ export function completeDocument(prepared: PreparedDocument, input: IndexInput, 
       from: prepared.sender ?? input.envelopeFrom ?? '',
       subject: prepared.subject,
       text: prepared.text,
+      textDeflated: prepared.textDeflated,
     },
     truncated: false,
   }

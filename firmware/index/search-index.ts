@@ -23,7 +23,7 @@ import { makeSnippet } from './snippet.js'
  *   fills it writes one posting chunk per distinct token of the tail (a flush). One
  *   LMDB write per token per flush instead of one per token per message keeps ingest
  *   cheap;
- * - dates live in a column (blocks of 512 float64 per docid) used to filter, sort newest
+ * - dates live in a column (blocks of 128 float64 per docid) used to filter, sort newest
  *   first and mark removed documents (NaN).
  */
 
@@ -37,9 +37,9 @@ export const indexDatabaseNames = {
 } as const
 
 /** Layout version stored in the index; a different one makes `search` ask for a rebuild. */
-export const indexLayoutVersion = 1
-/** Docids per block of the date column (one block is 4 KiB: one LMDB page). */
-export const dateBlockDocids = 512
+export const indexLayoutVersion = 2
+/** Docids per block of the date column: 1 KiB, small enough to sit inline in a leaf page (a 4 KiB value would take two overflow pages), so the read-modify-write of each ingest stays cheap. */
+export const dateBlockDocids = 128
 
 export interface IndexOptions extends DocumentLimits {
   /** Documents kept in the pending tail before their postings are flushed, in documents. */
@@ -60,7 +60,7 @@ export interface IndexOptions extends DocumentLimits {
 export const defaultIndexOptions: Readonly<IndexOptions> = Object.freeze({
   tokensPerDocumentMax: 50_000,
   addressesPerDocumentMax: 2_000,
-  snippetTextCharsMax: 16_384,
+  snippetTextCharsMax: 4_096,
   futureDateSkewMsMax: 24 * 60 * 60 * 1000,
   pendingDocumentsMax: 4_096,
   searchLimitDefault: 20,
@@ -473,8 +473,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     const pending = tailOf(db, state)
     const cache = queryCacheOf(state)
     const dateBlocks = new Map<number, Float64Array>()
-    const dateOf = (docid: number): number => {
-      const block = Math.floor(docid / dateBlockDocids)
+    const dateBlock = (block: number): Float64Array => {
       let dates = cache.dates.get(block) ?? dateBlocks.get(block)
       if (!dates) {
         const stored = db.dates.getBinary(block)
@@ -484,8 +483,9 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         if ((block + 1) * dateBlockDocids - 1 <= state.flushed) cache.dates.set(block, dates)
         else dateBlocks.set(block, dates)
       }
-      return dates[docid % dateBlockDocids]!
+      return dates
     }
+    const dateOf = (docid: number): number => dateBlock(Math.floor(docid / dateBlockDocids))[docid % dateBlockDocids]!
 
     /** Docids of the tail whose entry for `token` meets `bits` (all above every flushed docid). */
     const tailSet = (token: string, bits: number): number[] => {
@@ -560,15 +560,16 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       return { fromMs, toMs }
     }
 
-    /** Every live docid dated in [fromMs, toMs): a scan of the date column, 4 KiB per 512 documents. */
+    /** Every live docid dated in [fromMs, toMs): a scan of the date column, 1 KiB per 128 documents. */
     const dateScan = (fromMs: number, toMs: number): Uint32Array => {
       const docids: number[] = []
-      for (const { key, value } of db.dates.getRange({})) {
-        checkBudget()
-        const dates = new Float64Array(new Uint8Array(value).buffer, 0, Math.floor(value.byteLength / 8))
+      const lastBlock = Math.floor((state.next - 1) / dateBlockDocids)
+      for (let block = 0; block <= lastBlock; block++) {
+        if ((block & 63) === 63) checkBudget()
+        const dates = dateBlock(block)
         for (let slot = 0; slot < dates.length; slot++) {
           const dateMs = dates[slot]!
-          if (dateMs >= fromMs && dateMs < toMs) docids.push(key * dateBlockDocids + slot)
+          if (dateMs >= fromMs && dateMs < toMs) docids.push(block * dateBlockDocids + slot)
         }
       }
       return Uint32Array.from(docids)
@@ -700,7 +701,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         root,
         postings: root.openDB<Buffer, (string | number)[]>(indexDatabaseNames.postings, { encoding: 'binary' }),
         forward: root.openDB<Buffer, number>(indexDatabaseNames.forward, { encoding: 'binary', keyEncoding: 'uint32', compression: true }),
-        documents: root.openDB<Buffer, number>(indexDatabaseNames.documents, { encoding: 'binary', keyEncoding: 'uint32', compression: true }),
+        documents: root.openDB<Buffer, number>(indexDatabaseNames.documents, { encoding: 'binary', keyEncoding: 'uint32' }),
         dates: root.openDB<Buffer, number>(indexDatabaseNames.dates, { encoding: 'binary', keyEncoding: 'uint32' }),
         keys: root.openDB<unknown, string>(indexDatabaseNames.keys, { encoding: 'msgpack' }),
       }
@@ -784,6 +785,19 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
      *   IndexError BAD_CURSOR, QUERY_TIMEOUT (over `searchTimeBudgetMs`), INDEX_UNAVAILABLE, INDEX_CORRUPT
      */
     search,
+
+    /**
+     * Bytes of LMDB pages each index database occupies (branch, leaf and overflow pages);
+     * free pages of the environment are not counted.
+     */
+    diskBytes(): Record<keyof typeof indexDatabaseNames, number> {
+      const db = open()
+      const bytesOf = (store: { getStats(): unknown }): number => {
+        const stats = store.getStats() as { pageSize: number; treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number }
+        return (stats.treeBranchPageCount + stats.treeLeafPageCount + stats.overflowPages) * stats.pageSize
+      }
+      return { postings: bytesOf(db.postings), forward: bytesOf(db.forward), documents: bytesOf(db.documents), dates: bytesOf(db.dates), keys: bytesOf(db.keys) }
+    },
 
     /** Figures for status views. */
     stats(): IndexStats {
