@@ -108,8 +108,20 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   const smtp = config.smtp.enabled
     ? createSmtpSource({ logger: logger.child('smtp'), clock, pipeline, tls: { key: certificate.privateKeyPem, cert: certificate.certificatePem } }, config.smtp)
     : undefined
-  const journals = config.journal.sources.map((source) =>
-    createJournalSource({ logger: logger.child('journal'), clock, pipeline }, { ...source, stateDir: join(config.dataDir, 'journal'), stopTimeoutMs: config.shutdown.timeoutMs }),
+  // Mirror source takeover: a source with takeoverFor is pulled only while that mirror peer has
+  // been unreachable for takeoverAfterMs (read from the mirror service, created further down).
+  const takeoverFor = (peerText: string, afterMs: number) => {
+    const [, host, port] = /^(.+):(\d+)$/.exec(peerText)!
+    if (!config.mirror.peers.some((peer) => peer.host === host && peer.port === Number(port))) {
+      logger.warn('journal takeoverFor names no configured mirror peer: the source is pulled only once that peer is added and unreachable', { peer: peerText })
+    }
+    return { peer: peerText, shouldPull: () => (mirror?.peerUnreachableForMs({ host: host!, port: Number(port) }) ?? -1) >= afterMs }
+  }
+  const journals = config.journal.sources.map(({ takeoverFor: peerText, takeoverAfterMs, ...source }) =>
+    createJournalSource(
+      { logger: logger.child('journal'), clock, pipeline, ...(peerText ? { takeover: takeoverFor(peerText, takeoverAfterMs) } : {}) },
+      { ...source, stateDir: join(config.dataDir, 'journal'), stopTimeoutMs: config.shutdown.timeoutMs },
+    ),
   )
   const imports = createImportService(
     { logger: logger.child('import'), clock, pipeline },

@@ -165,6 +165,13 @@ export const configSchema = {
               afterArchive: { enum: ['delete', 'flag'], default: 'delete' },
               batchMessagesMax: { type: 'integer', minimum: 1, maximum: 10000, default: 100 },
               enabled: { type: 'boolean', default: true },
+              takeoverFor: {
+                type: ['string', 'null'],
+                pattern: '^[^\\s:]+:[0-9]{1,5}$',
+                default: null,
+                description: 'source takeover: the mirror peer (host:port, as in mirror.peers) that normally pulls this source; pulled here only while that peer is unreachable',
+              },
+              takeoverAfterMs: { type: 'integer', minimum: 1000, maximum: 86400000, default: 300000, description: 'source takeover: how long the peer must be unreachable before this system pulls' },
             },
           },
         },

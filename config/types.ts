@@ -18,6 +18,10 @@ export interface JournalSourceConfig {
   afterArchive: 'delete' | 'flag'
   batchMessagesMax: number
   enabled: boolean
+  /** Source takeover: the mirror peer (`host:port`) this source belongs to; pulled here only while that peer is offline. Null: an own source. */
+  takeoverFor: string | null
+  /** Source takeover: how long the peer must have been unreachable before this system pulls its source, in milliseconds. */
+  takeoverAfterMs: number
 }
 
 export interface PeerConfig {

@@ -260,6 +260,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       lastSuccessAtMs: status.lastSuccessAtMs,
       lastError: status.lastError,
       nextRetryAtMs: status.nextRetryAtMs,
+      unreachableSinceMs: status.unreachableSinceMs,
       policyMismatch: status.policyMismatch,
       peerPolicyFingerprint: status.peerPolicyFingerprint,
       connectedSinceMs: status.connectedSinceMs,
@@ -410,6 +411,18 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       if (!started) return 0
       const cursors = [...senders.values()].map(({ sender }) => sender.cursor)
       return cursors.length > 0 ? Math.min(...cursors) : null
+    },
+
+    /**
+     * How long a peer has not answered at all, in milliseconds (see PeerStatus.unreachableSinceMs);
+     * null while it answers, while paused, when it is not a peer, or when the service is not
+     * running. Source takeover pulls a peer's journal sources while this passes a threshold.
+     */
+    peerUnreachableForMs(peer: PeerAddress): number | null {
+      if (!started || stopping) return null
+      const entry = senders.get(peerKey(checkAddress(peer)))
+      const since = entry?.sender.status().unreachableSinceMs ?? null
+      return since === null ? null : Math.max(0, deps.clock.now() - since)
     },
 
     /** The bound listener address (port resolved when 0 was configured); null when not listening. */

@@ -117,6 +117,9 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
   let lastSuccessAtMs: number | null = null
   let nextRetryAtMs: number | null = null
   let connectedSinceMs: number | null = null
+  // Since when the peer has not answered at all (no connection, no handshake): the signal for
+  // source takeover. Not reached yet at start; a refusal is an answer (the peer is up).
+  let unreachableSinceMs: number | null = deps.clock.now()
   let peerPolicyFingerprint: string | null = null
   let policyMismatch: string[] = []
   let messagesSent = 0
@@ -365,6 +368,8 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
     const previousState = state
     const previousCode = reason?.code
     state = refused ? 'refused' : 'retrying'
+    if (refused) unreachableSinceMs = null
+    else unreachableSinceMs ??= deps.clock.now()
     reason = { code: codeText, expected: mirrorError?.expected ?? null, actual: mirrorError?.actual ?? null }
     lastError = { code: codeText, message: (error as Error)?.message ?? String(error), atMs: deps.clock.now() }
     connectedSinceMs = null
@@ -408,6 +413,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
         reason = null
         nextRetryAtMs = null
         connectedSinceMs = deps.clock.now()
+        unreachableSinceMs = null
         await session(target)
       } catch (error) {
         const delayMs = recordFailure(error)
@@ -468,6 +474,8 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
       if (!paused) {
         state = 'idle'
         consecutiveFailures = 0
+        // Whether the peer answered while paused is unknown: count from now.
+        if (unreachableSinceMs !== null) unreachableSinceMs = deps.clock.now()
       }
       await persist.save({ ...record, previousSerials: [...record.previousSerials] })
       work.notify()
@@ -498,6 +506,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
         lastSuccessAtMs,
         lastError,
         nextRetryAtMs,
+        unreachableSinceMs: record.paused ? null : unreachableSinceMs,
         policyMismatch: [...policyMismatch],
         peerPolicyFingerprint,
         connectedSinceMs,

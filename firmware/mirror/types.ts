@@ -133,6 +133,13 @@ export interface PeerStatus {
    */
   nextRetryAtMs: number | null
   /**
+   * Since when (wall clock, milliseconds since the epoch) the peer has not answered at all —
+   * no connection or no handshake since then (a refusal is an answer); null while it answers or
+   * while paused (unknown). Journal sources configured with `takeoverFor` this peer pull while
+   * this is older than their `takeoverAfterMs`.
+   */
+  unreachableSinceMs: number | null
+  /**
    * How the peer's retention/hold settings differ from ours, one sentence each (searches on the
    * two systems can then give different results); empty when they agree or before the exchange.
    */

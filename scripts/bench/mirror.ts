@@ -1,252 +1,206 @@
 /**
- * Mirror copy benchmark: catch-up rate after a peer was offline, beside the local ingest rate
- * of the same durable pipeline, and steady-state replication lag. Two mirror services over
- * real TLS on 127.0.0.1: A in the main thread, B in a worker thread (its own event loop, as
- * a separate appliance would have), both over in-memory archives; B stores through a fake
- * durable pipeline that appends each group of messages to a file and fdatasyncs it once
- * (group commit, like the store). The parse and LMDB costs of the real store are not in these
- * figures; the lead measures end to end with real stores. This isolates what copying adds.
+ * Mirror benchmark, store to store: two real firmware processes (Bun, their own data dirs,
+ * real LMDB stores with the search index, real TLS on 127.0.0.1), driven over their real SMTP
+ * and HTTP ports, all in one run:
  *
- *   node_modules/.bin/bun scripts/bench/mirror.ts                     (Bun, the appliance runtime)
- *   node --import @tapjs/typescript/import scripts/bench/mirror.ts    (Node 20)
+ *   1. local ingest: A alone takes `messages` corpus messages over `sessions` SMTP sessions
+ *      (each counted at its 250, given after the durable write) — the local ingest rate;
+ *   2. catch-up: B was offline for all of them; B starts, and the rate is messages over the
+ *      time from A's sender connecting to B's store holding them all (B's boot excluded);
+ *   3. steady lag: A takes `steadyRatePerSecond` messages/s over one SMTP session for
+ *      `steadyDurationMs`; lag = first seen in a search on B − the 250 on A (B is polled newest
+ *      first every `pollIntervalMs`, so each figure carries up to that much polling error).
  *
- * Env: BENCH_MIRROR_MESSAGES (default 10000), BENCH_MIRROR_STEADY_RATE (messages/s, default
- * 200), BENCH_MIRROR_STEADY_MS (default 5000). Prints one JSON line.
+ * Both processes share the machine's cores (as the copy and the local ingest do not in the
+ * field): catch-up is A reading and sending while B parses, indexes and commits.
+ *
+ *   node_modules/.bin/bun scripts/bench/mirror.ts [messages]     (prints one JSON line)
+ * The copy layer alone (fake stores) is scripts/bench/mirror-copy.ts.
  */
-import { mkdir, mkdtemp, open, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { rm } from 'node:fs/promises'
+import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
-import { createRandom } from '../../firmware/common/clock.js'
-import { mirrorServiceDefaults } from '../../firmware/mirror/mirror-service.js'
-import { deriveMirrorSecret, generateSharedSecret } from '../../firmware/mirror/secret.js'
-import { createMemoryArchive, createMemoryPipeline, localDelivery, makeMessage, sha256Hex, type MemoryPipelineOptions } from '../../tests/firmware/mirror/fakes.js'
-import { createTestNode, waitFor, type TestNode } from '../../tests/firmware/mirror/nodes.js'
+import { loadCorpus } from './parse.js'
+import { toCrlf } from './smtp.js'
+import { SmtpSession, archivedId } from '../lib/smtp-client.js'
+import { startService, tempDir, type RunningService } from '../../tests/helpers/service.js'
+import { apiGet, freePort, portOf, statusOf, writeApplianceConfig } from '../../tests/helpers/mirror-appliances.js'
 
 export interface MirrorBenchOptions {
-  /** Messages in A's archive when B is added (the offline backlog). */
+  /** Messages A holds while B is offline (corpus messages, reused with a unique header when more are asked for). */
   messages?: number
-  /** Mean message size, in bytes (sizes vary ±50%). */
-  messageBytesMean?: number
-  /** Local submits in flight when measuring the local ingest rate (concurrent SMTP sessions). */
-  localConcurrency?: number
-  /** Steady-state ingest rate on A, in messages per second. */
+  /** Concurrent SMTP sessions for the local ingest. */
+  sessions?: number
+  /** Steady-state SMTP rate on A, in messages per second. */
   steadyRatePerSecond?: number
-  /** Length of the steady-state phase, in milliseconds. */
+  /** Length of the steady phase, in milliseconds. */
   steadyDurationMs?: number
-  batchMessagesMax?: number
-  batchBytesMax?: number
-  inflightBatchesMax?: number
-  seed?: number
+  /** How often B is searched for new steady messages, in milliseconds. */
+  pollIntervalMs?: number
+  /** Progress lines go here (stderr by default). */
+  progress?: (line: string) => void
 }
 
 export interface MirrorBenchResult {
   runtime: string
   messages: number
-  bytes: number
-  /**
-   * B's durable pipeline fed by `localConcurrency` local submitters, in B's thread. CPU per
-   * message (the whole process) is the figure to compare on a busy machine, where wall-clock
-   * rates swing with other load.
-   */
-  localIngest: { messagesPerSecond: number; seconds: number; cpuMsPerMessage: number }
-  /** From adding B as a peer to the last copy durable on B; CPU of both sides (A and B). */
-  catchUp: { messagesPerSecond: number; megabytesPerSecond: number; seconds: number; cpuMsPerMessage: number }
+  rawBytes: number
+  localIngest: { messagesPerSecond: number; seconds: number; sessions: number }
+  catchUp: { messagesPerSecond: number; megabytesPerSecond: number; seconds: number }
   /** Catch-up rate over local ingest rate (target ≥ 0.8). */
   catchUpRatio: number
-  /** From durable and notified on A to durable on B. */
-  steadyLag: { messages: number; p50Ms: number; p95Ms: number; maxMs: number; ratePerSecond: number }
-  settings: { batchMessagesMax: number; batchBytesMax: number; inflightBatchesMax: number }
-}
-
-/** Messages between the main thread (A) and the worker (B). */
-type ToPeer = { command: 'local'; raws: Uint8Array[]; concurrency: number } | { command: 'start'; service: Record<string, number> } | { command: 'stop' }
-type FromPeer = { event: 'local'; seconds: number } | { event: 'started'; port: number } | { event: 'stored'; id: string; atMs: number } | { event: 'stopped' }
-
-const workerRole = 'mailkeep-mirror-bench-peer'
-
-/** Wall-clock milliseconds comparable across threads, sub-millisecond resolution. */
-const nowMs = (): number => performance.timeOrigin + performance.now()
-
-/** A fake durable commit in `directory`: append every message of a group to one file, then one fdatasync. */
-async function durableCommit(directory: string): Promise<{ commit: NonNullable<MemoryPipelineOptions['commit']>; close(): Promise<void> }> {
-  await mkdir(directory, { recursive: true })
-  const handle = await open(join(directory, 'commits.bin'), 'a')
-  return {
-    async commit(raws) {
-      for (const raw of raws) await handle.write(raw)
-      await handle.datasync()
-    },
-    close: () => handle.close(),
-  }
-}
-
-/** The worker side: B, with a durable pipeline; reports every stored copy. */
-async function runPeer(directory: string, secretText: string): Promise<void> {
-  const secret = await deriveMirrorSecret(secretText)
-  const port = parentPort!
-  const post = (message: FromPeer): void => port.postMessage(message)
-  let node: TestNode | undefined
-  const disk = await durableCommit(join(directory, 'b'))
-  port.on('message', async (message: ToPeer) => {
-    if (message.command === 'local') {
-      // The local ingest rate of the same kind of pipeline, on this thread, on its own disk file.
-      const localDisk = await durableCommit(join(directory, 'local'))
-      const pipeline = createMemoryPipeline(createMemoryArchive(), { commit: localDisk.commit })
-      let next = 0
-      const started = performance.now()
-      await Promise.all(
-        Array.from({ length: message.concurrency }, async () => {
-          while (next < message.raws.length) {
-            const index = next++
-            await pipeline.submit(message.raws[index]!, localDelivery(index))
-          }
-        }),
-      )
-      post({ event: 'local', seconds: (performance.now() - started) / 1000 })
-      await localDisk.close()
-    } else if (message.command === 'start') {
-      node = await createTestNode({ serial: 'MK650-BENCH-B', secret, pipelineOptions: { commit: disk.commit }, service: message.service })
-      node.pipeline.addListener((result, delivery) => {
-        if (delivery.source === 'mirror') post({ event: 'stored', id: result.id, atMs: nowMs() })
-      })
-      post({ event: 'started', port: node.port })
-    } else {
-      await node?.stop()
-      await disk.close()
-      post({ event: 'stopped' })
-      port.close()
-    }
-  })
-}
-
-function percentile(sorted: number[], fraction: number): number {
-  if (sorted.length === 0) return 0
-  return sorted[Math.min(sorted.length - 1, Math.floor(fraction * sorted.length))]!
-}
-
-function runtimeName(): string {
-  const bun = (globalThis as { Bun?: { version: string } }).Bun
-  return bun ? `bun ${bun.version}` : `node ${process.versions.node}`
-}
-
-/** Process CPU time (user + system, all threads) since `start`, in milliseconds. */
-function cpuMsSince(start: NodeJS.CpuUsage): number {
-  const used = process.cpuUsage(start)
-  return (used.user + used.system) / 1000
+  steadyLag: { messages: number; ratePerSecond: number; p50Ms: number; p95Ms: number; maxMs: number; unseen: number; pollIntervalMs: number }
 }
 
 const round = (value: number, digits = 1): number => Number(value.toFixed(digits))
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+function percentile(sorted: number[], fraction: number): number {
+  return sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor(fraction * sorted.length))]!
+}
+
+/** `count` distinct messages from the corpus: each gets an `X-Bench-Seq` header, so reused bytes still differ. */
+async function benchMessages(count: number): Promise<Buffer[]> {
+  const corpus = (await loadCorpus(undefined, count)).map(toCrlf)
+  return Array.from({ length: count }, (_, index) => Buffer.concat([Buffer.from(`X-Bench-Seq: ${index}\r\n`), corpus[index % corpus.length]!]))
+}
+
+/** A steady-phase message dated now (search lists newest first by date). */
+function steadyMessage(index: number, filler: Buffer): Buffer {
+  return Buffer.concat([
+    Buffer.from(`From: sender@bench.local\r\nTo: journal@bench.local\r\nSubject: benchsteadyword ${index}\r\nDate: ${new Date().toUTCString().replace('GMT', '+0000')}\r\nMessage-ID: <steady-${index}@bench.local>\r\n\r\n`),
+    filler,
+  ])
+}
+
+async function waitUntil<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number, everyMs = 100): Promise<T> {
+  const started = Date.now()
+  for (;;) {
+    const value = await probe().catch(() => undefined)
+    if (value !== undefined) return value
+    if (Date.now() - started > timeoutMs) throw new Error(`mirror bench: timed out waiting for ${what}`)
+    await sleep(everyMs)
+  }
+}
 
 /** Runs the benchmark (see the file comment). @throws when a phase does not finish within its bound */
 export async function runMirrorBench(options: MirrorBenchOptions = {}): Promise<MirrorBenchResult> {
   const count = options.messages ?? 10_000
-  const meanBytes = options.messageBytesMean ?? 6_000
-  const random = createRandom(options.seed ?? 42)
-  const settings = {
-    batchMessagesMax: options.batchMessagesMax ?? mirrorServiceDefaults.batchMessagesMax,
-    batchBytesMax: options.batchBytesMax ?? mirrorServiceDefaults.batchBytesMax,
-    inflightBatchesMax: options.inflightBatchesMax ?? mirrorServiceDefaults.inflightBatchesMax,
-  }
-  const service = { ...settings, ackTimeoutMs: 120_000, pollIntervalMs: 1_000, idleTimeoutMs: 60_000, handshakeTimeoutMs: 10_000 }
-  const directory = await mkdtemp(join(tmpdir(), 'mailkeep-bench-mirror-'))
-  const raws = Array.from({ length: count }, (_, index) => makeMessage(`bench-${index}`, Math.round(meanBytes * (0.5 + random.next())), random))
-  const bytes = raws.reduce((total, raw) => total + raw.length, 0)
-
-  // One secret for both threads (each would otherwise derive its own test secret).
-  const secretText = generateSharedSecret()
-  const worker = new Worker(fileURLToPath(import.meta.url), { workerData: { role: workerRole, directory, secretText } })
-  const stored = new Map<string, number>()
-  const replies: FromPeer[] = []
-  worker.on('message', (message: FromPeer) => {
-    if (message.event === 'stored') stored.set(message.id, message.atMs)
-    else replies.push(message)
-  })
-  const reply = <E extends FromPeer['event']>(event: E, timeoutMs: number) =>
-    waitFor(() => replies.find((message): message is Extract<FromPeer, { event: E }> => message.event === event), `peer ${event}`, timeoutMs)
-  const send = (message: ToPeer): void => worker.postMessage(message)
-  worker.on('error', (error) => {
-    process.stderr.write(`mirror bench peer failed: ${String((error as Error).stack ?? error)}\n`)
-  })
-
-  const diskA = await durableCommit(join(directory, 'a'))
-  const archiveA = createMemoryArchive()
-  raws.forEach((raw, index) => archiveA.ingest(raw, localDelivery(index), null))
-  let a: TestNode | undefined
+  const sessions = options.sessions ?? 10
+  const rate = options.steadyRatePerSecond ?? 100
+  const steadyCount = Math.round((rate * (options.steadyDurationMs ?? 10_000)) / 1000)
+  const pollIntervalMs = options.pollIntervalMs ?? 25
+  const progress = options.progress ?? ((line: string) => process.stderr.write(`mirror bench: ${line}\n`))
+  const raws = await benchMessages(count)
+  const rawBytes = raws.reduce((total, raw) => total + raw.length, 0)
+  const dir = await tempDir('mailkeep-bench-mirror-')
+  const [portA, portB] = [await freePort(), await freePort()]
+  const archiveRecipients = { smtp: { port: 0, archiveRecipients: ['journal@bench.local'] } }
+  // A short retry cap, so A notices B's return within half a second (the catch-up clock starts at the connection anyway).
+  const mirror = { retryDelayMsMin: 100, retryDelayMsMax: 500 }
+  const configA = await writeApplianceConfig(dir, 'a', { serial: 'MK650-BENCH-A', mirrorPort: portA, peers: [portB], mirror, extra: archiveRecipients })
+  const configB = await writeApplianceConfig(dir, 'b', { serial: 'MK650-BENCH-B', mirrorPort: portB, peers: [portA], mirror, extra: archiveRecipients })
+  let a: RunningService | undefined
+  let b: RunningService | undefined
   try {
-    // 1. Local ingest rate of B's kind of pipeline, in B's thread.
-    send({ command: 'local', raws, concurrency: options.localConcurrency ?? 64 })
-    const localCpu = process.cpuUsage()
-    const localSeconds = (await reply('local', 600_000)).seconds
-    const localCpuMs = cpuMsSince(localCpu)
+    // 1. Local ingest on A while B is offline.
+    a = await startService(configA, { timeoutMs: 60_000 })
+    const smtpPort = portOf(a, 'smtp')
+    progress(`local ingest of ${count} messages over ${sessions} SMTP sessions`)
+    let next = 0
+    const localStarted = performance.now()
+    await Promise.all(
+      Array.from({ length: sessions }, async () => {
+        const session = await SmtpSession.open(smtpPort)
+        for (let index = next++; index < raws.length; index = next++) {
+          const reply = await session.send('sender@bench.local', ['journal@bench.local'], raws[index]!)
+          if (reply.code !== 250) throw new Error(`A refused a message: ${reply.code} ${reply.text}`)
+        }
+        session.close()
+      }),
+    )
+    const localSeconds = (performance.now() - localStarted) / 1000
+    const held = (await statusOf(a)).store.messages
+    if (held !== count) throw new Error(`A holds ${held} messages, expected ${count}`)
 
-    // 2. Catch-up: A holds the backlog; B is added as a new peer (the same path as a peer back from offline).
-    send({ command: 'start', service })
-    const port = (await reply('started', 60_000)).port
-    a = await createTestNode({ serial: 'MK650-BENCH-A', secret: await deriveMirrorSecret(secretText), archive: archiveA, pipeline: createMemoryPipeline(archiveA, { commit: diskA.commit }), service })
-    const catchUpCpu = process.cpuUsage()
-    const catchUpStarted = nowMs()
-    await a.service.addPeer({ host: '127.0.0.1', port })
-    await waitFor(() => stored.size >= count, 'catch-up', 600_000)
-    const catchUpSeconds = (Math.max(...stored.values()) - catchUpStarted) / 1000
-    const catchUpCpuMs = cpuMsSince(catchUpCpu)
-    await waitFor(() => a!.peer(port)!.cursor === archiveA.lastSequence(), 'last acknowledgement', 60_000)
+    // 2. Catch-up: B returns; the clock starts when A's sender is connected to it.
+    progress('catch-up: starting B')
+    b = await startService(configB, { timeoutMs: 60_000 })
+    const connectedAtMs = await waitUntil('A connected to B', async () => (await statusOf(a!)).mirror.peers[0]?.connectedSinceMs ?? undefined, 30_000, 20)
+    const caughtUpAtMs = await waitUntil('B caught up', async () => ((await statusOf(b!)).store.messages >= count ? Date.now() : undefined), 600_000, 50)
+    const catchUpSeconds = Math.max(0.001, (caughtUpAtMs - connectedAtMs) / 1000)
 
-    // 3. Steady state: A archives at a fixed rate; lag = durable on B − durable and notified on A.
-    const rate = options.steadyRatePerSecond ?? 200
-    const steadyCount = Math.round((rate * (options.steadyDurationMs ?? 5_000)) / 1000)
-    const archivedAt = new Map<string, number>()
-    a.pipeline.addListener((result, delivery) => {
-      if (delivery.source !== 'mirror') archivedAt.set(result.id, nowMs())
-    })
-    const steadyRaws = Array.from({ length: steadyCount }, (_, index) => makeMessage(`steady-${index}`, Math.round(meanBytes * (0.5 + random.next())), random))
+    // 3. Steady lag: SMTP at a fixed rate on A; B searched newest first.
+    progress(`steady lag: ${steadyCount} messages at ${rate} msg/s`)
+    const filler = raws[0]!.subarray(raws[0]!.indexOf('\r\n\r\n') + 4)
+    const ackedAt = new Map<string, number>()
+    const seenAt = new Map<string, number>()
+    let polling = true
+    let lastAckMs = Date.now()
+    const poller = (async () => {
+      while (polling || seenAt.size < ackedAt.size) {
+        let cursor: string | null = null
+        // Page newest first until a page brings nothing new.
+        for (;;) {
+          const response = await apiGet(b!, `/api/v1/search?q=benchsteadyword&limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)
+          if (!response || response.status !== 200) break
+          const page = (await response.json()) as { hits: { id: string }[]; nextCursor: string | null }
+          const nowMs = Date.now()
+          let fresh = 0
+          for (const hit of page.hits) {
+            if (!seenAt.has(hit.id)) {
+              seenAt.set(hit.id, nowMs)
+              fresh += 1
+            }
+          }
+          if (fresh === 0 || !page.nextCursor) break
+          cursor = page.nextCursor
+        }
+        if (!polling && Date.now() - lastAckMs > 30_000) break
+        await sleep(pollIntervalMs)
+      }
+    })()
+    const session = await SmtpSession.open(smtpPort)
     const steadyStarted = performance.now()
-    const submits: Promise<unknown>[] = []
-    for (const [index, raw] of steadyRaws.entries()) {
+    for (let index = 0; index < steadyCount; index += 1) {
       const waitMs = steadyStarted + (index * 1000) / rate - performance.now()
-      if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs))
-      submits.push(a.ingest(raw, count + index))
+      if (waitMs > 0) await sleep(waitMs)
+      const reply = await session.send('sender@bench.local', ['journal@bench.local'], steadyMessage(index, filler))
+      lastAckMs = Date.now()
+      const id = archivedId(reply)
+      if (reply.code !== 250 || !id) throw new Error(`A refused a steady message: ${reply.code} ${reply.text}`)
+      ackedAt.set(id, lastAckMs)
     }
-    await Promise.all(submits)
-    await waitFor(() => steadyRaws.every((raw) => stored.has(sha256Hex(raw))), 'steady copies', 60_000)
-    const lags = steadyRaws.map((raw) => stored.get(sha256Hex(raw))! - archivedAt.get(sha256Hex(raw))!).sort((x, y) => x - y)
+    session.close()
+    polling = false
+    await poller
+    const lags = [...ackedAt].filter(([id]) => seenAt.has(id)).map(([id, at]) => Math.max(0, seenAt.get(id)! - at)).sort((x, y) => x - y)
+    const bun = (globalThis as { Bun?: { version: string } }).Bun
     return {
-      runtime: runtimeName(),
+      runtime: bun ? `bun ${bun.version}` : `node ${process.versions.node}`,
       messages: count,
-      bytes,
-      localIngest: { messagesPerSecond: Math.round(count / localSeconds), seconds: round(localSeconds, 3), cpuMsPerMessage: round(localCpuMs / count, 3) },
-      catchUp: {
-        messagesPerSecond: Math.round(count / catchUpSeconds),
-        megabytesPerSecond: round(bytes / 1e6 / catchUpSeconds),
-        seconds: round(catchUpSeconds, 3),
-        cpuMsPerMessage: round(catchUpCpuMs / count, 3),
-      },
+      rawBytes,
+      localIngest: { messagesPerSecond: Math.round(count / localSeconds), seconds: round(localSeconds, 2), sessions },
+      catchUp: { messagesPerSecond: Math.round(count / catchUpSeconds), megabytesPerSecond: round(rawBytes / 1e6 / catchUpSeconds), seconds: round(catchUpSeconds, 2) },
       catchUpRatio: round(localSeconds / catchUpSeconds, 2),
-      steadyLag: { messages: lags.length, p50Ms: round(percentile(lags, 0.5)), p95Ms: round(percentile(lags, 0.95)), maxMs: round(lags[lags.length - 1] ?? 0), ratePerSecond: rate },
-      settings,
+      steadyLag: {
+        messages: lags.length,
+        ratePerSecond: rate,
+        p50Ms: round(percentile(lags, 0.5)),
+        p95Ms: round(percentile(lags, 0.95)),
+        maxMs: round(lags[lags.length - 1] ?? 0),
+        unseen: ackedAt.size - lags.length,
+        pollIntervalMs,
+      },
     }
   } finally {
-    await a?.stop()
-    send({ command: 'stop' })
-    await reply('stopped', 30_000).catch(() => undefined)
-    await worker.terminate()
-    await diskA.close()
-    await rm(directory, { recursive: true, force: true })
+    await Promise.all([a?.stop(), b?.stop()])
+    await rm(dir, { recursive: true, force: true })
   }
 }
 
-if (!isMainThread && (workerData as { role?: string } | null)?.role === workerRole) {
-  const { directory, secretText } = workerData as { directory: string; secretText: string }
-  await runPeer(directory, secretText)
-} else {
-  const invokedDirectly = process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)
-  if (invokedDirectly) {
-    const result = await runMirrorBench({
-      messages: Number(process.env.BENCH_MIRROR_MESSAGES ?? 10_000),
-      steadyRatePerSecond: Number(process.env.BENCH_MIRROR_STEADY_RATE ?? 200),
-      steadyDurationMs: Number(process.env.BENCH_MIRROR_STEADY_MS ?? 5_000),
-    })
-    process.stdout.write(JSON.stringify(result) + '\n')
-  }
+const invokedDirectly = process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)
+if (invokedDirectly) {
+  const result = await runMirrorBench({ messages: Number(process.argv[2] ?? 10_000) })
+  process.stdout.write(JSON.stringify(result) + '\n')
 }

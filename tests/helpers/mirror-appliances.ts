@@ -148,7 +148,7 @@ export async function searchIds(service: RunningService, query: string): Promise
 export interface MirrorStatusView {
   lastSequence: number
   warning: string | null
-  peers: { host: string; port: number; serial: string | null; state: string; reasonCode: string | null; expected: unknown; actual: unknown; queueMessages: number; cursor: number; policyMismatch: string[] }[]
+  peers: { host: string; port: number; serial: string | null; state: string; reasonCode: string | null; expected: unknown; actual: unknown; queueMessages: number; cursor: number; connectedSinceMs: number | null; policyMismatch: string[] }[]
   inbound: { serial: string; messagesStored: number; messagesDuplicate: number; policyMismatch: string[] }[]
   inboundRefusals: { code: string; expected: unknown; actual: unknown; serial: string | null }[]
 }

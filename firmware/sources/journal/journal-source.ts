@@ -102,6 +102,14 @@ export interface JournalSourceDeps {
   pipeline: IngestPipeline
   /** Jitter of retry and first-pull delays; seeded from the OS when absent. */
   random?: Random
+  /**
+   * Source takeover: this source belongs to the mirror peer `peer` and is pulled here only
+   * while `shouldPull()` says so (the peer has been unreachable long enough). Asked before each
+   * scheduled pass; otherwise the source waits (state `standby`) and asks again after
+   * `intervalMs`. A pass in flight when the peer returns finishes; dedup absorbs the overlap.
+   * A manual `pullOnce()` is the technician's call and runs regardless.
+   */
+  takeover?: { peer: string; shouldPull: () => boolean }
 }
 
 /** One configured journal source: a puller with its schedule. */
@@ -169,6 +177,7 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
   let lastError: JournalFailure | null = null
   let consecutiveFailures = 0
   let lastReport: PullReport | null = null
+  let takingOver = false
   const totals = { passes: 0, archived: 0, duplicates: 0, acknowledged: 0 }
 
   function assertValid(): void {
@@ -194,10 +203,32 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
       nextPullAtMs = null
       // A pass in flight (a manual pull) reschedules when it ends: no second pass right after it.
       if (current) return
+      if (!takeoverAllows()) {
+        schedule(resolved.intervalMs)
+        return
+      }
       // The pass records its own outcome and reschedules; nothing to handle here.
       runSerialized().catch(() => undefined)
     }, delayMs)
     timer.unref()
+  }
+
+  /** Whether a scheduled pass may run: always, unless this source is a takeover of a peer's that is up. */
+  function takeoverAllows(): boolean {
+    if (!deps.takeover) return true
+    let pull: boolean
+    try {
+      pull = deps.takeover.shouldPull()
+    } catch (error) {
+      logger.error('cannot tell whether the mirror peer is offline; not pulling its journal source', { peer: deps.takeover.peer, error })
+      pull = false
+    }
+    if (pull !== takingOver) {
+      takingOver = pull
+      if (pull) logger.warn('mirror peer offline: pulling its journal source here (takeover)', { peer: deps.takeover.peer })
+      else logger.info('mirror peer back: its journal source is no longer pulled here', { peer: deps.takeover.peer })
+    }
+    return pull
   }
 
   function record(report: PullReport): void {
@@ -336,7 +367,17 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
 
     status() {
       const state: JournalSourceStatus['state'] =
-        phase === 'stopped' ? 'stopped' : current ? 'pulling' : phase === 'created' ? 'created' : resolved.enabled ? 'idle' : 'disabled'
+        phase === 'stopped'
+          ? 'stopped'
+          : current
+            ? 'pulling'
+            : phase === 'created'
+              ? 'created'
+              : !resolved.enabled
+                ? 'disabled'
+                : deps.takeover && !takingOver
+                  ? 'standby'
+                  : 'idle'
       return {
         name: resolved.name,
         protocol: resolved.protocol,
@@ -356,6 +397,7 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
         totals: { ...totals },
         held: held.list(),
         lastReport: lastReport ? summarize(lastReport) : null,
+        takeover: deps.takeover ? { peer: deps.takeover.peer, active: takingOver } : null,
       }
     },
   }

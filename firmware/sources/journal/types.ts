@@ -18,7 +18,8 @@ export const journalFirstPullDelayMsMaxDefault = 5_000
  * Options of one journal source: its `journal.sources[]` config entry plus what the
  * composition root supplies. Units are last in every name.
  */
-export interface JournalSourceOptions extends JournalSourceConfig {
+/** A source's options; `takeoverFor`/`takeoverAfterMs` are the composition root's business (it builds `deps.takeover`). */
+export interface JournalSourceOptions extends Omit<JournalSourceConfig, 'takeoverFor' | 'takeoverAfterMs'> {
   /** Directory for this source's state files (POP3 'flag' mode), e.g. `<dataDir>/journal`. */
   stateDir: string
   /** Messages larger than this, in bytes, stay on the server and are reported as held. */
@@ -118,7 +119,8 @@ export interface JournalSourceStatus {
   mailbox: string | null
   afterArchive: 'delete' | 'flag'
   enabled: boolean
-  state: 'created' | 'disabled' | 'idle' | 'pulling' | 'stopped'
+  /** `standby`: a takeover source whose mirror peer is up (see `takeover`). */
+  state: 'created' | 'disabled' | 'idle' | 'standby' | 'pulling' | 'stopped'
   lastPullAtMs: number | null
   lastSuccessAtMs: number | null
   lastError: JournalFailure | null
@@ -128,4 +130,6 @@ export interface JournalSourceStatus {
   totals: { passes: number; archived: number; duplicates: number; acknowledged: number }
   held: HeldMessage[]
   lastReport: Omit<PullReport, 'error' | 'ids' | 'held'> & { error: JournalFailure | null } | null
+  /** For a source configured with `takeoverFor`: the mirror peer it belongs to, and whether it is being pulled here now. */
+  takeover: { peer: string; active: boolean } | null
 }

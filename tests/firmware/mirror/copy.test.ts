@@ -521,6 +521,27 @@ t.test('a different appliance at a peer address gets the whole archive', async (
   t.ok(a.logger.records.some((record) => record.level === 'warn' && /different serial/.test(record.msg)))
 })
 
+t.test('peerUnreachableForMs (source takeover): grows while a peer does not answer, null while it answers or refuses', async (t) => {
+  const b = await createTestNode({ serial: 'MK650-B', seed })
+  const other = await createTestNode({ serial: 'MK850-O', model: 850, seed })
+  const a = await createTestNode({ serial: 'MK650-A', seed, peers: [{ host, port: b.port }, { host, port: other.port }] })
+  stopAll(t, a, other)
+  t.equal(a.service.peerUnreachableForMs({ host, port: 9 }), null, 'not a peer')
+  await waitFor(() => a.peer(b.port)?.state === 'connected', 'connected')
+  t.equal(a.service.peerUnreachableForMs({ host, port: b.port }), null, 'answers')
+  await waitFor(() => a.peer(other.port)?.state === 'refused', 'refused')
+  t.equal(a.service.peerUnreachableForMs({ host, port: other.port }), null, 'a refusal is an answer: the peer is up')
+  await b.stop()
+  await waitFor(() => a.peer(b.port)?.state === 'retrying', 'B gone')
+  const first = a.service.peerUnreachableForMs({ host, port: b.port })!
+  t.type(first, 'number')
+  await sleep(120)
+  t.ok(a.service.peerUnreachableForMs({ host, port: b.port })! >= first + 100, 'keeps growing while B is down')
+  t.equal(a.peer(b.port)!.unreachableSinceMs !== null, true, 'shown in status')
+  await a.service.pausePeer({ host, port: b.port })
+  t.equal(a.service.peerUnreachableForMs({ host, port: b.port }), null, 'paused: unknown, no takeover')
+})
+
 t.test('a model that may not mirror does not listen, and its peer refuses it; operations need a running service', async (t) => {
   const b = await createTestNode({ serial: 'MK650-B', seed })
   const node = await createTestNode({ serial: 'MK350-Z', model: 350, seed, peers: [{ host, port: b.port }] })
