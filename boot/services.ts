@@ -9,6 +9,8 @@ import { createMimeParser, defaultMimeParserOptions } from '../firmware/mime/par
 import { createArchiveStore } from '../firmware/archive/store.js'
 import { createIndex, createArchiveIndexer, createSearchRoute, createIndexMaintenance } from '../firmware/index/index.js'
 import { createIngestPipeline } from '../firmware/sources/pipeline.js'
+import { createPrepareJob } from '../firmware/sources/parse-job.js'
+import { createParsePool, parsePoolDefaults } from '../firmware/sources/parse-pool.js'
 import { createSmtpSource } from '../firmware/sources/smtp/index.js'
 import { createJournalSource } from '../firmware/sources/journal/journal-source.js'
 import { createImportService } from '../firmware/sources/import/index.js'
@@ -24,6 +26,12 @@ import type { ManagedService } from './appliance.js'
 /** Parallel submits of one import job: enough to fill group commits, bounded in memory. */
 const importConcurrency = 8
 const importJobsMax = 4
+/**
+ * The pure index analysis the parse workers call, `(parsed, options?) => prepared`, exported
+ * by firmware/index/index.ts (ArchiveIndexer.prepare's twin); while the index does not export
+ * it, the index analyses each message in its write transaction.
+ */
+const indexPrepareExport = 'prepareIndexDocument'
 
 export interface ComposedServices {
   /** In start order; stopped in reverse. */
@@ -55,9 +63,16 @@ export async function composeServices(context: { config: Readonly<Config>; logge
     },
   )
   const indexMaintenance = createIndexMaintenance({ index, archive, parser })
-  const pipeline = createIngestPipeline({ logger: logger.child('pipeline'), parser, archive }, { messageBytesMax: config.storage.messageBytesMax })
+  // Parse, compression and the index's analysis run on worker threads, off the event loop
+  // (firmware/sources/parse-pool.ts); the same job runs on the event loop when they cannot.
+  const parsePool = createParsePool(
+    { logger: logger.child('parse-pool'), inProcess: createPrepareJob({ logger: logger.child('pipeline'), parser }) },
+    { ...parsePoolDefaults, mime: { ...defaultMimeParserOptions }, indexPrepare: { moduleUrl: new URL('../firmware/index/index.js', import.meta.url).href, exportName: indexPrepareExport } },
+  )
+  const pipeline = createIngestPipeline({ logger: logger.child('pipeline'), parser, archive, prepare: parsePool.prepare }, { messageBytesMax: config.storage.messageBytesMax })
   const services: ManagedService[] = [
     { name: 'archive', start: () => archive.start(), stop: () => archive.stop(), healthcheck: () => archive.healthcheck() },
+    { name: 'parse-pool', start: () => parsePool.start(), stop: () => parsePool.stop(), healthcheck: () => parsePool.healthcheck() },
   ]
   const smtp = config.smtp.enabled
     ? createSmtpSource({ logger: logger.child('smtp'), clock, pipeline, tls: { key: certificate.privateKeyPem, cert: certificate.certificatePem } }, config.smtp)
@@ -71,7 +86,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   )
   const credential = await loadAdminCredential({ clock }, { dataDir: config.dataDir, adminPasswordHash: config.http.adminPasswordHash })
   const storeStats = () => archive.stats()
-  const status = async () => ({ store: await storeStats(), mirror: mirrorStatus() })
+  const status = async () => ({ store: await storeStats(), mirror: mirrorStatus(), parsePool: parsePool.stats() })
   const http = config.http.enabled
     ? createHttpApi(
         {

@@ -254,9 +254,13 @@ t.test('journal pull from a real Dovecot over IMAP archives every message once a
   t.teardown(() => service.stop())
   const pulled = await cliJson(config, ['journal', 'pull', 'exchange'])
   t.equal(pulled.code, 0, pulled.stderr)
+  // The source's own first pass (after a random delay of up to 5 s) may run before the CLI's:
+  // then the CLI's pass finds the mailbox empty. Over all passes, each message counts once.
+  const [journalStatus] = (await cliJson(config, ['show', 'journal'])).json as { totals: { archived: number; acknowledged: number } }[]
+  t.equal(journalStatus!.totals.archived, 5, 'every message archived once over the passes')
+  t.equal(journalStatus!.totals.acknowledged, 5)
   const report = pulled.json as { archived: number; acknowledged: number }
-  t.equal(report.archived, 5)
-  t.equal(report.acknowledged, 5)
+  t.ok(report.archived === 5 || report.archived === 0, `the CLI's pass archived all or (after the first pass) none (${report.archived})`)
   t.same(await readMailbox(dovecot, user), [], 'removed at the server after archiving')
   const client = await api(service)
   for (const raw of messages) {
