@@ -13,6 +13,7 @@ import { createParsePool, parsePoolDefaults, type ParsePool, type ParsePoolOptio
 import { createIngestPipeline } from '../../../firmware/sources/pipeline.js'
 import { tempDir } from '../../helpers/service.js'
 import { deliveryFor } from '../archive/fixtures/messages.js'
+import { exchangeJournalReport } from '../../helpers/journal-report.js'
 
 type TestContext = Parameters<Parameters<typeof t.test>[0]>[0]
 
@@ -25,32 +26,7 @@ function message(subject: string, body = 'Hello there.\r\n'): Buffer {
 }
 
 const journalOriginal = message('quarterly numbers', 'The numbers.\r\n')
-const journalReport = Buffer.from(
-  [
-    'From: Microsoft Exchange <journal@corp.example>',
-    'To: journal@archive.local',
-    'Subject: quarterly numbers',
-    'X-MS-Journal-Report:',
-    'MIME-Version: 1.0',
-    'Content-Type: multipart/mixed; boundary="jr-boundary"',
-    '',
-    '--jr-boundary',
-    'Content-Type: text/plain; charset="us-ascii"',
-    '',
-    'Sender: alice@example.com',
-    'Subject: quarterly numbers',
-    'To: bob@example.com',
-    'Bcc: carol.hidden@example.com',
-    '',
-    '--jr-boundary',
-    'Content-Type: message/rfc822',
-    '',
-    journalOriginal.toString('latin1').replace(/\r\n$/, ''),
-    '--jr-boundary--',
-    '',
-  ].join('\r\n'),
-  'latin1',
-)
+const journalReport = exchangeJournalReport(journalOriginal)
 
 function inProcessJob(logger: Logger) {
   return createPrepareJob({ logger, parser: createMimeParser({ logger }, { ...defaultMimeParserOptions }) })
