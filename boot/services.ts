@@ -8,6 +8,7 @@ import { ControlError } from '../firmware/control/errors.js'
 import { createMimeParser, defaultMimeParserOptions } from '../firmware/mime/parser.js'
 import { createArchiveStore } from '../firmware/archive/store.js'
 import { createIndex, createArchiveIndexer, createSearchRoute, createIndexMaintenance } from '../firmware/index/index.js'
+import { defaultIndexOptions } from '../firmware/index/search-index.js'
 import { createIngestPipeline } from '../firmware/sources/pipeline.js'
 import { createPrepareJob } from '../firmware/sources/parse-job.js'
 import { createParsePool, parsePoolDefaults } from '../firmware/sources/parse-pool.js'
@@ -27,11 +28,12 @@ import type { ManagedService } from './appliance.js'
 const importConcurrency = 8
 const importJobsMax = 4
 /**
- * The pure index analysis the parse workers call, `(parsed, options?) => prepared`, exported
- * by firmware/index/index.ts (ArchiveIndexer.prepare's twin); while the index does not export
- * it, the index analyses each message in its write transaction.
+ * The index's pure analysis that the parse workers run, `prepareDocument(parsed, limits)` of
+ * firmware/index/document.ts (what ArchiveIndexer.prepare does on the event loop), with the
+ * index's limits (createIndex below uses the defaults too); a firmware without it has the index analyse each message in its write
+ * transaction instead.
  */
-const indexPrepareExport = 'prepareIndexDocument'
+const indexPrepareModule = { moduleUrl: new URL('../firmware/index/document.js', import.meta.url).href, exportName: 'prepareDocument', options: { ...defaultIndexOptions } }
 
 export interface ComposedServices {
   /** In start order; stopped in reverse. */
@@ -67,7 +69,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   // (firmware/sources/parse-pool.ts); the same job runs on the event loop when they cannot.
   const parsePool = createParsePool(
     { logger: logger.child('parse-pool'), inProcess: createPrepareJob({ logger: logger.child('pipeline'), parser }) },
-    { ...parsePoolDefaults, mime: { ...defaultMimeParserOptions }, indexPrepare: { moduleUrl: new URL('../firmware/index/index.js', import.meta.url).href, exportName: indexPrepareExport } },
+    { ...parsePoolDefaults, mime: { ...defaultMimeParserOptions }, indexPrepare: indexPrepareModule },
   )
   const pipeline = createIngestPipeline({ logger: logger.child('pipeline'), parser, archive, prepare: parsePool.prepare }, { messageBytesMax: config.storage.messageBytesMax })
   const services: ManagedService[] = [
