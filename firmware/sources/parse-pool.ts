@@ -13,7 +13,8 @@ import type { PreparedMessage, PrepareMessage } from './parse-job.js'
  * prepare step (parse-job.ts, the same code the event loop would run). Bun and Node run
  * JavaScript on one thread per isolate; with the parse on workers, the event loop is left
  * with the protocol, the LMDB write transaction and the index's writes, and a second core
- * does the rest (measured with scripts/bench/index.ts: see README.md of firmware/sources/smtp).
+ * does the rest (measured with `npm run bench -- --only parse,store,smtp`; notes in
+ * firmware/sources/smtp/README.md).
  *
  * Guarantees:
  * - `prepare` never rejects except with a retryable ArchiveError STORE_UNAVAILABLE when
@@ -65,6 +66,8 @@ export interface ParsePoolOptions {
   restartDelayMs: number
   /** Starts in a row that fail before a worker is ready, after which that worker is given up. */
   startFailuresMax: number
+  /** Heap of one worker, in MiB: a message built to exhaust memory ends its worker (a crash, see above), not the appliance. */
+  heapMbMax: number
   mime: MimeParserOptions
   indexPrepare?: IndexPrepareModule
   /** The worker entry; parse-worker.ts beside this file by default (parse-worker.js in a firmware image). */
@@ -78,6 +81,8 @@ export const parsePoolDefaults = Object.freeze({
   jobTimeoutMs: 60_000,
   restartDelayMs: 100,
   startFailuresMax: 3,
+  // Parsing is bounded by parseBytesMax (32 MiB) and the text limits; this leaves room for that.
+  heapMbMax: 1024,
 })
 
 export interface ParsePoolStats {
@@ -149,7 +154,7 @@ export function parseWorkersDefault(): number {
 export function createParsePool(deps: { logger: Logger; inProcess: PrepareMessage }, options: ParsePoolOptions): ParsePool {
   const workers = options.workers ?? parseWorkersDefault()
   assert.ok(Number.isSafeInteger(workers) && workers >= 0 && workers <= 64, 'workers must be 0…64')
-  for (const name of ['queueDepthMax', 'jobsPerWorkerMax', 'jobTimeoutMs', 'restartDelayMs', 'startFailuresMax'] as const) {
+  for (const name of ['queueDepthMax', 'jobsPerWorkerMax', 'jobTimeoutMs', 'restartDelayMs', 'startFailuresMax', 'heapMbMax'] as const) {
     assert.ok(Number.isSafeInteger(options[name]) && options[name] > 0, `${name} must be a positive integer`)
   }
   const logger = deps.logger
@@ -272,7 +277,7 @@ export function createParsePool(deps: { logger: Logger; inProcess: PrepareMessag
     const data: ParseWorkerData = { workerNumber: slot.number, mime: options.mime, indexPrepare: options.indexPrepare }
     let worker: Worker
     try {
-      worker = new Worker(workerUrl, { workerData: data })
+      worker = new Worker(workerUrl, { workerData: data, resourceLimits: { maxOldGenerationSizeMb: options.heapMbMax } })
     } catch (error) {
       onExit(slot, undefined, `cannot start: ${String(error)}`)
       return
