@@ -28,7 +28,8 @@ declare const Bun: { build(options: Record<string, unknown>): Promise<BunBuildRe
 async function main(): Promise<void> {
   await rm(outdir, { recursive: true, force: true })
   await mkdir(outdir, { recursive: true })
-  const entries = { 'mailkeep.js': 'boot/main.ts', 'cli.js': 'boot/cli.ts', 'factory-test.js': 'scripts/factory-test.ts' }
+  // parse-worker.js: the parse pool's worker thread entry (firmware/sources/parse-pool.ts loads it beside mailkeep.js).
+  const entries = { 'mailkeep.js': 'boot/main.ts', 'cli.js': 'boot/cli.ts', 'factory-test.js': 'scripts/factory-test.ts', 'parse-worker.js': 'firmware/sources/parse-worker.ts' }
   for (const [name, entry] of Object.entries(entries)) {
     const result = await Bun.build({
       entrypoints: [join(root, entry)],

@@ -8,7 +8,10 @@ import { ControlError } from '../firmware/control/errors.js'
 import { createMimeParser, defaultMimeParserOptions } from '../firmware/mime/parser.js'
 import { createArchiveStore } from '../firmware/archive/store.js'
 import { createIndex, createArchiveIndexer, createSearchRoute, createIndexMaintenance } from '../firmware/index/index.js'
+import { defaultIndexOptions } from '../firmware/index/search-index.js'
 import { createIngestPipeline } from '../firmware/sources/pipeline.js'
+import { createPrepareJob } from '../firmware/sources/parse-job.js'
+import { createParsePool, parsePoolDefaults } from '../firmware/sources/parse-pool.js'
 import { createSmtpSource } from '../firmware/sources/smtp/index.js'
 import { createJournalSource } from '../firmware/sources/journal/journal-source.js'
 import { createImportService } from '../firmware/sources/import/index.js'
@@ -25,6 +28,13 @@ import { canonicalJson, createAuditLog, createPolicyService, loadOrCreateAuditKe
 /** Parallel submits of one import job: enough to fill group commits, bounded in memory. */
 const importConcurrency = 8
 const importJobsMax = 4
+/**
+ * The index's pure analysis that the parse workers run, `prepareDocument(parsed, limits)` of
+ * firmware/index/document.ts (what ArchiveIndexer.prepare does on the event loop), with the
+ * index's limits (createIndex below uses the defaults too); a firmware without it has the index analyse each message in its write
+ * transaction instead.
+ */
+const indexPrepareModule = { moduleUrl: new URL('../firmware/index/document.js', import.meta.url).href, exportName: 'prepareDocument', options: { ...defaultIndexOptions } }
 
 export interface ComposedServices {
   /** In start order; stopped in reverse. */
@@ -100,10 +110,17 @@ export async function composeServices(context: { config: Readonly<Config>; logge
     },
   )
   const indexMaintenance = createIndexMaintenance({ index, archive, parser })
-  const pipeline = createIngestPipeline({ logger: logger.child('pipeline'), parser, archive }, { messageBytesMax: config.storage.messageBytesMax })
+  // Parse, compression and the index's analysis run on worker threads, off the event loop
+  // (firmware/sources/parse-pool.ts); the same job runs on the event loop when they cannot.
+  const parsePool = createParsePool(
+    { logger: logger.child('parse-pool'), inProcess: createPrepareJob({ logger: logger.child('pipeline'), parser }) },
+    { ...parsePoolDefaults, mime: { ...defaultMimeParserOptions }, indexPrepare: indexPrepareModule },
+  )
+  const pipeline = createIngestPipeline({ logger: logger.child('pipeline'), parser, archive, prepare: parsePool.prepare }, { messageBytesMax: config.storage.messageBytesMax })
   const services: ManagedService[] = [
     { name: 'archive', start: () => archive.start(), stop: () => archive.stop(), healthcheck: () => archive.healthcheck() },
     { name: 'retention', start: () => policy.start(), stop: () => policy.stop(), healthcheck: () => policy.healthcheck() },
+    { name: 'parse-pool', start: () => parsePool.start(), stop: () => parsePool.stop(), healthcheck: () => parsePool.healthcheck() },
   ]
   const smtp = config.smtp.enabled
     ? createSmtpSource({ logger: logger.child('smtp'), clock, pipeline, tls: { key: certificate.privateKeyPem, cert: certificate.certificatePem } }, config.smtp)
@@ -129,7 +146,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   )
   const credential = await loadAdminCredential({ clock }, { dataDir: config.dataDir, adminPasswordHash: config.http.adminPasswordHash })
   const storeStats = () => archive.stats()
-  const status = async () => ({ store: await storeStats(), mirror: mirrorStatus(), retention: { fingerprint: policy.describe().fingerprint, lastPurge: policy.lastRun() ?? null } })
+  const status = async () => ({ store: await storeStats(), mirror: mirrorStatus(), retention: { fingerprint: policy.describe().fingerprint, lastPurge: policy.lastRun() ?? null }, parsePool: parsePool.stats() })
   const http = config.http.enabled
     ? createHttpApi(
         {

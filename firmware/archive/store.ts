@@ -38,6 +38,7 @@ import type {
   ArchiveStore,
   ChangeEntry,
   Delivery,
+  EncodedRaw,
   IngestRequest,
   IngestResult,
   MessageMeta,
@@ -63,7 +64,8 @@ import type {
  * transaction: its callback runs on the event loop inside the current write transaction,
  * reads its own writes (duplicate check, sequence, counters are read-modify-write in the
  * transaction, so concurrent ingests of the same bytes cannot both store them), and is
- * rolled back alone if it throws. The raw bytes are compressed before, outside the lock.
+ * rolled back alone if it throws. The raw bytes are compressed before, outside the lock (or
+ * arrive compressed from a parse worker, IngestRequest.encoded, bound to them by SHA-256).
  *
  * Group commit. lmdb-js collects every transaction callback queued while a commit is in
  * flight and runs them in the next write transaction, which is committed and synced once,
@@ -548,7 +550,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
     let blob: EncodedBlob | undefined
     for (let attempt = 0; attempt < 2; attempt++) {
       if (!blob && (attempt > 0 || !databases.messages.doesExist(idKey(id)))) {
-        const encoded = await encodeBlob(request.raw)
+        const encoded = usableEncoding(id, request) ?? (await encodeBlob(request.raw))
         blob = { codec: encoded.codec, bytes: Buffer.from(encoded.bytes.buffer, encoded.bytes.byteOffset, encoded.bytes.byteLength) }
         databases = requireWritable(true)
       }
@@ -562,6 +564,18 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
     }
     // Only a purge racing twice with the same ingest gets here.
     throw unavailable(`message ${id} changed while it was being stored; try again`)
+  }
+
+  /**
+   * The caller's compressed bytes (made on a parse worker) when they are bound to these raw
+   * bytes by their SHA-256; anything else is ignored and the store compresses `raw` itself.
+   */
+  function usableEncoding(id: string, request: IngestRequest): EncodedRaw | undefined {
+    const encoded = request.encoded
+    if (encoded === undefined) return undefined
+    if (encoded.rawSha256 === id && (encoded.codec === 'deflate-raw' || (encoded.codec === 'identity' && encoded.bytes.byteLength === request.raw.byteLength))) return encoded
+    logger.warn('ignoring precompressed bytes that do not belong to the message; compressing it again', { id, codec: encoded.codec })
+    return undefined
   }
 
   function assertRequest(request: IngestRequest): void {

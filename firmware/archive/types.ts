@@ -90,6 +90,20 @@ export interface IngestRequest {
    * on a worker thread); when absent the indexer prepares inside the transaction.
    */
   indexPrepared?: unknown
+  /**
+   * `raw` already compressed, e.g. on a worker thread (firmware/sources/parse-job.ts). The
+   * store uses it only when `rawSha256` equals the SHA-256 it computes of `raw` itself (the
+   * content address), and compresses `raw` on its own otherwise.
+   */
+  encoded?: EncodedRaw
+}
+
+/** Compressed bytes of a raw message, bound to the raw bytes by their SHA-256. */
+export interface EncodedRaw {
+  codec: 'deflate-raw' | 'identity'
+  bytes: Uint8Array
+  /** Hex SHA-256 of the raw bytes that were compressed. */
+  rawSha256: string
 }
 
 /** Health of the store for boot's health evaluation: `ok` false while not open or after a disk failure. */

@@ -1,14 +1,10 @@
 import type { Logger } from '../common/logger.js'
-import type { ParsedMessage, JournalUnwrapResult } from '../mime/types.js'
 import type { Delivery, IngestRequest, IngestResult } from '../archive/types.js'
 import { ArchiveError } from '../archive/errors.js'
 import type { IngestPipeline } from './types.js'
+import { createPrepareJob, type IndexPrepare, type MessageParser, type PrepareMessage } from './parse-job.js'
 
-/** What the pipeline needs from firmware/mime. */
-export interface MessageParser {
-  parse(raw: Uint8Array): Promise<ParsedMessage>
-  unwrapJournal(raw: Uint8Array): Promise<JournalUnwrapResult | null>
-}
+export type { MessageParser }
 
 /** What the pipeline needs from firmware/archive. */
 export interface ArchiveWriter {
@@ -24,7 +20,9 @@ function mergeAddresses(first: readonly string[], second: readonly string[]): st
 
 /**
  * The one path every message takes into the archive, whatever its source:
- * size check → Exchange journal report unwrap → parse → one durable store transaction.
+ * size check → prepare (Exchange journal report unwrap, parse, compress, index analysis;
+ * parse-job.ts, on a worker thread when `deps.prepare` is a parse pool) → one durable store
+ * transaction.
  *
  * A journal report is replaced by the original message it carries: the original's bytes
  * are what is archived (and what /raw returns), and the report's envelope recipients,
@@ -33,13 +31,17 @@ function mergeAddresses(first: readonly string[], second: readonly string[]): st
  * A report that claims to be one but cannot be unwrapped is archived as received, flagged
  * by the parser. `submit` resolves only when the archive write is durable.
  *
- * @throws ArchiveError MESSAGE_TOO_LARGE over `messageBytesMax`; whatever the store throws
+ * @param deps.parser used on the event loop when no `prepare` is given
+ * @param deps.prepare the prepare step (a parse pool's `prepare`); by default parse-job.ts on the event loop with `parser`
+ * @param deps.prepareIndex the indexer's prepare step for the default in-process job
+ * @throws ArchiveError MESSAGE_TOO_LARGE over `messageBytesMax`; whatever the prepare step (a full pool queue) or the store throws
  */
 export function createIngestPipeline(
-  deps: { logger: Logger; parser: MessageParser; archive: ArchiveWriter; listeners?: IngestListener[] },
+  deps: { logger: Logger; parser: MessageParser; archive: ArchiveWriter; listeners?: IngestListener[]; prepare?: PrepareMessage; prepareIndex?: IndexPrepare },
   options: { messageBytesMax: number },
 ): IngestPipeline & { addListener(listener: IngestListener): void } {
   const listeners = [...(deps.listeners ?? [])]
+  const prepare = deps.prepare ?? createPrepareJob({ logger: deps.logger, parser: deps.parser, prepareIndex: deps.prepareIndex })
   return {
     addListener(listener) {
       listeners.push(listener)
@@ -50,12 +52,10 @@ export function createIngestPipeline(
           fields: { sizeBytes: raw.byteLength, sizeBytesMax: options.messageBytesMax },
         })
       }
-      let bytes = raw
+      const prepared = await prepare(raw)
       let effective = delivery
-      const unwrapped = await deps.parser.unwrapJournal(raw)
-      if (unwrapped) {
-        bytes = unwrapped.original
-        const envelope = unwrapped.envelope
+      const envelope = prepared.journal
+      if (envelope) {
         effective = {
           ...delivery,
           envelopeFrom: envelope.sender ?? delivery.envelopeFrom,
@@ -64,9 +64,9 @@ export function createIngestPipeline(
           journalEnvelopeText: envelope.envelopeText,
         }
       }
-      const parsed = await deps.parser.parse(bytes)
+      const { parsed } = prepared
       const origin = effective.source === 'mirror' ? effective.sourceName : null
-      const result = await deps.archive.ingest({ raw: bytes, parsed, delivery: effective, origin })
+      const result = await deps.archive.ingest({ raw: prepared.bytes, parsed, delivery: effective, origin, encoded: prepared.encoded, indexPrepared: prepared.indexPrepared })
       const withFlags: IngestResult = { ...result, flags: parsed.flags }
       for (const listener of listeners) {
         try {

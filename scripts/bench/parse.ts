@@ -66,6 +66,8 @@ export interface ParseBenchResult {
   engine: 'mailkeep' | 'postal-mime'
   /** How many messages (of one pass) carried each flag (empty for the postal-mime engine). */
   flagCounts: Record<string, number>
+  /** CPU time (user + system, all threads of the process) per message, in ms: steadier than the rate on a shared machine. */
+  cpuMsPerMessage: number
 }
 
 /**
@@ -81,6 +83,7 @@ export async function runParseBench(options: ParseBenchOptions = {}): Promise<Pa
   const engine = options.engine ?? 'mailkeep'
   const flagCounts: Record<string, number> = {}
   let bytes = 0
+  const cpuBefore = process.cpuUsage()
   const started = performance.now()
   for (let pass = 0; pass < repeat; pass++) {
     for (const raw of corpus) {
@@ -94,6 +97,7 @@ export async function runParseBench(options: ParseBenchOptions = {}): Promise<Pa
     }
   }
   const seconds = (performance.now() - started) / 1000
+  const cpu = process.cpuUsage(cpuBefore)
   const messages = corpus.length * repeat
   return {
     engine,
@@ -102,6 +106,7 @@ export async function runParseBench(options: ParseBenchOptions = {}): Promise<Pa
     messagesPerSecond: Math.round(messages / seconds),
     megabytesPerSecond: Number((bytes / 1e6 / seconds).toFixed(2)),
     flagCounts,
+    cpuMsPerMessage: Number(((cpu.user + cpu.system) / 1000 / messages).toFixed(3)),
   }
 }
 

@@ -87,6 +87,26 @@ export class SmtpSession {
     return this.next()
   }
 
+  /**
+   * Sends one message with PIPELINING (RFC 2920), as mail servers do when the server offers
+   * it: MAIL FROM, every RCPT TO and DATA in one write, then the replies in order, then the
+   * content. Resolves with the final reply, or the first refusal before the content.
+   */
+  async sendPipelined(from: string, recipients: string[], raw: Buffer): Promise<SmtpReply> {
+    this.socket.write([`MAIL FROM:<${from}>`, ...recipients.map((recipient) => `RCPT TO:<${recipient}>`), 'DATA', ''].join('\r\n'), 'latin1')
+    let refusal: SmtpReply | undefined
+    for (let index = 0; index < recipients.length + 1; index++) {
+      const reply = await this.next()
+      if (reply.code !== 250) refusal ??= reply
+    }
+    const data = await this.next()
+    if (refusal || data.code !== 354) return refusal ?? data
+    const text = raw.toString('latin1')
+    const stuffed = text.replace(/(^|\r\n)\./g, '$1..')
+    this.socket.write(stuffed + (stuffed.endsWith('\r\n') ? '' : '\r\n') + '.\r\n', 'latin1')
+    return this.next()
+  }
+
   close(): void {
     if (!this.closed) this.socket.end('QUIT\r\n')
   }

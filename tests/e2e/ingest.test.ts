@@ -10,6 +10,7 @@ import { hashPassword } from '../../firmware/common/password.js'
 import { tempDir, writeConfig, startService, cliJson, runCli, type RunningService } from '../helpers/service.js'
 import { startDovecot, seedMailbox, readMailbox } from '../helpers/dovecot.js'
 import { SmtpSession, archivedId } from '../helpers/smtp.js'
+import { exchangeJournalReport } from '../helpers/journal-report.js'
 
 const technicianPassword = 'e2e-technician-pass'
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex')
@@ -97,34 +98,7 @@ t.test('an Exchange journal report is unwrapped: the original is archived, BCC r
   t.teardown(() => service.stop())
   const client = await api(service)
   const original = message('quarterly numbers', 'the original body')
-  const report = Buffer.from(
-    [
-      'From: Microsoft Exchange <journal@corp.example>',
-      'To: journal@archive.local',
-      'Subject: quarterly numbers',
-      'X-MS-Journal-Report:',
-      'MIME-Version: 1.0',
-      'Content-Type: multipart/mixed; boundary="jr-boundary"',
-      '',
-      '--jr-boundary',
-      'Content-Type: text/plain; charset="us-ascii"',
-      '',
-      'Sender: alice@example.com',
-      'Subject: quarterly numbers',
-      'Message-Id: <q@example.com>',
-      'To: bob@example.com',
-      'Bcc: carol.hidden@example.com',
-      'To: dave@example.com, Expanded: team@example.com',
-      '',
-      '--jr-boundary',
-      'Content-Type: message/rfc822',
-      '',
-      original.toString('latin1').replace(/\r\n$/, ''),
-      '--jr-boundary--',
-      '',
-    ].join('\r\n'),
-    'latin1',
-  )
+  const report = exchangeJournalReport(original)
   const session = await SmtpSession.open(portOf(service, 'smtp'))
   const reply = await session.send('journal@corp.example', ['journal@archive.local'], report)
   session.close()
@@ -254,9 +228,13 @@ t.test('journal pull from a real Dovecot over IMAP archives every message once a
   t.teardown(() => service.stop())
   const pulled = await cliJson(config, ['journal', 'pull', 'exchange'])
   t.equal(pulled.code, 0, pulled.stderr)
+  // The source's own first pass (after a random delay of up to 5 s) may run before the CLI's:
+  // then the CLI's pass finds the mailbox empty. Over all passes, each message counts once.
+  const [journalStatus] = (await cliJson(config, ['show', 'journal'])).json as { totals: { archived: number; acknowledged: number } }[]
+  t.equal(journalStatus!.totals.archived, 5, 'every message archived once over the passes')
+  t.equal(journalStatus!.totals.acknowledged, 5)
   const report = pulled.json as { archived: number; acknowledged: number }
-  t.equal(report.archived, 5)
-  t.equal(report.acknowledged, 5)
+  t.ok(report.archived === 5 || report.archived === 0, `the CLI's pass archived all or (after the first pass) none (${report.archived})`)
   t.same(await readMailbox(dovecot, user), [], 'removed at the server after archiving')
   const client = await api(service)
   for (const raw of messages) {

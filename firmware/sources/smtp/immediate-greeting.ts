@@ -4,7 +4,7 @@ import { SMTPServer, type SMTPServerOptions } from 'smtp-server'
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection'
 
 /*
- * Two adjustments to smtp-server, made through its public classes and methods (the
+ * Three adjustments to smtp-server, made through its public classes and methods (the
  * package documents the `smtp-server/lib/*` deep imports; `connect`, `init`,
  * `connectionReady` and `send` are public in its type declarations):
  *
@@ -22,6 +22,11 @@ import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp
  *    including replies to our handlers' errors, and a handler cannot say which one it
  *    means. A reply text that already starts with an enhanced code of the same class
  *    (`550` + `5.7.1 Relay access denied`) is therefore sent as it is.
+ *
+ * 3. Replies to pipelined commands (RFC 2920: mail servers send MAIL, RCPT and DATA in one
+ *    packet when PIPELINING is offered) are corked until the end of the turn and leave in
+ *    one write, where the library writes each on its own (measured with strace under Bun:
+ *    three sendto calls become one).
  */
 
 const enhancedCodePrefix = /^([245])\.\d{1,3}\.\d{1,3} /
@@ -55,6 +60,16 @@ class ArchiveSmtpConnection extends SMTPConnection {
 
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
     const ownCode = context !== false && typeof data === 'string' && carriesEnhancedCode(code, data)
+    // Replies written in the same turn of the event loop (the answers to pipelined MAIL,
+    // RCPT and DATA) leave in one write: one system call instead of one per reply.
+    // (`_socket` is the current socket, the TLS one after STARTTLS.) Never the 220s (greeting,
+    // and STARTTLS, after which the socket is wrapped for TLS at once) nor 221 (the socket ends).
+    const socket = (this as unknown as { _socket?: Socket })._socket
+    const corked = code !== 220 && code !== 221 && socket !== undefined && !socket.destroyed && typeof socket.cork === 'function'
+    if (corked) {
+      socket.cork()
+      process.nextTick(() => socket.uncork())
+    }
     super.send(code, data, ownCode ? false : context)
   }
 }

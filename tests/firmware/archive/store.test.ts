@@ -1,5 +1,6 @@
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
+import { deflateRawSync } from 'node:zlib'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { open, type Database } from 'lmdb'
@@ -81,6 +82,26 @@ t.test('round trip is byte-identical for binary, 8-bit, NUL, CRLF, empty, incomp
   t.equal(await store.getRaw('0'.repeat(64)), undefined, 'absent id')
   t.equal(store.getMeta('not-an-id'), undefined, 'malformed id is simply absent')
   t.equal(store.has('0'.repeat(64)), false)
+})
+
+t.test('precompressed bytes (from a parse worker) are used only when bound to the raw bytes by their SHA-256', async (t) => {
+  const { store, logger } = await newStore(t)
+  const raw = generatedMessage(11, 3)
+  const good = deflateRawSync(raw)
+  const used = await store.ingest({ ...requestFor(raw, {}, 'precompressed'), encoded: { codec: 'deflate-raw', bytes: good, rawSha256: sha256(raw) } })
+  t.equal(store.stats().storedBytes, good.byteLength, 'the given blob is what is stored')
+  t.ok(Buffer.from((await store.getRaw(used.id))!).equals(raw), 'and it restores the raw bytes')
+
+  // A blob made from other bytes (a mix-up between messages) must not be stored under this id.
+  const other = generatedMessage(11, 4)
+  const wrong = { codec: 'deflate-raw' as const, bytes: deflateRawSync(generatedMessage(11, 5)), rawSha256: sha256(generatedMessage(11, 5)) }
+  const ignored = await store.ingest({ ...requestFor(other, {}, 'mismatched'), encoded: wrong })
+  t.ok(Buffer.from((await store.getRaw(ignored.id))!).equals(other), 'a mismatched blob is ignored: the raw bytes are compressed again and come back exactly')
+  t.ok(logger.records.some((record) => record.level === 'warn' && /precompressed/.test(record.msg)), 'and the mix-up is logged')
+  const identity = generatedMessage(11, 6)
+  const shortIdentity = await store.ingest({ ...requestFor(identity, {}, 'identity'), encoded: { codec: 'identity', bytes: identity.subarray(1), rawSha256: sha256(identity) } })
+  t.ok(Buffer.from((await store.getRaw(shortIdentity.id))!).equals(identity), 'an identity blob of the wrong length is ignored too')
+  t.equal((await store.verify()).corrupt, 0, 'verify finds every message intact')
 })
 
 t.test('a duplicate is stored once and every delivery is recorded, with envelope and BCC', async (t) => {

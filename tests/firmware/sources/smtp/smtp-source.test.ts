@@ -217,6 +217,17 @@ t.test('raw socket: byte-exact DATA, envelope, archive id in the 250', async (t)
   const logged = JSON.stringify(logger.records)
   t.notMatch(logged, /two dots|leading dot|exact/, 'message bodies and subjects are never logged')
   t.match(logged, new RegExp(id), 'the archive id is logged')
+
+  // PIPELINING (RFC 2920), as mail servers send: MAIL, RCPT and DATA in one packet; the
+  // replies (corked into one write by the server) come back complete and in order.
+  const { client: pipelining } = await greeted(port)
+  pipelining.write(`MAIL FROM:<p@example.test>\r\nRCPT TO:<${archiveRecipient}>\r\nDATA\r\n`)
+  const pipelined = [await pipelining.readReply(), await pipelining.readReply(), await pipelining.readReply()]
+  t.same(pipelined.map((entry) => entry.code), [250, 250, 354], 'pipelined replies in order')
+  pipelining.write(dotStuff(Buffer.from('Subject: pipelined\r\n\r\nbody\r\n', 'latin1')))
+  t.match((await pipelining.readReply()).last, /^250 2\.0\.0 Ok: archived [0-9a-f]{64}$/, 'and the message is archived')
+  t.equal((await pipelining.command('QUIT')).code, 221)
+  await pipelining.closed
 })
 
 t.test('greeting: immediate by default, the library pause when disabled', async (t) => {
