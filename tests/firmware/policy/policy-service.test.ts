@@ -161,6 +161,20 @@ t.test('no purge of a message a mirror peer has not acknowledged yet', async (t)
   t.equal((await policy.preview()).dueMessages, 3, 'no peers: nothing deferred')
 })
 
+t.test('the scheduled job purges on its interval, audited as the system', async (t) => {
+  const world = await retentionWorld({ purgeIntervalMs: 50 })
+  t.teardown(world.stop)
+  await world.policy.setPolicy({ name: 'default', retentionDays: 0 }, 'tester')
+  const id = await world.ingest(rawMessage({ from: 'a@ext.example', to: 'b@corp.example', subject: 'soon gone' }))
+  const deadline = Date.now() + 5_000
+  // Done once a run that purged something has finished (deletion comes before its audit entry).
+  while (!world.policy.lastRun()?.report?.purged && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.notOk(world.archive.has(id), 'purged by the schedule')
+  t.match(world.audit.entries(0, 100).find((entry) => entry.action === 'purge.batch'), { actor: 'system', details: { purged: 1, failed: [] } })
+  t.match(world.policy.lastRun(), { report: { purged: 1 } })
+  t.equal(world.policy.healthcheck().ok, true)
+})
+
 t.test('a purge the audit log missed (interrupted before its batch entry) is audited at the next start', async (t) => {
   const key = Buffer.alloc(32, 3)
   const world = await retentionWorld({ key })
