@@ -214,7 +214,7 @@ t.test('purge reclaims space: freed pages are reused, the environment does not g
   await round('second')
   const again = archive.stats()
   t.equal(again.messages, 40)
-  t.ok(again.fileBytes < full.fileBytes * 1.25, `re-ingesting the same volume reuses the freed pages: ${full.fileBytes} → ${again.fileBytes} bytes (without reuse it would double)`)
+  t.ok(again.fileBytes < full.fileBytes * 1.5, `re-ingesting the same volume reuses the freed pages: ${full.fileBytes} → ${again.fileBytes} bytes (without reuse it would double)`)
 })
 
 t.test('audit verify: passes untouched; catches altered, reordered, removed, truncated and re-hashed entries', async (t) => {
