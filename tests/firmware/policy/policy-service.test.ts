@@ -9,7 +9,7 @@ import { loadAdminCredential, initialPasswordFile } from '../../../firmware/api/
 import { createHttpApi } from '../../../firmware/api/http-api.js'
 import { commandTable } from '../../../firmware/control/command-table.js'
 import { auditDatabaseNames, canonicalJson, policyApiRoutes, policyCommandHandlers, type AuditEntry } from '../../../firmware/policy/index.js'
-import { dayMs, rawMessage, retentionWorld } from './fixtures.js'
+import { dayMs, rawMessage, retentionWorld } from './fixtures/world.js'
 
 type TestContext = Parameters<Parameters<typeof t.test>[0]>[0]
 
