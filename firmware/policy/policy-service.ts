@@ -368,12 +368,13 @@ export function createPolicyService(deps: PolicyServiceDeps, options: PolicyServ
       if (state !== 'running') return
       state = 'stopping'
       clearTimeout(timer)
-      if (running) {
-        let bound: NodeJS.Timeout | undefined
-        await Promise.race([running.catch(() => undefined), new Promise((resolve) => (bound = setTimeout(resolve, options.stopTimeoutMs).unref()))])
-        clearTimeout(bound)
-      }
-      await lock
+      // A batch in flight (scheduled or requested) finishes, within stopTimeoutMs; runs see
+      // `stopping` and start no further batch.
+      let bound: NodeJS.Timeout | undefined
+      const settled = Promise.all([running?.catch(() => undefined), lock])
+      const outcome = await Promise.race([settled.then(() => 'done' as const), new Promise<'timeout'>((resolve) => (bound = setTimeout(() => resolve('timeout'), options.stopTimeoutMs).unref()))])
+      clearTimeout(bound)
+      if (outcome === 'timeout') logger.warn('stop timed out waiting for a purge batch', { stopTimeoutMs: options.stopTimeoutMs })
       audit.close()
       state = 'stopped'
     },
