@@ -214,6 +214,7 @@ export function createPolicyService(deps: PolicyServiceDeps, options: PolicyServ
     const results = await Promise.allSettled(fresh.due.map((item) => archive.delete(item.id)))
     const purgedAtMs = clock.now()
     const messages: Record<string, unknown>[] = []
+    const failed: { id: string; code: string }[] = []
     results.forEach((result, index) => {
       const item = fresh.due[index]!
       if (result.status === 'fulfilled') {
@@ -223,6 +224,7 @@ export function createPolicyService(deps: PolicyServiceDeps, options: PolicyServ
       } else {
         const code = (result.reason as { code?: string } | null)?.code ?? 'ERROR'
         // NOT_FOUND: gone already (purged by an earlier batch after a crash); not a failure of the archive.
+        failed.push({ id: item.id, code })
         report.failed.push({ id: item.id, code })
         logger.error('purging a message failed', { id: item.id, error: result.reason })
       }
@@ -232,7 +234,7 @@ export function createPolicyService(deps: PolicyServiceDeps, options: PolicyServ
       const written = audit.appendInTransaction({
         actor,
         action: 'purge.batch',
-        details: { batch: batchNumber, purged: messages.length, kept: fresh.kept.length, failed: report.failed.slice(-fresh.due.length), messages },
+        details: { batch: batchNumber, purged: messages.length, kept: fresh.kept.length, failed, messages },
       })
       audit.state().putSync('purge-cursor', archive.lastSequence())
       return written
@@ -366,12 +368,13 @@ export function createPolicyService(deps: PolicyServiceDeps, options: PolicyServ
       if (state !== 'running') return
       state = 'stopping'
       clearTimeout(timer)
-      if (running) {
-        let bound: NodeJS.Timeout | undefined
-        await Promise.race([running.catch(() => undefined), new Promise((resolve) => (bound = setTimeout(resolve, options.stopTimeoutMs).unref()))])
-        clearTimeout(bound)
-      }
-      await lock
+      // A batch in flight (scheduled or requested) finishes, within stopTimeoutMs; runs see
+      // `stopping` and start no further batch.
+      let bound: NodeJS.Timeout | undefined
+      const settled = Promise.all([running?.catch(() => undefined), lock])
+      const outcome = await Promise.race([settled.then(() => 'done' as const), new Promise<'timeout'>((resolve) => (bound = setTimeout(() => resolve('timeout'), options.stopTimeoutMs).unref()))])
+      clearTimeout(bound)
+      if (outcome === 'timeout') logger.warn('stop timed out waiting for a purge batch', { stopTimeoutMs: options.stopTimeoutMs })
       audit.close()
       state = 'stopped'
     },
