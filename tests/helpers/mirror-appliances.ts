@@ -28,7 +28,7 @@ export function portOf(service: RunningService, name: string): number {
 }
 
 /** Polls `probe` every 50 ms until it returns a value. @throws after timeoutMs */
-export async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20000): Promise<T> {
+export async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30000): Promise<T> {
   const startedMs = Date.now()
   for (;;) {
     const value = await probe()
