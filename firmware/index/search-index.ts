@@ -166,7 +166,12 @@ interface QueryCache {
   docids: number
   /** Date blocks whose every docid is flushed. */
   dates: Map<number, Float64Array>
+  /** Display records of flushed documents shown in hits (at most `queryCacheRecordsMax`). */
+  records: Map<number, DocumentRecord>
 }
+
+/** Display records the query cache holds at most. */
+const queryCacheRecordsMax = 2_000
 
 /** Docids the query cache holds at most (4 bytes each). */
 const queryCacheDocidsMax = 8_000_000
@@ -441,7 +446,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
   function queryCacheOf(state: IndexState): QueryCache {
     const patched = state.patched ?? 0
     if (!queryCache || queryCache.chunks !== state.chunks || queryCache.patched !== patched || queryCache.flushed !== state.flushed) {
-      queryCache = { chunks: state.chunks, patched, flushed: state.flushed, sets: new Map(), docids: 0, dates: new Map() }
+      queryCache = { chunks: state.chunks, patched, flushed: state.flushed, sets: new Map(), docids: 0, dates: new Map(), records: new Map() }
     }
     return queryCache
   }
@@ -678,7 +683,14 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     const hits: SearchHit[] = []
     for (const index of order) {
       const docid = heapDocids[index]!
-      const record = getRecord(db, docid)
+      let record = cache.records.get(docid)
+      if (record === undefined) {
+        record = getRecord(db, docid)
+        if (record !== undefined && docid <= state.flushed) {
+          if (cache.records.size >= queryCacheRecordsMax) cache.records.delete(cache.records.keys().next().value as number)
+          cache.records.set(docid, record)
+        }
+      }
       if (!record) continue
       hits.push({ id: record.id, dateMs: heapDates[index]!, from: record.from, subject: record.subject, snippet: makeSnippet(record.text, highlight) })
     }
