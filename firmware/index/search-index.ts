@@ -166,7 +166,17 @@ interface QueryCache {
   docids: number
   /** Date blocks whose every docid is flushed. */
   dates: Map<number, Float64Array>
+  /**
+   * Verified phrase sets over the tail, per phrase: the docids that have it among those
+   * up to `through`, valid while the tail's `generation` stays (new documents extend it).
+   */
+  tailPhrases: Map<string, { generation: number; through: number; docids: number[] }>
+  /** Display records of flushed documents shown in hits (at most `queryCacheRecordsMax`). */
+  records: Map<number, DocumentRecord>
 }
+
+/** Display records the query cache holds at most. */
+const queryCacheRecordsMax = 2_000
 
 /** Docids the query cache holds at most (4 bytes each). */
 const queryCacheDocidsMax = 8_000_000
@@ -441,7 +451,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
   function queryCacheOf(state: IndexState): QueryCache {
     const patched = state.patched ?? 0
     if (!queryCache || queryCache.chunks !== state.chunks || queryCache.patched !== patched || queryCache.flushed !== state.flushed) {
-      queryCache = { chunks: state.chunks, patched, flushed: state.flushed, sets: new Map(), docids: 0, dates: new Map() }
+      queryCache = { chunks: state.chunks, patched, flushed: state.flushed, sets: new Map(), docids: 0, dates: new Map(), tailPhrases: new Map(), records: new Map() }
     }
     return queryCache
   }
@@ -521,7 +531,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       const [firstField, lastField] = fieldRangeOf(field)
       const pattern = phrasePattern(tokens)
       const verify = (from: number, to: number): Uint32Array => {
-        const out = new Uint32Array(to - from)
+        const out = new Uint32Array(Math.max(0, to - from))
         let count = 0
         for (let index = from; index < to; index++) {
           if ((index & 255) === 255) checkBudget()
@@ -541,11 +551,22 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         flushed = verify(0, split)
         cacheSet(cache, key, flushed)
       }
-      const inTail = verify(split, candidates.length)
-      if (inTail.length === 0) return flushed
-      const out = new Uint32Array(flushed.length + inTail.length)
+      // Tail documents change only with the generation: what was verified stays verified,
+      // and only candidates that arrived since are read.
+      let tailEntry = cache.tailPhrases.get(key)
+      if (tailEntry === undefined || tailEntry.generation !== state.generation) {
+        if (cache.tailPhrases.size >= queryCacheRecordsMax) cache.tailPhrases.clear()
+        tailEntry = { generation: state.generation, through: state.flushed, docids: [] }
+        cache.tailPhrases.set(key, tailEntry)
+      }
+      let fresh = split
+      while (fresh < candidates.length && candidates[fresh]! <= tailEntry.through) fresh++
+      for (const docid of verify(fresh, candidates.length)) tailEntry.docids.push(docid)
+      tailEntry.through = Math.max(tailEntry.through, state.next - 1)
+      if (tailEntry.docids.length === 0) return flushed
+      const out = new Uint32Array(flushed.length + tailEntry.docids.length)
       out.set(flushed)
-      out.set(inTail, flushed.length)
+      out.set(tailEntry.docids, flushed.length)
       return out
     }
 
@@ -678,7 +699,14 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     const hits: SearchHit[] = []
     for (const index of order) {
       const docid = heapDocids[index]!
-      const record = getRecord(db, docid)
+      let record = cache.records.get(docid)
+      if (record === undefined) {
+        record = getRecord(db, docid)
+        if (record !== undefined && docid <= state.flushed) {
+          if (cache.records.size >= queryCacheRecordsMax) cache.records.delete(cache.records.keys().next().value as number)
+          cache.records.set(docid, record)
+        }
+      }
       if (!record) continue
       hits.push({ id: record.id, dateMs: heapDates[index]!, from: record.from, subject: record.subject, snippet: makeSnippet(record.text, highlight) })
     }

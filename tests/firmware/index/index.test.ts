@@ -311,6 +311,24 @@ t.test('prepare: a prepared document (cloned, as from a worker) indexes exactly 
   t.same(harness.query('to:hidden@elsewhere.test').sort(), names, 'the envelope BCC is added to prepared documents')
 })
 
+t.test('cached search answers follow new, re-indexed and removed documents', async (t) => {
+  const harness = makeHarness(t, { pendingDocumentsMax: 3 })
+  harness.root.transactionSync(() => {
+    for (const name of ['A', 'B', 'C', 'D']) harness.index.indexMessage(inputOf(name, corpus[name]!))
+  })
+  t.same(harness.query('"quarterly report"'), ['B', 'A'], 'A and B flushed (D is the tail)')
+  t.same(harness.query('"quarterly report"'), ['B', 'A'], 'the same again, from the cache')
+  harness.root.transactionSync(() => harness.index.indexMessage(inputOf('G', { subject: 'quarterly report again', date: '2024-02-20' })))
+  t.same(harness.query('"quarterly report"'), ['G', 'B', 'A'], 'a new tail document is verified')
+  harness.root.transactionSync(() => harness.index.indexMessage(inputOf('A', corpus.A!, { bcc: ['auditor@example.org'] })))
+  t.same(harness.query('to:auditor@example.org'), ['A'], 'a re-indexed flushed document answers its new recipient')
+  harness.root.transactionSync(() => harness.index.removeMessage(idOf('B')))
+  t.same(harness.query('"quarterly report"'), ['G', 'A'], 'a removed flushed document leaves the cached phrase set')
+  harness.root.transactionSync(() => harness.index.removeMessage(idOf('G')))
+  t.same(harness.query('"quarterly report"'), ['A'], 'a removed tail document too')
+  t.same(harness.query('quarterly'), ['A'])
+})
+
 t.test('neither the tail nor a flush takes postings from an ingest that was rolled back', async (t) => {
   const harness = makeHarness(t, { pendingDocumentsMax: 2 })
   // A is indexed (docid 1) in a transaction that aborts; B then gets docid 1 and C docid 2, which fills the tail.
