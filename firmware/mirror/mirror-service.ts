@@ -141,6 +141,11 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
 
   function audit(event: MirrorAuditEvent): void {
     if (event.direction === 'inbound' && event.outcome === 'refused' && event.code !== null) {
+      // One entry per (address, claimed serial, code), newest first: a refused peer retrying
+      // every few seconds must not push other peers' refusals out of the list.
+      const same = inboundRefusals.findIndex((refusal) => refusal.address === event.remoteAddress && refusal.serial === event.peerSerial && refusal.code === event.code)
+      const count = same === -1 ? 1 : inboundRefusals[same]!.count + 1
+      if (same !== -1) inboundRefusals.splice(same, 1)
       inboundRefusals.unshift({
         address: event.remoteAddress,
         serial: event.peerSerial,
@@ -149,6 +154,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
         actual: event.actual,
         message: event.message,
         atMs: event.timeMs,
+        count,
       })
       inboundRefusals.length = Math.min(inboundRefusals.length, inboundRefusalsRememberedMax)
     }

@@ -186,7 +186,10 @@ export interface InboundRefusal {
   expected: RefusalValue
   actual: RefusalValue
   message: string | null
+  /** When the latest of these refusals happened. */
   atMs: number
+  /** Refusals of this address, serial and code seen (the list keeps one entry for them). */
+  count: number
 }
 
 /** Everything `show mirror` shows. */

@@ -552,6 +552,8 @@ t.test('a model that may not mirror does not listen, and its peer refuses it; op
   t.match(node.peer(b.port), { reasonCode: 'MODEL_NOT_ELIGIBLE', expected: '>= 450', actual: 350 })
   await waitFor(() => b.service.status().inboundRefusals.length > 0, 'B shows it')
   t.match(b.service.status().inboundRefusals[0], { code: 'MODEL_NOT_ELIGIBLE', serial: 'MK350-Z', actual: 350 })
+  await waitFor(() => b.service.status().inboundRefusals[0]!.count >= 3, 'retries counted')
+  t.equal(b.service.status().inboundRefusals.length, 1, 'a retrying peer keeps one entry, counted, so others are not pushed out')
   t.equal(node.service.healthcheck().ok, true)
   const idle = await createTestNode({ serial: 'MK650-Y', seed }, false)
   await t.rejects(idle.service.addPeer({ host, port: 1 }), { code: 'STOPPED' })
