@@ -1,6 +1,6 @@
 import t from 'tap'
 import { tempDir, startService, cliJson, runCli } from '../helpers/service.js'
-import { apiGet, eventually, freePort, rawFrom, sendMail, testMessage, testSharedSecret as sharedSecret, writeApplianceConfig as node } from '../helpers/mirror-appliances.js'
+import { apiGet, eventually, freePort, rawFrom, sendMail, technicianPassword, testMessage, testSharedSecret as sharedSecret, writeApplianceConfig as node } from '../helpers/mirror-appliances.js'
 
 const send = (service: Parameters<typeof sendMail>[0], subjects: string[]) => sendMail(service, subjects.map((subject) => testMessage(subject)))
 
@@ -36,6 +36,9 @@ t.test('two appliances mirror each other: copies byte-identical, searchable, not
 
   // B goes offline while A receives mail; B returns and gets each message once.
   await b.stop()
+  // A retention policy added on A meanwhile: the peers compare settings at the next handshake.
+  const added = await cliJson(configA, ['policy', 'add', 'short-lived', '--days', '30', '--sender', '@lists.example', '--password-stdin'], { input: technicianPassword + '\n' })
+  t.equal(added.code, 0, added.stderr)
   const whileDown = await send(a, Array.from({ length: 20 }, (_, index) => `while b was down ${index}`))
   const queued = (await cliJson(configA, ['show', 'mirror'])).json as { peers: { state: string; queueMessages: number }[] }
   t.equal(queued.peers[0]!.queueMessages, 20, 'queue depth shows what B is missing')
@@ -57,6 +60,14 @@ t.test('two appliances mirror each other: copies byte-identical, searchable, not
   })
   t.equal(after.peers[0]!.serial, 'MK650-B')
   t.equal(after.peers[0]!.state, 'connected')
+  // Retention stays independent per system, but each side reports that the settings differ.
+  for (const [config, side] of [[configA, 'A'], [configB, 'B']] as const) {
+    const mismatch = await eventually(`policy difference shown on ${side}`, async () => {
+      const status = (await cliJson(config, ['show', 'mirror'])).json as { peers: { policyMismatch: string[] }[] }
+      return status.peers[0]!.policyMismatch.length > 0 ? status.peers[0]!.policyMismatch : undefined
+    })
+    t.match(mismatch.join('\n'), /short-lived/, `${side} names the differing policy`)
+  }
 })
 
 t.test('mismatched model, mismatched firmware, model 350 and a wrong secret are refused with their reason codes on both sides', async (t) => {
