@@ -1,3 +1,5 @@
+import { cutToChars } from '../common/text.js'
+
 /**
  * Tokenizing rules of the search index. The same functions cut documents at index time
  * and query words at search time, and the reference scan in the tests uses them too, so a
@@ -42,14 +44,7 @@ export interface TokenSpan {
   end: number
 }
 
-/** `text` cut to at most `charsMax` UTF-16 code units, never inside a surrogate pair. */
-export function cutToChars(text: string, charsMax: number): string {
-  if (text.length <= charsMax) return text
-  let end = charsMax
-  const last = text.charCodeAt(end - 1)
-  if (last >= 0xd800 && last <= 0xdbff) end--
-  return text.slice(0, end)
-}
+export { cutToChars }
 
 /**
  * Folds one raw word (a run the word pattern matched) into zero or more tokens and calls

@@ -4,6 +4,7 @@ import { compile as compileHtmlToText, type HtmlToTextOptions } from 'html-to-te
 import { addressParser, decodeWords, type Attachment as PostalAttachment, type Email } from 'postal-mime'
 import type { Logger } from '../common/logger.js'
 import { systemClock, type Clock } from '../common/clock.js'
+import { cutToChars } from '../common/text.js'
 import {
   decodeTextBytes,
   decodeWithCharset,
@@ -123,14 +124,6 @@ export interface MimeParser {
   unwrapJournal(raw: Uint8Array): Promise<JournalUnwrapResult | null>
 }
 
-function truncate(text: string, charsMax: number): string {
-  if (text.length <= charsMax) return text
-  let end = charsMax
-  // Do not leave half of a surrogate pair at the end.
-  const last = text.charCodeAt(end - 1)
-  if (last >= 0xd800 && last <= 0xdbff) end--
-  return text.slice(0, end)
-}
 
 /** Parsed addresses of every `key` header, groups flattened, lower-cased, bounded. */
 function addressesOf(headers: readonly ScannedHeader[], key: string): Address[] {
@@ -184,7 +177,7 @@ function redecodeLegacyHeaders(headers: readonly ScannedHeader[]): readonly Scan
   return headers.map((header) => {
     if (header.legacyBytes === undefined) return header
     const value = decodeWithCharset(header.legacyBytes, charset)
-    return value === null ? header : { ...header, value: truncate(value.trim(), headerValueCharsMax) }
+    return value === null ? header : { ...header, value: cutToChars(value.trim(), headerValueCharsMax) }
   })
 }
 
@@ -194,14 +187,14 @@ function metadataOf(scanned: readonly ScannedHeader[]): Metadata {
   const messageId = headerValue(headers, 'message-id')?.trim() ?? ''
   const subject = headerValue(headers, 'subject')
   return {
-    messageId: messageId.length > 0 ? truncate(messageId, messageIdCharsMax) : null,
+    messageId: messageId.length > 0 ? cutToChars(messageId, messageIdCharsMax) : null,
     dateMs: dateValue ? parseMailDate(dateValue) : null,
     dateHeaderPresent: dateValue !== null && dateValue.length > 0,
     from: addressesOf(headers, 'from'),
     to: addressesOf(headers, 'to'),
     cc: addressesOf(headers, 'cc'),
     bcc: addressesOf(headers, 'bcc'),
-    subject: subject === null ? null : truncate(decodeHeaderText(subject), subjectCharsMax),
+    subject: subject === null ? null : cutToChars(decodeHeaderText(subject), subjectCharsMax),
   }
 }
 
@@ -222,7 +215,7 @@ function plainTextOf(raw: Uint8Array, charsMax: number): string {
   for (const byte of sample) if ((byte < 0x20 && byte !== 0x09 && byte !== 0x0a && byte !== 0x0d) || byte === 0x7f) control++
   if (sample.byteLength === 0 || control / sample.byteLength > binaryControlShareMax) return ''
   // Four bytes per character at most in UTF-8, so this many bytes always fill charsMax.
-  return truncate(decodeTextBytes(raw.subarray(0, charsMax * 4)).replace(/\r\n/g, '\n'), charsMax)
+  return cutToChars(decodeTextBytes(raw.subarray(0, charsMax * 4)).replace(/\r\n/g, '\n'), charsMax)
 }
 
 function bytesOf(content: PostalAttachment['content']): Uint8Array {
@@ -270,7 +263,7 @@ export function createMimeParser(deps: { logger: Logger; clock?: Clock; pdf?: Pd
 
   const htmlToText = (html: string, converter: (html: string) => string, inputCharsMax: number): string => {
     try {
-      return converter(truncate(html, inputCharsMax))
+      return converter(cutToChars(html, inputCharsMax))
     } catch (error) {
       logger.debug('html to text failed', { error, htmlChars: html.length })
       return ''
@@ -304,16 +297,16 @@ export function createMimeParser(deps: { logger: Logger; clock?: Clock; pdf?: Pd
     const charsMax = options.attachmentTextCharsMax
     if (type === 'text/html' || type === 'application/xhtml+xml') {
       const html = decodeTextBytes(bytes.subarray(0, attachmentHtmlCharsMax * 4))
-      return truncate(htmlToText(html, attachmentHtmlToText, attachmentHtmlCharsMax), charsMax)
+      return cutToChars(htmlToText(html, attachmentHtmlToText, attachmentHtmlCharsMax), charsMax)
     }
-    if (type.startsWith('text/')) return truncate(decodeTextBytes(bytes.subarray(0, charsMax * 4)), charsMax)
+    if (type.startsWith('text/')) return cutToChars(decodeTextBytes(bytes.subarray(0, charsMax * 4)), charsMax)
     if (type === 'message/rfc822' && depth < attachedMessageTextDepthMax) {
       const inner = await parseAt(bytes, depth + 1, deadlineMs)
       const heading = [
         inner.from.length > 0 ? `From: ${inner.from.map((address) => address.address).join(', ')}` : null,
         inner.subject !== null ? `Subject: ${inner.subject}` : null,
       ].filter((line): line is string => line !== null)
-      return truncate([...heading, '', inner.text].join('\n'), charsMax)
+      return cutToChars([...heading, '', inner.text].join('\n'), charsMax)
     }
     return null
   }
@@ -387,7 +380,7 @@ export function createMimeParser(deps: { logger: Logger; clock?: Clock; pdf?: Pd
     }
     let text = email.text ?? ''
     if (text.trim().length === 0 && email.html && !overBudget()) text = htmlToText(email.html, bodyHtmlToText, bodyHtmlCharsMax)
-    text = truncate(text, options.textCharsMax)
+    text = cutToChars(text, options.textCharsMax)
 
     const attachments: ParsedAttachment[] = []
     const pdfs: Array<{ at: number; bytes: Uint8Array }> = []
@@ -427,7 +420,7 @@ export function createMimeParser(deps: { logger: Logger; clock?: Clock; pdf?: Pd
         continue
       }
       const result = await pdf.extract(bytes, remainingMs)
-      if (result.outcome === 'ok') attachments[at] = { ...attachment, text: truncate(result.text ?? '', options.attachmentTextCharsMax) }
+      if (result.outcome === 'ok') attachments[at] = { ...attachment, text: cutToChars(result.text ?? '', options.attachmentTextCharsMax) }
       else logger.warn('pdf text not extracted', { outcome: result.outcome, detail: result.detail, sizeBytes: bytes.byteLength })
     }
   }

@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads'
+import { cutToChars } from '../common/text.js'
 
 /**
  * Text of PDF attachments, for the index. The parser (parser.ts) calls `extract` for an
@@ -92,15 +93,6 @@ const { parentPort, workerData } = require('node:worker_threads')
   }
 })()
 `
-
-function cutToChars(text: string, charsMax: number): string {
-  if (text.length <= charsMax) return text
-  let end = charsMax
-  const last = text.charCodeAt(end - 1)
-  // Do not leave half a surrogate pair at the end.
-  if (last >= 0xd800 && last <= 0xdbff) end--
-  return text.slice(0, end)
-}
 
 function runWorker(bytes: Uint8Array, limits: PdfTextLimits): Promise<PdfTextResult> {
   return new Promise((resolve) => {
