@@ -24,7 +24,8 @@ import { loadCorpus } from './parse.js'
 import { toCrlf } from './smtp.js'
 import { SmtpSession, archivedId } from '../lib/smtp-client.js'
 import { startService, tempDir, type RunningService } from '../../tests/helpers/service.js'
-import { apiGet, freePort, portOf, statusOf, writeApplianceConfig } from '../../tests/helpers/mirror-appliances.js'
+import { apiGet, freePort, statusOf, writeApplianceConfig } from '../../tests/helpers/mirror-appliances.js'
+import { portOf } from '../../tests/helpers/service.js'
 
 export interface MirrorBenchOptions {
   /** Messages A holds while B is offline (corpus messages, reused with a unique header when more are asked for). */

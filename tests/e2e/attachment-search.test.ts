@@ -1,7 +1,7 @@
 import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { tempDir, writeConfig, startService, cliJson, type RunningService } from '../helpers/service.js'
+import { tempDir, writeConfig, startService, cliJson, portOf } from '../helpers/service.js'
 import { SmtpSession, archivedId } from '../helpers/smtp.js'
 import { tinyPdf } from '../helpers/pdf.js'
 
@@ -11,11 +11,6 @@ import { tinyPdf } from '../helpers/pdf.js'
  * recipient known only from an Exchange journal report's envelope finds it with `to:`,
  * through both the CLI and the HTTP API.
  */
-
-function portOf(service: RunningService, name: string): number {
-  const listeners = service.ready.listeners as Record<string, string>
-  return Number(listeners[name]!.split(':').pop())
-}
 
 function withAttachment(subject: string, type: string, filename: string, content: Uint8Array): Buffer {
   return Buffer.from(

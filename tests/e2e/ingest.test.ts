@@ -7,18 +7,13 @@ import nodemailer from 'nodemailer'
 import { createRandom } from '../../firmware/common/clock.js'
 import { writeFile } from 'node:fs/promises'
 import { hashPassword } from '../../firmware/common/password.js'
-import { tempDir, writeConfig, startService, cliJson, runCli, type RunningService } from '../helpers/service.js'
+import { tempDir, writeConfig, startService, cliJson, runCli, type RunningService, portOf } from '../helpers/service.js'
 import { startDovecot, seedMailbox, readMailbox } from '../helpers/dovecot.js'
 import { SmtpSession, archivedId } from '../helpers/smtp.js'
 import { exchangeJournalReport } from '../helpers/journal-report.js'
 
 const technicianPassword = 'e2e-technician-pass'
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex')
-
-function portOf(service: RunningService, name: string): number {
-  const listeners = service.ready.listeners as Record<string, string>
-  return Number(listeners[name]!.split(':').pop())
-}
 
 async function api(service: RunningService) {
   const password = (await readFile(join(service.dataDir, 'initial-admin-password'), 'utf8')).trim()

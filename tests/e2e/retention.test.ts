@@ -4,14 +4,10 @@ import { join } from 'node:path'
 import { open } from 'lmdb'
 import { hashPassword } from '../../firmware/common/password.js'
 import { auditDatabaseNames } from '../../firmware/policy/index.js'
-import { tempDir, writeConfig, startService, cliJson, runCli, type RunningService } from '../helpers/service.js'
+import { tempDir, writeConfig, startService, cliJson, runCli, type RunningService, portOf } from '../helpers/service.js'
 import { SmtpSession, archivedId } from '../helpers/smtp.js'
 
 const technicianPassword = 'e2e-retention-pass'
-
-function portOf(service: RunningService, name: string): number {
-  return Number((service.ready.listeners as Record<string, string>)[name]!.split(':').pop())
-}
 
 async function apiOf(service: RunningService) {
   const password = (await readFile(join(service.dataDir, 'initial-admin-password'), 'utf8')).trim()

@@ -7,7 +7,7 @@ import { readFile, writeFile, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createServer } from 'node:net'
 import { hashPassword } from '../../firmware/common/password.js'
-import type { RunningService } from './service.js'
+import { portOf, type RunningService } from './service.js'
 import { SmtpSession, archivedId } from './smtp.js'
 
 export const testSharedSecret = 'K7QWX2M4PZ9RDV3TJ8NB6YHC5LEGFA2S'
@@ -22,10 +22,6 @@ export async function freePort(): Promise<number> {
   return port
 }
 
-/** The bound port of one of a running service's listeners (`smtp`, `http`, `mirror`). */
-export function portOf(service: RunningService, name: string): number {
-  return Number((service.ready.listeners as Record<string, string>)[name]!.split(':').pop())
-}
 
 /** Polls `probe` every 50 ms until it returns a value. @throws after timeoutMs */
 export async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30000): Promise<T> {

@@ -108,6 +108,11 @@ export async function startService(configPath: string, options: { cwd?: string; 
   }
 }
 
+/** The bound port of one of a running service's listeners (`smtp`, `http`, `mirror`). */
+export function portOf(service: RunningService, name: string): number {
+  return Number((service.ready.listeners as Record<string, string>)[name]!.split(':').pop())
+}
+
 export interface CliResult {
   code: number | null
   stdout: string
