@@ -4,7 +4,7 @@ import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
 import type { ParsedMessage } from '../mime/types.js'
 import { IndexError } from './errors.js'
-import { analyzeDocument, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type DocumentRecord, type ForwardRecord, type IndexInput } from './document.js'
+import { analyzeDocument, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type IndexInput } from './document.js'
 import { anyTextBits, decodeChunkInto, difference, encodeChunk, fieldBits, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
 import { parseQuery, positiveTokens, type QueryNode, type TextField } from './query.js'
 import { makeSnippet } from './snippet.js'
@@ -172,7 +172,7 @@ interface QueryCache {
    */
   tailPhrases: Map<string, { generation: number; through: number; docids: number[] }>
   /** Display records of flushed documents shown in hits (at most `queryCacheRecordsMax`). */
-  records: Map<number, DocumentRecord>
+  records: Map<number, StoredRecord>
 }
 
 /** Display records the query cache holds at most. */
@@ -312,7 +312,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     return forward
   }
 
-  function getRecord(db: Databases, docid: number): DocumentRecord | undefined {
+  function getRecord(db: Databases, docid: number): StoredRecord | undefined {
     const bytes = db.documents.getBinary(docid)
     if (bytes === undefined) return undefined
     const record = decodeRecord(bytes)

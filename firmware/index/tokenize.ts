@@ -95,6 +95,12 @@ export function foldText(text: string): string {
 export function tokenize(text: string, tokensMax = Number.POSITIVE_INFINITY): string[] {
   const tokens: string[] = []
   if (tokensMax <= 0) return tokens
+  return asciiOnly.test(text) ? tokenizeAscii(text, tokensMax) : tokenizeAny(text, tokensMax)
+}
+
+/** `tokenize` for any text: one Unicode pattern, then each run folded (foldRun). */
+export function tokenizeAny(text: string, tokensMax: number): string[] {
+  const tokens: string[] = []
   const pattern = new RegExp(wordRunPattern)
   const emit = (token: string): void => {
     if (tokens.length < tokensMax) tokens.push(token)
@@ -102,6 +108,30 @@ export function tokenize(text: string, tokensMax = Number.POSITIVE_INFINITY): st
   for (let match = pattern.exec(text); match !== null; match = pattern.exec(text)) {
     foldRun(match[0], emit)
     if (tokens.length >= tokensMax) break
+  }
+  return tokens
+}
+
+/**
+ * `tokenize` for a text with no character above U+007F (most mail bodies): there a run of
+ * letters, digits and marks is a run of `[A-Za-z0-9]`, and folding is lower-casing, so the
+ * whole text is lower-cased once and matched with one ASCII pattern instead of a Unicode
+ * pattern and a fold per run (all tokens in one native `match`).
+ * A test checks it against the general path.
+ */
+export function tokenizeAscii(text: string, tokensMax: number): string[] {
+  const lower = text.toLowerCase()
+  let tokens: string[]
+  // A text has at most (length + 1) / 2 tokens: below that budget, stop at the budget instead
+  // of matching a long text to the end (a budget of 1 asks only whether there is a token).
+  if (tokensMax >= (lower.length + 1) / 2) tokens = lower.match(/[a-z0-9]+/g) ?? []
+  else {
+    tokens = []
+    const pattern = /[a-z0-9]+/g
+    for (let match = pattern.exec(lower); match !== null && tokens.length < tokensMax; match = pattern.exec(lower)) tokens.push(match[0])
+  }
+  for (let index = 0; index < tokens.length; index++) {
+    if (tokens[index]!.length > tokenCharsMax) tokens[index] = tokens[index]!.slice(0, tokenCharsMax)
   }
   return tokens
 }

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { addressExactTokens, addressQueryToken, isAddressLike, tokenCharsMax, tokenize, tokenizeWithSpans } from '../../../firmware/index/tokenize.js'
+import { addressExactTokens, addressQueryToken, isAddressLike, tokenCharsMax, tokenize, tokenizeAny, tokenizeAscii, tokenizeWithSpans } from '../../../firmware/index/tokenize.js'
 import { parseQuery, phraseTokensMax, queryCharsMax, queryNestingMax, queryTermsMax, type QueryNode } from '../../../firmware/index/query.js'
 import { QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { makeSnippet } from '../../../firmware/index/snippet.js'
@@ -39,6 +39,27 @@ t.test('tokenize: limits', async (t) => {
     { token: 'he', start: 0, end: 2 },
     { token: 'world', start: 4, end: 9 },
   ])
+})
+
+t.test('tokenize: the ASCII fast path gives exactly what the general path gives', async (t) => {
+  // Random ASCII texts over every code point 0…127 (separators, controls, long runs), with
+  // budgets below and above their token counts. The seed is printed so a failure replays.
+  const seed = Date.now() % 1_000_000
+  let state = seed
+  const random = (below: number): number => {
+    state = (state * 1103515245 + 12345) % 2147483648
+    return state % below
+  }
+  const pieces = ['a', 'Z', '0', '9', ' ', '\n', '\t', '.', '@', '_', '-', '\u0000', '\u007f', 'x'.repeat(70), 'Ab1']
+  for (let round = 0; round < 300; round++) {
+    let text = ''
+    for (let length = random(40); length > 0; length--) text += random(3) === 0 ? String.fromCharCode(random(128)) : pieces[random(pieces.length)]!
+    for (const budget of [1, 3, 1000]) {
+      t.same(tokenizeAscii(text, budget), tokenizeAny(text, budget), `seed ${seed}, round ${round}, budget ${budget}: ${JSON.stringify(text)}`)
+    }
+  }
+  t.same(tokenize('Hello WORLD 42 ' + 'a'.repeat(80)), ['hello', 'world', '42', 'a'.repeat(tokenCharsMax)])
+  t.same(tokenize('Éte école'), ['ete', 'ecole'], 'a text with any non-ASCII character takes the general path')
 })
 
 t.test('address tokens', async (t) => {
