@@ -29,6 +29,7 @@ import { indexDatabaseNames } from '../../firmware/index/search-index.js'
 import { createAppliance } from '../../boot/appliance.js'
 import { SmtpSession } from '../lib/smtp-client.js'
 import { loadCorpus } from './parse.js'
+import { threadCpuBetween, threadCpuSnapshot, type ThreadCpu } from './thread-cpu.js'
 
 export interface SmtpBenchResult {
   messages: number
@@ -58,6 +59,8 @@ export interface SmtpBenchResult {
   applianceCpuMsPerMessage: number
   /** CPU time of the sender process per message, in ms (it shares the machine's cores). */
   senderCpuMsPerMessage: number
+  /** The appliance's CPU per message by thread (Linux; 10 ms clock ticks), busiest first. */
+  threadCpuMsPerMessage: Array<{ thread: string; userMs: number; systemMs: number }>
 }
 
 /** SMTP needs CRLF line endings; the corpus files have LF. */
@@ -100,6 +103,8 @@ interface SenderReport {
   cpuMs: number
   /** The appliance process's CPU while the senders ran, filled in by the parent. */
   applianceCpuMs?: number
+  /** The same per thread of the appliance process (Linux), busiest first. */
+  threads?: ThreadCpu[]
   seconds: number
   rawBytes: number
   refused: number
@@ -120,10 +125,12 @@ async function runSenders(port: number, sessions: number, messages: number, warm
     const measuring = await iterator.next()
     if (measuring.done || measuring.value !== 'measuring') throw new Error(`sender process did not start measuring (${String(measuring.value)})`)
     const cpuBefore = process.cpuUsage()
+    const threadsBefore = threadCpuSnapshot()
     const report = await iterator.next()
     const cpu = process.cpuUsage(cpuBefore)
+    const threads = threadCpuBetween(threadsBefore, threadCpuSnapshot())
     if (report.done) throw new Error(`sender process ended without a report (exit ${await exited})`)
-    return { ...(JSON.parse(report.value) as SenderReport), applianceCpuMs: (cpu.user + cpu.system) / 1000 }
+    return { ...(JSON.parse(report.value) as SenderReport), applianceCpuMs: (cpu.user + cpu.system) / 1000, threads }
   } finally {
     child.stdin!.end()
     lines.close()
@@ -210,6 +217,7 @@ export async function runSmtpBench(options: { messages?: number; sessions?: numb
       indexPrepareOnWorkers: after.parsePool?.indexPrepare ?? false,
       applianceCpuMsPerMessage: (report.applianceCpuMs ?? 0) / report.messages,
       senderCpuMsPerMessage: report.cpuMs / report.messages,
+      threadCpuMsPerMessage: (report.threads ?? []).map((thread) => ({ thread: `${thread.name} ${thread.tid}`, userMs: thread.userMs / report.messages, systemMs: thread.systemMs / report.messages })),
     }
   } finally {
     await appliance.stop()
