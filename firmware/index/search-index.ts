@@ -171,8 +171,13 @@ interface QueryCache {
    * up to `through`, valid while the tail's `generation` stays (new documents extend it).
    */
   tailPhrases: Map<string, { generation: number; through: number; docids: number[] }>
-  /** Display records of flushed documents shown in hits (at most `queryCacheRecordsMax`). */
+  /**
+   * Display records shown in hits (at most `queryCacheRecordsMax`), for the index
+   * `generation` below: a re-indexed tail document changes its record and the generation
+   * (a re-indexed flushed one changes `patched`, which starts the whole cache over).
+   */
   records: Map<number, StoredRecord>
+  recordsGeneration: number
 }
 
 /** Display records the query cache holds at most. */
@@ -451,7 +456,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
   function queryCacheOf(state: IndexState): QueryCache {
     const patched = state.patched ?? 0
     if (!queryCache || queryCache.chunks !== state.chunks || queryCache.patched !== patched || queryCache.flushed !== state.flushed) {
-      queryCache = { chunks: state.chunks, patched, flushed: state.flushed, sets: new Map(), docids: 0, dates: new Map(), tailPhrases: new Map(), records: new Map() }
+      queryCache = { chunks: state.chunks, patched, flushed: state.flushed, sets: new Map(), docids: 0, dates: new Map(), tailPhrases: new Map(), records: new Map(), recordsGeneration: state.generation }
     }
     return queryCache
   }
@@ -495,7 +500,17 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       }
       return dates
     }
-    const dateOf = (docid: number): number => dateBlock(Math.floor(docid / dateBlockDocids))[docid % dateBlockDocids]!
+    // Candidates come in docid order, so consecutive lookups mostly hit the same block.
+    let lastBlockNumber = -1
+    let lastBlockDates: Float64Array = new Float64Array(0)
+    const dateOf = (docid: number): number => {
+      const block = Math.floor(docid / dateBlockDocids)
+      if (block !== lastBlockNumber) {
+        lastBlockDates = dateBlock(block)
+        lastBlockNumber = block
+      }
+      return lastBlockDates[docid % dateBlockDocids]!
+    }
 
     /** Docids of the tail whose entry for `token` meets `bits` (all above every flushed docid). */
     const tailSet = (token: string, bits: number): number[] => {
@@ -697,12 +712,16 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     const order = heapDates.map((_, index) => index).sort((i, j) => (before(heapDates[i]!, heapDocids[i]!, heapDates[j]!, heapDocids[j]!) ? -1 : 1))
     const highlight = positiveTokens(node)
     const hits: SearchHit[] = []
+    if (cache.recordsGeneration !== state.generation) {
+      cache.records.clear()
+      cache.recordsGeneration = state.generation
+    }
     for (const index of order) {
       const docid = heapDocids[index]!
       let record = cache.records.get(docid)
       if (record === undefined) {
         record = getRecord(db, docid)
-        if (record !== undefined && docid <= state.flushed) {
+        if (record !== undefined) {
           if (cache.records.size >= queryCacheRecordsMax) cache.records.delete(cache.records.keys().next().value as number)
           cache.records.set(docid, record)
         }

@@ -18,6 +18,18 @@ const asciiToken = /^[\x00-\x7f]+$/
 const nonAsciiCharacter = /[^\x00-\x7f]/
 const regexSpecial = /[.*+?^${}()|[\]\\]/g
 
+/** The last token set's pattern: one search makes a snippet per hit with the same set. */
+let lastPattern: { tokens: ReadonlySet<string>; ascii: string[]; pattern: RegExp | null } | undefined
+
+/** The case-insensitive whole-word pattern of the ASCII tokens of `tokens` (null when there is none). */
+function asciiPatternOf(tokens: ReadonlySet<string>): { ascii: string[]; pattern: RegExp | null } {
+  if (lastPattern?.tokens === tokens) return lastPattern
+  const ascii = [...tokens].filter((token) => asciiToken.test(token))
+  const pattern = ascii.length === 0 ? null : new RegExp(`(?<![\\p{L}\\p{N}\\p{M}])(?:${ascii.map((token) => token.replace(regexSpecial, '\\$&')).join('|')})(?![\\p{L}\\p{N}\\p{M}])`, 'iu')
+  lastPattern = { tokens, ascii, pattern }
+  return lastPattern
+}
+
 /**
  * Start and end of the first word of `text` that folds to one of `tokens`, or [-1, 0].
  * ASCII tokens are looked for with one native case-insensitive search first; the word by
@@ -25,13 +37,15 @@ const regexSpecial = /[.*+?^${}()|[\]\\]/g
  * (which may fold to a token: `Zürich` → `zurich`) or a token is not ASCII.
  */
 function firstMatch(text: string, tokens: ReadonlySet<string>): [number, number] {
-  const ascii = [...tokens].filter((token) => asciiToken.test(token))
-  if (ascii.length > 0) {
-    const pattern = new RegExp(`(?<![\\p{L}\\p{N}\\p{M}])(?:${ascii.map((token) => token.replace(regexSpecial, '\\$&')).join('|')})(?![\\p{L}\\p{N}\\p{M}])`, 'iu')
+  const { ascii, pattern } = asciiPatternOf(tokens)
+  if (pattern !== null) {
     const found = pattern.exec(text)
     if (found) return [found.index, found.index + found[0].length]
     if (ascii.length === tokens.size && !nonAsciiCharacter.test(text)) return [-1, 0]
   }
+  // When every token is ASCII and the search above ran, an ASCII-only word cannot be the
+  // match (the search would have found it): only words with other characters are folded.
+  const onlyFoldedWords = pattern !== null && ascii.length === tokens.size
   const runs = new RegExp(wordRunPattern)
   let scanned = 0
   let found = false
@@ -41,6 +55,7 @@ function firstMatch(text: string, tokens: ReadonlySet<string>): [number, number]
   }
   for (let run = runs.exec(text); run !== null && scanned < snippetScanTokensMax; run = runs.exec(text)) {
     scanned++
+    if (onlyFoldedWords && !nonAsciiCharacter.test(run[0])) continue
     foldRun(run[0], check)
     if (found) return [run.index, run.index + run[0].length]
   }

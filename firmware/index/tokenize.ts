@@ -143,6 +143,23 @@ export function tokenizeAscii(text: string, tokensMax: number): string[] {
  * @param tokensMax stop after this many tokens
  */
 export function tokenizeWithSpans(text: string, tokensMax = Number.POSITIVE_INFINITY): TokenSpan[] {
+  return asciiOnly.test(text) ? spansAscii(text, tokensMax) : spansAny(text, tokensMax)
+}
+
+/** tokenizeWithSpans for an ASCII text, as tokenizeAscii (lower-casing ASCII keeps every offset). */
+export function spansAscii(text: string, tokensMax: number): TokenSpan[] {
+  const spans: TokenSpan[] = []
+  const lower = text.toLowerCase()
+  const pattern = /[a-z0-9]+/g
+  for (let match = pattern.exec(lower); match !== null && spans.length < tokensMax; match = pattern.exec(lower)) {
+    const token = match[0]
+    spans.push({ token: token.length > tokenCharsMax ? token.slice(0, tokenCharsMax) : token, start: match.index, end: match.index + token.length })
+  }
+  return spans
+}
+
+/** tokenizeWithSpans for any text. */
+export function spansAny(text: string, tokensMax: number): TokenSpan[] {
   const spans: TokenSpan[] = []
   const pattern = new RegExp(wordRunPattern)
   for (let match = pattern.exec(text); match !== null && spans.length < tokensMax; match = pattern.exec(text)) {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { addressExactTokens, addressQueryToken, isAddressLike, tokenCharsMax, tokenize, tokenizeAny, tokenizeAscii, tokenizeWithSpans } from '../../../firmware/index/tokenize.js'
+import { addressExactTokens, addressQueryToken, isAddressLike, tokenCharsMax, spansAny, spansAscii, tokenize, tokenizeAny, tokenizeAscii, tokenizeWithSpans } from '../../../firmware/index/tokenize.js'
 import { parseQuery, phraseTokensMax, queryCharsMax, queryNestingMax, queryTermsMax, type QueryNode } from '../../../firmware/index/query.js'
 import { QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { makeSnippet } from '../../../firmware/index/snippet.js'
@@ -41,7 +41,7 @@ t.test('tokenize: limits', async (t) => {
   ])
 })
 
-t.test('tokenize: the ASCII fast path gives exactly what the general path gives', async (t) => {
+t.test('tokenize: the ASCII fast paths give exactly what the general paths give', async (t) => {
   // Random ASCII texts over every code point 0…127 (separators, controls, long runs), with
   // budgets below and above their token counts. The seed is printed so a failure replays.
   const seed = Date.now() % 1_000_000
@@ -56,6 +56,7 @@ t.test('tokenize: the ASCII fast path gives exactly what the general path gives'
     for (let length = random(40); length > 0; length--) text += random(3) === 0 ? String.fromCharCode(random(128)) : pieces[random(pieces.length)]!
     for (const budget of [1, 3, 1000]) {
       t.same(tokenizeAscii(text, budget), tokenizeAny(text, budget), `seed ${seed}, round ${round}, budget ${budget}: ${JSON.stringify(text)}`)
+      t.same(spansAscii(text, budget), spansAny(text, budget), `spans: seed ${seed}, round ${round}, budget ${budget}: ${JSON.stringify(text)}`)
     }
   }
   t.same(tokenize('Hello WORLD 42 ' + 'a'.repeat(80)), ['hello', 'world', '42', 'a'.repeat(tokenCharsMax)])
@@ -223,4 +224,14 @@ t.test('snippets highlight matches and escape HTML', async (t) => {
   t.ok(cut.length < 400)
   t.equal(makeSnippet('no match here', new Set(['zzz'])), 'no match here')
   t.equal(makeSnippet('<script>', new Set()), '&lt;script&gt;')
+  // An ASCII token found only as a folded non-ASCII word, far into the text, after ASCII
+  // words that merely contain it.
+  const folded = makeSnippet(`${'zurichs zurich1 '.repeat(30)}Ünïcode then Zürich at last`, new Set(['zurich']))
+  t.match(folded, /<mark>Zürich<\/mark> at last$/)
+  t.notMatch(folded, /<mark>zurich/)
+  // Two searches in a row with different token sets (the pattern of the last set is reused only for that set).
+  const first = new Set(['alpha'])
+  t.equal(makeSnippet('alpha beta', first), '<mark>alpha</mark> beta')
+  t.equal(makeSnippet('alpha beta', new Set(['beta'])), 'alpha <mark>beta</mark>')
+  t.equal(makeSnippet('beta alpha', first), 'beta <mark>alpha</mark>')
 })
