@@ -73,6 +73,36 @@ export interface DocumentRecord {
 /** A display record as read back: the text is always there. */
 export type StoredRecord = DocumentRecord & { text: string }
 
+/**
+ * Terms with their field bits, packed: the tokens space-separated in one string (a token
+ * never holds a space), the bits one byte per token. The index keeps the terms of every
+ * pending-tail document (thousands) in memory: two objects per document instead of a few
+ * hundred keep the garbage collector's work on them small.
+ */
+export interface PackedTerms {
+  tokens: string
+  masks: Uint8Array
+}
+
+/** Unpacks PackedTerms (undefined when the counts disagree, which a caller treats as no terms). */
+export function unpackTerms(packed: PackedTerms): { tokens: string[]; masks: Uint8Array } | undefined {
+  const tokens = packed.tokens.length === 0 ? [] : packed.tokens.split(' ')
+  return tokens.length === packed.masks.length ? { tokens, masks: packed.masks } : undefined
+}
+
+/** Packs terms (as a Map from token to field bits, in its order). */
+export function packTerms(terms: ReadonlyMap<string, number>): PackedTerms {
+  return { tokens: [...terms.keys()].join(' '), masks: Uint8Array.from(terms.values()) }
+}
+
+/** Tokens in a space-separated string. */
+function countTokens(tokens: string): number {
+  if (tokens.length === 0) return 0
+  let count = 1
+  for (let at = tokens.indexOf(' '); at >= 0; at = tokens.indexOf(' ', at + 1)) count++
+  return count
+}
+
 export interface AnalyzedDocument {
   forward: ForwardRecord
   record: DocumentRecord
@@ -81,7 +111,7 @@ export interface AnalyzedDocument {
    * prepared terms followed by the address terms, so a token may appear twice (its bits
    * are then the OR of both).
    */
-  terms?: { tokens: string[]; masks: number[] }
+  terms?: PackedTerms
   /** True when the token budget cut the document short. */
   truncated: boolean
 }
@@ -387,6 +417,7 @@ export function prepareDocument(parsed: ParsedMessage, limits: DocumentLimits): 
   for (const segment of bodySegments) addTokenTerms(terms, segment, fieldBits.body)
   for (const segment of nameSegments) addTokenTerms(terms, segment, fieldBits.attachment)
   if (attachment === 1) addTerm(terms, hasAttachmentToken, fieldBits.marker)
+  const packedTerms = packTerms(terms)
   return {
     kind: preparedKind,
     s: subject,
@@ -402,8 +433,8 @@ export function prepareDocument(parsed: ParsedMessage, limits: DocumentLimits): 
     subject: parsed.subject ?? '',
     textDeflated: deflateText(text),
     attachment,
-    terms: [...terms.keys()].join(' '),
-    masks: Uint8Array.from(terms.values()),
+    terms: packedTerms.tokens,
+    masks: packedTerms.masks,
   }
 }
 
@@ -415,9 +446,8 @@ export function prepareDocument(parsed: ParsedMessage, limits: DocumentLimits): 
  */
 export function completeDocument(prepared: PreparedDocument, input: IndexInput, limits: DocumentLimits): AnalyzedDocument | undefined {
   if (prepared.truncated) return undefined
-  const preparedTerms = prepared.terms.length === 0 ? [] : prepared.terms.split(' ')
   // Damaged in transit (it never is): the one-pass analysis is always right.
-  if (preparedTerms.length !== prepared.masks.length) return undefined
+  if (countTokens(prepared.terms) !== prepared.masks.length) return undefined
   let tokens = prepared.tokens
   let addresses = prepared.from.length + prepared.to.length
   const fromKeys = new Set(prepared.from.map((address) => address.key))
@@ -446,7 +476,7 @@ export function completeDocument(prepared: PreparedDocument, input: IndexInput, 
     for (const token of address.exact) addTerm(addressTerms, token, fieldBits.to)
   }
   return {
-    terms: { tokens: preparedTerms.concat([...addressTerms.keys()]), masks: Array.from(prepared.masks).concat([...addressTerms.values()]) },
+    terms: joinTerms({ tokens: prepared.terms, masks: prepared.masks }, packTerms(addressTerms)),
     forward: { s: prepared.s, b: prepared.b, f: joinStreams(fromList.map((address) => address.stream)), t: joinStreams(toList.map((address) => address.stream)), n: prepared.n, xf: exactTokensOf(fromList), xt: exactTokensOf(toList), a: prepared.attachment },
     record: {
       id: input.id,
@@ -521,6 +551,15 @@ export function analyzeSequential(input: IndexInput, limits: DocumentLimits): An
     },
     truncated: truncated || budget.truncated(),
   }
+}
+
+function joinTerms(first: PackedTerms, second: PackedTerms): PackedTerms {
+  if (second.masks.length === 0) return first
+  if (first.masks.length === 0) return second
+  const masks = new Uint8Array(first.masks.length + second.masks.length)
+  masks.set(first.masks)
+  masks.set(second.masks, first.masks.length)
+  return { tokens: `${first.tokens} ${second.tokens}`, masks }
 }
 
 function addTerm(terms: Map<string, number>, token: string, bit: number): void {

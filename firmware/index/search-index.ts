@@ -4,7 +4,7 @@ import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
 import type { ParsedMessage } from '../mime/types.js'
 import { IndexError } from './errors.js'
-import { analyzeDocument, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type IndexInput } from './document.js'
+import { analyzeDocument, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type PackedTerms, packTerms, unpackTerms, type IndexInput } from './document.js'
 import { anyTextBits, decodeChunkInto, difference, encodeChunk, fieldBits, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
 import { parseQuery, positiveTokens, type QueryNode, type TextField } from './query.js'
 import { makeSnippet } from './snippet.js'
@@ -244,7 +244,13 @@ function sameForward(left: ForwardRecord, right: ForwardRecord): boolean {
   )
 }
 
-function termsOf(postings: Map<string, number>): { tokens: string[]; masks: number[] } {
+/** A document's distinct tokens with their field bits, token for token. */
+interface DocumentTerms {
+  tokens: string[]
+  masks: ArrayLike<number>
+}
+
+function termsOf(postings: Map<string, number>): DocumentTerms {
   return { tokens: [...postings.keys()], masks: [...postings.values()] }
 }
 
@@ -293,7 +299,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
    * leaves a stale entry, which this check rejects), and re-indexed or removed documents
    * drop their entry. Anything not covered here is read from the forward record.
    */
-  let tailPostings = new Map<number, { id: string; tokens: string[]; masks: number[] }>()
+  let tailPostings = new Map<number, { id: string; terms: PackedTerms }>()
 
   function open(): Databases {
     if (!dbs) throw new IndexError('INDEX_UNAVAILABLE', 'the index databases are not open', { retryable: true })
@@ -346,9 +352,12 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
    * confirms the entry (what a search or a flush sees is committed), else decoded from its
    * forward record (after a restart, or for an entry of a rolled-back ingest).
    */
-  function tailTermsOf(db: Databases, docid: number): { tokens: string[]; masks: number[] } | undefined {
+  function tailTermsOf(db: Databases, docid: number): DocumentTerms | undefined {
     const known = tailPostings.get(docid)
-    if (known !== undefined && db.keys.get(idKeyPrefix + known.id) === docid) return known
+    if (known !== undefined && db.keys.get(idKeyPrefix + known.id) === docid) {
+      const terms = unpackTerms(known.terms)
+      if (terms !== undefined) return terms
+    }
     const forward = getForward(db, docid)
     return forward === undefined ? undefined : termsOf(postingsOf(forward))
   }
@@ -423,7 +432,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     db.documents.putSync(docid, encodeRecord(analyzed.record))
     setDate(db, docid, analyzed.record.dateMs)
     writeState(db, state)
-    tailPostings.set(docid, { id: input.id, ...(analyzed.terms ?? termsOf(postingsOf(analyzed.forward))) })
+    tailPostings.set(docid, { id: input.id, terms: analyzed.terms ?? packTerms(postingsOf(analyzed.forward)) })
     if (autoFlush && state.next - 1 - state.flushed >= limits.pendingDocumentsMax) flushInTransaction(db, state)
     return { docid, changed: true }
   }
