@@ -67,6 +67,7 @@ await section('smtp', async () => {
   print(`smtp durable ingest, index on: ${result.messages} msgs over ${result.sessions} sessions in ${fixed(result.seconds, 2)} s = ${fixed(result.messagesPerSecond)} msg/s, ${fixed(result.megabytesPerSecond, 1)} MB/s, refused ${result.refused}`)
   print(`  parse worker threads: ${result.parseWorkers} (${result.parsedOnWorkers} msgs parsed on workers, ${result.parsedInProcess} on the event loop; index prepare on workers: ${result.indexPrepareOnWorkers ? 'yes' : 'no'})`)
   print(`  CPU-ms/msg: appliance ${fixed(result.applianceCpuMsPerMessage, 3)} (all threads), senders ${fixed(result.senderCpuMsPerMessage, 3)} (separate process, same cores)`)
+  print(`  appliance CPU-ms/msg by thread: ${result.threadCpuMsPerMessage.slice(0, 6).map((thread) => `${thread.thread.replace(/ \d+$/, '')} ${fixed(thread.userMs + thread.systemMs, 2)}`).join(', ')}`)
   print(`  vs parse ceiling ${fixed(ceiling)} msg/s (mean of ${parseRuns.map((rate) => fixed(rate)).join(', ')}): ${fixed(ratio * 100)}% (target >= 50%) ${ratio >= 0.5 ? 'MET' : 'NOT MET'}`)
   print(`  disk bytes per raw byte: archive store ${fixed(result.storeBytesPerRawByte, 2)}, index ${fixed(result.indexBytesPerRawByte, 2)}, whole data dir ${fixed(result.dataDirBytesPerRawByte, 2)} (target <= 1.00) ${result.dataDirBytesPerRawByte <= 1 ? 'MET' : 'NOT MET'}`)
 })
