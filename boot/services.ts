@@ -34,7 +34,7 @@ const importJobsMax = 4
  * index's limits (createIndex below uses the defaults too); a firmware without it has the index analyse each message in its write
  * transaction instead.
  */
-const indexPrepareModule = { moduleUrl: new URL('../firmware/index/document.js', import.meta.url).href, exportName: 'prepareDocument', options: { ...defaultIndexOptions } }
+export const indexPrepareModule = { moduleUrl: new URL('../firmware/index/document.js', import.meta.url).href, exportName: 'prepareDocument', options: { ...defaultIndexOptions } }
 
 export interface ComposedServices {
   /** In start order; stopped in reverse. */

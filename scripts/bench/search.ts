@@ -28,7 +28,8 @@ import { systemClock } from '../../firmware/common/clock.js'
 import { createArchiveStore } from '../../firmware/archive/store.js'
 import type { ArchiveStore, Delivery } from '../../firmware/archive/types.js'
 import { createArchiveIndexer } from '../../firmware/index/archive-indexer.js'
-import { createIndex, defaultIndexOptions, type SearchIndex } from '../../firmware/index/search-index.js'
+import { createIndex, type SearchIndex } from '../../firmware/index/search-index.js'
+import { indexPrepareModule } from '../../boot/services.js'
 import { createParsePool, parsePoolDefaults } from '../../firmware/sources/parse-pool.js'
 import { createPrepareJob } from '../../firmware/sources/parse-job.js'
 import { createIngestPipeline } from '../../firmware/sources/pipeline.js'
@@ -129,21 +130,29 @@ interface BenchMessage {
  * without the index on its indexer hook, `concurrency` ingests in flight so the store
  * group-commits as it does under load. Each ingest resolves once durable.
  */
-async function ingest(
-  directory: string,
-  messages: () => Iterable<BenchMessage>,
-  withIndex: boolean,
-  concurrency: number,
-): Promise<{ perS: number; archive: ArchiveStore; index: SearchIndex }> {
+/** The real archive store in `directory`, with the search index on its indexer hook or without; not started. */
+function benchArchive(directory: string, withIndex: boolean): { archive: ArchiveStore; index: SearchIndex } {
   const logger = createLogger('bench', { level: 'error' })
   const index = createIndex({ logger, clock: systemClock })
   const archive = createArchiveStore(
     { logger, clock: systemClock },
     { path: directory, mapSizeBytes: 64 * 1024 * 1024 * 1024, freeBytesMin: 0, messageBytesMax: 64 * 1024 * 1024, indexer: withIndex ? createArchiveIndexer(index, { logger }) : undefined },
   )
+  return { archive, index }
+}
+
+/** Every bench message arrives as one import delivery. */
+const benchDelivery: Delivery = { source: 'import', sourceName: 'bench', receivedAtMs: Date.parse('2024-06-01T00:00:00Z'), envelopeFrom: null, envelopeTo: [], envelopeBcc: [], remoteAddress: null, journalEnvelopeText: null }
+
+async function ingest(
+  directory: string,
+  messages: () => Iterable<BenchMessage>,
+  withIndex: boolean,
+  concurrency: number,
+): Promise<{ perS: number; archive: ArchiveStore; index: SearchIndex }> {
+  const { archive, index } = benchArchive(directory, withIndex)
   await archive.start()
-  const receivedAtMs = Date.parse('2024-06-01T00:00:00Z')
-  const delivery: Delivery = { source: 'import', sourceName: 'bench', receivedAtMs, envelopeFrom: null, envelopeTo: [], envelopeBcc: [], remoteAddress: null, journalEnvelopeText: null }
+  const delivery = benchDelivery
   const inFlight = new Set<Promise<unknown>>()
   let count = 0
   const startMs = performance.now()
@@ -166,19 +175,15 @@ async function ingest(
  */
 async function ingestPipeline(directory: string, raws: readonly Uint8Array[], withIndex: boolean, concurrency: number): Promise<{ perS: number; workers: number; threads: string }> {
   const logger = createLogger('bench', { level: 'error' })
-  const index = createIndex({ logger, clock: systemClock })
-  const archive = createArchiveStore(
-    { logger, clock: systemClock },
-    { path: directory, mapSizeBytes: 64 * 1024 * 1024 * 1024, freeBytesMin: 0, messageBytesMax: 64 * 1024 * 1024, indexer: withIndex ? createArchiveIndexer(index, { logger }) : undefined },
-  )
+  const { archive } = benchArchive(directory, withIndex)
   const parser = createMimeParser({ logger }, defaultMimeParserOptions)
-  const indexPrepare = withIndex ? { moduleUrl: new URL('../../firmware/index/document.js', import.meta.url).href, exportName: 'prepareDocument', options: { ...defaultIndexOptions } } : undefined
-  const pool = createParsePool({ logger, inProcess: createPrepareJob({ logger, parser }) }, { ...parsePoolDefaults, mime: { ...defaultMimeParserOptions }, indexPrepare })
+  // The parse pool as boot/services.ts builds it: the same prepare module with the index's limits.
+  const pool = createParsePool({ logger, inProcess: createPrepareJob({ logger, parser }) }, { ...parsePoolDefaults, mime: { ...defaultMimeParserOptions }, indexPrepare: withIndex ? indexPrepareModule : undefined })
   const pipeline = createIngestPipeline({ logger, parser, archive, prepare: pool.prepare }, { messageBytesMax: 64 * 1024 * 1024 })
   await archive.start()
   await pool.start()
   try {
-    const delivery: Delivery = { source: 'import', sourceName: 'bench', receivedAtMs: Date.parse('2024-06-01T00:00:00Z'), envelopeFrom: null, envelopeTo: [], envelopeBcc: [], remoteAddress: null, journalEnvelopeText: null }
+    const delivery = benchDelivery
     const inFlight = new Set<Promise<unknown>>()
     const submitAll = async (messages: Iterable<Uint8Array>): Promise<void> => {
       for (const raw of messages) {
