@@ -200,6 +200,19 @@ const stateKey = 'state'
 const idKeyPrefix = 'id:'
 const cursorPattern = /^[A-Za-z0-9_-]{1,64}$/
 
+/**
+ * Writes the record of a new docid. Docids only grow, so the put is an append (MDB_APPEND):
+ * LMDB then starts a new leaf page when the last one is full instead of splitting it in
+ * half, and the per-document records fill their pages (measured on the corpus: display
+ * records took 0.26 bytes of disk per raw byte with ordinary puts, half-empty pages). A
+ * docid not above the last key (not expected; an aborted transaction leaves nothing
+ * behind) falls back to an ordinary put.
+ */
+function putNewDocid(database: Database<Buffer, number>, docid: number, value: Buffer): void {
+  const putSync = database.putSync as unknown as (key: number, value: Buffer, options: { append: boolean }) => boolean
+  if (!putSync.call(database, docid, value, { append: true })) database.putSync(docid, value)
+}
+
 function bitsOf(field: TextField): number {
   switch (field) {
     case 'any':
@@ -428,8 +441,8 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     const docid = state.next++
     state.documents++
     db.keys.putSync(idKeyPrefix + input.id, docid)
-    db.forward.putSync(docid, encodeForward(analyzed.forward))
-    db.documents.putSync(docid, encodeRecord(analyzed.record))
+    putNewDocid(db.forward, docid, encodeForward(analyzed.forward))
+    putNewDocid(db.documents, docid, encodeRecord(analyzed.record))
     setDate(db, docid, analyzed.record.dateMs)
     writeState(db, state)
     tailPostings.set(docid, { id: input.id, terms: analyzed.terms ?? packTerms(postingsOf(analyzed.forward)) })

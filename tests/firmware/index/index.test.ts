@@ -279,6 +279,27 @@ t.test('indexing joins the caller transaction: an aborted ingest leaves nothing 
   t.same(harness.query('quarterly'), ['A'], 'searchable once the archive transaction commits')
 })
 
+t.test('per-document records fill their pages: new docids are appended, not split into half-empty pages', async (t) => {
+  const harness = makeHarness(t)
+  // Words drawn at random so the deflated snippet text stays ~1.2 KB: three display records
+  // fit a 4 KiB page, and a page split in half on every append would leave it half empty.
+  let seed = 7
+  const word = (): string => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31
+    return seed.toString(36)
+  }
+  const count = 400
+  await harness.root.transaction(() => {
+    for (let n = 0; n < count; n++) harness.index.indexMessage(inputOf(`fill-${n}`, { subject: `fill ${n}`, text: Array.from({ length: 260 }, word).join(' '), date: '2024-01-10' }))
+  })
+  const documents = harness.root.openDB('index-documents', { encoding: 'binary', keyEncoding: 'uint32' })
+  let recordBytes = 0
+  for (let docid = 1; docid <= count; docid++) recordBytes += (documents.getBinary(docid) as Buffer).byteLength
+  t.ok(recordBytes / count > 1000 && recordBytes / count < 1900, `display records are 1–1.9 KB (got ${Math.round(recordBytes / count)} B on average)`)
+  const disk = harness.index.diskBytes()
+  t.ok(disk.documents < recordBytes * 1.3, `display records' pages ${disk.documents} B for ${recordBytes} B of records`)
+})
+
 t.test('prepare: a prepared document (cloned, as from a worker) indexes exactly like the one-pass analysis', async (t) => {
   const envelopes = [{}, { to: ['bob@example.org', 'list-member@example.net'], bcc: ['Hidden@Example.com'] }]
   for (const tokensPerDocumentMax of [defaultIndexOptions.tokensPerDocumentMax, 6, 3]) {
