@@ -9,6 +9,12 @@
  * Env: BENCH_FACTOR (default 20), BENCH_REPEAT (runs per query, default 30: with 7 runs a class of two queries has 14 samples and its p95 is the single worst run, so one pause decides it; 30 gives 60 samples for the same class, for us and notmuch alike),
  * BENCH_NOTMUCH=0 to skip notmuch, BENCH_LIMIT (corpus messages used).
  *
+ * Queries run round-robin, for us and for notmuch alike: one untimed round (our "first run"
+ * figures), then BENCH_REPEAT rounds of every query once. Run back to back, a query's runs
+ * shared any stall of the process (a collection, the scheduler, code being replaced by the
+ * JIT), and one stall in a class's consecutive runs made its p95; round-robin spreads such
+ * stalls over the classes, as a running appliance's searches would meet them.
+ *
  * Ingest goes through the real archive store (firmware/archive: deflated blob, metadata,
  * delivery, change log, durable group commits), 64 ingests in flight; "with the index"
  * adds the index on the store's indexer hook (createArchiveIndexer), "without" does not.
@@ -64,7 +70,7 @@ export interface SearchBenchOptions {
   corpusDirectory?: string
   /** Size of the synthetic archive in corpus copies (1 = the corpus alone is benchmarked once). */
   factor?: number
-  /** Timed runs per query (after one warm-up run). */
+  /** Timed rounds (each runs every query once, after one untimed round). */
   repeat?: number
   /** Run notmuch beside us (needs the Debian packages notmuch and python3-notmuch2). */
   notmuch?: boolean
@@ -215,13 +221,13 @@ import json, sys, time
 import notmuch2
 db = notmuch2.Database(sys.argv[1], mode=notmuch2.Database.MODE.READ_ONLY)
 queries = json.loads(sys.argv[2]); repeat = int(sys.argv[3])
-out = []
-for q in queries:
-    runs = []
-    total = 0
-    for r in range(repeat + 1):
+out = [{'query': q, 'total': 0, 'runs': []} for q in queries]
+# Round-robin as ours: the first round is not counted, then each round runs every query once.
+for r in range(repeat + 1):
+    for entry in out:
+        q = entry['query']
         start = time.perf_counter()
-        total = db.count_messages(q)
+        entry['total'] = db.count_messages(q)
         hits = 0
         for m in db.messages(q, sort=notmuch2.Database.SORT.NEWEST_FIRST):
             for name in ('From', 'Subject'):
@@ -229,8 +235,7 @@ for q in queries:
                 except LookupError: pass
             hits += 1
             if hits >= 20: break
-        if r > 0: runs.append((time.perf_counter() - start) * 1000)
-    out.append({'query': q, 'total': total, 'runs': runs})
+        if r > 0: entry['runs'].append((time.perf_counter() - start) * 1000)
 print(json.dumps(out))
 `
 
@@ -299,14 +304,16 @@ async function benchDataset(
     const totals: DatasetReport['totals'] = []
     // One search first, outside the figures: it loads the pending tail (as any first search after a restart or a flush does).
     withIndex.index.search('warmup', { limit: 20 })
-    for (const query of benchQueries) {
-      let total = 0
-      for (let run = 0; run <= options.repeat; run++) {
+    // Round-robin: the first round is each query's first run; then every round runs every
+    // query once, so a transient stall (a collection, the scheduler, the JIT replacing code)
+    // lands on whichever query is running instead of on consecutive runs of one class.
+    for (let run = 0; run <= options.repeat; run++) {
+      for (const [index, query] of benchQueries.entries()) {
         const startMs = performance.now()
-        total = withIndex.index.search(query.ours, { limit: 20 }).total
+        const total = withIndex.index.search(query.ours, { limit: 20 }).total
         ;(run > 0 ? samples : firstRuns).push({ kind: query.kind, ms: performance.now() - startMs })
+        if (run === 0) totals[index] = { query: query.ours, ours: total, notmuch: null }
       }
-      totals.push({ query: query.ours, ours: total, notmuch: null })
     }
     const messageCount = withIndex.index.stats().documents
     const indexBytes = withIndex.index.diskBytes()
