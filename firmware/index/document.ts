@@ -1,7 +1,7 @@
 import { deflateRawSync, inflateRawSync } from 'node:zlib'
 import type { Address, ParsedMessage } from '../mime/types.js'
 import type { MessageMeta } from '../archive/types.js'
-import { addressExactTokens, cutToChars, tokenize } from './tokenize.js'
+import { addressExactTokens, hasTokens, tokenCharsMax, tokenize, tokenizeWithSpans } from './tokenize.js'
 import { fieldBits, hasAttachmentToken } from './postings.js'
 
 /**
@@ -32,17 +32,21 @@ export interface DocumentLimits {
   tokensPerDocumentMax: number
   /** Distinct addresses indexed per message (sender and recipients together). */
   addressesPerDocumentMax: number
-  /** Characters of text kept per message for snippets. */
+  /** Characters of a message's text, from its start, a snippet is looked for in. */
   snippetTextCharsMax: number
   /** A Date header later than the archive time by more than this (ms) is not believed for ordering. */
   futureDateSkewMsMax: number
 }
 
-/** The stored forward record of one document (field token streams, see `streamOf`). */
+/**
+ * The forward record of one document (field token streams, see `streamOf`). The body
+ * stream is not stored with the others: it is the token stream of the body text the
+ * display record keeps (see `bodyStreamOf`), so the index holds the body once, deflated.
+ */
 export interface ForwardRecord {
   /** Subject. */
   s: string
-  /** Body text and attachment texts (one segment each). */
+  /** Body text and attachment texts (one segment each); '' as decodeForward returns it (see bodyStreamOf). */
   b: string
   /** Sender names and addresses (one segment per address). */
   f: string
@@ -58,16 +62,25 @@ export interface ForwardRecord {
   a: 0 | 1
 }
 
-/** The stored display record of one document: what a hit shows. */
+/**
+ * The stored display record of one document: what a hit shows, and the body text the body
+ * field is searched in (its tokens are the forward record's body stream).
+ */
 export interface DocumentRecord {
   id: string
   dateMs: number
   from: string
   subject: string
-  /** Body and attachment text, bounded, for snippets (absent when only `textDeflated` is known). */
+  /**
+   * The body text and the attachment texts that were indexed, joined by a blank line
+   * (absent when only `textDeflated` is known). A text the token budget cut short is kept up
+   * to its last indexed token; a text after the budget ran out is left out.
+   */
   text?: string
   /** `text` compressed as stored (raw deflate), when it was compressed ahead of the transaction. */
   textDeflated?: Uint8Array
+  /** Per text in `text`: its length in UTF-16 code units, then how many tokens were indexed from it. */
+  segments: number[]
 }
 
 /** A display record as read back: the text is always there. */
@@ -135,12 +148,13 @@ export function streamHasPhrase(stream: string, tokens: readonly string[]): bool
 }
 
 /**
- * Binary form of a forward record: its fields joined by NUL, as UTF-8. Plain strings
- * encode and decode several times faster than MessagePack objects holding long strings,
- * and phrase checks read many of them. Tokens never contain NUL or U+0001.
+ * Binary form of a forward record: its fields joined by NUL, as UTF-8, the body stream left
+ * empty (it is derived from the display record's text: bodyStreamOf). Plain strings encode
+ * and decode several times faster than MessagePack objects holding long strings, and
+ * phrase checks read many of them. Tokens never contain NUL or U+0001.
  */
 export function encodeForward(forward: ForwardRecord): Buffer {
-  return Buffer.from([String(forward.a), forward.s, forward.b, forward.f, forward.t, forward.n, forward.xf.join('\u0001'), forward.xt.join('\u0001')].join('\u0000'))
+  return Buffer.from([String(forward.a), forward.s, '', forward.f, forward.t, forward.n, forward.xf.join('\u0001'), forward.xt.join('\u0001')].join('\u0000'))
 }
 
 /** Position of each field in `encodeForward`'s layout. */
@@ -150,7 +164,7 @@ export const forwardFieldIndex = { s: 1, b: 2, f: 3, t: 4, n: 5 } as const
  * True when the encoded forward record has the phrase in fields `firstField` through
  * `lastField` (consecutive in the layout), searched in the stored bytes without decoding
  * them: the pattern ` a b ` holds no NUL and no newline, so a hit can span neither two
- * fields nor two segments.
+ * fields nor two segments. The stored body field is empty: see bodyPhraseTest.
  *
  * @param pattern UTF-8 of ` token token `
  */
@@ -184,12 +198,12 @@ export function decodeForward(bytes: Uint8Array): ForwardRecord | undefined {
 }
 
 /**
- * Binary form of a display record: JSON of the short fields, NUL, then the text as raw
- * deflate (JSON never holds a raw NUL). Snippet text is most of the record; deflate
- * stores it in about a third of LZ4's bytes, and only the hits of a page are inflated.
+ * Binary form of a display record: JSON of the short fields and the segment lengths, NUL,
+ * then the text as raw deflate (JSON never holds a raw NUL). The text is most of the
+ * record; deflate stores it in about a third of LZ4's bytes.
  */
 export function encodeRecord(record: DocumentRecord): Buffer {
-  const header = Buffer.from(JSON.stringify([record.id, record.dateMs, record.from, record.subject]) + '\u0000')
+  const header = Buffer.from(JSON.stringify([record.id, record.dateMs, record.from, record.subject, record.segments]) + '\u0000')
   return Buffer.concat([header, record.textDeflated ?? deflateText(record.text ?? '')])
 }
 
@@ -206,16 +220,83 @@ function inflateText(bytes: Uint8Array): string {
   return Buffer.from(inflated.buffer, inflated.byteOffset, inflated.byteLength).toString('utf8')
 }
 
+/** True when `segments` describe `text` (lengths and separators add up, counts are whole). */
+function segmentsFit(segments: unknown, text: string): segments is number[] {
+  if (!Array.isArray(segments) || segments.length % 2 !== 0) return false
+  let chars = 0
+  for (let index = 0; index < segments.length; index++) {
+    const value: unknown = segments[index]
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) return false
+    if (index % 2 === 0) chars += value + (index > 0 ? bodySeparator.length : 0)
+  }
+  return chars === text.length
+}
+
 /** Decodes `encodeRecord`'s bytes; undefined when they are not a display record. */
 export function decodeRecord(bytes: Uint8Array): StoredRecord | undefined {
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const split = buffer.indexOf(0)
   if (split < 0) return undefined
   try {
-    const [id, dateMs, from, subject] = JSON.parse(buffer.toString('utf8', 0, split)) as [string, number | null, string, string]
-    return { id, dateMs: dateMs ?? Number.NaN, from, subject, text: inflateText(buffer.subarray(split + 1)) }
+    const [id, dateMs, from, subject, segments] = JSON.parse(buffer.toString('utf8', 0, split)) as [string, number | null, string, string, unknown]
+    const text = inflateText(buffer.subarray(split + 1))
+    if (!segmentsFit(segments, text)) return undefined
+    return { id, dateMs: dateMs ?? Number.NaN, from, subject, text, segments }
   } catch {
     return undefined
+  }
+}
+
+/** Between two texts of a record's body text. */
+const bodySeparator = '\n\n'
+
+/** The texts of a record's body text with the number of tokens indexed from each. */
+function bodySegmentsOf(text: string, segments: readonly number[]): Array<{ text: string; tokens: number }> {
+  const out: Array<{ text: string; tokens: number }> = []
+  let at = 0
+  for (let index = 0; index < segments.length; index += 2) {
+    const chars = segments[index]!
+    out.push({ text: text.slice(at, at + chars), tokens: segments[index + 1]! })
+    at += chars + bodySeparator.length
+  }
+  return out
+}
+
+/** The forward record's body stream of a display record: its texts tokenized again, each as far as it was indexed. */
+export function bodyStreamOf(record: Pick<StoredRecord, 'text' | 'segments'>): string {
+  return streamOf(bodySegmentsOf(record.text, record.segments).map((segment) => tokenize(segment.text, segment.tokens)))
+}
+
+const asciiText = /^[\x00-\x7f]*$/
+const asciiTokenPattern = /^[a-z0-9]+$/
+
+/**
+ * A test of whether the body text of an encoded display record has the phrase: the tokens
+ * adjacent and in order within one text, as in the body stream (bodyStreamOf). An ASCII
+ * text, whose tokens are its runs of `[a-z0-9]` lower-cased, is searched with one native
+ * case-insensitive pattern instead of being tokenized; other texts are tokenized. Built
+ * once per phrase and run on every candidate.
+ *
+ * @param tokens the phrase's folded tokens
+ */
+export function bodyPhraseTest(tokens: readonly string[]): (recordBytes: Uint8Array) => boolean {
+  // A token of tokenCharsMax characters may be the cut start of a longer run: tokenize then.
+  const asciiPhrase = tokens.every((token) => token.length < tokenCharsMax && asciiTokenPattern.test(token))
+  const pattern = asciiPhrase ? new RegExp(`(?<![A-Za-z0-9])${tokens.join('[^A-Za-z0-9]+')}(?![A-Za-z0-9])`, 'i') : null
+  const stream = ` ${tokens.join(' ')} `
+  return (recordBytes) => {
+    const record = decodeRecord(recordBytes)
+    if (!record) return false
+    for (const segment of bodySegmentsOf(record.text, record.segments)) {
+      if (segment.tokens < tokens.length) continue
+      // A cut text ends with its last indexed token, so a match in it is a match in the stream.
+      if (pattern !== null && asciiText.test(segment.text)) {
+        if (pattern.test(segment.text)) return true
+        continue
+      }
+      if (` ${tokenize(segment.text, segment.tokens).join(' ')} `.includes(stream)) return true
+    }
+    return false
   }
 }
 
@@ -291,8 +372,10 @@ export interface PreparedDocument {
   /** `Name <address>` of the first header sender, or null when there is none. */
   sender: string | null
   subject: string
-  /** The body and attachment texts for snippets, bounded, compressed as the display record stores them. */
+  /** The body and attachment texts as indexed (DocumentRecord.text), compressed as the display record stores them. */
   textDeflated: Uint8Array
+  /** DocumentRecord.segments. */
+  segments: number[]
   attachment: 0 | 1
   /**
    * Distinct tokens of the subject, body and attachment names (and the attachment marker),
@@ -310,7 +393,7 @@ export interface PreparedDocument {
  * per corpus message for the whole result with arrays, 0.06 ms packed; the split back is
  * 0.008 ms). The snippet text travels only deflated, as it is stored.
  */
-const preparedKind = 'mailkeep.index.prepared.2'
+const preparedKind = 'mailkeep.index.prepared.3'
 
 /** True when `value` is a PreparedDocument (of this firmware's shape). */
 export function isPreparedDocument(value: unknown): value is PreparedDocument {
@@ -328,6 +411,7 @@ export function isPreparedDocument(value: unknown): value is PreparedDocument {
     typeof candidate.terms === 'string' &&
     candidate.masks instanceof Uint8Array &&
     candidate.textDeflated instanceof Uint8Array &&
+    Array.isArray(candidate.segments) &&
     typeof candidate.subject === 'string'
   )
 }
@@ -366,26 +450,52 @@ function addressTaker(addressesMax: number, take: (text: string) => string[], on
 }
 
 /** Tokenizes texts one after another within a budget of `tokensMax` tokens. */
-function tokenBudget(tokensMax: number): { take(text: string): string[]; used(): number; truncated(): boolean } {
+function tokenBudget(tokensMax: number): { take(text: string): string[]; takeBody(texts: readonly string[]): BodyTaken; used(): number; truncated(): boolean } {
   let left = tokensMax
   let truncated = false
+  /** The tokens of `text` within the budget, and whether that is all of them. */
+  const takeCounted = (text: string): { tokens: string[]; complete: boolean } => {
+    if (left <= 0) {
+      const complete = text.length === 0 || !hasTokens(text)
+      if (!complete) truncated = true
+      return { tokens: [], complete }
+    }
+    const tokens = tokenize(text, left + 1)
+    const complete = tokens.length <= left
+    if (!complete) {
+      truncated = true
+      tokens.length = left
+    }
+    left -= tokens.length
+    return { tokens, complete }
+  }
   return {
-    take(text) {
-      if (left <= 0) {
-        if (text.length > 0 && !truncated) truncated = tokenize(text, 1).length > 0
-        return []
+    take: (text) => takeCounted(text).tokens,
+    takeBody(texts) {
+      const segments: string[][] = []
+      const kept: string[] = []
+      const counts: number[] = []
+      for (const text of texts) {
+        const { tokens, complete } = takeCounted(text)
+        segments.push(tokens)
+        // A text cut by the budget is kept up to the end of its last indexed token.
+        const stored = complete ? text : tokens.length === 0 ? '' : text.slice(0, tokenizeWithSpans(text, tokens.length)[tokens.length - 1]!.end)
+        if (stored.length === 0) continue
+        kept.push(stored)
+        counts.push(stored.length, tokens.length)
       }
-      const tokens = tokenize(text, left + 1)
-      if (tokens.length > left) {
-        truncated = true
-        tokens.length = left
-      }
-      left -= tokens.length
-      return tokens
+      return { segments, text: kept.join(bodySeparator), counts }
     },
     used: () => tokensMax - left,
     truncated: () => truncated,
   }
+}
+
+/** The body and attachment texts as indexed: token segments, and the text and segment list a display record keeps. */
+interface BodyTaken {
+  segments: string[][]
+  text: string
+  counts: number[]
 }
 
 /**
@@ -405,11 +515,9 @@ export function prepareDocument(parsed: ParsedMessage, limits: DocumentLimits): 
   const to = addresses(headerRecipients)
   const nameSegments = parsed.attachments.map((attachment) => take(attachment.filename ?? ''))
   const names = streamOf(nameSegments)
-  const bodySegments = [take(parsed.text)]
-  for (const attachment of parsed.attachments) bodySegments.push(take(attachment.text ?? ''))
-  const texts = [parsed.text, ...parsed.attachments.map((attachment) => attachment.text ?? '')].filter((text) => text.length > 0)
+  const taken = budget.takeBody([parsed.text, ...parsed.attachments.map((attachment) => attachment.text ?? '')])
+  const bodySegments = taken.segments
   const body = streamOf(bodySegments)
-  const text = cutToChars(texts.join('\n\n'), limits.snippetTextCharsMax)
   const attachment = parsed.attachments.length > 0 ? 1 : 0
   // From the token arrays (as the streams hold them), not by splitting the streams again.
   const terms = new Map<string, number>()
@@ -431,7 +539,8 @@ export function prepareDocument(parsed: ParsedMessage, limits: DocumentLimits): 
     dateMs: parsed.dateMs,
     sender: parsed.from[0] ? addressLabel(parsed.from[0]) : null,
     subject: parsed.subject ?? '',
-    textDeflated: deflateText(text),
+    textDeflated: deflateText(taken.text),
+    segments: taken.counts,
     attachment,
     terms: packedTerms.tokens,
     masks: packedTerms.masks,
@@ -484,6 +593,7 @@ export function completeDocument(prepared: PreparedDocument, input: IndexInput, 
       from: prepared.sender ?? input.envelopeFrom ?? '',
       subject: prepared.subject,
       textDeflated: prepared.textDeflated,
+      segments: prepared.segments,
     },
     truncated: false,
   }
@@ -524,11 +634,8 @@ export function analyzeSequential(input: IndexInput, limits: DocumentLimits): An
   const from = addressSegments(fromAddresses)
   const to = addressSegments([...headerRecipients, ...envelopeRecipients])
   const nameSegments = parsed.attachments.map((attachment) => take(attachment.filename ?? ''))
-  const bodySegments = [take(parsed.text)]
-  for (const attachment of parsed.attachments) bodySegments.push(take(attachment.text ?? ''))
-
-  const texts = [parsed.text, ...parsed.attachments.map((attachment) => attachment.text ?? '')].filter((text) => text.length > 0)
-  const text = cutToChars(texts.join('\n\n'), limits.snippetTextCharsMax)
+  const taken = budget.takeBody([parsed.text, ...parsed.attachments.map((attachment) => attachment.text ?? '')])
+  const bodySegments = taken.segments
   const sender = parsed.from[0] ? addressLabel(parsed.from[0]) : (input.envelopeFrom ?? '')
 
   return {
@@ -547,7 +654,8 @@ export function analyzeSequential(input: IndexInput, limits: DocumentLimits): An
       dateMs: orderingDateMs(parsed.dateMs, input.archivedAtMs, limits.futureDateSkewMsMax),
       from: sender,
       subject: parsed.subject ?? '',
-      text,
+      text: taken.text,
+      segments: taken.counts,
     },
     truncated: truncated || budget.truncated(),
   }

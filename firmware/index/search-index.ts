@@ -4,10 +4,11 @@ import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
 import type { ParsedMessage } from '../mime/types.js'
 import { IndexError } from './errors.js'
-import { analyzeDocument, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type PackedTerms, packTerms, unpackTerms, type IndexInput } from './document.js'
+import { analyzeDocument, bodyPhraseTest, bodyStreamOf, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type PackedTerms, packTerms, unpackTerms, type IndexInput } from './document.js'
 import { anyTextBits, decodeChunkInto, difference, encodeChunk, fieldBits, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
 import { parseQuery, positiveTokens, type QueryNode, type TextField } from './query.js'
 import { makeSnippet } from './snippet.js'
+import { cutToChars } from '../common/text.js'
 
 /**
  * firmware/index: the full-text index of the archive, kept in the archive's own LMDB
@@ -37,7 +38,7 @@ export const indexDatabaseNames = {
 } as const
 
 /** Layout version stored in the index; a different one makes `search` ask for a rebuild. */
-export const indexLayoutVersion = 2
+export const indexLayoutVersion = 3
 /** Docids per block of the date column: 1 KiB, small enough to sit inline in a leaf page (a 4 KiB value would take two overflow pages), so the read-modify-write of each ingest stays cheap. */
 export const dateBlockDocids = 128
 
@@ -328,11 +329,14 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     return { ...state }
   }
 
+  /** The forward record of a document, its body stream derived from the display record's text. */
   function getForward(db: Databases, docid: number): ForwardRecord | undefined {
     const bytes = db.forward.getBinary(docid)
     if (bytes === undefined) return undefined
     const forward = decodeForward(bytes)
     if (!forward) throw new IndexError('INDEX_CORRUPT', `forward record of docid ${docid} is unreadable: rebuild the index`, { fields: { docid } })
+    const record = getRecord(db, docid)
+    if (record) forward.b = bodyStreamOf(record)
     return forward
   }
 
@@ -563,10 +567,15 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       return out
     }
 
-    /** The candidates whose forward record has the phrase; the flushed ones' answer is cached per phrase. */
+    /**
+     * The candidates that have the phrase in the field: in the forward record's streams,
+     * or for the body in the display record's text; the flushed ones' answer is cached per phrase.
+     */
     const phraseFilter = (candidates: Uint32Array, field: TextField, tokens: readonly string[]): Uint32Array => {
       const [firstField, lastField] = fieldRangeOf(field)
+      const inBody = firstField <= forwardFieldIndex.b && forwardFieldIndex.b <= lastField
       const pattern = phrasePattern(tokens)
+      const bodyHasPhrase = bodyPhraseTest(tokens)
       const verify = (from: number, to: number): Uint32Array => {
         const out = new Uint32Array(Math.max(0, to - from))
         let count = 0
@@ -575,7 +584,12 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
           const docid = candidates[index]!
           // getBinaryFast's buffer is reused by the next read: it is searched at once.
           const bytes = db.forward.getBinaryFast(docid)
-          if (bytes && encodedForwardHasPhrase(bytes, firstField, lastField, pattern)) out[count++] = docid
+          if (!bytes) continue
+          if (encodedForwardHasPhrase(bytes, firstField, lastField, pattern)) out[count++] = docid
+          else if (inBody) {
+            const record = db.documents.getBinaryFast(docid)
+            if (record && bodyHasPhrase(record)) out[count++] = docid
+          }
         }
         return out.subarray(0, count)
       }
@@ -744,6 +758,8 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       if (record === undefined) {
         record = getRecord(db, docid)
         if (record !== undefined) {
+          // A snippet is looked for in the start of the text; the cache keeps only that.
+          if (record.text.length > limits.snippetTextCharsMax) record = { ...record, text: cutToChars(record.text, limits.snippetTextCharsMax) }
           if (cache.records.size >= queryCacheRecordsMax) cache.records.delete(cache.records.keys().next().value as number)
           cache.records.set(docid, record)
         }

@@ -4,7 +4,8 @@ import { parseQuery, phraseTokensMax, queryCharsMax, queryNestingMax, queryTerms
 import { QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { makeSnippet } from '../../../firmware/index/snippet.js'
 import { decodeChunkInto, difference, encodeChunk, intersect, toDocidSet, union } from '../../../firmware/index/postings.js'
-import { decodeForward, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, streamHasPhrase, streamOf } from '../../../firmware/index/document.js'
+import { defaultIndexOptions } from '../../../firmware/index/search-index.js'
+import { analyzeSequential, bodyStreamOf, decodeForward, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, bodyPhraseTest, streamHasPhrase, streamOf } from '../../../firmware/index/document.js'
 
 t.test('tokenize: case and accent folding, separators, compatibility forms', async (t) => {
   t.same(tokenize('Héllo, WÖRLD! naïve café'), ['hello', 'world', 'naive', 'cafe'])
@@ -199,7 +200,7 @@ t.test('postings: chunk codec and set operations', async (t) => {
 
 t.test('forward and display records round-trip; phrases stay inside a segment', async (t) => {
   const forward = { s: streamOf([['hello', 'world']]), b: streamOf([['a', 'b'], ['c', 'd']]), f: '', t: streamOf([['x']]), n: '', xf: ['bob@example.com', 'example.com'], xt: [], a: 1 as const }
-  t.same(decodeForward(encodeForward(forward)), forward)
+  t.same(decodeForward(encodeForward(forward)), { ...forward, b: '' }, 'the body stream is not stored in the forward record')
   t.ok(streamHasPhrase(forward.b, ['a', 'b']))
   t.notOk(streamHasPhrase(forward.b, ['b', 'c']), 'no phrase across two segments')
   t.notOk(streamHasPhrase(forward.s, ['hell']), 'whole tokens only')
@@ -207,12 +208,47 @@ t.test('forward and display records round-trip; phrases stay inside a segment', 
   const bytes = encodeForward(forward)
   const has = (first: number, last: number, tokens: string[]): boolean => encodedForwardHasPhrase(bytes, first, last, phrasePattern(tokens))
   t.ok(has(forwardFieldIndex.s, forwardFieldIndex.n, ['hello', 'world']), 'phrase found in the stored bytes')
-  t.ok(has(forwardFieldIndex.b, forwardFieldIndex.b, ['c', 'd']))
-  t.notOk(has(forwardFieldIndex.b, forwardFieldIndex.b, ['hello', 'world']), 'a field search stays in its field')
   t.notOk(has(forwardFieldIndex.s, forwardFieldIndex.n, ['b', 'c']), 'not across segments')
   t.notOk(has(forwardFieldIndex.t, forwardFieldIndex.t, ['example']), 'exact address tokens are not phrase text')
-  const record = { id: 'f'.repeat(64), dateMs: 1_000, from: 'Bob <bob@example.com>', subject: 'Hi "there"', text: 'body\u0000with nul' }
+  const record = { id: 'f'.repeat(64), dateMs: 1_000, from: 'Bob <bob@example.com>', subject: 'Hi "there"', text: 'body\u0000with nul', segments: [13, 3] }
   t.same(decodeRecord(encodeRecord(record)), record)
+  t.equal(decodeRecord(encodeRecord({ ...record, segments: [12, 3] })), undefined, 'segments that do not fit the text: not a record')
+  t.equal(decodeRecord(encodeRecord({ ...record, segments: [13] })), undefined)
+})
+
+t.test('body text: the body stream is derived from the stored text; phrases are found in it as in the stream', async (t) => {
+  const texts = ['Click HERE now, then click-here again', 'Zürich  office\ttomorrow', '!!!', '東京タワー visit', `${'a'.repeat(70)} tail`]
+  const segments = texts.flatMap((text) => [text.length, tokenize(text).length])
+  const record = { text: texts.join('\n\n'), segments }
+  const stream = bodyStreamOf(record)
+  t.equal(stream, streamOf(texts.map((text) => tokenize(text))), 'tokenized again text by text')
+  const bytes = encodeRecord({ id: 'e'.repeat(64), dateMs: 0, from: '', subject: '', ...record })
+  const phrases: string[][] = [
+    ['click', 'here'],
+    ['here', 'now'],
+    ['here', 'again'],
+    ['now', 'click'],
+    ['again', 'zurich'],
+    ['zurich', 'office'],
+    ['office', 'tomorrow'],
+    ['tomorrow', 'office'],
+    ['東', '京'],
+    ['ワ', 'ー', 'visit'],
+    ['a'.repeat(64), 'tail'],
+    ['a'.repeat(63), 'tail'],
+    ['lick', 'here'],
+    ['click', 'her'],
+  ]
+  for (const phrase of phrases) t.equal(bodyPhraseTest(phrase)(bytes), streamHasPhrase(stream, phrase), `"${phrase.join(' ')}" as in the stream (${streamHasPhrase(stream, phrase)})`)
+  // A budget that runs out inside a text: the record keeps the text up to its last indexed token.
+  const parsed = { messageId: null, dateMs: null, from: [], to: [], cc: [], bcc: [], subject: null, text: 'Alpha, beta; gamma delta', attachments: [{ filename: null, contentType: 'text/plain', sizeBytes: 9, sha256: 'b'.repeat(64), text: 'epsilon' }], flags: [] }
+  const analyzed = analyzeSequential({ id: 'e'.repeat(64), parsed, archivedAtMs: 0 }, { ...defaultIndexOptions, tokensPerDocumentMax: 3 })
+  t.same({ text: analyzed.record.text, segments: analyzed.record.segments }, { text: 'Alpha, beta; gamma', segments: [18, 3] }, 'cut after the third token; the attachment text past the budget is left out')
+  t.equal(bodyStreamOf({ text: analyzed.record.text!, segments: analyzed.record.segments }), analyzed.forward.b)
+  const cutBytes = encodeRecord(analyzed.record)
+  t.ok(bodyPhraseTest(['beta', 'gamma'])(cutBytes))
+  t.notOk(bodyPhraseTest(['gamma', 'delta'])(cutBytes), 'a token past the budget is not in the body stream')
+  t.notOk(bodyPhraseTest(['gamma', 'epsilon'])(cutBytes))
 })
 
 t.test('snippets highlight matches and escape HTML', async (t) => {
