@@ -267,22 +267,29 @@ export function bodyStreamOf(record: Pick<StoredRecord, 'text' | 'segments'>): s
   return streamOf(bodySegmentsOf(record.text, record.segments).map((segment) => tokenize(segment.text, segment.tokens)))
 }
 
-const asciiText = /^[\x00-\x7f]*$/
 const asciiTokenPattern = /^[a-z0-9]+$/
+const nonAscii = /[^\x00-\x7f]/
+/** A non-ASCII letter, digit or mark: a character that may fold into an ASCII token (`é` → `e`). */
+const nonAsciiWordCharacter = /(?![\x00-\x7f])[\p{L}\p{N}\p{M}]/u
 
 /**
  * A test of whether the body text of an encoded display record has the phrase: the tokens
- * adjacent and in order within one text, as in the body stream (bodyStreamOf). An ASCII
- * text, whose tokens are its runs of `[a-z0-9]` lower-cased, is searched with one native
- * case-insensitive pattern instead of being tokenized; other texts are tokenized. Built
- * once per phrase and run on every candidate.
+ * adjacent and in order within one text, as in the body stream (bodyStreamOf). Built once
+ * per phrase and run on every candidate.
+ *
+ * When the phrase's tokens are ASCII, one native case-insensitive pattern looks for them as
+ * whole words separated by anything but letters, digits and marks. Its match is always a
+ * phrase match (those words are runs the tokenizer lower-cases into exactly these tokens,
+ * with nothing that makes a token between them). Its miss is exact when the text has no
+ * non-ASCII letter, digit or mark, the usual case — only such a character can fold into
+ * an ASCII token (`Clíck`) — and otherwise the text is tokenized.
  *
  * @param tokens the phrase's folded tokens
  */
 export function bodyPhraseTest(tokens: readonly string[]): (recordBytes: Uint8Array) => boolean {
   // A token of tokenCharsMax characters may be the cut start of a longer run: tokenize then.
   const asciiPhrase = tokens.every((token) => token.length < tokenCharsMax && asciiTokenPattern.test(token))
-  const pattern = asciiPhrase ? new RegExp(`(?<![A-Za-z0-9])${tokens.join('[^A-Za-z0-9]+')}(?![A-Za-z0-9])`, 'i') : null
+  const pattern = asciiPhrase ? new RegExp(`(?<![\\p{L}\\p{N}\\p{M}])${tokens.join('[^\\p{L}\\p{N}\\p{M}]+')}(?![\\p{L}\\p{N}\\p{M}])`, 'iu') : null
   const stream = ` ${tokens.join(' ')} `
   return (recordBytes) => {
     const record = decodeRecord(recordBytes)
@@ -290,9 +297,9 @@ export function bodyPhraseTest(tokens: readonly string[]): (recordBytes: Uint8Ar
     for (const segment of bodySegmentsOf(record.text, record.segments)) {
       if (segment.tokens < tokens.length) continue
       // A cut text ends with its last indexed token, so a match in it is a match in the stream.
-      if (pattern !== null && asciiText.test(segment.text)) {
+      if (pattern !== null) {
         if (pattern.test(segment.text)) return true
-        continue
+        if (!nonAscii.test(segment.text) || !nonAsciiWordCharacter.test(segment.text)) continue
       }
       if (` ${tokenize(segment.text, segment.tokens).join(' ')} `.includes(stream)) return true
     }

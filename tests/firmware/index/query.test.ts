@@ -240,6 +240,17 @@ t.test('body text: the body stream is derived from the stored text; phrases are 
     ['click', 'her'],
   ]
   for (const phrase of phrases) t.equal(bodyPhraseTest(phrase)(bytes), streamHasPhrase(stream, phrase), `"${phrase.join(' ')}" as in the stream (${streamHasPhrase(stream, phrase)})`)
+  // One text per record: accents that fold away, non-ASCII separators and letters next to a word.
+  const single = ['Clíck thére, then ＣＬＩＣＫ here', 'éclick here', 'click×here and click\u00a0now', 'click — here', 'ǅclick here', 'click_here', 'Straße click here']
+  const singlePhrases: string[][] = [['click', 'there'], ['click', 'here'], ['eclick', 'here'], ['click', 'now'], ['here', 'and'], ['strasse', 'click'], ['then', 'click'], ['dzclick', 'here']]
+  for (const text of single) {
+    const one = { text, segments: [text.length, tokenize(text).length] }
+    const oneBytes = encodeRecord({ id: 'e'.repeat(64), dateMs: 0, from: '', subject: '', ...one })
+    for (const phrase of singlePhrases) {
+      const expected = streamHasPhrase(bodyStreamOf(one), phrase)
+      t.equal(bodyPhraseTest(phrase)(oneBytes), expected, `${JSON.stringify(text)}: "${phrase.join(' ')}" ${expected}`)
+    }
+  }
   // A budget that runs out inside a text: the record keeps the text up to its last indexed token.
   const parsed = { messageId: null, dateMs: null, from: [], to: [], cc: [], bcc: [], subject: null, text: 'Alpha, beta; gamma delta', attachments: [{ filename: null, contentType: 'text/plain', sizeBytes: 9, sha256: 'b'.repeat(64), text: 'epsilon' }], flags: [] }
   const analyzed = analyzeSequential({ id: 'e'.repeat(64), parsed, archivedAtMs: 0 }, { ...defaultIndexOptions, tokensPerDocumentMax: 3 })
