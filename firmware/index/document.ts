@@ -117,6 +117,12 @@ function countTokens(tokens: string): number {
 }
 
 export interface AnalyzedDocument {
+  /**
+   * The forward record. Its body stream `b` is '' when the analysis came from a prepared
+   * document (`terms` is then set): it is not stored (bodyStreamOf derives it from the
+   * record's text), and a worker need not build and send it. Analyses that are compared
+   * with a stored document (re-index, verify) are made by analyzeSequential.
+   */
   forward: ForwardRecord
   record: DocumentRecord
   /**
@@ -358,10 +364,8 @@ export interface PreparedAddress {
 export interface PreparedDocument {
   /** Marks the shape; a value of another shape is prepared again. */
   kind: typeof preparedKind
-  /** Subject stream. */
+  /** Subject stream. (No body stream: the display record's text stands for it, see bodyStreamOf.) */
   s: string
-  /** Body and attachment text streams. */
-  b: string
   /** Attachment name streams. */
   n: string
   /** Header senders (From), de-duplicated. */
@@ -409,7 +413,6 @@ export function isPreparedDocument(value: unknown): value is PreparedDocument {
   return (
     candidate.kind === preparedKind &&
     typeof candidate.s === 'string' &&
-    typeof candidate.b === 'string' &&
     typeof candidate.n === 'string' &&
     Array.isArray(candidate.from) &&
     Array.isArray(candidate.to) &&
@@ -524,7 +527,6 @@ export function prepareDocument(parsed: ParsedMessage, limits: DocumentLimits): 
   const names = streamOf(nameSegments)
   const taken = budget.takeBody([parsed.text, ...parsed.attachments.map((attachment) => attachment.text ?? '')])
   const bodySegments = taken.segments
-  const body = streamOf(bodySegments)
   const attachment = parsed.attachments.length > 0 ? 1 : 0
   // From the token arrays (as the streams hold them), not by splitting the streams again.
   const terms = new Map<string, number>()
@@ -536,7 +538,6 @@ export function prepareDocument(parsed: ParsedMessage, limits: DocumentLimits): 
   return {
     kind: preparedKind,
     s: subject,
-    b: body,
     n: names,
     from,
     to,
@@ -593,7 +594,8 @@ export function completeDocument(prepared: PreparedDocument, input: IndexInput, 
   }
   return {
     terms: joinTerms({ tokens: prepared.terms, masks: prepared.masks }, packTerms(addressTerms)),
-    forward: { s: prepared.s, b: prepared.b, f: joinStreams(fromList.map((address) => address.stream)), t: joinStreams(toList.map((address) => address.stream)), n: prepared.n, xf: exactTokensOf(fromList), xt: exactTokensOf(toList), a: prepared.attachment },
+    // No body stream (see AnalyzedDocument.forward): the terms carry the body's tokens.
+    forward: { s: prepared.s, b: '', f: joinStreams(fromList.map((address) => address.stream)), t: joinStreams(toList.map((address) => address.stream)), n: prepared.n, xf: exactTokensOf(fromList), xt: exactTokensOf(toList), a: prepared.attachment },
     record: {
       id: input.id,
       dateMs: orderingDateMs(prepared.dateMs, input.archivedAtMs, limits.futureDateSkewMsMax),
@@ -613,7 +615,11 @@ function envelopeAddress(address: string): EnvelopeAddress {
   return { key: `${address.toLowerCase()}\n`, stream: streamOf([tokens]), exact: addressExactTokens(address), tokens: tokens.length }
 }
 
-/** The one-pass analysis (see analyzeDocument), for messages a budget cuts short; exported for tests. */
+/**
+ * The one-pass analysis (see analyzeDocument): for messages a budget cuts short, and where an
+ * analysis is compared with a stored document (re-index, verify), since it builds the body
+ * stream that analyses from a prepared document leave out.
+ */
 export function analyzeSequential(input: IndexInput, limits: DocumentLimits): AnalyzedDocument {
   const { parsed } = input
   const budget = tokenBudget(limits.tokensPerDocumentMax)

@@ -4,7 +4,7 @@ import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
 import type { ParsedMessage } from '../mime/types.js'
 import { IndexError } from './errors.js'
-import { analyzeDocument, bodyPhraseTest, bodyStreamOf, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type PackedTerms, packTerms, unpackTerms, type IndexInput } from './document.js'
+import { analyzeDocument, analyzeSequential, bodyPhraseTest, bodyStreamOf, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type PackedTerms, packTerms, unpackTerms, type IndexInput } from './document.js'
 import { anyTextBits, decodeChunkInto, difference, encodeChunk, fieldBits, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
 import { parseQuery, positiveTokens, type QueryNode, type TextField } from './query.js'
 import { makeSnippet } from './snippet.js'
@@ -416,9 +416,10 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
   function indexInTransaction(db: Databases, input: IndexInput, autoFlush: boolean, prepared?: PreparedDocument): { docid: number; changed: boolean } {
     assert(/^[0-9a-f]{64}$/.test(input.id), 'an archive id is 64 lower-case hex characters')
     const state = readState(db)
-    const analyzed = analyzeDocument(input, limits, prepared)
-    if (analyzed.truncated) logger.debug('message indexed in part (token or address budget)', { id: input.id })
     const existing = db.keys.get(idKeyPrefix + input.id) as number | undefined
+    // A re-index compares with the stored document, body stream included: one-pass analysis (see AnalyzedDocument.forward).
+    const analyzed = existing === undefined ? analyzeDocument(input, limits, prepared) : analyzeSequential(input, limits)
+    if (analyzed.truncated) logger.debug('message indexed in part (token or address budget)', { id: input.id })
     if (existing !== undefined) {
       const old = getForward(db, existing)
       if (old !== undefined && sameForward(old, analyzed.forward)) return { docid: existing, changed: false }
@@ -935,7 +936,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         if (getInput) {
           const input = await getInput(id)
           const forward = getForward(db, value as number)
-          if (input && (!forward || !sameForward(forward, analyzeDocument(input, limits).forward))) {
+          if (input && (!forward || !sameForward(forward, analyzeSequential(input, limits).forward))) {
             report.staleCount++
             note(report.stale, id)
           }

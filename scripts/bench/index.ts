@@ -70,6 +70,7 @@ await section('smtp', async () => {
   print(`  appliance CPU-ms/msg by thread: ${result.threadCpuMsPerMessage.slice(0, 6).map((thread) => `${thread.thread.replace(/ \d+$/, '')} ${fixed(thread.userMs + thread.systemMs, 2)}`).join(', ')}`)
   print(`  vs parse ceiling ${fixed(ceiling)} msg/s (mean of ${parseRuns.map((rate) => fixed(rate)).join(', ')}): ${fixed(ratio * 100)}% (target >= 50%) ${ratio >= 0.5 ? 'MET' : 'NOT MET'}`)
   print(`  disk bytes per raw byte: archive store ${fixed(result.storeBytesPerRawByte, 2)}, index ${fixed(result.indexBytesPerRawByte, 2)}, whole data dir ${fixed(result.dataDirBytesPerRawByte, 2)} (target <= 1.00) ${result.dataDirBytesPerRawByte <= 1 ? 'MET' : 'NOT MET'}`)
+  print(`    by database: ${Object.entries(result.databaseBytesPerRawByte).filter(([, share]) => share >= 0.005).sort((a, b) => b[1] - a[1]).map(([name, share]) => `${name} ${fixed(share, 3)}`).join(', ')}`)
 })
 
 await section('search', async () => {

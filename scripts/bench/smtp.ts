@@ -47,6 +47,8 @@ export interface SmtpBenchResult {
   indexBytesPerRawByte: number
   /** Allocated bytes of every file under the data directory over the raw bytes. */
   dataDirBytesPerRawByte: number
+  /** Pages of each LMDB database over the raw bytes. */
+  databaseBytesPerRawByte: Record<string, number>
   refused: number
   /** Parse worker threads the appliance ran (0: parsing on the event loop). */
   parseWorkers: number
@@ -80,7 +82,7 @@ async function allocatedBytes(directory: string): Promise<number> {
 }
 
 /** Bytes of the LMDB pages held by each named database group of the archive environment. */
-async function databaseBytes(path: string): Promise<{ store: number; index: number }> {
+async function databaseBytes(path: string): Promise<{ store: number; index: number; byDatabase: Record<string, number> }> {
   const root = open({ path, readOnly: true })
   const pagesOf = (name: string): number => {
     // Read-only, a database that was never created opens as undefined.
@@ -90,9 +92,12 @@ async function databaseBytes(path: string): Promise<{ store: number; index: numb
     return (stats.treeBranchPageCount + stats.treeLeafPageCount + stats.overflowPages) * stats.pageSize
   }
   try {
+    const byDatabase: Record<string, number> = {}
+    for (const name of [...Object.values(databaseNames), ...Object.values(indexDatabaseNames)]) byDatabase[name] = pagesOf(name)
     return {
-      store: Object.values(databaseNames).reduce((sum, name) => sum + pagesOf(name), 0),
-      index: Object.values(indexDatabaseNames).reduce((sum, name) => sum + pagesOf(name), 0),
+      store: Object.values(databaseNames).reduce((sum, name) => sum + byDatabase[name]!, 0),
+      index: Object.values(indexDatabaseNames).reduce((sum, name) => sum + byDatabase[name]!, 0),
+      byDatabase,
     }
   } finally {
     await root.close()
@@ -212,6 +217,7 @@ export async function runSmtpBench(options: { messages?: number; sessions?: numb
       storeBytesPerRawByte: databases.store / rawBytes,
       indexBytesPerRawByte: databases.index / rawBytes,
       dataDirBytesPerRawByte: (await allocatedBytes(dataDir)) / rawBytes,
+      databaseBytesPerRawByte: Object.fromEntries(Object.entries(databases.byDatabase).map(([name, bytes]) => [name, bytes / rawBytes])),
       refused: report.refused,
       parseWorkers: after.parsePool?.workers ?? 0,
       parsedOnWorkers: after.parsePool?.completed ?? 0,

@@ -6,7 +6,7 @@ import { open, type RootDatabase } from 'lmdb'
 import { createMemoryLogger } from '../../../firmware/common/logger.js'
 import { systemClock, type Clock } from '../../../firmware/common/clock.js'
 import { createIndex, defaultIndexOptions, type IndexOptions, type SearchIndex } from '../../../firmware/index/search-index.js'
-import { analyzeDocument, analyzeSequential, indexInputFromMeta, isPreparedDocument, prepareDocument, type IndexInput } from '../../../firmware/index/document.js'
+import { analyzeDocument, analyzeSequential, bodyStreamOf, indexInputFromMeta, isPreparedDocument, prepareDocument, type IndexInput } from '../../../firmware/index/document.js'
 import { IndexError, QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { createArchiveIndexer } from '../../../firmware/index/archive-indexer.js'
 import { createSearchRoute } from '../../../firmware/index/search-route.js'
@@ -310,11 +310,14 @@ t.test('prepare: a prepared document (cloned, as from a worker) indexes exactly 
           const input = { ...inputOf(name, corpus[name]!, envelope), envelopeFrom: 'Bounce@Example.org' }
           const prepared = structuredClone(prepareDocument(input.parsed, limits))
           t.ok(isPreparedDocument(prepared), 'plain data survives a structured clone')
-          const { forward, record, truncated } = analyzeDocument(input, limits, prepared)
-          // A prepared document carries its snippet text only compressed, as stored.
+          const { forward, record, truncated, terms } = analyzeDocument(input, limits, prepared)
+          // A prepared document carries its text only compressed, as stored, and no body
+          // stream: the one the index derives from the stored text must be the one-pass one.
           const { textDeflated, ...shown } = record
-          const text = textDeflated ? inflateRawSync(textDeflated).toString('utf8') : shown.text
-          t.same({ forward, record: { ...shown, text }, truncated }, analyzeSequential(input, limits), `${name}, ${tokensPerDocumentMax} tokens, ${addressesPerDocumentMax} addresses, envelope ${JSON.stringify(envelope)}`)
+          const text = textDeflated ? inflateRawSync(textDeflated).toString('utf8') : shown.text!
+          if (terms !== undefined) t.equal(forward.b, '', 'no body stream carried')
+          const derived = { ...forward, b: terms === undefined ? forward.b : bodyStreamOf({ text, segments: record.segments }) }
+          t.same({ forward: derived, record: { ...shown, text }, truncated }, analyzeSequential(input, limits), `${name}, ${tokensPerDocumentMax} tokens, ${addressesPerDocumentMax} addresses, envelope ${JSON.stringify(envelope)}`)
         }
       }
     }
