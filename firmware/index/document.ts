@@ -1,6 +1,7 @@
 import { deflateRawSync, inflateRawSync } from 'node:zlib'
 import type { Address, ParsedMessage } from '../mime/types.js'
 import type { MessageMeta } from '../archive/types.js'
+import { cutToChars } from '../common/text.js'
 import { addressExactTokens, hasTokens, tokenCharsMax, tokenize, tokenizeWithSpans } from './tokenize.js'
 import { fieldBits, hasAttachmentToken } from './postings.js'
 
@@ -34,6 +35,12 @@ export interface DocumentLimits {
   addressesPerDocumentMax: number
   /** Characters of a message's text, from its start, a snippet is looked for in. */
   snippetTextCharsMax: number
+  /**
+   * Characters of body and attachment text indexed and kept per message (the display
+   * record's text); text past it is not searchable. Bounds what a message of punctuation
+   * (no tokens, so the token budget never binds) can put in the index.
+   */
+  textCharsPerDocumentMax: number
   /** A Date header later than the archive time by more than this (ms) is not believed for ordering. */
   futureDateSkewMsMax: number
 }
@@ -459,9 +466,23 @@ function addressTaker(addressesMax: number, take: (text: string) => string[], on
   }
 }
 
-/** Tokenizes texts one after another within a budget of `tokensMax` tokens. */
-function tokenBudget(tokensMax: number): { take(text: string): string[]; takeBody(texts: readonly string[]): BodyTaken; used(): number; truncated(): boolean } {
+const wordStart = /^[\p{L}\p{N}\p{M}]/u
+const trailingWord = /[\p{L}\p{N}\p{M}]+$/u
+
+/** `text` cut to at most `charsMax` characters, never inside a word (a word the cut would split is left out whole). */
+function cutBeforeWord(text: string, charsMax: number): string {
+  if (text.length <= charsMax) return text
+  const cut = cutToChars(text, Math.max(0, charsMax))
+  return wordStart.test(text.slice(cut.length, cut.length + 2)) ? cut.replace(trailingWord, '') : cut
+}
+
+/**
+ * Tokenizes texts one after another within a budget of `tokensMax` tokens; body texts also
+ * within `textCharsMax` characters (what the display record keeps).
+ */
+function tokenBudget(tokensMax: number, textCharsMax: number): { take(text: string): string[]; takeBody(texts: readonly string[]): BodyTaken; used(): number; truncated(): boolean } {
   let left = tokensMax
+  let charsLeft = textCharsMax
   let truncated = false
   /** The tokens of `text` within the budget, and whether that is all of them. */
   const takeCounted = (text: string): { tokens: string[]; complete: boolean } => {
@@ -485,12 +506,16 @@ function tokenBudget(tokensMax: number): { take(text: string): string[]; takeBod
       const segments: string[][] = []
       const kept: string[] = []
       const counts: number[] = []
-      for (const text of texts) {
+      for (const whole of texts) {
+        // Past the character budget a text is cut before a word, and the rest is not indexed.
+        const text = cutBeforeWord(whole, charsLeft)
+        if (text.length < whole.length && hasTokens(whole.slice(text.length))) truncated = true
         const { tokens, complete } = takeCounted(text)
         segments.push(tokens)
         // A text cut by the budget is kept up to the end of its last indexed token.
         const stored = complete ? text : tokens.length === 0 ? '' : text.slice(0, tokenizeWithSpans(text, tokens.length)[tokens.length - 1]!.end)
         if (stored.length === 0) continue
+        charsLeft -= stored.length + bodySeparator.length
         kept.push(stored)
         counts.push(stored.length, tokens.length)
       }
@@ -514,7 +539,7 @@ interface BodyTaken {
  * archive's `indexPrepared`) to keep tokenizing out of the write transaction.
  */
 export function prepareDocument(parsed: ParsedMessage, limits: DocumentLimits): PreparedDocument {
-  const budget = tokenBudget(limits.tokensPerDocumentMax)
+  const budget = tokenBudget(limits.tokensPerDocumentMax, limits.textCharsPerDocumentMax)
   const take = budget.take
   let truncated = false
   const addresses = addressTaker(limits.addressesPerDocumentMax, take, () => (truncated = true))
@@ -622,7 +647,7 @@ function envelopeAddress(address: string): EnvelopeAddress {
  */
 export function analyzeSequential(input: IndexInput, limits: DocumentLimits): AnalyzedDocument {
   const { parsed } = input
-  const budget = tokenBudget(limits.tokensPerDocumentMax)
+  const budget = tokenBudget(limits.tokensPerDocumentMax, limits.textCharsPerDocumentMax)
   const take = budget.take
   let truncated = false
 

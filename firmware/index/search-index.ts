@@ -62,6 +62,7 @@ export const defaultIndexOptions: Readonly<IndexOptions> = Object.freeze({
   tokensPerDocumentMax: 50_000,
   addressesPerDocumentMax: 2_000,
   snippetTextCharsMax: 4_096,
+  textCharsPerDocumentMax: 1_000_000,
   futureDateSkewMsMax: 24 * 60 * 60 * 1000,
   pendingDocumentsMax: 4_096,
   searchLimitDefault: 20,

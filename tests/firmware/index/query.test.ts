@@ -256,6 +256,15 @@ t.test('body text: the body stream is derived from the stored text; phrases are 
   const analyzed = analyzeSequential({ id: 'e'.repeat(64), parsed, archivedAtMs: 0 }, { ...defaultIndexOptions, tokensPerDocumentMax: 3 })
   t.same({ text: analyzed.record.text, segments: analyzed.record.segments }, { text: 'Alpha, beta; gamma', segments: [18, 3] }, 'cut after the third token; the attachment text past the budget is left out')
   t.equal(bodyStreamOf({ text: analyzed.record.text!, segments: analyzed.record.segments }), analyzed.forward.b)
+  // A text with few tokens and much else (punctuation): the character budget bounds what is kept, cut before a word.
+  const noisy = { ...parsed, text: `${'!'.repeat(50)} alpha ${'-'.repeat(50)} betagamma delta`, attachments: [] }
+  const bounded = analyzeSequential({ id: 'e'.repeat(64), parsed: noisy, archivedAtMs: 0 }, { ...defaultIndexOptions, textCharsPerDocumentMax: 110 })
+  t.equal(bounded.record.text, `${'!'.repeat(50)} alpha ${'-'.repeat(50)} `, 'cut at 110 characters, before the word the cut would split')
+  t.equal(bounded.forward.b, ' alpha ')
+  t.ok(bounded.truncated, 'reported as cut short')
+  const unbounded = analyzeSequential({ id: 'e'.repeat(64), parsed: noisy, archivedAtMs: 0 }, { ...defaultIndexOptions })
+  t.equal(unbounded.forward.b, ' alpha betagamma delta ')
+  t.notOk(unbounded.truncated)
   const cutBytes = encodeRecord(analyzed.record)
   t.ok(bodyPhraseTest(['beta', 'gamma'])(cutBytes))
   t.notOk(bodyPhraseTest(['gamma', 'delta'])(cutBytes), 'a token past the budget is not in the body stream')
