@@ -112,7 +112,15 @@ export function unpackTerms(packed: PackedTerms): { tokens: string[]; masks: Uin
 
 /** Packs terms (as a Map from token to field bits, in its order). */
 export function packTerms(terms: ReadonlyMap<string, number>): PackedTerms {
-  return { tokens: [...terms.keys()].join(' '), masks: Uint8Array.from(terms.values()) }
+  // One loop over the entries: Uint8Array.from over a Map iterator was several times slower under Bun.
+  const tokens = new Array<string>(terms.size)
+  const masks = new Uint8Array(terms.size)
+  let index = 0
+  for (const [token, bits] of terms) {
+    tokens[index] = token
+    masks[index++] = bits
+  }
+  return { tokens: tokens.join(' '), masks }
 }
 
 /** Tokens in a space-separated string. */
