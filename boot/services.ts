@@ -47,10 +47,12 @@ export interface ComposedServices {
 }
 
 /** Ids of every archived message a query matches, page by page through the search index. */
-async function allMatches(index: ReturnType<typeof createIndex>, query: string): Promise<Set<string>> {
-  // An index of another layout indexes nothing new: a query would miss mail, and a hold by
-  // query would not protect it. Retention waits for `mailkeep index rebuild` instead.
-  if (!index.layoutCurrent()) throw new PolicyError('UNAVAILABLE', 'the search index has another layout: purges that use a query wait for `mailkeep index rebuild`')
+export async function allMatches(index: ReturnType<typeof createIndex>, query: string): Promise<Set<string>> {
+  // An index of another layout indexes nothing new, and one being rebuilt (or left half
+  // rebuilt) lacks messages: a query would miss mail, and a hold by query would not protect
+  // it. Retention waits for the rebuild instead.
+  if (!index.layoutCurrent()) throw new PolicyError('UNAVAILABLE', 'the search index has another layout: purges that use a query wait for the index rebuild')
+  if (!index.complete()) throw new PolicyError('UNAVAILABLE', 'the search index is being rebuilt: purges that use a query wait until it holds every message')
   const ids = new Set<string>()
   let cursor: string | null = null
   do {
@@ -110,6 +112,45 @@ export async function composeServices(context: { config: Readonly<Config>; logge
     },
   )
   const indexMaintenance = createIndexMaintenance({ index, archive, parser })
+  // One rebuild at a time: the technician's `index rebuild` joins one already running. At
+  // start, an index of another layout (a firmware update) or one whose rebuild was cut short
+  // is rebuilt in the background; mail is archived meanwhile, and retention's query-based
+  // purges wait for it (allMatches).
+  const indexRebuild: { running?: Promise<number>; stop?: AbortController; indexed: number } = { indexed: 0 }
+  const rebuildIndex = (reason: string): Promise<number> => {
+    if (indexRebuild.running) return indexRebuild.running
+    const stop = new AbortController()
+    indexRebuild.stop = stop
+    indexRebuild.indexed = 0
+    logger.info('search index rebuild started', { reason })
+    const running = indexMaintenance
+      .rebuild((indexed) => {
+        indexRebuild.indexed = indexed
+        if (indexed % 10_000 < index.options.rebuildBatchMessages) logger.info('search index rebuild progress', { indexed })
+      }, stop.signal)
+      .finally(() => {
+        indexRebuild.running = undefined
+        indexRebuild.stop = undefined
+      })
+    indexRebuild.running = running
+    return running
+  }
+  const indexService: ManagedService = {
+    name: 'index',
+    start: async () => {
+      if (index.complete()) return
+      const reason = index.layoutCurrent() ? 'a rebuild was cut short' : 'the index has another layout'
+      rebuildIndex(reason).then(
+        (indexed) => logger.info('search index rebuilt', { indexed }),
+        (error: unknown) => logger.warn('search index rebuild did not finish; it runs again at the next start', { error: String(error) }),
+      )
+    },
+    stop: async () => {
+      indexRebuild.stop?.abort()
+      await indexRebuild.running?.catch(() => undefined)
+    },
+    healthcheck: () => ({ ok: true, detail: indexRebuild.running ? `rebuilding (${indexRebuild.indexed} indexed)` : index.complete() ? 'complete' : 'incomplete: run `mailkeep index rebuild`' }),
+  }
   // Parse, compression and the index's analysis run on worker threads, off the event loop
   // (firmware/sources/parse-pool.ts); the same job runs on the event loop when they cannot.
   const parsePool = createParsePool(
@@ -121,6 +162,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
     { name: 'archive', start: () => archive.start(), stop: () => archive.stop(), healthcheck: () => archive.healthcheck() },
     { name: 'retention', start: () => policy.start(), stop: () => policy.stop(), healthcheck: () => policy.healthcheck() },
     { name: 'parse-pool', start: () => parsePool.start(), stop: () => parsePool.stop(), healthcheck: () => parsePool.healthcheck() },
+    indexService,
   ]
   const smtp = config.smtp.enabled
     ? createSmtpSource({ logger: logger.child('smtp'), clock, pipeline, tls: { key: certificate.privateKeyPem, cert: certificate.certificatePem } }, config.smtp)
@@ -146,7 +188,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   )
   const credential = await loadAdminCredential({ clock }, { dataDir: config.dataDir, adminPasswordHash: config.http.adminPasswordHash })
   const storeStats = () => archive.stats()
-  const status = async () => ({ store: await storeStats(), mirror: mirrorStatus(), retention: { fingerprint: policy.describe().fingerprint, lastPurge: policy.lastRun() ?? null }, parsePool: parsePool.stats() })
+  const status = async () => ({ store: await storeStats(), index: { ...index.stats(), rebuildIndexed: indexRebuild.running ? indexRebuild.indexed : null }, mirror: mirrorStatus(), retention: { fingerprint: policy.describe().fingerprint, lastPurge: policy.lastRun() ?? null }, parsePool: parsePool.stats() })
   const http = config.http.enabled
     ? createHttpApi(
         {
@@ -283,7 +325,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
       return index.search(query, { limit, cursor })
     }],
     ['index verify', () => indexMaintenance.verify()],
-    ['index rebuild', async () => ({ indexed: await indexMaintenance.rebuild() })],
+    ['index rebuild', async () => ({ indexed: await rebuildIndex('asked for by a technician') })],
     ['import start', ([path]) => {
       if (!isAbsolute(path!)) throw new ControlError('USAGE', 'the import path must be absolute (the CLI resolves it)')
       return imports.startJob(path!)

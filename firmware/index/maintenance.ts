@@ -56,15 +56,15 @@ export async function* archiveInputs(archive: ArchiveForIndex, parser: ParserFor
  *
  * - `verify({ deep })`: missing and extra documents; with `deep`, also stale ones (every
  *   message is parsed again: minutes per 100,000 messages).
- * - `rebuild(onProgress)`: see SearchIndex.rebuild; returns the messages indexed.
+ * - `rebuild(onProgress, signal)`: see SearchIndex.rebuild; returns the messages indexed.
  */
 export function createIndexMaintenance(deps: { index: SearchIndex; archive: ArchiveForIndex; parser: ParserForIndex }) {
   return {
     verify(options: { deep?: boolean } = {}): Promise<VerifyReport> {
       return deps.index.verify(archiveIds(deps.archive), options.deep ? (id) => archiveInput(deps.archive, deps.parser, id) : undefined)
     },
-    rebuild(onProgress?: (indexed: number) => void): Promise<number> {
-      return deps.index.rebuild(archiveInputs(deps.archive, deps.parser), onProgress)
+    rebuild(onProgress?: (indexed: number) => void, signal?: AbortSignal): Promise<number> {
+      return deps.index.rebuild(archiveInputs(deps.archive, deps.parser), onProgress, signal)
     },
   }
 }

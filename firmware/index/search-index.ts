@@ -124,6 +124,8 @@ export interface IndexStats {
   flushes: number
   /** Documents removed since the last rebuild (their postings are garbage until then). */
   removedSinceRebuild: number
+  /** A rebuild is under way, or was interrupted and must be run again: the index does not hold every message. */
+  rebuilding: boolean
 }
 
 interface IndexState {
@@ -140,6 +142,8 @@ interface IndexState {
   removed: number
   /** Changes to flushed documents (re-index, removal), so searches know to drop what they cached; absent means 0. */
   patched?: number
+  /** Set when a rebuild clears the index, cleared when it has indexed every message (see SearchIndex.complete). */
+  rebuilding?: boolean
 }
 
 interface Databases {
@@ -890,7 +894,17 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     stats(): IndexStats {
       const db = open()
       const state = readState(db)
-      return { documents: state.documents, pending: state.next - 1 - state.flushed, flushes: state.chunks, removedSinceRebuild: state.removed }
+      return { documents: state.documents, pending: state.next - 1 - state.flushed, flushes: state.chunks, removedSinceRebuild: state.removed, rebuilding: state.rebuilding === true }
+    },
+
+    /**
+     * True when the index answers for every archived message: its layout is current and no
+     * rebuild is under way or was left unfinished (a crash, a stop). Retention asks this
+     * before it trusts a query (a hold by query must see every message it names).
+     */
+    complete(): boolean {
+      const state = open().keys.get(stateKey) as IndexState | undefined
+      return state === undefined || (state.v === indexLayoutVersion && state.rebuilding !== true)
     },
 
     /**
@@ -960,12 +974,16 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
      *
      * @param messages every stored message's index input
      * @param onProgress called after each batch with the number indexed so far
+     * @param signal stops the rebuild between messages (it then throws INDEX_UNAVAILABLE and
+     *   the index stays marked incomplete: `complete()` is false until a rebuild finishes)
      * @returns the number of messages indexed
      */
-    async rebuild(messages: Source<IndexInput>, onProgress?: (indexed: number) => void): Promise<number> {
+    async rebuild(messages: Source<IndexInput>, onProgress?: (indexed: number) => void, signal?: AbortSignal): Promise<number> {
       const db = open()
       await db.root.transaction(() => {
         for (const store of [db.postings, db.forward, db.documents, db.dates, db.keys] as Database<unknown, string>[]) store.clearSync()
+        // Marked until the last message is in: an interrupted rebuild leaves the index incomplete, and says so.
+        writeState(db, { ...readState(db), rebuilding: true })
       })
       tail = undefined
       queryCache = undefined
@@ -982,10 +1000,17 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         onProgress?.(indexed)
       }
       for await (const input of messages) {
+        if (signal?.aborted) {
+          throw new IndexError('INDEX_UNAVAILABLE', `the index rebuild was stopped after ${indexed} messages: the index stays incomplete until a rebuild finishes`, { retryable: true, fields: { indexed } })
+        }
         batch.push(input)
         if (batch.length >= limits.rebuildBatchMessages) await write()
       }
       if (batch.length > 0) await write()
+      await db.root.transaction(() => {
+        const { rebuilding: _done, ...state } = readState(db)
+        writeState(db, state)
+      })
       logger.info('index rebuilt', { messages: indexed })
       return indexed
     },

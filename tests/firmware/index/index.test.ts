@@ -11,6 +11,7 @@ import { IndexError, QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { createArchiveIndexer } from '../../../firmware/index/archive-indexer.js'
 import { createSearchRoute } from '../../../firmware/index/search-route.js'
 import { createIndexMaintenance } from '../../../firmware/index/maintenance.js'
+import { allMatches } from '../../../boot/services.js'
 import { createArchiveStore } from '../../../firmware/archive/store.js'
 import { createIngestPipeline } from '../../../firmware/sources/pipeline.js'
 import { createMimeParser, defaultMimeParserOptions } from '../../../firmware/mime/parser.js'
@@ -577,6 +578,41 @@ t.test('createArchiveIndexer: the archive hook indexes stored messages and remov
   await index.rebuild([{ id: idOf('B'), parsed: parsedOf(corpus.B!), archivedAtMs }])
   t.ok(index.layoutCurrent())
   t.equal(index.search('lunch').total, 1, 'rebuilt')
+})
+
+t.test('rebuild: the index says it is incomplete until the last message is in; a stopped rebuild leaves it so', async (t) => {
+  const harness = makeHarness(t)
+  indexAll(harness)
+  t.ok(harness.index.complete())
+  const seen: boolean[] = []
+  const inputs = names.map((name) => inputOf(name, corpus[name]!))
+  await harness.index.rebuild(inputs, () => seen.push(harness.index.complete()), undefined)
+  t.ok(seen.length > 0 && seen.every((complete) => !complete), 'incomplete while it runs')
+  t.ok(harness.index.complete(), 'complete once done')
+  t.notOk(harness.index.stats().rebuilding)
+
+  const stop = new AbortController()
+  const stopping = async function* () {
+    for (const input of inputs) {
+      yield input
+      stop.abort()
+    }
+  }
+  await t.rejects(harness.index.rebuild(stopping(), undefined, stop.signal), { code: 'INDEX_UNAVAILABLE' })
+  t.ok(harness.index.layoutCurrent(), 'the layout is current')
+  t.notOk(harness.index.complete(), 'but the index is incomplete')
+  t.ok(harness.index.stats().rebuilding)
+  // Retention's query matching refuses an incomplete index (a hold by query must see every message).
+  await t.rejects(allMatches(harness.index, 'quarterly'), { code: 'UNAVAILABLE' })
+  const failing = async function* () {
+    yield inputs[0]!
+    throw new Error('archive read failed')
+  }
+  await t.rejects(harness.index.rebuild(failing()), /archive read failed/)
+  t.notOk(harness.index.complete(), 'a failed rebuild leaves it incomplete too')
+  await harness.index.rebuild(inputs)
+  t.ok(harness.index.complete())
+  t.same((await allMatches(harness.index, 'quarterly')).size, 3)
 })
 
 t.test('search route: query string to a page, errors typed for the API', async (t) => {

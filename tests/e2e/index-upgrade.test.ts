@@ -1,0 +1,73 @@
+import t from 'tap'
+import { join } from 'node:path'
+import { open } from 'lmdb'
+import { hashPassword } from '../../firmware/common/password.js'
+import { indexLayoutVersion } from '../../firmware/index/index.js'
+import { tempDir, writeConfig, startService, cliJson, portOf } from '../helpers/service.js'
+import { SmtpSession, archivedId } from '../helpers/smtp.js'
+
+const technicianPassword = 'e2e-index-upgrade-pass'
+
+const message = (subject: string) =>
+  Buffer.from(`From: alice@corp.example\r\nTo: bob@corp.example\r\nSubject: ${subject}\r\nDate: Sun, 29 Nov 2026 01:00:00 +0000\r\nMessage-ID: <${subject.replace(/\W/g, '')}@e2e>\r\n\r\nbody of ${subject}\r\n`)
+
+/** Rewrites the index's state record of a stopped service (what older firmware, or a rebuild cut short, leaves). */
+async function setIndexState(dataDir: string, change: Record<string, unknown>): Promise<void> {
+  const root = open({ path: join(dataDir, 'archive'), maxDbs: 32 })
+  try {
+    const keys = root.openDB<Record<string, unknown>, string>('index-keys', { encoding: 'msgpack' })
+    await keys.put('state', { ...keys.get('state')!, ...change })
+  } finally {
+    await root.close()
+  }
+}
+
+interface IndexStatus {
+  documents: number
+  rebuilding: boolean
+}
+
+t.test('an index of another layout, or a rebuild cut short, is rebuilt at start; purges by query wait for it', async (t) => {
+  const dir = await tempDir()
+  const config = await writeConfig(dir, { technician: { passwordHash: await hashPassword(technicianPassword) }, retention: { purgeIntervalMs: 0 } })
+  let service = await startService(config)
+  t.teardown(() => service.stop())
+  const session = await SmtpSession.open(portOf(service, 'smtp'))
+  const ids: string[] = []
+  for (const subject of ['quarterly numbers', 'merger rumours', 'lunch plans']) {
+    const reply = await session.send('alice@corp.example', ['bob@corp.example'], message(subject))
+    t.equal(reply.code, 250, reply.text)
+    ids.push(archivedId(reply)!)
+  }
+  session.close()
+  const technician = (args: string[]) => cliJson(config, [...args, '--password-stdin'], { input: technicianPassword + '\n' })
+  t.equal((await technician(['hold', 'add', 'inquiry', '--reason', 'inquiry', '--by', 'counsel', '--query', 'subject:merger'])).code, 0)
+  const indexStatus = async (): Promise<IndexStatus> => ((await cliJson(config, ['show', 'status'])).json as { index: IndexStatus }).index
+  t.same(await indexStatus(), { documents: 3, rebuilding: false, pending: 3, flushes: 0, removedSinceRebuild: 0, rebuildIndexed: null })
+
+  for (const [label, change] of [
+    ['layout of older firmware', { v: indexLayoutVersion - 1 }],
+    ['rebuild cut short', { rebuilding: true }],
+  ] as const) {
+    await service.stop()
+    await setIndexState(service.dataDir, change)
+    service = await startService(config)
+    // Started in the background at boot: wait (bounded) for it to finish.
+    let status = await indexStatus()
+    for (let tries = 0; status.rebuilding && tries < 100; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      status = await indexStatus()
+    }
+    t.equal(status.rebuilding, false, `${label}: rebuilt at start`)
+    t.equal(status.documents, 3, `${label}: every archived message indexed again`)
+    t.ok(service.lines.some((line) => line.includes('search index rebuild started')), `${label}: the rebuild is logged`)
+    const search = (await cliJson(config, ['search', 'subject:merger'])).json as { total: number; hits: Array<{ id: string }> }
+    t.same(search.hits.map((hit) => hit.id), [ids[1]], `${label}: searchable again`)
+    const preview = await cliJson(config, ['policy', 'preview'])
+    t.equal(preview.code, 0, `${label}: the purge preview (which evaluates the hold's query) runs again: ${preview.stderr}`)
+  }
+  // The technician's rebuild still works, and the status reports it done.
+  const rebuilt = await technician(['index', 'rebuild'])
+  t.equal(rebuilt.code, 0, rebuilt.stderr)
+  t.match(rebuilt.json, { indexed: 3 })
+})
