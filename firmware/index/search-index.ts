@@ -8,7 +8,7 @@ import { analyzeDocument, analyzeSequential, bodyPhraseTest, bodyStreamOf, decod
 import { anyTextBits, decodeChunkInto, difference, encodeChunk, fieldBits, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
 import { parseQuery, positiveTokens, type QueryNode, type TextField } from './query.js'
 import { makeSnippet } from './snippet.js'
-import { blobParts } from '../archive/layout.js'
+import { blobParts, blobPartsMax } from '../archive/layout.js'
 import { cutToChars } from '../common/text.js'
 
 /**
@@ -247,10 +247,18 @@ function putRecord(db: Databases, docid: number, bytes: Buffer, isNew: boolean):
   })
 }
 
-/** A display record's bytes (its parts joined), or undefined when there is none. */
+/**
+ * A display record's bytes (its parts joined), or undefined when there is none. Point reads
+ * part by part until one is missing: a range iterator cost ~30 µs more per record under
+ * Bun, and phrase checks read a record per candidate.
+ */
 function readRecord(db: Databases, docid: number): Buffer | undefined {
   const parts: Buffer[] = []
-  for (const { value } of db.documents.getRange({ start: recordPartKey(docid, 0), end: recordPartKey(docid + 1, 0) })) parts.push(value)
+  for (let part = 0; part <= blobPartsMax; part++) {
+    const bytes = db.documents.getBinary(recordPartKey(docid, part))
+    if (bytes === undefined) break
+    parts.push(bytes)
+  }
   if (parts.length === 0) return undefined
   return parts.length === 1 ? parts[0] : Buffer.concat(parts)
 }
