@@ -188,7 +188,15 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   )
   const credential = await loadAdminCredential({ clock }, { dataDir: config.dataDir, adminPasswordHash: config.http.adminPasswordHash })
   const storeStats = () => archive.stats()
-  const status = async () => ({ store: await storeStats(), index: { ...index.stats(), rebuildIndexed: indexRebuild.running ? indexRebuild.indexed : null }, mirror: mirrorStatus(), retention: { fingerprint: policy.describe().fingerprint, lastPurge: policy.lastRun() ?? null }, parsePool: parsePool.stats() })
+  // The index's figures, or null while its databases are not open (the archive is not started).
+  const indexStats = () => {
+    try {
+      return { ...index.stats(), rebuildIndexed: indexRebuild.running ? indexRebuild.indexed : null }
+    } catch {
+      return null
+    }
+  }
+  const status = async () => ({ store: await storeStats(), index: indexStats(), mirror: mirrorStatus(), retention: { fingerprint: policy.describe().fingerprint, lastPurge: policy.lastRun() ?? null }, parsePool: parsePool.stats() })
   const http = config.http.enabled
     ? createHttpApi(
         {

@@ -127,6 +127,8 @@ export interface IndexStats {
   removedSinceRebuild: number
   /** A rebuild is under way, or was interrupted and must be run again: the index does not hold every message. */
   rebuilding: boolean
+  /** False for an index written with another layout (it is rebuilt at start). */
+  layoutCurrent: boolean
 }
 
 interface IndexState {
@@ -942,8 +944,16 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     /** Figures for status views. */
     stats(): IndexStats {
       const db = open()
-      const state = readState(db)
-      return { documents: state.documents, pending: state.next - 1 - state.flushed, flushes: state.chunks, removedSinceRebuild: state.removed, rebuilding: state.rebuilding === true }
+      // Read without the layout check: status views must work on an index of another layout too.
+      const state = (db.keys.get(stateKey) as IndexState | undefined) ?? readState(db)
+      return {
+        documents: state.documents,
+        pending: state.next - 1 - state.flushed,
+        flushes: state.chunks,
+        removedSinceRebuild: state.removed,
+        rebuilding: state.rebuilding === true,
+        layoutCurrent: state.v === indexLayoutVersion,
+      }
     },
 
     /**

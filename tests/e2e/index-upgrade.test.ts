@@ -43,7 +43,7 @@ t.test('an index of another layout, or a rebuild cut short, is rebuilt at start;
   const technician = (args: string[]) => cliJson(config, [...args, '--password-stdin'], { input: technicianPassword + '\n' })
   t.equal((await technician(['hold', 'add', 'inquiry', '--reason', 'inquiry', '--by', 'counsel', '--query', 'subject:merger'])).code, 0)
   const indexStatus = async (): Promise<IndexStatus> => ((await cliJson(config, ['show', 'status'])).json as { index: IndexStatus }).index
-  t.same(await indexStatus(), { documents: 3, rebuilding: false, pending: 3, flushes: 0, removedSinceRebuild: 0, rebuildIndexed: null })
+  t.same(await indexStatus(), { documents: 3, rebuilding: false, layoutCurrent: true, pending: 3, flushes: 0, removedSinceRebuild: 0, rebuildIndexed: null })
 
   for (const [label, change] of [
     ['layout of older firmware', { v: indexLayoutVersion - 1 }],

@@ -572,6 +572,7 @@ t.test('createArchiveIndexer: the archive hook indexes stored messages and remov
   const state = keys.get('state') as Record<string, unknown>
   keys.putSync('state', { ...state, v: 999 })
   t.notOk(index.layoutCurrent())
+  t.match(index.stats(), { layoutCurrent: false }, 'status figures still readable')
   root.transactionSync(() => hook.messageStored({ ...meta, id: idOf('B') }, parsedOf(corpus.B!)))
   root.transactionSync(() => hook.messageStored({ ...meta, id: idOf('C') }, parsedOf(corpus.C!)))
   t.equal(logger.records.filter((record) => record.level === 'warn').length, 1, 'warned once')
