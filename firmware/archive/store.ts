@@ -4,6 +4,7 @@ import { statSync } from 'node:fs'
 import { mkdir, open as openFile, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { open, type Database, type RootDatabase } from 'lmdb'
+import { putAppend } from '../common/lmdb-append.js'
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
 import { ArchiveError } from './errors.js'
@@ -195,12 +196,6 @@ interface EncodedBlob {
 const zeroCounters: CounterRecord = { messages: 0, deliveries: 0, rawBytes: 0, storedBytes: 0, lastSequence: 0, flaggedMessages: 0 }
 /** Returned from a transaction when the message vanished between the check and the transaction (a purge): compress and try again. */
 const needsBlob = Symbol('needs-blob')
-
-/** lmdb-js accepts put options in a write transaction; its typings only declare the generic form. */
-function putAppend<V>(database: Database<V, Buffer>, key: Buffer, value: V): boolean {
-  const putSync = database.putSync as unknown as (key: Buffer, value: V, options: { append: boolean }) => boolean
-  return putSync.call(database, key, value, { append: true })
-}
 
 function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex')

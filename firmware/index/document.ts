@@ -311,7 +311,6 @@ export function bodyPhraseTest(tokens: readonly string[]): (recordBytes: Uint8Ar
   // A token of tokenCharsMax characters may be the cut start of a longer run: tokenize then.
   const asciiPhrase = tokens.every((token) => token.length < tokenCharsMax && asciiTokenPattern.test(token))
   const pattern = asciiPhrase ? new RegExp(`(?<![\\p{L}\\p{N}\\p{M}])${tokens.join('[^\\p{L}\\p{N}\\p{M}]+')}(?![\\p{L}\\p{N}\\p{M}])`, 'iu') : null
-  const stream = ` ${tokens.join(' ')} `
   return (recordBytes) => {
     const record = decodeRecord(recordBytes)
     if (!record) return false
@@ -322,7 +321,7 @@ export function bodyPhraseTest(tokens: readonly string[]): (recordBytes: Uint8Ar
         if (pattern.test(segment.text)) return true
         if (!nonAscii.test(segment.text) || !nonAsciiWordCharacter.test(segment.text)) continue
       }
-      if (` ${tokenize(segment.text, segment.tokens).join(' ')} `.includes(stream)) return true
+      if (streamHasPhrase(streamOf([tokenize(segment.text, segment.tokens)]), tokens)) return true
     }
     return false
   }

@@ -1,5 +1,6 @@
 import assert from 'node:assert'
-import type { Database, RootDatabase } from 'lmdb'
+import type { Database, Key, RootDatabase } from 'lmdb'
+import { putAppend } from '../common/lmdb-append.js'
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
 import type { ParsedMessage } from '../mime/types.js'
@@ -212,16 +213,14 @@ const idKeyPrefix = 'id:'
 const cursorPattern = /^[A-Za-z0-9_-]{1,64}$/
 
 /**
- * Writes the record of a new docid. Docids only grow, so the put is an append (MDB_APPEND):
- * LMDB then starts a new leaf page when the last one is full instead of splitting it in
- * half, and the per-document records fill their pages (measured on the corpus: display
- * records took 0.26 bytes of disk per raw byte with ordinary puts, half-empty pages). A
- * docid not above the last key (not expected; an aborted transaction leaves nothing
- * behind) falls back to an ordinary put.
+ * Writes a record under a new key. Docids only grow, so the put is an append (putAppend):
+ * the per-document records fill their pages (measured on the corpus: display records took
+ * 0.26 bytes of disk per raw byte with ordinary puts, half-empty pages). A key not above
+ * the last one (not expected; an aborted transaction leaves nothing behind) falls back to
+ * an ordinary put.
  */
-function putNewDocid(database: Database<Buffer, number>, docid: number, value: Buffer): void {
-  const putSync = database.putSync as unknown as (key: number, value: Buffer, options: { append: boolean }) => boolean
-  if (!putSync.call(database, docid, value, { append: true })) database.putSync(docid, value)
+function putNew<K extends Key>(database: Database<Buffer, K>, key: K, value: Buffer): void {
+  if (!putAppend(database, key, value)) database.putSync(key, value)
 }
 
 /** Key of part `part` of docid `docid`'s display record: both big-endian, so keys sort by docid, then part. */
@@ -241,11 +240,11 @@ function recordPartKey(docid: number, part: number): Buffer {
  */
 function putRecord(db: Databases, docid: number, bytes: Buffer, isNew: boolean): void {
   if (!isNew) removeRecord(db, docid)
-  const putSync = db.documents.putSync as unknown as (key: Buffer, value: Buffer, options: { append: boolean }) => boolean
   blobParts(bytes.byteLength, db.pageSizeBytes).forEach(([start, end], part) => {
     const key = recordPartKey(docid, part)
     const value = bytes.subarray(start, end)
-    if (!isNew || !putSync.call(db.documents, key, value, { append: true })) db.documents.putSync(key, value)
+    if (isNew) putNew(db.documents, key, value)
+    else db.documents.putSync(key, value)
   })
 }
 
@@ -375,22 +374,29 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     return dbs
   }
 
+  /** The stored state as it is, any layout (an empty index: the state of a new one). */
+  function storedState(db: Databases): IndexState {
+    return (db.keys.get(stateKey) as IndexState | undefined) ?? { v: indexLayoutVersion, next: 1, flushed: 0, chunks: 0, generation: 0, documents: 0, removed: 0 }
+  }
+
+  /** The state to work with; throws INDEX_CORRUPT for another layout. */
   function readState(db: Databases): IndexState {
-    const state = db.keys.get(stateKey) as IndexState | undefined
-    if (state === undefined) return { v: indexLayoutVersion, next: 1, flushed: 0, chunks: 0, generation: 0, documents: 0, removed: 0 }
+    const state = storedState(db)
     if (state.v !== indexLayoutVersion) {
       throw new IndexError('INDEX_CORRUPT', `index layout ${state.v} is not ${indexLayoutVersion}: rebuild the index`, { fields: { layout: state.v } })
     }
     return { ...state }
   }
 
-  /** The forward record of a document, its body stream derived from the display record's text. */
-  function getForward(db: Databases, docid: number): ForwardRecord | undefined {
+  /**
+   * The forward record of a document, its body stream derived from the display record's
+   * text (`record`: that record when the caller has read it already).
+   */
+  function getForward(db: Databases, docid: number, record: StoredRecord | undefined = getRecord(db, docid)): ForwardRecord | undefined {
     const bytes = db.forward.getBinary(docid)
     if (bytes === undefined) return undefined
     const forward = decodeForward(bytes)
     if (!forward) throw new IndexError('INDEX_CORRUPT', `forward record of docid ${docid} is unreadable: rebuild the index`, { fields: { docid } })
-    const record = getRecord(db, docid)
     if (record) forward.b = bodyStreamOf(record)
     return forward
   }
@@ -476,9 +482,9 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     const analyzed = existing === undefined ? analyzeDocument(input, limits, prepared) : analyzeSequential(input, limits)
     if (analyzed.truncated) logger.debug('message indexed in part (token or address budget)', { id: input.id })
     if (existing !== undefined) {
-      const old = getForward(db, existing)
-      if (old !== undefined && sameForward(old, analyzed.forward)) return { docid: existing, changed: false }
       const oldRecord = getRecord(db, existing)
+      const old = getForward(db, existing, oldRecord)
+      if (old !== undefined && sameForward(old, analyzed.forward)) return { docid: existing, changed: false }
       // The order of a document never changes once indexed, so cursors stay valid.
       const record = { ...analyzed.record, dateMs: oldRecord?.dateMs ?? analyzed.record.dateMs }
       tailPostings.delete(existing)
@@ -501,7 +507,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     const docid = state.next++
     state.documents++
     db.keys.putSync(idKeyPrefix + input.id, docid)
-    putNewDocid(db.forward, docid, encodeForward(analyzed.forward))
+    putNew(db.forward, docid, encodeForward(analyzed.forward))
     putRecord(db, docid, encodeRecord(analyzed.record), true)
     setDate(db, docid, analyzed.record.dateMs)
     writeState(db, state)
@@ -943,9 +949,8 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
 
     /** Figures for status views. */
     stats(): IndexStats {
-      const db = open()
-      // Read without the layout check: status views must work on an index of another layout too.
-      const state = (db.keys.get(stateKey) as IndexState | undefined) ?? readState(db)
+      // Without the layout check: status views must work on an index of another layout too.
+      const state = storedState(open())
       return {
         documents: state.documents,
         pending: state.next - 1 - state.flushed,
@@ -962,8 +967,8 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
      * before it trusts a query (a hold by query must see every message it names).
      */
     complete(): boolean {
-      const state = open().keys.get(stateKey) as IndexState | undefined
-      return state === undefined || (state.v === indexLayoutVersion && state.rebuilding !== true)
+      const state = storedState(open())
+      return state.v === indexLayoutVersion && state.rebuilding !== true
     },
 
     /**
@@ -971,8 +976,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
      * it must be rebuilt before it can be read or written.
      */
     layoutCurrent(): boolean {
-      const state = open().keys.get(stateKey) as IndexState | undefined
-      return state === undefined || state.v === indexLayoutVersion
+      return storedState(open()).v === indexLayoutVersion
     },
 
     /** True when the message is indexed. */
