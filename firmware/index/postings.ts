@@ -66,29 +66,37 @@ function writeVarint(buffer: Buffer, offset: number, value: number): number {
  * @returns false when the chunk is malformed (the caller reports the index corrupt)
  */
 export function decodeChunkInto(chunk: Uint8Array, wantedBits: number, out: number[]): boolean {
-  let offset = 0
-  const readVarint = (): number => {
-    let value = 0
-    let shift = 0
-    for (;;) {
-      if (offset >= chunk.length || shift > 28) return -1
-      const byte = chunk[offset++]!
-      value += (byte & 0x7f) * 2 ** shift
-      if (byte < 0x80) return value
-      shift += 7
-    }
-  }
-  const count = readVarint()
+  const reader = { bytes: chunk, offset: 0 }
+  const count = readVarint(reader)
   if (count < 0) return false
   let docid = 0
   for (let index = 0; index < count; index++) {
-    const delta = readVarint()
-    if (delta < 0 || offset >= chunk.length) return false
+    const delta = readVarint(reader)
+    if (delta < 0 || reader.offset >= chunk.length) return false
     docid += delta
-    const mask = chunk[offset++]!
+    const mask = chunk[reader.offset++]!
     if ((mask & wantedBits) !== 0) out.push(docid)
   }
   return true
+}
+
+interface ByteReader {
+  bytes: Uint8Array
+  offset: number
+}
+
+/** Reads the varint at the reader's offset and moves past it; -1 when it is cut off or longer than 32 bits. */
+function readVarint(reader: ByteReader): number {
+  const { bytes } = reader
+  let value = 0
+  let shift = 0
+  for (;;) {
+    if (reader.offset >= bytes.length || shift > 28) return -1
+    const byte = bytes[reader.offset++]!
+    value += (byte & 0x7f) * 2 ** shift
+    if (byte < 0x80) return value
+    shift += 7
+  }
 }
 
 /** Turns docids gathered from chunks into a set: sorts and removes duplicates only when needed. */
@@ -180,4 +188,135 @@ export function difference(left: Uint32Array, right: Uint32Array): Uint32Array {
     out[count++] = value
   }
   return out.subarray(0, count)
+}
+
+/**
+ * Posting blocks: one flush's chunks, token by token in UTF-8 byte order, packed into
+ * values of about half a page (or whole overflow pages), so LMDB stores one key per block
+ * instead of one per token. Most tokens of a flush are rare (numbers, hashes, names): their
+ * chunk is ~5 bytes, and a key of their own cost ~25 bytes more (node header, slot, key).
+ *
+ * A block is its entries one after the other; an entry is `varint(shared)`,
+ * `varint(suffix length)`, the suffix, `varint(chunk length)`, the chunk, where `shared` is
+ * the bytes the token has in common with the entry before it (0 for the first, whose token
+ * is also in the block's key).
+ */
+export interface BlockEntry {
+  /** The token, UTF-8. */
+  token: Uint8Array
+  chunk: Uint8Array
+}
+
+/** The page header of lmdb-js's LMDB (it carries a txnid: 24 bytes, not 16), in bytes; overflow pages hold `pageSize − 24` bytes of value. */
+const pageHeaderBytes = 24
+/** LMDB's per-entry cost in a leaf page: node header (8) and slot (2), in bytes. */
+const leafEntryBytes = 10
+
+/**
+ * Most value bytes LMDB keeps in a leaf page beside a key of `keyBytes` (its `me_nodemax`:
+ * half the page body, so two such entries fill a page); larger values go to overflow pages.
+ * Checked against lmdb-js: with a 12-byte key, 2,014 bytes stay inline and 2,016 do not.
+ */
+export function inlineValueBytesMax(pageSizeBytes: number, keyBytes: number): number {
+  return Math.floor((pageSizeBytes - pageHeaderBytes) / 2) - leafEntryBytes - keyBytes
+}
+
+/**
+ * Packs entries (sorted by token bytes, distinct) into blocks. A block is cut when the next
+ * entry would take it past the inline size; a block that is already larger (an entry of a
+ * common word) takes further entries until its last overflow page is full.
+ *
+ * @param keyBytesOf the key length of a block that starts with a token of that many bytes
+ */
+export function packBlocks(entries: readonly BlockEntry[], pageSizeBytes: number, keyBytesOf: (tokenBytes: number) => number): Array<{ first: Uint8Array; block: Buffer }> {
+  const blocks: Array<{ first: Uint8Array; block: Buffer }> = []
+  let parts: Uint8Array[] = []
+  let size = 0
+  let first: Uint8Array | undefined
+  let previous: Uint8Array | undefined
+  let inlineMax = 0
+  const cut = (): void => {
+    if (first !== undefined) blocks.push({ first, block: Buffer.concat(parts, size) })
+    parts = []
+    size = 0
+    first = undefined
+    previous = undefined
+  }
+  for (const entry of entries) {
+    let encoded = encodeBlockEntry(previous, entry)
+    if (first !== undefined && size + encoded.byteLength > inlineMax) {
+      const capacity = Math.ceil((size + pageHeaderBytes) / pageSizeBytes) * pageSizeBytes - pageHeaderBytes
+      if (size <= inlineMax || size + encoded.byteLength > capacity) {
+        cut()
+        encoded = encodeBlockEntry(undefined, entry)
+      }
+    }
+    if (first === undefined) {
+      first = entry.token
+      inlineMax = inlineValueBytesMax(pageSizeBytes, keyBytesOf(entry.token.byteLength))
+    }
+    parts.push(encoded)
+    size += encoded.byteLength
+    previous = entry.token
+  }
+  cut()
+  return blocks
+}
+
+function encodeBlockEntry(previous: Uint8Array | undefined, entry: BlockEntry): Buffer {
+  const { token, chunk } = entry
+  let shared = 0
+  if (previous !== undefined) {
+    const most = Math.min(previous.byteLength, token.byteLength, 255)
+    while (shared < most && previous[shared] === token[shared]) shared++
+  }
+  const suffix = token.byteLength - shared
+  const buffer = Buffer.allocUnsafe(15 + suffix + chunk.byteLength)
+  let offset = writeVarint(buffer, 0, shared)
+  offset = writeVarint(buffer, offset, suffix)
+  buffer.set(token.subarray(shared), offset)
+  offset += suffix
+  offset = writeVarint(buffer, offset, chunk.byteLength)
+  buffer.set(chunk, offset)
+  offset += chunk.byteLength
+  return buffer.subarray(0, offset)
+}
+
+/** Token bytes of a block entry at most (tokens are cut at 64 characters: ≤ 256 bytes UTF-8). */
+const blockTokenBytesMax = 1024
+
+/**
+ * The chunk of `token` (UTF-8) in a block, or null when the block does not have it.
+ *
+ * @returns false when the block is malformed (the caller reports the index corrupt)
+ */
+export function findInBlock(block: Uint8Array, token: Uint8Array): Uint8Array | null | false {
+  const current = new Uint8Array(blockTokenBytesMax)
+  let length = 0
+  const reader = { bytes: block, offset: 0 }
+  while (reader.offset < block.length) {
+    const shared = readVarint(reader)
+    const suffix = readVarint(reader)
+    if (shared < 0 || suffix < 0 || shared > length || shared + suffix > blockTokenBytesMax || reader.offset + suffix > block.length) return false
+    current.set(block.subarray(reader.offset, reader.offset + suffix), shared)
+    length = shared + suffix
+    reader.offset += suffix
+    const chunkBytes = readVarint(reader)
+    if (chunkBytes < 0 || reader.offset + chunkBytes > block.length) return false
+    const order = compareBytes(current, length, token)
+    if (order === 0) return block.subarray(reader.offset, reader.offset + chunkBytes)
+    if (order > 0) return null
+    reader.offset += chunkBytes
+  }
+  return null
+}
+
+/** Byte order of `left[0, leftLength)` against `right`: negative, 0 or positive. */
+function compareBytes(left: Uint8Array, leftLength: number, right: Uint8Array): number {
+  const most = Math.min(leftLength, right.byteLength)
+  for (let index = 0; index < most; index++) {
+    const difference = left[index]! - right[index]!
+    if (difference !== 0) return difference
+  }
+  return leftLength - right.byteLength
 }

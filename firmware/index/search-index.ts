@@ -6,7 +6,7 @@ import type { Clock } from '../common/clock.js'
 import type { ParsedMessage } from '../mime/types.js'
 import { IndexError } from './errors.js'
 import { analyzeDocument, analyzeSequential, bodyPhraseTest, bodyStreamOf, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type PackedTerms, packTerms, unpackTerms, type IndexInput } from './document.js'
-import { anyTextBits, decodeChunkInto, difference, encodeChunk, fieldBits, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
+import { anyTextBits, decodeChunkInto, difference, encodeChunk, fieldBits, findInBlock, hasAttachmentToken, intersect, packBlocks, toDocidSet, union } from './postings.js'
 import { parseQuery, positiveTokens, type QueryNode, type TextField } from './query.js'
 import { makeSnippet } from './snippet.js'
 import { blobParts, blobPartsMax } from '../archive/layout.js'
@@ -33,6 +33,7 @@ import { cutToChars } from '../common/text.js'
 /** Names of the index's databases in the archive's LMDB environment (the environment needs `maxDbs` for these too). */
 export const indexDatabaseNames = {
   postings: 'index-postings',
+  patches: 'index-patches',
   forward: 'index-forward',
   documents: 'index-documents',
   dates: 'index-dates',
@@ -40,7 +41,7 @@ export const indexDatabaseNames = {
 } as const
 
 /** Layout version stored in the index; a different one makes `search` ask for a rebuild. */
-export const indexLayoutVersion = 3
+export const indexLayoutVersion = 4
 /** Docids per block of the date column: 1 KiB, small enough to sit inline in a leaf page (a 4 KiB value would take two overflow pages), so the read-modify-write of each ingest stays cheap. */
 export const dateBlockDocids = 128
 
@@ -152,7 +153,10 @@ interface IndexState {
 
 interface Databases {
   root: RootDatabase
-  postings: Database<Buffer, (string | number)[]>
+  /** Posting blocks keyed chunk number (uint32 BE) + the block's first token (UTF-8): every flush appends after the last. */
+  postings: Database<Buffer, Buffer>
+  /** Patch chunks of re-indexed flushed documents, keyed [token, chunk number, docid]. */
+  patches: Database<Buffer, (string | number)[]>
   forward: Database<Buffer, number>
   /** Display records, each cut into parts keyed (docid, part): see putRecord. */
   documents: Database<Buffer, Buffer>
@@ -213,14 +217,33 @@ const idKeyPrefix = 'id:'
 const cursorPattern = /^[A-Za-z0-9_-]{1,64}$/
 
 /**
- * Writes a record under a new key. Docids only grow, so the put is an append (putAppend):
- * the per-document records fill their pages (measured on the corpus: display records took
+ * Writes a record (or a posting block) under a new key. Docids and flush numbers only grow,
+ * so the put is an append (putAppend): the records fill their pages (measured on the corpus: display records took
  * 0.26 bytes of disk per raw byte with ordinary puts, half-empty pages). A key not above
  * the last one (not expected; an aborted transaction leaves nothing behind) falls back to
  * an ordinary put.
  */
 function putNew<K extends Key>(database: Database<Buffer, K>, key: K, value: Buffer): void {
   if (!putAppend(database, key, value)) database.putSync(key, value)
+}
+
+/** Key of a posting block: the flush's chunk number (uint32 BE), then the block's first token (UTF-8), so keys sort by flush, then token bytes. */
+function postingKey(chunk: number, token: Uint8Array): Buffer {
+  const key = Buffer.allocUnsafe(4 + token.byteLength)
+  key.writeUInt32BE(chunk, 0)
+  key.set(token, 4)
+  return key
+}
+
+/**
+ * Sorts tokens by their UTF-8 bytes, the order of posting keys and blocks. JavaScript's
+ * sort compares UTF-16 units, which agrees except between astral characters (surrogates)
+ * and U+E000–U+FFFF; only then are the encodings compared.
+ */
+function sortByUtf8(tokens: string[]): string[] {
+  tokens.sort()
+  if (!tokens.some((token) => /[\uD800-\uDFFF]/.test(token))) return tokens
+  return tokens.sort((left, right) => Buffer.compare(Buffer.from(left), Buffer.from(right)))
 }
 
 /** Key of part `part` of docid `docid`'s display record: both big-endian, so keys sort by docid, then part. */
@@ -462,9 +485,10 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         else entries.push(docid, mask)
       }
     }
-    // Writing in key order keeps LMDB's page touches local.
-    const tokens = [...byToken.keys()].sort()
-    for (const token of tokens) db.postings.putSync([token, state.chunks], encodeChunk(byToken.get(token)!))
+    // Blocks in key order, appended after the previous flush's (MDB_APPEND: full pages).
+    const tokens = sortByUtf8([...byToken.keys()])
+    const entries = tokens.map((token) => ({ token: Buffer.from(token), chunk: encodeChunk(byToken.get(token)!) }))
+    for (const { first, block } of packBlocks(entries, db.pageSizeBytes, (tokenBytes) => 4 + tokenBytes)) putNew(db.postings, postingKey(state.chunks, first), block)
     for (let docid = first; docid <= last; docid++) tailPostings.delete(docid)
     state.flushed = last
     state.chunks++
@@ -496,7 +520,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         const before = old ? postingsOf(old) : new Map<string, number>()
         for (const [token, mask] of postingsOf(analyzed.forward)) {
           const added = mask & ~(before.get(token) ?? 0)
-          if (added !== 0) db.postings.putSync([token, state.chunks, existing], encodeChunk([existing, mask]))
+          if (added !== 0) db.patches.putSync([token, state.chunks, existing], encodeChunk([existing, mask]))
         }
         // Searches cache what they decoded from flushed documents (see QueryCache).
         state.patched = (state.patched ?? 0) + 1
@@ -615,8 +639,18 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       let flushed = cache.sets.get(key)
       if (!flushed) {
         const docids: number[] = []
-        for (const { key: chunkKey, value } of db.postings.getRange({ start: [token], end: [token, Number.POSITIVE_INFINITY] })) {
-          if (!decodeChunkInto(value, bits, docids)) throw new IndexError('INDEX_CORRUPT', 'a posting chunk could not be decoded: rebuild the index', { fields: { key: chunkKey } })
+        // Per flush, the one block that can hold the token (the last whose first token is not
+        // after it), then the patches.
+        const tokenBytes = Buffer.from(token)
+        for (let chunk = 0; chunk < state.chunks; chunk++) {
+          for (const { key, value } of db.postings.getRange({ start: postingKey(chunk, tokenBytes), reverse: true, limit: 1 })) {
+            if (key.readUInt32BE(0) !== chunk) break
+            const found = findInBlock(value, tokenBytes)
+            if (found === false || (found !== null && !decodeChunkInto(found, bits, docids))) throw new IndexError('INDEX_CORRUPT', 'a posting block could not be decoded: rebuild the index', { fields: { chunk } })
+          }
+        }
+        for (const { key: patchKey, value } of db.patches.getRange({ start: [token], end: [token, Number.POSITIVE_INFINITY] })) {
+          if (!decodeChunkInto(value, bits, docids)) throw new IndexError('INDEX_CORRUPT', 'a posting patch could not be decoded: rebuild the index', { fields: { key: patchKey } })
         }
         flushed = toDocidSet(docids)
         cacheSet(cache, key, flushed)
@@ -846,7 +880,8 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     databases(root: RootDatabase): void {
       dbs = {
         root,
-        postings: root.openDB<Buffer, (string | number)[]>(indexDatabaseNames.postings, { encoding: 'binary' }),
+        postings: root.openDB<Buffer, Buffer>(indexDatabaseNames.postings, { encoding: 'binary', keyEncoding: 'binary' }),
+        patches: root.openDB<Buffer, (string | number)[]>(indexDatabaseNames.patches, { encoding: 'binary' }),
         forward: root.openDB<Buffer, number>(indexDatabaseNames.forward, { encoding: 'binary', keyEncoding: 'uint32', compression: true }),
         documents: root.openDB<Buffer, Buffer>(indexDatabaseNames.documents, { encoding: 'binary', keyEncoding: 'binary' }),
         pageSizeBytes: (root.getStats() as { pageSize: number }).pageSize,
@@ -944,7 +979,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         const stats = store.getStats() as { pageSize: number; treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number }
         return (stats.treeBranchPageCount + stats.treeLeafPageCount + stats.overflowPages) * stats.pageSize
       }
-      return { postings: bytesOf(db.postings), forward: bytesOf(db.forward), documents: bytesOf(db.documents), dates: bytesOf(db.dates), keys: bytesOf(db.keys) }
+      return { postings: bytesOf(db.postings), patches: bytesOf(db.patches), forward: bytesOf(db.forward), documents: bytesOf(db.documents), dates: bytesOf(db.dates), keys: bytesOf(db.keys) }
     },
 
     /** Figures for status views. */
@@ -1044,7 +1079,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     async rebuild(messages: Source<IndexInput>, onProgress?: (indexed: number) => void, signal?: AbortSignal): Promise<number> {
       const db = open()
       await db.root.transaction(() => {
-        for (const store of [db.postings, db.forward, db.documents, db.dates, db.keys] as Database<unknown, string>[]) store.clearSync()
+        for (const store of [db.postings, db.patches, db.forward, db.documents, db.dates, db.keys] as Database<unknown, string>[]) store.clearSync()
         // Marked until the last message is in: an interrupted rebuild leaves the index incomplete, and says so.
         writeState(db, { ...readState(db), rebuilding: true })
       })

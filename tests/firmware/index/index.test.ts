@@ -302,6 +302,50 @@ t.test('per-document records fill their pages: new docids are appended, not spli
   t.ok(disk.documents < recordBytes * 1.15, `display records' pages ${disk.documents} B for ${recordBytes} B of records`)
 })
 
+t.test('posting chunks fill their pages: each flush appends after the previous ones', async (t) => {
+  // Flushes of 50 documents sharing some words and each with rare ones: keyed by token first,
+  // every flush would insert between the earlier flushes' keys and split pages in half; and a
+  // key per token costs more than most tokens' postings.
+  const harness = makeHarness(t, { pendingDocumentsMax: 50 })
+  let seed = 11
+  const word = (): string => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31
+    return (seed % 3 === 0 ? 'common' : '') + seed.toString(36)
+  }
+  const count = 600
+  await harness.root.transaction(() => {
+    for (let n = 0; n < count; n++) harness.index.indexMessage(inputOf(`chunk-${n}`, { subject: `chunk ${n}`, text: Array.from({ length: 40 }, word).join(' '), date: '2024-01-10' }))
+  })
+  t.ok(harness.index.stats().flushes >= 10, 'several flushes')
+  const postings = harness.root.openDB<Buffer, Buffer>('index-postings', { encoding: 'binary', keyEncoding: 'binary' })
+  let blockBytes = 0
+  let blocks = 0
+  // LMDB's own cost per entry (node header and slot, 10 bytes) is counted: what is left is page fill.
+  for (const { key, value } of postings.getRange({})) {
+    blockBytes += key.byteLength + value.byteLength + 10
+    blocks++
+  }
+  const disk = harness.index.diskBytes()
+  t.ok(disk.postings < blockBytes * 1.15, `posting pages ${disk.postings} B for ${blockBytes} B of blocks`)
+  t.ok(blocks < harness.index.stats().flushes * 40, `tokens packed into blocks (${blocks} blocks)`)
+  t.equal(harness.index.search('chunk').total, count, 'a word of every document: found in every flush')
+  t.same(harness.query('subject:"chunk 123"'), [idOf('chunk-123')], 'a word of one flush')
+})
+
+t.test('flushed tokens whose UTF-16 and UTF-8 orders differ are found', async (t) => {
+  // U+FA0E is a CJK ideograph that folding keeps (no decomposition); U+20000 is astral: as
+  // UTF-16 the astral one sorts first, as UTF-8 (the key order) after.
+  const harness = makeHarness(t, { pendingDocumentsMax: 2 })
+  const texts = ['\u{FA0E} plain', '\u{20000} plain', 'zebra \u{FA0E} \u{20000}', 'filler', 'filler']
+  await harness.root.transaction(() => {
+    texts.forEach((text, n) => harness.index.indexMessage(inputOf(`order-${n}`, { subject: `order ${n}`, text, date: `2024-01-1${n}` })))
+  })
+  t.ok(harness.index.stats().flushes >= 2, 'flushed')
+  t.same(harness.query('\u{FA0E}'), [idOf('order-2'), idOf('order-0')])
+  t.same(harness.query('\u{20000}'), [idOf('order-2'), idOf('order-1')])
+  t.same(harness.query('zebra'), [idOf('order-2')])
+})
+
 t.test('prepare: a prepared document (cloned, as from a worker) indexes exactly like the one-pass analysis', async (t) => {
   const envelopes = [{}, { to: ['bob@example.org', 'list-member@example.net'], bcc: ['Hidden@Example.com'] }]
   for (const tokensPerDocumentMax of [defaultIndexOptions.tokensPerDocumentMax, 6, 3]) {
@@ -554,7 +598,7 @@ t.test('createArchiveIndexer: the archive hook indexes stored messages and remov
   const index = createIndex({ logger: createMemoryLogger(), clock: systemClock })
   const logger = createMemoryLogger()
   const hook = createArchiveIndexer(index, { logger })
-  t.equal(hook.databasesNeeded, 5)
+  t.equal(hook.databasesNeeded, 6)
   hook.open(root)
   const delivery = { source: 'smtp' as const, sourceName: 'smtp', receivedAtMs: archivedAtMs, envelopeFrom: 'alice@example.com', envelopeTo: ['hidden@example.com'], envelopeBcc: [], remoteAddress: '127.0.0.1', journalEnvelopeText: null }
   const meta = {

@@ -3,7 +3,7 @@ import { addressExactTokens, addressQueryToken, isAddressLike, tokenCharsMax, sp
 import { parseQuery, phraseTokensMax, queryCharsMax, queryNestingMax, queryTermsMax, type QueryNode } from '../../../firmware/index/query.js'
 import { QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { makeSnippet } from '../../../firmware/index/snippet.js'
-import { decodeChunkInto, difference, encodeChunk, intersect, toDocidSet, union } from '../../../firmware/index/postings.js'
+import { decodeChunkInto, difference, encodeChunk, findInBlock, inlineValueBytesMax, intersect, packBlocks, toDocidSet, union } from '../../../firmware/index/postings.js'
 import { defaultIndexOptions } from '../../../firmware/index/search-index.js'
 import { analyzeSequential, bodyStreamOf, decodeForward, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, bodyPhraseTest, streamHasPhrase, streamOf } from '../../../firmware/index/document.js'
 
@@ -196,6 +196,41 @@ t.test('postings: chunk codec and set operations', async (t) => {
   t.same([...intersect(Uint32Array.from([9]), Uint32Array.from(Array.from({ length: 1000 }, (_, i) => i * 3)))], [9], 'galloping finds a far element')
   t.same([...union(a, b)], [1, 3, 4, 5, 7, 9, 1000, 5000, 6000])
   t.same([...difference(a, b)], [1, 7, 9, 5000])
+})
+
+t.test('posting blocks: every token found in the one block that can hold it, blocks sized to pages', async (t) => {
+  const pageSize = 4096
+  // Sorted, distinct tokens sharing prefixes, a few with large chunks (common words).
+  const tokens = Array.from({ length: 3000 }, (_, n) => `tok${(n * 7919) % 100_000}`)
+  const distinct = [...new Set(tokens)].map((token) => Buffer.from(token)).sort(Buffer.compare)
+  const entries = distinct.map((token, n) => ({ token, chunk: encodeChunk(n % 500 === 0 ? Array.from({ length: 2000 }, (_, d) => [d + 1, 2]).flat() : [n + 1, 2]) }))
+  const keyBytesOf = (tokenBytes: number): number => 4 + tokenBytes
+  const blocks = packBlocks(entries, pageSize, keyBytesOf)
+  t.ok(blocks.length < entries.length / 20, `${entries.length} entries in ${blocks.length} blocks`)
+  // Inline blocks stay under LMDB's inline size; larger ones (a big chunk first) fill their last overflow page.
+  for (const { first, block } of blocks) {
+    const inline = inlineValueBytesMax(pageSize, keyBytesOf(first.byteLength))
+    if (block.byteLength > inline) t.ok(Math.ceil((block.byteLength + 24) / pageSize) * pageSize - 24 - block.byteLength < pageSize, 'overflow block within its pages')
+  }
+  t.ok(blocks.some(({ block, first }) => block.byteLength > inlineValueBytesMax(pageSize, keyBytesOf(first.byteLength))), 'big chunks make overflow blocks')
+  const lookup = (token: Buffer): Uint8Array | null | false => {
+    // The last block whose first token is not after `token`, as the index seeks it.
+    let found: Buffer | undefined
+    for (const { first, block } of blocks) if (Buffer.compare(Buffer.from(first), token) <= 0) found = block
+    return found === undefined ? null : findInBlock(found, token)
+  }
+  let mismatches = 0
+  entries.forEach(({ token, chunk }) => {
+    const found = lookup(token)
+    if (!found || Buffer.compare(Buffer.from(found), chunk) !== 0) mismatches++
+  })
+  t.equal(mismatches, 0, 'every token finds its own chunk')
+  t.equal(lookup(Buffer.from('tok1x')), null, 'a token between two others: absent')
+  t.equal(lookup(Buffer.from('zzz')), null, 'after the last: absent')
+  t.equal(lookup(Buffer.from('a')), null, 'before the first: no block')
+  const sample = blocks[1]!.block
+  t.equal(findInBlock(sample.subarray(0, sample.byteLength - 1), Buffer.from('tok99999')), false, 'a cut block is reported, not misread')
+  t.equal(findInBlock(Buffer.from([5, 1, 0x61, 0]), Buffer.from('a')), false, 'a prefix longer than the token before it is malformed')
 })
 
 t.test('forward and display records round-trip; phrases stay inside a segment', async (t) => {
