@@ -99,8 +99,8 @@ import type {
  * STORE_FULL when the volume's free space (read at most once per `freeSpaceCacheMs`) would
  * fall below `freeBytesMin`, or the environment would pass `mapSizeBytes`.
  *
- * Indexer: see ArchiveIndexer in types.ts — called inside the message's transaction, in a
- * nested child transaction so a failing index rolls back alone and the message is archived
+ * Indexer: see ArchiveIndexer in types.ts — called inside the message's transaction; when
+ * it throws, that transaction is rolled back and written again without it, the message
  * flagged `index-failed`.
  *
  * Deletion: `delete(id)` is the ONLY path that removes or alters a stored message, for the
@@ -196,6 +196,13 @@ interface EncodedBlob {
 const zeroCounters: CounterRecord = { messages: 0, deliveries: 0, rawBytes: 0, storedBytes: 0, lastSequence: 0, flaggedMessages: 0 }
 /** Returned from a transaction when the message vanished between the check and the transaction (a purge): compress and try again. */
 const needsBlob = Symbol('needs-blob')
+
+/** Thrown out of a message's transaction when the indexer failed, so the transaction rolls back (see runIndexer). */
+class IndexerFailed extends Error {
+  constructor(override readonly cause: unknown) {
+    super('the indexer failed')
+  }
+}
 
 function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex')
@@ -347,7 +354,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       })
     } catch (error) {
       if (thrownInside) {
-        if (error instanceof ArchiveError) throw error
+        if (error instanceof ArchiveError || error instanceof IndexerFailed) throw error
         if (error instanceof RecordShapeError) throw new ArchiveError('STORE_CORRUPT', `a stored record is undecodable: ${error.message}`, { cause: error })
         const code = errorCode(error)
         if (noSpaceCodes.has(code)) throw new ArchiveError('STORE_FULL', 'the archive ran out of space in a transaction', { fields: { errno: code }, cause: error })
@@ -484,20 +491,38 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
     }
   }
 
-  /** Runs the indexer in a nested transaction; false when it threw (its writes are rolled back). */
-  function runIndexer(databases: Databases, id: string, call: (indexer: ArchiveIndexer) => void): boolean {
-    if (!indexer) return true
+  /**
+   * Runs the indexer in the message's transaction. No nested transaction: measured, LMDB's
+   * nested begin and commit took a third of the event loop's time per ingest. When it
+   * throws, IndexerFailed aborts the message's transaction, which `withoutIndexerOnFailure`
+   * writes again without the indexer.
+   */
+  function runIndexer(indexing: boolean, call: (indexer: ArchiveIndexer) => void): void {
+    if (!indexer || !indexing) return
     try {
-      databases.root.transactionSync(() => call(indexer))
-      return true
+      call(indexer)
     } catch (error) {
-      logger.error('the indexer failed; the message is archived without its postings', { id, error })
-      return false
+      throw new IndexerFailed(error)
+    }
+  }
+
+  /**
+   * Runs one message's transaction with the indexer; when the indexer fails, that
+   * transaction is rolled back (the indexer's writes with it) and run again without the
+   * indexer: mail is never refused, and a purge never stopped, because indexing failed.
+   */
+  async function withoutIndexerOnFailure<T>(id: string, run: (indexing: boolean) => Promise<T>): Promise<T> {
+    try {
+      return await run(true)
+    } catch (error) {
+      if (!(error instanceof IndexerFailed)) throw error
+      logger.error('the indexer failed; the message is archived without its postings', { id, error: error.cause })
+      return await run(false)
     }
   }
 
   /** The body of one ingest's transaction. Runs synchronously inside the write transaction. */
-  function ingestInTransaction(databases: Databases, id: string, request: IngestRequest, blob: EncodedBlob | undefined): IngestResult | typeof needsBlob {
+  function ingestInTransaction(databases: Databases, id: string, request: IngestRequest, blob: EncodedBlob | undefined, indexing: boolean): IngestResult | typeof needsBlob {
     const key = idKey(id)
     const delivery = deliveryOf(request.delivery)
     const storedValue = databases.messages.get(key)
@@ -529,8 +554,8 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
     counters.deliveries++
     const wasFlagged = existing && record.flags.length > 0
     const stored = record
-    const indexed = runIndexer(databases, id, (hook) => hook.messageStored(metaOf(id, stored, existing ? deliveriesOf(databases, id) : [delivery]), request.parsed, request.indexPrepared))
-    if (!indexed && !record.flags.includes('index-failed')) record = { ...record, flags: [...record.flags, 'index-failed'] }
+    runIndexer(indexing, (hook) => hook.messageStored(metaOf(id, stored, existing ? deliveriesOf(databases, id) : [delivery]), request.parsed, request.indexPrepared))
+    if (indexer && !indexing && !record.flags.includes('index-failed')) record = { ...record, flags: [...record.flags, 'index-failed'] }
     if (!existing || record !== stored) databases.messages.putSync(key, encodeMessageRecord(record))
     if (record.flags.length > 0 && !wasFlagged) counters.flaggedMessages++
     databases.state.putSync('counters', counters)
@@ -551,7 +576,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       }
       const current = databases
       const currentBlob = blob
-      const result = await inTransaction(current, () => ingestInTransaction(current, id, request, currentBlob))
+      const result = await withoutIndexerOnFailure(id, (indexing) => inTransaction(current, () => ingestInTransaction(current, id, request, currentBlob, indexing)))
       if (result !== needsBlob) {
         activity.ingests++
         return result
@@ -583,13 +608,13 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
 
   // ---- purge ----------------------------------------------------------------------------
 
-  function purgeInTransaction(databases: Databases, id: string): PurgeResult {
+  function purgeInTransaction(databases: Databases, id: string, indexing: boolean): PurgeResult {
     const key = idKey(id)
     const record = readRecord(databases, id)
     if (!record) throw new ArchiveError('NOT_FOUND', `no message ${id}`, { fields: { id } })
     // Postings left behind would point at a message that is gone (search drops such hits);
     // refusing the purge would keep mail past its retention, so an index failure is logged only.
-    runIndexer(databases, id, (hook) => hook.messageRemoved(id))
+    runIndexer(indexing, (hook) => hook.messageRemoved(id))
     for (let index = 0; index < record.parts; index++) databases.blobs.removeSync(blobPartKey(record.sequence, index))
     const deliveryKeys: Buffer[] = []
     for (const { key: deliveryKey, value } of databases.deliveries.getRange({ start: deliveryRecordKey(key, 0), end: deliveryRecordKey(key, Number.MAX_SAFE_INTEGER) })) {
@@ -1020,7 +1045,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       } catch (error) {
         return Promise.reject(error)
       }
-      return track(inTransaction(databases, () => purgeInTransaction(databases, id)))
+      return track(withoutIndexerOnFailure(id, (indexing) => inTransaction(databases, () => purgeInTransaction(databases, id, indexing))))
     },
   }
 }

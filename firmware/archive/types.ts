@@ -148,12 +148,13 @@ export interface PurgeResult {
  * `messageStored` and `messageRemoved` are called synchronously from inside the write
  * transaction of one message (an lmdb-js asynchronous child transaction, so the commit and
  * its sync run off the event loop). They may read and write with the synchronous API
- * (`get`, `putSync`, `removeSync`, `transactionSync`); reads see the transaction's own
- * writes. They must not await and must not start transactions of their own with the
- * asynchronous API. The store runs each call in a nested child transaction: if it throws,
- * its writes are rolled back, the message is archived anyway with the flag `index-failed`,
- * and the error is logged; mail is never refused because indexing failed, and
- * `listIds()` lets the index catch up later.
+ * (`get`, `putSync`, `removeSync`); reads see the transaction's own writes. They must not
+ * await and must not start transactions of their own with the asynchronous API. They run in
+ * the message's transaction itself (no nested transaction: its begin and commit cost more
+ * than the indexing); if a call throws, the store rolls that transaction back and writes
+ * the message again without the indexer, flagged `index-failed`, and logs the error; mail
+ * is never refused (nor a purge stopped) because indexing failed, and `listIds()` lets the
+ * index catch up later.
  */
 export interface ArchiveIndexer {
   /** Named databases the indexer adds to the environment (they count against LMDB's `maxDbs`). */

@@ -10,8 +10,9 @@ export type { ArchiveIndexer }
 /**
  * The adapter between the archive's indexer hook and the search index: pass it as the
  * archive store's `indexer` option. The store calls it inside each message's write
- * transaction (in a nested transaction of its own: if indexing throws, the message is
- * archived flagged `index-failed` and `verify` reports it missing).
+ * transaction, and it writes in that transaction (if indexing throws, the store rolls the
+ * transaction back and archives the message without the index, flagged `index-failed`;
+ * `verify` reports it missing).
  *
  * @param index a created index (`createIndex`); `open` calls its `databases`
  * @param deps.logger where the layout warning goes
@@ -21,14 +22,13 @@ export function createArchiveIndexer(index: SearchIndex, deps: { logger: Logger 
   let layoutWarned = false
   /**
    * An index written by other firmware (another layout) must not stop the archive from
-   * taking mail: such messages are archived unindexed, with one warning, until
-   * `rebuild` (which `verify` would also ask for: they show as missing).
+   * taking mail: such messages are archived unindexed (the index writes nothing and says
+   * null), with one warning, until `rebuild` (which `verify` would also ask for: they show
+   * as missing).
    */
-  const usable = (): boolean => {
-    if (index.layoutCurrent()) return true
+  const otherLayout = (): void => {
     if (!layoutWarned) logger.warn('the search index has another layout version: messages are archived unindexed until `mailkeep index rebuild`')
     layoutWarned = true
-    return false
   }
   return {
     databasesNeeded: Object.keys(indexDatabaseNames).length,
@@ -41,10 +41,10 @@ export function createArchiveIndexer(index: SearchIndex, deps: { logger: Logger 
     },
     /** Writes the message's index entries; with `prepared` (prepare's result) it does little more than the writes. */
     messageStored(meta: MessageMeta, parsed: ParsedMessage, prepared?: unknown) {
-      if (usable()) index.indexMessage(indexInputFromMeta(meta, parsed), prepared)
+      if (index.indexMessageInTransaction(indexInputFromMeta(meta, parsed), prepared) === null) otherLayout()
     },
     messageRemoved(id) {
-      if (usable()) index.removeMessage(id)
+      if (index.removeMessageInTransaction(id) === null) otherLayout()
     },
   }
 }

@@ -498,9 +498,26 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     return tokens.length
   }
 
-  function indexInTransaction(db: Databases, input: IndexInput, autoFlush: boolean, prepared?: PreparedDocument): { docid: number; changed: boolean } {
-    assert(/^[0-9a-f]{64}$/.test(input.id), 'an archive id is 64 lower-case hex characters')
+  /** Removes a message's id mapping, records and date (its postings become garbage). Runs inside a write transaction. */
+  function removeInTransaction(db: Databases, id: string): boolean {
+    const docid = db.keys.get(idKeyPrefix + id) as number | undefined
+    if (docid === undefined) return false
     const state = readState(db)
+    db.keys.removeSync(idKeyPrefix + id)
+    db.forward.removeSync(docid)
+    removeRecord(db, docid)
+    tailPostings.delete(docid)
+    setDate(db, docid, Number.NaN)
+    state.documents--
+    state.removed++
+    if (docid > state.flushed) state.generation++
+    else state.patched = (state.patched ?? 0) + 1
+    writeState(db, state)
+    return true
+  }
+
+  function indexInTransaction(db: Databases, input: IndexInput, autoFlush: boolean, prepared?: PreparedDocument, state = readState(db)): { docid: number; changed: boolean } {
+    assert(/^[0-9a-f]{64}$/.test(input.id), 'an archive id is 64 lower-case hex characters')
     const existing = db.keys.get(idKeyPrefix + input.id) as number | undefined
     // A re-index compares with the stored document, body stream included: one-pass analysis (see AnalyzedDocument.forward).
     const analyzed = existing === undefined ? analyzeDocument(input, limits, prepared) : analyzeSequential(input, limits)
@@ -907,8 +924,22 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
      */
     indexMessage(input: IndexInput, prepared?: unknown): { docid: number; changed: boolean } {
       const db = open()
-      const ready = isPreparedDocument(prepared) ? prepared : undefined
-      return db.root.transactionSync(() => indexInTransaction(db, input, true, ready))
+      return db.root.transactionSync(() => indexInTransaction(db, input, true, isPreparedDocument(prepared) ? prepared : undefined))
+    },
+
+    /**
+     * `indexMessage` for a caller whose write transaction is open (the archive hook): writes
+     * in that transaction itself, without the nested transaction `indexMessage` starts there
+     * (LMDB's nested begin and commit cost more than the indexing). If it throws, its writes
+     * so far are in the caller's transaction, which must then be aborted.
+     *
+     * @returns null, writing nothing, when the stored index has another layout (see `layoutCurrent`)
+     */
+    indexMessageInTransaction(input: IndexInput, prepared?: unknown): { docid: number; changed: boolean } | null {
+      const db = open()
+      const state = storedState(db)
+      if (state.v !== indexLayoutVersion) return null
+      return indexInTransaction(db, input, true, isPreparedDocument(prepared) ? prepared : undefined, { ...state })
     },
 
     /**
@@ -931,22 +962,18 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
      */
     removeMessage(id: string): boolean {
       const db = open()
-      return db.root.transactionSync(() => {
-        const docid = db.keys.get(idKeyPrefix + id) as number | undefined
-        if (docid === undefined) return false
-        const state = readState(db)
-        db.keys.removeSync(idKeyPrefix + id)
-        db.forward.removeSync(docid)
-        removeRecord(db, docid)
-        tailPostings.delete(docid)
-        setDate(db, docid, Number.NaN)
-        state.documents--
-        state.removed++
-        if (docid > state.flushed) state.generation++
-        else state.patched = (state.patched ?? 0) + 1
-        writeState(db, state)
-        return true
-      })
+      return db.root.transactionSync(() => removeInTransaction(db, id))
+    },
+
+    /**
+     * `removeMessage` for a caller whose write transaction is open, as `indexMessageInTransaction`.
+     *
+     * @returns null, writing nothing, when the stored index has another layout
+     */
+    removeMessageInTransaction(id: string): boolean | null {
+      const db = open()
+      if (storedState(db).v !== indexLayoutVersion) return null
+      return removeInTransaction(db, id)
     },
 
     /**

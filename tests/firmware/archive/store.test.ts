@@ -335,6 +335,28 @@ t.test('the indexer writes in the message transaction; a failing indexer rolls b
   t.same(removed, [good.id])
   t.equal(postings!.get(`${good.id}:1`), undefined, 'postings removed in the purge transaction')
   t.equal(purged.sequence, store.lastSequence())
+
+  // Concurrent ingests share one commit: the one whose indexer throws is written again
+  // without it; the others keep their postings.
+  const subjects = ['one', 'two', 'explode', 'four', 'five']
+  const batch = await Promise.all(subjects.map((subject, n) => store.ingest(requestFor(generatedMessage(72, n), {}, subject))))
+  batch.forEach((result, n) => {
+    t.equal(store.has(result.id), true, `${subjects[n]} archived`)
+    t.equal(postings!.get(`${result.id}:1`), subjects[n] === 'explode' ? undefined : subjects[n], `${subjects[n]}: postings as its indexer left them`)
+    t.same(store.getMeta(result.id)?.flags, subjects[n] === 'explode' ? ['index-failed'] : [])
+  })
+
+  // A purge goes on when the indexer throws on removal (the postings stay; verify reports them).
+  const failRemoval = batch[0]!.id
+  indexer.messageRemoved = (id) => {
+    removed.push(id)
+    postings!.removeSync(`${id}:1`)
+    throw new Error('index bug on removal')
+  }
+  await store.delete(failRemoval)
+  t.equal(store.has(failRemoval), false, 'purged although the indexer threw')
+  t.equal(postings!.get(`${failRemoval}:1`), 'one', "the failing indexer's removal is rolled back")
+  t.equal(logger.records.filter((record) => record.level === 'error' && record.msg.includes('indexer')).length, 3, 'each failure logged')
 })
 
 t.test('delete is the purge primitive: blob, metadata and deliveries go, a purge entry is logged', async (t) => {

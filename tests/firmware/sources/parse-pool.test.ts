@@ -133,6 +133,17 @@ t.test('a message that crashes its worker twice, or outlives jobTimeoutMs, is ar
   t.equal(pool.stats().poisoned, 2)
 })
 
+t.test('jobTimeoutMs counts from the last result of the worker: messages queued behind slow ones on a busy worker are not timed out', async (t) => {
+  // Four messages of 700 ms each handed to one worker at once: the last finishes ~2.8 s after
+  // it was handed over, past the 1.5 s limit, but the worker finished one every 700 ms.
+  const { pool } = await startedPool(t, { jobTimeoutMs: 1_500, jobsPerWorkerMax: 4 })
+  await ready(pool)
+  const results = await Promise.all([1, 2, 3, 4].map((n) => pool.prepare(message(`SLOW-WORKER ${n}`))))
+  t.same(results.map((result) => result.parsed.flags), [[], [], [], []], 'all parsed, none taken for stuck')
+  t.equal(pool.stats().poisoned, 0)
+  t.equal(pool.stats().crashes, 0)
+})
+
 t.test('when workers cannot start, every message is prepared on the event loop', async (t) => {
   const { pool, logger } = await startedPool(t, { workerUrl: new URL('./fixtures/no-such-worker.ts', import.meta.url), restartDelayMs: 1, startFailuresMax: 1 })
   const raws = [message('first'), message('second'), journalReport]
