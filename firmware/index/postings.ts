@@ -61,6 +61,89 @@ function writeVarint(buffer: Buffer, offset: number, value: number): number {
 }
 
 /**
+ * Postings grouped by token as documents come (docids ascending): what a flush gathers
+ * before it writes one chunk per token. Kept in flat typed arrays — a Map from token to a
+ * small integer and, per token, a linked list of (docid, mask) slots — rather than an array
+ * per token: measured on 4,096 corpus messages (619,291 postings, 45,978 tokens) under
+ * Bun, grouping took 55–96 ms this way and 350–400 ms with growing arrays.
+ */
+export interface PostingGroups {
+  /** Adds a posting; the same token again for the same (latest) docid ORs its mask in. */
+  add(token: string, docid: number, mask: number): void
+  /** The distinct tokens, in no particular order. */
+  tokens(): string[]
+  /** Bytes the chunk of `token` may need, at most. */
+  chunkBytesMax(token: string): number
+  /** Encodes the chunk of `token` (as encodeChunk would) into `buffer` from offset 0; returns its length. */
+  encodeInto(token: string, buffer: Buffer): number
+}
+
+export function createPostingGroups(): PostingGroups {
+  const ids = new Map<string, number>()
+  let first = new Int32Array(1024)
+  let last = new Int32Array(1024)
+  let counts = new Int32Array(1024)
+  let docids = new Uint32Array(64 * 1024)
+  let masks = new Uint8Array(64 * 1024)
+  let next = new Int32Array(64 * 1024)
+  let slots = 0
+  const grow = <T extends Int32Array | Uint32Array | Uint8Array>(array: T, size: number): T => {
+    if (size <= array.length) return array
+    const grown = new (array.constructor as new (length: number) => T)(Math.max(size, 2 * array.length))
+    grown.set(array)
+    return grown
+  }
+  const idOf = (token: string): number => {
+    const id = ids.get(token)
+    if (id === undefined) throw new Error(`no postings for ${JSON.stringify(token)}`)
+    return id
+  }
+  return {
+    add(token, docid, mask) {
+      let id = ids.get(token)
+      if (id === undefined) {
+        id = ids.size
+        ids.set(token, id)
+        first = grow(first, id + 1)
+        last = grow(last, id + 1)
+        counts = grow(counts, id + 1)
+        first[id] = -1
+        counts[id] = 0
+      } else if (docids[last[id]!] === docid) {
+        masks[last[id]!]! |= mask
+        return
+      }
+      const slot = slots++
+      if (slot >= docids.length) {
+        docids = grow(docids, slot + 1)
+        masks = grow(masks, slot + 1)
+        next = grow(next, slot + 1)
+      }
+      docids[slot] = docid
+      masks[slot] = mask
+      next[slot] = -1
+      if (first[id] === -1) first[id] = slot
+      else next[last[id]!] = slot
+      last[id] = slot
+      counts[id]!++
+    },
+    tokens: () => [...ids.keys()],
+    chunkBytesMax: (token) => 5 + counts[idOf(token)]! * 6,
+    encodeInto(token, buffer) {
+      const id = idOf(token)
+      let offset = writeVarint(buffer, 0, counts[id]!)
+      let previous = 0
+      for (let slot = first[id]!; slot !== -1; slot = next[slot]!) {
+        offset = writeVarint(buffer, offset, docids[slot]! - previous)
+        buffer[offset++] = masks[slot]!
+        previous = docids[slot]!
+      }
+      return offset
+    },
+  }
+}
+
+/**
  * Appends the docids of `chunk` whose mask meets `wantedBits` to `out`.
  *
  * @returns false when the chunk is malformed (the caller reports the index corrupt)
@@ -221,65 +304,88 @@ export function inlineValueBytesMax(pageSizeBytes: number, keyBytes: number): nu
   return Math.floor((pageSizeBytes - pageHeaderBytes) / 2) - leafEntryBytes - keyBytes
 }
 
+/** Receives each finished block: its first token (the key's part) and its bytes (both the receiver's to keep). */
+export type BlockSink = (first: Buffer, block: Buffer) => void
+
+export interface BlockWriter {
+  /**
+   * Adds the next entry (tokens in increasing UTF-8 byte order, distinct): `token[0, tokenBytes)`
+   * and `chunk[0, chunkBytes)`, both copied (the caller may reuse its buffers).
+   */
+  add(token: Buffer, tokenBytes: number, chunk: Buffer, chunkBytes: number): void
+  /** Emits the last block. */
+  finish(): void
+}
+
 /**
- * Packs entries (sorted by token bytes, distinct) into blocks. A block is cut when the next
- * entry would take it past the inline size; a block that is already larger (an entry of a
- * common word) takes further entries until its last overflow page is full.
+ * Packs entries into blocks as they come, with no allocation per entry (a flush writes
+ * ~60,000): a block is cut when the next entry would take it past LMDB's inline size; a
+ * block that is already larger (an entry of a common word) takes further entries until
+ * its last overflow page is full.
  *
  * @param keyBytesOf the key length of a block that starts with a token of that many bytes
  */
-export function packBlocks(entries: readonly BlockEntry[], pageSizeBytes: number, keyBytesOf: (tokenBytes: number) => number): Array<{ first: Uint8Array; block: Buffer }> {
-  const blocks: Array<{ first: Uint8Array; block: Buffer }> = []
-  let parts: Uint8Array[] = []
+export function createBlockWriter(pageSizeBytes: number, keyBytesOf: (tokenBytes: number) => number, emit: BlockSink): BlockWriter {
+  let block = Buffer.allocUnsafe(2 * pageSizeBytes)
   let size = 0
-  let first: Uint8Array | undefined
-  let previous: Uint8Array | undefined
+  let first: Buffer | undefined
   let inlineMax = 0
+  const previous = Buffer.allocUnsafe(blockTokenBytesMax)
+  let previousBytes = 0
   const cut = (): void => {
-    if (first !== undefined) blocks.push({ first, block: Buffer.concat(parts, size) })
-    parts = []
+    if (first !== undefined) emit(first, Buffer.from(block.subarray(0, size)))
     size = 0
     first = undefined
-    previous = undefined
   }
-  for (const entry of entries) {
-    let encoded = encodeBlockEntry(previous, entry)
-    if (first !== undefined && size + encoded.byteLength > inlineMax) {
-      const capacity = Math.ceil((size + pageHeaderBytes) / pageSizeBytes) * pageSizeBytes - pageHeaderBytes
-      if (size <= inlineMax || size + encoded.byteLength > capacity) {
-        cut()
-        encoded = encodeBlockEntry(undefined, entry)
+  return {
+    add(token, tokenBytes, chunk, chunkBytes) {
+      assert(tokenBytes <= blockTokenBytesMax, 'a token is at most 64 characters')
+      let shared = 0
+      if (first !== undefined) {
+        const most = Math.min(previousBytes, tokenBytes, 255)
+        while (shared < most && previous[shared] === token[shared]) shared++
       }
-    }
-    if (first === undefined) {
-      first = entry.token
-      inlineMax = inlineValueBytesMax(pageSizeBytes, keyBytesOf(entry.token.byteLength))
-    }
-    parts.push(encoded)
-    size += encoded.byteLength
-    previous = entry.token
+      const entryBytes = (sharedBytes: number): number => varintBytes(sharedBytes) + varintBytes(tokenBytes - sharedBytes) + tokenBytes - sharedBytes + varintBytes(chunkBytes) + chunkBytes
+      if (first !== undefined && size + entryBytes(shared) > inlineMax) {
+        const capacity = Math.ceil((size + pageHeaderBytes) / pageSizeBytes) * pageSizeBytes - pageHeaderBytes
+        if (size <= inlineMax || size + entryBytes(shared) > capacity) {
+          cut()
+          shared = 0
+        }
+      }
+      if (first === undefined) {
+        first = Buffer.from(token.subarray(0, tokenBytes))
+        inlineMax = inlineValueBytesMax(pageSizeBytes, keyBytesOf(tokenBytes))
+      }
+      const needed = size + entryBytes(shared)
+      if (needed > block.length) {
+        const grown = Buffer.allocUnsafe(Math.max(needed, 2 * block.length))
+        block.copy(grown, 0, 0, size)
+        block = grown
+      }
+      size = writeVarint(block, size, shared)
+      size = writeVarint(block, size, tokenBytes - shared)
+      size += token.copy(block, size, shared, tokenBytes)
+      size = writeVarint(block, size, chunkBytes)
+      size += chunk.copy(block, size, 0, chunkBytes)
+      previousBytes = token.copy(previous, 0, 0, tokenBytes)
+    },
+    finish: cut,
   }
-  cut()
-  return blocks
 }
 
-function encodeBlockEntry(previous: Uint8Array | undefined, entry: BlockEntry): Buffer {
-  const { token, chunk } = entry
-  let shared = 0
-  if (previous !== undefined) {
-    const most = Math.min(previous.byteLength, token.byteLength, 255)
-    while (shared < most && previous[shared] === token[shared]) shared++
-  }
-  const suffix = token.byteLength - shared
-  const buffer = Buffer.allocUnsafe(15 + suffix + chunk.byteLength)
-  let offset = writeVarint(buffer, 0, shared)
-  offset = writeVarint(buffer, offset, suffix)
-  buffer.set(token.subarray(shared), offset)
-  offset += suffix
-  offset = writeVarint(buffer, offset, chunk.byteLength)
-  buffer.set(chunk, offset)
-  offset += chunk.byteLength
-  return buffer.subarray(0, offset)
+function varintBytes(value: number): number {
+  return value < 0x80 ? 1 : value < 0x4000 ? 2 : value < 0x200000 ? 3 : value < 0x10000000 ? 4 : 5
+}
+
+/** Packs entries (sorted by token bytes, distinct) into blocks with createBlockWriter, all at once. */
+export function packBlocks(entries: readonly BlockEntry[], pageSizeBytes: number, keyBytesOf: (tokenBytes: number) => number): Array<{ first: Uint8Array; block: Buffer }> {
+  const blocks: Array<{ first: Uint8Array; block: Buffer }> = []
+  const writer = createBlockWriter(pageSizeBytes, keyBytesOf, (first, block) => blocks.push({ first, block }))
+  const view = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  for (const { token, chunk } of entries) writer.add(view(token), token.byteLength, view(chunk), chunk.byteLength)
+  writer.finish()
+  return blocks
 }
 
 /** Token bytes of a block entry at most (tokens are cut at 64 characters: ≤ 256 bytes UTF-8). */

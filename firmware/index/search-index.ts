@@ -6,7 +6,7 @@ import type { Clock } from '../common/clock.js'
 import type { ParsedMessage } from '../mime/types.js'
 import { IndexError } from './errors.js'
 import { analyzeDocument, analyzeSequential, bodyPhraseTest, bodyStreamOf, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type PackedTerms, packTerms, unpackTerms, type IndexInput } from './document.js'
-import { anyTextBits, decodeChunkInto, difference, encodeChunk, fieldBits, findInBlock, hasAttachmentToken, intersect, packBlocks, toDocidSet, union } from './postings.js'
+import { anyTextBits, createBlockWriter, createPostingGroups, decodeChunkInto, difference, encodeChunk, fieldBits, findInBlock, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
 import { parseQuery, positiveTokens, type QueryNode, type TextField } from './query.js'
 import { makeSnippet } from './snippet.js'
 import { blobParts, blobPartsMax } from '../archive/layout.js'
@@ -468,27 +468,27 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     const first = state.flushed + 1
     const last = state.next - 1
     if (last < first) return 0
-    // Flat [docid, mask, docid, mask, …] per token: far fewer allocations than a tuple per
-    // posting, which matters at a few hundred thousand postings per flush.
-    const byToken = new Map<string, number[]>()
+    const groups = createPostingGroups()
     for (let docid = first; docid <= last; docid++) {
       const terms = tailTermsOf(db, docid)
       if (terms === undefined) continue
       const { tokens, masks } = terms
-      for (let index = 0; index < tokens.length; index++) {
-        const token = tokens[index]!
-        const mask = masks[index]!
-        const entries = byToken.get(token)
-        if (entries === undefined) byToken.set(token, [docid, mask])
-        // A token listed twice for one document (prepared terms, then address terms): one entry, bits OR-ed.
-        else if (entries[entries.length - 2] === docid) entries[entries.length - 1]! |= mask
-        else entries.push(docid, mask)
-      }
+      // A token listed twice for one document (prepared terms, then address terms): one entry, bits OR-ed.
+      for (let index = 0; index < tokens.length; index++) groups.add(tokens[index]!, docid, masks[index]!)
     }
     // Blocks in key order, appended after the previous flush's (MDB_APPEND: full pages).
-    const tokens = sortByUtf8([...byToken.keys()])
-    const entries = tokens.map((token) => ({ token: Buffer.from(token), chunk: encodeChunk(byToken.get(token)!) }))
-    for (const { first, block } of packBlocks(entries, db.pageSizeBytes, (tokenBytes) => 4 + tokenBytes)) putNew(db.postings, postingKey(state.chunks, first), block)
+    // Tokens and chunks are encoded into reused buffers: no allocation per token.
+    const tokens = sortByUtf8(groups.tokens())
+    const chunkNumber = state.chunks
+    const writer = createBlockWriter(db.pageSizeBytes, (tokenBytes) => 4 + tokenBytes, (firstToken, block) => putNew(db.postings, postingKey(chunkNumber, firstToken), block))
+    const tokenBuffer = Buffer.allocUnsafe(1024)
+    let chunkBuffer = Buffer.allocUnsafe(64 * 1024)
+    for (const token of tokens) {
+      const bytesMax = groups.chunkBytesMax(token)
+      if (bytesMax > chunkBuffer.length) chunkBuffer = Buffer.allocUnsafe(2 * bytesMax)
+      writer.add(tokenBuffer, tokenBuffer.write(token, 0, 'utf8'), chunkBuffer, groups.encodeInto(token, chunkBuffer))
+    }
+    writer.finish()
     for (let docid = first; docid <= last; docid++) tailPostings.delete(docid)
     state.flushed = last
     state.chunks++

@@ -3,7 +3,7 @@ import { addressExactTokens, addressQueryToken, isAddressLike, tokenCharsMax, sp
 import { parseQuery, phraseTokensMax, queryCharsMax, queryNestingMax, queryTermsMax, type QueryNode } from '../../../firmware/index/query.js'
 import { QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { makeSnippet } from '../../../firmware/index/snippet.js'
-import { decodeChunkInto, difference, encodeChunk, findInBlock, inlineValueBytesMax, intersect, packBlocks, toDocidSet, union } from '../../../firmware/index/postings.js'
+import { createPostingGroups, decodeChunkInto, difference, encodeChunk, findInBlock, inlineValueBytesMax, intersect, packBlocks, toDocidSet, union } from '../../../firmware/index/postings.js'
 import { defaultIndexOptions } from '../../../firmware/index/search-index.js'
 import { analyzeSequential, bodyStreamOf, decodeForward, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, bodyPhraseTest, streamHasPhrase, streamOf } from '../../../firmware/index/document.js'
 
@@ -196,6 +196,32 @@ t.test('postings: chunk codec and set operations', async (t) => {
   t.same([...intersect(Uint32Array.from([9]), Uint32Array.from(Array.from({ length: 1000 }, (_, i) => i * 3)))], [9], 'galloping finds a far element')
   t.same([...union(a, b)], [1, 3, 4, 5, 7, 9, 1000, 5000, 6000])
   t.same([...difference(a, b)], [1, 7, 9, 5000])
+})
+
+t.test('posting groups: postings grouped per token give the chunks encodeChunk gives', async (t) => {
+  const groups = createPostingGroups()
+  const expected = new Map<string, number[]>()
+  // Enough tokens and postings to grow every array; each document lists some tokens twice (bits OR-ed).
+  for (let docid = 1; docid <= 400; docid++) {
+    for (let n = 0; n < 300; n++) {
+      const token = `t${(docid * n) % 1500}`
+      const mask = 1 << (n % 5)
+      groups.add(token, docid, mask)
+      const entries = expected.get(token) ?? []
+      if (entries[entries.length - 2] === docid) entries[entries.length - 1]! |= mask
+      else entries.push(docid, mask)
+      expected.set(token, entries)
+    }
+  }
+  t.same(groups.tokens().sort(), [...expected.keys()].sort(), 'the distinct tokens')
+  let mismatches = 0
+  for (const [token, entries] of expected) {
+    const buffer = Buffer.alloc(groups.chunkBytesMax(token))
+    const length = groups.encodeInto(token, buffer)
+    if (Buffer.compare(buffer.subarray(0, length), encodeChunk(entries)) !== 0) mismatches++
+  }
+  t.equal(mismatches, 0, 'every chunk as encodeChunk encodes it')
+  t.throws(() => groups.encodeInto('absent', Buffer.alloc(16)), /no postings/)
 })
 
 t.test('posting blocks: every token found in the one block that can hold it, blocks sized to pages', async (t) => {
