@@ -436,16 +436,20 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     db.keys.putSync(stateKey, state)
   }
 
+  /** One date block's bytes, reused by every setDate (a putSync copies the value into the transaction before it returns). */
+  const dateScratch = new Float64Array(dateBlockDocids)
+  const dateScratchBytes = Buffer.from(dateScratch.buffer)
+
   function setDate(db: Databases, docid: number, dateMs: number): void {
     const block = Math.floor(docid / dateBlockDocids)
-    const stored = db.dates.getBinary(block)
-    const dates = new Float64Array(dateBlockDocids).fill(Number.NaN)
+    // getBinaryFast's buffer is lmdb-js's reused one: its `length` is the value's, not its byteLength.
+    const stored = db.dates.getBinaryFast(block)
     if (stored) {
-      if (stored.byteLength !== dateBlockDocids * 8) throw new IndexError('INDEX_CORRUPT', `date block ${block} has ${stored.byteLength} bytes`)
-      new Uint8Array(dates.buffer).set(stored)
-    }
-    dates[docid % dateBlockDocids] = dateMs
-    db.dates.putSync(block, Buffer.from(dates.buffer))
+      if (stored.length !== dateScratchBytes.byteLength) throw new IndexError('INDEX_CORRUPT', `date block ${block} has ${stored.length} bytes`)
+      dateScratchBytes.set(new Uint8Array(stored.buffer, stored.byteOffset, dateScratchBytes.byteLength))
+    } else dateScratch.fill(Number.NaN)
+    dateScratch[docid % dateBlockDocids] = dateMs
+    db.dates.putSync(block, dateScratchBytes)
   }
 
   /**
