@@ -218,10 +218,10 @@ const cursorPattern = /^[A-Za-z0-9_-]{1,64}$/
 
 /**
  * Writes a record (or a posting block) under a new key. Docids and flush numbers only grow,
- * so the put is an append (putAppend): the records fill their pages (measured on the corpus: display records took
- * 0.26 bytes of disk per raw byte with ordinary puts, half-empty pages). A key not above
- * the last one (not expected; an aborted transaction leaves nothing behind) falls back to
- * an ordinary put.
+ * so the put is an append (putAppend): the records fill their pages (measured on the
+ * corpus: display records took 0.26 bytes of disk per raw byte with ordinary puts,
+ * half-empty pages). A key not above the last one (not expected; an aborted transaction
+ * leaves nothing behind) falls back to an ordinary put.
  */
 function putNew<K extends Key>(database: Database<Buffer, K>, key: K, value: Buffer): void {
   if (!putAppend(database, key, value)) database.putSync(key, value)

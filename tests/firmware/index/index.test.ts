@@ -427,6 +427,67 @@ t.test('neither the tail nor a flush takes postings from an ingest that was roll
   t.same(harness.query('"free money"'), ['D'])
 })
 
+t.test('a flush writes exactly the committed tail: a rollback, a re-index, an odd address or a removal in the middle of it', async (t) => {
+  // Each message has a word of its own and the word "note"; the tail is 4, so the fourth docid flushes.
+  const spec = (word: string): Spec => ({ from: 'x@example.com', subject: `note ${word}`, text: `${word} body`, date: '2024-01-10' })
+  const scenarios: Array<{ name: string; run(harness: Harness): void; found: Record<string, string[]> }> = [
+    {
+      name: 'rolled back (its docid is given to the next message)',
+      run(harness) {
+        add(harness, 'alpha')
+        t.throws(() =>
+          harness.root.transactionSync(() => {
+            harness.index.indexMessage(inputOf('ghost', spec('ghost')))
+            throw new Error('archive write failed')
+          }),
+        )
+        for (const word of ['bravo', 'charlie', 'delta']) add(harness, word)
+      },
+      found: { ghost: [], bravo: ['bravo'], note: ['alpha', 'bravo', 'charlie', 'delta'] },
+    },
+    {
+      name: 're-indexed with a new recipient',
+      run(harness) {
+        for (const word of ['alpha', 'bravo', 'charlie']) add(harness, word)
+        add(harness, 'bravo', { to: ['late@example.com'] })
+        add(harness, 'delta')
+      },
+      found: { 'to:late@example.com': ['bravo'], bravo: ['bravo'], note: ['alpha', 'bravo', 'charlie', 'delta'] },
+    },
+    {
+      name: 'with an address token that has a space in it (its packed terms do not unpack)',
+      run(harness) {
+        for (const word of ['alpha', 'bravo']) add(harness, word)
+        harness.root.transactionSync(() => harness.index.indexMessage(inputOf('charlie', { ...spec('charlie'), to: ['undisclosed recipients'] })))
+        add(harness, 'delta')
+      },
+      found: { charlie: ['charlie'], note: ['alpha', 'bravo', 'charlie', 'delta'] },
+    },
+    {
+      name: 'removed',
+      run(harness) {
+        for (const word of ['alpha', 'bravo']) add(harness, word)
+        t.ok(harness.index.removeMessage(idOf('bravo')))
+        for (const word of ['charlie', 'delta']) add(harness, word)
+      },
+      found: { bravo: [], note: ['alpha', 'charlie', 'delta'] },
+    },
+  ]
+  function add(harness: Harness, word: string, envelope: { to?: string[] } = {}): void {
+    harness.root.transactionSync(() => harness.index.indexMessage(inputOf(word, spec(word), envelope)))
+  }
+  for (const scenario of scenarios) {
+    const harness = makeHarness(t, { pendingDocumentsMax: 4 })
+    scenario.run(harness)
+    t.equal(harness.index.stats().pending, 0, `${scenario.name}: flushed`)
+    for (const [query, words] of Object.entries(scenario.found)) t.same(new Set(harness.query(query)), new Set(words.map(idOf)), `${scenario.name}: ${query}`)
+    // The next tail, indexed in a row after the flush.
+    for (const word of ['echo', 'foxtrot', 'golf', 'hotel']) add(harness, word)
+    t.equal(harness.index.stats().flushes, 2, `${scenario.name}: flushed again`)
+    for (const word of ['echo', 'foxtrot', 'golf', 'hotel']) t.same(harness.query(word), [idOf(word)], `${scenario.name}: ${word}`)
+  }
+})
+
 t.test('verify finds missing, extra and stale documents; rebuild restores', async (t) => {
   const harness = makeHarness(t, { pendingDocumentsMax: 3 })
   indexAll(harness)
