@@ -91,7 +91,10 @@ export function makeSnippet(text: string, tokens: ReadonlySet<string>): string {
   let out = start > 0 ? '…' : ''
   let cursor = 0
   let lastMarkEnd = -1
-  for (const span of tokenizeWithSpans(excerpt)) {
+  // No match in the text (a query of dates or of other fields, say): the excerpt is the
+  // text's start, inside what firstMatch scanned, so it has nothing to mark.
+  const spans = matchStart < 0 ? [] : tokenizeWithSpans(excerpt)
+  for (const span of spans) {
     if (!tokens.has(span.token) || span.start < lastMarkEnd) continue
     out += escapeHtml(excerpt.slice(cursor, span.start)) + '<mark>' + escapeHtml(excerpt.slice(span.start, span.end)) + '</mark>'
     cursor = span.end
