@@ -80,7 +80,8 @@ t.test('a worker prepares what the event loop would: parse and flags, journal un
     t.same(prepared.parsed, expected.parsed, `${label}: same parse result and flags as on the event loop`)
     t.equal(Buffer.compare(Buffer.from(prepared.bytes), Buffer.from(expected.bytes)), 0, `${label}: same bytes to archive`)
     assertEncodedMatches(t, prepared, label)
-    t.same(prepared.indexPrepared, { words: (expected.parsed.subject ?? '').toLowerCase().split(/\s+/).filter(Boolean), options: { limit: 7 } }, `${label}: index prepared on the worker with its options`)
+    t.same(prepared.indexPrepared, { words: (expected.parsed.subject ?? '').toLowerCase().split(/\s+/).filter(Boolean), options: { limit: 7 }, thread: (prepared.indexPrepared as { thread: number }).thread }, `${label}: index prepared on the worker with its options`)
+    t.not((prepared.indexPrepared as { thread: number }).thread, 0, `${label}: on a worker thread, not the event loop`)
   }
   const journal = results[samples.length - 1]!
   t.equal(Buffer.from(journal.bytes).toString('latin1'), journalOriginal.toString('latin1').replace(/\r\n$/, ''), 'journal report: the original is cut out byte-exact')
@@ -142,6 +143,15 @@ t.test('jobTimeoutMs counts from the last result of the worker: messages queued 
   t.same(results.map((result) => result.parsed.flags), [[], [], [], []], 'all parsed, none taken for stuck')
   t.equal(pool.stats().poisoned, 0)
   t.equal(pool.stats().crashes, 0)
+})
+
+t.test('messages in flight spread over the workers instead of queueing on the first', async (t) => {
+  const { pool } = await startedPool(t, { workers: 2 })
+  await ready(pool, 2)
+  const results = await Promise.all([1, 2, 3, 4].map((n) => pool.prepare(message(`spread ${n}`))))
+  const threads = new Set(results.map((result) => (result.indexPrepared as { thread: number }).thread))
+  t.equal(threads.size, 2, 'four messages on two workers')
+  t.notOk(threads.has(0), 'none on the event loop')
 })
 
 t.test('when workers cannot start, every message is prepared on the event loop', async (t) => {
@@ -207,7 +217,7 @@ t.test('pipeline with a pool: the store takes the worker’s blob and index prep
     const expected = index === 2 ? Buffer.from(journalOriginal.toString('latin1').replace(/\r\n$/, ''), 'latin1') : raws[index]!
     t.equal(Buffer.compare(Buffer.from(stored!), expected), 0, `message ${index + 1}: byte-identical from the store`)
   }
-  t.same(seen[0], { id: results[0]!.id, prepared: { words: ['stored', 'via', 'the', 'pool'], options: { limit: 7 } }, subject: 'stored via the pool' }, 'the indexer got the worker’s prepare result')
+  t.match(seen[0], { id: results[0]!.id, prepared: { words: ['stored', 'via', 'the', 'pool'], options: { limit: 7 }, thread: Number }, subject: 'stored via the pool' }, 'the indexer got the worker’s prepare result')
   t.same(archive.getMeta(results[2]!.id)?.deliveries[0]?.envelopeBcc, ['carol.hidden@example.com'], 'the journal envelope BCC is recorded')
   t.ok(archive.stats().storedBytes < archive.stats().rawBytes, 'blobs are stored compressed')
   t.equal(pool.stats().completed, raws.length)
