@@ -284,11 +284,6 @@ export function difference(left: Uint32Array, right: Uint32Array): Uint32Array {
  * the bytes the token has in common with the entry before it (0 for the first, whose token
  * is also in the block's key).
  */
-export interface BlockEntry {
-  /** The token, UTF-8. */
-  token: Uint8Array
-  chunk: Uint8Array
-}
 
 /** The page header of lmdb-js's LMDB (it carries a txnid: 24 bytes, not 16), in bytes; overflow pages hold `pageSize − 24` bytes of value. */
 const pageHeaderBytes = 24
@@ -345,19 +340,20 @@ export function createBlockWriter(pageSizeBytes: number, keyBytesOf: (tokenBytes
         const most = Math.min(previousBytes, tokenBytes, 255)
         while (shared < most && previous[shared] === token[shared]) shared++
       }
-      const entryBytes = (sharedBytes: number): number => varintBytes(sharedBytes) + varintBytes(tokenBytes - sharedBytes) + tokenBytes - sharedBytes + varintBytes(chunkBytes) + chunkBytes
-      if (first !== undefined && size + entryBytes(shared) > inlineMax) {
+      let bytes = blockEntryBytes(shared, tokenBytes, chunkBytes)
+      if (first !== undefined && size + bytes > inlineMax) {
         const capacity = Math.ceil((size + pageHeaderBytes) / pageSizeBytes) * pageSizeBytes - pageHeaderBytes
-        if (size <= inlineMax || size + entryBytes(shared) > capacity) {
+        if (size <= inlineMax || size + bytes > capacity) {
           cut()
           shared = 0
+          bytes = blockEntryBytes(0, tokenBytes, chunkBytes)
         }
       }
       if (first === undefined) {
         first = Buffer.from(token.subarray(0, tokenBytes))
         inlineMax = inlineValueBytesMax(pageSizeBytes, keyBytesOf(tokenBytes))
       }
-      const needed = size + entryBytes(shared)
+      const needed = size + bytes
       if (needed > block.length) {
         const grown = Buffer.allocUnsafe(Math.max(needed, 2 * block.length))
         block.copy(grown, 0, 0, size)
@@ -374,22 +370,20 @@ export function createBlockWriter(pageSizeBytes: number, keyBytesOf: (tokenBytes
   }
 }
 
+/** Bytes of a block entry whose token shares `shared` of its `tokenBytes` with the one before it. */
+function blockEntryBytes(shared: number, tokenBytes: number, chunkBytes: number): number {
+  return varintBytes(shared) + varintBytes(tokenBytes - shared) + tokenBytes - shared + varintBytes(chunkBytes) + chunkBytes
+}
+
 function varintBytes(value: number): number {
   return value < 0x80 ? 1 : value < 0x4000 ? 2 : value < 0x200000 ? 3 : value < 0x10000000 ? 4 : 5
 }
 
-/** Packs entries (sorted by token bytes, distinct) into blocks with createBlockWriter, all at once. */
-export function packBlocks(entries: readonly BlockEntry[], pageSizeBytes: number, keyBytesOf: (tokenBytes: number) => number): Array<{ first: Uint8Array; block: Buffer }> {
-  const blocks: Array<{ first: Uint8Array; block: Buffer }> = []
-  const writer = createBlockWriter(pageSizeBytes, keyBytesOf, (first, block) => blocks.push({ first, block }))
-  const view = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  for (const { token, chunk } of entries) writer.add(view(token), token.byteLength, view(chunk), chunk.byteLength)
-  writer.finish()
-  return blocks
-}
-
 /** Token bytes of a block entry at most (tokens are cut at 64 characters: ≤ 256 bytes UTF-8). */
-const blockTokenBytesMax = 1024
+export const blockTokenBytesMax = 1024
+
+/** The token being rebuilt by findInBlock (synchronous: one scratch serves every call). */
+const findScratch = new Uint8Array(blockTokenBytesMax)
 
 /**
  * The chunk of `token` (UTF-8) in a block, or null when the block does not have it.
@@ -397,7 +391,7 @@ const blockTokenBytesMax = 1024
  * @returns false when the block is malformed (the caller reports the index corrupt)
  */
 export function findInBlock(block: Uint8Array, token: Uint8Array): Uint8Array | null | false {
-  const current = new Uint8Array(blockTokenBytesMax)
+  const current = findScratch
   let length = 0
   const reader = { bytes: block, offset: 0 }
   while (reader.offset < block.length) {

@@ -6,7 +6,7 @@ import type { Clock } from '../common/clock.js'
 import type { ParsedMessage } from '../mime/types.js'
 import { IndexError } from './errors.js'
 import { analyzeDocument, analyzeSequential, bodyPhraseTest, bodyStreamOf, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type PackedTerms, packTerms, unpackTerms, type IndexInput } from './document.js'
-import { anyTextBits, createBlockWriter, createPostingGroups, decodeChunkInto, difference, encodeChunk, fieldBits, findInBlock, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
+import { anyTextBits, blockTokenBytesMax, createBlockWriter, createPostingGroups, decodeChunkInto, difference, encodeChunk, fieldBits, findInBlock, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
 import { parseQuery, positiveTokens, type QueryNode, type TextField } from './query.js'
 import { makeSnippet } from './snippet.js'
 import { blobParts, blobPartsMax } from '../archive/layout.js'
@@ -485,7 +485,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     const tokens = sortByUtf8(groups.tokens())
     const chunkNumber = state.chunks
     const writer = createBlockWriter(db.pageSizeBytes, (tokenBytes) => 4 + tokenBytes, (firstToken, block) => putNew(db.postings, postingKey(chunkNumber, firstToken), block))
-    const tokenBuffer = Buffer.allocUnsafe(1024)
+    const tokenBuffer = Buffer.allocUnsafe(blockTokenBytesMax)
     let chunkBuffer = Buffer.allocUnsafe(64 * 1024)
     for (const token of tokens) {
       const bytesMax = groups.chunkBytesMax(token)

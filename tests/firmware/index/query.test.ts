@@ -3,7 +3,7 @@ import { addressExactTokens, addressQueryToken, isAddressLike, tokenCharsMax, sp
 import { parseQuery, phraseTokensMax, queryCharsMax, queryNestingMax, queryTermsMax, type QueryNode } from '../../../firmware/index/query.js'
 import { QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { makeSnippet } from '../../../firmware/index/snippet.js'
-import { createPostingGroups, decodeChunkInto, difference, encodeChunk, findInBlock, inlineValueBytesMax, intersect, packBlocks, toDocidSet, union } from '../../../firmware/index/postings.js'
+import { createBlockWriter, createPostingGroups, decodeChunkInto, difference, encodeChunk, findInBlock, inlineValueBytesMax, intersect, toDocidSet, union } from '../../../firmware/index/postings.js'
 import { defaultIndexOptions } from '../../../firmware/index/search-index.js'
 import { analyzeSequential, bodyStreamOf, decodeForward, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, bodyPhraseTest, streamHasPhrase, streamOf } from '../../../firmware/index/document.js'
 
@@ -197,6 +197,15 @@ t.test('postings: chunk codec and set operations', async (t) => {
   t.same([...union(a, b)], [1, 3, 4, 5, 7, 9, 1000, 5000, 6000])
   t.same([...difference(a, b)], [1, 7, 9, 5000])
 })
+
+/** Packs sorted, distinct (token, chunk) entries into blocks with createBlockWriter, all at once. */
+function packBlocks(entries: ReadonlyArray<{ token: Buffer; chunk: Buffer }>, pageSizeBytes: number, keyBytesOf: (tokenBytes: number) => number): Array<{ first: Buffer; block: Buffer }> {
+  const blocks: Array<{ first: Buffer; block: Buffer }> = []
+  const writer = createBlockWriter(pageSizeBytes, keyBytesOf, (first, block) => blocks.push({ first, block }))
+  for (const { token, chunk } of entries) writer.add(token, token.byteLength, chunk, chunk.byteLength)
+  writer.finish()
+  return blocks
+}
 
 t.test('posting groups: postings grouped per token give the chunks encodeChunk gives', async (t) => {
   const groups = createPostingGroups()
