@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { open, type RootDatabase } from 'lmdb'
 import { createMemoryLogger } from '../../../firmware/common/logger.js'
 import { systemClock, type Clock } from '../../../firmware/common/clock.js'
-import { createIndex, defaultIndexOptions, type IndexOptions, type SearchIndex } from '../../../firmware/index/search-index.js'
+import { createIndex, defaultIndexOptions, sortByUtf8, type IndexOptions, type SearchIndex } from '../../../firmware/index/search-index.js'
 import { analyzeDocument, analyzeSequential, bodyStreamOf, indexInputFromMeta, isPreparedDocument, prepareDocument, type IndexInput } from '../../../firmware/index/document.js'
 import { IndexError, QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { createArchiveIndexer } from '../../../firmware/index/archive-indexer.js'
@@ -107,11 +107,16 @@ interface Harness {
   query(query: string): string[]
 }
 
-function makeHarness(t: TestContext, options: Partial<IndexOptions> = {}, clock: Clock = systemClock): Harness {
+/**
+ * A fresh index in its own environment. Flushes happen inside the ingest that fills the
+ * tail unless `options.flushInBackground` says otherwise: most tests here check what a
+ * flush writes at a known point; the background mode has tests of its own.
+ */
+function makeHarness(t: TestContext, options: Partial<IndexOptions> = {}, clock: Clock = systemClock, logger = createMemoryLogger('info')): Harness {
   // A path with a dot is a file to lmdb: give it a folder name without one.
   const root = open({ path: join(t.testdir(), 'lmdb'), maxDbs: 12 })
   t.teardown(() => root.close())
-  const index = createIndex({ logger: createMemoryLogger('info'), clock }, options)
+  const index = createIndex({ logger, clock }, { flushInBackground: false, ...options })
   index.databases(root)
   return {
     root,
@@ -176,13 +181,25 @@ const expectations: Array<[string, string[]]> = [
   ['quarterly nothingmatches', []],
 ]
 
-for (const pendingDocumentsMax of [1_000, 2]) {
-  t.test(`every query form (pending tail of ${pendingDocumentsMax})`, async (t) => {
-    const harness = makeHarness(t, { pendingDocumentsMax })
-    indexAll(harness)
+/** Lets the event loop run (a background flush build takes a turn per slice). */
+const turns = async (count = 20): Promise<void> => {
+  for (let turn = 0; turn < count; turn++) await new Promise((resolve) => setImmediate(resolve))
+}
+
+for (const [pendingDocumentsMax, flushInBackground] of [[1_000, false], [2, false], [2, true]] as const) {
+  t.test(`every query form (pending tail of ${pendingDocumentsMax}${flushInBackground ? ', flushes built in the background' : ''})`, async (t) => {
+    const harness = makeHarness(t, { pendingDocumentsMax, flushInBackground })
+    if (flushInBackground) {
+      // One transaction per message with event-loop turns between, as the archive ingests.
+      for (const name of names) {
+        harness.root.transactionSync(() => harness.index.indexMessage(inputOf(name, corpus[name]!)))
+        await turns()
+      }
+    } else indexAll(harness)
     const stats = harness.index.stats()
     t.equal(stats.documents, names.length)
-    t.ok(pendingDocumentsMax === 2 ? stats.flushes >= 2 && stats.pending < 2 : stats.flushes === 0, 'postings flushed as configured')
+    if (flushInBackground) t.ok(stats.flushes >= 2 && stats.pending <= 2, `postings flushed in the background: ${JSON.stringify(stats)}`)
+    else t.ok(pendingDocumentsMax === 2 ? stats.flushes >= 2 && stats.pending < 2 : stats.flushes === 0, 'postings flushed as configured')
     for (const [query, expected] of expectations) {
       t.same(harness.query(query), expected, query)
       const page = harness.index.search(query, { limit: 100 })
@@ -330,6 +347,22 @@ t.test('posting chunks fill their pages: each flush appends after the previous o
   t.ok(blocks < harness.index.stats().flushes * 40, `tokens packed into blocks (${blocks} blocks)`)
   t.equal(harness.index.search('chunk').total, count, 'a word of every document: found in every flush')
   t.same(harness.query('subject:"chunk 123"'), [idOf('chunk-123')], 'a word of one flush')
+})
+
+t.test('sortByUtf8 orders tokens as their UTF-8 bytes', async (t) => {
+  // Characters from each range where UTF-16 and UTF-8 orders part: ASCII, below and above the surrogates, astral.
+  const alphabet = ['a', 'z', '\u00e9', '\ud7ff', '\ue000', '\ufa0e', '\uffff', '\u{10000}', '\u{20000}', '\u{1f600}']
+  let seed = 7
+  const random = (below: number): number => {
+    seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31
+    return seed % below
+  }
+  for (let round = 0; round < 20; round++) {
+    const tokens = Array.from({ length: 200 }, () => Array.from({ length: 1 + random(4) }, () => alphabet[random(alphabet.length)]!).join(''))
+    const expected = [...tokens].sort((left, right) => Buffer.compare(Buffer.from(left), Buffer.from(right)))
+    t.same(sortByUtf8([...tokens]), expected, `round ${round}`)
+  }
+  t.same(sortByUtf8(['b', 'a', 'ab']), ['a', 'ab', 'b'], 'ASCII only')
 })
 
 t.test('flushed tokens whose UTF-16 and UTF-8 orders differ are found', async (t) => {
@@ -486,6 +519,65 @@ t.test('a flush writes exactly the committed tail: a rollback, a re-index, an od
     t.equal(harness.index.stats().flushes, 2, `${scenario.name}: flushed again`)
     for (const word of ['echo', 'foxtrot', 'golf', 'hotel']) t.same(harness.query(word), [idOf(word)], `${scenario.name}: ${word}`)
   }
+})
+
+t.test('a background flush is built between event-loop turns and written by a later ingest', async (t) => {
+  const spec = (word: string): Spec => ({ from: 'x@example.com', subject: `note ${word}`, text: `${word} body`, date: '2024-01-10' })
+  const harness = makeHarness(t, { pendingDocumentsMax: 4, flushInBackground: true })
+  const add = (word: string, envelope: { to?: string[] } = {}): void => {
+    harness.root.transactionSync(() => harness.index.indexMessage(inputOf(word, spec(word), envelope)))
+  }
+  const words = (query: string): Set<string> => new Set(harness.query(query))
+  for (const word of ['alpha', 'bravo', 'charlie', 'delta']) add(word)
+  t.same(harness.index.stats(), { ...harness.index.stats(), pending: 4, flushes: 0 }, 'the ingest that fills the tail does not flush it')
+  t.same(words('note'), new Set(['alpha', 'bravo', 'charlie', 'delta'].map(idOf)))
+  await turns()
+  t.equal(harness.index.stats().flushes, 0, 'a built flush waits for the next ingest')
+  // Changed after the build read the tail: bravo gains a recipient, charlie goes.
+  add('bravo', { to: ['late@example.com'] })
+  t.ok(harness.index.removeMessage(idOf('charlie')))
+  add('echo')
+  t.same(harness.index.stats(), { ...harness.index.stats(), pending: 1, flushes: 1 }, 'the next ingest wrote the built flush (the tail now holds only echo)')
+  t.same(words('note'), new Set(['alpha', 'bravo', 'delta', 'echo'].map(idOf)), 'the removed document is not found')
+  t.same(words('to:late@example.com'), new Set([idOf('bravo')]), 'the recipient added during the build is found')
+  t.same(words('bravo'), new Set([idOf('bravo')]))
+  t.same(words('charlie'), new Set())
+
+  // A flush in a transaction while a build is under way: the build is dropped, nothing is written twice.
+  for (const word of ['foxtrot', 'golf', 'hotel']) add(word)
+  t.equal(harness.index.stats().pending, 4)
+  t.ok(harness.index.flush() > 0)
+  await turns()
+  for (const word of ['india', 'juliett']) add(word)
+  await turns()
+  add('kilo')
+  t.same(harness.index.stats(), { ...harness.index.stats(), pending: 3, flushes: 2 }, 'the dropped build was not written')
+  for (const word of ['alpha', 'echo', 'foxtrot', 'hotel', 'india', 'kilo']) t.same(harness.query(word), [idOf(word)], word)
+
+  // The event loop never runs between ingests (one long transaction): twice the tail flushes there.
+  harness.root.transactionSync(() => {
+    for (const word of ['lima', 'mike', 'november', 'oscar', 'papa']) harness.index.indexMessage(inputOf(word, spec(word)))
+  })
+  t.same(harness.index.stats(), { ...harness.index.stats(), pending: 0, flushes: 3 }, 'flushed in the transaction at 8 pending')
+  await turns()
+  t.equal(harness.index.stats().flushes, 3, 'the build started at 4 pending was dropped')
+  t.equal(harness.index.search('note').total, 15, 'every message but the removed one')
+})
+
+t.test('a background flush that cannot read the tail leaves the flush to an ingest, which reports it', async (t) => {
+  const logger = createMemoryLogger('debug')
+  const harness = makeHarness(t, { pendingDocumentsMax: 3, flushInBackground: true })
+  const spec = (word: string): Spec => ({ from: 'x@example.com', subject: word, text: `${word} body`, date: '2024-01-10' })
+  for (const word of ['alpha', 'bravo']) harness.root.transactionSync(() => harness.index.indexMessage(inputOf(word, spec(word))))
+  // Another process (no in-memory terms) over the same data, with bravo's forward record damaged.
+  const index = createIndex({ logger, clock: systemClock }, { pendingDocumentsMax: 3, flushInBackground: true })
+  index.databases(harness.root)
+  await harness.root.openDB<Buffer, number>('index-forward', { encoding: 'binary', keyEncoding: 'uint32', compression: true }).put(2, Buffer.from('not a forward record'))
+  index.indexMessage(inputOf('charlie', spec('charlie')))
+  await turns()
+  t.ok(logger.records.some((record) => record.level === 'warn' && /building a flush in the background failed/.test(record.msg)), 'the failed build is logged')
+  t.throws(() => index.indexMessage(inputOf('delta', spec('delta'))), { code: 'INDEX_CORRUPT' }, 'the next ingest flushes in its transaction and reports the damage')
+  t.equal(index.stats().documents, 3, 'the failed ingest wrote nothing')
 })
 
 t.test('verify finds missing, extra and stale documents; rebuild restores', async (t) => {
