@@ -18,16 +18,25 @@ const asciiToken = /^[\x00-\x7f]+$/
 const nonAsciiCharacter = /[^\x00-\x7f]/
 const regexSpecial = /[.*+?^${}()|[\]\\]/g
 
-/** The last token set's pattern: one search makes a snippet per hit with the same set. */
-let lastPattern: { tokens: ReadonlySet<string>; ascii: string[]; pattern: RegExp | null } | undefined
+interface TokenPatterns {
+  tokens: ReadonlySet<string>
+  ascii: string[]
+  /** The first whole-word occurrence of an ASCII token, any case (null when no token is ASCII). */
+  pattern: RegExp | null
+  /** The same, global: every occurrence in an excerpt. */
+  every: RegExp | null
+}
 
-/** The case-insensitive whole-word pattern of the ASCII tokens of `tokens` (null when there is none). */
-function asciiPatternOf(tokens: ReadonlySet<string>): { ascii: string[]; pattern: RegExp | null } {
-  if (lastPattern?.tokens === tokens) return lastPattern
+/** The last token set's patterns: one search makes a snippet per hit with the same set. */
+let lastPatterns: TokenPatterns | undefined
+
+/** The case-insensitive whole-word patterns of the ASCII tokens of `tokens`. */
+function asciiPatternOf(tokens: ReadonlySet<string>): TokenPatterns {
+  if (lastPatterns?.tokens === tokens) return lastPatterns
   const ascii = [...tokens].filter((token) => asciiToken.test(token))
-  const pattern = ascii.length === 0 ? null : new RegExp(`(?<![\\p{L}\\p{N}\\p{M}])(?:${ascii.map((token) => token.replace(regexSpecial, '\\$&')).join('|')})(?![\\p{L}\\p{N}\\p{M}])`, 'iu')
-  lastPattern = { tokens, ascii, pattern }
-  return lastPattern
+  const source = `(?<![\\p{L}\\p{N}\\p{M}])(?:${ascii.map((token) => token.replace(regexSpecial, '\\$&')).join('|')})(?![\\p{L}\\p{N}\\p{M}])`
+  lastPatterns = { tokens, ascii, pattern: ascii.length === 0 ? null : new RegExp(source, 'iu'), every: ascii.length === 0 ? null : new RegExp(source, 'giu') }
+  return lastPatterns
 }
 
 /**
@@ -63,6 +72,22 @@ function firstMatch(text: string, tokens: ReadonlySet<string>): [number, number]
 }
 
 /**
+ * The words of `excerpt` to mark: when every token is ASCII and so is the excerpt, the
+ * whole-word matches of the tokens' pattern (no word other than a match can fold to a
+ * token); otherwise every word's folded tokens, for the caller to pick from.
+ */
+function marksOf(excerpt: string, tokens: ReadonlySet<string>): Array<{ token: string; start: number; end: number }> {
+  const { ascii, every } = asciiPatternOf(tokens)
+  if (every === null || ascii.length !== tokens.size || nonAsciiCharacter.test(excerpt)) return tokenizeWithSpans(excerpt)
+  const marks: Array<{ token: string; start: number; end: number }> = []
+  every.lastIndex = 0
+  for (let found = every.exec(excerpt); found !== null; found = every.exec(excerpt)) {
+    marks.push({ token: found[0].toLowerCase(), start: found.index, end: found.index + found[0].length })
+  }
+  return marks
+}
+
+/**
  * A short, HTML-safe excerpt of `text` around the first occurrence of any of `tokens`,
  * with every occurrence inside the excerpt wrapped in `<mark>…</mark>`; `…` marks a cut.
  * Whitespace runs are collapsed to one space. Without a match the excerpt is the start
@@ -93,7 +118,7 @@ export function makeSnippet(text: string, tokens: ReadonlySet<string>): string {
   let lastMarkEnd = -1
   // No match in the text (a query of dates or of other fields, say): the excerpt is the
   // text's start, inside what firstMatch scanned, so it has nothing to mark.
-  const spans = matchStart < 0 ? [] : tokenizeWithSpans(excerpt)
+  const spans = matchStart < 0 ? [] : marksOf(excerpt, tokens)
   for (const span of spans) {
     if (!tokens.has(span.token) || span.start < lastMarkEnd) continue
     out += escapeHtml(excerpt.slice(cursor, span.start)) + '<mark>' + escapeHtml(excerpt.slice(span.start, span.end)) + '</mark>'
