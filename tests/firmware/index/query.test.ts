@@ -360,4 +360,12 @@ t.test('snippets highlight matches and escape HTML', async (t) => {
   t.equal(makeSnippet('alpha beta', first), '<mark>alpha</mark> beta')
   t.equal(makeSnippet('alpha beta', new Set(['beta'])), 'alpha <mark>beta</mark>')
   t.equal(makeSnippet('beta alpha', first), 'beta <mark>alpha</mark>')
+  // An ASCII excerpt with ASCII tokens (marks from the tokens' pattern): whole words only,
+  // any case, every occurrence, a token cut out of a longer word or run of digits not marked.
+  t.equal(
+    makeSnippet('Money, MONEY_talk moneys money2 "money" & cash.', new Set(['money', 'cash'])),
+    '<mark>Money</mark>, <mark>MONEY</mark>_talk moneys money2 &quot;<mark>money</mark>&quot; &amp; <mark>cash</mark>.',
+  )
+  // The same tokens over an excerpt with a non-ASCII word: the word-by-word path marks the folded word too.
+  t.equal(makeSnippet('money for the café, Cafe money', new Set(['money', 'cafe'])), '<mark>money</mark> for the <mark>café</mark>, <mark>Cafe</mark> <mark>money</mark>')
 })
