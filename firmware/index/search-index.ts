@@ -195,6 +195,14 @@ interface QueryCache {
   /** Date blocks whose every docid is flushed. */
   dates: Map<number, Float64Array>
   /**
+   * The other date blocks (tail documents), as of `tailDatesNext` and `tailDatesGeneration`:
+   * an ingest moves `next`, a removal from the tail the generation (a removal of a flushed
+   * document `patched`, which starts the whole cache over).
+   */
+  tailDates: Map<number, Float64Array>
+  tailDatesNext: number
+  tailDatesGeneration: number
+  /**
    * Verified phrase sets over the tail, per phrase: the docids that have it among those
    * up to `through`, valid while the tail's `generation` stays (new documents extend it).
    */
@@ -772,7 +780,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
   function queryCacheOf(state: IndexState): QueryCache {
     const patched = state.patched ?? 0
     if (!queryCache || queryCache.chunks !== state.chunks || queryCache.patched !== patched || queryCache.flushed !== state.flushed) {
-      queryCache = { chunks: state.chunks, patched, flushed: state.flushed, sets: new Map(), docids: 0, dates: new Map(), tailPhrases: new Map(), records: new Map(), recordsGeneration: state.generation }
+      queryCache = { chunks: state.chunks, patched, flushed: state.flushed, sets: new Map(), docids: 0, dates: new Map(), tailDates: new Map(), tailDatesNext: state.next, tailDatesGeneration: state.generation, tailPhrases: new Map(), records: new Map(), recordsGeneration: state.generation }
     }
     return queryCache
   }
@@ -803,16 +811,20 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     const state = readState(db)
     const pending = tailOf(db, state)
     const cache = queryCacheOf(state)
-    const dateBlocks = new Map<number, Float64Array>()
+    if (cache.tailDatesNext !== state.next || cache.tailDatesGeneration !== state.generation) {
+      cache.tailDates.clear()
+      cache.tailDatesNext = state.next
+      cache.tailDatesGeneration = state.generation
+    }
     const dateBlock = (block: number): Float64Array => {
-      let dates = cache.dates.get(block) ?? dateBlocks.get(block)
+      let dates = cache.dates.get(block) ?? cache.tailDates.get(block)
       if (!dates) {
         const stored = db.dates.getBinary(block)
         dates = new Float64Array(dateBlockDocids).fill(Number.NaN)
         if (stored) new Uint8Array(dates.buffer).set(stored.subarray(0, dateBlockDocids * 8))
         // A block is stable once all its docids are flushed (only a removal, counted in `patched`, writes it again).
         if ((block + 1) * dateBlockDocids - 1 <= state.flushed) cache.dates.set(block, dates)
-        else dateBlocks.set(block, dates)
+        else cache.tailDates.set(block, dates)
       }
       return dates
     }
@@ -934,17 +946,26 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
 
     /** Every live docid dated in [fromMs, toMs): a scan of the date column, 1 KiB per 128 documents. */
     const dateScan = (fromMs: number, toMs: number): Uint32Array => {
-      const docids: number[] = []
+      let docids = new Uint32Array(Math.min(state.next, 4_096))
+      let count = 0
       const lastBlock = Math.floor((state.next - 1) / dateBlockDocids)
       for (let block = 0; block <= lastBlock; block++) {
         if ((block & 63) === 63) checkBudget()
         const dates = dateBlock(block)
+        const base = block * dateBlockDocids
         for (let slot = 0; slot < dates.length; slot++) {
           const dateMs = dates[slot]!
-          if (dateMs >= fromMs && dateMs < toMs) docids.push(block * dateBlockDocids + slot)
+          if (dateMs >= fromMs && dateMs < toMs) {
+            if (count === docids.length) {
+              const grown = new Uint32Array(Math.min(state.next, 2 * docids.length))
+              grown.set(docids)
+              docids = grown
+            }
+            docids[count++] = base + slot
+          }
         }
       }
-      return Uint32Array.from(docids)
+      return docids.subarray(0, count)
     }
 
     const evaluate = (queryNode: QueryNode): Uint32Array => {

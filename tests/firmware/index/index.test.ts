@@ -521,6 +521,27 @@ t.test('a flush writes exactly the committed tail: a rollback, a re-index, an od
   }
 })
 
+t.test('date queries over the tail see each ingest and removal (cached date blocks)', async (t) => {
+  const harness = makeHarness(t, { pendingDocumentsMax: 1_000 })
+  const spec = (word: string, date: string): Spec => ({ from: 'x@example.com', subject: word, text: word, date })
+  const add = (word: string, date: string): void => {
+    harness.root.transactionSync(() => harness.index.indexMessage(inputOf(word, spec(word, date))))
+  }
+  const june = (): string[] => harness.query('after:2023-06-01 before:2023-07-01')
+  const ids = (...words: string[]): string[] => words.map(idOf)
+  add('alpha', '2023-06-10')
+  add('bravo', '2023-05-10')
+  t.same(june(), ids('alpha'))
+  add('charlie', '2023-06-20')
+  t.same(june(), ids('charlie', 'alpha'), 'a new document in the same date block')
+  t.ok(harness.index.removeMessage(idOf('alpha')))
+  t.same(june(), ids('charlie'), 'a removed one')
+  for (let index = 0; index < 130; index++) add(`filler${index}`, '2023-01-01')
+  add('delta', '2023-06-05')
+  t.same(june(), ids('charlie', 'delta'), 'one in the next date block')
+  t.same(harness.query('charlie after:2023-06-01'), ids('charlie'))
+})
+
 t.test('a background flush is built between event-loop turns and written by a later ingest', async (t) => {
   const spec = (word: string): Spec => ({ from: 'x@example.com', subject: `note ${word}`, text: `${word} body`, date: '2024-01-10' })
   const harness = makeHarness(t, { pendingDocumentsMax: 4, flushInBackground: true })
