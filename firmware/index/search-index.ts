@@ -1026,8 +1026,12 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     const heapDocids: number[] = []
     const worseThan = (i: number, j: number): boolean => before(heapDates[j]!, heapDocids[j]!, heapDates[i]!, heapDocids[i]!)
     const swap = (i: number, j: number): void => {
-      ;[heapDates[i], heapDates[j]] = [heapDates[j]!, heapDates[i]!]
-      ;[heapDocids[i], heapDocids[j]] = [heapDocids[j]!, heapDocids[i]!]
+      const dateMs = heapDates[i]!
+      heapDates[i] = heapDates[j]!
+      heapDates[j] = dateMs
+      const docid = heapDocids[i]!
+      heapDocids[i] = heapDocids[j]!
+      heapDocids[j] = docid
     }
     const siftDown = (start: number): void => {
       let index = start

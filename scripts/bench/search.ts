@@ -6,7 +6,7 @@
  *
  *   node_modules/.bin/bun scripts/bench/search.ts        (Bun, the appliance runtime)
  *
- * Env: BENCH_FACTOR (default 20), BENCH_REPEAT (runs per query, default 30: with 7 runs a class of two queries has 14 samples and its p95 is the single worst run, so one pause decides it; 30 gives 60 samples for the same class, for us and notmuch alike),
+ * Env: BENCH_FACTOR (default 20), BENCH_REPEAT (runs per query, default 100: with 7 runs a class of two queries has 14 samples and its p95 is the single worst run, so one pause decides it; with 30, 60 samples and the third worst, and a slow spell of the process (seen: every query 1.5–5× slower for about ten rounds) still decided it; 100 gives 200 samples for the same class, for us and notmuch alike),
  * BENCH_NOTMUCH=0 to skip notmuch, BENCH_LIMIT (corpus messages used).
  *
  * Queries run round-robin, for us and for notmuch alike: one untimed round (our "first run"
@@ -382,7 +382,7 @@ function printReport(report: DatasetReport, write: (line: string) => void): void
 export async function runSearchBench(options: SearchBenchOptions = {}): Promise<DatasetReport[]> {
   const write = options.write ?? ((line: string) => process.stdout.write(line + '\n'))
   const factor = options.factor ?? 20
-  const settings = { repeat: options.repeat ?? 30, notmuch: options.notmuch ?? true, concurrency: options.concurrency ?? 64 }
+  const settings = { repeat: options.repeat ?? 100, notmuch: options.notmuch ?? true, concurrency: options.concurrency ?? 64 }
   const raws = await loadCorpusMessages(options.corpusDirectory ?? corpusDirectoryDefault, options.limit)
   const parser = createMimeParser({ logger: createLogger('bench', { level: 'error' }) }, defaultMimeParserOptions)
   const parsedList: ParsedMessage[] = []
@@ -397,7 +397,7 @@ const invokedDirectly = process.argv[1] !== undefined && resolve(process.argv[1]
 if (invokedDirectly) {
   await runSearchBench({
     factor: Number(process.env.BENCH_FACTOR ?? 20),
-    repeat: Number(process.env.BENCH_REPEAT ?? 30),
+    repeat: Number(process.env.BENCH_REPEAT ?? 100),
     notmuch: process.env.BENCH_NOTMUCH !== '0',
     limit: process.env.BENCH_LIMIT ? Number(process.env.BENCH_LIMIT) : undefined,
   })
