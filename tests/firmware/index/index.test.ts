@@ -98,7 +98,7 @@ const corpus: Record<string, Spec> = {
   F: { from: 'erin@example.net', subject: 'undated', text: 'undated message about revenue', date: null },
 }
 const names = Object.keys(corpus)
-const nameOfId = new Map([...names, 'G'].map((name) => [idOf(name), name]))
+const nameOfId = new Map([...names, 'G', 'H'].map((name) => [idOf(name), name]))
 
 interface Harness {
   root: RootDatabase
@@ -601,41 +601,47 @@ t.test('a background flush that cannot read the tail leaves the flush to an inge
   t.equal(index.stats().documents, 3, 'the failed ingest wrote nothing')
 })
 
-t.test('verify finds missing, extra and stale documents; rebuild restores', async (t) => {
-  const harness = makeHarness(t, { pendingDocumentsMax: 3 })
-  indexAll(harness)
-  const archive = new Map(names.map((name) => [idOf(name), inputOf(name, corpus[name]!)]))
-  const clean = await harness.index.verify(archive.keys(), (id) => archive.get(id))
-  t.ok(clean.ok)
-  t.equal(clean.indexed, names.length)
+for (const flushInBackground of [false, true]) {
+  t.test(`verify finds missing, extra and stale documents; rebuild restores${flushInBackground ? ' (flushes built in the background between its batches)' : ''}`, async (t) => {
+    const harness = makeHarness(t, { pendingDocumentsMax: 3, flushInBackground, rebuildBatchMessages: 2 })
+    indexAll(harness)
+    const archive = new Map(names.map((name) => [idOf(name), inputOf(name, corpus[name]!)]))
+    const clean = await harness.index.verify(archive.keys(), (id) => archive.get(id))
+    t.ok(clean.ok)
+    t.equal(clean.indexed, names.length)
 
-  // The archive gained a message the index never saw, lost one the index still has, and
-  // one stored message now analyzes differently.
-  archive.set(idOf('G'), inputOf('G', { from: 'gina@example.com', subject: 'missed', text: 'never indexed quokka', date: '2024-02-20' }))
-  archive.delete(idOf('D'))
-  archive.set(idOf('C'), inputOf('C', { ...corpus.C, text: 'changed text' }))
-  const report = await harness.index.verify(archive.keys(), (id) => archive.get(id))
-  t.notOk(report.ok)
-  t.same(report.missing, [idOf('G')])
-  t.same(report.extra, [idOf('D')])
-  t.same(report.stale, [idOf('C')])
-  t.same([report.missingCount, report.extraCount, report.staleCount], [1, 1, 1])
+    // The archive gained a message the index never saw, lost one the index still has, and
+    // one stored message now analyzes differently.
+    archive.set(idOf('G'), inputOf('G', { from: 'gina@example.com', subject: 'missed', text: 'never indexed quokka', date: '2024-02-20' }))
+    archive.delete(idOf('D'))
+    archive.set(idOf('C'), inputOf('C', { ...corpus.C, text: 'changed text' }))
+    const report = await harness.index.verify(archive.keys(), (id) => archive.get(id))
+    t.notOk(report.ok)
+    t.same(report.missing, [idOf('G')])
+    t.same(report.extra, [idOf('D')])
+    t.same(report.stale, [idOf('C')])
+    t.same([report.missingCount, report.extraCount, report.staleCount], [1, 1, 1])
 
-  harness.index.removeMessage(idOf('A'))
-  const progress: number[] = []
-  async function* inputs(): AsyncGenerator<IndexInput> {
-    yield* archive.values()
-  }
-  const count = await harness.index.rebuild(inputs(), (indexed) => progress.push(indexed))
-  t.equal(count, archive.size)
-  t.equal(progress.at(-1), archive.size)
-  const after = await harness.index.verify(archive.keys(), (id) => archive.get(id))
-  t.ok(after.ok, 'clean after rebuild')
-  t.same(harness.query('quokka'), ['G'])
-  t.same(harness.query('money'), [])
-  t.same(harness.query('quarterly'), ['B', 'E', 'A'], 'rebuilt from the archive, which still has A')
-  t.equal(harness.index.stats().removedSinceRebuild, 0)
-})
+    harness.index.removeMessage(idOf('A'))
+    const progress: number[] = []
+    async function* inputs(): AsyncGenerator<IndexInput> {
+      yield* archive.values()
+    }
+    const count = await harness.index.rebuild(inputs(), (indexed) => progress.push(indexed))
+    t.equal(count, archive.size)
+    t.equal(progress.at(-1), archive.size)
+    const after = await harness.index.verify(archive.keys(), (id) => archive.get(id))
+    t.ok(after.ok, 'clean after rebuild')
+    t.same(harness.query('quokka'), ['G'])
+    t.same(harness.query('money'), [])
+    t.same(harness.query('quarterly'), ['B', 'E', 'A'], 'rebuilt from the archive, which still has A')
+    t.equal(harness.index.stats().removedSinceRebuild, 0)
+    await turns()
+    harness.root.transactionSync(() => harness.index.indexMessage(inputOf('H', { from: 'hal@example.com', subject: 'after', text: 'after the rebuild quarterly', date: '2024-02-21' })))
+    t.same(harness.query('quarterly'), ['H', 'B', 'E', 'A'], 'an ingest after the rebuild (writing any flush built meanwhile)')
+    t.ok((await harness.index.verify([...archive.keys(), idOf('H')], (id) => archive.get(id) ?? inputOf('H', { from: 'hal@example.com', subject: 'after', text: 'after the rebuild quarterly', date: '2024-02-21' }))).ok)
+  })
+}
 
 t.test('errors: not open, time budget, syntax', async (t) => {
   const closed = createIndex({ logger: createMemoryLogger(), clock: systemClock })
