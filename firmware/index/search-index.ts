@@ -251,7 +251,7 @@ interface BackgroundFlush {
   failed: boolean
 }
 
-/** Postings a flush build adds between two chances to yield (~1 ms of work). */
+/** Postings a flush build adds between two chances to yield (0.4–2.5 ms of work: measured 0.1–0.6 µs per posting). */
 const flushStepPostings = 4_096
 /** Tokens a flush build encodes between two chances to yield. */
 const flushStepTokens = 1_024
