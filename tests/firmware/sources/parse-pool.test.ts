@@ -2,6 +2,7 @@ import t from 'tap'
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { inflateRawSync } from 'node:zlib'
+import { availableParallelism } from 'node:os'
 import { createMemoryLogger, type Logger } from '../../../firmware/common/logger.js'
 import { hasCode } from '../../../firmware/common/errors.js'
 import { createMimeParser, defaultMimeParserOptions } from '../../../firmware/mime/parser.js'
@@ -9,7 +10,7 @@ import { createArchiveStore } from '../../../firmware/archive/store.js'
 import type { ArchiveIndexer, MessageMeta } from '../../../firmware/archive/types.js'
 import type { ParsedMessage } from '../../../firmware/mime/types.js'
 import { createPrepareJob, type PreparedMessage } from '../../../firmware/sources/parse-job.js'
-import { createParsePool, parsePoolDefaults, type ParsePool, type ParsePoolOptions } from '../../../firmware/sources/parse-pool.js'
+import { createParsePool, parsePoolDefaults, parseWorkersDefault, type ParsePool, type ParsePoolOptions } from '../../../firmware/sources/parse-pool.js'
 import { createIngestPipeline } from '../../../firmware/sources/pipeline.js'
 import { tempDir } from '../../helpers/service.js'
 import { deliveryFor } from '../archive/fixtures/messages.js'
@@ -152,6 +153,15 @@ t.test('messages in flight spread over the workers instead of queueing on the fi
   const threads = new Set(results.map((result) => (result.indexPrepared as { thread: number }).thread))
   t.equal(threads.size, 2, 'four messages on two workers')
   t.notOk(threads.has(0), 'none on the event loop')
+})
+
+t.test('without a worker count the pool runs one worker per core', async (t) => {
+  const { pool } = await startedPool(t, { workers: undefined })
+  t.equal(parseWorkersDefault(), Math.max(1, availableParallelism()))
+  t.equal(pool.stats().workers, parseWorkersDefault())
+  await ready(pool, parseWorkersDefault())
+  const prepared = await pool.prepare(message('per core'))
+  t.equal(prepared.parsed.subject, 'per core')
 })
 
 t.test('when workers cannot start, every message is prepared on the event loop', async (t) => {
