@@ -50,10 +50,10 @@ export interface IndexOptions extends DocumentLimits {
   pendingDocumentsMax: number
   /**
    * Build a flush's posting blocks between event-loop turns (in slices of `flushSliceMs`)
-   * once the tail holds `pendingDocumentsMax` documents, and write them with a later ingest,
-   * instead of building them inside the ingest that fills the tail (which held the event
-   * loop for ~1 s per 4,096 corpus messages). The tail grows meanwhile; at twice
-   * `pendingDocumentsMax` an ingest flushes it in its own transaction regardless.
+   * once the tail holds `pendingDocumentsMax` documents, and write them in a transaction
+   * of their own, instead of building them inside the ingest that fills the tail (which
+   * held the event loop for ~1 s per 4,096 corpus messages). The tail grows meanwhile; at
+   * twice `pendingDocumentsMax` an ingest flushes it in its own transaction regardless.
    */
   flushInBackground: boolean
   /** Longest slice of a background flush build before it lets the event loop run, in ms. */
@@ -247,8 +247,9 @@ interface BackgroundFlush {
   chunks: number
   /** Tail documents re-indexed since it started. */
   changed: Set<number>
-  built?: BuiltFlush
   failed: boolean
+  /** Settles when the build is written, dropped or failed. */
+  done: Promise<void>
 }
 
 /** Postings a flush build adds between two chances to yield (0.4–2.5 ms of work: measured 0.1–0.6 µs per posting). */
@@ -446,7 +447,7 @@ export type SearchIndex = ReturnType<typeof createIndex>
  */
 export function createIndex(deps: { logger: Logger; clock: Clock }, options: Partial<IndexOptions> = {}) {
   const limits: IndexOptions = { ...defaultIndexOptions, ...options }
-  assert(limits.pendingDocumentsMax >= 1 && limits.searchLimitMax >= 1 && limits.tokensPerDocumentMax >= 1)
+  assert(limits.pendingDocumentsMax >= 1 && limits.searchLimitMax >= 1 && limits.tokensPerDocumentMax >= 1 && limits.flushSliceMs >= 0)
   // The composition root hands a logger already namespaced (boot gives `index`).
   const logger = deps.logger
   let dbs: Databases | undefined
@@ -610,25 +611,16 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
 
   /**
    * After an ingest, inside its transaction: flushes the tail when it is full. In the
-   * background mode the ingest that fills the tail starts a build (runBackgroundFlush), and
-   * the first ingest after the build is done writes it; a tail of twice the limit (a build
-   * that cannot keep up, or failed) is flushed in the ingest's transaction.
+   * background mode the ingest that fills the tail starts a build (runBackgroundFlush),
+   * which writes itself in a transaction of its own when done; a tail of twice the limit
+   * (a build that cannot keep up, or failed) is flushed in the ingest's transaction.
    */
   function maybeFlush(db: Databases, state: IndexState): void {
     const pending = state.next - 1 - state.flushed
     if (pending < limits.pendingDocumentsMax) return
-    const job = background
-    if (!limits.flushInBackground || pending >= 2 * limits.pendingDocumentsMax || job?.failed === true) {
+    if (!limits.flushInBackground || pending >= 2 * limits.pendingDocumentsMax || background?.failed === true) {
       flushInTransaction(db, state)
       return
-    }
-    if (job?.built !== undefined) {
-      background = undefined
-      // Built from what was committed then: still the start of the tail unless a flush or a rebuild came between.
-      if (job.epoch === epoch && job.chunks === state.chunks && job.built.first === state.flushed + 1) {
-        writeBackgroundFlush(db, state, job as BackgroundFlush & { built: BuiltFlush })
-        return
-      }
     }
     if (background === undefined) startBackgroundFlush(db)
   }
@@ -640,36 +632,36 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
    * when read). A document removed meanwhile needs nothing: its date is NaN and its id
    * mapping gone, so its postings are garbage like any removed document's.
    */
-  function writeBackgroundFlush(db: Databases, state: IndexState, job: BackgroundFlush & { built: BuiltFlush }): void {
+  function writeBackgroundFlush(db: Databases, state: IndexState, job: BackgroundFlush, built: BuiltFlush): void {
     for (const docid of job.changed) {
-      if (docid < job.built.first || docid > job.built.last) continue
+      if (docid < built.first || docid > built.last) continue
       const forward = getForward(db, docid)
       if (forward === undefined) continue
       for (const [token, mask] of postingsOf(forward)) db.patches.putSync([token, state.chunks, docid], encodeChunk([docid, mask]))
       state.patched = (state.patched ?? 0) + 1
     }
-    writeFlush(db, state, job.built)
+    writeFlush(db, state, built)
   }
 
   function startBackgroundFlush(db: Databases): void {
-    const job: BackgroundFlush = { epoch, chunks: -1, changed: new Set(), failed: false }
+    let settle = (): void => undefined
+    const done = new Promise<void>((resolve) => (settle = resolve))
+    const job: BackgroundFlush = { epoch, chunks: -1, changed: new Set(), failed: false, done }
     background = job
     // Superseded (a flush in a transaction, a rebuild), or the environment closed: stop quietly.
     const live = (): boolean => background === job && dbs === db && job.epoch === epoch && (db.root as { status?: string }).status === 'open'
-    setImmediate(() => void runBackgroundFlush(db, job, live))
+    setImmediate(() => void runBackgroundFlush(db, job, live).finally(settle))
   }
 
   async function runBackgroundFlush(db: Databases, job: BackgroundFlush, live: () => boolean): Promise<void> {
+    let built: BuiltFlush | undefined
     try {
       if (!live()) return
       // Outside a transaction: reads see what is committed, so the range holds only committed documents.
       const state = readState(db)
       const first = state.flushed + 1
       const last = state.next - 1
-      if (last < first) {
-        background = undefined
-        return
-      }
+      if (last < first) return
       job.chunks = state.chunks
       const steps = buildFlush(db, first, last)
       for (;;) {
@@ -677,16 +669,28 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         let step = steps.next()
         while (!step.done && deps.clock.monotonicMs() - sliceStartMs < limits.flushSliceMs) step = steps.next()
         if (step.done) {
-          if (live()) job.built = step.value
-          return
+          built = step.value
+          break
         }
         await new Promise((resolve) => setImmediate(resolve))
         if (!live()) return
       }
+      const ready = built
+      // Its own transaction (lmdb-js batches it with the ingests of the moment), so a build
+      // is written whether or not more mail comes.
+      await db.root.childTransaction(() => {
+        if (!live()) return
+        const current = readState(db)
+        // Built from what was committed then: still the start of the tail unless a flush or a rebuild came between.
+        if (job.epoch !== epoch || job.chunks !== current.chunks || ready.first !== current.flushed + 1) return
+        writeBackgroundFlush(db, current, job, ready)
+      })
     } catch (error) {
       if (!live()) return
       job.failed = true
-      logger.warn('building a flush in the background failed; the next ingest flushes in its own transaction', { error })
+      logger.warn('building or writing a flush in the background failed; the next ingest flushes in its own transaction', { error })
+    } finally {
+      if (background === job && !job.failed) background = undefined
     }
   }
 
@@ -1199,6 +1203,15 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     flush(): number {
       const db = open()
       return db.root.transactionSync(() => flushInTransaction(db, readState(db)))
+    },
+
+    /**
+     * Resolves once no flush is being built in the background or waiting to be written
+     * (one that failed counts as settled: the next ingest flushes in its transaction).
+     * For a caller that wants the index at rest: a benchmark before its queries, a test.
+     */
+    async settled(): Promise<void> {
+      while (background !== undefined && !background.failed) await background.done
     },
 
     /**

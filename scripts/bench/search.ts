@@ -302,6 +302,8 @@ async function benchDataset(
     const samples: Array<{ kind: QueryClass; ms: number }> = []
     const firstRuns: Array<{ kind: QueryClass; ms: number }> = []
     const totals: DatasetReport['totals'] = []
+    // The index at rest (a flush built in the background written), as on an appliance between bursts of mail.
+    await withIndex.index.settled()
     // One search first, outside the figures: it loads the pending tail (as any first search after a restart or a flush does).
     withIndex.index.search('warmup', { limit: 20 })
     // Round-robin: the first round is each query's first run; then every round runs every

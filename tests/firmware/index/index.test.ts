@@ -542,9 +542,10 @@ t.test('date queries over the tail see each ingest and removal (cached date bloc
   t.same(harness.query('charlie after:2023-06-01'), ids('charlie'))
 })
 
-t.test('a background flush is built between event-loop turns and written by a later ingest', async (t) => {
+t.test('a background flush is built between event-loop turns and written in its own transaction', async (t) => {
   const spec = (word: string): Spec => ({ from: 'x@example.com', subject: `note ${word}`, text: `${word} body`, date: '2024-01-10' })
-  const harness = makeHarness(t, { pendingDocumentsMax: 4, flushInBackground: true })
+  // Slices of 0 ms: one step of the build per event-loop turn, so the test can act between steps.
+  const harness = makeHarness(t, { pendingDocumentsMax: 4, flushInBackground: true, flushSliceMs: 0 })
   const add = (word: string, envelope: { to?: string[] } = {}): void => {
     harness.root.transactionSync(() => harness.index.indexMessage(inputOf(word, spec(word), envelope)))
   }
@@ -552,13 +553,15 @@ t.test('a background flush is built between event-loop turns and written by a la
   for (const word of ['alpha', 'bravo', 'charlie', 'delta']) add(word)
   t.same(harness.index.stats(), { ...harness.index.stats(), pending: 4, flushes: 0 }, 'the ingest that fills the tail does not flush it')
   t.same(words('note'), new Set(['alpha', 'bravo', 'charlie', 'delta'].map(idOf)))
-  await turns()
-  t.equal(harness.index.stats().flushes, 0, 'a built flush waits for the next ingest')
+  // One turn: the build has read the tail and grouped its postings, and waits for its next step.
+  await turns(1)
+  t.equal(harness.index.stats().flushes, 0)
   // Changed after the build read the tail: bravo gains a recipient, charlie goes.
   add('bravo', { to: ['late@example.com'] })
   t.ok(harness.index.removeMessage(idOf('charlie')))
   add('echo')
-  t.same(harness.index.stats(), { ...harness.index.stats(), pending: 1, flushes: 1 }, 'the next ingest wrote the built flush (the tail now holds only echo)')
+  await harness.index.settled()
+  t.same(harness.index.stats(), { ...harness.index.stats(), pending: 1, flushes: 1 }, 'the build wrote itself (the tail now holds only echo)')
   t.same(words('note'), new Set(['alpha', 'bravo', 'delta', 'echo'].map(idOf)), 'the removed document is not found')
   t.same(words('to:late@example.com'), new Set([idOf('bravo')]), 'the recipient added during the build is found')
   t.same(words('bravo'), new Set([idOf('bravo')]))
@@ -569,10 +572,9 @@ t.test('a background flush is built between event-loop turns and written by a la
   t.equal(harness.index.stats().pending, 4)
   t.ok(harness.index.flush() > 0)
   await turns()
-  for (const word of ['india', 'juliett']) add(word)
-  await turns()
-  add('kilo')
-  t.same(harness.index.stats(), { ...harness.index.stats(), pending: 3, flushes: 2 }, 'the dropped build was not written')
+  await harness.index.settled()
+  t.same(harness.index.stats(), { ...harness.index.stats(), pending: 0, flushes: 2 }, 'the dropped build was not written')
+  for (const word of ['india', 'juliett', 'kilo']) add(word)
   for (const word of ['alpha', 'echo', 'foxtrot', 'hotel', 'india', 'kilo']) t.same(harness.query(word), [idOf(word)], word)
 
   // The event loop never runs between ingests (one long transaction): twice the tail flushes there.
@@ -581,8 +583,15 @@ t.test('a background flush is built between event-loop turns and written by a la
   })
   t.same(harness.index.stats(), { ...harness.index.stats(), pending: 0, flushes: 3 }, 'flushed in the transaction at 8 pending')
   await turns()
+  await harness.index.settled()
   t.equal(harness.index.stats().flushes, 3, 'the build started at 4 pending was dropped')
   t.equal(harness.index.search('note').total, 15, 'every message but the removed one')
+
+  // With no ingest after it, a finished build is still written.
+  for (const word of ['quebec', 'romeo', 'sierra', 'tango']) add(word)
+  await harness.index.settled()
+  t.same(harness.index.stats(), { ...harness.index.stats(), pending: 0, flushes: 4 }, 'written with no ingest after the build')
+  t.same(harness.query('sierra'), [idOf('sierra')])
 })
 
 t.test('a background flush that cannot read the tail leaves the flush to an ingest, which reports it', async (t) => {
@@ -596,7 +605,7 @@ t.test('a background flush that cannot read the tail leaves the flush to an inge
   await harness.root.openDB<Buffer, number>('index-forward', { encoding: 'binary', keyEncoding: 'uint32', compression: true }).put(2, Buffer.from('not a forward record'))
   index.indexMessage(inputOf('charlie', spec('charlie')))
   await turns()
-  t.ok(logger.records.some((record) => record.level === 'warn' && /building a flush in the background failed/.test(record.msg)), 'the failed build is logged')
+  t.ok(logger.records.some((record) => record.level === 'warn' && /building or writing a flush in the background failed/.test(record.msg)), 'the failed build is logged')
   t.throws(() => index.indexMessage(inputOf('delta', spec('delta'))), { code: 'INDEX_CORRUPT' }, 'the next ingest flushes in its transaction and reports the damage')
   t.equal(index.stats().documents, 3, 'the failed ingest wrote nothing')
 })
