@@ -594,6 +594,30 @@ t.test('a background flush is built between event-loop turns and written in its 
   t.same(harness.query('sierra'), [idOf('sierra')])
 })
 
+t.test('a search after a flush keeps what it loaded of the rest of the tail, and finds each document once', async (t) => {
+  const spec = (word: string): Spec => ({ from: 'x@example.com', subject: `note ${word}`, text: `${word} body`, date: '2024-01-10' })
+  const harness = makeHarness(t, { pendingDocumentsMax: 4, flushInBackground: true, flushSliceMs: 0 })
+  const add = (word: string): void => {
+    harness.root.transactionSync(() => harness.index.indexMessage(inputOf(word, spec(word))))
+  }
+  for (const word of ['alpha', 'bravo', 'charlie', 'delta']) add(word)
+  t.equal(harness.index.search('note').total, 4)
+  // The build has read alpha..delta; echo and foxtrot come in while it runs, and a search loads them.
+  await turns(1)
+  for (const word of ['echo', 'foxtrot']) add(word)
+  t.equal(harness.index.search('note').total, 6)
+  await harness.index.settled()
+  t.same(harness.index.stats(), { ...harness.index.stats(), flushes: 1, pending: 2 })
+  const page = harness.index.search('note', { limit: 100 })
+  t.equal(page.total, 6, 'each document counted once')
+  t.same(new Set(page.hits.map((hit) => hit.id)), new Set(['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot'].map(idOf)))
+  t.equal(page.hits.length, 6, 'each document listed once')
+  t.same(harness.query('echo'), [idOf('echo')])
+  t.same(harness.query('alpha'), [idOf('alpha')])
+  add('golf')
+  t.equal(harness.index.search('note').total, 7)
+})
+
 t.test('a background flush that cannot read the tail leaves the flush to an ingest, which reports it', async (t) => {
   const logger = createMemoryLogger('debug')
   const harness = makeHarness(t, { pendingDocumentsMax: 3, flushInBackground: true })
