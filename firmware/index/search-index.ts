@@ -275,6 +275,11 @@ function putNew<K extends Key>(database: Database<Buffer, K>, key: K, value: Buf
   if (!putAppend(database, key, value)) database.putSync(key, value)
 }
 
+/** Writes the patch chunk of one re-indexed flushed document for one token, keyed `[token, chunk number, docid]`. */
+function putPatch(db: Databases, token: string, chunk: number, docid: number, mask: number): void {
+  db.patches.putSync([token, chunk, docid], encodeChunk([docid, mask]))
+}
+
 /** Key of a posting block: the flush's chunk number (uint32 BE), then the block's first token (UTF-8), so keys sort by flush, then token bytes. */
 function postingKey(chunk: number, token: Uint8Array): Buffer {
   const key = Buffer.allocUnsafe(4 + token.byteLength)
@@ -461,7 +466,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
    * drop their entry. Anything not covered here is read from the forward record.
    */
   let tailPostings = new Map<number, { id: string; terms: PackedTerms }>()
-  /** The background flush under way or built (see maybeFlush). */
+  /** The background flush being built or waiting to be written (see maybeFlush). */
   let background: BackgroundFlush | undefined
   /** Moves on whenever the index's data is replaced (databases, rebuild): a build of before is stale. */
   let epoch = 0
@@ -637,7 +642,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       if (docid < built.first || docid > built.last) continue
       const forward = getForward(db, docid)
       if (forward === undefined) continue
-      for (const [token, mask] of postingsOf(forward)) db.patches.putSync([token, state.chunks, docid], encodeChunk([docid, mask]))
+      for (const [token, mask] of postingsOf(forward)) putPatch(db, token, state.chunks, docid, mask)
       state.patched = (state.patched ?? 0) + 1
     }
     writeFlush(db, state, built)
@@ -733,7 +738,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         const before = old ? postingsOf(old) : new Map<string, number>()
         for (const [token, mask] of postingsOf(analyzed.forward)) {
           const added = mask & ~(before.get(token) ?? 0)
-          if (added !== 0) db.patches.putSync([token, state.chunks, existing], encodeChunk([existing, mask]))
+          if (added !== 0) putPatch(db, token, state.chunks, existing, mask)
         }
         // Searches cache what they decoded from flushed documents (see QueryCache).
         state.patched = (state.patched ?? 0) + 1
