@@ -184,6 +184,13 @@ interface Databases {
  * result is the same query again) then cost no LMDB reads. Valid while the state's
  * `chunks`, `flushed` and `patched` stay as they were; bounded by `queryCacheDocidsMax`.
  */
+/** A display record as hits show it: the text cut to what a snippet looks at, and its snippet without marks once made. */
+interface ShownRecord {
+  record: StoredRecord
+  /** The snippet when nothing is to be marked (a query of dates or of other fields): the same for every such query. */
+  plainSnippet?: string
+}
+
 interface QueryCache {
   chunks: number
   patched: number
@@ -212,7 +219,7 @@ interface QueryCache {
    * `generation` below: a re-indexed tail document changes its record and the generation
    * (a re-indexed flushed one changes `patched`, which starts the whole cache over).
    */
-  records: Map<number, StoredRecord>
+  records: Map<number, ShownRecord>
   recordsGeneration: number
 }
 
@@ -421,6 +428,20 @@ function termsOf(postings: Map<string, number>): DocumentTerms {
 }
 
 /** Opaque cursor of a position (dateMs, docid) in the newest-first order. */
+/**
+ * Appends to `out` from `count` the docids (`base` + slot) of a date block dated in
+ * [fromMs, toMs) (NaN, no document, is in no range); returns the new count. `out` has room
+ * for a whole block. A small function of its own so that the JIT compiles the loop early.
+ */
+function collectDated(dates: Float64Array, fromMs: number, toMs: number, base: number, out: Uint32Array, count: number): number {
+  let at = count
+  for (let slot = 0; slot < dates.length; slot++) {
+    const dateMs = dates[slot]!
+    if (dateMs >= fromMs && dateMs < toMs) out[at++] = base + slot
+  }
+  return at
+}
+
 function encodeCursor(dateMs: number, docid: number): string {
   return Buffer.from(`${indexLayoutVersion}.${dateMs}.${docid}`).toString('base64url')
 }
@@ -971,24 +992,17 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
 
     /** Every live docid dated in [fromMs, toMs): a scan of the date column, 1 KiB per 128 documents. */
     const dateScan = (fromMs: number, toMs: number): Uint32Array => {
-      let docids = new Uint32Array(Math.min(state.next, 4_096))
+      let docids = new Uint32Array(Math.min(state.next + dateBlockDocids, 4_096))
       let count = 0
       const lastBlock = Math.floor((state.next - 1) / dateBlockDocids)
       for (let block = 0; block <= lastBlock; block++) {
         if ((block & 63) === 63) checkBudget()
-        const dates = dateBlock(block)
-        const base = block * dateBlockDocids
-        for (let slot = 0; slot < dates.length; slot++) {
-          const dateMs = dates[slot]!
-          if (dateMs >= fromMs && dateMs < toMs) {
-            if (count === docids.length) {
-              const grown = new Uint32Array(Math.min(state.next, 2 * docids.length))
-              grown.set(docids)
-              docids = grown
-            }
-            docids[count++] = base + slot
-          }
+        if (docids.length - count < dateBlockDocids) {
+          const grown = new Uint32Array(Math.min(state.next + dateBlockDocids, 2 * docids.length))
+          grown.set(docids.subarray(0, count))
+          docids = grown
         }
+        count = collectDated(dateBlock(block), fromMs, toMs, block * dateBlockDocids, docids, count)
       }
       return docids.subarray(0, count)
     }
@@ -1104,18 +1118,19 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     }
     for (const index of order) {
       const docid = heapDocids[index]!
-      let record = cache.records.get(docid)
-      if (record === undefined) {
-        record = getRecord(db, docid)
-        if (record !== undefined) {
-          // A snippet is looked for in the start of the text; the cache keeps only that.
-          if (record.text.length > limits.snippetTextCharsMax) record = { ...record, text: cutToChars(record.text, limits.snippetTextCharsMax) }
-          if (cache.records.size >= queryCacheRecordsMax) cache.records.delete(cache.records.keys().next().value as number)
-          cache.records.set(docid, record)
-        }
+      let shown = cache.records.get(docid)
+      if (shown === undefined) {
+        let record = getRecord(db, docid)
+        if (record === undefined) continue
+        // A snippet is looked for in the start of the text; the cache keeps only that.
+        if (record.text.length > limits.snippetTextCharsMax) record = { ...record, text: cutToChars(record.text, limits.snippetTextCharsMax) }
+        if (cache.records.size >= queryCacheRecordsMax) cache.records.delete(cache.records.keys().next().value as number)
+        shown = { record }
+        cache.records.set(docid, shown)
       }
-      if (!record) continue
-      hits.push({ id: record.id, dateMs: heapDates[index]!, from: record.from, subject: record.subject, snippet: makeSnippet(record.text, highlight) })
+      const { record } = shown
+      const snippet = highlight.size === 0 ? (shown.plainSnippet ??= makeSnippet(record.text, highlight)) : makeSnippet(record.text, highlight)
+      hits.push({ id: record.id, dateMs: heapDates[index]!, from: record.from, subject: record.subject, snippet })
     }
     const lastIndex = order[order.length - 1]
     const nextCursor = remaining > limit && lastIndex !== undefined ? encodeCursor(heapDates[lastIndex]!, heapDocids[lastIndex]!) : null

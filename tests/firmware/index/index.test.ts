@@ -441,6 +441,22 @@ t.test('cached search answers follow new, re-indexed and removed documents', asy
   t.same(harness.query('quarterly'), ['A'])
 })
 
+t.test('snippets without marks (date-only queries) are kept per hit and follow a re-index', async (t) => {
+  const harness = makeHarness(t, { pendingDocumentsMax: 2 })
+  harness.root.transactionSync(() => {
+    for (const name of ['A', 'B', 'C']) harness.index.indexMessage(inputOf(name, corpus[name]!))
+  })
+  const snippetsOf = (query: string): Record<string, string> =>
+    Object.fromEntries(harness.index.search(query, { limit: 10 }).hits.map((hit) => [nameOfId.get(hit.id)!, hit.snippet]))
+  const dateOnly = 'after:2024-01-01 before:2024-03-01'
+  t.same(snippetsOf(dateOnly), { C: 'Lunch friday at the café &lt;b&gt;tomorrow&lt;/b&gt; pizza margherita special', B: 'Thanks, the numbers look good. Lunch on Friday?', A: 'The quarterly numbers are in. Revenue grew in Zürich.' }, 'A and B flushed, C in the tail (the text includes the attachment\'s)')
+  t.same(snippetsOf(dateOnly), snippetsOf(dateOnly), 'the same again, from the cache')
+  t.same(snippetsOf(`lunch ${dateOnly}`), { C: '<mark>Lunch</mark> friday at the café &lt;b&gt;tomorrow&lt;/b&gt; pizza margherita special', B: 'Thanks, the numbers look good. <mark>Lunch</mark> on Friday?' }, 'a query with words marks them in the same hits')
+  harness.root.transactionSync(() => harness.index.indexMessage(inputOf('C', { ...corpus.C!, text: 'Lunch moved to Thursday' })))
+  t.same(snippetsOf(dateOnly).C, 'Lunch moved to Thursday pizza margherita special', 'a re-indexed tail document shows its new text')
+  harness.root.transactionSync(() => harness.index.indexMessage(inputOf('A', { ...corpus.A!, text: 'Figures & forecasts for Q1.' })))
+  t.same(snippetsOf(dateOnly), { C: 'Lunch moved to Thursday pizza margherita special', B: 'Thanks, the numbers look good. Lunch on Friday?', A: 'Figures &amp; forecasts for Q1.' }, 'a re-indexed flushed document too')
+})
 t.test('neither the tail nor a flush takes postings from an ingest that was rolled back', async (t) => {
   const harness = makeHarness(t, { pendingDocumentsMax: 2 })
   // A is indexed (docid 1) in a transaction that aborts; B then gets docid 1 and C docid 2, which fills the tail.
