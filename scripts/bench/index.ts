@@ -10,7 +10,12 @@
  *   mirror     store to store (two firmware processes): catch-up rate after 10,000 messages offline vs local
  *              SMTP ingest (target ≥ 80%), lag archived-on-A → searchable-on-B p95 (< 1 s); then the copy layer alone
  * `npm run bench -- --only smtp,store` runs a subset; `--quick` uses smaller sizes.
+ * Search and mirror run in a process of their own each (this script again, with `--only`):
+ * a latency figure then does not depend on the heap and the compiled code that the ingest
+ * benches left behind (notmuch's queries run in a fresh process too).
  */
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { runParseBench } from './parse.js'
 import { runStoreBench } from './store.js'
 import { runSmtpBench } from './smtp.js'
@@ -26,8 +31,16 @@ const wanted = (name: string) => !only || only.has(name)
 const print = (line: string) => process.stdout.write(line + '\n')
 const fixed = (value: number, digits = 0) => value.toFixed(digits)
 
-async function section(name: string, run: () => Promise<void>): Promise<void> {
+async function section(name: string, run: () => Promise<void>, ownProcess = false): Promise<void> {
   if (!wanted(name)) return
+  if (ownProcess && only?.size !== 1) {
+    const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--only', name, ...(quick ? ['--quick'] : [])], { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, MAILKEEP_BENCH_CHILD: '1' } })
+    if (child.status !== 0) {
+      print(`${name} failed: its process ended with ${child.status ?? child.signal}`)
+      process.exitCode = 1
+    }
+    return
+  }
   print(`\n== ${name} ==`)
   try {
     await run()
@@ -37,7 +50,7 @@ async function section(name: string, run: () => Promise<void>): Promise<void> {
   }
 }
 
-print(`mailkeep benchmarks on ${typeof (globalThis as { Bun?: unknown }).Bun === 'undefined' ? `node ${process.version}` : `bun ${(globalThis as unknown as { Bun: { version: string } }).Bun.version}`}${quick ? ' (quick)' : ''}`)
+if (!process.env.MAILKEEP_BENCH_CHILD) print(`mailkeep benchmarks on ${typeof (globalThis as { Bun?: unknown }).Bun === 'undefined' ? `node ${process.version}` : `bun ${(globalThis as unknown as { Bun: { version: string } }).Bun.version}`}${quick ? ' (quick)' : ''}`)
 const corpusLimit = quick ? 1500 : undefined
 /** Parse-alone runs of this invocation: the ceiling is their mean (the machine's speed drifts, so it is measured around the SMTP run). */
 const parseRuns: number[] = []
@@ -75,7 +88,7 @@ await section('smtp', async () => {
 
 await section('search', async () => {
   await runSearchBench({ factor: quick ? 2 : 20, write: print })
-})
+}, true)
 
 await section('mirror', async () => {
   const result = await runMirrorBench({ messages: quick ? 2000 : 10_000, steadyDurationMs: quick ? 5_000 : 10_000, progress: () => undefined })
@@ -84,4 +97,4 @@ await section('mirror', async () => {
   print(`  lag archived on A -> searchable on B over ${result.steadyLag.messages} msgs at ${fixed(result.steadyLag.ratePerSecond)} msg/s: p50 ${fixed(result.steadyLag.p50Ms, 1)} ms, p95 ${fixed(result.steadyLag.p95Ms, 1)} ms, max ${fixed(result.steadyLag.maxMs, 1)} ms (target p95 < 1000) ${result.steadyLag.p95Ms < 1000 && result.steadyLag.unseen === 0 ? 'MET' : 'NOT MET'}${result.steadyLag.unseen > 0 ? `, ${result.steadyLag.unseen} never seen` : ''}; search polled every ${result.steadyLag.pollIntervalMs} ms`)
   const copy = await runMirrorCopyBench({ messages: quick ? 2000 : 10_000 })
   print(`copy layer alone (fake durable stores, TLS): catch-up ${fixed(copy.catchUp.messagesPerSecond)} msg/s vs local ${fixed(copy.localIngest.messagesPerSecond)} msg/s; steady lag p95 ${fixed(copy.steadyLag.p95Ms, 1)} ms`)
-})
+}, true)

@@ -70,8 +70,17 @@ export interface SearchBenchOptions {
   corpusDirectory?: string
   /** Size of the synthetic archive in corpus copies (1 = the corpus alone is benchmarked once). */
   factor?: number
-  /** Timed rounds (each runs every query once, after one untimed round). */
+  /** Timed rounds (each runs every query once), after the first round and `warmupRounds`. */
   repeat?: number
+  /**
+   * Untimed rounds between the first round (reported on its own as the cold figure) and the
+   * timed ones, for us and notmuch alike: the timed rounds measure a searcher that has been
+   * running, as an appliance's has. Bun's JIT compiles the search code to its optimizing tier
+   * only after ~1,000–1,500 searches (measured with BUN_JSC_reportCompileTimes=1: the
+   * `evaluate` and `makeSnippet` compiles land there, and the same query then runs 2–3×
+   * faster); before, latencies move with whatever happens to be compiled.
+   */
+  warmupRounds?: number
   /** Run notmuch beside us (needs the Debian packages notmuch and python3-notmuch2). */
   notmuch?: boolean
   /** Corpus messages used at most. */
@@ -220,10 +229,10 @@ const notmuchHelper = `
 import json, sys, time
 import notmuch2
 db = notmuch2.Database(sys.argv[1], mode=notmuch2.Database.MODE.READ_ONLY)
-queries = json.loads(sys.argv[2]); repeat = int(sys.argv[3])
+queries = json.loads(sys.argv[2]); repeat = int(sys.argv[3]); warmup = int(sys.argv[4])
 out = [{'query': q, 'total': 0, 'runs': []} for q in queries]
-# Round-robin as ours: the first round is not counted, then each round runs every query once.
-for r in range(repeat + 1):
+# Round-robin as ours: the first round and the warm-up rounds are not counted, then each round runs every query once.
+for r in range(1 + warmup + repeat):
     for entry in out:
         q = entry['query']
         start = time.perf_counter()
@@ -235,11 +244,11 @@ for r in range(repeat + 1):
                 except LookupError: pass
             hits += 1
             if hits >= 20: break
-        if r > 0: entry['runs'].append((time.perf_counter() - start) * 1000)
+        if r > warmup: entry['runs'].append((time.perf_counter() - start) * 1000)
 print(json.dumps(out))
 `
 
-async function runNotmuch(workDirectory: string, raws: readonly Uint8Array[], factor: number, repeat: number): Promise<{ indexPerS: number; results: Array<{ query: string; total: number; runs: number[] }> }> {
+async function runNotmuch(workDirectory: string, raws: readonly Uint8Array[], factor: number, repeat: number, warmupRounds: number): Promise<{ indexPerS: number; results: Array<{ query: string; total: number; runs: number[] }> }> {
   const maildir = join(workDirectory, 'maildir')
   const written = await writeSyntheticMaildir(maildir, raws, factor)
   const config = join(workDirectory, 'notmuch-config')
@@ -252,7 +261,7 @@ async function runNotmuch(workDirectory: string, raws: readonly Uint8Array[], fa
   // The system Python carries the Debian bindings (a pyenv python on PATH may not).
   const python = ['/usr/bin/python3', 'python3'].find((candidate) => spawnSync(candidate, ['-c', 'import notmuch2'], { env: environment }).status === 0)
   if (!python) throw new Error('the notmuch2 Python bindings are missing (apt-get install python3-notmuch2)')
-  const measured = spawnSync(python, ['-c', notmuchHelper, maildir, JSON.stringify(benchQueries.map((query) => query.notmuch)), String(repeat)], { env: environment, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })
+  const measured = spawnSync(python, ['-c', notmuchHelper, maildir, JSON.stringify(benchQueries.map((query) => query.notmuch)), String(repeat), String(warmupRounds)], { env: environment, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })
   if (measured.status !== 0) throw new Error(`notmuch queries failed: ${measured.stderr}`)
   return { indexPerS, results: JSON.parse(measured.stdout) as Array<{ query: string; total: number; runs: number[] }> }
 }
@@ -262,7 +271,7 @@ async function benchDataset(
   raws: readonly Uint8Array[],
   parsedList: readonly ParsedMessage[],
   factor: number,
-  options: Required<Pick<SearchBenchOptions, 'repeat' | 'notmuch' | 'concurrency'>>,
+  options: Required<Pick<SearchBenchOptions, 'repeat' | 'warmupRounds' | 'notmuch' | 'concurrency'>>,
   write: (line: string) => void,
 ): Promise<DatasetReport> {
   const workDirectory = await mkdtemp(join(tmpdir(), 'mailkeep-search-bench-'))
@@ -306,15 +315,19 @@ async function benchDataset(
     await withIndex.index.settled()
     // One search first, outside the figures: it loads the pending tail (as any first search after a restart or a flush does).
     withIndex.index.search('warmup', { limit: 20 })
-    // Round-robin: the first round is each query's first run; then every round runs every
-    // query once, so a transient stall (a collection, the scheduler, the JIT replacing code)
-    // lands on whichever query is running instead of on consecutive runs of one class.
-    for (let run = 0; run <= options.repeat; run++) {
+    // Round-robin: the first round is each query's first run; then untimed warm-up rounds;
+    // then every timed round runs every query once, so a transient stall (a collection, the
+    // scheduler, the JIT replacing code) lands on whichever query is running instead of on
+    // consecutive runs of one class.
+    for (let run = 0; run <= options.warmupRounds + options.repeat; run++) {
       for (const [index, query] of benchQueries.entries()) {
         const startMs = performance.now()
         const total = withIndex.index.search(query.ours, { limit: 20 }).total
-        ;(run > 0 ? samples : firstRuns).push({ kind: query.kind, ms: performance.now() - startMs })
-        if (run === 0) totals[index] = { query: query.ours, ours: total, notmuch: null }
+        const ms = performance.now() - startMs
+        if (run === 0) {
+          firstRuns.push({ kind: query.kind, ms })
+          totals[index] = { query: query.ours, ours: total, notmuch: null }
+        } else if (run > options.warmupRounds) samples.push({ kind: query.kind, ms })
       }
     }
     const messageCount = withIndex.index.stats().documents
@@ -326,7 +339,7 @@ async function benchDataset(
     let notmuchIndexPerS: number | null = null
     if (options.notmuch) {
       write(`${name}: notmuch new and queries…`)
-      const result = await runNotmuch(workDirectory, raws, factor, options.repeat)
+      const result = await runNotmuch(workDirectory, raws, factor, options.repeat, options.warmupRounds)
       notmuchIndexPerS = result.indexPerS
       notmuch = figuresByClass(result.results.flatMap((entry, index) => entry.runs.map((ms) => ({ kind: benchQueries[index]!.kind, ms }))))
       result.results.forEach((entry, index) => (totals[index]!.notmuch = entry.total))
@@ -351,7 +364,7 @@ async function benchDataset(
   }
 }
 
-function printReport(report: DatasetReport, write: (line: string) => void): void {
+function printReport(report: DatasetReport, rounds: { repeat: number; warmupRounds: number }, write: (line: string) => void): void {
   const number = (value: number | null | undefined, digits = 1): string => (value === null || value === undefined || Number.isNaN(value) ? '—' : value.toFixed(digits))
   write(``)
   write(`== ${report.name}: ${report.messages} messages`)
@@ -363,6 +376,7 @@ function printReport(report: DatasetReport, write: (line: string) => void): void
   }
   write(`ingest msg/s, store only (parsed beforehand, not counted; index analysis in the transaction on the event loop): without index ${number(report.ingestWithoutIndexPerS, 0)}, with index ${number(report.ingestWithIndexPerS, 0)} (${number(report.ingestRatio * 100, 0)}%); notmuch new ${number(report.notmuchIndexPerS, 0)}`)
   write(`index bytes per raw byte: ${number(report.indexBytesPerRawByte, 3)} (${Object.entries(report.indexBytes).map(([name, bytes]) => `${name} ${number(bytes / 1e6, 1)} MB`).join(', ')})`)
+  write(`query latency: ${rounds.repeat} timed rounds of every query, after its first run (the last column) and ${rounds.warmupRounds} untimed rounds; notmuch's alike`)
   write(`class     mailkeep p50/p95 ms   notmuch p50/p95 ms   mailkeep first run p50/worst ms`)
   for (const kind of ['term', 'phrase', 'field', 'boolean', 'date'] as const) {
     const ours = report.ours[kind]
@@ -384,14 +398,14 @@ function printReport(report: DatasetReport, write: (line: string) => void): void
 export async function runSearchBench(options: SearchBenchOptions = {}): Promise<DatasetReport[]> {
   const write = options.write ?? ((line: string) => process.stdout.write(line + '\n'))
   const factor = options.factor ?? 20
-  const settings = { repeat: options.repeat ?? 100, notmuch: options.notmuch ?? true, concurrency: options.concurrency ?? 64 }
+  const settings = { repeat: options.repeat ?? 100, warmupRounds: options.warmupRounds ?? 100, notmuch: options.notmuch ?? true, concurrency: options.concurrency ?? 64 }
   const raws = await loadCorpusMessages(options.corpusDirectory ?? corpusDirectoryDefault, options.limit)
   const parser = createMimeParser({ logger: createLogger('bench', { level: 'error' }) }, defaultMimeParserOptions)
   const parsedList: ParsedMessage[] = []
   for (const raw of raws) parsedList.push(await parser.parse(raw))
   const reports = [await benchDataset('corpus', raws, parsedList, 1, settings, write)]
   if (factor > 1) reports.push(await benchDataset(`synthetic ${factor}x`, raws, parsedList, factor, settings, write))
-  for (const report of reports) printReport(report, write)
+  for (const report of reports) printReport(report, settings, write)
   return reports
 }
 
@@ -400,6 +414,7 @@ if (invokedDirectly) {
   await runSearchBench({
     factor: Number(process.env.BENCH_FACTOR ?? 20),
     repeat: Number(process.env.BENCH_REPEAT ?? 100),
+    warmupRounds: Number(process.env.BENCH_WARMUP ?? 100),
     notmuch: process.env.BENCH_NOTMUCH !== '0',
     limit: process.env.BENCH_LIMIT ? Number(process.env.BENCH_LIMIT) : undefined,
   })
