@@ -148,6 +148,20 @@ export async function composeServices(context: { config: Readonly<Config>; logge
     stop: async () => {
       indexRebuild.stop?.abort()
       await indexRebuild.running?.catch(() => undefined)
+      // The sources have stopped (services stop in reverse order): the pending tail's postings
+      // are written now, so that the first search after a planned restart does not load the
+      // tail again from its forward records (~0.25 ms a message, up to twice
+      // pendingDocumentsMax). After a crash that load still happens, once.
+      try {
+        const startedMs = performance.now()
+        const pending = index.layoutCurrent() ? index.stats().pending : 0
+        if (pending > 0) {
+          index.flush()
+          logger.info('search index tail flushed at stop', { documents: pending, elapsedMs: Math.round(performance.now() - startedMs) })
+        }
+      } catch (error) {
+        logger.warn('search index tail not flushed at stop; the first search after start loads it', { error: String(error) })
+      }
     },
     healthcheck: () => ({ ok: true, detail: indexRebuild.running ? `rebuilding (${indexRebuild.indexed} indexed)` : index.complete() ? 'complete' : 'incomplete: run `mailkeep index rebuild`' }),
   }

@@ -44,6 +44,12 @@ t.test('an index of another layout, or a rebuild cut short, is rebuilt at start;
   t.equal((await technician(['hold', 'add', 'inquiry', '--reason', 'inquiry', '--by', 'counsel', '--query', 'subject:merger'])).code, 0)
   const indexStatus = async (): Promise<IndexStatus> => ((await cliJson(config, ['show', 'status'])).json as { index: IndexStatus }).index
   t.same(await indexStatus(), { documents: 3, rebuilding: false, layoutCurrent: true, pending: 3, flushes: 0, removedSinceRebuild: 0, rebuildIndexed: null })
+  // A planned stop writes the pending tail's postings: nothing is left to load after the start.
+  await service.stop()
+  t.ok(service.lines.some((line) => line.includes('search index tail flushed at stop')), 'the flush at stop is logged')
+  service = await startService(config)
+  t.same(await indexStatus(), { documents: 3, rebuilding: false, layoutCurrent: true, pending: 0, flushes: 1, removedSinceRebuild: 0, rebuildIndexed: null }, 'the tail was flushed at stop')
+  t.same(((await cliJson(config, ['search', 'subject:merger'])).json as { hits: Array<{ id: string }> }).hits.map((hit) => hit.id), [ids[1]], 'found in the flushed postings')
 
   for (const [label, change] of [
     ['layout of older firmware', { v: indexLayoutVersion - 1 }],
