@@ -182,7 +182,9 @@ interface Databases {
  * (posting sets of flushed chunks, verified phrase sets over flushed documents, full date
  * blocks), kept across searches: hot tokens and repeated queries (every further page of a
  * result is the same query again) then cost no LMDB reads. Valid while the state's
- * `chunks`, `flushed` and `patched` stay as they were; bounded by `queryCacheDocidsMax`.
+ * `patched` (re-index or removal of a flushed document) and the index's epoch (databases
+ * opened, rebuild) stay as they were; a flush only adds documents, and a cached set is
+ * extended over them when next used. Bounded by `queryCacheDocidsMax`.
  */
 /** A display record as hits show it: the text cut to what a snippet looks at, and its snippet without marks once made. */
 interface ShownRecord {
@@ -191,12 +193,26 @@ interface ShownRecord {
   plainSnippet?: string
 }
 
-interface QueryCache {
+/** A set over flushed documents: those of chunks below `chunks`, docids up to `flushed`. */
+interface CachedSet {
+  set: Uint32Array
   chunks: number
-  patched: number
   flushed: number
-  /** Sets over flushed documents by `bits NUL token` (posting sets) or `phrase NUL field NUL tokens`. */
-  sets: Map<string, Uint32Array>
+}
+
+interface QueryCache {
+  /** The index's epoch, and the state's `patched`: either moving starts the cache over. */
+  epoch: number
+  patched: number
+  /** The state's chunks and flushed docid when last used (they only grow while the cache lives). */
+  chunks: number
+  flushed: number
+  /**
+   * Sets over flushed documents by `bits NUL token` (posting sets) or `phrase NUL field NUL
+   * tokens`. A flush does not change what a set says about the documents it covers: a later
+   * search extends it over the new chunk instead of starting over.
+   */
+  sets: Map<string, CachedSet>
   /** Docids held in `sets`. */
   docids: number
   /** Date blocks whose every docid is flushed. */
@@ -213,7 +229,7 @@ interface QueryCache {
    * Verified phrase sets over the tail, per phrase: the docids that have it among those
    * up to `through`, valid while the tail's `generation` stays (new documents extend it).
    */
-  tailPhrases: Map<string, { generation: number; through: number; docids: number[] }>
+  tailPhrases: Map<string, { generation: number; base: number; through: number; docids: number[] }>
   /**
    * Display records shown in hits (at most `queryCacheRecordsMax`), for the index
    * `generation` below: a re-indexed tail document changes its record and the generation
@@ -440,6 +456,15 @@ function collectDated(dates: Float64Array, fromMs: number, toMs: number, base: n
     if (dateMs >= fromMs && dateMs < toMs) out[at++] = base + slot
   }
   return at
+}
+
+/** `a` followed by `b` (a itself when b is empty). */
+function concatenated(a: Uint32Array, b: ArrayLike<number>): Uint32Array {
+  if (b.length === 0) return a
+  const out = new Uint32Array(a.length + b.length)
+  out.set(a)
+  out.set(b, a.length)
+  return out
 }
 
 function encodeCursor(dateMs: number, docid: number): string {
@@ -825,22 +850,30 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
 
   function queryCacheOf(state: IndexState): QueryCache {
     const patched = state.patched ?? 0
-    if (!queryCache || queryCache.chunks !== state.chunks || queryCache.patched !== patched || queryCache.flushed !== state.flushed) {
-      queryCache = { chunks: state.chunks, patched, flushed: state.flushed, sets: new Map(), docids: 0, dates: new Map(), tailDates: new Map(), tailDatesNext: state.next, tailDatesGeneration: state.generation, tailPhrases: new Map(), records: new Map(), recordsGeneration: state.generation }
+    if (!queryCache || queryCache.epoch !== epoch || queryCache.patched !== patched || state.chunks < queryCache.chunks || state.flushed < queryCache.flushed) {
+      queryCache = { epoch, patched, chunks: state.chunks, flushed: state.flushed, sets: new Map(), docids: 0, dates: new Map(), tailDates: new Map(), tailDatesNext: state.next, tailDatesGeneration: state.generation, tailPhrases: new Map(), records: new Map(), recordsGeneration: state.generation }
     }
+    queryCache.chunks = state.chunks
+    queryCache.flushed = state.flushed
     return queryCache
   }
 
-  function cacheSet(cache: QueryCache, key: string, set: Uint32Array): void {
-    if (set.length > queryCacheDocidsMax / 4) return
-    while (cache.docids + set.length > queryCacheDocidsMax && cache.sets.size > 0) {
-      // Oldest first (a Map iterates in insertion order).
-      const [oldKey, oldSet] = cache.sets.entries().next().value as [string, Uint32Array]
-      cache.sets.delete(oldKey)
-      cache.docids -= oldSet.length
+  /** Keeps `entry` under `key` (replacing what was there), dropping the oldest sets past the budget. */
+  function cacheSet(cache: QueryCache, key: string, entry: CachedSet): void {
+    const previous = cache.sets.get(key)
+    if (previous !== undefined) {
+      cache.sets.delete(key)
+      cache.docids -= previous.set.length
     }
-    cache.sets.set(key, set)
-    cache.docids += set.length
+    if (entry.set.length > queryCacheDocidsMax / 4) return
+    while (cache.docids + entry.set.length > queryCacheDocidsMax && cache.sets.size > 0) {
+      // Oldest first (a Map iterates in insertion order).
+      const [oldKey, oldEntry] = cache.sets.entries().next().value as [string, CachedSet]
+      cache.sets.delete(oldKey)
+      cache.docids -= oldEntry.set.length
+    }
+    cache.sets.set(key, entry)
+    cache.docids += entry.set.length
   }
 
   function search(query: string, searchOptions: SearchOptions = {}): SearchResult {
@@ -896,33 +929,39 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       return docids
     }
 
+    /** Appends to `docids` those of chunks `fromChunk`..`toChunk - 1` for `token` whose mask meets `bits`. */
+    const readChunks = (tokenBytes: Buffer, bits: number, fromChunk: number, toChunk: number, docids: number[]): void => {
+      // Per flush, the one block that can hold the token (the last whose first token is not after it).
+      for (let chunk = fromChunk; chunk < toChunk; chunk++) {
+        for (const { key, value } of db.postings.getRange({ start: postingKey(chunk, tokenBytes), reverse: true, limit: 1 })) {
+          if (key.readUInt32BE(0) !== chunk) break
+          const found = findInBlock(value, tokenBytes)
+          if (found === false || (found !== null && !decodeChunkInto(found, bits, docids))) throw new IndexError('INDEX_CORRUPT', 'a posting block could not be decoded: rebuild the index', { fields: { chunk } })
+        }
+      }
+    }
+
     const postingSet = (token: string, bits: number): Uint32Array => {
       const key = `${bits}\u0000${token}`
-      let flushed = cache.sets.get(key)
-      if (!flushed) {
+      let entry = cache.sets.get(key)
+      if (entry === undefined) {
         const docids: number[] = []
-        // Per flush, the one block that can hold the token (the last whose first token is not
-        // after it), then the patches.
-        const tokenBytes = Buffer.from(token)
-        for (let chunk = 0; chunk < state.chunks; chunk++) {
-          for (const { key, value } of db.postings.getRange({ start: postingKey(chunk, tokenBytes), reverse: true, limit: 1 })) {
-            if (key.readUInt32BE(0) !== chunk) break
-            const found = findInBlock(value, tokenBytes)
-            if (found === false || (found !== null && !decodeChunkInto(found, bits, docids))) throw new IndexError('INDEX_CORRUPT', 'a posting block could not be decoded: rebuild the index', { fields: { chunk } })
-          }
-        }
+        readChunks(Buffer.from(token), bits, 0, state.chunks, docids)
         for (const { key: patchKey, value } of db.patches.getRange({ start: [token], end: [token, Number.POSITIVE_INFINITY] })) {
           if (!decodeChunkInto(value, bits, docids)) throw new IndexError('INDEX_CORRUPT', 'a posting patch could not be decoded: rebuild the index', { fields: { key: patchKey } })
         }
-        flushed = toDocidSet(docids)
-        cacheSet(cache, key, flushed)
+        entry = { set: toDocidSet(docids), chunks: state.chunks, flushed: state.flushed }
+        cacheSet(cache, key, entry)
+      } else if (entry.chunks < state.chunks) {
+        // Flushes since: their chunks hold only docids above the set's (patches come with a
+        // change of `patched`, which started the cache over), so the set grows at its end.
+        const added: number[] = []
+        readChunks(Buffer.from(token), bits, entry.chunks, state.chunks, added)
+        entry = { set: concatenated(entry.set, toDocidSet(added)), chunks: state.chunks, flushed: state.flushed }
+        cacheSet(cache, key, entry)
       }
-      const inTail = tailSet(token, bits)
-      if (inTail.length === 0) return flushed
-      const out = new Uint32Array(flushed.length + inTail.length)
-      out.set(flushed)
-      out.set(inTail, flushed.length)
-      return out
+      const flushed = entry.set
+      return concatenated(flushed, tailSet(token, bits))
     }
 
     /**
@@ -955,28 +994,45 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       let split = 0
       while (split < candidates.length && candidates[split]! <= state.flushed) split++
       const key = `phrase\u0000${field}\u0000${tokens.join(' ')}`
-      let flushed = cache.sets.get(key)
-      if (!flushed) {
-        flushed = verify(0, split)
-        cacheSet(cache, key, flushed)
-      }
-      // Tail documents change only with the generation: what was verified stays verified,
-      // and only candidates that arrived since are read.
       let tailEntry = cache.tailPhrases.get(key)
-      if (tailEntry === undefined || tailEntry.generation !== state.generation) {
+      if (tailEntry !== undefined && tailEntry.generation !== state.generation) tailEntry = undefined
+      let entry = cache.sets.get(key)
+      if (entry === undefined) {
+        entry = { set: verify(0, split), chunks: state.chunks, flushed: state.flushed }
+        cacheSet(cache, key, entry)
+      } else if (entry.flushed < state.flushed) {
+        // Flushed since: the candidates in (entry.flushed, state.flushed], verified as tail
+        // documents already when the tail's entry covers them (same generation: unchanged since).
+        const from = entry.flushed
+        let added: Uint32Array
+        if (tailEntry !== undefined && tailEntry.base <= from && tailEntry.through >= state.flushed) {
+          added = Uint32Array.from(tailEntry.docids.filter((docid) => docid > from && docid <= state.flushed))
+        } else {
+          let first = 0
+          while (first < split && candidates[first]! <= from) first++
+          added = verify(first, split)
+        }
+        entry = { set: concatenated(entry.set, added), chunks: state.chunks, flushed: state.flushed }
+        cacheSet(cache, key, entry)
+      }
+      const flushed = entry.set
+      // Tail documents change only with the generation: what was verified stays verified,
+      // and only candidates that arrived since are read; those a flush moved out of the tail
+      // are dropped from it (the flushed set above has them).
+      if (tailEntry === undefined) {
         if (cache.tailPhrases.size >= queryCacheRecordsMax) cache.tailPhrases.clear()
-        tailEntry = { generation: state.generation, through: state.flushed, docids: [] }
+        tailEntry = { generation: state.generation, base: state.flushed, through: state.flushed, docids: [] }
         cache.tailPhrases.set(key, tailEntry)
+      } else if (tailEntry.base < state.flushed) {
+        tailEntry.docids = tailEntry.docids.filter((docid) => docid > state.flushed)
+        tailEntry.base = state.flushed
+        tailEntry.through = Math.max(tailEntry.through, state.flushed)
       }
       let fresh = split
       while (fresh < candidates.length && candidates[fresh]! <= tailEntry.through) fresh++
       for (const docid of verify(fresh, candidates.length)) tailEntry.docids.push(docid)
       tailEntry.through = Math.max(tailEntry.through, state.next - 1)
-      if (tailEntry.docids.length === 0) return flushed
-      const out = new Uint32Array(flushed.length + tailEntry.docids.length)
-      out.set(flushed)
-      out.set(tailEntry.docids, flushed.length)
-      return out
+      return concatenated(flushed, tailEntry.docids)
     }
 
     const dateRange = (nodes: readonly QueryNode[]): { fromMs: number; toMs: number } => {
