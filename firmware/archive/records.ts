@@ -37,7 +37,8 @@ export class RecordShapeError extends Error {
   }
 }
 
-const codecs: readonly BlobCodec[] = ['identity', 'deflate-raw']
+// Positions are stored: new codecs are appended, never inserted.
+const codecs: readonly BlobCodec[] = ['identity', 'deflate-raw', 'deflate-raw-mail1']
 const changeKinds: readonly ChangeEntry['kind'][] = ['ingest', 'delivery', 'purge']
 const sources: readonly Delivery['source'][] = ['smtp', 'journal', 'import', 'mirror']
 

@@ -19,7 +19,7 @@ import {
   type ChangeRecord,
   type MessageRecord,
 } from './records.js'
-import { decodeBlob, encodeBlob, type BlobCodec } from './codec.js'
+import { decodeBlob, deflateCodecs, encodeBlob, type BlobCodec } from './codec.js'
 import {
   blobPartKey,
   blobParts,
@@ -593,7 +593,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
   function usableEncoding(id: string, request: IngestRequest): EncodedRaw | undefined {
     const encoded = request.encoded
     if (encoded === undefined) return undefined
-    if (encoded.rawSha256 === id && (encoded.codec === 'deflate-raw' || (encoded.codec === 'identity' && encoded.bytes.byteLength === request.raw.byteLength))) return encoded
+    if (encoded.rawSha256 === id && (deflateCodecs.includes(encoded.codec) || (encoded.codec === 'identity' && encoded.bytes.byteLength === request.raw.byteLength))) return encoded
     logger.warn('ignoring precompressed bytes that do not belong to the message; compressing it again', { id, codec: encoded.codec })
     return undefined
   }

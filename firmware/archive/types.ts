@@ -1,3 +1,4 @@
+import type { BlobCodec } from './codec.js'
 import type { RootDatabase } from 'lmdb'
 import type { ParsedMessage } from '../mime/types.js'
 
@@ -100,7 +101,7 @@ export interface IngestRequest {
 
 /** Compressed bytes of a raw message, bound to the raw bytes by their SHA-256. */
 export interface EncodedRaw {
-  codec: 'deflate-raw' | 'identity'
+  codec: BlobCodec
   bytes: Uint8Array
   /** Hex SHA-256 of the raw bytes that were compressed. */
   rawSha256: string

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import { inflateRawSync } from 'node:zlib'
+import { decodeBlob } from '../../../firmware/archive/codec.js'
 import { availableParallelism } from 'node:os'
 import { createMemoryLogger, type Logger } from '../../../firmware/common/logger.js'
 import { hasCode } from '../../../firmware/common/errors.js'
@@ -53,11 +53,11 @@ async function ready(pool: ParsePool, workers = 1): Promise<void> {
   }
 }
 
-function assertEncodedMatches(t: TestContext, prepared: PreparedMessage, label: string): void {
+async function assertEncodedMatches(t: TestContext, prepared: PreparedMessage, label: string): Promise<void> {
   t.ok(prepared.encoded, `${label}: compressed on the worker`)
   const encoded = prepared.encoded!
   t.equal(encoded.rawSha256, sha256(prepared.bytes), `${label}: the blob is bound to the bytes by their SHA-256`)
-  const restored = encoded.codec === 'identity' ? encoded.bytes : inflateRawSync(encoded.bytes)
+  const restored = await decodeBlob(encoded.codec, encoded.bytes, prepared.bytes.byteLength)
   t.equal(Buffer.compare(Buffer.from(restored), Buffer.from(prepared.bytes)), 0, `${label}: the blob restores the bytes exactly`)
 }
 
@@ -80,7 +80,7 @@ t.test('a worker prepares what the event loop would: parse and flags, journal un
     const expected = await reference(raw)
     t.same(prepared.parsed, expected.parsed, `${label}: same parse result and flags as on the event loop`)
     t.equal(Buffer.compare(Buffer.from(prepared.bytes), Buffer.from(expected.bytes)), 0, `${label}: same bytes to archive`)
-    assertEncodedMatches(t, prepared, label)
+    await assertEncodedMatches(t, prepared, label)
     t.same(prepared.indexPrepared, { words: (expected.parsed.subject ?? '').toLowerCase().split(/\s+/).filter(Boolean), options: { limit: 7 }, thread: (prepared.indexPrepared as { thread: number }).thread }, `${label}: index prepared on the worker with its options`)
     t.not((prepared.indexPrepared as { thread: number }).thread, 0, `${label}: on a worker thread, not the event loop`)
   }
@@ -116,7 +116,7 @@ t.test('a message that crashes its worker twice, or outlives jobTimeoutMs, is ar
     const result = results[index + 1]!
     t.same(result.parsed.flags, [], `innocent ${index + 1}: fully parsed, no flags`)
     t.equal(Buffer.compare(Buffer.from(result.bytes), raw), 0, `innocent ${index + 1}: bytes intact`)
-    assertEncodedMatches(t, result, `innocent ${index + 1}`)
+    await assertEncodedMatches(t, result, `innocent ${index + 1}`)
   }
   const stats = pool.stats()
   t.equal(stats.poisoned, 1, 'one message was taken as the cause')
@@ -169,7 +169,7 @@ t.test('when workers cannot start, every message is prepared on the event loop',
   const raws = [message('first'), message('second'), journalReport]
   const results = await Promise.all(raws.map((raw) => pool.prepare(raw)))
   t.same(results.map((result) => result.parsed.subject), ['first', 'second', 'quarterly numbers'], 'each message parsed')
-  for (const result of results) assertEncodedMatches(t, result, String(result.parsed.subject))
+  for (const result of results) await assertEncodedMatches(t, result, String(result.parsed.subject))
   t.equal(pool.stats().inProcess, raws.length, 'on the event loop')
   t.equal(pool.stats().completed, 0)
   t.ok(logger.records.some((record) => /cannot start/.test(record.msg)), 'the log says why')
