@@ -177,15 +177,6 @@ interface Databases {
   keys: Database<unknown, string>
 }
 
-/**
- * What searches decoded from data that only a flush, a re-index or a removal can change
- * (posting sets of flushed chunks, verified phrase sets over flushed documents, full date
- * blocks), kept across searches: hot tokens and repeated queries (every further page of a
- * result is the same query again) then cost no LMDB reads. Valid while the state's
- * `patched` (re-index or removal of a flushed document) and the index's epoch (databases
- * opened, rebuild) stay as they were; a flush only adds documents, and a cached set is
- * extended over them when next used. Bounded by `queryCacheDocidsMax`.
- */
 /** A display record as hits show it: the text cut to what a snippet looks at, and its snippet without marks once made. */
 interface ShownRecord {
   record: StoredRecord
@@ -200,6 +191,15 @@ interface CachedSet {
   flushed: number
 }
 
+/**
+ * What searches decoded from data that only a flush, a re-index or a removal can change
+ * (posting sets of flushed chunks, verified phrase sets over flushed documents, full date
+ * blocks), kept across searches: hot tokens and repeated queries (every further page of a
+ * result is the same query again) then cost no LMDB reads. Valid while the state's
+ * `patched` (re-index or removal of a flushed document) and the index's epoch (databases
+ * opened, rebuild) stay as they were; a flush only adds documents, and a cached set is
+ * extended over them when next used. Bounded by `queryCacheDocidsMax`.
+ */
 interface QueryCache {
   /** The index's epoch, and the state's `patched`: either moving starts the cache over. */
   epoch: number
@@ -443,7 +443,6 @@ function termsOf(postings: Map<string, number>): DocumentTerms {
   return { tokens: [...postings.keys()], masks: [...postings.values()] }
 }
 
-/** Opaque cursor of a position (dateMs, docid) in the newest-first order. */
 /**
  * Appends to `out` from `count` the docids (`base` + slot) of a date block dated in
  * [fromMs, toMs) (NaN, no document, is in no range); returns the new count. `out` has room
@@ -467,6 +466,7 @@ function concatenated(a: Uint32Array, b: ArrayLike<number>): Uint32Array {
   return out
 }
 
+/** Opaque cursor of a position (dateMs, docid) in the newest-first order. */
 function encodeCursor(dateMs: number, docid: number): string {
   return Buffer.from(`${indexLayoutVersion}.${dateMs}.${docid}`).toString('base64url')
 }
