@@ -233,6 +233,51 @@ t.test('posting groups: postings grouped per token give the chunks encodeChunk g
   t.throws(() => groups.encodeInto('absent', Buffer.alloc(16)), /no postings/)
 })
 
+t.test('posting groups as the search tail: collect by field bits, drop a flushed start, add after it', async (t) => {
+  const groups = createPostingGroups()
+  const expected = new Map<string, Array<[number, number]>>()
+  const add = (token: string, docid: number, mask: number): void => {
+    groups.add(token, docid, mask)
+    const entries = expected.get(token) ?? []
+    const lastEntry = entries[entries.length - 1]
+    if (lastEntry?.[0] === docid) lastEntry[1] |= mask
+    else entries.push([docid, mask])
+    expected.set(token, entries)
+  }
+  const check = (label: string): void => {
+    let mismatches = 0
+    for (const [token, entries] of expected) {
+      for (const bits of [1, 2, 4, 7]) {
+        const got: number[] = []
+        groups.collect(token, bits, got)
+        if (JSON.stringify(got) !== JSON.stringify(entries.filter(([, mask]) => (mask & bits) !== 0).map(([docid]) => docid))) mismatches++
+      }
+    }
+    t.equal(mismatches, 0, `${label}: every token's docids, per field bits`)
+    t.equal(groups.held().postings, [...expected.values()].reduce((sum, entries) => sum + entries.length, 0), `${label}: postings held`)
+  }
+  let docid = 0
+  const addDocuments = (count: number): void => {
+    for (let n = 0; n < count; n++) {
+      docid++
+      for (let k = 0; k < 40; k++) add(`w${(docid * 31 + k * k) % 97}`, docid, 1 << (k % 3))
+    }
+  }
+  addDocuments(200)
+  check('loaded')
+  const empty: number[] = []
+  groups.collect('absent', 7, empty)
+  t.same(empty, [], 'an unknown token has none')
+  for (const through of [50, 50, 180, 200]) {
+    groups.dropThrough(through)
+    for (const [token, entries] of expected) expected.set(token, entries.filter(([id]) => id > through))
+    check(`dropped through ${through}`)
+    addDocuments(30)
+    check(`then 30 more documents`)
+  }
+  t.ok(groups.held().slots > groups.held().postings, 'dropped postings keep their slots until the groups are made again')
+})
+
 t.test('posting blocks: every token found in the one block that can hold it, blocks sized to pages', async (t) => {
   const pageSize = 4096
   // Sorted, distinct tokens sharing prefixes, a few with large chunks (common words).
