@@ -104,12 +104,6 @@ export interface PackedTerms {
   masks: Uint8Array
 }
 
-/** Unpacks PackedTerms (undefined when the counts disagree, which a caller treats as no terms). */
-export function unpackTerms(packed: PackedTerms): { tokens: string[]; masks: Uint8Array } | undefined {
-  const tokens = packed.tokens.length === 0 ? [] : packed.tokens.split(' ')
-  return tokens.length === packed.masks.length ? { tokens, masks: packed.masks } : undefined
-}
-
 /** Packs terms (as a Map from token to field bits, in its order). */
 export function packTerms(terms: ReadonlyMap<string, number>): PackedTerms {
   // One loop over the entries: Uint8Array.from over a Map iterator was several times slower under Bun.

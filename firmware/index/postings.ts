@@ -71,6 +71,11 @@ function writeVarint(buffer: Buffer, offset: number, value: number): number {
 export interface PostingGroups {
   /** Adds a posting; the same token again for the same (latest) docid ORs its mask in. */
   add(token: string, docid: number, mask: number): void
+  /**
+   * Adds a document's packed terms (tokens joined by spaces, a mask per token) as `add`
+   * would each. Returns false, adding nothing, when the counts of tokens and masks differ.
+   */
+  addPacked(tokens: string, masks: Uint8Array, docid: number): boolean
   /** The distinct tokens, in no particular order. */
   tokens(): string[]
   /** Bytes the chunk of `token` may need, at most. */
@@ -89,7 +94,14 @@ export interface PostingGroups {
 }
 
 export function createPostingGroups(): PostingGroups {
-  const ids = new Map<string, number>()
+  // Token → id: an open-addressing table over FNV-1a hashes of the UTF-16 units, not a Map.
+  // A Map must hash every token string it is given, and the tokens come as fresh strings
+  // (split from a document's packed terms): measured under Bun, 0.35–0.45 µs a lookup
+  // against ~0.1 for strings it had hashed before. `addPacked` hashes and compares the
+  // tokens where they lie in the packed string, and makes a string only of a new token.
+  const tokenList: string[] = []
+  let hashes = new Int32Array(1024)
+  let table = new Int32Array(4096) // id + 1; 0 = empty
   let first = new Int32Array(1024)
   let last = new Int32Array(1024)
   let counts = new Int32Array(1024)
@@ -104,42 +116,97 @@ export function createPostingGroups(): PostingGroups {
     grown.set(array)
     return grown
   }
-  const idOf = (token: string): number => {
-    const id = ids.get(token)
-    if (id === undefined) throw new Error(`no postings for ${JSON.stringify(token)}`)
+  /** The id of text[start, end) (a new one when absent and `create`; else -1). */
+  const idIn = (text: string, start: number, end: number, create: boolean): number => {
+    let hash = 0x811c9dc5
+    for (let at = start; at < end; at++) hash = Math.imul(hash ^ text.charCodeAt(at), 0x01000193)
+    const tableMask = table.length - 1
+    for (let probe = hash & tableMask; ; probe = (probe + 1) & tableMask) {
+      const entry = table[probe]!
+      if (entry === 0) break
+      const id = entry - 1
+      if (hashes[id] !== hash) continue
+      const token = tokenList[id]!
+      if (token.length !== end - start) continue
+      let same = true
+      for (let at = 0; at < token.length; at++) {
+        if (token.charCodeAt(at) !== text.charCodeAt(start + at)) {
+          same = false
+          break
+        }
+      }
+      if (same) return id
+    }
+    if (!create) return -1
+    const id = tokenList.length
+    tokenList.push(start === 0 && end === text.length ? text : text.slice(start, end))
+    hashes = grow(hashes, id + 1)
+    first = grow(first, id + 1)
+    last = grow(last, id + 1)
+    counts = grow(counts, id + 1)
+    hashes[id] = hash
+    first[id] = -1
+    counts[id] = 0
+    if (2 * (id + 1) > table.length) {
+      // Kept at most half full: a doubled table, every id placed again.
+      table = new Int32Array(2 * table.length)
+      const grownMask = table.length - 1
+      for (let placed = 0; placed <= id; placed++) {
+        let probe = hashes[placed]! & grownMask
+        while (table[probe] !== 0) probe = (probe + 1) & grownMask
+        table[probe] = placed + 1
+      }
+    } else {
+      let probe = hash & tableMask
+      while (table[probe] !== 0) probe = (probe + 1) & tableMask
+      table[probe] = id + 1
+    }
     return id
+  }
+  const idOf = (token: string): number => {
+    const id = idIn(token, 0, token.length, false)
+    if (id < 0) throw new Error(`no postings for ${JSON.stringify(token)}`)
+    return id
+  }
+  const addId = (id: number, docid: number, mask: number): void => {
+    if (counts[id]! > 0 && docids[last[id]!] === docid) {
+      masks[last[id]!]! |= mask
+      return
+    }
+    const slot = slots++
+    if (slot >= docids.length) {
+      docids = grow(docids, slot + 1)
+      masks = grow(masks, slot + 1)
+      next = grow(next, slot + 1)
+    }
+    docids[slot] = docid
+    masks[slot] = mask
+    next[slot] = -1
+    live++
+    if (first[id] === -1) first[id] = slot
+    else next[last[id]!] = slot
+    last[id] = slot
+    counts[id]!++
   }
   return {
     add(token, docid, mask) {
-      let id = ids.get(token)
-      if (id === undefined) {
-        id = ids.size
-        ids.set(token, id)
-        first = grow(first, id + 1)
-        last = grow(last, id + 1)
-        counts = grow(counts, id + 1)
-        first[id] = -1
-        counts[id] = 0
-      } else if (docids[last[id]!] === docid) {
-        masks[last[id]!]! |= mask
-        return
-      }
-      const slot = slots++
-      if (slot >= docids.length) {
-        docids = grow(docids, slot + 1)
-        masks = grow(masks, slot + 1)
-        next = grow(next, slot + 1)
-      }
-      docids[slot] = docid
-      masks[slot] = mask
-      next[slot] = -1
-      live++
-      if (first[id] === -1) first[id] = slot
-      else next[last[id]!] = slot
-      last[id] = slot
-      counts[id]!++
+      addId(idIn(token, 0, token.length, true), docid, mask)
     },
-    tokens: () => [...ids.keys()],
+    addPacked(tokens, tokenMasks, docid) {
+      if (tokens.length === 0) return tokenMasks.length === 0
+      let count = 1
+      for (let at = tokens.indexOf(' '); at >= 0; at = tokens.indexOf(' ', at + 1)) count++
+      if (count !== tokenMasks.length) return false
+      let start = 0
+      for (let index = 0; index < count; index++) {
+        let end = tokens.indexOf(' ', start)
+        if (end < 0) end = tokens.length
+        addId(idIn(tokens, start, end, true), docid, tokenMasks[index]!)
+        start = end + 1
+      }
+      return true
+    },
+    tokens: () => tokenList.slice(),
     chunkBytesMax: (token) => 5 + counts[idOf(token)]! * 6,
     encodeInto(token, buffer) {
       const id = idOf(token)
@@ -153,14 +220,13 @@ export function createPostingGroups(): PostingGroups {
       return offset
     },
     collect(token, bits, out) {
-      const id = ids.get(token)
-      if (id === undefined) return
+      const id = idIn(token, 0, token.length, false)
+      if (id < 0) return
       for (let slot = first[id]!; slot !== -1; slot = next[slot]!) if ((masks[slot]! & bits) !== 0) out.push(docids[slot]!)
     },
     dropThrough(docid) {
-      // A token whose list empties keeps its id; `last` then points at a dropped slot, whose
-      // docid is below any added later, so `add` neither merges into it nor links from it.
-      for (let id = 0; id < ids.size; id++) {
+      // A token whose list empties keeps its id, with a count of 0: `add` then starts its list again.
+      for (let id = 0; id < tokenList.length; id++) {
         let slot = first[id]!
         while (slot !== -1 && docids[slot]! <= docid) {
           slot = next[slot]!

@@ -5,7 +5,7 @@ import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
 import type { ParsedMessage } from '../mime/types.js'
 import { IndexError } from './errors.js'
-import { analyzeDocument, analyzeSequential, bodyPhraseTest, bodyStreamOf, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type PackedTerms, packTerms, unpackTerms, type IndexInput } from './document.js'
+import { analyzeDocument, analyzeSequential, bodyPhraseTest, bodyStreamOf, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type PackedTerms, packTerms, type IndexInput } from './document.js'
 import { anyTextBits, blockTokenBytesMax, createBlockWriter, createPostingGroups, type PostingGroups, decodeChunkInto, difference, encodeChunk, fieldBits, findInBlock, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
 import { parseQuery, positiveTokens, type QueryNode, type TextField } from './query.js'
 import { makeSnippet } from './snippet.js'
@@ -579,18 +579,22 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
   }
 
   /**
-   * The terms of a tail document: from `tailPostings` when the committed id mapping
-   * confirms the entry (what a search or a flush sees is committed), else decoded from its
-   * forward record (after a restart, or for an entry of a rolled-back ingest).
+   * Adds the terms of a tail document to `groups`: from `tailPostings` when the committed id
+   * mapping confirms the entry (what a search or a flush sees is committed), else decoded
+   * from its forward record (after a restart, or for an entry of a rolled-back ingest). A
+   * token listed twice for one document (prepared terms, then address terms) gets one
+   * posting, its bits OR-ed.
+   *
+   * @returns the terms added (0 for a document that is not there)
    */
-  function tailTermsOf(db: Databases, docid: number): DocumentTerms | undefined {
+  function addTailTerms(db: Databases, docid: number, groups: PostingGroups): number {
     const known = tailPostings.get(docid)
-    if (known !== undefined && db.keys.get(idKeyPrefix + known.id) === docid) {
-      const terms = unpackTerms(known.terms)
-      if (terms !== undefined) return terms
-    }
+    if (known !== undefined && db.keys.get(idKeyPrefix + known.id) === docid && groups.addPacked(known.terms.tokens, known.terms.masks, docid)) return known.terms.masks.length
     const forward = getForward(db, docid)
-    return forward === undefined ? undefined : termsOf(postingsOf(forward))
+    if (forward === undefined) return 0
+    const { tokens, masks } = termsOf(postingsOf(forward))
+    for (let index = 0; index < tokens.length; index++) groups.add(tokens[index]!, docid, masks[index]!)
+    return tokens.length
   }
 
   /**
@@ -603,12 +607,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     const groups = createPostingGroups()
     let sinceYield = 0
     for (let docid = first; docid <= last; docid++) {
-      const terms = tailTermsOf(db, docid)
-      if (terms === undefined) continue
-      const { tokens, masks } = terms
-      // A token listed twice for one document (prepared terms, then address terms): one entry, bits OR-ed.
-      for (let index = 0; index < tokens.length; index++) groups.add(tokens[index]!, docid, masks[index]!)
-      sinceYield += tokens.length
+      sinceYield += addTailTerms(db, docid, groups)
       if (sinceYield >= flushStepPostings) {
         sinceYield = 0
         yield
@@ -831,11 +830,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     const postings = tail.postings
     for (let docid = tail.loadedThrough + 1; docid < state.next; docid++) {
       tail.loadedThrough = docid
-      const terms = tailTermsOf(db, docid)
-      if (terms === undefined) continue
-      const { tokens, masks } = terms
-      // A token listed twice for one document (see AnalyzedDocument.terms): `add` ORs the bits.
-      for (let index = 0; index < tokens.length; index++) postings.add(tokens[index]!, docid, masks[index]!)
+      addTailTerms(db, docid, postings)
     }
     return tail
   }

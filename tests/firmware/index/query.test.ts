@@ -233,6 +233,43 @@ t.test('posting groups: postings grouped per token give the chunks encodeChunk g
   t.throws(() => groups.encodeInto('absent', Buffer.alloc(16)), /no postings/)
 })
 
+t.test('posting groups: packed terms add as their tokens one by one; the token table grows and tells near tokens apart', async (t) => {
+  const byToken = createPostingGroups()
+  const packed = createPostingGroups()
+  // 20,000 distinct tokens (the table doubles several times), near ones (one unit apart,
+  // prefixes of each other), non-ASCII and astral ones; each document lists a token twice.
+  const vocabulary = Array.from({ length: 20_000 }, (_, n) => [`w${n}`, `w${n}x`, `ß${n}`, `𝔘${n}`, `é`.repeat(1 + (n % 4)) + n][n % 5]!)
+  for (let docid = 1; docid <= 300; docid++) {
+    const tokens: string[] = []
+    const masks: number[] = []
+    for (let k = 0; k < 120; k++) {
+      tokens.push(vocabulary[(docid * 977 + k * 131) % vocabulary.length]!)
+      masks.push(1 << (k % 4))
+    }
+    tokens.push(tokens[0]!)
+    masks.push(16)
+    for (let index = 0; index < tokens.length; index++) byToken.add(tokens[index]!, docid, masks[index]!)
+    t.equal(packed.addPacked(tokens.join(' '), Uint8Array.from(masks), docid), true)
+  }
+  t.equal(packed.addPacked('', new Uint8Array(0), 301), true, 'a document without terms')
+  t.equal(packed.addPacked('a b', new Uint8Array(1), 302), false, 'counts that differ are refused')
+  t.equal(packed.addPacked('', new Uint8Array(1), 303), false)
+  t.same(packed.tokens().sort(), byToken.tokens().sort(), 'the same distinct tokens (nothing of the refused documents)')
+  let mismatches = 0
+  for (const token of byToken.tokens()) {
+    const a = Buffer.alloc(byToken.chunkBytesMax(token))
+    const b = Buffer.alloc(packed.chunkBytesMax(token))
+    if (Buffer.compare(a.subarray(0, byToken.encodeInto(token, a)), b.subarray(0, packed.encodeInto(token, b))) !== 0) mismatches++
+  }
+  t.equal(mismatches, 0, 'every token the same chunk')
+  t.ok(byToken.tokens().length > 4_000, `${byToken.tokens().length} tokens`)
+  for (const absent of ['w1y', 'w', 'ß', '𝔘', 'éé', '']) {
+    const out: number[] = []
+    packed.collect(absent, 31, out)
+    t.same(out, [], `${JSON.stringify(absent)} is not a token`)
+  }
+})
+
 t.test('posting groups as the search tail: collect by field bits, drop a flushed start, add after it', async (t) => {
   const groups = createPostingGroups()
   const expected = new Map<string, Array<[number, number]>>()
