@@ -140,10 +140,12 @@ export function createPostingGroups(): PostingGroups {
     if (!create) return -1
     const id = tokenList.length
     tokenList.push(start === 0 && end === text.length ? text : text.slice(start, end))
-    hashes = grow(hashes, id + 1)
-    first = grow(first, id + 1)
-    last = grow(last, id + 1)
-    counts = grow(counts, id + 1)
+    if (id >= first.length) {
+      hashes = grow(hashes, id + 1)
+      first = grow(first, id + 1)
+      last = grow(last, id + 1)
+      counts = grow(counts, id + 1)
+    }
     hashes[id] = hash
     first[id] = -1
     counts[id] = 0
@@ -163,9 +165,15 @@ export function createPostingGroups(): PostingGroups {
     }
     return id
   }
+  // A flush asks for a token's chunkBytesMax, then encodes it: the same string, looked up once.
+  let lastToken: string | undefined
+  let lastId = -1
   const idOf = (token: string): number => {
+    if (token === lastToken) return lastId
     const id = idIn(token, 0, token.length, false)
     if (id < 0) throw new Error(`no postings for ${JSON.stringify(token)}`)
+    lastToken = token
+    lastId = id
     return id
   }
   const addId = (id: number, docid: number, mask: number): void => {
