@@ -434,16 +434,6 @@ function sameForward(left: ForwardRecord, right: ForwardRecord): boolean {
   )
 }
 
-/** A document's distinct tokens with their field bits, token for token. */
-interface DocumentTerms {
-  tokens: string[]
-  masks: ArrayLike<number>
-}
-
-function termsOf(postings: Map<string, number>): DocumentTerms {
-  return { tokens: [...postings.keys()], masks: [...postings.values()] }
-}
-
 /**
  * Appends to `out` from `count` the docids (`base` + slot) of a date block dated in
  * [fromMs, toMs) (NaN, no document, is in no range); returns the new count. `out` has room
@@ -592,9 +582,9 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     if (known !== undefined && db.keys.get(idKeyPrefix + known.id) === docid && groups.addPacked(known.terms.tokens, known.terms.masks, docid)) return known.terms.masks.length
     const forward = getForward(db, docid)
     if (forward === undefined) return 0
-    const { tokens, masks } = termsOf(postingsOf(forward))
-    for (let index = 0; index < tokens.length; index++) groups.add(tokens[index]!, docid, masks[index]!)
-    return tokens.length
+    const postings = postingsOf(forward)
+    for (const [token, mask] of postings) groups.add(token, docid, mask)
+    return postings.size
   }
 
   /**
