@@ -59,7 +59,7 @@ export async function encodeBlob(raw: Uint8Array): Promise<{ codec: BlobCodec; b
  */
 export async function decodeBlob(codec: BlobCodec, bytes: Uint8Array, sizeBytes: number): Promise<Uint8Array> {
   if (codec === 'identity') return bytes
-  if (codec !== 'deflate-raw' && codec !== 'deflate-raw-mail1') throw new Error(`unknown blob codec ${String(codec)}`)
+  if (!deflateCodecs.includes(codec)) throw new Error(`unknown blob codec ${String(codec)}`)
   // One byte more than expected lets a blob that inflates too long be told from a good one.
   const options = { maxOutputLength: Math.min(inflateOutputBytesMax, sizeBytes + 1), ...(codec === 'deflate-raw-mail1' ? { dictionary: mailDictionary1Bytes } : {}) }
   return bytes.byteLength >= asyncCodecBytesMin / 4 ? await inflateRawAsync(bytes, options) : inflateRawSync(bytes, options)
