@@ -579,13 +579,16 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
    */
   function addTailTerms(db: Databases, docid: number, groups: PostingGroups): number {
     const known = tailPostings.get(docid)
-    if (known !== undefined && db.keys.get(idKeyPrefix + known.id) === docid && groups.addPacked(known.terms.tokens, known.terms.masks, docid)) return known.terms.masks.length
+    if (known !== undefined && db.keys.get(idKeyPrefix + known.id) === docid && groups.addPacked(known.terms.tokens, known.terms.masks, docid, known.terms.hashes)) return known.terms.masks.length
     const forward = getForward(db, docid)
     if (forward === undefined) return 0
     const postings = postingsOf(forward)
     for (const [token, mask] of postings) groups.add(token, docid, mask)
     return postings.size
   }
+
+  /** The sizes of the last flush's posting groups: the next one starts at them. */
+  let lastFlushSizes: { tokens: number; postings: number } | undefined
 
   /**
    * Builds the posting blocks of tail documents `first`..`last` (one chunk per distinct
@@ -594,7 +597,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
    * between slices; a flush inside a transaction runs it straight through.
    */
   function* buildFlush(db: Databases, first: number, last: number): Generator<void, BuiltFlush> {
-    const groups = createPostingGroups()
+    const groups = createPostingGroups(lastFlushSizes)
     let sinceYield = 0
     for (let docid = first; docid <= last; docid++) {
       sinceYield += addTailTerms(db, docid, groups)
@@ -604,6 +607,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       }
     }
     const tokens = sortByUtf8(groups.tokens())
+    lastFlushSizes = { tokens: tokens.length, postings: groups.held().slots }
     yield
     // Tokens and chunks are encoded into reused buffers: no allocation per token.
     const blocks: BuiltFlush['blocks'] = []

@@ -6,7 +6,9 @@ import { open, type RootDatabase } from 'lmdb'
 import { createMemoryLogger } from '../../../firmware/common/logger.js'
 import { systemClock, type Clock } from '../../../firmware/common/clock.js'
 import { createIndex, defaultIndexOptions, sortByUtf8, type IndexOptions, type SearchIndex } from '../../../firmware/index/search-index.js'
-import { analyzeDocument, analyzeSequential, bodyStreamOf, indexInputFromMeta, isPreparedDocument, prepareDocument, type IndexInput } from '../../../firmware/index/document.js'
+import { analyzeDocument, analyzeSequential, bodyStreamOf, indexInputFromMeta, isPreparedDocument, postingsOf, prepareDocument, type IndexInput } from '../../../firmware/index/document.js'
+import { tokenHash } from '../../../firmware/index/term-table.js'
+import { seededRandom } from '../../helpers/random.js'
 import { IndexError, QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { createArchiveIndexer } from '../../../firmware/index/archive-indexer.js'
 import { createSearchRoute } from '../../../firmware/index/search-route.js'
@@ -301,11 +303,8 @@ t.test('per-document records fill their pages: new docids are appended, not spli
   const harness = makeHarness(t)
   // Words drawn at random so the deflated snippet text stays ~1.2 KB: three display records
   // fit a 4 KiB page, and a page split in half on every append would leave it half empty.
-  let seed = 7
-  const word = (): string => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31
-    return seed.toString(36)
-  }
+  const random = seededRandom(7)
+  const word = (): string => random(2 ** 31).toString(36)
   const count = 400
   await harness.root.transaction(() => {
     for (let n = 0; n < count; n++) harness.index.indexMessage(inputOf(`fill-${n}`, { subject: `fill ${n}`, text: Array.from({ length: 260 }, word).join(' '), date: '2024-01-10' }))
@@ -324,10 +323,10 @@ t.test('posting chunks fill their pages: each flush appends after the previous o
   // every flush would insert between the earlier flushes' keys and split pages in half; and a
   // key per token costs more than most tokens' postings.
   const harness = makeHarness(t, { pendingDocumentsMax: 50 })
-  let seed = 11
+  const random = seededRandom(11)
   const word = (): string => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31
-    return (seed % 3 === 0 ? 'common' : '') + seed.toString(36)
+    const drawn = random(2 ** 31)
+    return (drawn % 3 === 0 ? 'common' : '') + drawn.toString(36)
   }
   const count = 600
   await harness.root.transaction(() => {
@@ -396,7 +395,16 @@ t.test('prepare: a prepared document (cloned, as from a worker) indexes exactly 
           const text = textDeflated ? inflateRawSync(textDeflated).toString('utf8') : shown.text!
           if (terms !== undefined) t.equal(forward.b, '', 'no body stream carried')
           const derived = { ...forward, b: terms === undefined ? forward.b : bodyStreamOf({ text, segments: record.segments }) }
-          t.same({ forward: derived, record: { ...shown, text }, truncated }, analyzeSequential(input, limits), `${name}, ${tokensPerDocumentMax} tokens, ${addressesPerDocumentMax} addresses, envelope ${JSON.stringify(envelope)}`)
+          const sequential = analyzeSequential(input, limits)
+          t.same({ forward: derived, record: { ...shown, text }, truncated }, sequential, `${name}, ${tokensPerDocumentMax} tokens, ${addressesPerDocumentMax} addresses, envelope ${JSON.stringify(envelope)}`)
+          if (terms !== undefined) {
+            // The postings it brings (a token listed twice ORs its bits) are the one-pass document's, each with its hash.
+            const list = terms.tokens === '' ? [] : terms.tokens.split(' ')
+            const posted = new Map<string, number>()
+            list.forEach((token, index) => posted.set(token, (posted.get(token) ?? 0) | terms.masks[index]!))
+            t.same([...posted].sort(), [...postingsOf(sequential.forward)].sort(), `${name}: postings as the one-pass analysis's`)
+            t.ok(terms.hashes !== undefined && list.every((token, index) => terms.hashes![index] === tokenHash(token, 0, token.length)), `${name}: hashes`)
+          }
         }
       }
     }

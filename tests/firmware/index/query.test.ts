@@ -3,6 +3,8 @@ import { addressExactTokens, addressQueryToken, isAddressLike, tokenCharsMax, sp
 import { parseQuery, phraseTokensMax, queryCharsMax, queryNestingMax, queryTermsMax, type QueryNode } from '../../../firmware/index/query.js'
 import { QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { makeSnippet } from '../../../firmware/index/snippet.js'
+import { tokenHash } from '../../../firmware/index/term-table.js'
+import { seededRandom } from '../../helpers/random.js'
 import { createBlockWriter, createPostingGroups, decodeChunkInto, difference, encodeChunk, findInBlock, inlineValueBytesMax, intersect, toDocidSet, union } from '../../../firmware/index/postings.js'
 import { defaultIndexOptions } from '../../../firmware/index/search-index.js'
 import { analyzeSequential, bodyStreamOf, decodeForward, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, bodyPhraseTest, streamHasPhrase, streamOf } from '../../../firmware/index/document.js'
@@ -46,11 +48,7 @@ t.test('tokenize: the ASCII fast paths give exactly what the general paths give'
   // Random ASCII texts over every code point 0…127 (separators, controls, long runs), with
   // budgets below and above their token counts. The seed is printed so a failure replays.
   const seed = Date.now() % 1_000_000
-  let state = seed
-  const random = (below: number): number => {
-    state = (state * 1103515245 + 12345) % 2147483648
-    return state % below
-  }
+  const random = seededRandom(seed)
   const pieces = ['a', 'Z', '0', '9', ' ', '\n', '\t', '.', '@', '_', '-', '\u0000', '\u007f', 'x'.repeat(70), 'Ab1']
   for (let round = 0; round < 300; round++) {
     let text = ''
@@ -236,6 +234,9 @@ t.test('posting groups: postings grouped per token give the chunks encodeChunk g
 t.test('posting groups: packed terms add as their tokens one by one; the token table grows and tells near tokens apart', async (t) => {
   const byToken = createPostingGroups()
   const packed = createPostingGroups()
+  // Packed terms with their hashes, as a prepared document brings them: right ones, and on
+  // every third document wrong ones (which must not file a token twice or lose it).
+  const hashed = createPostingGroups()
   // 20,000 distinct tokens (the table doubles several times), near ones (one unit apart,
   // prefixes of each other), non-ASCII and astral ones; each document lists a token twice.
   const vocabulary = Array.from({ length: 20_000 }, (_, n) => [`w${n}`, `w${n}x`, `ß${n}`, `𝔘${n}`, `é`.repeat(1 + (n % 4)) + n][n % 5]!)
@@ -250,18 +251,23 @@ t.test('posting groups: packed terms add as their tokens one by one; the token t
     masks.push(16)
     for (let index = 0; index < tokens.length; index++) byToken.add(tokens[index]!, docid, masks[index]!)
     t.equal(packed.addPacked(tokens.join(' '), Uint8Array.from(masks), docid), true)
+    const hashes = Int32Array.from(tokens, (token, index) => (docid % 3 === 0 ? (index * 7919) | 0 : tokenHash(token, 0, token.length)))
+    t.equal(hashed.addPacked(tokens.join(' '), Uint8Array.from(masks), docid, hashes), true)
   }
   t.equal(packed.addPacked('', new Uint8Array(0), 301), true, 'a document without terms')
   t.equal(packed.addPacked('a b', new Uint8Array(1), 302), false, 'counts that differ are refused')
   t.equal(packed.addPacked('', new Uint8Array(1), 303), false)
   t.same(packed.tokens().sort(), byToken.tokens().sort(), 'the same distinct tokens (nothing of the refused documents)')
-  let mismatches = 0
-  for (const token of byToken.tokens()) {
-    const a = Buffer.alloc(byToken.chunkBytesMax(token))
-    const b = Buffer.alloc(packed.chunkBytesMax(token))
-    if (Buffer.compare(a.subarray(0, byToken.encodeInto(token, a)), b.subarray(0, packed.encodeInto(token, b))) !== 0) mismatches++
-  }
-  t.equal(mismatches, 0, 'every token the same chunk')
+  /** Tokens whose chunk in `other` differs from byToken's. */
+  const chunkMismatches = (other: typeof byToken): number =>
+    byToken.tokens().filter((token) => {
+      const a = Buffer.alloc(byToken.chunkBytesMax(token))
+      const b = Buffer.alloc(other.chunkBytesMax(token))
+      return Buffer.compare(a.subarray(0, byToken.encodeInto(token, a)), b.subarray(0, other.encodeInto(token, b))) !== 0
+    }).length
+  t.equal(chunkMismatches(packed), 0, 'every token the same chunk')
+  t.same(hashed.tokens().sort(), byToken.tokens().sort(), 'with hashes given, right or wrong: the same distinct tokens')
+  t.equal(chunkMismatches(hashed), 0, 'and every token the same chunk')
   t.ok(byToken.tokens().length > 4_000, `${byToken.tokens().length} tokens`)
   for (const absent of ['w1y', 'w', 'ß', '𝔘', 'éé', '']) {
     const out: number[] = []
