@@ -287,10 +287,12 @@ async function benchDataset(
     }
     let pipelineFigures: DatasetReport['pipeline'] = null
     if (factor === 1) {
-      // Interleaved and twice each, so that a noisy neighbour on a shared machine is less
-      // likely to favour one side; the better run of each counts.
+      // Interleaved and three times each, so that a noisy neighbour on a shared machine is
+      // less likely to favour one side; the best run of each counts. (This machine's speed
+      // changes in spells of tens of seconds: on 2026-11-29 the same without-index run gave
+      // 1,299–1,779 msg/s; two rounds left one side now and then with only slow runs.)
       const runs = { without: [] as number[], with: [] as number[], workers: 0 }
-      for (let round = 0; round < 2; round++) {
+      for (let round = 0; round < 3; round++) {
         write(`${name}: appliance pipeline (parse pool, store${round === 0 ? '' : ', again'}) without and with the index…`)
         for (const withIndexOn of [false, true]) {
           const run = await ingestPipeline(join(workDirectory, `pipeline-${round}-${withIndexOn ? 'with' : 'without'}`), raws, withIndexOn, options.concurrency)
