@@ -138,7 +138,13 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   const indexService: ManagedService = {
     name: 'index',
     start: async () => {
-      if (index.complete()) return
+      if (index.complete()) {
+        // A tail an unplanned stop left (a planned one flushes it): written in the background
+        // now rather than loaded whole by the first search.
+        const documents = index.flushPendingInBackground()
+        if (documents > 0) logger.info('search index tail left by an unplanned stop: flushing it in the background', { documents })
+        return
+      }
       const reason = index.layoutCurrent() ? 'a rebuild was cut short' : 'the index has another layout'
       rebuildIndex(reason).then(
         (indexed) => logger.info('search index rebuilt', { indexed }),

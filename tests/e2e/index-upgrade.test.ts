@@ -25,6 +25,8 @@ async function setIndexState(dataDir: string, change: Record<string, unknown>): 
 interface IndexStatus {
   documents: number
   rebuilding: boolean
+  pending: number
+  flushes: number
 }
 
 t.test('an index of another layout, or a rebuild cut short, is rebuilt at start; purges by query wait for it', async (t) => {
@@ -51,6 +53,26 @@ t.test('an index of another layout, or a rebuild cut short, is rebuilt at start;
   t.same(await indexStatus(), { documents: 3, rebuilding: false, layoutCurrent: true, pending: 0, flushes: 1, removedSinceRebuild: 0, rebuildIndexed: null }, 'the tail was flushed at stop')
   t.same(((await cliJson(config, ['search', 'subject:merger'])).json as { hits: Array<{ id: string }> }).hits.map((hit) => hit.id), [ids[1]], 'found in the flushed postings')
 
+  // An unplanned stop (SIGKILL) leaves a tail: the next start writes it in the background.
+  const again = await SmtpSession.open(portOf(service, 'smtp'))
+  for (const subject of ['board minutes', 'holiday rota']) {
+    const reply = await again.send('alice@corp.example', ['bob@corp.example'], message(subject))
+    t.equal(reply.code, 250, reply.text)
+    ids.push(archivedId(reply)!)
+  }
+  again.close()
+  t.match(await indexStatus(), { documents: 5, pending: 2, flushes: 1 })
+  await service.stop('SIGKILL')
+  service = await startService(config)
+  let afterCrash = await indexStatus()
+  for (let tries = 0; afterCrash.pending > 0 && tries < 100; tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    afterCrash = await indexStatus()
+  }
+  t.match(afterCrash, { documents: 5, pending: 0, flushes: 2 }, 'the tail left by the crash was flushed after the start')
+  t.ok(service.lines.some((line) => line.includes('search index tail left by an unplanned stop') && line.includes('"documents":2')), 'and that is logged')
+  t.same(((await cliJson(config, ['search', 'subject:minutes'])).json as { hits: Array<{ id: string }> }).hits.map((hit) => hit.id), [ids[3]], 'found in the postings written after the crash')
+
   for (const [label, change] of [
     ['layout of older firmware', { v: indexLayoutVersion - 1 }],
     ['rebuild cut short', { rebuilding: true }],
@@ -65,7 +87,7 @@ t.test('an index of another layout, or a rebuild cut short, is rebuilt at start;
       status = await indexStatus()
     }
     t.equal(status.rebuilding, false, `${label}: rebuilt at start`)
-    t.equal(status.documents, 3, `${label}: every archived message indexed again`)
+    t.equal(status.documents, 5, `${label}: every archived message indexed again`)
     t.ok(service.lines.some((line) => line.includes('search index rebuild started')), `${label}: the rebuild is logged`)
     const search = (await cliJson(config, ['search', 'subject:merger'])).json as { total: number; hits: Array<{ id: string }> }
     t.same(search.hits.map((hit) => hit.id), [ids[1]], `${label}: searchable again`)
@@ -75,5 +97,5 @@ t.test('an index of another layout, or a rebuild cut short, is rebuilt at start;
   // The technician's rebuild still works, and the status reports it done.
   const rebuilt = await technician(['index', 'rebuild'])
   t.equal(rebuilt.code, 0, rebuilt.stderr)
-  t.match(rebuilt.json, { indexed: 3 })
+  t.match(rebuilt.json, { indexed: 5 })
 })

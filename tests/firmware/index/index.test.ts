@@ -378,6 +378,34 @@ t.test('flushed tokens whose UTF-16 and UTF-8 orders differ are found', async (t
   t.same(harness.query('zebra'), [idOf('order-2')])
 })
 
+t.test('a tail left by an unplanned stop is flushed in the background on request, and answers stay the same', async (t) => {
+  const root = open({ path: join(t.testdir(), 'lmdb'), maxDbs: 12 })
+  t.teardown(() => root.close())
+  const before = createIndex({ logger: createMemoryLogger('error'), clock: systemClock }, { pendingDocumentsMax: 1_000 })
+  before.databases(root)
+  await root.transaction(() => {
+    for (const name of names) before.indexMessage(inputOf(name, corpus[name]!))
+  })
+  const queries = ['quarterly', 'from:alice@example.com', '"quarterly report"', 'has:attachment', 'zurich']
+  const answers = queries.map((query) => before.search(query, { limit: 100 }).hits.map((hit) => hit.id))
+  t.equal(before.stats().pending, names.length, 'all in the tail')
+  t.ok(answers.every((ids) => ids.length > 0), 'every query has hits')
+  // The process "crashed": a new index object over the same environment, nothing in memory.
+  const after = createIndex({ logger: createMemoryLogger('error'), clock: systemClock }, { pendingDocumentsMax: 1_000 })
+  after.databases(root)
+  t.equal(after.flushPendingInBackground(), names.length, 'a flush of the whole tail starts')
+  t.equal(after.flushPendingInBackground(), 0, 'not a second one while it runs')
+  await after.settled()
+  t.match(after.stats(), { pending: 0, flushes: 1, documents: names.length })
+  t.same(queries.map((query) => after.search(query, { limit: 100 }).hits.map((hit) => hit.id)), answers, 'the same answers from the flushed postings')
+  t.equal(after.flushPendingInBackground(), 0, 'nothing left to flush')
+  const off = createIndex({ logger: createMemoryLogger('error'), clock: systemClock }, { flushInBackground: false })
+  off.databases(root)
+  await root.transaction(() => off.indexMessage(inputOf('late', { subject: 'late budget', text: 'late', date: '2024-02-01' })))
+  t.equal(off.flushPendingInBackground(), 0, 'with background flushes off, nothing starts')
+  t.equal(off.stats().pending, 1)
+})
+
 t.test('prepare: a prepared document (cloned, as from a worker) indexes exactly like the one-pass analysis', async (t) => {
   const envelopes = [{}, { to: ['bob@example.org', 'list-member@example.net'], bcc: ['Hidden@Example.com'] }]
   for (const tokensPerDocumentMax of [defaultIndexOptions.tokensPerDocumentMax, 6, 3]) {
