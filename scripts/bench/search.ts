@@ -18,9 +18,10 @@
  * Ingest goes through the real archive store (firmware/archive: deflated blob, metadata,
  * delivery, change log, durable group commits), 64 ingests in flight; "with the index"
  * adds the index on the store's indexer hook (createArchiveIndexer), "without" does not.
- * Parsing is done once beforehand and is not counted in either ("store only"). On the corpus the
- * ingest is also measured as the appliance runs it, raw bytes through the parse pool to a
- * durable write, parsing counted ("appliance pipeline"). notmuch's figures come from its Python bindings (notmuch2), one
+ * Parsing is done once beforehand and is not counted in either ("store only"). The ingest is
+ * also measured as the appliance runs it, raw bytes through the parse pool to a durable
+ * write, parsing counted ("appliance pipeline"): on the corpus and on the whole synthetic
+ * archive. notmuch's figures come from its Python bindings (notmuch2), one
  * process, database opened once: `count_messages` plus the first 20 hits newest first
  * with their From and Subject, which is what our search returns too.
  */
@@ -105,7 +106,8 @@ export interface DatasetReport {
   ingestRatio: number
   /**
    * Ingest through the appliance's own pipeline (raw bytes in, parse pool, store; see
-   * ingestPipeline), without and with the index: the corpus only (null for the synthetic archive).
+   * ingestPipeline), without and with the index: on the corpus the best of three interleaved
+   * rounds, on the synthetic archive one round.
    */
   pipeline: { withoutIndexPerS: number; withIndexPerS: number; ratio: number; parseWorkers: number } | null
   ours: Record<QueryClass, LatencyFigures>
@@ -186,9 +188,15 @@ async function ingest(
  * thread (cores − 1) parsing, compressing and, with the index, running its prepare step;
  * the event loop writing the message (and its index entries) in a durable group commit.
  * Everything from raw bytes to durable and searchable is counted, parsing included, after an
- * untimed warm-up pass of the same messages (distinct bytes).
+ * untimed warm-up pass of the same messages (distinct bytes), or of `warmupRaws`.
  */
-async function ingestPipeline(directory: string, raws: readonly Uint8Array[], withIndex: boolean, concurrency: number): Promise<{ perS: number; workers: number; threads: string }> {
+async function ingestPipeline(
+  directory: string,
+  raws: readonly Uint8Array[],
+  withIndex: boolean,
+  concurrency: number,
+  warmupRaws: readonly Uint8Array[] = raws,
+): Promise<{ perS: number; workers: number; threads: string }> {
   const logger = createLogger('bench', { level: 'error' })
   const { archive } = benchArchive(directory, withIndex)
   const parser = createMimeParser({ logger }, defaultMimeParserOptions)
@@ -210,7 +218,7 @@ async function ingestPipeline(directory: string, raws: readonly Uint8Array[], wi
     }
     // A warm-up pass first, untimed (distinct bytes: a header in front, so the timed pass is
     // not deduplicated against it): the figure is the sustained rate, not a cold JIT's.
-    await submitAll(raws.map((raw, index) => Buffer.concat([Buffer.from(`X-Bench-Warmup: ${index}\r\n`), raw])))
+    await submitAll(warmupRaws.map((raw, index) => Buffer.concat([Buffer.from(`X-Bench-Warmup: ${index}\r\n`), raw])))
     const threadsBefore = threadCpuSnapshot()
     const startMs = performance.now()
     await submitAll(raws)
@@ -304,6 +312,22 @@ async function benchDataset(
       const without = Math.max(...runs.without)
       const withIndexPerS = Math.max(...runs.with)
       pipelineFigures = { withoutIndexPerS: without, withIndexPerS, ratio: withIndexPerS / without, parseWorkers: runs.workers }
+    } else {
+      // The whole synthetic archive through the pipeline, once each way (a round takes ~3
+      // minutes here), after a warm-up pass of the corpus: the rate as the index grows to
+      // `factor` times the corpus, flushes and all.
+      write(`${name}: appliance pipeline (parse pool, store) without and with the index, one round…`)
+      const synthetic = Array.from(messages(), (message) => message.raw)
+      const perS = { without: 0, with: 0 }
+      let workers = 0
+      for (const withIndexOn of [false, true]) {
+        const run = await ingestPipeline(join(workDirectory, `pipeline-${withIndexOn ? 'with' : 'without'}`), synthetic, withIndexOn, options.concurrency, raws)
+        perS[withIndexOn ? 'with' : 'without'] = run.perS
+        workers = run.workers
+        write(`  ${withIndexOn ? 'with' : 'without'} index: ${run.perS.toFixed(0)} msg/s; CPU ms per message by thread: ${run.threads}`)
+        await rm(join(workDirectory, `pipeline-${withIndexOn ? 'with' : 'without'}`), { recursive: true, force: true })
+      }
+      pipelineFigures = { withoutIndexPerS: perS.without, withIndexPerS: perS.with, ratio: perS.with / perS.without, parseWorkers: workers }
     }
     write(`${name}: ingest without the index…`)
     const without = await ingest(join(workDirectory, 'without'), messages, false, options.concurrency)
