@@ -649,9 +649,9 @@ export function completeDocument(prepared: PreparedDocument, input: IndexInput, 
   // Damaged in transit (it never is): the one-pass analysis is always right.
   if (countTokens(prepared.terms) !== prepared.masks.length || prepared.hashes.length !== prepared.masks.length) return undefined
   let tokens = prepared.tokens
-  const extraFrom: EnvelopeAddress[] = []
+  const extraFrom: TakenAddress[] = []
   if (input.envelopeFrom && !prepared.fromKeys.includes(`${input.envelopeFrom.toLowerCase()}\n`)) extraFrom.push(envelopeAddress(input.envelopeFrom))
-  const extraTo: EnvelopeAddress[] = []
+  const extraTo: TakenAddress[] = []
   const envelopeRecipients = [...(input.envelopeTo ?? []), ...(input.envelopeBcc ?? [])]
   if (envelopeRecipients.length > 0) {
     const named = new Set(prepared.toNamed)
@@ -700,9 +700,7 @@ export function completeDocument(prepared: PreparedDocument, input: IndexInput, 
   }
 }
 
-type EnvelopeAddress = TakenAddress
-
-function envelopeAddress(address: string): EnvelopeAddress {
+function envelopeAddress(address: string): TakenAddress {
   const tokens = tokenize(` ${address}`)
   return { key: `${address.toLowerCase()}\n`, tokens, stream: streamOf([tokens]), exact: addressExactTokens(address) }
 }

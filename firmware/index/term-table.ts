@@ -7,9 +7,9 @@ import { foldRun, tokenCharsMax, tokenize, wordRunPattern } from './tokenize.js'
  * An open-addressing hash table over FNV-1a hashes of the tokens' UTF-16 units, rather than
  * a Map fed with a token array: a body repeats most of its words, and `addText` hashes each
  * ASCII word (most words of most mail) where it lies in the text and makes a string only of
- * a word not seen before. Measured on the corpus bodies under Bun (scripts/bench/index.ts
- * `prepare` line): a tokenize array, a Set over it and a Map of the distinct words took
- * about 76 µs per ASCII body, this about 15.
+ * a word not seen before. Timed once under Bun over the corpus bodies (session 8, a
+ * throwaway script; docs/index-layout.md): a tokenize array, a Set over it and a Map of the
+ * distinct words took 42–76 µs per ASCII body (two runs), this ~22.
  */
 export interface TermTable {
   /** Distinct tokens so far. */
