@@ -606,12 +606,7 @@ export function prepareDocument(parsed: ParsedMessage, limits: DocumentLimits): 
   const taken = budget.takeBody([parsed.text, ...parsed.attachments.map((attachment) => attachment.text ?? '')], terms)
   for (const segment of nameSegments) terms.addAll(segment, fieldBits.attachment)
   if (attachment === 1) terms.add(hasAttachmentToken, fieldBits.marker)
-  for (const [list, bit] of [[from, fieldBits.from], [to, fieldBits.to]] as const) {
-    for (const address of list) {
-      terms.addAll(address.tokens, bit)
-      terms.addAll(address.exact, bit)
-    }
-  }
+  addAddressTerms(terms, from, to)
   const packedTerms = terms.pack()
   return {
     kind: preparedKind,
@@ -670,12 +665,7 @@ export function completeDocument(prepared: PreparedDocument, input: IndexInput, 
   let forwardAddresses = { f: prepared.f, t: prepared.t, xf: prepared.xf, xt: prepared.xt }
   if (extraFrom.length + extraTo.length > 0) {
     const envelopeTerms = createTermTable()
-    for (const [list, bit] of [[extraFrom, fieldBits.from], [extraTo, fieldBits.to]] as const) {
-      for (const address of list) {
-        envelopeTerms.addAll(address.tokens, bit)
-        envelopeTerms.addAll(address.exact, bit)
-      }
-    }
+    addAddressTerms(envelopeTerms, extraFrom, extraTo)
     terms = joinTerms(terms, envelopeTerms.pack())
     forwardAddresses = {
       f: joinStreams([prepared.f, ...extraFrom.map((address) => address.stream)]),
@@ -697,6 +687,16 @@ export function completeDocument(prepared: PreparedDocument, input: IndexInput, 
       segments: prepared.segments,
     },
     truncated: false,
+  }
+}
+
+/** Adds the word and exact tokens of sender and recipient addresses with the from and to bits. */
+function addAddressTerms(table: TermTable, from: readonly TakenAddress[], to: readonly TakenAddress[]): void {
+  for (const [list, bit] of [[from, fieldBits.from], [to, fieldBits.to]] as const) {
+    for (const address of list) {
+      table.addAll(address.tokens, bit)
+      table.addAll(address.exact, bit)
+    }
   }
 }
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert'
-import { tokenHash } from './term-table.js'
+import { doubledIdTable, placeId, tokenHash } from './term-table.js'
 
 /**
  * Posting chunks and sorted docid sets.
@@ -155,20 +155,9 @@ export function createPostingGroups(expected: { tokens: number; postings: number
     hashes[id] = hash
     first[id] = -1
     counts[id] = 0
-    if (2 * (id + 1) > table.length) {
-      // Kept at most half full: a doubled table, every id placed again.
-      table = new Int32Array(2 * table.length)
-      const grownMask = table.length - 1
-      for (let placed = 0; placed <= id; placed++) {
-        let probe = hashes[placed]! & grownMask
-        while (table[probe] !== 0) probe = (probe + 1) & grownMask
-        table[probe] = placed + 1
-      }
-    } else {
-      let probe = hash & tableMask
-      while (table[probe] !== 0) probe = (probe + 1) & tableMask
-      table[probe] = id + 1
-    }
+    // Kept at most half full: a doubled table, every id placed again.
+    if (2 * (id + 1) > table.length) table = doubledIdTable(table, hashes, id + 1)
+    else placeId(table, hash, id)
     return id
   }
   // A flush asks for a token's chunkBytesMax, then encodes it: the same string, looked up once.

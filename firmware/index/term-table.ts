@@ -54,14 +54,7 @@ export function createTermTable(): TermTable {
       return
     }
     // Over half full: a doubled table, every token placed again.
-    const grown = new Int32Array(2 * slots.length)
-    const mask = grown.length - 1
-    for (let placed = 0; placed <= index; placed++) {
-      let at = hashes[placed]! & mask
-      while (grown[at] !== 0) at = (at + 1) & mask
-      grown[at] = placed + 1
-    }
-    slots = grown
+    slots = doubledIdTable(slots, hashes, index + 1)
   }
 
   const add = (token: string, bit: number): void => {
@@ -179,6 +172,24 @@ export function tokenHash(text: string, start: number, end: number): number {
   let hash = fnvOffset
   for (let at = start; at < end; at++) hash = Math.imul(hash ^ text.charCodeAt(at), fnvPrime)
   return hash
+}
+
+/**
+ * Token tables (here and in PostingGroups) are open-addressing arrays of id + 1 (0 = empty),
+ * probed linearly from `hash & (length − 1)` and kept at most half full. Places `id`.
+ */
+export function placeId(table: Int32Array, hash: number, id: number): void {
+  const mask = table.length - 1
+  let at = hash & mask
+  while (table[at] !== 0) at = (at + 1) & mask
+  table[at] = id + 1
+}
+
+/** A token table twice the size of `table` holding ids 0…count − 1 again, placed by `hashes[id]`. */
+export function doubledIdTable(table: Int32Array, hashes: Int32Array, count: number): Int32Array<ArrayBuffer> {
+  const grown = new Int32Array(2 * table.length)
+  for (let id = 0; id < count; id++) placeId(grown, hashes[id]!, id)
+  return grown
 }
 
 /** The general path's word runs (tokenize.ts), matched at a position. */

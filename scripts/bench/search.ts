@@ -109,7 +109,7 @@ export interface DatasetReport {
    * ingestPipeline), without and with the index: on the corpus the best of three interleaved
    * rounds, on the synthetic archive one round.
    */
-  pipeline: { withoutIndexPerS: number; withIndexPerS: number; ratio: number; parseWorkers: number } | null
+  pipeline: { withoutIndexPerS: number; withIndexPerS: number; ratio: number; parseWorkers: number }
   ours: Record<QueryClass, LatencyFigures>
   /** Our first run of each query (nothing cached by the index yet), p50 and worst per class. */
   oursFirstRun: Record<QueryClass, LatencyFigures>
@@ -293,42 +293,29 @@ async function benchDataset(
         }
       }
     }
-    let pipelineFigures: DatasetReport['pipeline'] = null
-    if (factor === 1) {
-      // Interleaved and three times each, so that a noisy neighbour on a shared machine is
-      // less likely to favour one side; the best run of each counts. (This machine's speed
-      // changes in spells of tens of seconds: on 2026-11-29 the same without-index run gave
-      // 1,299–1,779 msg/s; two rounds left one side now and then with only slow runs.)
-      const runs = { without: [] as number[], with: [] as number[], workers: 0 }
-      for (let round = 0; round < 3; round++) {
-        write(`${name}: appliance pipeline (parse pool, store${round === 0 ? '' : ', again'}) without and with the index…`)
-        for (const withIndexOn of [false, true]) {
-          const run = await ingestPipeline(join(workDirectory, `pipeline-${round}-${withIndexOn ? 'with' : 'without'}`), raws, withIndexOn, options.concurrency)
-          runs[withIndexOn ? 'with' : 'without'].push(run.perS)
-          write(`  ${withIndexOn ? 'with' : 'without'} index: ${run.perS.toFixed(0)} msg/s; CPU ms per message by thread: ${run.threads}`)
-          runs.workers = run.workers
-        }
-      }
-      const without = Math.max(...runs.without)
-      const withIndexPerS = Math.max(...runs.with)
-      pipelineFigures = { withoutIndexPerS: without, withIndexPerS, ratio: withIndexPerS / without, parseWorkers: runs.workers }
-    } else {
-      // The whole synthetic archive through the pipeline, once each way (a round takes ~3
-      // minutes here), after a warm-up pass of the corpus: the rate as the index grows to
-      // `factor` times the corpus, flushes and all.
-      write(`${name}: appliance pipeline (parse pool, store) without and with the index, one round…`)
-      const synthetic = Array.from(messages(), (message) => message.raw)
-      const perS = { without: 0, with: 0 }
-      let workers = 0
+    // Interleaved, so that a noisy neighbour on a shared machine is less likely to favour one
+    // side; the best run of each counts. Three rounds on the corpus (this machine's speed
+    // changes in spells of tens of seconds: on 2026-11-29 the same without-index run gave
+    // 1,299–1,779 msg/s; two rounds left one side now and then with only slow runs); one on
+    // the synthetic archive, whole, after a warm-up pass of the corpus (a round takes ~3
+    // minutes there): the rate as the index grows to `factor` times the corpus, flushes and all.
+    const pipelineRaws = factor === 1 ? raws : Array.from(messages(), (message) => message.raw)
+    const rounds = factor === 1 ? 3 : 1
+    const runs = { without: [] as number[], with: [] as number[], workers: 0 }
+    for (let round = 0; round < rounds; round++) {
+      write(`${name}: appliance pipeline (parse pool, store${round === 0 ? '' : ', again'}) without and with the index…`)
       for (const withIndexOn of [false, true]) {
-        const run = await ingestPipeline(join(workDirectory, `pipeline-${withIndexOn ? 'with' : 'without'}`), synthetic, withIndexOn, options.concurrency, raws)
-        perS[withIndexOn ? 'with' : 'without'] = run.perS
-        workers = run.workers
+        const directory = join(workDirectory, `pipeline-${round}-${withIndexOn ? 'with' : 'without'}`)
+        const run = await ingestPipeline(directory, pipelineRaws, withIndexOn, options.concurrency, raws)
+        runs[withIndexOn ? 'with' : 'without'].push(run.perS)
         write(`  ${withIndexOn ? 'with' : 'without'} index: ${run.perS.toFixed(0)} msg/s; CPU ms per message by thread: ${run.threads}`)
-        await rm(join(workDirectory, `pipeline-${withIndexOn ? 'with' : 'without'}`), { recursive: true, force: true })
+        runs.workers = run.workers
+        await rm(directory, { recursive: true, force: true })
       }
-      pipelineFigures = { withoutIndexPerS: perS.without, withIndexPerS: perS.with, ratio: perS.with / perS.without, parseWorkers: workers }
     }
+    const pipelineWithout = Math.max(...runs.without)
+    const pipelineWith = Math.max(...runs.with)
+    const pipelineFigures: DatasetReport['pipeline'] = { withoutIndexPerS: pipelineWithout, withIndexPerS: pipelineWith, ratio: pipelineWith / pipelineWithout, parseWorkers: runs.workers }
     write(`${name}: ingest without the index…`)
     const without = await ingest(join(workDirectory, 'without'), messages, false, options.concurrency)
     await without.archive.stop()
@@ -394,12 +381,10 @@ function printReport(report: DatasetReport, rounds: { repeat: number; warmupRoun
   const number = (value: number | null | undefined, digits = 1): string => (value === null || value === undefined || Number.isNaN(value) ? '—' : value.toFixed(digits))
   write(``)
   write(`== ${report.name}: ${report.messages} messages`)
-  if (report.pipeline) {
-    const pipeline = report.pipeline
-    write(
-      `ingest msg/s, appliance pipeline (raw bytes → parse pool of ${pipeline.parseWorkers} worker(s) → durable, parsing counted): without index ${number(pipeline.withoutIndexPerS, 0)}, with index ${number(pipeline.withIndexPerS, 0)} (${number(pipeline.ratio * 100, 0)}%; target ≥ 60%${pipeline.ratio >= 0.6 ? ' MET' : ' NOT MET'})`,
-    )
-  }
+  const pipeline = report.pipeline
+  write(
+    `ingest msg/s, appliance pipeline (raw bytes → parse pool of ${pipeline.parseWorkers} worker(s) → durable, parsing counted): without index ${number(pipeline.withoutIndexPerS, 0)}, with index ${number(pipeline.withIndexPerS, 0)} (${number(pipeline.ratio * 100, 0)}%; target ≥ 60%${pipeline.ratio >= 0.6 ? ' MET' : ' NOT MET'})`,
+  )
   write(`ingest msg/s, store only (parsed beforehand, not counted; index analysis in the transaction on the event loop): without index ${number(report.ingestWithoutIndexPerS, 0)}, with index ${number(report.ingestWithIndexPerS, 0)} (${number(report.ingestRatio * 100, 0)}%); notmuch new ${number(report.notmuchIndexPerS, 0)}`)
   write(`index bytes per raw byte: ${number(report.indexBytesPerRawByte, 3)} (${Object.entries(report.indexBytes).map(([name, bytes]) => `${name} ${number(bytes / 1e6, 1)} MB`).join(', ')})`)
   write(`query latency: ${rounds.repeat} timed rounds of every query, after its first run (the last column) and ${rounds.warmupRounds} untimed rounds; notmuch's alike`)
