@@ -61,15 +61,8 @@ function writeVarint(buffer: Buffer, offset: number, value: number): number {
   return offset
 }
 
-/**
- * Postings grouped by token as documents come (docids ascending): what a flush gathers
- * before it writes one chunk per token. Kept in flat typed arrays — a hash table from token
- * to a small integer and, per token, a linked list of (docid, mask) slots — rather than an array
- * per token: measured on 4,096 corpus messages (619,291 postings, 45,978 tokens) under
- * Bun, grouping took 55–96 ms this way and 350–400 ms with growing arrays. Searches keep
- * the pending tail's postings in one too (`collect`), dropping a flushed start (`dropThrough`).
- */
-export interface PostingGroups {
+/** What a flush or the search tail is fed: postings, a document at a time (docids ascending). */
+export interface PostingSink {
   /** Adds a posting; the same token again for the same (latest) docid ORs its mask in. */
   add(token: string, docid: number, mask: number): void
   /**
@@ -78,12 +71,257 @@ export interface PostingGroups {
    * of tokens and masks differ.
    */
   addPacked(tokens: string, masks: Uint8Array, docid: number, hashes?: Int32Array): boolean
+}
+
+/** The sizes a flush's postings start at (tokens, postings): a flush passes the last flush's. */
+export interface PostingSizes {
+  tokens: number
+  postings: number
+}
+
+/**
+ * Dense ids for the distinct tokens of a batch of documents: an open-addressing table over
+ * tokenHash (FNV-1a of the UTF-16 units), not a Map. A Map must hash every token string it
+ * is given, and the tokens come as fresh strings (split from a document's packed terms):
+ * measured under Bun, 0.35–0.45 µs a lookup against ~0.1 for strings it had hashed before.
+ * `idIn` hashes (or takes the worker's hash) and compares a token where it lies in the packed
+ * string, against the known tokens' units kept one after another in one array (a string per
+ * token was ~25% slower to compare against: each is a separate object, often a substring
+ * of another document's packed terms), and makes a string only of a new token.
+ */
+interface TokenIds {
+  /** The distinct tokens, by id. */
+  readonly list: string[]
+  /**
+   * The id of text[start, end) (a new one when absent and `create`; else -1). `known` is its
+   * tokenHash when the caller has it (a prepared document's): checked before a new id is
+   * made on it, so a wrong one can never file a token twice.
+   */
+  idIn(text: string, start: number, end: number, create: boolean, known?: number): number
+}
+
+function createTokenIds(expectedTokens: number): TokenIds {
+  const list: string[] = []
+  let hashes = new Int32Array(expectedTokens)
+  // Kept at most half full: the power of two at least twice the tokens.
+  let table = new Int32Array(2 ** Math.ceil(Math.log2(2 * expectedTokens))) // id + 1; 0 = empty
+  /** Every token's UTF-16 units, one after another; token `id` is units[starts[id], starts[id + 1]). */
+  let units = new Uint16Array(8 * expectedTokens)
+  let starts = new Int32Array(expectedTokens + 1)
+  const idIn = (text: string, start: number, end: number, create: boolean, known?: number): number => {
+    const hash = known ?? tokenHash(text, start, end)
+    const tableMask = table.length - 1
+    const length = end - start
+    for (let probe = hash & tableMask; ; probe = (probe + 1) & tableMask) {
+      const entry = table[probe]!
+      if (entry === 0) break
+      const id = entry - 1
+      if (hashes[id] !== hash) continue
+      const from = starts[id]!
+      if (starts[id + 1]! - from !== length) continue
+      let same = 0
+      while (same < length && units[from + same] === text.charCodeAt(start + same)) same++
+      if (same === length) return id
+    }
+    if (known !== undefined && known !== tokenHash(text, start, end)) return idIn(text, start, end, create)
+    if (!create) return -1
+    const id = list.length
+    list.push(start === 0 && end === text.length ? text : text.slice(start, end))
+    if (id >= hashes.length) {
+      hashes = grown(hashes, id + 1)
+      starts = grown(starts, hashes.length + 1)
+    }
+    const from = starts[id]!
+    if (from + length > units.length) units = grown(units, from + length)
+    for (let at = 0; at < length; at++) units[from + at] = text.charCodeAt(start + at)
+    starts[id + 1] = from + length
+    hashes[id] = hash
+    // Kept at most half full: a doubled table, every id placed again.
+    if (2 * (id + 1) > table.length) table = doubledIdTable(table, hashes, id + 1)
+    else placeId(table, hash, id)
+    return id
+  }
+  return { list, idIn }
+}
+
+/** `array` if it holds `size` elements, else a copy at least twice as long. */
+function grown<T extends Int32Array | Uint32Array | Uint8Array | Uint16Array>(array: T, size: number): T {
+  if (size <= array.length) return array
+  const copy = new (array.constructor as new (length: number) => T)(Math.max(size, 2 * array.length))
+  copy.set(array)
+  return copy
+}
+
+/** The token ids of the document being added (one scratch array: adding is synchronous). */
+let packedIds = new Int32Array(1024)
+
+/**
+ * Splits a document's packed terms into `packedIds` (each token's id, made if new); returns
+ * their count, or -1 (making no id) when the counts of tokens and masks differ.
+ */
+function idsOfPacked(ids: TokenIds, tokens: string, tokenMasks: Uint8Array, tokenHashes: Int32Array | undefined): number {
+  if (tokens.length === 0) return tokenMasks.length === 0 ? 0 : -1
+  let count = 1
+  for (let at = tokens.indexOf(' '); at >= 0; at = tokens.indexOf(' ', at + 1)) count++
+  if (count !== tokenMasks.length) return -1
+  if (count > packedIds.length) packedIds = new Int32Array(2 * count)
+  const known = tokenHashes !== undefined && tokenHashes.length === count ? tokenHashes : undefined
+  let start = 0
+  for (let index = 0; index < count; index++) {
+    let end = tokens.indexOf(' ', start)
+    if (end < 0) end = tokens.length
+    packedIds[index] = ids.idIn(tokens, start, end, true, known === undefined ? undefined : known[index])
+    start = end + 1
+  }
+  return count
+}
+
+/**
+ * A flush's postings: gathered as documents come, then put in token order and encoded one
+ * chunk per token. Kept in flat typed arrays, each posting (token id, docid, mask) appended
+ * as it comes; `arrange` then moves them into token order in one pass (a counting sort), so
+ * that each chunk is encoded from consecutive memory. Timed on 4,096 synthetic corpus
+ * documents (692,569 postings, 49,305 tokens) under Bun, both ways in the same runs
+ * (session 9, a throwaway script): gathering 57–93 ms, arranging and encoding 29–36, where
+ * per-token linked lists (still the search tail's, PostingGroups) took 130–193 ms to
+ * gather and 63–86 to walk and encode. Inside the 20× pipeline, where the parse workers
+ * compete for the caches, the gain is smaller: the flush's build on the event loop took
+ * 0.113–0.119 CPU-ms a message against 0.130–0.138 (docs/index-layout.md, session 9).
+ */
+export interface FlushPostings extends PostingSink {
   /** The distinct tokens, in no particular order. */
   tokens(): string[]
-  /** Bytes the chunk of `token` may need, at most. */
-  chunkBytesMax(token: string): number
-  /** Encodes the chunk of `token` (as encodeChunk would) into `buffer` from offset 0; returns its length. */
-  encodeInto(token: string, buffer: Buffer): number
+  /** Distinct tokens and postings held. */
+  sizes(): PostingSizes
+  /**
+   * Puts the postings in the order of `sorted` (every distinct token once), each token's in
+   * docid order; yields every `step` tokens or postings, so that a background flush can let
+   * the event loop run. After it, chunk `index` is `sorted[index]`'s.
+   */
+  arrange(sorted: readonly string[], step: number): Generator<void, void>
+  /** Bytes chunk `index` may need, at most. */
+  chunkBytesMax(index: number): number
+  /** Encodes chunk `index` (as encodeChunk would) into `buffer` from offset 0; returns its length. */
+  encodeInto(index: number, buffer: Buffer): number
+}
+
+export function createFlushPostings(expected: PostingSizes = { tokens: 1024, postings: 64 * 1024 }): FlushPostings {
+  const ids = createTokenIds(Math.max(1024, expected.tokens))
+  const tokensAtStart = Math.max(1024, expected.tokens)
+  const postingsAtStart = Math.max(64 * 1024, expected.postings)
+  let counts = new Int32Array(tokensAtStart)
+  /** Per token: the docid of its latest posting (-1: none yet), and that posting's index. */
+  let lastDocids = new Int32Array(tokensAtStart).fill(-1)
+  let lastPostings = new Int32Array(tokensAtStart)
+  let tokenIds = new Int32Array(postingsAtStart)
+  let docids = new Uint32Array(postingsAtStart)
+  let masks = new Uint8Array(postingsAtStart)
+  let postings = 0
+  let latestDocid = -1
+  /** After arrange: chunk index's postings are sortedDocids[chunkStarts[index], chunkStarts[index + 1]). */
+  let chunkStarts: Int32Array | undefined
+  let sortedDocids = new Uint32Array(0)
+  let sortedMasks = new Uint8Array(0)
+  const addId = (id: number, docid: number, mask: number): void => {
+    if (id >= counts.length) {
+      counts = grown(counts, id + 1)
+      const before = lastDocids.length
+      lastDocids = grown(lastDocids, id + 1)
+      lastDocids.fill(-1, before)
+      lastPostings = grown(lastPostings, id + 1)
+    }
+    if (lastDocids[id] === docid) {
+      masks[lastPostings[id]!]! |= mask
+      return
+    }
+    const posting = postings++
+    if (posting >= docids.length) {
+      tokenIds = grown(tokenIds, posting + 1)
+      docids = grown(docids, posting + 1)
+      masks = grown(masks, posting + 1)
+    }
+    tokenIds[posting] = id
+    docids[posting] = docid
+    masks[posting] = mask
+    lastDocids[id] = docid
+    lastPostings[id] = posting
+    counts[id]!++
+  }
+  const startDocument = (docid: number): void => {
+    assert(docid >= latestDocid && chunkStarts === undefined, 'postings come in docid order, before arrange')
+    latestDocid = docid
+  }
+  return {
+    add(token, docid, mask) {
+      startDocument(docid)
+      addId(ids.idIn(token, 0, token.length, true), docid, mask)
+    },
+    addPacked(tokens, tokenMasks, docid, tokenHashes) {
+      startDocument(docid)
+      const count = idsOfPacked(ids, tokens, tokenMasks, tokenHashes)
+      for (let index = 0; index < count; index++) addId(packedIds[index]!, docid, tokenMasks[index]!)
+      return count >= 0
+    },
+    tokens: () => ids.list.slice(),
+    sizes: () => ({ tokens: ids.list.length, postings }),
+    *arrange(sorted, step) {
+      const tokenCount = ids.list.length
+      assert(sorted.length === tokenCount, 'arrange takes every token once')
+      const starts = new Int32Array(tokenCount + 1)
+      /** Per token id: where its next posting goes. */
+      const cursors = new Int32Array(tokenCount).fill(-1)
+      for (let index = 0; index < tokenCount; index++) {
+        const token = sorted[index]!
+        const id = ids.idIn(token, 0, token.length, false)
+        if (id < 0) throw new Error(`no postings for ${JSON.stringify(token)}`)
+        assert(cursors[id] === -1, 'arrange takes every token once')
+        cursors[id] = starts[index]!
+        starts[index + 1] = starts[index]! + counts[id]!
+        if (index % step === step - 1) yield
+      }
+      const outDocids = new Uint32Array(postings)
+      const outMasks = new Uint8Array(postings)
+      for (let posting = 0; posting < postings; posting++) {
+        const at = cursors[tokenIds[posting]!]!++
+        outDocids[at] = docids[posting]!
+        outMasks[at] = masks[posting]!
+        if (posting % step === step - 1) yield
+      }
+      sortedDocids = outDocids
+      sortedMasks = outMasks
+      chunkStarts = starts
+    },
+    chunkBytesMax(index) {
+      assert(chunkStarts !== undefined, 'chunks are read after arrange')
+      return 5 + (chunkStarts[index + 1]! - chunkStarts[index]!) * 6
+    },
+    encodeInto(index, buffer) {
+      assert(chunkStarts !== undefined, 'chunks are read after arrange')
+      const from = chunkStarts[index]!
+      const to = chunkStarts[index + 1]!
+      let offset = writeVarint(buffer, 0, to - from)
+      let previous = 0
+      for (let at = from; at < to; at++) {
+        const docid = sortedDocids[at]!
+        offset = writeVarint(buffer, offset, docid - previous)
+        buffer[offset++] = sortedMasks[at]!
+        previous = docid
+      }
+      return offset
+    },
+  }
+}
+
+/**
+ * The search tail's postings, grouped by token as documents come (docids ascending): a
+ * token's postings are a linked list of slots in flat typed arrays, so that `collect` walks
+ * one token's and `dropThrough` drops a flushed start. Measured on 4,096 corpus messages
+ * (619,291 postings, 45,978 tokens) under Bun, grouping took 55–96 ms this way and
+ * 350–400 ms with an array per token.
+ */
+export interface PostingGroups extends PostingSink {
+  /** The distinct tokens, in no particular order. */
+  tokens(): string[]
   /** Appends to `out` the docids of `token` whose mask meets `bits`, ascending (none for an unknown token). */
   collect(token: string, bits: number, out: number[]): void
   /**
@@ -95,142 +333,61 @@ export interface PostingGroups {
   held(): { postings: number; slots: number }
 }
 
-/**
- * @param expected the sizes to start at (tokens, postings): a flush passes the last flush's,
- *   so its arrays need not grow from small by doubling and copying (~10% of a flush's build)
- */
-export function createPostingGroups(expected: { tokens: number; postings: number } = { tokens: 1024, postings: 64 * 1024 }): PostingGroups {
-  // Token → id: an open-addressing table over tokenHash (FNV-1a of the UTF-16 units), not a Map.
-  // A Map must hash every token string it is given, and the tokens come as fresh strings
-  // (split from a document's packed terms): measured under Bun, 0.35–0.45 µs a lookup
-  // against ~0.1 for strings it had hashed before. `addPacked` hashes and compares the
-  // tokens where they lie in the packed string, and makes a string only of a new token.
-  const tokenList: string[] = []
-  const tokensAtStart = Math.max(1024, expected.tokens)
-  const slotsAtStart = Math.max(64 * 1024, expected.postings)
-  let hashes = new Int32Array(tokensAtStart)
-  // Kept at most half full: the power of two at least twice the tokens.
-  let table = new Int32Array(2 ** Math.ceil(Math.log2(2 * tokensAtStart))) // id + 1; 0 = empty
-  let first = new Int32Array(tokensAtStart)
-  let last = new Int32Array(tokensAtStart)
-  let counts = new Int32Array(tokensAtStart)
-  let docids = new Uint32Array(slotsAtStart)
-  let masks = new Uint8Array(slotsAtStart)
-  let next = new Int32Array(slotsAtStart)
+export function createPostingGroups(): PostingGroups {
+  const ids = createTokenIds(1024)
+  let first = new Int32Array(1024)
+  let last = new Int32Array(1024)
+  let counts = new Int32Array(1024)
+  let docids = new Uint32Array(64 * 1024)
+  let masks = new Uint8Array(64 * 1024)
+  let next = new Int32Array(64 * 1024)
   let slots = 0
   let live = 0
-  const grow = <T extends Int32Array | Uint32Array | Uint8Array>(array: T, size: number): T => {
-    if (size <= array.length) return array
-    const grown = new (array.constructor as new (length: number) => T)(Math.max(size, 2 * array.length))
-    grown.set(array)
-    return grown
-  }
-  /**
-   * The id of text[start, end) (a new one when absent and `create`; else -1). `known` is its
-   * tokenHash when the caller has it (a prepared document's): checked before a new id is
-   * made on it, so a wrong one can never file a token twice.
-   */
-  const idIn = (text: string, start: number, end: number, create: boolean, known?: number): number => {
-    const hash = known ?? tokenHash(text, start, end)
-    const tableMask = table.length - 1
-    const length = end - start
-    for (let probe = hash & tableMask; ; probe = (probe + 1) & tableMask) {
-      const entry = table[probe]!
-      if (entry === 0) break
-      const id = entry - 1
-      if (hashes[id] !== hash) continue
-      const token = tokenList[id]!
-      if (token.length === length && text.startsWith(token, start)) return id
-    }
-    if (known !== undefined && known !== tokenHash(text, start, end)) return idIn(text, start, end, create)
-    if (!create) return -1
-    const id = tokenList.length
-    tokenList.push(start === 0 && end === text.length ? text : text.slice(start, end))
-    if (id >= first.length) {
-      hashes = grow(hashes, id + 1)
-      first = grow(first, id + 1)
-      last = grow(last, id + 1)
-      counts = grow(counts, id + 1)
-    }
-    hashes[id] = hash
-    first[id] = -1
-    counts[id] = 0
-    // Kept at most half full: a doubled table, every id placed again.
-    if (2 * (id + 1) > table.length) table = doubledIdTable(table, hashes, id + 1)
-    else placeId(table, hash, id)
-    return id
-  }
-  // A flush asks for a token's chunkBytesMax, then encodes it: the same string, looked up once.
-  let lastToken: string | undefined
-  let lastId = -1
-  const idOf = (token: string): number => {
-    if (token === lastToken) return lastId
-    const id = idIn(token, 0, token.length, false)
-    if (id < 0) throw new Error(`no postings for ${JSON.stringify(token)}`)
-    lastToken = token
-    lastId = id
-    return id
-  }
   const addId = (id: number, docid: number, mask: number): void => {
+    if (id >= first.length) {
+      first = grown(first, id + 1)
+      last = grown(last, id + 1)
+      counts = grown(counts, id + 1)
+    }
+    // A token with a count of 0 has no list (a new one, or one whose list dropThrough emptied).
     if (counts[id]! > 0 && docids[last[id]!] === docid) {
       masks[last[id]!]! |= mask
       return
     }
     const slot = slots++
     if (slot >= docids.length) {
-      docids = grow(docids, slot + 1)
-      masks = grow(masks, slot + 1)
-      next = grow(next, slot + 1)
+      docids = grown(docids, slot + 1)
+      masks = grown(masks, slot + 1)
+      next = grown(next, slot + 1)
     }
     docids[slot] = docid
     masks[slot] = mask
     next[slot] = -1
     live++
-    if (first[id] === -1) first[id] = slot
+    if (counts[id] === 0) first[id] = slot
     else next[last[id]!] = slot
     last[id] = slot
     counts[id]!++
   }
   return {
     add(token, docid, mask) {
-      addId(idIn(token, 0, token.length, true), docid, mask)
+      addId(ids.idIn(token, 0, token.length, true), docid, mask)
     },
     addPacked(tokens, tokenMasks, docid, tokenHashes) {
-      if (tokens.length === 0) return tokenMasks.length === 0
-      let count = 1
-      for (let at = tokens.indexOf(' '); at >= 0; at = tokens.indexOf(' ', at + 1)) count++
-      if (count !== tokenMasks.length) return false
-      const known = tokenHashes !== undefined && tokenHashes.length === count ? tokenHashes : undefined
-      let start = 0
-      for (let index = 0; index < count; index++) {
-        let end = tokens.indexOf(' ', start)
-        if (end < 0) end = tokens.length
-        addId(idIn(tokens, start, end, true, known?.[index]), docid, tokenMasks[index]!)
-        start = end + 1
-      }
-      return true
+      const count = idsOfPacked(ids, tokens, tokenMasks, tokenHashes)
+      for (let index = 0; index < count; index++) addId(packedIds[index]!, docid, tokenMasks[index]!)
+      return count >= 0
     },
-    tokens: () => tokenList.slice(),
-    chunkBytesMax: (token) => 5 + counts[idOf(token)]! * 6,
-    encodeInto(token, buffer) {
-      const id = idOf(token)
-      let offset = writeVarint(buffer, 0, counts[id]!)
-      let previous = 0
-      for (let slot = first[id]!; slot !== -1; slot = next[slot]!) {
-        offset = writeVarint(buffer, offset, docids[slot]! - previous)
-        buffer[offset++] = masks[slot]!
-        previous = docids[slot]!
-      }
-      return offset
-    },
+    tokens: () => ids.list.slice(),
     collect(token, bits, out) {
-      const id = idIn(token, 0, token.length, false)
-      if (id < 0) return
+      const id = ids.idIn(token, 0, token.length, false)
+      if (id < 0 || counts[id] === 0) return
       for (let slot = first[id]!; slot !== -1; slot = next[slot]!) if ((masks[slot]! & bits) !== 0) out.push(docids[slot]!)
     },
     dropThrough(docid) {
       // A token whose list empties keeps its id, with a count of 0: `add` then starts its list again.
-      for (let id = 0; id < tokenList.length; id++) {
+      for (let id = 0; id < ids.list.length; id++) {
+        if (counts[id] === 0) continue
         let slot = first[id]!
         while (slot !== -1 && docids[slot]! <= docid) {
           slot = next[slot]!

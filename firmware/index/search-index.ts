@@ -6,7 +6,7 @@ import type { Clock } from '../common/clock.js'
 import type { ParsedMessage } from '../mime/types.js'
 import { IndexError } from './errors.js'
 import { analyzeDocument, analyzeSequential, bodyPhraseTest, bodyStreamOf, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type PackedTerms, packTerms, type IndexInput } from './document.js'
-import { anyTextBits, blockTokenBytesMax, createBlockWriter, createPostingGroups, type PostingGroups, decodeChunkInto, difference, encodeChunk, fieldBits, findInBlock, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
+import { anyTextBits, blockTokenBytesMax, createBlockWriter, createFlushPostings, createPostingGroups, type PostingGroups, type PostingSink, type PostingSizes, decodeChunkInto, difference, encodeChunk, fieldBits, findInBlock, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
 import { parseQuery, positiveTokens, type QueryNode, type TextField } from './query.js'
 import { makeSnippet } from './snippet.js'
 import { blobParts, blobPartsMax } from '../archive/layout.js'
@@ -577,7 +577,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
    *
    * @returns the terms added (0 for a document that is not there)
    */
-  function addTailTerms(db: Databases, docid: number, groups: PostingGroups): number {
+  function addTailTerms(db: Databases, docid: number, groups: PostingSink): number {
     const known = tailPostings.get(docid)
     if (known !== undefined && db.keys.get(idKeyPrefix + known.id) === docid && groups.addPacked(known.terms.tokens, known.terms.masks, docid, known.terms.hashes)) return known.terms.masks.length
     const forward = getForward(db, docid)
@@ -588,7 +588,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
   }
 
   /** The sizes of the last flush's posting groups: the next one starts at them. */
-  let lastFlushSizes: { tokens: number; postings: number } | undefined
+  let lastFlushSizes: PostingSizes | undefined
 
   /**
    * Builds the posting blocks of tail documents `first`..`last` (one chunk per distinct
@@ -597,7 +597,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
    * between slices; a flush inside a transaction runs it straight through.
    */
   function* buildFlush(db: Databases, first: number, last: number): Generator<void, BuiltFlush> {
-    const groups = createPostingGroups(lastFlushSizes)
+    const groups = createFlushPostings(lastFlushSizes)
     let sinceYield = 0
     for (let docid = first; docid <= last; docid++) {
       sinceYield += addTailTerms(db, docid, groups)
@@ -607,8 +607,9 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       }
     }
     const tokens = sortByUtf8(groups.tokens())
-    lastFlushSizes = { tokens: tokens.length, postings: groups.held().slots }
+    lastFlushSizes = groups.sizes()
     yield
+    yield* groups.arrange(tokens, flushStepPostings)
     // Tokens and chunks are encoded into reused buffers: no allocation per token.
     const blocks: BuiltFlush['blocks'] = []
     const writer = createBlockWriter(db.pageSizeBytes, (tokenBytes) => 4 + tokenBytes, (firstToken, block) => blocks.push({ firstToken, block }))
@@ -616,9 +617,9 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     let chunkBuffer = Buffer.allocUnsafe(64 * 1024)
     for (let index = 0; index < tokens.length; index++) {
       const token = tokens[index]!
-      const bytesMax = groups.chunkBytesMax(token)
+      const bytesMax = groups.chunkBytesMax(index)
       if (bytesMax > chunkBuffer.length) chunkBuffer = Buffer.allocUnsafe(2 * bytesMax)
-      writer.add(tokenBuffer, tokenBuffer.write(token, 0, 'utf8'), chunkBuffer, groups.encodeInto(token, chunkBuffer))
+      writer.add(tokenBuffer, tokenBuffer.write(token, 0, 'utf8'), chunkBuffer, groups.encodeInto(index, chunkBuffer))
       if (index % flushStepTokens === flushStepTokens - 1) yield
     }
     writer.finish()

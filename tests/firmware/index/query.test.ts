@@ -5,8 +5,8 @@ import { QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { makeSnippet } from '../../../firmware/index/snippet.js'
 import { tokenHash } from '../../../firmware/index/term-table.js'
 import { seededRandom } from '../../helpers/random.js'
-import { createBlockWriter, createPostingGroups, decodeChunkInto, difference, encodeChunk, findInBlock, inlineValueBytesMax, intersect, toDocidSet, union } from '../../../firmware/index/postings.js'
-import { defaultIndexOptions } from '../../../firmware/index/search-index.js'
+import { createBlockWriter, createFlushPostings, createPostingGroups, type FlushPostings, type PostingGroups, decodeChunkInto, difference, encodeChunk, findInBlock, inlineValueBytesMax, intersect, toDocidSet, union } from '../../../firmware/index/postings.js'
+import { defaultIndexOptions, sortByUtf8 } from '../../../firmware/index/search-index.js'
 import { analyzeSequential, bodyStreamOf, decodeForward, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, bodyPhraseTest, streamHasPhrase, streamOf } from '../../../firmware/index/document.js'
 
 t.test('tokenize: case and accent folding, separators, compatibility forms', async (t) => {
@@ -205,38 +205,74 @@ function packBlocks(entries: ReadonlyArray<{ token: Buffer; chunk: Buffer }>, pa
   return blocks
 }
 
-t.test('posting groups: postings grouped per token give the chunks encodeChunk gives', async (t) => {
-  const groups = createPostingGroups()
+/** Arranges `flush` in UTF-8 token order (counting its yields) and encodes every chunk: token → chunk, in chunk order. */
+function chunksOf(flush: FlushPostings, step = 1000): { chunks: Map<string, Buffer>; yields: number } {
+  const sorted = sortByUtf8(flush.tokens())
+  let yields = 0
+  for (const _ of flush.arrange(sorted, step)) yields++
+  const chunks = new Map<string, Buffer>()
+  sorted.forEach((token, index) => {
+    const buffer = Buffer.alloc(flush.chunkBytesMax(index))
+    chunks.set(token, buffer.subarray(0, flush.encodeInto(index, buffer)))
+  })
+  return { chunks, yields }
+}
+
+/** A tail's lists as `collect` gives them, one field bit at a time: token → docids per bit. */
+function listsOf(groups: PostingGroups): Map<string, string> {
+  const lists = new Map<string, string>()
+  for (const token of groups.tokens()) {
+    lists.set(token, JSON.stringify([1, 2, 4, 8, 16].map((bit) => {
+      const out: number[] = []
+      groups.collect(token, bit, out)
+      return out
+    })))
+  }
+  return lists
+}
+
+t.test('flush postings: postings gathered as they come give, token by token in UTF-8 order, the chunks encodeChunk gives', async (t) => {
+  const flush = createFlushPostings()
   const expected = new Map<string, number[]>()
-  // Enough tokens and postings to grow every array; each document lists some tokens twice (bits OR-ed).
+  // Enough tokens and postings to grow every array; each document lists some tokens twice
+  // (bits OR-ed); tokens whose UTF-16 and UTF-8 orders differ.
   for (let docid = 1; docid <= 400; docid++) {
     for (let n = 0; n < 300; n++) {
-      const token = `t${(docid * n) % 1500}`
+      const token = [`t${(docid * n) % 1500}`, `\uFF21${n % 7}`, `\u{1D518}${n % 5}`][n % 3]!
       const mask = 1 << (n % 5)
-      groups.add(token, docid, mask)
+      flush.add(token, docid, mask)
       const entries = expected.get(token) ?? []
       if (entries[entries.length - 2] === docid) entries[entries.length - 1]! |= mask
       else entries.push(docid, mask)
       expected.set(token, entries)
     }
   }
-  t.same(groups.tokens().sort(), [...expected.keys()].sort(), 'the distinct tokens')
+  t.same(flush.tokens().sort(), [...expected.keys()].sort(), 'the distinct tokens')
+  t.same(flush.sizes(), { tokens: expected.size, postings: [...expected.values()].reduce((sum, entries) => sum + entries.length / 2, 0) }, 'sizes: tokens and postings')
+  const { chunks, yields } = chunksOf(flush, 997)
   let mismatches = 0
-  for (const [token, entries] of expected) {
-    const buffer = Buffer.alloc(groups.chunkBytesMax(token))
-    const length = groups.encodeInto(token, buffer)
-    if (Buffer.compare(buffer.subarray(0, length), encodeChunk(entries)) !== 0) mismatches++
-  }
+  for (const [token, entries] of expected) if (!chunks.get(token)?.equals(encodeChunk(entries))) mismatches++
   t.equal(mismatches, 0, 'every chunk as encodeChunk encodes it')
-  t.throws(() => groups.encodeInto('absent', Buffer.alloc(16)), /no postings/)
+  t.same([...chunks.keys()].map((token) => Buffer.from(token)), [...chunks.keys()].map((token) => Buffer.from(token)).sort(Buffer.compare), 'chunks in UTF-8 byte order of their tokens')
+  t.ok(yields >= Math.floor((flush.sizes().postings + flush.sizes().tokens) / 997) - 1, `arrange yielded ${yields} times`)
+  t.throws(() => flush.add('late', 401, 1), /docid order, before arrange/, 'nothing is added after arrange')
+
+  const wrong = createFlushPostings()
+  wrong.add('a', 1, 1)
+  wrong.add('b', 1, 1)
+  t.throws(() => wrong.add('a', 0, 1), /docid order/, 'a docid before the latest is refused')
+  t.throws(() => wrong.chunkBytesMax(0), /after arrange/)
+  t.throws(() => [...wrong.arrange(['a'], 10)], /every token once/, 'a token missing')
+  t.throws(() => [...wrong.arrange(['a', 'a'], 10)], /every token once/, 'a token twice')
+  t.throws(() => [...wrong.arrange(['a', 'c'], 10)], /no postings for "c"/, 'a token it does not hold')
 })
 
-t.test('posting groups: packed terms add as their tokens one by one; the token table grows and tells near tokens apart', async (t) => {
-  const byToken = createPostingGroups()
-  const packed = createPostingGroups()
+t.test('flush postings and tail groups: packed terms add as their tokens one by one; the token table grows and tells near tokens apart', async (t) => {
   // Packed terms with their hashes, as a prepared document brings them: right ones, and on
   // every third document wrong ones (which must not file a token twice or lose it).
-  const hashed = createPostingGroups()
+  const makers = { byToken: 0, packed: 0, hashed: 0 }
+  const flushes = Object.fromEntries(Object.keys(makers).map((name) => [name, createFlushPostings()])) as Record<keyof typeof makers, FlushPostings>
+  const tails = Object.fromEntries(Object.keys(makers).map((name) => [name, createPostingGroups()])) as Record<keyof typeof makers, PostingGroups>
   // 20,000 distinct tokens (the table doubles several times), near ones (one unit apart,
   // prefixes of each other), non-ASCII and astral ones; each document lists a token twice.
   const vocabulary = Array.from({ length: 20_000 }, (_, n) => [`w${n}`, `w${n}x`, `ß${n}`, `𝔘${n}`, `é`.repeat(1 + (n % 4)) + n][n % 5]!)
@@ -249,29 +285,35 @@ t.test('posting groups: packed terms add as their tokens one by one; the token t
     }
     tokens.push(tokens[0]!)
     masks.push(16)
-    for (let index = 0; index < tokens.length; index++) byToken.add(tokens[index]!, docid, masks[index]!)
-    t.equal(packed.addPacked(tokens.join(' '), Uint8Array.from(masks), docid), true)
     const hashes = Int32Array.from(tokens, (token, index) => (docid % 3 === 0 ? (index * 7919) | 0 : tokenHash(token, 0, token.length)))
-    t.equal(hashed.addPacked(tokens.join(' '), Uint8Array.from(masks), docid, hashes), true)
+    for (const sink of [flushes, tails]) {
+      for (let index = 0; index < tokens.length; index++) sink.byToken.add(tokens[index]!, docid, masks[index]!)
+      t.equal(sink.packed.addPacked(tokens.join(' '), Uint8Array.from(masks), docid), true)
+      t.equal(sink.hashed.addPacked(tokens.join(' '), Uint8Array.from(masks), docid, hashes), true)
+    }
   }
-  t.equal(packed.addPacked('', new Uint8Array(0), 301), true, 'a document without terms')
-  t.equal(packed.addPacked('a b', new Uint8Array(1), 302), false, 'counts that differ are refused')
-  t.equal(packed.addPacked('', new Uint8Array(1), 303), false)
-  t.same(packed.tokens().sort(), byToken.tokens().sort(), 'the same distinct tokens (nothing of the refused documents)')
-  /** Tokens whose chunk in `other` differs from byToken's. */
-  const chunkMismatches = (other: typeof byToken): number =>
-    byToken.tokens().filter((token) => {
-      const a = Buffer.alloc(byToken.chunkBytesMax(token))
-      const b = Buffer.alloc(other.chunkBytesMax(token))
-      return Buffer.compare(a.subarray(0, byToken.encodeInto(token, a)), b.subarray(0, other.encodeInto(token, b))) !== 0
-    }).length
-  t.equal(chunkMismatches(packed), 0, 'every token the same chunk')
-  t.same(hashed.tokens().sort(), byToken.tokens().sort(), 'with hashes given, right or wrong: the same distinct tokens')
-  t.equal(chunkMismatches(hashed), 0, 'and every token the same chunk')
-  t.ok(byToken.tokens().length > 4_000, `${byToken.tokens().length} tokens`)
+  for (const packed of [flushes.packed, tails.packed]) {
+    t.equal(packed.addPacked('', new Uint8Array(0), 301), true, 'a document without terms')
+    t.equal(packed.addPacked('a b', new Uint8Array(1), 302), false, 'counts that differ are refused')
+    t.equal(packed.addPacked('', new Uint8Array(1), 303), false)
+    t.same(packed.tokens().sort(), flushes.byToken.tokens().sort(), 'the same distinct tokens (nothing of the refused documents)')
+  }
+  t.same(flushes.hashed.tokens().sort(), flushes.byToken.tokens().sort(), 'with hashes given, right or wrong: the same distinct tokens')
+  t.ok(flushes.byToken.tokens().length > 4_000, `${flushes.byToken.tokens().length} tokens`)
+  const expectedChunks = chunksOf(flushes.byToken).chunks
+  for (const name of ['packed', 'hashed'] as const) {
+    const chunks = chunksOf(flushes[name]).chunks
+    t.equal([...expectedChunks].filter(([token, chunk]) => !chunks.get(token)?.equals(chunk)).length, 0, `flush, ${name}: every token the same chunk`)
+  }
+  const expectedLists = listsOf(tails.byToken)
+  t.ok(expectedLists.size > 4_000)
+  for (const name of ['packed', 'hashed'] as const) {
+    const lists = listsOf(tails[name])
+    t.equal([...expectedLists].filter(([token, list]) => lists.get(token) !== list).length, 0, `tail, ${name}: every token the same docids per field bit`)
+  }
   for (const absent of ['w1y', 'w', 'ß', '𝔘', 'éé', '']) {
     const out: number[] = []
-    packed.collect(absent, 31, out)
+    tails.packed.collect(absent, 31, out)
     t.same(out, [], `${JSON.stringify(absent)} is not a token`)
   }
 })
