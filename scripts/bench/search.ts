@@ -21,7 +21,8 @@
  * Parsing is done once beforehand and is not counted in either ("store only"). The ingest is
  * also measured as the appliance runs it, raw bytes through the parse pool to a durable
  * write, parsing counted ("appliance pipeline"): on the corpus and on the whole synthetic
- * archive. notmuch's figures come from its Python bindings (notmuch2), one
+ * archive, both sides open at once and fed in alternating segments (ingestPipelines).
+ * notmuch's figures come from its Python bindings (notmuch2), one
  * process, database opened once: `count_messages` plus the first 20 hits newest first
  * with their From and Subject, which is what our search returns too.
  */
