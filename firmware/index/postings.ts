@@ -37,18 +37,36 @@ export const hasAttachmentToken = '\u0002attachment'
 export function encodeChunk(entries: readonly number[]): Buffer {
   assert(entries.length % 2 === 0, 'entries come in docid, mask pairs')
   const count = entries.length / 2
-  const buffer = Buffer.allocUnsafe(5 + count * 6)
-  let offset = writeVarint(buffer, 0, count)
+  const docids = new Uint32Array(count)
+  const masks = new Uint8Array(count)
+  for (let index = 0; index < count; index++) {
+    docids[index] = entries[2 * index]!
+    masks[index] = entries[2 * index + 1]!
+    assert(index === 0 || docids[index]! >= docids[index - 1]!, 'chunk entries must be ascending')
+  }
+  const buffer = Buffer.allocUnsafe(chunkBytesMax(count))
+  return buffer.subarray(0, writeChunk(buffer, docids, masks, 0, count))
+}
+
+/** Bytes a chunk of `count` entries may need, at most. */
+function chunkBytesMax(count: number): number {
+  return 5 + count * 6
+}
+
+/**
+ * Writes the chunk of entries `from`..`to` − 1 (docids ascending) into `buffer` from offset
+ * 0 (`chunkBytesMax` bytes are enough); returns its length. The one encoder of the format.
+ */
+function writeChunk(buffer: Buffer, docids: ArrayLike<number>, masks: ArrayLike<number>, from: number, to: number): number {
+  let offset = writeVarint(buffer, 0, to - from)
   let previous = 0
-  for (let index = 0; index < entries.length; index += 2) {
-    const docid = entries[index]!
-    const mask = entries[index + 1]!
-    assert(docid >= previous, 'chunk entries must be ascending')
+  for (let at = from; at < to; at++) {
+    const docid = docids[at]!
     offset = writeVarint(buffer, offset, docid - previous)
-    buffer[offset++] = mask
+    buffer[offset++] = masks[at]!
     previous = docid
   }
-  return buffer.subarray(0, offset)
+  return offset
 }
 
 function writeVarint(buffer: Buffer, offset: number, value: number): number {
@@ -206,8 +224,8 @@ export interface FlushPostings extends PostingSink {
 }
 
 export function createFlushPostings(expected: PostingSizes = { tokens: 1024, postings: 64 * 1024 }): FlushPostings {
-  const ids = createTokenIds(Math.max(1024, expected.tokens))
   const tokensAtStart = Math.max(1024, expected.tokens)
+  const ids = createTokenIds(tokensAtStart)
   const postingsAtStart = Math.max(64 * 1024, expected.postings)
   let counts = new Int32Array(tokensAtStart)
   /** Per token: the docid of its latest posting (-1: none yet), and that posting's index. */
@@ -293,21 +311,11 @@ export function createFlushPostings(expected: PostingSizes = { tokens: 1024, pos
     },
     chunkBytesMax(index) {
       assert(chunkStarts !== undefined, 'chunks are read after arrange')
-      return 5 + (chunkStarts[index + 1]! - chunkStarts[index]!) * 6
+      return chunkBytesMax(chunkStarts[index + 1]! - chunkStarts[index]!)
     },
     encodeInto(index, buffer) {
       assert(chunkStarts !== undefined, 'chunks are read after arrange')
-      const from = chunkStarts[index]!
-      const to = chunkStarts[index + 1]!
-      let offset = writeVarint(buffer, 0, to - from)
-      let previous = 0
-      for (let at = from; at < to; at++) {
-        const docid = sortedDocids[at]!
-        offset = writeVarint(buffer, offset, docid - previous)
-        buffer[offset++] = sortedMasks[at]!
-        previous = docid
-      }
-      return offset
+      return writeChunk(buffer, sortedDocids, sortedMasks, chunkStarts[index]!, chunkStarts[index + 1]!)
     },
   }
 }

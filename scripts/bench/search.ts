@@ -170,18 +170,23 @@ async function ingest(
 ): Promise<{ perS: number; archive: ArchiveStore; index: SearchIndex }> {
   const { archive, index } = benchArchive(directory, withIndex)
   await archive.start()
-  const delivery = benchDelivery
+  const startMs = performance.now()
+  const count = await submitBounded(messages(), concurrency, (message) => archive.ingest({ raw: message.raw, parsed: message.parsed, delivery: benchDelivery }))
+  return { perS: count / ((performance.now() - startMs) / 1000), archive, index }
+}
+
+/** Runs `submit` on every item with at most `concurrency` unsettled, and waits for all; returns the items submitted. */
+async function submitBounded<T>(items: Iterable<T>, concurrency: number, submit: (item: T) => Promise<unknown>): Promise<number> {
   const inFlight = new Set<Promise<unknown>>()
   let count = 0
-  const startMs = performance.now()
-  for (const message of messages()) {
-    const pending: Promise<unknown> = archive.ingest({ raw: message.raw, parsed: message.parsed, delivery }).finally(() => inFlight.delete(pending))
+  for (const item of items) {
+    const pending: Promise<unknown> = submit(item).finally(() => inFlight.delete(pending))
     inFlight.add(pending)
     count++
     if (inFlight.size >= concurrency) await Promise.race(inFlight)
   }
   await Promise.all(inFlight)
-  return { perS: count / ((performance.now() - startMs) / 1000), archive, index }
+  return count
 }
 
 /** One side of the pipeline measurement: an archive (with the index or without) fed through its own parse pool. */
@@ -210,13 +215,7 @@ async function openPipeline(directory: string, withIndex: boolean, concurrency: 
   await pool.start()
   return {
     async submitAll(messages) {
-      const inFlight = new Set<Promise<unknown>>()
-      for (const raw of messages) {
-        const pending: Promise<unknown> = pipeline.submit(raw, benchDelivery).finally(() => inFlight.delete(pending))
-        inFlight.add(pending)
-        if (inFlight.size >= concurrency) await Promise.race(inFlight)
-      }
-      await Promise.all(inFlight)
+      await submitBounded(messages, concurrency, (raw) => pipeline.submit(raw, benchDelivery))
     },
     settled: () => (withIndex ? index.settled() : Promise.resolve()),
     workers() {
