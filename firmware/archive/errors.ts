@@ -15,11 +15,18 @@ export type ArchiveErrorCode =
   | 'STORE_CORRUPT'
   /** No message with that id. */
   | 'NOT_FOUND'
+  /**
+   * Digest bytes or a digest request that break the format or its limits, or a peer's digest
+   * that contradicts itself (a bug or damage on one side). Not retryable.
+   */
+  | 'DIGEST_INVALID'
+
+const retryableCodes = new Set<ArchiveErrorCode>(['STORE_FULL', 'STORE_UNAVAILABLE'])
 
 export class ArchiveError extends MailkeepError {
   declare readonly code: ArchiveErrorCode
   constructor(code: ArchiveErrorCode, message: string, details: ErrorDetails = {}) {
-    super(code, message, { retryable: code === 'STORE_FULL' || code === 'STORE_UNAVAILABLE', ...details })
+    super(code, message, { retryable: retryableCodes.has(code), ...details })
     this.name = 'ArchiveError'
   }
 }

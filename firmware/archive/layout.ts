@@ -8,14 +8,20 @@ import { createHash } from 'node:crypto'
  *
  * Sub-databases of the one LMDB environment (keys are raw bytes, big-endian numbers):
  *
- * | name                     | key                                   | value                                 |
- * |--------------------------|---------------------------------------|---------------------------------------|
- * | `archive/messages`       | id (32-byte SHA-256 of the raw bytes) | message record (records.ts)           |
- * | `archive/blobs`          | ingest sequence (8) + part index (2)  | a slice of the compressed raw bytes   |
- * | `archive/deliveries`     | id (32) + sequence (8)                | delivery record (records.ts)          |
- * | `archive/delivery-keys`  | SHA-256 of `id \n deliveryKey` (32)   | sequence of that delivery             |
- * | `archive/changes`        | sequence (8)                          | change record (records.ts), appended  |
- * | `archive/state`          | `format`, `counters` (strings)        | format and counter objects (msgpack)  |
+ * | name                    | key                                        | value                                |
+ * |-------------------------|--------------------------------------------|--------------------------------------|
+ * | `archive/messages`      | id (32-byte SHA-256 of the raw bytes)      | message record (records.ts)          |
+ * | `archive/blobs`         | ingest sequence (8) + part index (2)       | a slice of the compressed raw bytes  |
+ * | `archive/deliveries`    | id (32) + sequence (8)                     | delivery record (records.ts)         |
+ * | `archive/delivery-keys` | SHA-256 of `id \n deliveryKey` (32)        | sequence of that delivery            |
+ * | `archive/changes`       | sequence (8)                               | change record (records.ts), appended |
+ * | `archive/state`         | `format`, `counters`, `identity`           | objects (msgpack), see below         |
+ *
+ * `archive/state` holds `format` (name, layout version, page size, creation time), `counters`
+ * (stats() and the last sequence, written with every change entry), `identity` (the store id:
+ * 128 random bits as 32 lower-case hex digits and its creation time, written with `format`
+ * when the archive is created, or at the first start of firmware that knows it; a wiped or
+ * replaced volume therefore gets a new id).
  *
  * Why blobs are keyed by the ingest sequence and not by the content hash: sequences grow,
  * so LMDB can append (MDB_APPEND) and fill every leaf page instead of splitting pages at

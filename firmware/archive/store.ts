@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes as cryptoRandomBytes } from 'node:crypto'
 import { statSync } from 'node:fs'
 import { mkdir, open as openFile, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -105,6 +105,13 @@ import type {
  *
  * Deletion: `delete(id)` is the ONLY path that removes or alters a stored message, for the
  * retention module alone; it writes a `purge` change entry. Nothing else rewrites a blob.
+ *
+ * Store id: 128 random bits (`storeId()`, 32 hex digits) written with the format record when
+ * the archive is created, or durably at the first start of firmware that knows it; a wiped or
+ * replaced volume gets a new one, which tells a mirror peer that this is not the archive it
+ * compared with before. An identity record of another shape refuses the start (STORE_CORRUPT)
+ * rather than being replaced.
+
  */
 
 export interface ArchiveStoreDeps {
@@ -112,6 +119,8 @@ export interface ArchiveStoreDeps {
   clock: Clock
   /** Free space of the data volume (hal's volume usage); called at most once per `freeSpaceCacheMs`. */
   volume?: () => Promise<{ freeBytes: number }>
+  /** Cryptographically secure random bytes, for the store id; node:crypto's by default. */
+  randomBytes?: (size: number) => Buffer
 }
 
 export interface ArchiveStoreOptions {
@@ -134,6 +143,9 @@ export interface ArchiveStoreOptions {
 export const freeSpaceCacheMsDefault = 1000
 /** Default for ArchiveStoreOptions.stopTimeoutMs, in ms. */
 export const stopTimeoutMsDefault = 10_000
+/** Bytes of randomness in a store id (128 bits, 32 hex digits). */
+const storeIdBytes = 16
+const storeIdPattern = /^[0-9a-f]{32}$/
 /** Page size of new environments, in bytes: the blob layout is tuned to it (layout.ts). */
 export const pageSizeBytes = 4096
 /** Most corrupt ids verify() lists (it counts them all). */
@@ -170,6 +182,12 @@ interface FormatRecord {
   name: string
   version: number
   pageSizeBytes: number
+  createdAtMs: number
+}
+
+/** The `identity` record of `archive/state`. */
+interface IdentityRecord {
+  storeId: string
   createdAtMs: number
 }
 
@@ -245,12 +263,14 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
   const indexer = options.indexer
   const freeSpaceCacheMs = options.freeSpaceCacheMs ?? freeSpaceCacheMsDefault
   const stopTimeoutMs = options.stopTimeoutMs ?? stopTimeoutMsDefault
+  const randomBytes = deps.randomBytes ?? cryptoRandomBytes
 
   let state: StoreState = 'created'
   let failure: string | null = null
   let dbs: Databases | undefined
   let startPromise: Promise<void> | undefined
   let stopPromise: Promise<void> | undefined
+  let storeId: string | undefined
   const activity: WriteActivity = { ingests: 0, commits: 0, failedCommits: 0 }
   const countedFailures = new WeakSet<object>()
   /** Ingests and purges in flight, which stop() waits for. */
@@ -759,9 +779,14 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       if (messages > 0 || changes > 0) {
         throw new ArchiveError('STORE_CORRUPT', `the archive at ${options.path} holds data but no format record`, { fields: { path: options.path, messages, changes } })
       }
-      const record: FormatRecord = { name: formatName, version: layoutVersion, pageSizeBytes: databases.pageSizeBytes, createdAtMs: clock.now() }
-      await databases.root.childTransaction(() => databases.state.putSync('format', record))
-      logger.info('created a new archive', { path: options.path, pageSizeBytes: databases.pageSizeBytes })
+      const nowMs = clock.now()
+      const record: FormatRecord = { name: formatName, version: layoutVersion, pageSizeBytes: databases.pageSizeBytes, createdAtMs: nowMs }
+      const identity = newIdentity(nowMs)
+      await databases.root.childTransaction(() => {
+        databases.state.putSync('format', record)
+        databases.state.putSync('identity', identity)
+      })
+      logger.info('created a new archive', { path: options.path, pageSizeBytes: databases.pageSizeBytes, storeId: identity.storeId })
       return
     }
     if (format === null || typeof format !== 'object' || format.name !== formatName || format.version !== layoutVersion) {
@@ -784,6 +809,32 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
     }
   }
 
+  function newIdentity(nowMs: number): IdentityRecord {
+    const bytes = randomBytes(storeIdBytes)
+    assert.ok(bytes.byteLength === storeIdBytes, `randomBytes gave ${bytes.byteLength} bytes, expected ${storeIdBytes}`)
+    return { storeId: bytes.toString('hex'), createdAtMs: nowMs }
+  }
+
+  /**
+   * The store id, made and written durably (before the store opens) when an archive created
+   * by earlier firmware has none.
+   * @throws ArchiveError STORE_CORRUPT (an identity record of another shape), STORE_UNAVAILABLE or STORE_FULL (the write)
+   */
+  async function ensureIdentity(databases: Databases): Promise<string> {
+    const stored = databases.state.get('identity') as IdentityRecord | undefined
+    if (stored !== undefined) {
+      if (stored === null || typeof stored !== 'object' || typeof stored.storeId !== 'string' || !storeIdPattern.test(stored.storeId)) {
+        // Making a new id would make peers take this archive for another one: refuse instead.
+        throw new ArchiveError('STORE_CORRUPT', `the archive's identity record is undecodable`, { fields: { path: options.path } })
+      }
+      return stored.storeId
+    }
+    const identity = newIdentity(clock.now())
+    await inTransaction(databases, () => databases.state.putSync('identity', identity))
+    logger.info('gave the archive a store id', { storeId: identity.storeId })
+    return identity.storeId
+  }
+
   async function doStart(): Promise<void> {
     state = 'starting'
     failure = null
@@ -797,6 +848,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       await checkEnvironmentFile()
       databases = openDatabases()
       await validate(databases)
+      storeId = await ensureIdentity(databases)
       // lmdb-js also calls this after a failed commit, without a transaction id.
       databases.root.on('aftercommit', (event: { txnId?: number }) => {
         if (event?.txnId !== undefined) activity.commits++
@@ -1046,6 +1098,13 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
         return Promise.reject(error)
       }
       return track(withoutIndexerOnFailure(id, (indexing) => inTransaction(databases, () => purgeInTransaction(databases, id, indexing))))
+    },
+
+    /** This archive's random id (32 lower-case hex digits). @throws ArchiveError STORE_UNAVAILABLE when not open */
+    storeId() {
+      requireReadable()
+      assert.ok(storeId !== undefined)
+      return storeId
     },
   }
 }

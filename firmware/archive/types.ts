@@ -197,4 +197,6 @@ export interface ArchiveStore {
   writeActivity(): WriteActivity
   /** The ONLY way a stored message is ever removed; for the retention module (firmware/policy) alone. */
   delete(id: string): Promise<PurgeResult>
+  /** This archive's random id (32 lower-case hex digits), made when it was created. */
+  storeId(): string
 }
