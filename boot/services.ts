@@ -286,6 +286,8 @@ export async function composeServices(context: { config: Readonly<Config>; logge
           peers: config.mirror.peers,
           stateDir: join(config.dataDir, 'mirror', 'peers'),
           localSourcesEnabled,
+          acceptJoins: config.mirror.acceptJoins,
+          unreachableAlertMs: config.mirror.unreachableAlertMs,
           batchMessagesMax: 1_000,
           batchBytesMax: 16 * 1024 * 1024,
           inflightBatchesMax: 4,
@@ -347,6 +349,8 @@ export async function composeServices(context: { config: Readonly<Config>; logge
     ['mirror remove', async ([peer]) => (await needMirror().removePeer(peerArgument(peer)), audited('mirror.remove', peer, { message: `removed ${peer}` }))],
     ['mirror pause', async ([peer]) => audited('mirror.pause', peer, await needMirror().pausePeer(peerArgument(peer)))],
     ['mirror resume', async ([peer]) => audited('mirror.resume', peer, await needMirror().resumePeer(peerArgument(peer)))],
+    // Audited by the mirror service itself (mirror.identity-accepted / mirror.join-accepted, with both identities).
+    ['mirror accept', ([peer]) => needMirror().acceptPeer(peerArgument(peer))],
     ...policyCommandHandlers(policy),
     ['search', (args) => {
       const { query, limit, cursor } = searchArgs(args)

@@ -222,6 +222,18 @@ export const configSchema = {
         retryDelayMsMax: { type: 'integer', minimum: 10, maximum: 3600000, default: 30000, description: 'cap of the retry delay (refused peers are retried at this delay)' },
         idleTimeoutMs: { type: 'integer', minimum: 300, maximum: 3600000, default: 60000, description: 'a mirror connection without a byte from the peer for this long is dropped' },
         ackTimeoutMs: { type: 'integer', minimum: 100, maximum: 3600000, default: 120000, description: 'with copies in flight, the longest wait for the next acknowledgement' },
+        unreachableAlertMs: {
+          type: 'integer',
+          minimum: 1000,
+          maximum: 604800000,
+          default: 900000,
+          description: 'a mirror peer unreachable for longer than this makes `show status` degraded',
+        },
+        acceptJoins: {
+          type: 'boolean',
+          default: false,
+          description: 'an appliance that proves the shared secret but is not in mirror.peers: false = refused (NOT_A_PEER) and listed as a pending join for `mirror accept`; true = added and pinned at once. Audited either way',
+        },
       },
     },
   },

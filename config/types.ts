@@ -77,5 +77,7 @@ export interface Config {
     retryDelayMsMax: number
     idleTimeoutMs: number
     ackTimeoutMs: number
+    acceptJoins: boolean
+    unreachableAlertMs: number
   }
 }

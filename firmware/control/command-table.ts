@@ -107,13 +107,40 @@ const renderSearch = (result: unknown): string => {
   return lines.join('\n')
 }
 
+/** A mirror identity in one line, as the technician compares it: serial, full store id, full certificate fingerprint. */
+const identityLine = (identity: { serial?: unknown; storeId?: unknown; fingerprint?: unknown }): string =>
+  `serial ${String(identity.serial ?? 'none')}  store ${String(identity.storeId ?? 'none')}  certificate sha256 ${String(identity.fingerprint ?? 'none')}`
+
 const renderMirror = (result: unknown): string => {
-  const mirror = result as { enabled?: boolean; reason?: string | null; warning?: string | null; peers: Row[] }
+  const mirror = result as { enabled?: boolean; reason?: string | null; warning?: string | null; peers: Row[]; pendingJoins?: Row[] }
   const lines: string[] = []
   if (mirror.enabled === false) lines.push(`mirroring off: ${mirror.reason}`)
   if (mirror.warning) lines.push(`warning: ${mirror.warning}`)
-  lines.push(table(mirror.peers, ['host', 'port', 'serial', 'state', 'reasonCode', 'queueMessages', 'queueBytes', 'lastSuccessAtMs', 'lastError']))
+  const rows = mirror.peers.map((peer) => ({ ...peer, policyMismatch: Array.isArray(peer.policyMismatch) && peer.policyMismatch.length > 0 ? peer.policyMismatch.join('; ') : '' }))
+  lines.push(table(rows, ['host', 'port', 'serial', 'state', 'reasonCode', 'queueMessages', 'queueBytes', 'lastSuccessAtMs', 'lastError', 'policyMismatch']))
+  for (const peer of mirror.peers) {
+    const pending = peer.pendingIdentity as Row | null | undefined
+    if (!pending) continue
+    lines.push(`IDENTITY CHANGED at ${String(peer.host)}:${String(peer.port)}: nothing is copied until accepted (mirror accept ${String(peer.host)}:${String(peer.port)})`)
+    lines.push(`  pinned:    ${identityLine(peer)}`)
+    lines.push(`  presented: ${identityLine(pending)} from ${String(pending.address)}`)
+  }
+  for (const join of mirror.pendingJoins ?? []) {
+    lines.push(`pending join from ${String(join.address)}:${String(join.listenPort)} (model ${String(join.model)}, firmware ${String(join.firmwareVersion)}): ${identityLine(join)}`)
+    lines.push(`  first seen ${new Date(Number(join.firstSeenAtMs)).toISOString()}, last seen ${new Date(Number(join.lastSeenAtMs)).toISOString()}; accept with: mirror accept ${String(join.address)}:${String(join.listenPort)}`)
+  }
   return lines.join('\n')
+}
+
+const renderAccept = (result: unknown): string => {
+  const accepted = result as { kind: 'identity' | 'join'; previous: Row; accepted: Row; backfill: boolean; peer: Row }
+  const where = `${String(accepted.peer.host)}:${String(accepted.peer.port)}`
+  return [
+    accepted.kind === 'join' ? `accepted the join of ${where}: it is a peer now` : `accepted the new identity of ${where}`,
+    `  before: ${identityLine(accepted.previous)}`,
+    `  now:    ${identityLine(accepted.accepted)}`,
+    accepted.backfill ? '  its archive is new to this system: everything held here is copied to it (backfill)' : '  same archive (store id): copying resumes where it stopped',
+  ].join('\n')
 }
 
 const renderImport = (result: unknown): string => {
@@ -167,6 +194,13 @@ export const commandTable: readonly CommandSpec[] = [
   { name: 'mirror remove', summary: 'remove a mirror peer', args: [{ name: 'host:port', kind: 'string' }], technician: true, render: renderMessage },
   { name: 'mirror pause', summary: 'pause copying to a peer (its queue keeps growing)', args: [{ name: 'host:port', kind: 'string' }], technician: true, render: renderMessage },
   { name: 'mirror resume', summary: 'resume copying to a peer', args: [{ name: 'host:port', kind: 'string' }], technician: true, render: renderMessage },
+  {
+    name: 'mirror accept',
+    summary: "accept a peer's changed identity (a new store id is backfilled) or a pending join",
+    args: [{ name: 'host:port', kind: 'string' }],
+    technician: true,
+    render: renderAccept,
+  },
   { name: 'show journal', summary: 'journal sources: state, last pull, held messages', args: [], technician: false, render: (result) => JSON.stringify(result, null, 2) },
   { name: 'search', summary: 'search the archive (query language: see README)', args: [{ name: 'query', kind: 'string', rest: true }], technician: false, render: renderSearch },
   { name: 'import start', summary: 'import an mbox, maildir, .eml file or folder of .eml (absolute path)', args: [{ name: 'path', kind: 'string' }], technician: true, render: renderImport },

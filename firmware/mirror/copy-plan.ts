@@ -27,6 +27,9 @@ export const refusalStateCodes: ReadonlySet<string> = new Set<MirrorErrorCode>([
   'AUTH_FAILED',
   // Too many failed proofs from this address: a consequence of AUTH_FAILED, fixed the same way.
   'RATE_LIMITED',
+  // A proven appliance that is not the pinned one, or not a peer at all: a technician decides.
+  'IDENTITY_CHANGED',
+  'NOT_A_PEER',
   'SECRET_WEAK',
 ])
 

@@ -17,6 +17,8 @@ export const refusalCodes = [
   'TIMEOUT' /** a phase took longer than its limit */,
   'BUSY' /** the listener has no room for another connection */,
   'FRAME_TOO_LARGE' /** a frame above the size limit */,
+  'IDENTITY_CHANGED' /** a proven peer's serial, store id or certificate differs from the one pinned; a technician must accept it */,
+  'NOT_A_PEER' /** the appliance proved the secret but is not a configured peer: a pending join */,
 ] as const
 
 export type MirrorRefusalCode = (typeof refusalCodes)[number]
@@ -39,6 +41,7 @@ export type MirrorErrorCode =
   | 'PEER_INVALID' /** a peer address that cannot be used (empty host, port outside 1–65535) */
   | 'STATE_FAILED' /** a mirror state file could not be written (disk full, permissions) */
   | 'STOPPED' /** the mirror service is stopped or stopping */
+  | 'NOTHING_PENDING' /** `mirror accept` named a peer with no changed identity and no pending join */
 
 /** A value in a refusal's expected/actual pair: a model number, a version, a limit. */
 export type RefusalValue = string | number | null

@@ -9,24 +9,32 @@ import { proofKeysOf, mirrorKeyLabel, type MirrorSecret } from './secret.js'
  * The mirror trust handshake, run over a fresh TLS 1.3 connection in which both sides
  * presented self-signed certificates (no CA: trust comes from the shared secret):
  *
- *     client → HELLO {protocolVersion, model, firmwareVersion, serial, nonce}
+ *     client → HELLO {protocolVersion, model, firmwareVersion, serial, storeId, listenPort, nonce}
  *     server   checks the client's HELLO; a mismatch → REFUSE, close
  *     server → HELLO
  *     client   checks the server's HELLO the same way
  *     client → PROOF  HMAC(clientKey, transcript)
  *     server   verifies; wrong → REFUSE AUTH_FAILED, close
+ *              admits the now proven peer: identity pinned for it? → else REFUSE
+ *              IDENTITY_CHANGED or NOT_A_PEER, close
  *     server → PROOF  HMAC(serverKey, transcript)
  *     client   verifies; wrong → REFUSE AUTH_FAILED, close
+ *              admits the proven peer the same way → else REFUSE, close
  *     client → READY  (both sides now hold an authenticated channel)
  *
  * The server speaks its proof only after the client's has verified, so a stranger who
  * connects to a listener never obtains material to test guesses of the secret against
  * offline. Compatibility is decided by the server, whose expected/actual the client then
- * reports unchanged, so both sides show the same reason.
+ * reports unchanged, so both sides show the same reason. Admission (is this proven appliance
+ * the peer we pinned, or a configured peer at all?) runs only after the peer's proof: an
+ * unauthenticated stranger learns nothing of the pins, and nothing it claims is pinned.
  */
 
-/** Version of this handshake and framing. Peers with another version are refused PROTOCOL_MISMATCH. */
-export const protocolVersion = 1
+/**
+ * Version of this handshake and framing. Peers with another version are refused PROTOCOL_MISMATCH.
+ * 2: HELLO carries the store id and the listening port (peer identity and joins).
+ */
+export const protocolVersion = 2
 /** Random bytes in each side's nonce. */
 export const nonceBytes = 32
 /** Bytes of an HMAC-SHA256 proof. */
@@ -43,11 +51,15 @@ export interface MirrorIdentity {
   model: number
   serial: string
   firmwareVersion: string
+  /** The archive's random id (32 lower-case hex), made with the archive: a wiped or replaced volume has a new one. */
+  storeId: string
 }
 
 /** A parsed HELLO frame. */
 export interface HelloMessage extends MirrorIdentity {
   protocolVersion: number
+  /** The port the side's mirror listener is bound to; 0 when it does not listen. */
+  listenPort: number
   /** 64 lower-case hex digits. */
   nonce: string
 }
@@ -56,7 +68,22 @@ export interface HelloMessage extends MirrorIdentity {
 export interface MirrorPeerIdentity extends MirrorIdentity {
   /** SHA-256 of the peer's DER certificate as presented in this TLS session, lower-case hex. */
   fingerprint: string
+  /** The port its mirror listener is bound to (its address for a join); 0 when it does not listen. */
+  listenPort: number
 }
+
+/** A proven peer as admission sees it: its identity and where the connection came from. */
+export interface AdmissionCandidate extends MirrorPeerIdentity {
+  /** The remote address of the connection (IPv4-mapped addresses unwrapped). */
+  address: string
+  direction: 'inbound' | 'outbound'
+}
+
+/**
+ * Decides whether a peer that has just proven the secret may have a channel: undefined to
+ * admit, or the refusal (IDENTITY_CHANGED, NOT_A_PEER) to send instead.
+ */
+export type AdmitPeer = (candidate: AdmissionCandidate) => MirrorError | undefined | Promise<MirrorError | undefined>
 
 /** What a handshake needs from its side. */
 export interface HandshakeContext {
@@ -64,24 +91,37 @@ export interface HandshakeContext {
   secret: MirrorSecret
   /** Cryptographically secure random bytes (node:crypto randomBytes; tests may fix them). */
   randomBytes: (size: number) => Buffer
+  /** This side's mirror listener port, said in its HELLO; 0 (the default) when it does not listen. */
+  listenPort?: number
+  /** Admission of the proven peer; every proven peer is admitted when absent. */
+  admit?: AdmitPeer
 }
 
 /** Filled in as the handshake learns about the peer, so a failure can still be audited with it. */
 export interface HandshakeProgress {
   peerSerial?: string
   peerFingerprint?: string
+  peerStoreId?: string
 }
 
-const helloKeys = ['firmwareVersion', 'model', 'nonce', 'protocolVersion', 'serial']
+const helloKeys = ['firmwareVersion', 'listenPort', 'model', 'nonce', 'protocolVersion', 'serial', 'storeId']
 const printableText = /^[\x20-\x7e]+$/
+const storeIdPattern = /^[0-9a-f]{32}$/
+
+/** True when `value` has the form of a store id: 32 lower-case hex digits. */
+export function isStoreId(value: unknown): value is string {
+  return typeof value === 'string' && storeIdPattern.test(value)
+}
 
 /** The HELLO payload (JSON bytes, exactly what goes on the wire and into the transcript). */
-export function encodeHello(identity: MirrorIdentity, nonce: Buffer): Buffer {
+export function encodeHello(identity: MirrorIdentity, nonce: Buffer, listenPort = 0): Buffer {
   return encodeJson({
     protocolVersion,
     model: identity.model,
     firmwareVersion: identity.firmwareVersion,
     serial: identity.serial,
+    storeId: identity.storeId,
+    listenPort,
     nonce: nonce.toString('hex'),
   })
 }
@@ -107,7 +147,7 @@ export function parseHello(payload: Buffer): HelloMessage {
   if (keys.length !== helloKeys.length || keys.some((key, index) => key !== helloKeys[index])) {
     throw new MirrorError('PROTOCOL', `malformed HELLO: fields must be ${helloKeys.join(', ')}`)
   }
-  const { model, firmwareVersion, serial, nonce } = body
+  const { model, firmwareVersion, serial, storeId, listenPort, nonce } = body
   if (typeof model !== 'number' || !Number.isInteger(model) || model < 0 || model > 1_000_000) {
     throw new MirrorError('PROTOCOL', 'malformed HELLO: model is not a model number')
   }
@@ -116,10 +156,14 @@ export function parseHello(payload: Buffer): HelloMessage {
       throw new MirrorError('PROTOCOL', `malformed HELLO: ${name} must be 1–${helloTextLengthMax} printable characters`)
     }
   }
+  if (!isStoreId(storeId)) throw new MirrorError('PROTOCOL', 'malformed HELLO: storeId must be 32 lower-case hex digits')
+  if (typeof listenPort !== 'number' || !Number.isInteger(listenPort) || listenPort < 0 || listenPort > 65535) {
+    throw new MirrorError('PROTOCOL', 'malformed HELLO: listenPort must be a port number (0 when not listening)')
+  }
   if (typeof nonce !== 'string' || !/^[0-9a-f]{64}$/.test(nonce)) {
     throw new MirrorError('PROTOCOL', `malformed HELLO: nonce must be ${nonceBytes} bytes in lower-case hex`)
   }
-  return { protocolVersion: version, model, firmwareVersion: firmwareVersion as string, serial: serial as string, nonce }
+  return { protocolVersion: version, model, firmwareVersion: firmwareVersion as string, serial: serial as string, storeId, listenPort, nonce }
 }
 
 /**
@@ -260,7 +304,28 @@ function abandon(framed: FramedSocket, error: unknown): MirrorError {
 }
 
 function peerOf(hello: HelloMessage, fingerprint: Buffer): MirrorPeerIdentity {
-  return { model: hello.model, serial: hello.serial, firmwareVersion: hello.firmwareVersion, fingerprint: fingerprint.toString('hex') }
+  return {
+    model: hello.model,
+    serial: hello.serial,
+    firmwareVersion: hello.firmwareVersion,
+    storeId: hello.storeId,
+    listenPort: hello.listenPort,
+    fingerprint: fingerprint.toString('hex'),
+  }
+}
+
+/** Runs the context's admission of a proven peer; its refusal is thrown (and sent by abandon()). */
+async function admitPeer(framed: FramedSocket, context: HandshakeContext, peer: MirrorPeerIdentity, direction: 'inbound' | 'outbound'): Promise<void> {
+  if (!context.admit) return
+  const address = normalizeRemoteAddress(framed.socket.remoteAddress)
+  const refusal = await context.admit({ ...peer, address, direction })
+  if (refusal) throw refusal
+}
+
+/** IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d; one address, one key. */
+export function normalizeRemoteAddress(address: string | undefined): string {
+  if (!address) return 'unknown'
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice('::ffff:'.length) : address
 }
 
 /**
@@ -275,11 +340,12 @@ export async function serverHandshake(framed: FramedSocket, context: HandshakeCo
     const clientHelloBytes = (await expectFrame(framed, FrameType.hello)).payload
     const clientHello = parseHello(clientHelloBytes)
     progress.peerSerial = clientHello.serial
+    progress.peerStoreId = clientHello.storeId
     const refusal = compareIdentities(context.identity, clientHello)
     if (refusal) throw refusal
 
     const serverNonce = context.randomBytes(nonceBytes)
-    const serverHelloBytes = encodeHello(context.identity, serverNonce)
+    const serverHelloBytes = encodeHello(context.identity, serverNonce, context.listenPort)
     await framed.send(FrameType.hello, serverHelloBytes)
     const transcript = handshakeTranscript({
       clientHello: clientHelloBytes,
@@ -291,10 +357,13 @@ export async function serverHandshake(framed: FramedSocket, context: HandshakeCo
       exporter: exporterOf(framed),
     })
     verifyProof(context.secret, 'client', transcript, await expectProof(framed))
+    const peer = peerOf(clientHello, fingerprints.peer)
+    // Before this side's proof: a refused appliance never gets one.
+    await admitPeer(framed, context, peer, 'inbound')
     await framed.send(FrameType.proof, computeProof(context.secret, 'server', transcript))
     const ready = await expectFrame(framed, FrameType.ready)
     if (ready.payload.length !== 0) throw new MirrorError('PROTOCOL', 'a READY frame must be empty')
-    return peerOf(clientHello, fingerprints.peer)
+    return peer
   } catch (error) {
     throw abandon(framed, error)
   }
@@ -309,11 +378,12 @@ export async function clientHandshake(framed: FramedSocket, context: HandshakeCo
   try {
     const fingerprints = sessionFingerprints(framed, progress)
     const clientNonce = context.randomBytes(nonceBytes)
-    const clientHelloBytes = encodeHello(context.identity, clientNonce)
+    const clientHelloBytes = encodeHello(context.identity, clientNonce, context.listenPort)
     await framed.send(FrameType.hello, clientHelloBytes)
     const serverHelloBytes = (await expectFrame(framed, FrameType.hello)).payload
     const serverHello = parseHello(serverHelloBytes)
     progress.peerSerial = serverHello.serial
+    progress.peerStoreId = serverHello.storeId
     // The server has already compared; this side checks again so a peer that skipped the
     // check (another firmware, an impostor) is still refused.
     const refusal = compareIdentities(context.identity, serverHello)
@@ -330,8 +400,10 @@ export async function clientHandshake(framed: FramedSocket, context: HandshakeCo
     })
     await framed.send(FrameType.proof, computeProof(context.secret, 'client', transcript))
     verifyProof(context.secret, 'server', transcript, await expectProof(framed))
+    const peer = peerOf(serverHello, fingerprints.peer)
+    await admitPeer(framed, context, peer, 'outbound')
     await framed.send(FrameType.ready)
-    return peerOf(serverHello, fingerprints.peer)
+    return peer
   } catch (error) {
     throw abandon(framed, error)
   }

@@ -8,15 +8,35 @@ import { mirroringModelMin } from '../../config/models.js'
 import { MirrorError, type MirrorErrorCode, type RefusalValue } from './errors.js'
 import type { IdentityCertificate } from './certificate.js'
 import { FramedSocket, handshakeFramePayloadBytesMax, socketFailure } from './protocol.js'
-import { clientHandshake, serverHandshake, type HandshakeContext, type HandshakeProgress, type MirrorIdentity } from './handshake.js'
+import {
+  clientHandshake,
+  normalizeRemoteAddress,
+  serverHandshake,
+  type AdmitPeer,
+  type HandshakeContext,
+  type HandshakeProgress,
+  type MirrorIdentity,
+} from './handshake.js'
+import { certificateFingerprint } from './certificate.js'
 import { channelIdleTimeoutMsDefault, createMirrorChannel, type MirrorChannel } from './channel.js'
 import { toMirrorSecret, type MirrorSecret } from './secret.js'
 
-/** Failed proofs tolerated per source address within authFailureWindowMs before RATE_LIMITED. */
+/**
+ * Failed proofs tolerated per source address and certificate within authFailureWindowMs before
+ * RATE_LIMITED. Keyed by the certificate too, so an appliance that fails on an address never
+ * delays another one (a real peer) on the same address: the TLS handshake proves possession of
+ * the certificate's key, so nobody can fail under a peer's certificate.
+ */
 export const authFailuresMax = 5
+/**
+ * Failed proofs tolerated per source address within authFailureWindowMs from certificates that
+ * are not pinned for any peer, before every unpinned certificate from that address is
+ * RATE_LIMITED (a guesser making a new certificate per try). Pinned peers never count here.
+ */
+export const unpinnedAuthFailuresPerAddressMax = 30
 /** The sliding window for authFailuresMax, in milliseconds. */
 export const authFailureWindowMs = 60_000
-/** Source addresses whose failures are remembered; the oldest is forgotten beyond this. */
+/** Keys (address and certificate, or address) whose failures are remembered; the oldest is forgotten beyond this. */
 export const authFailureAddressesMax = 4096
 /** Handshakes one source address may have in progress at once (a stalled-connection flood stays local to it). */
 export const handshakesPerAddressMax = 8
@@ -41,6 +61,7 @@ export interface MirrorAuditEvent {
   remotePort: number | null
   /** What the peer claimed in its HELLO (unauthenticated unless accepted); null before it. */
   peerSerial: string | null
+  peerStoreId: string | null
   peerFingerprint: string | null
   /** Wall-clock time, milliseconds since the epoch. */
   timeMs: number
@@ -56,6 +77,8 @@ export interface MirrorTransportDeps {
   certificate: IdentityCertificate
   /** Told of every handshake outcome; a throwing audit sink is logged, never fatal. */
   audit?: (event: MirrorAuditEvent) => void
+  /** This side's listening port, said in every HELLO (peers add us by it); 0 when absent or not listening. */
+  listenPort?: () => number
 }
 
 /** Collaborators of the listener: audit is required, and onChannel receives each authenticated peer. */
@@ -63,6 +86,10 @@ export interface MirrorListenerDeps extends MirrorTransportDeps {
   audit: (event: MirrorAuditEvent) => void
   /** Receives each authenticated inbound channel; a rejection closes that channel. */
   onChannel: (channel: MirrorChannel) => void | Promise<void>
+  /** Admission of each proven inbound appliance (pinned identity, configured peer); all admitted when absent. */
+  admit?: AdmitPeer
+  /** True when a certificate fingerprint is pinned for a peer: its failures never limit others on its address. */
+  isPinnedFingerprint?: (fingerprint: string) => boolean
 }
 
 /** Where and how the listener accepts peers; from the config's `mirror` section. */
@@ -78,6 +105,8 @@ export interface MirrorListenerOptions {
   connectionsMax: number
   /** Idle timeout of the channels this listener creates, in milliseconds. */
   idleTimeoutMs?: number
+  /** Overrides unpinnedAuthFailuresPerAddressMax (tests). */
+  unpinnedAuthFailuresPerAddressMax?: number
 }
 
 /** What healthcheck() reports; `ok`/`detail` fit boot's ServiceHealth. */
@@ -91,7 +120,7 @@ export interface MirrorListenerHealth {
   rateLimitedAddresses: number
 }
 
-/** Counts failed proofs per source address in a sliding window (pure apart from the clock). */
+/** Counts failed proofs per key (an address, or address and certificate) in a sliding window (pure apart from the clock). */
 export function createAuthFailureLimiter(clock: Clock, limits = { failuresMax: authFailuresMax, windowMs: authFailureWindowMs }) {
   const failures = new Map<string, number[]>()
 
@@ -122,14 +151,16 @@ export function createAuthFailureLimiter(clock: Clock, limits = { failuresMax: a
   }
 }
 
-/** IPv4 clients of a dual-stack socket appear as ::ffff:a.b.c.d; one address, one key. */
-function normalizeAddress(address: string | undefined): string {
-  if (!address) return 'unknown'
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice('::ffff:'.length) : address
-}
+const normalizeAddress = normalizeRemoteAddress
 
-function handshakeContext(deps: MirrorTransportDeps, secret: MirrorSecret): HandshakeContext {
-  return { identity: deps.identity, secret, randomBytes: deps.randomBytes ?? cryptoRandomBytes }
+function handshakeContext(deps: MirrorTransportDeps, secret: MirrorSecret, admit?: AdmitPeer): HandshakeContext {
+  return {
+    identity: deps.identity,
+    secret,
+    randomBytes: deps.randomBytes ?? cryptoRandomBytes,
+    listenPort: deps.listenPort?.() ?? 0,
+    ...(admit ? { admit } : {}),
+  }
 }
 
 function reportOutcome(
@@ -149,6 +180,7 @@ function reportOutcome(
     actual: error?.actual ?? null,
     message: error?.message ?? null,
     peerSerial: progress.peerSerial ?? null,
+    peerStoreId: progress.peerStoreId ?? null,
     peerFingerprint: progress.peerFingerprint ?? null,
     timeMs: deps.clock.now(),
   }
@@ -186,6 +218,11 @@ export function createMirrorListener(deps: MirrorListenerDeps, options: MirrorLi
   assert.ok(Number.isInteger(options.connectionsMax) && options.connectionsMax > 0, 'connectionsMax must be a positive integer')
   const logger = deps.logger.child('listener')
   const limiter = createAuthFailureLimiter(deps.clock)
+  const unpinnedLimiter = createAuthFailureLimiter(deps.clock, {
+    failuresMax: options.unpinnedAuthFailuresPerAddressMax ?? unpinnedAuthFailuresPerAddressMax,
+    windowMs: authFailureWindowMs,
+  })
+  const isPinned = (fingerprint: string): boolean => deps.isPinnedFingerprint?.(fingerprint) === true
   const connections = new Map<string, ConnectionState>()
   const idleTimeoutMs = options.idleTimeoutMs ?? channelIdleTimeoutMsDefault
   let server: TlsServer | undefined
@@ -260,12 +297,17 @@ export function createMirrorListener(deps: MirrorListenerDeps, options: MirrorLi
     if (!state || !context) return void socket.destroy()
     const framed = new FramedSocket(socket, handshakeFramePayloadBytesMax)
     state.framed = framed
-    const progress: HandshakeProgress = {}
-    if (limiter.isLimited(state.address)) {
+    const peerCertificate = socket.getPeerX509Certificate()
+    const fingerprint = peerCertificate ? certificateFingerprint(peerCertificate) : 'none'
+    const progress: HandshakeProgress = { peerFingerprint: fingerprint }
+    const identityKey = `${state.address} ${fingerprint}`
+    const pinned = isPinned(fingerprint)
+    const limited = limiter.isLimited(identityKey) ? limiter.count(identityKey) : !pinned && unpinnedLimiter.isLimited(state.address) ? unpinnedLimiter.count(state.address) : 0
+    if (limited > 0) {
       // Refused without reading a frame or computing anything.
-      const error = new MirrorError('RATE_LIMITED', `too many failed proofs from ${state.address}; try again later`, {
+      const error = new MirrorError('RATE_LIMITED', `too many failed proofs from ${state.address} with this certificate; try again later`, {
         expected: `< ${authFailuresMax} failed proofs per ${authFailureWindowMs} ms`,
-        actual: limiter.count(state.address),
+        actual: limited,
       })
       framed.refuse(error)
       report(state, progress, error)
@@ -273,15 +315,18 @@ export function createMirrorListener(deps: MirrorListenerDeps, options: MirrorLi
     }
     let peer
     try {
-      peer = await serverHandshake(framed, context, progress)
+      peer = await serverHandshake(framed, { ...context, listenPort: deps.listenPort?.() ?? address()?.port ?? 0 }, progress)
     } catch (error) {
       const failure = error as MirrorError
-      if (failure.code === 'AUTH_FAILED' && failure.origin === 'local') limiter.record(state.address)
+      if (failure.code === 'AUTH_FAILED' && failure.origin === 'local') {
+        limiter.record(identityKey)
+        if (!pinned) unpinnedLimiter.record(state.address)
+      }
       report(state, progress, failure)
       return
     }
     clearTimeout(state.deadline)
-    limiter.forget(state.address)
+    limiter.forget(identityKey)
     const channel = createMirrorChannel(deps, framed, { ...peer, address: state.address, port: state.port }, { direction: 'inbound', idleTimeoutMs })
     state.channel = channel
     report(state, progress, null)
@@ -314,7 +359,7 @@ export function createMirrorListener(deps: MirrorListenerDeps, options: MirrorLi
           actual: deps.identity.model,
         })
       }
-      context = handshakeContext(deps, await toMirrorSecret(options.sharedSecret))
+      context = handshakeContext(deps, await toMirrorSecret(options.sharedSecret), deps.admit)
       const tlsServer = createTlsServer({
         key: deps.certificate.privateKeyPem,
         cert: deps.certificate.certificatePem,
@@ -385,7 +430,7 @@ export function createMirrorListener(deps: MirrorListenerDeps, options: MirrorLi
     healthcheck(): MirrorListenerHealth {
       const bound = address()
       const channels = [...connections.values()].filter((state) => state.channel).length
-      const rateLimitedAddresses = limiter.limitedCount()
+      const rateLimitedAddresses = limiter.limitedCount() + unpinnedLimiter.limitedCount()
       return {
         ok: bound !== null && !stopping,
         detail: bound ? `listening on ${bound.host}:${bound.port}, ${channels} peer channel(s)` : 'not listening',
@@ -412,6 +457,8 @@ export interface ConnectToPeerOptions {
   timeoutMs: number
   /** Idle timeout of the channel, in milliseconds. */
   idleTimeoutMs?: number
+  /** Admission of the proven peer (its pinned identity); admitted when absent. */
+  admit?: AdmitPeer
 }
 
 const connectFailureCodes = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EADDRNOTAVAIL'])
@@ -428,7 +475,7 @@ const connectFailureCodes = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREAC
 export async function connectToPeer(deps: MirrorTransportDeps, options: ConnectToPeerOptions): Promise<MirrorChannel> {
   assert.ok(options.timeoutMs > 0, 'timeoutMs must be positive')
   const logger = deps.logger.child('client', { peerHost: options.host, peerPort: options.port })
-  const context = handshakeContext(deps, await toMirrorSecret(options.sharedSecret))
+  const context = handshakeContext(deps, await toMirrorSecret(options.sharedSecret), options.admit)
   const socket = connectTls({
     host: options.host,
     port: options.port,

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { lookup } from 'node:dns/promises'
 import { mkdir } from 'node:fs/promises'
 import type { Delivery, IngestResult } from '../archive/types.js'
 import type { Logger } from '../common/logger.js'
@@ -6,21 +7,34 @@ import type { Clock, Random } from '../common/clock.js'
 import type { IngestPipeline } from '../sources/types.js'
 import { MirrorError } from './errors.js'
 import type { IdentityCertificate } from './certificate.js'
-import type { MirrorIdentity } from './handshake.js'
+import type { AdmissionCandidate, MirrorIdentity } from './handshake.js'
 import { createMirrorListener, type MirrorAuditEvent, type MirrorListener, type MirrorTransportDeps } from './listener.js'
 import { toMirrorSecret, type MirrorSecret } from './secret.js'
 import { copyMessageBytesMax } from './copy-protocol.js'
 import { createBacklogTracker, type BacklogTrackerOptions } from './backlog.js'
 import { createCopyReceiver } from './receiver.js'
-import { createPeerSender, type PeerSender } from './sender.js'
-import { createPeerStateStore, effectivePeers, peerKey, type EffectivePeer, type PeerOverlay, type PeerRecord } from './peer-state.js'
+import { createPeerSender, describeIdentity, type IdentityEvent, type PeerSender, type PinnedIdentity } from './sender.js'
+import {
+  createPeerStateStore,
+  effectivePeers,
+  freshPeerRecord,
+  pendingJoinsMax,
+  peerKey,
+  type EffectivePeer,
+  type PeerOverlay,
+  type PeerRecord,
+  type SeenIdentity,
+} from './peer-state.js'
 import type { CopyLimits, InboundRefusal, MirrorArchive, MirrorStatus, PeerAddress, PeerStatus, PolicySettings, PolicySettingsDiff } from './types.js'
 import { basicPolicyDiff, createPolicyComparer, emptyPolicySettings } from './policy-exchange.js'
 import { mirroringModelMin } from '../../config/models.js'
 
 /** One audit-log entry (the shape of firmware/policy's audit log). */
 export interface MirrorAuditEntry {
-  /** `mirror.auth-failed`. */
+  /**
+   * `mirror.auth-failed`, `mirror.peer-pinned`, `mirror.identity-changed`, `mirror.identity-restored`,
+   * `mirror.identity-accepted`, `mirror.join-requested`, `mirror.join-accepted`.
+   */
   action: string
   /** Who: the remote address (and port) of the connection. */
   actor: string
@@ -46,7 +60,8 @@ export interface MirrorServiceDeps {
   archive: MirrorArchive
   /** Where received copies go; resolves when durable. */
   pipeline: IngestPipeline
-  identity: MirrorIdentity
+  /** Model, serial and firmware; the store id is read from the archive at start(). */
+  identity: Omit<MirrorIdentity, 'storeId'>
   certificate: IdentityCertificate
   /** Told of every handshake outcome, inbound and outbound (for the log). */
   onHandshake?: (event: MirrorAuditEvent) => void
@@ -80,6 +95,14 @@ export interface MirrorServiceOptions extends CopyLimits {
   stateDir: string
   /** Whether any local mail source (SMTP, journal, import) is enabled; status() warns when not. */
   localSourcesEnabled: boolean
+  /**
+   * An appliance that proves the secret but is not a peer: false (the default) refuses it
+   * NOT_A_PEER and lists it as a pending join for `mirror accept`; true adds and pins it at once.
+   * Either way the join is audited.
+   */
+  acceptJoins?: boolean
+  /** A peer unreachable for longer than this makes the system degraded, in milliseconds. */
+  unreachableAlertMs?: number
   /** Fallback poll of the change log when no notify() came, in milliseconds. */
   pollIntervalMs?: number
   /** Inbound connections at once, at most (handshaking and authenticated). */
@@ -92,6 +115,31 @@ export interface MirrorServiceOptions extends CopyLimits {
   backlog?: BacklogTrackerOptions
 }
 
+/** How long an inbound appliance that matches no pinned peer waits for an unpinned peer's sender to pin it, at most, in milliseconds. */
+export const admissionPinWaitMsMax = 2_000
+
+/** What `mirror accept` did. */
+export interface AcceptResult {
+  peer: PeerStatus
+  /** `identity`: a changed identity of a peer was accepted; `join`: a pending join became a peer. */
+  kind: 'identity' | 'join'
+  previous: PinnedIdentity
+  accepted: SeenIdentity
+  /** The store id changed (or a new peer): its cursor starts at 0 and the whole archive is copied. */
+  backfill: boolean
+}
+
+/** True when a peer's configured host names the connection's remote address (literally or through the resolver). */
+async function hostMatches(host: string, address: string): Promise<boolean> {
+  if (host.toLowerCase() === address.toLowerCase()) return true
+  try {
+    const resolved = await lookup(host, { all: true })
+    return resolved.some((entry) => entry.address === address)
+  } catch {
+    return false
+  }
+}
+
 /** Suggested values for the options with no config key; the lead wires them. */
 export const mirrorServiceDefaults = {
   batchMessagesMax: 1_000,
@@ -102,6 +150,7 @@ export const mirrorServiceDefaults = {
   handshakeTimeoutMs: 10_000,
   ackTimeoutMs: 120_000,
   pollIntervalMs: 5_000,
+  unreachableAlertMs: 15 * 60_000,
   connectionsMax: 128,
 } as const
 
@@ -124,12 +173,15 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
   assert.ok(options.retryDelayMsMin > 0 && options.retryDelayMsMax >= options.retryDelayMsMin, 'retryDelayMsMin must be positive and not above retryDelayMsMax')
   assert.ok(options.handshakeTimeoutMs > 0 && options.ackTimeoutMs > 0, 'timeouts must be positive')
   const pollIntervalMs = options.pollIntervalMs ?? mirrorServiceDefaults.pollIntervalMs
+  const unreachableAlertMs = options.unreachableAlertMs ?? mirrorServiceDefaults.unreachableAlertMs
   const eligible = deps.identity.model >= mirroringModelMin
   const logger = deps.logger.child('mirror')
   const store = createPeerStateStore({ logger, clock: deps.clock }, { stateDir: options.stateDir })
   const tracker = createBacklogTracker({ archive: deps.archive, logger }, options.backlog)
   const senders = new Map<string, { peer: EffectivePeer; sender: PeerSender }>()
   const inboundRefusals: InboundRefusal[] = []
+  let pendingJoins: SeenIdentity[] = []
+  let storeId = ''
   const policyWarnings = new Set<string>()
   let overlay: PeerOverlay = { added: [], removed: [] }
   let secret: MirrorSecret | undefined
@@ -159,7 +211,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       inboundRefusals.length = Math.min(inboundRefusals.length, inboundRefusalsRememberedMax)
     }
     deps.onHandshake?.(event)
-    if (event.code === 'AUTH_FAILED' && deps.audit) {
+    if (event.code === 'AUTH_FAILED') {
       const entry: MirrorAuditEntry = {
         action: 'mirror.auth-failed',
         actor: event.remotePort === null ? event.remoteAddress : `${event.remoteAddress}:${event.remotePort}`,
@@ -172,20 +224,41 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
           atMs: event.timeMs,
         },
       }
-      try {
-        deps.audit(entry)
-      } catch (error) {
-        logger.error('mirror audit sink failed', { error })
-      }
+      writeAudit(entry)
     }
+  }
+
+  function writeAudit(entry: MirrorAuditEntry): void {
+    if (!deps.audit) return
+    try {
+      deps.audit(entry)
+    } catch (error) {
+      logger.error('mirror audit sink failed', { error })
+    }
+  }
+
+  function auditIdentity(event: IdentityEvent): void {
+    writeAudit({
+      action: event.action,
+      actor: event.presented.address ?? `${event.peer.host}:${event.peer.port}`,
+      details: {
+        peer: `${event.peer.host}:${event.peer.port}`,
+        expected: event.pinned,
+        actual: { serial: event.presented.serial, storeId: event.presented.storeId, fingerprint: event.presented.fingerprint },
+        ...(event.presented.direction ? { direction: event.presented.direction } : {}),
+        ...(event.cursorReset !== undefined ? { cursorReset: event.cursorReset } : {}),
+      },
+    })
   }
 
   const transport: MirrorTransportDeps = {
     logger,
     clock: deps.clock,
-    identity: deps.identity,
+    // The store id is filled in at start(), once the archive is open.
+    identity: { ...deps.identity, storeId: '' },
     certificate: deps.certificate,
     audit,
+    listenPort: () => listener?.address()?.port ?? 0,
     ...(deps.randomBytes ? { randomBytes: deps.randomBytes } : {}),
   }
 
@@ -226,6 +299,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
         policySettings,
         onCursor: retainBacklog,
         onPolicy: (peer, settings) => policies.compare({ serial: peer.serial, direction: 'outbound' }, settings),
+        onIdentity: auditIdentity,
       },
       {
         peer,
@@ -253,6 +327,9 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       host: status.host,
       port: status.port,
       serial: status.serial,
+      storeId: status.storeId,
+      fingerprint: status.fingerprint,
+      pendingIdentity: status.pendingIdentity,
       configuredBy: peer.configuredBy,
       state: status.state,
       reasonCode: status.reasonCode,
@@ -265,6 +342,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       lastSequence: deps.archive.lastSequence(),
       lastSuccessAtMs: status.lastSuccessAtMs,
       lastError: status.lastError,
+      lastRecoveredAtMs: status.lastRecoveredAtMs,
       nextRetryAtMs: status.nextRetryAtMs,
       unreachableSinceMs: status.unreachableSinceMs,
       policyMismatch: status.policyMismatch,
@@ -276,6 +354,25 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
     }
   }
 
+  /** Why mirroring needs a technician, one sentence per peer or join; empty when nothing does. */
+  function peerProblems(statuses: ReturnType<PeerSender['status']>[]): string[] {
+    const problems: string[] = []
+    const now = deps.clock.now()
+    for (const status of statuses) {
+      const where = `peer ${status.host}:${status.port}`
+      if (status.state === 'refused') {
+        const detail = status.expected !== null || status.actual !== null ? ` (expected ${String(status.expected)}, got ${String(status.actual)})` : ''
+        problems.push(`${where} refused ${status.reasonCode ?? ''}${detail}`)
+      } else if (status.unreachableSinceMs !== null && now - status.unreachableSinceMs > unreachableAlertMs) {
+        problems.push(`${where} unreachable for ${Math.round((now - status.unreachableSinceMs) / 60_000)} min (${status.reasonCode ?? 'no answer'})`)
+      }
+    }
+    for (const seen of pendingJoins) {
+      problems.push(`pending mirror join from ${seen.address}:${seen.listenPort} (serial ${seen.serial}): mirror accept or ignore`)
+    }
+    return problems
+  }
+
   /** Runs peer operations one at a time, and only while the service runs. */
   function operation<T>(run: () => Promise<T>): Promise<T> {
     const next = operations.then(() => {
@@ -284,6 +381,100 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
     })
     operations = next.catch(() => undefined)
     return next
+  }
+
+  const sameIdentity = (a: { serial: string; storeId: string; fingerprint: string }, b: { serial: string; storeId: string; fingerprint: string }): boolean =>
+    a.serial === b.serial && a.storeId === b.storeId && a.fingerprint === b.fingerprint
+
+  /** The sender an inbound appliance belongs to: pinned identity first, then pinned serial, then address (host and listening port). */
+  async function senderForInbound(candidate: AdmissionCandidate): Promise<PeerSender | undefined> {
+    const entries = [...senders.values()]
+    const exact = entries.find(({ sender }) => sender.isPinned(candidate))
+    if (exact) return exact.sender
+    const bySerial = entries.find(({ sender }) => sender.pinned().serial === candidate.serial)
+    if (bySerial) return bySerial.sender
+    for (const { peer, sender } of entries) {
+      if (peer.port === candidate.listenPort && (await hostMatches(peer.host, candidate.address))) return sender
+    }
+    return undefined
+  }
+
+  /**
+   * Admission of an inbound appliance that proved the secret. A peer's own sender decides
+   * (pin, or IDENTITY_CHANGED). One that matches no peer may be a configured peer reached
+   * through another address (NAT, a proxy) whose sender has not pinned it yet: the unpinned
+   * senders try at once and it waits up to admissionPinWaitMsMax for a pin. Otherwise it is
+   * a join: refused NOT_A_PEER and listed (or, with acceptJoins, added and pinned).
+   */
+  async function admitInbound(candidate: AdmissionCandidate): Promise<MirrorError | undefined> {
+    let sender = await senderForInbound(candidate)
+    const unpinned = [...senders.values()].filter(({ sender }) => sender.pinned().serial === null)
+    if (!sender && unpinned.length > 0) {
+      for (const entry of unpinned) entry.sender.retryNow()
+      const deadline = deps.clock.monotonicMs() + Math.min(admissionPinWaitMsMax, options.handshakeTimeoutMs / 2)
+      while (!sender && deps.clock.monotonicMs() < deadline && !stopping) {
+        await new Promise((resolve) => setTimeout(resolve, 20))
+        sender = [...senders.values()].find((entry) => entry.sender.isPinned(candidate))?.sender
+      }
+    }
+    if (sender) return sender.admit(candidate)
+    return join(candidate)
+  }
+
+  async function join(candidate: AdmissionCandidate): Promise<MirrorError | undefined> {
+    const now = deps.clock.now()
+    const existing = pendingJoins.find((seen) => sameIdentity(seen, candidate))
+    const seen: SeenIdentity = {
+      serial: candidate.serial,
+      storeId: candidate.storeId,
+      fingerprint: candidate.fingerprint,
+      model: candidate.model,
+      firmwareVersion: candidate.firmwareVersion,
+      address: candidate.address,
+      listenPort: candidate.listenPort,
+      firstSeenAtMs: existing?.firstSeenAtMs ?? now,
+      lastSeenAtMs: now,
+    }
+    if (options.acceptJoins && candidate.listenPort > 0) {
+      const added = await operation(() => addPinnedPeer(seen))
+      writeAudit({ action: 'mirror.join-accepted', actor: candidate.address, details: { peer: `${seen.address}:${seen.listenPort}`, by: 'mirror.acceptJoins', identity: identityOf(seen) } })
+      logger.warn('an appliance that proved the mirror secret was added as a peer (mirror.acceptJoins)', { peer: `${seen.address}:${seen.listenPort}`, identity: describeIdentity(seen) })
+      return added.admit(candidate)
+    }
+    pendingJoins = [seen, ...pendingJoins.filter((other) => !sameIdentity(other, candidate))].slice(0, pendingJoinsMax)
+    void store.writeJoins(pendingJoins).catch((error) => logger.error('cannot save the pending mirror joins', { error }))
+    if (!existing) {
+      logger.warn('an appliance proved the mirror secret but is not a peer: refused, listed as a pending join (mirror accept HOST:PORT)', {
+        address: candidate.address,
+        listenPort: candidate.listenPort,
+        identity: describeIdentity(seen),
+      })
+      writeAudit({ action: 'mirror.join-requested', actor: candidate.address, details: { listenPort: candidate.listenPort, model: candidate.model, identity: identityOf(seen) } })
+    }
+    return new MirrorError('NOT_A_PEER', `this appliance (${deps.identity.serial}) does not have ${candidate.serial} as a mirror peer; a technician may accept the join`, {
+      expected: 'a configured mirror peer',
+      actual: describeIdentity(seen),
+    })
+  }
+
+  const identityOf = (seen: { serial: string; storeId: string; fingerprint: string }) => ({ serial: seen.serial, storeId: seen.storeId, fingerprint: seen.fingerprint })
+
+  /** Adds the peer a join names, pinned to the join's identity; its cursor starts at 0 (backfill). Runs inside operation(). */
+  async function addPinnedPeer(seen: SeenIdentity): Promise<PeerSender> {
+    const address = { host: seen.address, port: seen.listenPort }
+    const key = peerKey(address)
+    const existing = senders.get(key)
+    if (existing) throw new MirrorError('PEER_EXISTS', `mirror peer ${key} is already configured`, { actual: key })
+    overlay = { added: [...overlay.added, address], removed: overlay.removed.filter((removed) => peerKey(removed) !== key) }
+    await store.writeOverlay(overlay)
+    const record: PeerRecord = { ...freshPeerRecord(address, deps.clock.now()), ...identityOf(seen) }
+    await store.write(record)
+    const effective: EffectivePeer = { ...address, configuredBy: 'added' }
+    startSender(effective, record)
+    pendingJoins = pendingJoins.filter((other) => !sameIdentity(other, seen))
+    await store.writeJoins(pendingJoins)
+    retainBacklog()
+    return senders.get(key)!.sender
   }
 
   function senderOf(peer: PeerAddress): { peer: EffectivePeer; sender: PeerSender } {
@@ -311,15 +502,24 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       assert.equal(started, false, 'start() once')
       started = true
       secret = await toMirrorSecret(options.sharedSecret)
+      storeId = deps.archive.storeId()
+      transport.identity = { ...deps.identity, storeId }
       await mkdir(options.stateDir, { recursive: true, mode: 0o700 })
       overlay = await store.readOverlay()
+      pendingJoins = await store.readJoins()
       const peers = effectivePeers(options.peers, overlay)
       const records = await Promise.all(peers.map((peer) => store.read(peer)))
       // A model below 450 does not listen, but its senders still say hello: the handshake then
       // refuses with MODEL_NOT_ELIGIBLE, so both this system and each peer show why nothing is copied.
       if (eligible) {
         listener = createMirrorListener(
-          { ...transport, audit, onChannel: (channel) => receiver.handle(channel) },
+          {
+            ...transport,
+            audit,
+            onChannel: (channel) => receiver.handle(channel),
+            admit: admitInbound,
+            isPinnedFingerprint: (fingerprint) => [...senders.values()].some(({ sender }) => sender.pinned().fingerprint === fingerprint),
+          },
           {
             host: options.host,
             port: options.port,
@@ -401,6 +601,50 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       })
     },
 
+    /**
+     * A technician accepts what waits at `peer` (HOST:PORT): the changed identity of a peer
+     * (pinned from now on; a new store id is backfilled from sequence 0), or a pending join
+     * whose address and listening port it names (added as a peer, pinned, backfilled). Saved
+     * durably and audited before it returns.
+     * @throws MirrorError PEER_INVALID, NOTHING_PENDING, PEER_EXISTS, STATE_FAILED, STOPPED
+     */
+    acceptPeer(peer: PeerAddress): Promise<AcceptResult> {
+      return operation(async () => {
+        const address = checkAddress(peer)
+        const key = peerKey(address)
+        const entry = senders.get(key)
+        if (entry?.sender.pendingIdentity()) {
+          const { previous, accepted, cursorReset } = await entry.sender.acceptIdentity()
+          pendingJoins = pendingJoins.filter((other) => !sameIdentity(other, accepted))
+          await store.writeJoins(pendingJoins)
+          retainBacklog()
+          return { peer: peerStatus(entry.peer, entry.sender), kind: 'identity' as const, previous, accepted, backfill: cursorReset }
+        }
+        let joining: SeenIdentity | undefined
+        for (const seen of pendingJoins) {
+          if (seen.listenPort === address.port && (await hostMatches(address.host, seen.address))) {
+            joining = seen
+            break
+          }
+        }
+        if (!joining) {
+          throw new MirrorError('NOTHING_PENDING', `nothing waits for acceptance at ${key}: no changed peer identity and no pending join`, { actual: key })
+        }
+        if (entry) throw new MirrorError('PEER_EXISTS', `mirror peer ${key} is already configured`, { actual: key })
+        const sender = await addPinnedPeer({ ...joining, address: address.host })
+        writeAudit({ action: 'mirror.join-accepted', actor: 'technician', details: { peer: key, by: 'mirror accept', identity: identityOf(joining) } })
+        logger.warn('a pending mirror join was accepted by a technician', { peer: key, identity: describeIdentity(joining) })
+        const added = senders.get(key)!
+        return {
+          peer: peerStatus(added.peer, sender),
+          kind: 'join' as const,
+          previous: { serial: null, storeId: null, fingerprint: null },
+          accepted: { ...joining },
+          backfill: true,
+        }
+      })
+    },
+
     /** Pauses copying to a peer (saved durably). @throws MirrorError PEER_INVALID, PEER_UNKNOWN, STATE_FAILED, STOPPED */
     pausePeer: (peer: PeerAddress): Promise<PeerStatus> => setPaused(peer, true),
 
@@ -448,18 +692,27 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
         peers: [...senders.values()].map(({ peer, sender }) => peerStatus(peer, sender)),
         inbound: receiver.status(),
         inboundRefusals: inboundRefusals.map((refusal) => ({ ...refusal })),
+        pendingJoins: pendingJoins.map((seen) => ({ ...seen })),
+        storeId,
       }
     },
 
-    /** For boot's health evaluation: listening, and how the peers are. */
+    /**
+     * For boot's health evaluation (`show status`): not ok — the system degraded, with the
+     * reasons in the detail — while not listening, while any peer is refused (an identity
+     * change included) or unreachable for longer than unreachableAlertMs, and while an
+     * appliance waits as a pending join.
+     */
     healthcheck(): { ok: boolean; detail: string } {
       const listening = listener?.address() ?? null
-      const states = [...senders.values()].map(({ sender }) => sender.status().state)
-      const count = (state: string): number => states.filter((candidate) => candidate === state).length
+      const statuses = [...senders.values()].map(({ sender }) => sender.status())
+      const count = (state: string): number => statuses.filter((status) => status.state === state).length
       const peers = `peers: ${count('connected')} connected, ${count('retrying')} retrying, ${count('refused')} refused, ${count('paused')} paused`
       if (!eligible) return { ok: !stopping, detail: `${ineligibleModelWarning(deps.identity.model)}; ${peers}` }
-      const detail = listening ? `listening on ${listening.host}:${listening.port}; ${peers}` : 'not listening'
-      return { ok: listening !== null && !stopping, detail }
+      if (!listening) return { ok: false, detail: 'not listening' }
+      const problems = peerProblems(statuses)
+      if (problems.length > 0) return { ok: false, detail: problems.join('; ') }
+      return { ok: !stopping, detail: `listening on ${listening.host}:${listening.port}; ${peers}` }
     },
 
     /**

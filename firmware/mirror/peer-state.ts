@@ -15,24 +15,55 @@ import type { PeerAddress, PeerOrigin } from './types.js'
  *   while `mirror.peers[]` stays the initial set (a peer put into the config later still
  *   appears).
  * - `peer-<host>-<port>.json`, one per peer: the cursor (the last local change-log sequence
- *   the peer acknowledged), the peer's serial once a handshake told it, and whether copying is
- *   paused. Keyed by address because that is all the config knows before the first handshake.
+ *   the peer acknowledged), the peer's pinned identity (serial, store id, certificate
+ *   fingerprint) once a first handshake told it, a changed identity waiting for a technician's
+ *   `mirror accept`, and whether copying is paused. Keyed by address because that is all the
+ *   config knows before the first handshake.
+ * - `joins.json`: appliances that proved the secret but are not peers (pending joins), newest
+ *   first, bounded.
  *
  * The queue itself is not stored: it is the local change log after the cursor.
  */
 
-/** Layout version of the state files. */
-export const peerStateVersion = 1
+/** Layout version of the state files. 2: pinned store id and certificate, pending identity, joins. */
+export const peerStateVersion = 2
+/** Versions read: 1 lacks the pins (filled in at the next handshake whose serial matches). */
+const readableVersions = new Set([1, 2])
+/** Pending joins remembered, at most (the oldest seen is forgotten beyond). */
+export const pendingJoinsMax = 32
 /** Earlier serials remembered per peer address (a replaced appliance), at most. */
 export const previousSerialsMax = 8
 const overlayFileName = 'peers.json'
+const joinsFileName = 'joins.json'
+
+/** A proven appliance's identity as its handshake showed it. */
+export interface SeenIdentity {
+  serial: string
+  storeId: string
+  /** SHA-256 of its certificate (lower-case hex). */
+  fingerprint: string
+  model: number
+  firmwareVersion: string
+  /** Remote address of the connection. */
+  address: string
+  /** The port its mirror listener said it is bound to (0: not listening). */
+  listenPort: number
+  firstSeenAtMs: number
+  lastSeenAtMs: number
+}
 
 /** The persisted state of one peer. */
 export interface PeerRecord {
   host: string
   port: number
-  /** The peer's serial from its last successful handshake; null before the first. */
+  /** The pinned serial: from the first successful handshake (or a technician's accept); null before. */
   serial: string | null
+  /** The pinned store id of the peer's archive; null before the first handshake (or in a version-1 file). */
+  storeId: string | null
+  /** The pinned certificate fingerprint; null as storeId. */
+  fingerprint: string | null
+  /** A proven identity that differs from the pinned one, waiting for `mirror accept`; nothing is copied meanwhile. */
+  pendingIdentity: SeenIdentity | null
   /** The last local change-log sequence the peer acknowledged; 0 = copy everything (backfill). */
   cursor: number
   paused: boolean
@@ -82,7 +113,43 @@ export function effectivePeers(configPeers: readonly PeerAddress[], overlay: Pee
 
 /** A fresh record: nothing acknowledged yet, so the peer gets the whole archive. */
 export function freshPeerRecord(peer: PeerAddress, nowMs: number): PeerRecord {
-  return { host: peer.host, port: peer.port, serial: null, cursor: 0, paused: false, previousSerials: [], updatedAtMs: nowMs }
+  return {
+    host: peer.host,
+    port: peer.port,
+    serial: null,
+    storeId: null,
+    fingerprint: null,
+    pendingIdentity: null,
+    cursor: 0,
+    paused: false,
+    previousSerials: [],
+    updatedAtMs: nowMs,
+  }
+}
+
+/** A deep copy of a record (the sender hands copies to the writer). */
+export function copyPeerRecord(record: PeerRecord): PeerRecord {
+  return { ...record, previousSerials: [...record.previousSerials], pendingIdentity: record.pendingIdentity ? { ...record.pendingIdentity } : null }
+}
+
+const seenIdentityKeys: Record<keyof SeenIdentity, 'string' | 'number'> = {
+  serial: 'string',
+  storeId: 'string',
+  fingerprint: 'string',
+  model: 'number',
+  firmwareVersion: 'string',
+  address: 'string',
+  listenPort: 'number',
+  firstSeenAtMs: 'number',
+  lastSeenAtMs: 'number',
+}
+
+/** A SeenIdentity read from a file, or undefined when it is not one. */
+function parseSeenIdentity(value: unknown): SeenIdentity | undefined {
+  if (value === null || typeof value !== 'object') return undefined
+  const entries = Object.entries(seenIdentityKeys) as [keyof SeenIdentity, 'string' | 'number'][]
+  if (!entries.every(([key, type]) => typeof (value as Record<string, unknown>)[key] === type)) return undefined
+  return Object.fromEntries(entries.map(([key]) => [key, (value as Record<string, unknown>)[key]])) as unknown as SeenIdentity
 }
 
 function isAddressList(value: unknown): value is PeerAddress[] {
@@ -103,8 +170,14 @@ function isAddressList(value: unknown): value is PeerAddress[] {
 function parseRecord(text: string, peer: PeerAddress): PeerRecord | undefined {
   const value = JSON.parse(text) as Record<string, unknown>
   const { version, host, port, serial, cursor, paused, previousSerials, updatedAtMs } = value
+  const storeId = value.storeId ?? null
+  const fingerprint = value.fingerprint ?? null
+  const pendingIdentity = value.pendingIdentity === undefined || value.pendingIdentity === null ? null : parseSeenIdentity(value.pendingIdentity)
   const valid =
-    version === peerStateVersion &&
+    readableVersions.has(version as number) &&
+    (storeId === null || typeof storeId === 'string') &&
+    (fingerprint === null || typeof fingerprint === 'string') &&
+    pendingIdentity !== undefined &&
     typeof host === 'string' &&
     peerKey({ host, port: port as number }) === peerKey(peer) &&
     (serial === null || typeof serial === 'string') &&
@@ -116,7 +189,18 @@ function parseRecord(text: string, peer: PeerAddress): PeerRecord | undefined {
     previousSerials.every((item) => typeof item === 'string') &&
     typeof updatedAtMs === 'number'
   if (!valid) return undefined
-  return { host: peer.host, port: peer.port, serial, cursor, paused, previousSerials: previousSerials as string[], updatedAtMs }
+  return {
+    host: peer.host,
+    port: peer.port,
+    serial,
+    storeId: storeId as string | null,
+    fingerprint: fingerprint as string | null,
+    pendingIdentity,
+    cursor,
+    paused,
+    previousSerials: previousSerials as string[],
+    updatedAtMs,
+  }
 }
 
 /**
@@ -175,6 +259,28 @@ export function createPeerStateStore(deps: { logger: Logger; clock: Clock }, opt
         else throw error
       }
       return { added: [], removed: [] }
+    },
+
+    /** Pending joins, newest first; none when the file does not exist. @throws fs errors other than ENOENT */
+    async readJoins(): Promise<SeenIdentity[]> {
+      const path = join(options.stateDir, joinsFileName)
+      const text = await readText(path)
+      if (text === undefined) return []
+      try {
+        const value = JSON.parse(text) as Record<string, unknown>
+        const joins = Array.isArray(value.joins) ? value.joins.map(parseSeenIdentity) : undefined
+        if (value.version === peerStateVersion && joins && joins.every((join) => join !== undefined)) return (joins as SeenIdentity[]).slice(0, pendingJoinsMax)
+        await quarantine(path, 'unexpected content')
+      } catch (error) {
+        if (error instanceof SyntaxError) await quarantine(path, error.message)
+        else throw error
+      }
+      return []
+    },
+
+    /** Saves the pending joins durably. @throws MirrorError STATE_FAILED */
+    writeJoins(joins: readonly SeenIdentity[]): Promise<void> {
+      return write(join(options.stateDir, joinsFileName), { version: peerStateVersion, joins: joins.slice(0, pendingJoinsMax) })
     },
 
     /** Saves the technician's peer changes durably. @throws MirrorError STATE_FAILED */

@@ -20,7 +20,8 @@ import {
   type MessageHeader,
 } from './copy-protocol.js'
 import { fitHeader, isCopied, refusalStateCodes, retryDelayMs, selectDeliveries } from './copy-plan.js'
-import { createCoalescingWriter, previousSerialsMax, type EffectivePeer, type PeerRecord, type PeerStateStore } from './peer-state.js'
+import { copyPeerRecord, createCoalescingWriter, previousSerialsMax, type EffectivePeer, type PeerRecord, type PeerStateStore, type SeenIdentity } from './peer-state.js'
+import type { AdmissionCandidate } from './handshake.js'
 import { createWakeSignal } from './wake-signal.js'
 import type { CopyLimits, MirrorArchive, PeerFailure, PeerState, PeerStatus, PolicySettings } from './types.js'
 
@@ -47,6 +48,33 @@ export interface PeerSenderDeps {
   onCursor?: () => void
   /** Told of the peer's settings after each exchange; returns how they differ from ours (empty: same). */
   onPolicy?: (peer: { host: string; port: number; serial: string }, settings: PolicySettings) => string[]
+  /** Told of identity events for the audit log: a first pin, a changed identity (once per new one), an accept. */
+  onIdentity?: (event: IdentityEvent) => void
+}
+
+/** The pinned identity of a peer (all null before the first handshake). */
+export interface PinnedIdentity {
+  serial: string | null
+  storeId: string | null
+  fingerprint: string | null
+}
+
+/** An identity event of one peer, for the audit log. */
+export interface IdentityEvent {
+  action: 'mirror.peer-pinned' | 'mirror.identity-changed' | 'mirror.identity-accepted' | 'mirror.identity-restored'
+  peer: { host: string; port: number }
+  /** What was pinned before the event. */
+  pinned: PinnedIdentity
+  /** What the peer presented (pinned, changed) or what was accepted. */
+  presented: PinnedIdentity & { address?: string; direction?: 'inbound' | 'outbound' }
+  /** Accept only: the cursor went back to 0 because the store id changed (the new archive is backfilled). */
+  cursorReset?: boolean
+}
+
+/** `serial S, store 0123456789abcdef…, certificate 0123456789abcdef…`: an identity in one short line. */
+export function describeIdentity(identity: PinnedIdentity): string {
+  const short = (value: string | null): string => (value === null ? 'none' : `${value.slice(0, 16)}…`)
+  return `serial ${identity.serial ?? 'none'}, store ${short(identity.storeId)}, certificate ${short(identity.fingerprint)}`
 }
 
 /** Where a sender copies to and how (see CopyLimits for the limits' meaning). */
@@ -103,7 +131,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
   assert.ok(options.ackTimeoutMs > 0 && options.pollIntervalMs > 0 && options.handshakeTimeoutMs > 0, 'timeouts must be positive')
   const { peer } = options
   const logger = deps.logger.child('sender', { peerHost: peer.host, peerPort: peer.port })
-  const record: PeerRecord = { ...initial, previousSerials: [...initial.previousSerials] }
+  const record: PeerRecord = copyPeerRecord(initial)
   const work = createWakeSignal()
   const control = createWakeSignal()
   const persist = createCoalescingWriter<PeerRecord>(
@@ -114,6 +142,8 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
   let state: PeerState = record.paused ? 'paused' : 'idle'
   let reason: { code: string; expected: string | number | null; actual: string | number | null } | null = null
   let lastError: PeerFailure | null = null
+  // When the last failure cleared (a healthy channel after it); lastError is then null.
+  let lastRecoveredAtMs: number | null = null
   let lastSuccessAtMs: number | null = null
   let nextRetryAtMs: number | null = null
   let connectedSinceMs: number | null = null
@@ -131,7 +161,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
   let stopping: Promise<void> | undefined
   let channel: MirrorChannel | undefined
 
-  const saveRecord = (): void => persist.schedule({ ...record, previousSerials: [...record.previousSerials] })
+  const saveRecord = (): void => persist.schedule(copyPeerRecord(record))
   const active = (): boolean => !stopped && !record.paused
 
   /** Reads one change-log entry's message for copying; undefined when there is nothing to send. */
@@ -216,24 +246,69 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
     deps.onCursor?.()
   }
 
-  /** The peer's serial from the handshake; a different one than saved means another appliance. */
-  function adoptSerial(serial: string): void {
-    if (record.serial === serial) return
-    if (record.serial !== null) {
-      // Another appliance answers at this address (replaced, or re-identified). What the old
-      // one acknowledged says nothing about the new one's archive: copy everything again; the
-      // new peer deduplicates whatever it already has.
-      logger.warn('the peer at this address has a different serial; copying the whole archive to it', {
-        previousSerial: record.serial,
-        serial,
-        previousCursor: record.cursor,
-      })
-      record.previousSerials = [...record.previousSerials, record.serial].slice(-previousSerialsMax)
-      record.cursor = 0
+  const pinnedIdentity = (): PinnedIdentity => ({ serial: record.serial, storeId: record.storeId, fingerprint: record.fingerprint })
+
+  function tellIdentity(event: Omit<IdentityEvent, 'peer'>): void {
+    try {
+      deps.onIdentity?.({ peer: { host: peer.host, port: peer.port }, ...event })
+    } catch (error) {
+      logger.error('mirror identity audit failed', { error })
     }
-    record.serial = serial
+  }
+
+  /**
+   * Admission of a proven appliance as this peer, inbound or outbound. The first one is
+   * pinned (serial, store id, certificate); afterwards any difference is refused with
+   * IDENTITY_CHANGED and kept as the pending identity for a technician's `mirror accept`, and
+   * the cursor does not move: the queue waits for the real peer or the accept. A version-1
+   * state file has only the serial pinned: a matching serial completes the pin.
+   */
+  function admit(candidate: AdmissionCandidate): MirrorError | undefined {
+    const presented = { serial: candidate.serial, storeId: candidate.storeId, fingerprint: candidate.fingerprint }
+    const before = pinnedIdentity()
+    const firstContact = record.serial === null || (record.storeId === null && record.serial === candidate.serial)
+    if (firstContact) {
+      Object.assign(record, presented)
+      record.pendingIdentity = null
+      saveRecord()
+      logger.info('mirror peer identity pinned', { ...presented, address: candidate.address, direction: candidate.direction })
+      tellIdentity({ action: 'mirror.peer-pinned', pinned: before, presented: { ...presented, address: candidate.address, direction: candidate.direction } })
+      return undefined
+    }
+    if (record.serial === candidate.serial && record.storeId === candidate.storeId && record.fingerprint === candidate.fingerprint) {
+      if (record.pendingIdentity) {
+        // The pinned appliance is back: whatever presented itself meanwhile is no longer pending.
+        logger.warn('the pinned mirror peer is back; the other identity seen at its place is dropped', { dropped: describeIdentity(record.pendingIdentity) })
+        tellIdentity({ action: 'mirror.identity-restored', pinned: before, presented: { ...record.pendingIdentity } })
+        record.pendingIdentity = null
+        saveRecord()
+      }
+      return undefined
+    }
+    const now = deps.clock.now()
+    const pending = record.pendingIdentity
+    const samePending = pending !== null && pending.serial === candidate.serial && pending.storeId === candidate.storeId && pending.fingerprint === candidate.fingerprint
+    const seen: SeenIdentity = {
+      ...presented,
+      model: candidate.model,
+      firmwareVersion: candidate.firmwareVersion,
+      address: candidate.address,
+      listenPort: candidate.listenPort,
+      firstSeenAtMs: samePending ? pending.firstSeenAtMs : now,
+      lastSeenAtMs: now,
+    }
+    record.pendingIdentity = seen
     saveRecord()
-    deps.onCursor?.()
+    if (!samePending) {
+      logger.error('a mirror peer presented another identity than the one pinned; nothing is copied until a technician accepts it (mirror accept)', {
+        expected: describeIdentity(before),
+        actual: describeIdentity(presented),
+        address: candidate.address,
+        direction: candidate.direction,
+      })
+      tellIdentity({ action: 'mirror.identity-changed', pinned: before, presented: { ...presented, address: candidate.address, direction: candidate.direction } })
+    }
+    return identityChanged(before, presented)
   }
 
   /** One authenticated connection: runs until it fails (throws) or the sender stops or pauses (returns). */
@@ -359,6 +434,14 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
     }
   }
 
+  function identityChanged(pinned: PinnedIdentity, presented: PinnedIdentity): MirrorError {
+    return new MirrorError(
+      'IDENTITY_CHANGED',
+      `the peer at ${peer.host}:${peer.port} is not the appliance pinned for it; a technician must accept the new identity (mirror accept ${peer.host}:${peer.port})`,
+      { expected: describeIdentity(pinned), actual: describeIdentity(presented) },
+    )
+  }
+
   function recordFailure(error: unknown): number {
     consecutiveFailures++
     const mirrorError = error instanceof MirrorError ? error : undefined
@@ -398,6 +481,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
           sharedSecret: options.sharedSecret,
           timeoutMs: options.handshakeTimeoutMs,
           ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+          admit,
         })
       } catch (error) {
         // nextRetryAtMs stays set through the attempt: "retrying since then", until it succeeds.
@@ -407,10 +491,13 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
       channel = target
       try {
         if (!active()) continue
-        adoptSerial(target.peer.serial)
         if (state !== 'connected') logger.info('mirror peer connected', { serial: target.peer.serial, cursor: record.cursor })
         state = 'connected'
         reason = null
+        if (lastError) {
+          lastRecoveredAtMs = deps.clock.now()
+          lastError = null
+        }
         nextRetryAtMs = null
         connectedSinceMs = deps.clock.now()
         unreachableSinceMs = null
@@ -467,6 +554,11 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
       work.notify()
     },
 
+    /** Cuts a retry wait short: the next connection attempt starts now (an inbound appliance may be this peer). */
+    retryNow(): void {
+      control.notify()
+    },
+
     /** Pauses (true) or resumes (false) copying; saved durably before it returns. @throws MirrorError STATE_FAILED */
     async setPaused(paused: boolean): Promise<void> {
       if (record.paused === paused) return
@@ -477,9 +569,59 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
         // Whether the peer answered while paused is unknown: count from now.
         if (unreachableSinceMs !== null) unreachableSinceMs = deps.clock.now()
       }
-      await persist.save({ ...record, previousSerials: [...record.previousSerials] })
+      await persist.save(copyPeerRecord(record))
       work.notify()
       control.notify()
+    },
+
+    admit,
+
+    /** True when `candidate` is exactly the pinned identity (serial, store id and certificate). */
+    isPinned(candidate: { serial: string; storeId: string; fingerprint: string }): boolean {
+      return record.serial === candidate.serial && record.storeId === candidate.storeId && record.fingerprint === candidate.fingerprint
+    },
+
+    /** The pinned identity (nulls before the first handshake). */
+    pinned: pinnedIdentity,
+
+    /** The identity waiting for `mirror accept`, or null. */
+    pendingIdentity(): SeenIdentity | null {
+      return record.pendingIdentity ? { ...record.pendingIdentity } : null
+    },
+
+    /**
+     * A technician accepts the pending identity: it becomes the pinned one (saved durably before
+     * this returns). A new store id is another archive: the cursor goes back to 0 and the whole
+     * archive is copied to it (deduplicated by content where it already has something).
+     * @throws MirrorError NOTHING_PENDING, STATE_FAILED
+     */
+    async acceptIdentity(): Promise<{ previous: PinnedIdentity; accepted: SeenIdentity; cursorReset: boolean }> {
+      const accepted = record.pendingIdentity
+      if (!accepted) {
+        throw new MirrorError('NOTHING_PENDING', `the peer at ${peer.host}:${peer.port} has presented no other identity to accept`, {
+          actual: describeIdentity(pinnedIdentity()),
+        })
+      }
+      const previous = pinnedIdentity()
+      const cursorReset = previous.storeId !== accepted.storeId
+      if (previous.serial !== null && previous.serial !== accepted.serial) {
+        record.previousSerials = [...record.previousSerials, previous.serial].slice(-previousSerialsMax)
+      }
+      record.serial = accepted.serial
+      record.storeId = accepted.storeId
+      record.fingerprint = accepted.fingerprint
+      record.pendingIdentity = null
+      if (cursorReset) record.cursor = 0
+      await persist.save(copyPeerRecord(record))
+      consecutiveFailures = 0
+      if (state === 'refused') state = 'idle'
+      reason = null
+      deps.onCursor?.()
+      tellIdentity({ action: 'mirror.identity-accepted', pinned: previous, presented: { serial: accepted.serial, storeId: accepted.storeId, fingerprint: accepted.fingerprint }, cursorReset })
+      logger.warn('mirror peer identity accepted by a technician', { previous: describeIdentity(previous), accepted: describeIdentity(accepted), cursorReset })
+      work.notify()
+      control.notify()
+      return { previous, accepted: { ...accepted }, cursorReset }
     },
 
     /** The acknowledged cursor. */
@@ -493,18 +635,25 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
     },
 
     status(): PeerSenderStatus {
+      const pending = record.pendingIdentity
+      // A changed identity stops copying whichever direction saw it: shown as the refusal it is.
+      const shown = pending && state !== 'connected' ? { code: 'IDENTITY_CHANGED', expected: describeIdentity(pinnedIdentity()), actual: describeIdentity(pending) } : reason
       return {
         host: peer.host,
         port: peer.port,
         serial: record.serial,
+        storeId: record.storeId,
+        fingerprint: record.fingerprint,
+        pendingIdentity: pending ? { ...pending } : null,
         // The flag is the truth at once; the loop closes its channel a moment later.
-        state: record.paused ? 'paused' : state,
-        reasonCode: reason?.code ?? null,
-        expected: reason?.expected ?? null,
-        actual: reason?.actual ?? null,
+        state: record.paused ? 'paused' : pending && state !== 'connected' ? 'refused' : state,
+        reasonCode: shown?.code ?? null,
+        expected: shown?.expected ?? null,
+        actual: shown?.actual ?? null,
         cursor: record.cursor,
         lastSuccessAtMs,
         lastError,
+        lastRecoveredAtMs,
         nextRetryAtMs,
         unreachableSinceMs: record.paused ? null : unreachableSinceMs,
         policyMismatch: [...policyMismatch],

@@ -1,5 +1,6 @@
 import type { ChangeEntry, MessageMeta } from '../archive/types.js'
 import type { MirrorErrorCode, RefusalValue } from './errors.js'
+import type { SeenIdentity } from './peer-state.js'
 
 /**
  * What the copy layer needs from the archive store: a read-only view of the change log and
@@ -25,6 +26,8 @@ export interface MirrorArchive {
   getMeta(id: string): MessageMeta | undefined | Promise<MessageMeta | undefined>
   /** True when the message is stored. (Part of the store's read API; the copy layer does not need it yet.) */
   has(id: string): boolean | Promise<boolean>
+  /** The archive's random store id (32 lower-case hex), made with the archive; peers pin it. Read once the store is open. */
+  storeId(): string
 }
 
 /**
@@ -99,8 +102,14 @@ export interface PeerFailure {
 export interface PeerStatus {
   host: string
   port: number
-  /** The peer's serial once a handshake succeeded (persisted); null before. */
+  /** The peer's pinned serial once a handshake succeeded (persisted); null before. */
   serial: string | null
+  /** The pinned store id of the peer's archive; null before the first handshake. */
+  storeId: string | null
+  /** The pinned SHA-256 of the peer's certificate; null before the first handshake. */
+  fingerprint: string | null
+  /** Another identity presented at this peer's place (IDENTITY_CHANGED), waiting for `mirror accept`; null when none. */
+  pendingIdentity: SeenIdentity | null
   /** Configured in `mirror.peers[]`, or added with `mirror add`. */
   configuredBy: PeerOrigin
   state: PeerState
@@ -126,7 +135,10 @@ export interface PeerStatus {
   lastSequence: number
   /** Wall-clock time of the last acknowledged batch, milliseconds since the epoch; null before. */
   lastSuccessAtMs: number | null
+  /** The last failure while it lasts; null once a channel is healthy again (see lastRecoveredAtMs). */
   lastError: PeerFailure | null
+  /** When the last failure cleared (wall clock, ms since the epoch); null when none did since start. */
+  lastRecoveredAtMs: number | null
   /**
    * While retrying/refused: wall-clock time of the next connection attempt (or of the one under
    * way, once it has passed), milliseconds since the epoch; null otherwise.
@@ -208,4 +220,8 @@ export interface MirrorStatus {
   inbound: InboundPeerStatus[]
   /** The most recent inbound refusals, newest first (bounded). */
   inboundRefusals: InboundRefusal[]
+  /** Appliances that proved the secret but are not peers, newest first (bounded): accept one with `mirror accept HOST:PORT`. */
+  pendingJoins: SeenIdentity[]
+  /** This archive's store id (peers pin it). */
+  storeId: string
 }

@@ -151,7 +151,9 @@ export const mirrorLoopbackCheck: FactoryCheck = {
           { ...common, identity: { model: identity.model, serial: `${identity.serial}-L1`.slice(0, 64) }, mirror: { host: '127.0.0.1', port: 0, sharedSecret: secret, peers: [{ host, port }] } },
         )
       },
-      { ...common, identity: { model: identity.model, serial: `${identity.serial}-L2`.slice(0, 64) }, mirror: { host: '127.0.0.1', port: 0, sharedSecret: secret, peers: [] } },
+      // The second instance does not know the first's port in advance: it takes it as a join
+      // (a private pair on loopback with a secret made for this run).
+      { ...common, identity: { model: identity.model, serial: `${identity.serial}-L2`.slice(0, 64) }, mirror: { host: '127.0.0.1', port: 0, sharedSecret: secret, peers: [], acceptJoins: true } },
     )
   },
 }

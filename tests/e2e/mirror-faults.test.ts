@@ -97,7 +97,8 @@ t.test('a fault proxy between A and B resets, stalls and truncates connections: 
   const [portA, portB] = [await freePort(), await freePort()]
   // Short timeouts so a stalled link is noticed in a second or two, not a minute.
   const timeouts = { idleTimeoutMs: 1_500, ackTimeoutMs: 3_000 }
-  const configB = await writeApplianceConfig(dir, 'b', { serial: 'MK650-PB', mirrorPort: portB, peers: [], mirror: timeouts })
+  // B names A as its peer: an appliance that is not a peer is refused (NOT_A_PEER).
+  const configB = await writeApplianceConfig(dir, 'b', { serial: 'MK650-PB', mirrorPort: portB, peers: [portA], mirror: timeouts })
   const b = await startService(configB)
   const faults: Fault[] = [
     { kind: 'reset', afterBytes: 30_000, direction: 'up' },

@@ -3,7 +3,7 @@
  * log (what firmware/archive will provide through MirrorArchive) and an ingest pipeline that
  * archives into it, with group commit and fault knobs. Injected, never mocked modules.
  */
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import type { ChangeEntry, Delivery, IngestResult, MessageMeta } from '../../../firmware/archive/types.js'
 import { ArchiveError } from '../../../firmware/archive/errors.js'
 import type { IngestPipeline } from '../../../firmware/sources/types.js'
@@ -30,6 +30,7 @@ export function createMemoryArchive(now: () => number = Date.now): MemoryArchive
   const messages = new Map<string, { raw: Uint8Array; meta: MessageMeta }>()
   const log: ChangeEntry[] = []
   const reads = { changes: 0, raw: 0 }
+  const storeId = randomBytes(16).toString('hex')
 
   function append(kind: ChangeEntry['kind'], id: string, origin: string | null): number {
     const sequence = log.length + 1
@@ -55,6 +56,7 @@ export function createMemoryArchive(now: () => number = Date.now): MemoryArchive
     },
     getMeta: (id) => messages.get(id)?.meta,
     has: (id) => messages.has(id),
+    storeId: () => storeId,
     ingest(raw, delivery, origin) {
       const id = sha256Hex(raw)
       const existing = messages.get(id)

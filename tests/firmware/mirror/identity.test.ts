@@ -125,19 +125,21 @@ t.test('shared secret: generated strong, weak ones refused, derived keys redacte
 })
 
 t.test('HELLO parsing is strict and checks the protocol version first', async (t) => {
-  const identity = { model: 650, serial: 'MK650-0001', firmwareVersion: '1.0.0' }
+  const identity = { model: 650, serial: 'MK650-0001', firmwareVersion: '1.0.0', storeId: 'ab'.repeat(16) }
   const nonce = randomBytes(32)
-  const hello = parseHello(encodeHello(identity, nonce))
-  t.same(hello, { protocolVersion, ...identity, nonce: nonce.toString('hex') })
+  const hello = parseHello(encodeHello(identity, nonce, 9443))
+  t.same(hello, { protocolVersion, ...identity, listenPort: 9443, nonce: nonce.toString('hex') })
+  t.equal(parseHello(encodeHello(identity, nonce)).listenPort, 0, 'not listening: port 0')
 
   const encode = (value: unknown) => encodeJson(value)
-  const good = { protocolVersion, ...identity, nonce: nonce.toString('hex') }
+  const good = { protocolVersion, ...identity, listenPort: 9443, nonce: nonce.toString('hex') }
   t.throws(() => parseHello(Buffer.from('not json')), { code: 'PROTOCOL' })
   t.throws(() => parseHello(Buffer.from([0xff, 0xfe, 0x7b, 0x7d])), { code: 'PROTOCOL' }, 'invalid UTF-8')
   t.throws(() => parseHello(encode([1, 2])), { code: 'PROTOCOL' })
   t.throws(() => parseHello(encode({ ...good, protocolVersion: '1' })), { code: 'PROTOCOL' })
   // Another version is refused as such even when the rest has another shape.
-  t.throws(() => parseHello(encode({ protocolVersion: 2, whatever: true })), { code: 'PROTOCOL_MISMATCH', expected: 1, actual: 2 })
+  t.throws(() => parseHello(encode({ protocolVersion: 1, serial: 'MK650-0001', nonce: good.nonce })), { code: 'PROTOCOL_MISMATCH', expected: 2, actual: 1 })
+  t.throws(() => parseHello(encode({ protocolVersion: 3, whatever: true })), { code: 'PROTOCOL_MISMATCH', expected: 2, actual: 3 })
   t.throws(() => parseHello(encode({ ...good, extra: 1 })), { code: 'PROTOCOL' })
   t.throws(() => parseHello(encode({ ...good, model: 650.5 })), { code: 'PROTOCOL' })
   t.throws(() => parseHello(encode({ ...good, serial: '' })), { code: 'PROTOCOL' })
@@ -145,25 +147,34 @@ t.test('HELLO parsing is strict and checks the protocol version first', async (t
   t.throws(() => parseHello(encode({ ...good, firmwareVersion: 'v'.repeat(65) })), { code: 'PROTOCOL' })
   t.throws(() => parseHello(encode({ ...good, nonce: 'AB'.repeat(32) })), { code: 'PROTOCOL' }, 'upper-case hex')
   t.throws(() => parseHello(encode({ ...good, nonce: 'ab'.repeat(31) })), { code: 'PROTOCOL' }, 'short nonce')
+  t.throws(() => parseHello(encode({ ...good, storeId: 'AB'.repeat(16) })), { code: 'PROTOCOL' }, 'upper-case store id')
+  t.throws(() => parseHello(encode({ ...good, storeId: 'ab'.repeat(15) })), { code: 'PROTOCOL' }, 'short store id')
+  t.throws(() => parseHello(encode({ ...good, listenPort: 65536 })), { code: 'PROTOCOL' }, 'port out of range')
+  t.throws(() => parseHello(encode({ ...good, listenPort: -1 })), { code: 'PROTOCOL' }, 'negative port')
+  t.throws(() => parseHello(encode({ ...good, listenPort: '9443' })), { code: 'PROTOCOL' }, 'port as text')
+  const { storeId: _storeId, ...withoutStore } = good
+  t.throws(() => parseHello(encode(withoutStore)), { code: 'PROTOCOL' }, 'store id missing')
 })
 
+const STORE = 'cd'.repeat(16)
+
 t.test('identity comparison follows the specified order with expected vs actual', async (t) => {
-  const own = { model: 650, serial: 'A', firmwareVersion: '1.0.0' }
-  t.equal(compareIdentities(own, { model: 650, serial: 'B', firmwareVersion: '1.0.0' }), undefined)
-  t.match(compareIdentities({ ...own, model: 350 }, { model: 850, serial: 'B', firmwareVersion: '2.0.0' }), {
+  const own = { model: 650, serial: 'A', firmwareVersion: '1.0.0', storeId: STORE }
+  t.equal(compareIdentities(own, { model: 650, serial: 'B', firmwareVersion: '1.0.0', storeId: STORE }), undefined)
+  t.match(compareIdentities({ ...own, model: 350 }, { model: 850, serial: 'B', firmwareVersion: '2.0.0', storeId: STORE }), {
     code: 'MODEL_NOT_ELIGIBLE',
     expected: '>= 450',
     actual: 350,
   })
-  t.match(compareIdentities(own, { model: 350, serial: 'B', firmwareVersion: '2.0.0' }), { code: 'MODEL_NOT_ELIGIBLE', actual: 350 })
-  t.match(compareIdentities(own, { model: 850, serial: 'A', firmwareVersion: '2.0.0' }), { code: 'MODEL_MISMATCH', expected: 650, actual: 850 })
-  t.match(compareIdentities(own, { model: 650, serial: 'A', firmwareVersion: '1.0.1' }), {
+  t.match(compareIdentities(own, { model: 350, serial: 'B', firmwareVersion: '2.0.0', storeId: STORE }), { code: 'MODEL_NOT_ELIGIBLE', actual: 350 })
+  t.match(compareIdentities(own, { model: 850, serial: 'A', firmwareVersion: '2.0.0', storeId: STORE }), { code: 'MODEL_MISMATCH', expected: 650, actual: 850 })
+  t.match(compareIdentities(own, { model: 650, serial: 'A', firmwareVersion: '1.0.1', storeId: STORE }), {
     code: 'FIRMWARE_MISMATCH',
     expected: '1.0.0',
     actual: '1.0.1',
   })
-  t.match(compareIdentities(own, { model: 650, serial: 'A', firmwareVersion: '1.0.0' }), { code: 'SERIAL_CONFLICT', actual: 'A' })
-  t.match(compareIdentities({ ...own, model: 450 }, { model: 450, serial: 'B', firmwareVersion: '1.0.0' }), undefined, '450 is eligible')
+  t.match(compareIdentities(own, { model: 650, serial: 'A', firmwareVersion: '1.0.0', storeId: STORE }), { code: 'SERIAL_CONFLICT', actual: 'A' })
+  t.match(compareIdentities({ ...own, model: 450 }, { model: 450, serial: 'B', firmwareVersion: '1.0.0', storeId: STORE }), undefined, '450 is eligible')
 })
 
 t.test('transcript binds every part, unambiguously', async (t) => {

@@ -49,6 +49,8 @@ export interface TestNodeOptions {
   policySettings?: PolicySettings
   policyDiff?: PolicySettingsDiff
   localSourcesEnabled?: boolean
+  /** mirror.acceptJoins; true by default in tests. */
+  acceptJoins?: boolean
   seed?: number
   /** Keep the archive and pipeline of a previous instance (a restart of the service only). */
   archive?: MemoryArchive
@@ -114,6 +116,9 @@ export async function createTestNode(options: TestNodeOptions, start = true): Pr
       peers: options.peers ?? [],
       stateDir,
       localSourcesEnabled: options.localSourcesEnabled ?? true,
+      // The test mesh lets an appliance that proves the secret join at once, so a test can
+      // configure one direction only; the join rules have tests of their own (acceptJoins false).
+      acceptJoins: options.acceptJoins ?? true,
       batchMessagesMax: 100,
       batchBytesMax: 1024 * 1024,
       inflightBatchesMax: 4,

@@ -18,18 +18,19 @@ import {
   handshakeFramePayloadBytesMax,
   type MirrorFrame,
 } from '../../../firmware/mirror/protocol.js'
-import { clientHandshake, encodeHello, type MirrorIdentity } from '../../../firmware/mirror/handshake.js'
+import { clientHandshake, encodeHello, type AdmissionCandidate, type AdmitPeer, type MirrorIdentity } from '../../../firmware/mirror/handshake.js'
 import {
   authFailuresMax,
   authFailureWindowMs,
   connectToPeer,
   createMirrorListener,
   handshakesPerAddressMax,
+  unpinnedAuthFailuresPerAddressMax,
   listenerStopTimeoutMs,
   type MirrorAuditEvent,
 } from '../../../firmware/mirror/listener.js'
 import type { MirrorChannel } from '../../../firmware/mirror/channel.js'
-import type { MirrorError } from '../../../firmware/mirror/errors.js'
+import { MirrorError } from '../../../firmware/mirror/errors.js'
 
 // Two appliances (A listens, B connects) and a third certificate for an attacker in the middle.
 const [certificateA, certificateB, certificateC] = await Promise.all(
@@ -40,8 +41,8 @@ const [certificateA, certificateB, certificateC] = await Promise.all(
     ),
   ),
 ) as [IdentityCertificate, IdentityCertificate, IdentityCertificate]
-const identityA: MirrorIdentity = { model: 650, serial: 'MK650-A0001', firmwareVersion: '1.0.0' }
-const identityB: MirrorIdentity = { model: 650, serial: 'MK650-B0002', firmwareVersion: '1.0.0' }
+const identityA: MirrorIdentity = { model: 650, serial: 'MK650-A0001', firmwareVersion: '1.0.0', storeId: 'a1'.repeat(16) }
+const identityB: MirrorIdentity = { model: 650, serial: 'MK650-B0002', firmwareVersion: '1.0.0', storeId: 'b2'.repeat(16) }
 const goodSecretText = `good-${generateSharedSecret()}`
 const wrongSecretText = `wrong-${generateSharedSecret()}`
 const goodSecret = await deriveMirrorSecret(goodSecretText)
@@ -72,6 +73,9 @@ async function startListener(
     handshakeTimeoutMs?: number
     idleTimeoutMs?: number
     connectionsMax?: number
+    unpinnedAuthFailuresPerAddressMax?: number
+    admit?: AdmitPeer
+    isPinnedFingerprint?: (fingerprint: string) => boolean
   } = {},
 ) {
   const logger = createMemoryLogger()
@@ -86,6 +90,8 @@ async function startListener(
       audit: (event) => audits.push(event),
       onChannel: (channel) => void channels.push(channel),
       ...(overrides.randomBytes ? { randomBytes: overrides.randomBytes } : {}),
+      ...(overrides.admit ? { admit: overrides.admit } : {}),
+      ...(overrides.isPinnedFingerprint ? { isPinnedFingerprint: overrides.isPinnedFingerprint } : {}),
     },
     {
       host,
@@ -93,6 +99,7 @@ async function startListener(
       sharedSecret: goodSecret,
       handshakeTimeoutMs: overrides.handshakeTimeoutMs ?? 3_000,
       connectionsMax: overrides.connectionsMax ?? 32,
+      ...(overrides.unpinnedAuthFailuresPerAddressMax ? { unpinnedAuthFailuresPerAddressMax: overrides.unpinnedAuthFailuresPerAddressMax } : {}),
       ...(overrides.idleTimeoutMs ? { idleTimeoutMs: overrides.idleTimeoutMs } : {}),
     },
   )
@@ -106,7 +113,14 @@ async function startListener(
 
 function startClient(
   port: number,
-  overrides: { identity?: Partial<MirrorIdentity>; certificate?: IdentityCertificate; secret?: string | typeof goodSecret; timeoutMs?: number; idleTimeoutMs?: number } = {},
+  overrides: {
+    identity?: Partial<MirrorIdentity>
+    certificate?: IdentityCertificate
+    secret?: string | typeof goodSecret
+    timeoutMs?: number
+    idleTimeoutMs?: number
+    admit?: AdmitPeer
+  } = {},
 ) {
   const logger = createMemoryLogger()
   const audits: MirrorAuditEvent[] = []
@@ -124,6 +138,7 @@ function startClient(
       sharedSecret: overrides.secret ?? goodSecret,
       timeoutMs: overrides.timeoutMs ?? 5_000,
       ...(overrides.idleTimeoutMs ? { idleTimeoutMs: overrides.idleTimeoutMs } : {}),
+      ...(overrides.admit ? { admit: overrides.admit } : {}),
     },
   )
   return { channel, logger, audits }
@@ -289,10 +304,10 @@ t.test('compatibility refusals carry the same reason code and expected/actual on
   // Another protocol version, spoken by hand: refused before anything else is looked at.
   const socket = await openTls(server.port, certificateB)
   const framed = new FramedSocket(socket, handshakeFramePayloadBytesMax)
-  await framed.send(FrameType.hello, encodeJson({ protocolVersion: 2, features: ['future'] }))
+  await framed.send(FrameType.hello, encodeJson({ protocolVersion: 3, features: ['future'] }))
   const { frames } = await drain(framed, Date.now())
   t.equal(frames.length, 1)
-  t.match(decodeRefusal(frames[0]!.payload), { code: 'PROTOCOL_MISMATCH', expected: 1, actual: 2 })
+  t.match(decodeRefusal(frames[0]!.payload), { code: 'PROTOCOL_MISMATCH', expected: 2, actual: 3 })
   await server.refusal('PROTOCOL_MISMATCH')
 
   // A model that may not mirror does not even listen.
@@ -347,6 +362,68 @@ t.test('failed proofs are rate-limited per source address, then allowed again af
   t.equal(server.listener.healthcheck().rateLimitedAddresses, 0)
 })
 
+t.test('failed proofs throttle the failing certificate only: a peer on the same address still gets in', async (t) => {
+  const clock = createManualClock()
+  const pinned = new Set([certificateB.fingerprint])
+  const server = await startListener(t, { clock, isPinnedFingerprint: (fingerprint) => pinned.has(fingerprint) })
+  // An appliance with the wrong secret (its own certificate) fails until it is limited.
+  for (let attempt = 0; attempt < authFailuresMax; attempt++) {
+    t.match(await failureOf(startClient(server.port, { secret: wrongSecret, certificate: certificateC, identity: { serial: 'MK650-W' } }).channel), { code: 'AUTH_FAILED' })
+  }
+  t.match(await failureOf(startClient(server.port, { secret: goodSecret, certificate: certificateC, identity: { serial: 'MK650-W' } }).channel), { code: 'RATE_LIMITED' })
+  // The real peer on the same address, with its own certificate, is not delayed.
+  await startClient(server.port).channel
+  await server.nextChannel(0)
+  t.equal(server.listener.healthcheck().rateLimitedAddresses, 1)
+})
+
+t.test('a guesser changing certificates meets the per-address bound for unpinned certificates; pinned ones pass', async (t) => {
+  const clock = createManualClock()
+  const bound = 3
+  const server = await startListener(t, { clock, isPinnedFingerprint: (fingerprint) => fingerprint === certificateB.fingerprint, unpinnedAuthFailuresPerAddressMax: bound })
+  t.ok(bound < authFailuresMax && unpinnedAuthFailuresPerAddressMax > authFailuresMax)
+  for (let attempt = 0; attempt < bound; attempt++) {
+    t.match(await failureOf(startClient(server.port, { secret: wrongSecret, certificate: certificateC }).channel), { code: 'AUTH_FAILED' })
+  }
+  // Another unpinned certificate (A's, used as a client here) from the same address: limited.
+  t.match(await failureOf(startClient(server.port, { certificate: certificateA }).channel), { code: 'RATE_LIMITED' })
+  // The pinned certificate passes.
+  await startClient(server.port).channel
+  await server.nextChannel(0)
+  clock.advance(authFailureWindowMs)
+  await startClient(server.port, { certificate: certificateA }).channel
+  await server.nextChannel(1)
+})
+
+t.test('admission after the proofs: a refused peer gets IDENTITY_CHANGED or NOT_A_PEER on both sides, and no proof from the server', async (t) => {
+  const seen: AdmissionCandidate[] = []
+  const server = await startListener(t, {
+    admit: (candidate) => {
+      seen.push(candidate)
+      return candidate.serial === identityB.serial ? undefined : new MirrorError('NOT_A_PEER', 'not a peer here', { expected: 'a configured mirror peer', actual: candidate.serial })
+    },
+  })
+  // Admitted: the server saw the client's proven identity, store id and listening port.
+  await startClient(server.port, { identity: { storeId: 'b2'.repeat(16) } }).channel
+  await server.nextChannel(0)
+  t.match(seen[0], { serial: identityB.serial, storeId: 'b2'.repeat(16), fingerprint: certificateB.fingerprint, address: host, direction: 'inbound', listenPort: 0 })
+  // Refused inbound: the client gets the server's refusal with expected/actual.
+  const refused = await failureOf(startClient(server.port, { identity: { serial: 'MK650-J' }, certificate: certificateC }).channel)
+  t.match(refused, { code: 'NOT_A_PEER', origin: 'peer', expected: 'a configured mirror peer', actual: 'MK650-J' })
+  await server.refusal('NOT_A_PEER')
+  t.equal(server.channels.length, 1)
+  // Refused outbound: the client's own admission refuses after the server's proof; the server sees the refusal.
+  const changed = await failureOf(
+    startClient(server.port, {
+      admit: (candidate) => new MirrorError('IDENTITY_CHANGED', 'pinned another', { expected: 'serial X', actual: `serial ${candidate.serial}` }),
+    }).channel,
+  )
+  t.match(changed, { code: 'IDENTITY_CHANGED', origin: 'local', actual: `serial ${identityA.serial}` })
+  const peerSide = await server.refusal('IDENTITY_CHANGED')
+  t.match(peerSide, { origin: 'peer', expected: 'serial X' })
+  t.equal(server.channels.length, 1, 'no channel from a refused admission')
+})
+
 t.test('replayed handshakes are refused: raw TLS bytes, and frames replayed with the same nonces and certificates', async (t) => {
   // Server nonces fixed on purpose: then only the TLS session (its exporter) differs between
   // the recorded and the replayed handshake, and that alone must defeat the replay.
@@ -386,7 +463,7 @@ t.test('replayed handshakes are refused: raw TLS bytes, and frames replayed with
   replaySocket.write(Buffer.concat(written))
   const { frames } = await drain(replayFramed, Date.now())
   t.equal(frames[0]?.type, FrameType.hello)
-  t.ok(frames[0]?.payload.equals(encodeHello(identityA, fixedNonce(32))), 'the server said exactly what it said the first time')
+  t.ok(frames[0]?.payload.equals(encodeHello(identityA, fixedNonce(32), server.port)), 'the server said exactly what it said the first time')
   t.equal(frames.length, 2)
   t.match(decodeRefusal(frames[1]!.payload), { code: 'AUTH_FAILED' })
   await server.refusal('AUTH_FAILED')
