@@ -1,41 +1,20 @@
+// Over 80 lines: createAuditLog is the log's nine documented members over one set of open databases; chaining and verify are audit-chain.ts.
 import assert from 'node:assert/strict'
-import { timingSafeEqual } from 'node:crypto'
 import type { Database, RootDatabase } from 'lmdb'
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
-import { canonicalJson, hmacHex, sha256Hex } from './canonical.js'
+import { chainEntry, genesisHash, verifyAuditChain, type HeadRecord } from './audit-chain.js'
 import { PolicyError } from './errors.js'
 import type { AuditEntry, AuditEvent, AuditVerifyReport } from './types.js'
 
+export { auditProblemsMax, detailsCharsMax, genesisHash } from './audit-chain.js'
+
 /** Named databases of the audit log in the archive's environment. */
 export const auditDatabaseNames = { entries: 'audit/entries', state: 'audit/state' } as const
-/** prevHash of the first entry. */
-export const genesisHash = '0'.repeat(64)
 /** Events kept in memory while the archive is not open yet (boot) before they are dropped (and the drop audited). */
 export const pendingEventsMaxDefault = 1_000
-/** Most problems one verify() lists. */
-export const auditProblemsMax = 100
 /** Most entries one entries() call returns. */
 export const auditPageEntriesMax = 1_000
-/** Longest text of one entry's details, in characters; longer details are refused (programmer error). */
-export const detailsCharsMax = 4 * 1024 * 1024
-
-interface HeadRecord {
-  seq: number
-  hash: string
-  mac?: string
-}
-
-/** The chained fields; the hash covers exactly these. */
-function hashOf(entry: Omit<AuditEntry, 'hash' | 'mac'>): string {
-  const { seq, atMs, actor, action, details, prevHash } = entry
-  return sha256Hex(canonicalJson({ seq, atMs, actor, action, details, prevHash }))
-}
-
-function sameHex(a: string | undefined, b: string): boolean {
-  if (typeof a !== 'string' || a.length !== b.length) return false
-  return timingSafeEqual(Buffer.from(a, 'latin1'), Buffer.from(b, 'latin1'))
-}
 
 export type AuditLog = ReturnType<typeof createAuditLog>
 
@@ -70,9 +49,6 @@ export function createAuditLog(deps: { logger: Logger; clock: Clock; key?: Uint8
   const pending: { event: AuditEvent; atMs: number }[] = []
   let droppedEvents = 0
 
-  const macOf = (hash: string) => (key ? hmacHex(key, `entry:${hash}`) : undefined)
-  const headMacOf = (seq: number, hash: string) => (key ? hmacHex(key, `head:${seq}:${hash}`) : undefined)
-
   function databases() {
     if (!open || !root || !entriesDb || !stateDb) throw new PolicyError('UNAVAILABLE', 'the audit log is not open (the archive is not open)')
     return { root, entries: entriesDb, state: stateDb }
@@ -84,19 +60,10 @@ export function createAuditLog(deps: { logger: Logger; clock: Clock; key?: Uint8
     assert.ok(typeof event.action === 'string' && event.action.length > 0, 'an audit event needs an action')
     const { entries, state } = databases()
     const head = (state.get('head') as HeadRecord | undefined) ?? { seq: 0, hash: genesisHash }
-    const base = { seq: head.seq + 1, atMs, actor: event.actor, action: event.action, details: JSON.parse(JSON.stringify(event.details ?? {})) as Record<string, unknown>, prevHash: head.hash }
-    const hash = hashOf(base)
-    const entry: AuditEntry = { ...base, hash }
-    const mac = macOf(hash)
-    if (mac) entry.mac = mac
-    const text = canonicalJson(entry)
-    assert.ok(text.length <= detailsCharsMax, `audit entry of ${text.length} characters is over ${detailsCharsMax}`)
-    entries.putSync(entry.seq, text)
-    const newHead: HeadRecord = { seq: entry.seq, hash }
-    const headMac = headMacOf(entry.seq, hash)
-    if (headMac) newHead.mac = headMac
-    state.putSync('head', newHead)
-    return entry
+    const chained = chainEntry(head, event, atMs, key)
+    entries.putSync(chained.entry.seq, chained.text)
+    state.putSync('head', chained.head)
+    return chained.entry
   }
 
   function flushPendingInTransaction(): void {
@@ -183,42 +150,7 @@ export function createAuditLog(deps: { logger: Logger; clock: Clock; key?: Uint8
      */
     verify(): AuditVerifyReport {
       const { entries, state } = databases()
-      const report: AuditVerifyReport = { ok: true, entries: 0, lastSeq: 0, headSeq: null, macChecked: key !== null, problems: [] }
-      const problem = (seq: number | null, code: string, message: string) => {
-        report.ok = false
-        if (report.problems.length < auditProblemsMax) report.problems.push({ seq, code, message })
-      }
-      let expectedSeq = 1
-      let prevHash = genesisHash
-      for (const { key: storedSeq, value } of entries.getRange({})) {
-        report.entries++
-        let entry: AuditEntry
-        try {
-          entry = JSON.parse(value) as AuditEntry
-        } catch {
-          problem(storedSeq, 'UNDECODABLE', `entry at key ${storedSeq} is not JSON`)
-          expectedSeq = storedSeq + 1
-          prevHash = ''
-          continue
-        }
-        if (storedSeq !== expectedSeq) problem(storedSeq, 'SEQUENCE_GAP', `expected entry ${expectedSeq}, found key ${storedSeq} (entries removed)`)
-        if (entry.seq !== storedSeq) problem(storedSeq, 'OUT_OF_ORDER', `entry stored at key ${storedSeq} says seq ${entry.seq} (moved or reordered)`)
-        const hash = hashOf(entry)
-        if (hash !== entry.hash) problem(storedSeq, 'HASH_MISMATCH', `entry ${storedSeq} does not hash to its recorded hash (altered)`)
-        if (entry.prevHash !== prevHash) problem(storedSeq, 'CHAIN_BROKEN', `entry ${storedSeq} does not follow the entry before it (prevHash differs: removed, inserted or reordered)`)
-        if (key && !sameHex(entry.mac, hmacHex(key, `entry:${entry.hash}`))) problem(storedSeq, 'MAC_MISMATCH', `entry ${storedSeq} has no valid HMAC under this appliance's audit key (rewritten)`)
-        prevHash = entry.hash
-        expectedSeq = storedSeq + 1
-        report.lastSeq = storedSeq
-      }
-      const head = state.get('head') as HeadRecord | undefined
-      report.headSeq = head?.seq ?? null
-      if (!head) {
-        if (report.entries > 0) problem(null, 'HEAD_MISSING', `the log has ${report.entries} entries but no head record`)
-      } else {
-        if (head.seq !== report.lastSeq || head.hash !== prevHash) problem(head.seq, 'TRUNCATED', `the head record names entry ${head.seq}, the log ends at ${report.lastSeq} (entries removed from the end, or the head altered)`)
-        if (key && !sameHex(head.mac, hmacHex(key, `head:${head.seq}:${head.hash}`))) problem(head.seq, 'HEAD_MAC_MISMATCH', 'the head record has no valid HMAC under this appliance\'s audit key')
-      }
+      const report = verifyAuditChain(entries.getRange({}), state.get('head') as HeadRecord | undefined, key)
       if (!report.ok) logger.error('audit log verification failed', { problems: report.problems.slice(0, 5), entries: report.entries })
       return report
     },

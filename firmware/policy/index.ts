@@ -2,7 +2,9 @@
  * firmware/policy public surface: retention policies, litigation holds, purge planning and
  * execution, and the hash-chained audit log. Importing this file does nothing by itself.
  */
-export { createPolicyService, policyDatabaseName, previewItemsMax, type PolicyService, type PolicyServiceDeps, type PolicyServiceOptions, type PurgePreview, type PurgeRunReport } from './policy-service.js'
+export { createPolicyService, type PolicyService, type PolicyServiceDeps, type PolicyServiceOptions, type PurgePreview, type PurgeRunReport } from './policy-service.js'
+export { policyDatabaseName } from './policy-settings.js'
+export { previewItemsMax } from './purge-planner.js'
 export { createAuditLog, auditDatabaseNames, genesisHash, type AuditLog } from './audit-log.js'
 export { describePolicySettings, diffPolicySettings } from './fingerprint.js'
 export { planPurge, validatePolicy, validateHold, factsOf, governingPolicy, holdCovers, defaultPolicyName, policyInputSchema, holdInputSchema, dayMs, type PlanInput, type PolicyInput, type HoldInput } from './rules.js'

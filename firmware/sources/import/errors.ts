@@ -67,3 +67,8 @@ export function importErrorFromFs(error: unknown, path: string, what = 'path'): 
   const reason = error instanceof Error ? error.message : String(error)
   return new ImportError('PATH_UNREADABLE', `cannot read ${what} ${path}: ${reason}`, { fields: { path, systemCode }, cause: error })
 }
+
+/** The message of an error, or the thrown value as text. */
+export function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}

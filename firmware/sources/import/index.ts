@@ -3,7 +3,8 @@
  * only; the composition root calls createImportService and the control socket maps
  * `import start|status|cancel|list` onto its methods.
  */
-export { createImportService, resolveImportOptions, validateImportOptions, importConcurrencyMax } from './import-service.js'
+export { createImportService } from './import-service.js'
+export { resolveImportOptions, validateImportOptions, importConcurrencyMax } from './import-options.js'
 export { ImportError, importErrorFromFs, type ImportErrorCode } from './errors.js'
 export { readMbox, mboxSeparatorAt, type MboxEntry, type ReadMboxOptions } from './mbox-reader.js'
 export {

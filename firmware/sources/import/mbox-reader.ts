@@ -1,3 +1,4 @@
+// Over 80 lines: readMbox is one streaming scan whose carried bytes, held pieces and message bounds change together at every read.
 import assert from 'node:assert/strict'
 import { open } from 'node:fs/promises'
 import { ImportError, importErrorFromFs } from './errors.js'

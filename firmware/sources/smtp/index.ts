@@ -2,7 +2,9 @@
  * The SMTP listener (push source). Named exports only; the composition root calls
  * createSmtpSource with the `smtp` config section.
  */
-export { createSmtpSource, resolveSmtpOptions, validateSmtpOptions, smtpCloseGraceMs } from './smtp-source.js'
+export { createSmtpSource } from './smtp-source.js'
+export { resolveSmtpOptions, validateSmtpOptions } from './smtp-options.js'
+export { smtpCloseGraceMs } from './listener-lifecycle.js'
 export { SmtpError, formatReply, smtpErrorForIngestFailure, type SmtpErrorCode, type SmtpReply } from './errors.js'
 export { createRecipientPolicy, normalizeClientAddress, type RecipientPolicy } from './recipient-policy.js'
 export {
