@@ -216,7 +216,13 @@ export async function composeServices(context: { config: Readonly<Config>; logge
       return null
     }
   }
-  const status = async () => ({ store: await storeStats(), index: indexStats(), mirror: mirrorStatus(), retention: { fingerprint: policy.describe().fingerprint, lastPurge: policy.lastRun() ?? null }, parsePool: parsePool.stats() })
+  const status = async () => ({ store: await storeStats(), index: indexStats(), mirror: mirrorStatus(), completeness: completeness(), retention: { fingerprint: policy.describe().fingerprint, lastPurge: policy.lastRun() ?? null }, parsePool: parsePool.stats() })
+  // Every search answer says whether this system holds everything its mirror peers archived
+  // (they tell it what they still have queued for it); the mirror service is made further down.
+  const completeness = () => mirror?.completeness() ?? { complete: true, peers: [] }
+  const searchWithCompleteness = {
+    search: (query: string, options: Parameters<typeof index.search>[1]) => ({ ...index.search(query, options), completeness: completeness() }),
+  }
   const http = config.http.enabled
     ? createHttpApi(
         {
@@ -225,7 +231,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
           credential,
           archive,
           status: async () => ({ ...((await context.applianceStatus()) as object), ...(await status()) }),
-          routes: new Map([['/api/v1/search', createSearchRoute(index)]]),
+          routes: new Map([['/api/v1/search', createSearchRoute(searchWithCompleteness)]]),
           methodRoutes: policyApiRoutes(policy),
           onLoginFailure: ({ remoteAddress, user }) => audit({ actor: `http@${remoteAddress}`, action: 'login.failed', details: { via: 'http', remoteAddress, user } }),
         },
@@ -354,7 +360,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
     ...policyCommandHandlers(policy),
     ['search', (args) => {
       const { query, limit, cursor } = searchArgs(args)
-      return index.search(query, { limit, cursor })
+      return searchWithCompleteness.search(query, { limit, cursor })
     }],
     ['index verify', () => indexMaintenance.verify()],
     ['index rebuild', async () => ({ indexed: await rebuildIndex('asked for by a technician') })],

@@ -61,10 +61,23 @@ export function formatBytes(bytes: number): string {
   return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`
 }
 
+type CompletenessView = { complete: boolean; peers: { serial: string; queuedMessages: number; queueEstimated: boolean; asOfMs: number }[] }
+
+/** `results may be incomplete: N messages from SERIAL not yet received (as of TIME)`, one line per peer behind. */
+export function completenessLines(completeness: CompletenessView | undefined): string[] {
+  if (!completeness || completeness.complete) return []
+  return completeness.peers
+    .filter((peer) => peer.queuedMessages > 0)
+    .map(
+      (peer) =>
+        `results may be incomplete: ${peer.queueEstimated ? 'about ' : ''}${peer.queuedMessages} message(s) from ${peer.serial} not yet received (as of ${new Date(peer.asOfMs).toISOString().replace('T', ' ').slice(0, 19)} UTC)`,
+    )
+}
+
 const renderStatus = (result: unknown): string => {
-  const status = result as Row & { reasons: string[]; services: Row; listeners: Row }
-  const { reasons, services, listeners, ...rest } = status
-  const lines = [keyValues(rest)]
+  const status = result as Row & { reasons: string[]; services: Row; listeners: Row; completeness?: CompletenessView }
+  const { reasons, services, listeners, completeness, ...rest } = status
+  const lines = [keyValues(rest), ...completenessLines(completeness)]
   lines.push(`reasons     ${reasons.length ? reasons.join('; ') : '-'}`)
   lines.push('services    ' + Object.entries(services).map(([name, state]) => `${name}=${formatCell(state)}`).join(' '))
   lines.push('listeners   ' + Object.entries(listeners).map(([name, address]) => `${name}=${formatCell(address)}`).join(' '))
@@ -98,12 +111,18 @@ const renderMessage = (result: unknown): string => {
 const renderObject = (result: unknown): string => keyValues(result as Row)
 
 const renderSearch = (result: unknown): string => {
-  const search = result as { total: number; hits: { id: string; dateMs: number; from: string; subject: string; snippet: string }[]; nextCursor: string | null }
+  const search = result as {
+    total: number
+    hits: { id: string; dateMs: number; from: string; subject: string; snippet: string }[]
+    nextCursor: string | null
+    completeness?: CompletenessView
+  }
   const lines = search.hits.map((hit) => {
     const snippet = hit.snippet.replace(/<\/?mark>/g, '*').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, '&')
     return `${new Date(hit.dateMs).toISOString().slice(0, 16).replace('T', ' ')}  ${hit.from.slice(0, 30).padEnd(30)}  ${hit.subject.slice(0, 60)}\n    ${hit.id}\n    ${snippet}`
   })
   lines.push(`${search.total} message(s)${search.nextCursor ? `; more with --cursor ${search.nextCursor}` : ''}`)
+  lines.push(...completenessLines(search.completeness))
   return lines.join('\n')
 }
 

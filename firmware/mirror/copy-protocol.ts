@@ -26,7 +26,16 @@ export const CopyFrameType = {
   batchEnd: 19,
   ack: 20,
   batchFailed: 21,
+  queueStatus: 22,
 } as const
+
+/** QUEUE_STATUS: how much the sender still has queued for the receiver (the receiver's completeness). */
+export interface QueueStatus {
+  queuedMessages: number
+  queuedBytes: number
+  /** The sender's figures are partly estimated (see PeerStatus.queueEstimated). */
+  estimated: boolean
+}
 
 /** Raw message bytes per MESSAGE / MESSAGE_PART frame, at most (4 MiB). */
 export const messageChunkBytesMax = 4 * 1024 * 1024
@@ -142,6 +151,18 @@ export function decodePolicy(payload: Buffer): PolicySettings {
     return { name: sanitizePeerText(name, policyTextLengthMax), active }
   })
   return { fingerprint: sanitizePeerText(policyFingerprint, policyFingerprintLengthMax), policies: policyList, holds: holdList }
+}
+
+/** A QUEUE_STATUS payload. */
+export function encodeQueueStatus(status: QueueStatus): Buffer {
+  return encodeJson({ queuedMessages: status.queuedMessages, queuedBytes: status.queuedBytes, estimated: status.estimated })
+}
+
+/** A peer's QUEUE_STATUS. @throws MirrorError PROTOCOL */
+export function decodeQueueStatus(payload: Buffer): QueueStatus {
+  const { queuedMessages, queuedBytes, estimated } = parseJsonObject(payload, 'QUEUE_STATUS')
+  if (!isCount(queuedMessages) || !isCount(queuedBytes) || typeof estimated !== 'boolean') throw protocolError('QUEUE_STATUS')
+  return { queuedMessages, queuedBytes, estimated }
 }
 
 /** A message header as it travels (UTF-8 JSON); keep it under messageHeaderBytesMax (see fitHeader). */

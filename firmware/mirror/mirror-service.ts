@@ -25,7 +25,7 @@ import {
   type PeerRecord,
   type SeenIdentity,
 } from './peer-state.js'
-import type { CopyLimits, InboundRefusal, MirrorArchive, MirrorStatus, PeerAddress, PeerStatus, PolicySettings, PolicySettingsDiff } from './types.js'
+import type { Completeness, CopyLimits, InboundRefusal, MirrorArchive, MirrorStatus, PeerAddress, PeerStatus, PolicySettings, PolicySettingsDiff } from './types.js'
 import { basicPolicyDiff, createPolicyComparer, emptyPolicySettings } from './policy-exchange.js'
 import { mirroringModelMin } from '../../config/models.js'
 
@@ -300,6 +300,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
         onCursor: retainBacklog,
         onPolicy: (peer, settings) => policies.compare({ serial: peer.serial, direction: 'outbound' }, settings),
         onIdentity: auditIdentity,
+        queueDepth: () => tracker.depth(senders.get(peerKey(peer))?.sender.cursor ?? record.cursor),
       },
       {
         peer,
@@ -695,6 +696,18 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
         pendingJoins: pendingJoins.map((seen) => ({ ...seen })),
         storeId,
       }
+    },
+
+    /**
+     * How far behind its peers this system is, as they last said (QUEUE_STATUS): complete when
+     * every peer that reported has nothing queued for it. Cheap: no I/O.
+     */
+    completeness(): Completeness {
+      const peers = receiver
+        .status()
+        .filter((peer) => peer.queuedMessages !== null && peer.queueAsOfMs !== null)
+        .map((peer) => ({ serial: peer.serial, queuedMessages: peer.queuedMessages!, queueEstimated: peer.queueEstimated, asOfMs: peer.queueAsOfMs!, connected: peer.connected }))
+      return { complete: peers.every((peer) => peer.queuedMessages === 0), peers }
     },
 
     /**

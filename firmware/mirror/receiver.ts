@@ -10,6 +10,7 @@ import {
   decodeBatchEnd,
   decodeMessageFrame,
   decodePolicy,
+  decodeQueueStatus,
   encodeAck,
   encodeBatchFailure,
   encodePolicy,
@@ -36,6 +37,8 @@ export const inboundPeersRememberedMax = 128
 export const messageRejectionCodes: ReadonlySet<string> = new Set(['MESSAGE_TOO_LARGE'])
 /** How often a receiver waiting for room re-checks, in milliseconds (completions wake it at once). */
 const roomRecheckMs = 1_000
+/** How often an inbound channel looks whether this system's policy settings changed (then sends POLICY again), in milliseconds. */
+const policyRecheckMs = 500
 
 /** Collaborators of the receiver. */
 export interface CopyReceiverDeps {
@@ -90,6 +93,10 @@ export function createCopyReceiver(deps: CopyReceiverDeps, options: CopyReceiver
         lastBatchAtMs: null,
         policyMismatch: [],
         peerPolicyFingerprint: null,
+        queuedMessages: null,
+        queuedBytes: null,
+        queueEstimated: false,
+        queueAsOfMs: null,
         openChannels: 0,
       }
       peers.set(serial, status)
@@ -213,9 +220,18 @@ export function createCopyReceiver(deps: CopyReceiverDeps, options: CopyReceiver
       return complete
     }
 
+    let policySent = deps.policySettings()
+    // A policy or hold changed here while the channel stands: the peer compares again.
+    const policyTimer = setInterval(() => {
+      const settings = deps.policySettings()
+      if (settings.fingerprint === policySent.fingerprint || !channel.isOpen) return
+      policySent = settings
+      channel.send(CopyFrameType.policy, encodePolicy(settings)).catch(() => undefined)
+    }, policyRecheckMs).unref()
+    void channel.closed.then(() => clearInterval(policyTimer))
     try {
       // The listener hands over only authenticated channels: the settings are not for strangers.
-      await channel.send(CopyFrameType.policy, encodePolicy(deps.policySettings()))
+      await channel.send(CopyFrameType.policy, encodePolicy(policySent))
       for (;;) {
         const frame = await channel.receive()
         if (frame === null) break
@@ -247,6 +263,13 @@ export function createCopyReceiver(deps: CopyReceiverDeps, options: CopyReceiver
               logger.error('mirror receiver could not finish a batch; closing the channel', { peerSerial: serial, error })
               void channel.close()
             })
+        } else if (frame.type === CopyFrameType.queueStatus) {
+          const queue = decodeQueueStatus(frame.payload)
+          status.queuedMessages = queue.queuedMessages
+          status.queuedBytes = queue.queuedBytes
+          status.queueEstimated = queue.estimated
+          // This system's clock: "as of" compares with now here, whatever the peer's clock says.
+          status.queueAsOfMs = deps.clock.now()
         } else if (frame.type === CopyFrameType.policy) {
           const settings = decodePolicy(frame.payload)
           status.peerPolicyFingerprint = settings.fingerprint
@@ -268,6 +291,7 @@ export function createCopyReceiver(deps: CopyReceiverDeps, options: CopyReceiver
       // Other MirrorErrors are the channel's own end (timeout, reset); it has logged them.
     }
     await acks
+    clearInterval(policyTimer)
     await channel.close()
   }
 

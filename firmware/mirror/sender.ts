@@ -16,6 +16,7 @@ import {
   encodeMessageHeader,
   messageHeaderBytesMax,
   encodePolicy,
+  encodeQueueStatus,
   messageChunkBytesMax,
   type MessageHeader,
 } from './copy-protocol.js'
@@ -33,6 +34,13 @@ export const senderDrainTimeoutMs = 2_000
 const unflushedBytesMax = 4 * 1024 * 1024
 /** A paused sender re-checks its state this often, in milliseconds (resume() wakes it at once). */
 const pausedRecheckMs = 60_000
+/**
+ * How often a connected sender looks whether its queue figures or this system's policy
+ * settings changed, and tells the peer (QUEUE_STATUS, POLICY), in milliseconds.
+ */
+export const statusTickMs = 500
+/** An unchanged queue figure is repeated this often all the same (the receiver's "as of" time), in milliseconds. */
+export const queueStatusRepeatMs = 10_000
 
 /** Injected collaborators of one peer's sender. */
 export interface PeerSenderDeps {
@@ -50,6 +58,8 @@ export interface PeerSenderDeps {
   onPolicy?: (peer: { host: string; port: number; serial: string }, settings: PolicySettings) => string[]
   /** Told of identity events for the audit log: a first pin, a changed identity (once per new one), an accept. */
   onIdentity?: (event: IdentityEvent) => void
+  /** What is still queued for this peer (the service's queue figures), told to the peer as QUEUE_STATUS. */
+  queueDepth?: () => { messages: number; bytes: number; estimated: boolean }
 }
 
 /** The pinned identity of a peer (all null before the first handshake). */
@@ -323,6 +333,29 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
       if (failure === undefined || (isBareClose(failure) && !isBareClose(error))) failure = error
       work.notify()
     }
+    let queueSent: { key: string; atMs: number } | undefined
+    let policySent = ''
+    // Tells the peer how much is still queued for it: its searches say whether they are complete.
+    const reportQueue = (force = false): void => {
+      const depth = deps.queueDepth?.()
+      if (!depth || !target.isOpen) return
+      const key = `${depth.messages} ${depth.bytes} ${depth.estimated}`
+      const now = deps.clock.monotonicMs()
+      if (!force && queueSent?.key === key && now - queueSent.atMs < queueStatusRepeatMs) return
+      queueSent = { key, atMs: now }
+      target.send(CopyFrameType.queueStatus, encodeQueueStatus({ queuedMessages: depth.messages, queuedBytes: depth.bytes, estimated: depth.estimated })).catch(() => undefined)
+    }
+    // A policy or hold changed here while the channel stands: the peer compares again.
+    const reportPolicy = (): void => {
+      const settings = deps.policySettings()
+      if (settings.fingerprint === policySent || !target.isOpen) return
+      policySent = settings.fingerprint
+      target.send(CopyFrameType.policy, encodePolicy(settings)).catch(() => undefined)
+    }
+    const statusTimer = setInterval(() => {
+      reportQueue()
+      reportPolicy()
+    }, statusTickMs).unref()
     const armAckTimer = (): void => {
       clearTimeout(ackTimer)
       ackTimer = inflight.length > 0 ? setTimeout(onAckTimeout, options.ackTimeoutMs).unref() : undefined
@@ -355,6 +388,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
         lastSuccessAtMs = deps.clock.now()
         consecutiveFailures = 0
         advanceCursor(head.throughSequence)
+        reportQueue()
         work.notify()
       } else if (type === CopyFrameType.policy) {
         const settings = decodePolicy(payload)
@@ -384,7 +418,10 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
 
     try {
       // Only ever on an authenticated channel: the settings are not for strangers.
-      await target.send(CopyFrameType.policy, encodePolicy(deps.policySettings()))
+      const settings = deps.policySettings()
+      policySent = settings.fingerprint
+      await target.send(CopyFrameType.policy, encodePolicy(settings))
+      reportQueue(true)
       let afterSequence = record.cursor
       // The next batch, read from the archive while the previous one is being written out.
       let prefetched: Promise<PlannedBatch | undefined> | undefined
@@ -426,6 +463,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
       fail(error)
     } finally {
       clearTimeout(ackTimer)
+      clearInterval(statusTimer)
     }
     if (failure !== undefined) {
       await target.close()

@@ -187,6 +187,22 @@ export interface InboundPeerStatus {
   /** As PeerStatus.policyMismatch. */
   policyMismatch: string[]
   peerPolicyFingerprint: string | null
+  /** What the peer said it still has queued for this system (QUEUE_STATUS); null before it said. */
+  queuedMessages: number | null
+  queuedBytes: number | null
+  queueEstimated: boolean
+  /** When that was said (this system's clock, ms since the epoch); null before. */
+  queueAsOfMs: number | null
+}
+
+/**
+ * Whether this system holds everything its peers have archived, as far as they told it: a
+ * search answer carries it (`results may be incomplete …`).
+ */
+export interface Completeness {
+  /** True when every peer that reported its queue has nothing queued for this system. */
+  complete: boolean
+  peers: { serial: string; queuedMessages: number; queueEstimated: boolean; asOfMs: number; connected: boolean }[]
 }
 
 /** A refused inbound handshake, remembered for `show mirror` (the refusing side's view). */

@@ -2,7 +2,7 @@ import t from 'tap'
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { tempDir, startService, cliJson, runCli, type RunningService } from '../helpers/service.js'
-import { eventually, freePort, rawFrom, sendMail, technicianPassword, testMessage, writeApplianceConfig as node } from '../helpers/mirror-appliances.js'
+import { apiGet, eventually, freePort, rawFrom, sendMail, technicianPassword, testMessage, writeApplianceConfig as node } from '../helpers/mirror-appliances.js'
 
 /**
  * Peer identity with real appliance processes (issue: a changed identity lost mail silently,
@@ -111,6 +111,15 @@ t.test('an impostor at a peer address gets nothing and the real peer gets everyt
   })
   t.equal(healthy.pendingIdentity, null)
   t.equal(healthy.storeId, storeIdB)
+  // B's search answers say it holds everything A has (A told it its queue is empty).
+  const answer = await eventually('B complete', async () => {
+    const body = (await (await apiGet(b, `/api/v1/search?q=${encodeURIComponent('subject:"while b was away"')}`))?.json()) as
+      | { total: number; completeness: { complete: boolean; peers: { serial: string; queuedMessages: number }[] } }
+      | undefined
+    return body?.completeness.complete && body.completeness.peers.length === 1 ? body : undefined
+  })
+  t.equal(answer.total, 3)
+  t.match(answer.completeness.peers, [{ serial: 'MK650-A', queuedMessages: 0 }])
 
   // B's data volume is wiped (same serial): a new store id and certificate. Refused until accepted.
   await stop(b)

@@ -135,3 +135,24 @@ t.test('protocol edges: garbage, oversize, stale socket, second server, not runn
   t.equal((error as ControlError).code, 'NOT_RUNNING')
   t.match((error as Error).message, /not running/)
 })
+
+t.test('search and status say when results may be incomplete (a mirror peer still has mail queued for this system)', async (t) => {
+  const { completenessLines } = await import('../../../firmware/control/command-table.js')
+  const asOfMs = Date.UTC(2026, 11, 4, 18, 0, 0)
+  t.same(completenessLines(undefined), [])
+  t.same(completenessLines({ complete: true, peers: [{ serial: 'MK650-A', queuedMessages: 0, queueEstimated: false, asOfMs }] }), [])
+  t.same(
+    completenessLines({
+      complete: false,
+      peers: [
+        { serial: 'MK650-A', queuedMessages: 3000, queueEstimated: false, asOfMs },
+        { serial: 'MK650-C', queuedMessages: 0, queueEstimated: false, asOfMs },
+        { serial: 'MK650-D', queuedMessages: 12, queueEstimated: true, asOfMs },
+      ],
+    }),
+    [
+      'results may be incomplete: 3000 message(s) from MK650-A not yet received (as of 2026-12-04 18:00:00 UTC)',
+      'results may be incomplete: about 12 message(s) from MK650-D not yet received (as of 2026-12-04 18:00:00 UTC)',
+    ],
+  )
+})

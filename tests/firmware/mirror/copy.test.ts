@@ -618,6 +618,47 @@ t.test('a pinned peer whose impostor appeared meanwhile: the real peer is admitt
   t.ok(a.auditEntries.some((entry) => entry.action === 'mirror.identity-restored'))
 })
 
+t.test('completeness: a receiver behind its peer says so (queued count, as of), and complete once caught up', async (t) => {
+  // B stores slowly, so A's backlog drains over a while.
+  const b = await createTestNode({ serial: 'MK650-B', seed, pipelineOptions: { commit: async () => void (await sleep(15)) } })
+  const a = await createTestNode({ serial: 'MK650-A', seed, peers: [{ host, port: b.port }], service: { batchMessagesMax: 20 } })
+  stopAll(t, a, b)
+  t.same(b.service.completeness(), { complete: true, peers: [] }, 'nothing known: nothing reported')
+  await a.service.pausePeer({ host, port: b.port })
+  const raws = messages('behind', 400, 500)
+  for (const raw of raws) await a.ingest(raw)
+  await a.service.resumePeer({ host, port: b.port })
+  const behind = await waitFor(() => {
+    const completeness = b.service.completeness()
+    return !completeness.complete && completeness.peers[0]!.queuedMessages > 0 && completeness
+  }, 'B knows it is behind')
+  t.match(behind.peers[0], { serial: 'MK650-A', queueEstimated: false, connected: true })
+  t.ok(behind.peers[0]!.queuedMessages <= 400)
+  t.ok(Math.abs(behind.peers[0]!.asOfMs - Date.now()) < 5_000, 'as of now, by this system\'s clock')
+  t.ok(copiesFrom(b, 'MK650-A').length < 400, 'observed while copies were still missing')
+  await waitFor(() => copiesFrom(b, 'MK650-A').length === 400, 'caught up', 60_000)
+  const done = await waitFor(() => b.service.completeness().complete && b.service.completeness(), 'complete once caught up')
+  t.match(done.peers, [{ serial: 'MK650-A', queuedMessages: 0 }])
+})
+
+t.test('a policy change on either side is exchanged again while the channel stands', async (t) => {
+  const policyDiff = (local: { fingerprint: string }, peer: { fingerprint: string }) => (local.fingerprint === peer.fingerprint ? [] : [`${local.fingerprint} vs ${peer.fingerprint}`])
+  const b = await createTestNode({ serial: 'MK650-B', seed, policyDiff })
+  const a = await createTestNode({ serial: 'MK650-A', seed, peers: [{ host, port: b.port }], policyDiff })
+  stopAll(t, a, b)
+  await waitFor(() => a.peer(b.port)?.state === 'connected' && a.peer(b.port)!.peerPolicyFingerprint === 'policy-v1', 'connected, settings exchanged')
+  const since = a.peer(b.port)!.connectedSinceMs
+  t.same(a.peer(b.port)!.policyMismatch, [])
+  const inboundOnB = () => b.service.status().inbound.find((peer) => peer.serial === 'MK650-A')
+  a.setPolicy({ fingerprint: 'policy-v2', policies: [{ name: 'short', retentionDays: 30, criteria: 'all' }], holds: [] })
+  await waitFor(() => inboundOnB()?.peerPolicyFingerprint === 'policy-v2', "B heard A's change")
+  t.same(inboundOnB()!.policyMismatch, ['policy-v1 vs policy-v2'])
+  b.setPolicy({ fingerprint: 'policy-v3', policies: [], holds: [{ name: 'case', active: true }] })
+  await waitFor(() => a.peer(b.port)?.peerPolicyFingerprint === 'policy-v3', "A heard B's change")
+  t.same(a.peer(b.port)!.policyMismatch, ['policy-v2 vs policy-v3'])
+  t.equal(a.peer(b.port)!.connectedSinceMs, since, 'without a reconnect')
+})
+
 t.test('peerUnreachableForMs (source takeover): grows while a peer does not answer, null while it answers or refuses', async (t) => {
   const b = await createTestNode({ serial: 'MK650-B', seed })
   const other = await createTestNode({ serial: 'MK850-O', model: 850, seed })

@@ -74,6 +74,8 @@ export interface TestNode {
   /** Archives a message locally (an SMTP delivery with a BCC) through the pipeline. */
   ingest(raw: Uint8Array, index?: number): Promise<IngestResult>
   peer(port: number): PeerStatus | undefined
+  /** Changes this node's retention/hold settings (what policySettings() answers from now on). */
+  setPolicy(settings: PolicySettings): void
   stop(): Promise<void>
 }
 
@@ -95,6 +97,7 @@ export async function createTestNode(options: TestNodeOptions, start = true): Pr
   const archive = options.archive ?? createMemoryArchive()
   const pipeline = options.pipeline ?? createMemoryPipeline(archive, options.pipelineOptions)
   const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), `mailkeep-mirror-state-${options.serial}-`)))
+  let currentPolicy: PolicySettings = options.policySettings ?? { fingerprint: options.policyFingerprint ?? 'policy-v1', policies: [], holds: [] }
   const service = createMirrorService(
     {
       logger: options.logger ?? logger,
@@ -106,7 +109,7 @@ export async function createTestNode(options: TestNodeOptions, start = true): Pr
       certificate: await certificateFor(options.serial),
       onHandshake: (event) => audits.push(event),
       audit: (entry) => auditEntries.push(entry),
-      policySettings: () => options.policySettings ?? { fingerprint: options.policyFingerprint ?? 'policy-v1', policies: [], holds: [] },
+      policySettings: () => currentPolicy,
       ...(options.policyDiff ? { policyDiff: options.policyDiff } : {}),
     },
     {
@@ -142,6 +145,9 @@ export async function createTestNode(options: TestNodeOptions, start = true): Pr
     stateDir,
     ingest: (raw, index = counter++) => pipeline.submit(raw, localDelivery(index)),
     peer: (port) => service.status().peers.find((peer) => peer.port === port),
+    setPolicy: (settings) => {
+      currentPolicy = settings
+    },
     stop: () => service.stop(),
   }
   return node
