@@ -239,7 +239,7 @@ function emptyLevel(level: number): DigestLevel {
   return { counts: new Float64Array(nodes), bytes: new Float64Array(nodes), hashes: new Uint8Array(nodes * digestHashBytes) }
 }
 
-/** Empty leaves (65,536 buckets, about 3 MiB) to fill with addToLeaves or setLeaf. */
+/** Empty leaves (65,536 buckets, about 3 MiB) to fill with addToLeaves or setLeafValue. */
 export function createDigestLeaves(): DigestLevel {
   return emptyLevel(digestLeafLevel)
 }
@@ -252,12 +252,17 @@ export function addToLeaves(leaves: DigestLevel, id: Uint8Array, sizeBytes: numb
   xorInto(leaves.hashes, bucket * digestHashBytes, idDigestHash(id), 0, digestHashBytes)
 }
 
-/** Sets one leaf from a stored node. */
-export function setLeaf(leaves: DigestLevel, bucket: number, node: DigestNode): void {
-  assert.ok(node.hash.byteLength === digestHashBytes, 'a stored leaf has a full hash')
-  leaves.counts[bucket] = node.count
-  leaves.bytes[bucket] = node.bytes
-  leaves.hashes.set(node.hash, bucket * digestHashBytes)
+/**
+ * Sets one leaf from its stored value (encodeLeafValue's layout), copied straight into the
+ * arrays: a snapshot reads up to 65,536 of them.
+ * @throws ArchiveError STORE_CORRUPT when the value is not a leaf
+ */
+export function setLeafValue(leaves: DigestLevel, bucket: number, value: Uint8Array): void {
+  if (value.byteLength !== digestLeafValueBytes) decodeLeafValue(value, bucket)
+  const view = Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+  leaves.counts[bucket] = view.readUInt32BE(0)
+  leaves.bytes[bucket] = view.readUInt32BE(4) * 2 ** 32 + view.readUInt32BE(8)
+  leaves.hashes.set(view.subarray(12), bucket * digestHashBytes)
 }
 
 /** A tree's nodes above and at the leaves, answered from memory. */
