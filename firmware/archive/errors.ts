@@ -15,13 +15,19 @@ export type ArchiveErrorCode =
   | 'STORE_CORRUPT'
   /** No message with that id. */
   | 'NOT_FOUND'
+  /** A digest snapshot was closed, outlived its maximum age, or its store stopped: take a new one. Retryable. */
+  | 'DIGEST_SNAPSHOT_CLOSED'
+  /** As many digest snapshots are open as the store allows (digestSnapshotsOpenMax). Retryable. */
+  | 'DIGEST_SNAPSHOTS_BUSY'
+  /** The id digest was found damaged while the store ran; it is rebuilt at the next start. Retryable (after a restart). */
+  | 'DIGEST_UNAVAILABLE'
   /**
    * Digest bytes or a digest request that break the format or its limits, or a peer's digest
    * that contradicts itself (a bug or damage on one side). Not retryable.
    */
   | 'DIGEST_INVALID'
 
-const retryableCodes = new Set<ArchiveErrorCode>(['STORE_FULL', 'STORE_UNAVAILABLE'])
+const retryableCodes = new Set<ArchiveErrorCode>(['STORE_FULL', 'STORE_UNAVAILABLE', 'DIGEST_SNAPSHOT_CLOSED', 'DIGEST_SNAPSHOTS_BUSY', 'DIGEST_UNAVAILABLE'])
 
 export class ArchiveError extends MailkeepError {
   declare readonly code: ArchiveErrorCode

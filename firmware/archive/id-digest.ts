@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import { ArchiveError } from './errors.js'
 import { idBytes, isArchiveId } from './layout.js'
 
@@ -35,7 +35,10 @@ import { idBytes, isArchiveId } from './layout.js'
  * Comparison (compareDigests). Breadth-first from the root, one round trip per level: the
  * children of every differing node are asked for in one batched call; a differing node that
  * is small enough (or a leaf, or empty on one side) has its ids enumerated instead and the
- * two sorted lists are merged. Nodes that agree are never descended into.
+ * two sorted lists are merged. Nodes that agree are never descended into. Measured with
+ * scripts/bench/digest.ts on 1,000,000 ids: agreement takes 1 round trip and 386 bytes; one
+ * id missing on one side is found in 5 round trips and 2,015 bytes, 10 in 5 and 14.6 KB,
+ * 1,000 in 5 and 909 KB (most of it the ids of the 1,000 differing leaves).
  */
 
 /** Domain prefix of every id's digest hash. */
@@ -151,6 +154,11 @@ export interface DigestComparison {
 
 const prefixPattern = /^[0-9a-f]{0,4}$/
 const domainBytes = Buffer.from(digestDomain, 'utf8')
+/**
+ * The domain followed by room for one id: hashed in one call. One-shot `hash` measured 1.8 µs
+ * a call under Bun against 4.4 µs for createHash (a throwaway script, this machine under load).
+ */
+const hashInput = Buffer.concat([domainBytes, Buffer.alloc(idBytes)])
 
 function invalid(message: string, fields: Record<string, unknown> = {}): ArchiveError {
   return new ArchiveError('DIGEST_INVALID', message, { fields })
@@ -186,7 +194,9 @@ export function bucketRange(prefixHex: string): { start: number; end: number } {
 
 /** SHA-256 of the domain and the binary id: what a leaf XORs in for each id. */
 export function idDigestHash(id: Uint8Array): Buffer {
-  return createHash('sha256').update(domainBytes).update(id).digest()
+  assert.ok(id.byteLength === idBytes, 'a binary archive id is 32 bytes')
+  hashInput.set(id, domainBytes.byteLength)
+  return hash('sha256', hashInput, 'buffer')
 }
 
 function xorInto(target: Uint8Array, targetOffset: number, source: Uint8Array, sourceOffset: number, length: number): void {
@@ -232,7 +242,7 @@ function emptyLevel(level: number): DigestLevel {
   return { counts: new Float64Array(nodes), bytes: new Float64Array(nodes), hashes: new Uint8Array(nodes * digestHashBytes) }
 }
 
-/** Empty leaves (65,536 buckets, about 3 MiB) to fill with addToLeaves or setLeaf. */
+/** Empty leaves (65,536 buckets, about 3 MiB) to fill with addToLeaves or setLeafValue. */
 export function createDigestLeaves(): DigestLevel {
   return emptyLevel(digestLeafLevel)
 }
@@ -245,12 +255,17 @@ export function addToLeaves(leaves: DigestLevel, id: Uint8Array, sizeBytes: numb
   xorInto(leaves.hashes, bucket * digestHashBytes, idDigestHash(id), 0, digestHashBytes)
 }
 
-/** Sets one leaf from a stored node. */
-export function setLeaf(leaves: DigestLevel, bucket: number, node: DigestNode): void {
-  assert.ok(node.hash.byteLength === digestHashBytes, 'a stored leaf has a full hash')
-  leaves.counts[bucket] = node.count
-  leaves.bytes[bucket] = node.bytes
-  leaves.hashes.set(node.hash, bucket * digestHashBytes)
+/**
+ * Sets one leaf from its stored value (encodeLeafValue's layout), copied straight into the
+ * arrays: a snapshot reads up to 65,536 of them.
+ * @throws ArchiveError STORE_CORRUPT when the value is not a leaf
+ */
+export function setLeafValue(leaves: DigestLevel, bucket: number, value: Uint8Array): void {
+  if (value.byteLength !== digestLeafValueBytes) decodeLeafValue(value, bucket)
+  const view = Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+  leaves.counts[bucket] = view.readUInt32BE(0)
+  leaves.bytes[bucket] = view.readUInt32BE(4) * 2 ** 32 + view.readUInt32BE(8)
+  leaves.hashes.set(view.subarray(12), bucket * digestHashBytes)
 }
 
 /** A tree's nodes above and at the leaves, answered from memory. */
@@ -333,15 +348,25 @@ export function decodeLeafValue(value: Uint8Array, bucket: number): DigestNode {
  *   would leave a negative count or bytes, or an empty bucket with a non-zero hash
  */
 export function updatedLeafValue(stored: Uint8Array | undefined, id: Uint8Array, sizeBytes: number, sign: 1 | -1): Buffer | null {
+  // Worked in place on one copy of the value: this runs in every ingest's transaction.
   const bucket = bucketOfId(id)
-  const node = stored === undefined ? { count: 0, bytes: 0, hash: new Uint8Array(digestHashBytes) } : decodeLeafValue(stored, bucket)
-  const count = node.count + sign
-  const bytes = node.bytes + sign * sizeBytes
-  xorInto(node.hash, 0, idDigestHash(id), 0, digestHashBytes)
-  if (count < 0 || bytes < 0 || (count === 0 && (bytes !== 0 || node.hash.some((byte) => byte !== 0)))) {
+  const value = Buffer.alloc(digestLeafValueBytes)
+  if (stored !== undefined) {
+    if (stored.byteLength !== digestLeafValueBytes) decodeLeafValue(stored, bucket)
+    value.set(stored)
+  }
+  const count = value.readUInt32BE(0) + sign
+  const bytes = value.readUInt32BE(4) * 2 ** 32 + value.readUInt32BE(8) + sign * sizeBytes
+  xorInto(value, 12, idDigestHash(id), 0, digestHashBytes)
+  const emptied = count === 0 && bytes === 0 && value.subarray(12).every((byte) => byte === 0)
+  if (count < 0 || bytes < 0 || (count === 0 && !emptied) || count > 0xffffffff) {
     throw new ArchiveError('STORE_CORRUPT', `digest leaf ${prefixOf(digestLeafLevel, bucket)} disagrees with the archive (count ${count}, bytes ${bytes})`, { fields: { bucket, count, bytes } })
   }
-  return count === 0 ? null : encodeLeafValue({ count, bytes, hash: node.hash })
+  if (count === 0) return null
+  value.writeUInt32BE(count, 0)
+  value.writeUInt32BE(Math.floor(bytes / 2 ** 32), 4)
+  value.writeUInt32BE(bytes % 2 ** 32, 8)
+  return value
 }
 
 // ---- in-memory digest -----------------------------------------------------------------------

@@ -15,13 +15,27 @@ import { createHash } from 'node:crypto'
  * | `archive/deliveries`    | id (32) + sequence (8)                     | delivery record (records.ts)         |
  * | `archive/delivery-keys` | SHA-256 of `id \n deliveryKey` (32)        | sequence of that delivery            |
  * | `archive/changes`       | sequence (8)                               | change record (records.ts), appended |
- * | `archive/state`         | `format`, `counters`, `identity`           | objects (msgpack), see below         |
+ * | `archive/digest`        | bucket: the id's first 2 bytes (2)         | id digest leaf (44, id-digest.ts)    |
+ * | `archive/state`         | `format`, `counters`, `identity`, `digest` | objects (msgpack), see below         |
  *
  * `archive/state` holds `format` (name, layout version, page size, creation time), `counters`
  * (stats() and the last sequence, written with every change entry), `identity` (the store id:
  * 128 random bits as 32 lower-case hex digits and its creation time, written with `format`
  * when the archive is created, or at the first start of firmware that knows it; a wiped or
- * replaced volume therefore gets a new id).
+ * replaced volume therefore gets a new id) and `digest` (version, build time and message count
+ * of the id digest's last full build: present means every ingest and purge since kept the
+ * digest up to date).
+ *
+ * `archive/digest` holds the leaves of the id digest (id-digest.ts): for each non-empty bucket
+ * of ids sharing their first 2 bytes, the count (u32), the sum of raw sizes in bytes (u64)
+ * and the XOR of SHA-256("mailkeep-digest-v1" || id) over its ids. The leaf is read and
+ * written in the same transaction as every ingest of a new id and every purge (a duplicate
+ * changes nothing); an empty bucket has no key. Internal nodes are not stored: a snapshot
+ * combines the leaves (store-digest.ts). Start rebuilds the leaves in one pass over
+ * `archive/messages`, written in one transaction with the `digest` record, when that record
+ * is missing (an archive made before the digest, a build cut short, a leaf found damaged
+ * while the store ran) or the leaves' totals disagree with the counters (firmware without
+ * the digest wrote meanwhile, or damage).
  *
  * Why blobs are keyed by the ingest sequence and not by the content hash: sequences grow,
  * so LMDB can append (MDB_APPEND) and fill every leaf page instead of splitting pages at
@@ -37,6 +51,7 @@ export const databaseNames = {
   deliveries: 'archive/deliveries',
   deliveryKeys: 'archive/delivery-keys',
   changes: 'archive/changes',
+  digest: 'archive/digest',
   state: 'archive/state',
 } as const
 
@@ -77,6 +92,14 @@ export function sequenceKey(sequence: number): Buffer {
 export function readSequence(key: Uint8Array, offset = 0): number {
   const view = Buffer.from(key.buffer, key.byteOffset + offset, sequenceBytes)
   return view.readUInt32BE(0) * 2 ** 32 + view.readUInt32BE(4)
+}
+
+/** Key of an id digest leaf in `archive/digest`: its bucket (the id's first 2 bytes), big-endian. */
+export function digestBucketKey(bucket: number): Buffer {
+  assert.ok(Number.isInteger(bucket) && bucket >= 0 && bucket <= 0xffff, `digest bucket out of range: ${bucket}`)
+  const key = Buffer.alloc(2)
+  key.writeUInt16BE(bucket, 0)
+  return key
 }
 
 /** Key of part `partIndex` of the blob stored by the ingest with `sequence`. */

@@ -20,6 +20,7 @@ import {
   type MessageRecord,
 } from './records.js'
 import { decodeBlob, deflateCodecs, encodeBlob, type BlobCodec } from './codec.js'
+import { emptyDigestRecord, ensureDigest, openDigestSnapshot, updateDigestLeaf } from './store-digest.js'
 import {
   blobPartKey,
   blobParts,
@@ -39,6 +40,7 @@ import type {
   ArchiveStore,
   ChangeEntry,
   Delivery,
+  DigestSnapshot,
   EncodedRaw,
   IngestRequest,
   IngestResult,
@@ -111,7 +113,15 @@ import type {
  * replaced volume gets a new one, which tells a mirror peer that this is not the archive it
  * compared with before. An identity record of another shape refuses the start (STORE_CORRUPT)
  * rather than being replaced.
-
+ *
+ * Id digest (id-digest.ts, store-digest.ts): per bucket of ids sharing their first 2 bytes, a
+ * count, a byte sum and an XOR of hashes, updated in the transaction of every ingest of a new
+ * id and every purge (one get and one put of a 44-byte value; a duplicate changes nothing),
+ * built at start in one pass when the archive has none. `digestSnapshot()` answers the tree's
+ * nodes and any bucket's ids from one read transaction, for a mirror peer to prove that both
+ * archives hold the same ids (compareDigests) in a few round trips and kilobytes. Snapshots
+ * are bounded: at most digestSnapshotsOpenMax at once, each released after
+ * digestSnapshotAgeMsMax and by stop().
  */
 
 export interface ArchiveStoreDeps {
@@ -137,12 +147,22 @@ export interface ArchiveStoreOptions {
   freeSpaceCacheMs?: number
   /** Bound on stop(): how long it waits for writes in flight and for the close, in ms. Default 10000. */
   stopTimeoutMs?: number
+  /** Maximum age of a digest snapshot, in ms: past it its read transaction is released. Default 60000. */
+  digestSnapshotAgeMsMax?: number
 }
 
 /** Default for ArchiveStoreOptions.freeSpaceCacheMs, in ms. */
 export const freeSpaceCacheMsDefault = 1000
 /** Default for ArchiveStoreOptions.stopTimeoutMs, in ms. */
 export const stopTimeoutMsDefault = 10_000
+/**
+ * Default for ArchiveStoreOptions.digestSnapshotAgeMsMax, in ms. A comparison takes a few
+ * round trips (5 for one difference at a million ids), seconds even over a slow link; a
+ * minute bounds how much the file can grow while the snapshot keeps LMDB from reusing pages.
+ */
+export const digestSnapshotAgeMsMaxDefault = 60_000
+/** Most digest snapshots open at once (one per peer comparison in flight); more get DIGEST_SNAPSHOTS_BUSY. */
+export const digestSnapshotsOpenMax = 8
 /** Bytes of randomness in a store id (128 bits, 32 hex digits). */
 const storeIdBytes = 16
 const storeIdPattern = /^[0-9a-f]{32}$/
@@ -201,6 +221,8 @@ interface Databases {
   deliveryKeys: Database<number, Buffer>
   /** Values: encodeChange arrays. */
   changes: Database<unknown, Buffer>
+  /** Values: id digest leaves (id-digest.ts). */
+  digest: Database<Buffer, Buffer>
   state: Database<unknown, string>
   pageSizeBytes: number
 }
@@ -263,6 +285,8 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
   const indexer = options.indexer
   const freeSpaceCacheMs = options.freeSpaceCacheMs ?? freeSpaceCacheMsDefault
   const stopTimeoutMs = options.stopTimeoutMs ?? stopTimeoutMsDefault
+  const digestSnapshotAgeMsMax = options.digestSnapshotAgeMsMax ?? digestSnapshotAgeMsMaxDefault
+  assert.ok(Number.isSafeInteger(digestSnapshotAgeMsMax) && digestSnapshotAgeMsMax > 0, 'options.digestSnapshotAgeMsMax must be a positive integer')
   const randomBytes = deps.randomBytes ?? cryptoRandomBytes
 
   let state: StoreState = 'created'
@@ -271,6 +295,8 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
   let startPromise: Promise<void> | undefined
   let stopPromise: Promise<void> | undefined
   let storeId: string | undefined
+  /** Digest snapshots open now; stop() closes them. */
+  const snapshots = new Set<DigestSnapshot>()
   const activity: WriteActivity = { ingests: 0, commits: 0, failedCommits: 0 }
   const countedFailures = new WeakSet<object>()
   /** Ingests and purges in flight, which stop() waits for. */
@@ -541,6 +567,12 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
     }
   }
 
+  /** Adds or removes one id in the id digest, in the message's transaction; damage is set aside and logged, never refuses the write. */
+  function updateDigest(databases: Databases, id: string, key: Buffer, sizeBytes: number, sign: 1 | -1): void {
+    const damage = updateDigestLeaf(databases, key, sizeBytes, sign)
+    if (damage) logger.error('the id digest is damaged; it is set aside until the next start rebuilds it', { id, error: damage })
+  }
+
   /** The body of one ingest's transaction. Runs synchronously inside the write transaction. */
   function ingestInTransaction(databases: Databases, id: string, request: IngestRequest, blob: EncodedBlob | undefined, indexing: boolean): IngestResult | typeof needsBlob {
     const key = idKey(id)
@@ -565,6 +597,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
         }
       })
       record = recordOf(request, sequence, blob, ranges.length, nowMs)
+      updateDigest(databases, id, key, record.sizeBytes, 1)
       counters.messages++
       counters.rawBytes += record.sizeBytes
       counters.storedBytes += record.storedBytes
@@ -644,6 +677,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
     }
     for (const deliveryKey of deliveryKeys) databases.deliveries.removeSync(deliveryKey)
     databases.messages.removeSync(key)
+    updateDigest(databases, id, key, record.sizeBytes, -1)
     const counters = readCounters(databases)
     const sequence = nextChange(databases, counters, 'purge', key, null, clock.now())
     counters.messages--
@@ -766,6 +800,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       deliveries: root.openDB<unknown, Buffer>(databaseNames.deliveries, binaryKeys),
       deliveryKeys: root.openDB<number, Buffer>(databaseNames.deliveryKeys, binaryKeys),
       changes: root.openDB<unknown, Buffer>(databaseNames.changes, binaryKeys),
+      digest: root.openDB<Buffer, Buffer>(databaseNames.digest, { ...binaryKeys, encoding: 'binary' }),
       state: root.openDB<unknown, string>(databaseNames.state, {}),
       pageSizeBytes: (root.getStats() as { pageSize: number }).pageSize,
     }
@@ -785,6 +820,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       await databases.root.childTransaction(() => {
         databases.state.putSync('format', record)
         databases.state.putSync('identity', identity)
+        databases.state.putSync('digest', emptyDigestRecord(nowMs))
       })
       logger.info('created a new archive', { path: options.path, pageSizeBytes: databases.pageSizeBytes, storeId: identity.storeId })
       return
@@ -848,7 +884,9 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       await checkEnvironmentFile()
       databases = openDatabases()
       await validate(databases)
-      storeId = await ensureIdentity(databases)
+      const opening = databases
+      storeId = await ensureIdentity(opening)
+      await ensureDigest(opening, { logger, clock, counters: readCounters(opening), write: (body) => inTransaction(opening, body) })
       // lmdb-js also calls this after a failed commit, without a transaction id.
       databases.root.on('aftercommit', (event: { txnId?: number }) => {
         if (event?.txnId !== undefined) activity.commits++
@@ -876,6 +914,8 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
     }
     const databases = dbs
     state = 'stopping'
+    // Open snapshots hold read transactions, which must end before the environment closes.
+    for (const snapshot of [...snapshots]) snapshot.close()
     const deadlineMs = clock.monotonicMs() + stopTimeoutMs
     const drain = delay(stopTimeoutMs)
     const drained = await Promise.race([Promise.allSettled([...operations]).then(() => 'drained' as const), drain.promise])
@@ -1105,6 +1145,29 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       requireReadable()
       assert.ok(storeId !== undefined)
       return storeId
+    },
+
+    /**
+     * A consistent, short-lived view of the id digest (DigestSnapshot in types.ts), opened
+     * in steps that yield to the event loop: close it when done; it is released anyway after
+     * digestSnapshotAgeMsMax and by stop().
+     * @throws ArchiveError STORE_UNAVAILABLE (not open), DIGEST_SNAPSHOTS_BUSY (digestSnapshotsOpenMax open), DIGEST_UNAVAILABLE (the digest was set aside as damaged until the next start), DIGEST_SNAPSHOT_CLOSED (stop() while it opened), STORE_CORRUPT (an undecodable leaf)
+     */
+    async digestSnapshot() {
+      const databases = requireReadable()
+      if (snapshots.size >= digestSnapshotsOpenMax) {
+        throw new ArchiveError('DIGEST_SNAPSHOTS_BUSY', `${snapshots.size} digest snapshots are open, the most allowed; close one or wait for it to expire`, {
+          fields: { open: snapshots.size, openMax: digestSnapshotsOpenMax },
+        })
+      }
+      assert.ok(storeId !== undefined)
+      return openDigestSnapshot(databases, {
+        storeId,
+        clock,
+        ageMsMax: digestSnapshotAgeMsMax,
+        onOpen: (snapshot) => snapshots.add(snapshot),
+        onRelease: (snapshot) => snapshots.delete(snapshot),
+      })
     },
   }
 }

@@ -1,6 +1,7 @@
 import type { BlobCodec } from './codec.js'
 import type { RootDatabase } from 'lmdb'
 import type { ParsedMessage } from '../mime/types.js'
+import type { DigestView } from './id-digest.js'
 
 /** Where one delivery of a message came from. A message may have many deliveries. */
 export interface Delivery {
@@ -178,6 +179,23 @@ export interface ArchiveIndexer {
 }
 
 /**
+ * The id digest of the archive at one point in time (store.digestSnapshot()): nodes, children
+ * and the ids of any bucket all answer from one LMDB read transaction, so they agree with each
+ * other and with `lastSequence` however many writes commit meanwhile. It holds that read
+ * transaction (LMDB cannot reuse pages freed after it began) until close() or its maximum age
+ * (ArchiveStoreOptions.digestSnapshotAgeMsMax), whichever comes first; store.stop() closes it
+ * too. After that every call throws ArchiveError DIGEST_SNAPSHOT_CLOSED.
+ */
+export interface DigestSnapshot extends DigestView {
+  /** The store's id (ArchiveStore.storeId()). */
+  readonly storeId: string
+  /** The change-log sequence the snapshot reflects: every change up to it, none after. */
+  readonly lastSequence: number
+  /** Releases the read transaction. Idempotent. */
+  close(): void
+}
+
+/**
  * The archive store (firmware/archive/store.ts). Writes are durable before they resolve;
  * reads see committed (and so durable) data only.
  */
@@ -199,4 +217,6 @@ export interface ArchiveStore {
   delete(id: string): Promise<PurgeResult>
   /** This archive's random id (32 lower-case hex digits), made when it was created. */
   storeId(): string
+  /** A consistent, short-lived view of the id digest (see DigestSnapshot), opened in steps that yield to the event loop. */
+  digestSnapshot(): Promise<DigestSnapshot>
 }

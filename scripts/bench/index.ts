@@ -9,6 +9,8 @@
  *   search     query latency p50/p95 per query class vs notmuch on the same messages
  *   mirror     store to store (two firmware processes): catch-up rate after 10,000 messages offline vs local
  *              SMTP ingest (target ≥ 80%), lag archived-on-A → searchable-on-B p95 (< 1 s); then the copy layer alone
+ *   digest     proof of agreement: in-memory id digests of 1,000,000 ids (100,000 with --quick), one side lacking
+ *              0, 1, 10 or 1,000; round trips, bytes exchanged and time to find them (no network)
  * `npm run bench -- --only smtp,store` runs a subset; `--quick` uses smaller sizes.
  * Search and mirror run in a process of their own each (this script again, with `--only`):
  * a latency figure then does not depend on the heap and the compiled code that the ingest
@@ -22,6 +24,7 @@ import { runSmtpBench } from './smtp.js'
 import { runSearchBench } from './search.js'
 import { runMirrorBench } from './mirror.js'
 import { runMirrorCopyBench } from './mirror-copy.js'
+import { runDigestBench } from './digest.js'
 
 const args = process.argv.slice(2)
 const quick = args.includes('--quick')
@@ -98,3 +101,12 @@ await section('mirror', async () => {
   const copy = await runMirrorCopyBench({ messages: quick ? 2000 : 10_000 })
   print(`copy layer alone (fake durable stores, TLS): catch-up ${fixed(copy.catchUp.messagesPerSecond)} msg/s vs local ${fixed(copy.localIngest.messagesPerSecond)} msg/s; steady lag p95 ${fixed(copy.steadyLag.p95Ms, 1)} ms`)
 }, true)
+
+await section('digest', async () => {
+  const result = await runDigestBench({ ids: quick ? 100_000 : 1_000_000 })
+  print(`id digest of ${result.ids} random ids built in memory in ${fixed(result.buildMs)} ms (${fixed((result.buildMs * 1000) / result.ids, 2)} us an id); compared over the wire format, no network:`)
+  for (const run of result.runs) {
+    const what = run.differences === 0 ? 'none missing (agreement)' : `${run.differences} missing on one side`
+    print(`  ${what.padEnd(26)} ${String(run.roundTrips).padStart(2)} round trips, ${String(run.bytesExchanged).padStart(8)} bytes, ${fixed(run.compareMs, 1).padStart(7)} ms, found ${run.found}${run.exact ? ' (exact)' : run.truncated ? ' (TRUNCATED)' : ' (WRONG)'}`)
+  }
+})

@@ -13,6 +13,7 @@ import { createRandom, systemClock } from '../../../firmware/common/clock.js'
 import { createArchiveStore } from '../../../firmware/archive/store.js'
 import { bunPath, tempDir } from '../../helpers/service.js'
 import { generatedMessage, requestFor } from './fixtures/messages.js'
+import { recomputedDigest } from './fixtures/digest.js'
 
 const childScript = join(import.meta.dirname, 'fixtures', 'store-child.ts')
 const mib = 1024 * 1024
@@ -72,6 +73,17 @@ t.test('Node reads what Bun wrote, and Bun what Node wrote', async (t) => {
   t.same([report.checked, report.corrupt, report.countersConsistent, stats.messages], [60, 0, true, 60], 'Bun verifies all 60, 20 of them written by Node')
 })
 
+t.test('a digest snapshot under Bun sees one point in time while writes commit', async (t) => {
+  const path = join(await tempDir('mailkeep-archive-'), 'archive')
+  const run = await runChild({ mode: 'snapshot', path, seed: 601, count: 40 })
+  t.equal(run.code, 0, run.stderr.slice(0, 400))
+  const result = lastJson(run) as { runtime: string; old: Record<string, number>; now: Record<string, number>; onlyNow: number; onlyOld: number }
+  t.equal(result.runtime, 'bun')
+  t.same(result.old, { lastSequence: 40, count: 40, listedDuring: 40, listedAfter: 40 }, 'the old snapshot keeps its sequence, root and ids after 43 more changes')
+  t.same(result.now, { lastSequence: 83, count: 77, storeLastSequence: 83 }, 'a new snapshot sees them')
+  t.same([result.onlyNow, result.onlyOld], [40, 3], 'the comparison finds the 40 added and the 3 purged ids')
+})
+
 t.test('SIGKILL at random points: every acknowledged message is present and intact', async (t) => {
   const seed = Number(process.env.MAILKEEP_TEST_SEED ?? Date.now() % 1_000_000)
   t.comment(`crash test seed ${seed} (set MAILKEEP_TEST_SEED to replay)`)
@@ -109,6 +121,11 @@ t.test('SIGKILL at random points: every acknowledged message is present and inta
     t.equal(missing, 0, `round ${round} (seed ${seed}): all ${acknowledged.size} acknowledged ids present`)
     const report = await store.verify()
     t.same([report.corrupt, report.countersConsistent], [0, true], `round ${round} (seed ${seed}): ${report.checked} messages verify, counters consistent`)
+    const snapshot = await store.digestSnapshot()
+    const root = snapshot.node('')
+    snapshot.close()
+    const recomputed = recomputedDigest(store)
+    t.ok(root.count === recomputed.root.count && root.bytes === recomputed.root.bytes && Buffer.from(root.hash).equals(Buffer.from(recomputed.root.hash)), `round ${round} (seed ${seed}): the id digest equals one recomputed from the ${root.count} ids`)
     const changes = store.changes(0, 10_000)
     t.same(changes.map((entry) => entry.sequence), Array.from({ length: changes.length }, (_, index) => index + 1), `round ${round}: change log has no gaps`)
     await store.stop()
