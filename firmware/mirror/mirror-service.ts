@@ -20,6 +20,7 @@ import {
   freshPeerRecord,
   pendingJoinsMax,
   peerKey,
+  sameIdentity,
   type EffectivePeer,
   type PeerOverlay,
   type PeerRecord,
@@ -384,8 +385,6 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
     return next
   }
 
-  const sameIdentity = (a: { serial: string; storeId: string; fingerprint: string }, b: { serial: string; storeId: string; fingerprint: string }): boolean =>
-    a.serial === b.serial && a.storeId === b.storeId && a.fingerprint === b.fingerprint
 
   /** The sender an inbound appliance belongs to: pinned identity first, then pinned serial, then address (host and listening port). */
   async function senderForInbound(candidate: AdmissionCandidate): Promise<PeerSender | undefined> {

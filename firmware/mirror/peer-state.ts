@@ -52,6 +52,18 @@ export interface SeenIdentity {
   lastSeenAtMs: number
 }
 
+/** The three parts of a mirror identity. */
+export interface IdentityParts {
+  serial: string | null
+  storeId: string | null
+  fingerprint: string | null
+}
+
+/** True when two identities have the same serial, store id and certificate. */
+export function sameIdentity(a: IdentityParts, b: IdentityParts): boolean {
+  return a.serial === b.serial && a.storeId === b.storeId && a.fingerprint === b.fingerprint
+}
+
 /** The persisted state of one peer. */
 export interface PeerRecord {
   host: string

@@ -21,7 +21,7 @@ import {
   type MessageHeader,
 } from './copy-protocol.js'
 import { fitHeader, isCopied, refusalStateCodes, retryDelayMs, selectDeliveries } from './copy-plan.js'
-import { copyPeerRecord, createCoalescingWriter, previousSerialsMax, type EffectivePeer, type PeerRecord, type PeerStateStore, type SeenIdentity } from './peer-state.js'
+import { copyPeerRecord, sameIdentity, createCoalescingWriter, previousSerialsMax, type EffectivePeer, type PeerRecord, type PeerStateStore, type SeenIdentity } from './peer-state.js'
 import type { AdmissionCandidate } from './handshake.js'
 import { createWakeSignal } from './wake-signal.js'
 import type { CopyLimits, MirrorArchive, PeerFailure, PeerState, PeerStatus, PolicySettings } from './types.js'
@@ -285,7 +285,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
       tellIdentity({ action: 'mirror.peer-pinned', pinned: before, presented: { ...presented, address: candidate.address, direction: candidate.direction } })
       return undefined
     }
-    if (record.serial === candidate.serial && record.storeId === candidate.storeId && record.fingerprint === candidate.fingerprint) {
+    if (sameIdentity(record, candidate)) {
       if (record.pendingIdentity) {
         // The pinned appliance is back: whatever presented itself meanwhile is no longer pending.
         logger.warn('the pinned mirror peer is back; the other identity seen at its place is dropped', { dropped: describeIdentity(record.pendingIdentity) })
@@ -297,7 +297,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
     }
     const now = deps.clock.now()
     const pending = record.pendingIdentity
-    const samePending = pending !== null && pending.serial === candidate.serial && pending.storeId === candidate.storeId && pending.fingerprint === candidate.fingerprint
+    const samePending = pending !== null && sameIdentity(pending, candidate)
     const seen: SeenIdentity = {
       ...presented,
       model: candidate.model,
@@ -616,7 +616,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
 
     /** True when `candidate` is exactly the pinned identity (serial, store id and certificate). */
     isPinned(candidate: { serial: string; storeId: string; fingerprint: string }): boolean {
-      return record.serial === candidate.serial && record.storeId === candidate.storeId && record.fingerprint === candidate.fingerprint
+      return sameIdentity(record, candidate)
     },
 
     /** The pinned identity (nulls before the first handshake). */
