@@ -278,6 +278,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
           certificate,
           onHandshake: (event) => logger.child('audit').info('mirror handshake', { ...event }),
           audit: (entry) => audit(entry),
+          retention: { auditHead: () => policy.auditHead(), holdsKeeping: (ids) => policy.holdsKeeping(ids), purgeAuditSeq: (id, atMs) => policy.purgeAuditSeq(id, atMs) },
           // Peers compare retention and hold settings (ARCHITECTURE: independent per system,
           // differences reported). Criteria travel as canonical JSON text.
           policySettings: () => {
@@ -294,6 +295,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
           localSourcesEnabled,
           acceptJoins: config.mirror.acceptJoins,
           unreachableAlertMs: config.mirror.unreachableAlertMs,
+          verifyIntervalMs: config.mirror.verifyIntervalMs,
           batchMessagesMax: 1_000,
           batchBytesMax: 16 * 1024 * 1024,
           inflightBatchesMax: 4,
@@ -357,6 +359,8 @@ export async function composeServices(context: { config: Readonly<Config>; logge
     ['mirror resume', async ([peer]) => audited('mirror.resume', peer, await needMirror().resumePeer(peerArgument(peer)))],
     // Audited by the mirror service itself (mirror.identity-accepted / mirror.join-accepted, with both identities).
     ['mirror accept', ([peer]) => needMirror().acceptPeer(peerArgument(peer))],
+    // Audited by the mirror service (mirror.verify with the signed report, or mirror.verify-failed).
+    ['mirror verify', ([peer]) => needMirror().verifyPeer(peerArgument(peer))],
     ...policyCommandHandlers(policy),
     ['search', (args) => {
       const { query, limit, cursor } = searchArgs(args)

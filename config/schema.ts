@@ -229,6 +229,13 @@ export const configSchema = {
           default: 900000,
           description: 'a mirror peer unreachable for longer than this makes `show status` degraded',
         },
+        verifyIntervalMs: {
+          type: 'integer',
+          minimum: 0,
+          maximum: 2592000000,
+          default: 86400000,
+          description: 'each connected peer is verified (`mirror verify`) this often; 0 turns the scheduled verify off',
+        },
         acceptJoins: {
           type: 'boolean',
           default: false,

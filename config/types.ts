@@ -79,5 +79,6 @@ export interface Config {
     ackTimeoutMs: number
     acceptJoins: boolean
     unreachableAlertMs: number
+    verifyIntervalMs: number
   }
 }

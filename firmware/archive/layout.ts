@@ -16,7 +16,8 @@ import { createHash } from 'node:crypto'
  * | `archive/delivery-keys` | SHA-256 of `id \n deliveryKey` (32)        | sequence of that delivery            |
  * | `archive/changes`       | sequence (8)                               | change record (records.ts), appended |
  * | `archive/digest`        | bucket: the id's first 2 bytes (2)         | id digest leaf (44, id-digest.ts)    |
- * | `archive/state`         | `format`, `counters`, `identity`, `digest` | objects (msgpack), see below         |
+ * | `archive/purged`        | id (32)                                    | [sequence, atMs] of its purge        |
+ * | `archive/state`         | `format`, `counters`, `identity`, `digest`, `purged` | objects (msgpack), see below |
  *
  * `archive/state` holds `format` (name, layout version, page size, creation time), `counters`
  * (stats() and the last sequence, written with every change entry), `identity` (the store id:
@@ -52,6 +53,7 @@ export const databaseNames = {
   deliveryKeys: 'archive/delivery-keys',
   changes: 'archive/changes',
   digest: 'archive/digest',
+  purged: 'archive/purged',
   state: 'archive/state',
 } as const
 

@@ -21,6 +21,7 @@ import {
 } from './records.js'
 import { decodeBlob, deflateCodecs, encodeBlob, type BlobCodec } from './codec.js'
 import { emptyDigestRecord, ensureDigest, openDigestSnapshot, updateDigestLeaf } from './store-digest.js'
+import { emptyPurgedRecord, ensurePurgeRecords, purgedStateKey, readPurgeRecord, writePurgeRecord, type PurgeRecord } from './purge-records.js'
 import {
   blobPartKey,
   blobParts,
@@ -223,6 +224,8 @@ interface Databases {
   changes: Database<unknown, Buffer>
   /** Values: id digest leaves (id-digest.ts). */
   digest: Database<Buffer, Buffer>
+  /** Values: purge records (purge-records.ts). */
+  purged: Database<unknown, Buffer>
   state: Database<unknown, string>
   pageSizeBytes: number
 }
@@ -679,7 +682,9 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
     databases.messages.removeSync(key)
     updateDigest(databases, id, key, record.sizeBytes, -1)
     const counters = readCounters(databases)
-    const sequence = nextChange(databases, counters, 'purge', key, null, clock.now())
+    const atMs = clock.now()
+    const sequence = nextChange(databases, counters, 'purge', key, null, atMs)
+    writePurgeRecord(databases.purged, key, { sequence, atMs })
     counters.messages--
     counters.deliveries -= deliveryKeys.length
     counters.rawBytes -= record.sizeBytes
@@ -801,6 +806,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       deliveryKeys: root.openDB<number, Buffer>(databaseNames.deliveryKeys, binaryKeys),
       changes: root.openDB<unknown, Buffer>(databaseNames.changes, binaryKeys),
       digest: root.openDB<Buffer, Buffer>(databaseNames.digest, { ...binaryKeys, encoding: 'binary' }),
+      purged: root.openDB<unknown, Buffer>(databaseNames.purged, binaryKeys),
       state: root.openDB<unknown, string>(databaseNames.state, {}),
       pageSizeBytes: (root.getStats() as { pageSize: number }).pageSize,
     }
@@ -821,6 +827,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
         databases.state.putSync('format', record)
         databases.state.putSync('identity', identity)
         databases.state.putSync('digest', emptyDigestRecord(nowMs))
+        databases.state.putSync(purgedStateKey, emptyPurgedRecord(nowMs))
       })
       logger.info('created a new archive', { path: options.path, pageSizeBytes: databases.pageSizeBytes, storeId: identity.storeId })
       return
@@ -887,6 +894,7 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
       const opening = databases
       storeId = await ensureIdentity(opening)
       await ensureDigest(opening, { logger, clock, counters: readCounters(opening), write: (body) => inTransaction(opening, body) })
+      await ensurePurgeRecords(opening, { logger, clock, write: (body) => inTransaction(opening, body) })
       // lmdb-js also calls this after a failed commit, without a transaction id.
       databases.root.on('aftercommit', (event: { txnId?: number }) => {
         if (event?.txnId !== undefined) activity.commits++
@@ -1138,6 +1146,16 @@ export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStore
         return Promise.reject(error)
       }
       return track(withoutIndexerOnFailure(id, (indexing) => inTransaction(databases, () => purgeInTransaction(databases, id, indexing))))
+    },
+
+    /**
+     * When the retention purge removed `id` (the purge's change-log sequence and time), or
+     * undefined when it never did. A message archived again after its purge is held AND has
+     * this record: check has() first. @throws ArchiveError STORE_UNAVAILABLE when not open
+     */
+    purgedAt(id): PurgeRecord | undefined {
+      const databases = requireReadable()
+      return isArchiveId(id) ? readPurgeRecord(databases.purged, idKey(id)) : undefined
     },
 
     /** This archive's random id (32 lower-case hex digits). @throws ArchiveError STORE_UNAVAILABLE when not open */

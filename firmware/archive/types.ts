@@ -215,6 +215,8 @@ export interface ArchiveStore {
   writeActivity(): WriteActivity
   /** The ONLY way a stored message is ever removed; for the retention module (firmware/policy) alone. */
   delete(id: string): Promise<PurgeResult>
+  /** When the retention purge removed `id` (purge-records.ts), or undefined. */
+  purgedAt(id: string): { sequence: number; atMs: number } | undefined
   /** This archive's random id (32 lower-case hex digits), made when it was created. */
   storeId(): string
   /** A consistent, short-lived view of the id digest (see DigestSnapshot), opened in steps that yield to the event loop. */

@@ -1,3 +1,5 @@
+import { renderVerify } from './render-verify.js'
+
 /**
  * The one command table shared by the one-shot CLI (`mailkeep show status`), the serial
  * console (`mailkeep console`) and the control socket server. It is pure data plus pure
@@ -219,6 +221,13 @@ export const commandTable: readonly CommandSpec[] = [
     args: [{ name: 'host:port', kind: 'string' }],
     technician: true,
     render: renderAccept,
+  },
+  {
+    name: 'mirror verify',
+    summary: 'prove agreement with a peer: compare both archives, classify differences, re-queue missing copies (signed report in the audit log)',
+    args: [{ name: 'host:port', kind: 'string' }],
+    technician: false,
+    render: renderVerify,
   },
   { name: 'show journal', summary: 'journal sources: state, last pull, held messages', args: [], technician: false, render: (result) => JSON.stringify(result, null, 2) },
   { name: 'search', summary: 'search the archive (query language: see README)', args: [{ name: 'query', kind: 'string', rest: true }], technician: false, render: renderSearch },

@@ -42,6 +42,8 @@ export type MirrorErrorCode =
   | 'STATE_FAILED' /** a mirror state file could not be written (disk full, permissions) */
   | 'STOPPED' /** the mirror service is stopped or stopping */
   | 'NOTHING_PENDING' /** `mirror accept` named a peer with no changed identity and no pending join */
+  | 'VERIFY_FAILED' /** `mirror verify` could not finish: the peer is not connected, answered with an error or a bad signature */
+  | 'VERIFY_BUSY' /** a verify of this peer is already running */
 
 /** A value in a refusal's expected/actual pair: a model number, a version, a limit. */
 export type RefusalValue = string | number | null

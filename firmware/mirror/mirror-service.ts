@@ -8,7 +8,7 @@ import type { IngestPipeline } from '../sources/types.js'
 import { MirrorError } from './errors.js'
 import type { IdentityCertificate } from './certificate.js'
 import type { AdmissionCandidate, MirrorIdentity } from './handshake.js'
-import { createMirrorListener, type MirrorAuditEvent, type MirrorListener, type MirrorTransportDeps } from './listener.js'
+import { connectToPeer, createMirrorListener, type MirrorAuditEvent, type MirrorListener, type MirrorTransportDeps } from './listener.js'
 import { toMirrorSecret, type MirrorSecret } from './secret.js'
 import { copyMessageBytesMax } from './copy-protocol.js'
 import { createBacklogTracker, type BacklogTrackerOptions } from './backlog.js'
@@ -29,6 +29,9 @@ import {
 import type { Completeness, CopyLimits, InboundRefusal, MirrorArchive, MirrorStatus, PeerAddress, PeerStatus, PolicySettings, PolicySettingsDiff } from './types.js'
 import { basicPolicyDiff, createPolicyComparer, emptyPolicySettings } from './policy-exchange.js'
 import { mirroringModelMin } from '../../config/models.js'
+import type { VerifyArchive, VerifyLocalDeps } from './verify-facts.js'
+import type { SignedVerifyReport } from './verify-protocol.js'
+import { createVerifyCoordinator, verifyIntervalMsDefault } from './verify-service.js'
 
 /** One audit-log entry (the shape of firmware/policy's audit log). */
 export interface MirrorAuditEntry {
@@ -81,6 +84,16 @@ export interface MirrorServiceDeps {
   policyDiff?: PolicySettingsDiff
   /** Cryptographically secure random bytes for handshake nonces; node:crypto by default. */
   randomBytes?: (size: number) => Buffer
+  /**
+   * What `mirror verify` reads from retention and the audit log (firmware/policy): the audit
+   * head, the holds that keep ids, the audit entry of a purge. Without it reports carry an
+   * empty audit head and no holds.
+   */
+  retention?: {
+    auditHead(): { seq: number; hash: string }
+    holdsKeeping(ids: readonly string[]): Promise<Map<string, string[]>>
+    purgeAuditSeq(id: string, atMs: number): number | null
+  }
 }
 
 /** Where the service listens, whom it copies to, and its limits. */
@@ -114,6 +127,8 @@ export interface MirrorServiceOptions extends CopyLimits {
   receiverBytesInFlightMax?: number
   /** Queue-figure tracker limits (tests lower them). */
   backlog?: BacklogTrackerOptions
+  /** Each peer is verified (`mirror verify`) this often, in milliseconds; 0: only when asked. Default a day. */
+  verifyIntervalMs?: number
 }
 
 /** How long an inbound appliance that matches no pinned peer waits for an unpinned peer's sender to pin it, at most, in milliseconds. */
@@ -266,6 +281,44 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
   const policySettings = deps.policySettings ?? emptyPolicySettings
   const policies = createPolicyComparer({ logger, policySettings, diff: deps.policyDiff ?? basicPolicyDiff })
 
+  const archive = deps.archive
+  const verifyLocal: VerifyLocalDeps | undefined =
+    archive.digestSnapshot && archive.purgedAt
+      ? {
+          archive: archive as VerifyArchive,
+          serial: deps.identity.serial,
+          fingerprint: deps.certificate.fingerprint,
+          privateKeyPem: deps.certificate.privateKeyPem,
+          certificatePem: deps.certificate.certificatePem,
+          auditHead: () => deps.retention?.auditHead() ?? { seq: 0, hash: '' },
+          policyFingerprint: () => policySettings().fingerprint,
+          holdsKeeping: (ids) => deps.retention?.holdsKeeping(ids) ?? Promise.resolve(new Map()),
+          purgeAuditSeq: (id, atMs) => deps.retention?.purgeAuditSeq(id, atMs) ?? null,
+        }
+      : undefined
+  const verifier = createVerifyCoordinator(
+    {
+      logger,
+      clock: deps.clock,
+      local: verifyLocal,
+      targets: () => [...senders.values()],
+      connect: ({ peer, sender }) => {
+        assert.ok(secret, 'started')
+        return connectToPeer(transport, {
+          host: peer.host,
+          port: peer.port,
+          sharedSecret: secret,
+          timeoutMs: options.handshakeTimeoutMs,
+          ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+          admit: sender.admit,
+        })
+      },
+      audit: writeAudit,
+      stateDir: options.stateDir,
+    },
+    { intervalMs: options.verifyIntervalMs ?? verifyIntervalMsDefault },
+  )
+
   const receiver = createCopyReceiver(
     {
       logger,
@@ -273,6 +326,8 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       pipeline: deps.pipeline,
       policySettings,
       onPolicy: (peer, settings) => policies.compare({ serial: peer.serial, direction: 'inbound' }, settings),
+      verify: verifier.responder,
+      ...(archive.purgedAt ? { purgedAt: (id: string) => archive.purgedAt!(id) } : {}),
     },
     {
       ...(options.receiverSubmitsInFlightMax ? { submitsInFlightMax: options.receiverSubmitsInFlightMax } : {}),
@@ -353,6 +408,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       messagesSent: status.messagesSent,
       bytesSent: status.bytesSent,
       messagesRejected: status.messagesRejected,
+      lastVerify: verifier.lastOf(peer),
     }
   }
 
@@ -369,6 +425,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
         problems.push(`${where} unreachable for ${Math.round((now - status.unreachableSinceMs) / 60_000)} min (${status.reasonCode ?? 'no answer'})`)
       }
     }
+    problems.push(...verifier.problems())
     for (const seen of pendingJoins) {
       problems.push(`pending mirror join from ${seen.address}:${seen.listenPort} (serial ${seen.serial}): mirror accept or ignore`)
     }
@@ -532,6 +589,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
         await listener.start()
       }
       peers.forEach((peer, index) => startSender(peer, records[index]!))
+      await verifier.start()
       retainBacklog()
       pollTimer = setInterval(() => void tracker.refresh(), pollIntervalMs).unref()
       logger.info('mirror service started', {
@@ -645,6 +703,25 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       })
     },
 
+    /**
+     * Proves agreement with a peer now (`mirror verify HOST:PORT`): compares both archives'
+     * id digests at a cut both acknowledged, classifies every difference, re-queues the
+     * unexplained ones on the side that holds them, and returns the report both sides signed
+     * (also in both audit logs). Runs beside copying, on its own channel.
+     * @throws MirrorError PEER_INVALID, PEER_UNKNOWN, STOPPED, VERIFY_BUSY, VERIFY_FAILED, and
+     *   connection errors (CONNECT_FAILED, IDENTITY_CHANGED, …) when the peer cannot be reached as pinned
+     */
+    verifyPeer(peer: PeerAddress, actor = 'technician'): Promise<SignedVerifyReport> {
+      if (!started || stopping) return Promise.reject(new MirrorError('STOPPED', 'the mirror service is not running'))
+      let target
+      try {
+        target = senderOf(peer)
+      } catch (error) {
+        return Promise.reject(error)
+      }
+      return verifier.verify(target, actor)
+    },
+
     /** Pauses copying to a peer (saved durably). @throws MirrorError PEER_INVALID, PEER_UNKNOWN, STATE_FAILED, STOPPED */
     pausePeer: (peer: PeerAddress): Promise<PeerStatus> => setPaused(peer, true),
 
@@ -736,6 +813,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       stopping ??= (async () => {
         clearInterval(pollTimer)
         await operations
+        await verifier.stop()
         await Promise.all([...[...senders.values()].map(({ sender }) => sender.stop()), listener?.stop()])
         logger.info('mirror service stopped')
       })()

@@ -21,6 +21,8 @@ import {
 import { bareCopiedDelivery, copiedDelivery } from './copy-plan.js'
 import { createWakeSignal } from './wake-signal.js'
 import type { InboundPeerStatus, PolicySettings } from './types.js'
+import { VerifyFrameType } from './verify-protocol.js'
+import type { VerifyResponder } from './verify-responder.js'
 
 /** Messages of one inbound channel being stored at once, at most (the pipeline groups their commits). */
 export const receiverSubmitsInFlightMaxDefault = 4_096
@@ -49,6 +51,15 @@ export interface CopyReceiverDeps {
   policySettings: () => PolicySettings
   /** Told of each inbound peer's settings; returns how they differ from ours (empty: same). */
   onPolicy?: (peer: { address: string; serial: string }, settings: PolicySettings) => string[]
+  /** Answers `mirror verify` requests of the peer; without it they are a protocol error. */
+  verify?: VerifyResponder
+  /**
+   * When this system's retention purged `id` (the store's purgedAt). A copy of a message purged
+   * here whose deliveries are all older than the purge is acknowledged without storing it: a
+   * resend after a lost acknowledgement must not bring back what retention removed. A delivery
+   * newer than the purge is new mail and is archived.
+   */
+  purgedAt?: (id: string) => { atMs: number } | undefined
 }
 
 /** Limits of the receiver. */
@@ -110,6 +121,11 @@ export function createCopyReceiver(deps: CopyReceiverDeps, options: CopyReceiver
 
   async function storeCopy(channel: MirrorChannel, header: MessageHeader, raw: Buffer): Promise<CopyOutcome> {
     const serial = channel.peer.serial
+    const purged = deps.purgedAt?.(header.id)
+    if (purged && header.deliveries.every((delivery) => delivery.receivedAtMs <= purged.atMs)) {
+      logger.debug('a copy of a message purged here by retention; not archived again', { id: header.id, peerSerial: serial, purgedAtMs: purged.atMs })
+      return { kind: 'duplicate', bytes: raw.length }
+    }
     const deliveries =
       header.deliveries.length > 0
         ? header.deliveries.map((delivery) => copiedDelivery(serial, delivery))
@@ -154,6 +170,7 @@ export function createCopyReceiver(deps: CopyReceiverDeps, options: CopyReceiver
       status.connected = status.openChannels > 0
     })
 
+    const verify = deps.verify?.forChannel(channel)
     const room = createWakeSignal()
     let submitsInFlight = 0
     let bytesInFlight = 0
@@ -270,6 +287,8 @@ export function createCopyReceiver(deps: CopyReceiverDeps, options: CopyReceiver
           status.queueEstimated = queue.estimated
           // This system's clock: "as of" compares with now here, whatever the peer's clock says.
           status.queueAsOfMs = deps.clock.now()
+        } else if (frame.type === VerifyFrameType.request && verify) {
+          verify.onRequest(frame.payload)
         } else if (frame.type === CopyFrameType.policy) {
           const settings = decodePolicy(frame.payload)
           status.peerPolicyFingerprint = settings.fingerprint
@@ -293,6 +312,7 @@ export function createCopyReceiver(deps: CopyReceiverDeps, options: CopyReceiver
     await acks
     clearInterval(policyTimer)
     await channel.close()
+    await verify?.close()
   }
 
   return {

@@ -96,7 +96,7 @@ export interface PeerSenderOptions extends CopyLimits {
 }
 
 /** What a sender reports; the service adds the queue figures and where the peer came from. */
-export type PeerSenderStatus = Omit<PeerStatus, 'configuredBy' | 'queueMessages' | 'queueBytes' | 'queueEstimated' | 'lastSequence'>
+export type PeerSenderStatus = Omit<PeerStatus, 'configuredBy' | 'queueMessages' | 'queueBytes' | 'queueEstimated' | 'lastSequence' | 'lastVerify'>
 
 /** True for failures that only say the connection went away, without a reason. */
 function isBareClose(error: unknown): boolean {

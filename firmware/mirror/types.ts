@@ -1,6 +1,7 @@
-import type { ChangeEntry, MessageMeta } from '../archive/types.js'
+import type { ChangeEntry, DigestSnapshot, MessageMeta } from '../archive/types.js'
 import type { MirrorErrorCode, RefusalValue } from './errors.js'
 import type { SeenIdentity } from './peer-state.js'
+import type { VerifySummary } from './verify-service.js'
 
 /**
  * What the copy layer needs from the archive store: a read-only view of the change log and
@@ -28,6 +29,10 @@ export interface MirrorArchive {
   has(id: string): boolean | Promise<boolean>
   /** The archive's random store id (32 lower-case hex), made with the archive; peers pin it. Read once the store is open. */
   storeId(): string
+  /** A consistent view of the id digest (the store's digestSnapshot); `mirror verify` needs it. */
+  digestSnapshot?(): Promise<DigestSnapshot>
+  /** When retention purged `id` (the store's purgedAt); verify and the receiver use it. */
+  purgedAt?(id: string): { sequence: number; atMs: number } | undefined
 }
 
 /**
@@ -166,6 +171,8 @@ export interface PeerStatus {
   bytesSent: number
   /** Messages the peer refused for good (e.g. over its size limit) since start; each was logged. */
   messagesRejected: number
+  /** The last `mirror verify` with this peer (either side ran it); null before the first. */
+  lastVerify: VerifySummary | null
 }
 
 /** What this system knows about a peer that copies to it (inbound channels). */

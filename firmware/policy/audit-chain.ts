@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { timingSafeEqual } from 'node:crypto'
-import { canonicalJson, hmacHex, sha256Hex } from './canonical.js'
+import { canonicalJson, hmacHex, sha256Hex } from '../common/canonical.js'
 import type { AuditEntry, AuditEvent, AuditVerifyReport } from './types.js'
 
 /*

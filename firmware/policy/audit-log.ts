@@ -139,6 +139,12 @@ export function createAuditLog(deps: { logger: Logger; clock: Clock; key?: Uint8
       return head?.seq ?? 0
     },
 
+    /** The head: sequence and hash of the last entry (0 and the genesis hash when empty). */
+    head(): { seq: number; hash: string } {
+      const head = databases().state.get('head') as HeadRecord | undefined
+      return { seq: head?.seq ?? 0, hash: head?.hash ?? genesisHash }
+    },
+
     /** The state database, for small records that belong with the log (the config digest). */
     state(): Database<unknown, string> {
       return databases().state

@@ -1,4 +1,4 @@
-import { canonicalJson, sha256Hex } from './canonical.js'
+import { canonicalJson, sha256Hex } from '../common/canonical.js'
 import type { Hold, Policy, PolicySettingsDescription } from './types.js'
 
 /**

@@ -8,6 +8,7 @@ import { PolicyError } from './errors.js'
 import { createExclusiveLock } from './exclusive.js'
 import { describePolicySettings } from './fingerprint.js'
 import { PolicySettings } from './policy-settings.js'
+import { findPurgeAuditEntry } from './purge-audit.js'
 import { planArchivePurge, previewOf, type PurgePreview } from './purge-planner.js'
 import { PurgeSchedule, runPurge, type PurgeDeps, type PurgeRunReport } from './purge-job.js'
 import { recordConfigChange, recoverUnauditedPurges } from './startup-audit.js'
@@ -161,6 +162,21 @@ export function createPolicyService(deps: PolicyServiceDeps, options: PolicyServ
     lastRun: () => schedule.lastRun(),
     /** The settings peers compare (describePolicySettings). Empty until the archive is open. */
     describe: (): PolicySettingsDescription => describePolicySettings(settings.policies(), settings.holds()),
+    /**
+     * The ids among `ids` that are past their retention here and kept only because active
+     * holds cover them, with those holds' names (mirror verify's "held" difference).
+     * @throws PolicyError UNAVAILABLE
+     */
+    async holdsKeeping(ids: readonly string[]): Promise<Map<string, string[]>> {
+      settings.databases()
+      const kept = new Map<string, string[]>()
+      for (const item of (await plan(ids)).kept) if (item.reason === 'held') kept.set(item.id, [...(item.holds ?? [])])
+      return kept
+    },
+    /** The `purge.batch` / `purge.recovered` audit entry naming the purge of `id` at `atMs`, or null. @throws PolicyError UNAVAILABLE */
+    purgeAuditSeq: (id: string, atMs: number): number | null => findPurgeAuditEntry(audit, id, atMs),
+    /** The audit log's head: last sequence and hash (an off-box witness when a peer records it). @throws PolicyError UNAVAILABLE */
+    auditHead: () => audit.head(),
     /** @throws PolicyError UNAVAILABLE */
     auditVerify: (): AuditVerifyReport => audit.verify(),
     /** The last `limit` entries (or those after `afterSeq`). @throws PolicyError UNAVAILABLE */

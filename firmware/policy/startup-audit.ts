@@ -2,7 +2,7 @@ import type { RootDatabase } from 'lmdb'
 import type { ArchiveStore } from '../archive/types.js'
 import type { Logger } from '../common/logger.js'
 import type { AuditLog } from './audit-log.js'
-import { canonicalJson, hmacHex, sha256Hex } from './canonical.js'
+import { canonicalJson, hmacHex, sha256Hex } from '../common/canonical.js'
 import { forEachChangeAfter, purgeCursorKey } from './change-log.js'
 
 /*

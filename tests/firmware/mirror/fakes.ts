@@ -9,12 +9,19 @@ import { ArchiveError } from '../../../firmware/archive/errors.js'
 import type { IngestPipeline } from '../../../firmware/sources/types.js'
 import type { MirrorArchive } from '../../../firmware/mirror/types.js'
 import type { Random } from '../../../firmware/common/clock.js'
+import { createMemoryDigest } from '../../../firmware/archive/id-digest.js'
+import type { DigestSnapshot } from '../../../firmware/archive/types.js'
 
 export interface MemoryArchive extends MirrorArchive {
   /** Archives `raw` with `delivery` the way the store does: by content hash, deliveries by key. */
   ingest(raw: Uint8Array, delivery: Delivery, origin: string | null): IngestResult
-  /** Purges a message (a 'purge' change entry). */
+  /** Purges a message (a 'purge' change entry, remembered for purgedAt as retention does). */
   purge(id: string): void
+  /** Removes a message without a trace (no change entry, no purge record): a lost copy. */
+  lose(id: string): void
+  /** The id digest now, as the store's snapshot offers it (a fixed in-memory copy). */
+  digestSnapshot(): Promise<DigestSnapshot>
+  purgedAt(id: string): { sequence: number; atMs: number } | undefined
   messages: Map<string, { raw: Uint8Array; meta: MessageMeta }>
   log: ChangeEntry[]
   /** Counts of reads, to check what the sender touched. */
@@ -31,6 +38,7 @@ export function createMemoryArchive(now: () => number = Date.now): MemoryArchive
   const log: ChangeEntry[] = []
   const reads = { changes: 0, raw: 0 }
   const storeId = randomBytes(16).toString('hex')
+  const purges = new Map<string, { sequence: number; atMs: number }>()
 
   function append(kind: ChangeEntry['kind'], id: string, origin: string | null): number {
     const sequence = log.length + 1
@@ -90,7 +98,24 @@ export function createMemoryArchive(now: () => number = Date.now): MemoryArchive
       return { id, duplicate: false, sequence: append('ingest', id, origin) }
     },
     purge(id) {
-      if (messages.delete(id)) append('purge', id, null)
+      if (messages.delete(id)) purges.set(id, { sequence: append('purge', id, null), atMs: now() })
+    },
+    lose(id) {
+      messages.delete(id)
+    },
+    purgedAt: (id) => purges.get(id),
+    async digestSnapshot() {
+      const entries = [...messages.entries()]
+      const ids = Buffer.concat(entries.map(([id]) => Buffer.from(id, 'hex')))
+      const digest = createMemoryDigest(ids, entries.map(([, message]) => message.raw.byteLength))
+      return {
+        storeId,
+        lastSequence: log.length,
+        node: (prefix) => digest.node(prefix),
+        children: (prefix) => digest.children(prefix),
+        idsInBucket: (prefix) => digest.idsInBucket(prefix),
+        close: () => undefined,
+      }
     },
   }
 }

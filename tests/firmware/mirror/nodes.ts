@@ -10,7 +10,7 @@ import { createRandom, systemClock } from '../../../firmware/common/clock.js'
 import { loadOrCreateIdentityCertificate, type IdentityCertificate } from '../../../firmware/mirror/certificate.js'
 import { deriveMirrorSecret, generateSharedSecret, type MirrorSecret } from '../../../firmware/mirror/secret.js'
 import type { MirrorAuditEvent } from '../../../firmware/mirror/listener.js'
-import { createMirrorService, type MirrorAuditEntry, type MirrorService, type MirrorServiceOptions } from '../../../firmware/mirror/mirror-service.js'
+import { createMirrorService, type MirrorAuditEntry, type MirrorService, type MirrorServiceDeps, type MirrorServiceOptions } from '../../../firmware/mirror/mirror-service.js'
 import type { PeerAddress, PeerStatus, PolicySettings, PolicySettingsDiff } from '../../../firmware/mirror/types.js'
 import type { IngestResult } from '../../../firmware/archive/types.js'
 import { createMemoryArchive, createMemoryPipeline, localDelivery, type MemoryArchive, type MemoryPipeline, type MemoryPipelineOptions } from './fakes.js'
@@ -58,6 +58,8 @@ export interface TestNodeOptions {
   pipelineOptions?: MemoryPipelineOptions
   service?: Partial<MirrorServiceOptions>
   logger?: Logger
+  /** What verify reads from retention (holds, purge audit entries, audit head). */
+  retention?: MirrorServiceDeps['retention']
 }
 
 export interface TestNode {
@@ -111,6 +113,7 @@ export async function createTestNode(options: TestNodeOptions, start = true): Pr
       audit: (entry) => auditEntries.push(entry),
       policySettings: () => currentPolicy,
       ...(options.policyDiff ? { policyDiff: options.policyDiff } : {}),
+      ...(options.retention ? { retention: options.retention } : {}),
     },
     {
       host: '127.0.0.1',
