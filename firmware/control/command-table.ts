@@ -132,13 +132,25 @@ const renderSearch = (result: unknown): string => {
 const identityLine = (identity: { serial?: unknown; storeId?: unknown; fingerprint?: unknown }): string =>
   `serial ${String(identity.serial ?? 'none')}  store ${String(identity.storeId ?? 'none')}  certificate sha256 ${String(identity.fingerprint ?? 'none')}`
 
+/** `agree 2026-12-05T06:00:00.000Z`, `unexplained 3 …`: a peer's last verify in one cell. */
+const verifyCell = (summary: Row | null | undefined): string => {
+  if (!summary) return ''
+  const when = new Date(Number(summary.atMs)).toISOString()
+  const unexplained = (summary.counts as Row | null)?.unexplained
+  return summary.outcome === 'unexplained' ? `unexplained ${String(unexplained)} ${when}` : `${String(summary.outcome)} ${when}`
+}
+
 const renderMirror = (result: unknown): string => {
   const mirror = result as { enabled?: boolean; reason?: string | null; warning?: string | null; peers: Row[]; pendingJoins?: Row[] }
   const lines: string[] = []
   if (mirror.enabled === false) lines.push(`mirroring off: ${mirror.reason}`)
   if (mirror.warning) lines.push(`warning: ${mirror.warning}`)
-  const rows = mirror.peers.map((peer) => ({ ...peer, policyMismatch: Array.isArray(peer.policyMismatch) && peer.policyMismatch.length > 0 ? peer.policyMismatch.join('; ') : '' }))
-  lines.push(table(rows, ['host', 'port', 'serial', 'state', 'reasonCode', 'queueMessages', 'queueBytes', 'lastSuccessAtMs', 'lastError', 'policyMismatch']))
+  const rows = mirror.peers.map((peer) => ({
+    ...peer,
+    policyMismatch: Array.isArray(peer.policyMismatch) && peer.policyMismatch.length > 0 ? peer.policyMismatch.join('; ') : '',
+    lastVerify: verifyCell(peer.lastVerify as Row | null | undefined),
+  }))
+  lines.push(table(rows, ['host', 'port', 'serial', 'state', 'reasonCode', 'queueMessages', 'queueBytes', 'lastSuccessAtMs', 'lastError', 'policyMismatch', 'lastVerify']))
   for (const peer of mirror.peers) {
     const pending = peer.pendingIdentity as Row | null | undefined
     if (!pending) continue

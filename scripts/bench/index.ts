@@ -11,6 +11,8 @@
  *              SMTP ingest (target ≥ 80%), lag archived-on-A → searchable-on-B p95 (< 1 s); then the copy layer alone
  *   digest     proof of agreement: in-memory id digests of 1,000,000 ids (100,000 with --quick), one side lacking
  *              0, 1, 10 or 1,000; round trips, bytes exchanged and time to find them (no network)
+ *   verify     the whole `mirror verify` exchange (initiator and responder, RSA signatures both ways) over an
+ *              in-memory channel at 1,000,000 ids (100,000 with --quick), the peer lacking 0, 1, 10 or 1,000
  * `npm run bench -- --only smtp,store` runs a subset; `--quick` uses smaller sizes.
  * Search and mirror run in a process of their own each (this script again, with `--only`):
  * a latency figure then does not depend on the heap and the compiled code that the ingest
@@ -25,6 +27,7 @@ import { runSearchBench } from './search.js'
 import { runMirrorBench } from './mirror.js'
 import { runMirrorCopyBench } from './mirror-copy.js'
 import { runDigestBench } from './digest.js'
+import { runVerifyBench } from './verify.js'
 
 const args = process.argv.slice(2)
 const quick = args.includes('--quick')
@@ -108,5 +111,14 @@ await section('digest', async () => {
   for (const run of result.runs) {
     const what = run.differences === 0 ? 'none missing (agreement)' : `${run.differences} missing on one side`
     print(`  ${what.padEnd(26)} ${String(run.roundTrips).padStart(2)} round trips, ${String(run.bytesExchanged).padStart(8)} bytes, ${fixed(run.compareMs, 1).padStart(7)} ms, found ${run.found}${run.exact ? ' (exact)' : run.truncated ? ' (TRUNCATED)' : ' (WRONG)'}`)
+  }
+})
+
+await section('verify', async () => {
+  const result = await runVerifyBench({ ids: quick ? 100_000 : 1_000_000 })
+  print(`mirror verify between two archives of ${result.ids} ids (whole exchange: cut, digest comparison, explanations, report signed by both; in-memory channel, no network):`)
+  for (const run of result.runs) {
+    const what = run.differences === 0 ? 'none missing (agreement)' : `${run.differences} missing on the peer`
+    print(`  ${what.padEnd(26)} ${String(run.frames).padStart(3)} frames, ${String(run.bytes).padStart(8)} bytes, ${fixed(run.verifyMs, 1).padStart(7)} ms, outcome ${run.outcome} (${run.unexplained} unexplained)`)
   }
 })
