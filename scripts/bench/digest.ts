@@ -47,6 +47,21 @@ export interface DigestBenchResult {
   runs: DigestBenchRun[]
 }
 
+/** `ids` (packed) and their sizes with `count` of them left out at random, and which. */
+export function withoutSome(ids: Buffer, sizes: Float64Array, count: number, random: { int(max: number): number }): { missing: Set<number>; kept: Buffer; keptSizes: Float64Array } {
+  const total = sizes.length
+  const missing = new Set<number>()
+  while (missing.size < count) missing.add(random.int(total))
+  const kept = Buffer.alloc((total - count) * idBytes)
+  const keptSizes = new Float64Array(total - count)
+  for (let index = 0, position = 0; index < total; index++) {
+    if (missing.has(index)) continue
+    ids.copy(kept, position * idBytes, index * idBytes, (index + 1) * idBytes)
+    keptSizes[position++] = sizes[index]!
+  }
+  return { missing, kept, keptSizes }
+}
+
 /**
  * Builds the digest of `ids` random ids, then for each count in `differences` a digest
  * lacking that many of them, and compares the full one (local) with it (remote).
@@ -63,15 +78,7 @@ export async function runDigestBench(options: DigestBenchOptions = {}): Promise<
   const buildMs = performance.now() - buildStartedMs
   const runs: DigestBenchRun[] = []
   for (const differences of options.differences ?? [0, 1, 10, 1000]) {
-    const missing = new Set<number>()
-    while (missing.size < differences) missing.add(random.int(total))
-    const kept = Buffer.alloc((total - differences) * idBytes)
-    const keptSizes = new Float64Array(total - differences)
-    for (let index = 0, position = 0; index < total; index++) {
-      if (missing.has(index)) continue
-      ids.copy(kept, position * idBytes, index * idBytes, (index + 1) * idBytes)
-      keptSizes[position++] = sizes[index]!
-    }
+    const { missing, kept, keptSizes } = withoutSome(ids, sizes, differences, random)
     const remoteDigest = createMemoryDigest(kept, keptSizes)
     const remote = remoteOverBytes({ children: async (request) => answerChildren(remoteDigest, request), ids: async (request) => answerIds(remoteDigest, request) })
     const startedMs = performance.now()

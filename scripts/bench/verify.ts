@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createMemoryDigest } from '../../firmware/archive/id-digest.js'
+import { withoutSome } from './digest.js'
 import { idBytes } from '../../firmware/archive/layout.js'
 import type { DigestSnapshot } from '../../firmware/archive/types.js'
 import { createMemoryLogger } from '../../firmware/common/logger.js'
@@ -155,15 +156,7 @@ export async function runVerifyBench(options: { ids?: number; differences?: numb
     const archiveA = memoryArchive(ids, sizes, storeA)
     const runs: VerifyBenchRun[] = []
     for (const differences of options.differences ?? [0, 1, 10, 1000]) {
-      const missing = new Set<number>()
-      while (missing.size < differences) missing.add(random.int(total))
-      const kept = Buffer.alloc((total - differences) * idBytes)
-      const keptSizes = new Float64Array(total - differences)
-      for (let index = 0, position = 0; index < total; index++) {
-        if (missing.has(index)) continue
-        ids.copy(kept, position * idBytes, index * idBytes, (index + 1) * idBytes)
-        keptSizes[position++] = sizes[index]!
-      }
+      const { kept, keptSizes } = withoutSome(ids, sizes, differences, random)
       const local = localDeps('BENCH-A', certificateA, archiveA)
       const remote = localDeps('BENCH-B', certificateB, memoryArchive(kept, keptSizes, storeB))
       const identity = { model: 650, firmwareVersion: 'bench', listenPort: 0, port: 0, address: '127.0.0.1' }
