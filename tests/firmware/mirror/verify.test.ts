@@ -21,7 +21,7 @@ import {
   type VerifySide,
 } from '../../../firmware/mirror/verify-protocol.js'
 import { certificateFor, createTestNode, waitFor, type TestNode } from './nodes.js'
-import { makeMessage } from './fakes.js'
+import { localDelivery, makeMessage } from './fakes.js'
 
 const seed = Number(process.env.MIRROR_TEST_SEED ?? randomInt(0, 2 ** 31))
 t.comment(`seed ${seed} (MIRROR_TEST_SEED=${seed} reproduces the random content)`)
@@ -200,3 +200,40 @@ t.test('a copy lost on the peer is unexplained, re-queued, degrades health, and 
   t.equal(again.report.outcome, 'agree')
   t.equal(a.service.healthcheck().ok, true, 'a verify that agrees clears the reason')
 })
+
+t.test('scheduled verify: each connected peer is verified every verifyIntervalMs, results kept across a restart', async (t) => {
+  const a = await createTestNode({ serial: `VSA${random.int(1e6)}`, service: { verifyIntervalMs: 300 } })
+  const b = await createTestNode({ serial: `VSB${random.int(1e6)}`, peers: [{ host, port: a.port }], service: { verifyIntervalMs: 0 } })
+  await a.service.addPeer({ host, port: b.port })
+  t.teardown(() => Promise.all([a.stop(), b.stop()]))
+  await a.ingest(makeMessage('scheduled', 800, random))
+  await waitFor(() => b.archive.messages.size === 1, 'the copy')
+  const entry = await waitFor(() => a.auditEntries.find((candidate) => candidate.action === 'mirror.verify'), 'a scheduled verify')
+  t.equal(entry.actor, 'system', 'the schedule runs it, not a technician')
+  t.equal(entry.details.outcome, 'agree')
+  const runs = a.auditEntries.filter((candidate) => candidate.action === 'mirror.verify').length
+  await waitFor(() => a.auditEntries.filter((candidate) => candidate.action === 'mirror.verify').length > runs, 'the next scheduled verify after the interval')
+  t.equal(b.auditEntries.some((candidate) => candidate.action === 'mirror.verify'), true, 'B (schedule off) answered and kept the report')
+  await a.stop()
+  const restarted = await createTestNode({ serial: a.serial, stateDir: a.stateDir, archive: a.archive, pipeline: a.pipeline, service: { verifyIntervalMs: 0 } })
+  t.teardown(() => restarted.stop())
+  t.equal(restarted.service.status().peers[0]!.lastVerify?.outcome, 'agree', 'the last result survives a restart (verify.json)')
+})
+
+t.test('a resent copy of a message purged on the receiver is not archived again; a newer delivery of it is', async (t) => {
+  const { a, b } = await pair(t)
+  const purged = [...b.archive.messages.values()].find((message) => message.meta.origin === a.serial)!
+  const raw = a.archive.messages.get(purged.meta.id)!.raw
+  b.archive.purge(purged.meta.id)
+  // Re-adding the peer backfills it from sequence 0: every copy is sent again.
+  await a.service.removePeer({ host, port: b.port })
+  await a.service.addPeer({ host, port: b.port })
+  await waitFor(() => a.peer(b.port)?.cursor === a.archive.lastSequence() && a.peer(b.port)?.state === 'connected', 'the backfill to finish')
+  t.equal(b.archive.messages.has(purged.meta.id), false, 'retention on B is not undone by a resend')
+  t.equal(b.archive.messages.size, 64)
+  // The same bytes delivered again to A later: new mail, copied and archived on B.
+  await new Promise((resolve) => setTimeout(resolve, 5))
+  await a.pipeline.submit(raw, localDelivery(10_000 + random.int(1e6)))
+  await waitFor(() => b.archive.messages.has(purged.meta.id), 'the newer delivery to be archived on B')
+})
+
