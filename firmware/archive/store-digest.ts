@@ -5,25 +5,12 @@ import type { Logger } from '../common/logger.js'
 import { ArchiveError } from './errors.js'
 import { decodeMessageRecord } from './records.js'
 import { digestBucketKey } from './layout.js'
-import {
-  addToLeaves,
-  bucketRange,
-  checkIdsCallable,
-  createDigestLeaves,
-  createDigestTree,
-  digestBucketCount,
-  digestHashBytes,
-  encodeLeafValue,
-  setLeafValue,
-  updatedLeafValue,
-  type DigestEntry,
-  type DigestLevel,
-  type DigestTree,
-} from './id-digest.js'
+import { bucketRange, checkIdsCallable, digestBucketCount, digestHashBytes, type DigestEntry } from './digest-nodes.js'
+import { addToLeaves, createDigestLeaves, createDigestTree, encodeLeafValue, setLeafValue, updatedLeafValue, type DigestLevel, type DigestTree } from './digest-tree.js'
 import type { DigestSnapshot } from './types.js'
 
 /**
- * The store's side of the id digest (id-digest.ts has the tree and the comparison): the
+ * The store's side of the id digest (id-digest.ts has the design, digest-tree.ts the tree): the
  * update in each message's transaction, the build at start, and snapshots. Keys and the
  * `digest` state record are described in layout.ts.
  *

@@ -1,7 +1,7 @@
 import type { BlobCodec } from './codec.js'
 import type { RootDatabase } from 'lmdb'
 import type { ParsedMessage } from '../mime/types.js'
-import type { DigestView } from './id-digest.js'
+import type { DigestView } from './digest-nodes.js'
 
 /** Where one delivery of a message came from. A message may have many deliveries. */
 export interface Delivery {
