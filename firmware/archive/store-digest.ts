@@ -5,7 +5,7 @@ import type { Logger } from '../common/logger.js'
 import { ArchiveError } from './errors.js'
 import { decodeMessageRecord } from './records.js'
 import { digestBucketKey } from './layout.js'
-import { bucketRange, checkIdsCallable, digestBucketCount, digestHashBytes, type DigestEntry } from './digest-nodes.js'
+import { bucketRange, checkIdsCallable, digestBucketCount, digestHashBytes, type DigestEntry, type DigestNode } from './digest-nodes.js'
 import { addToLeaves, createDigestLeaves, createDigestTree, encodeLeafValue, setLeafValue, updatedLeafValue, type DigestLevel, type DigestTree } from './digest-tree.js'
 import type { DigestSnapshot } from './types.js'
 
@@ -220,6 +220,60 @@ function closedError(reason: 'closed' | 'expired', ageMsMax: number): ArchiveErr
 }
 
 /**
+ * In a snapshot's read transaction: the counters' last sequence, once the `digest` record
+ * shows the digest is whole.
+ * @throws ArchiveError DIGEST_UNAVAILABLE (the digest was set aside as damaged)
+ */
+function readSnapshotSequence(state: DigestDatabases['state'], transaction: Transaction): number {
+  if (state.get('digest', { transaction }) === undefined) {
+    throw new ArchiveError('DIGEST_UNAVAILABLE', 'the id digest was found damaged and is rebuilt at the next start of the store', { fields: {} })
+  }
+  const counters = state.get('counters', { transaction }) as { lastSequence: number } | undefined
+  return counters?.lastSequence ?? 0
+}
+
+/**
+ * Copies every leaf in the read transaction, snapshotLeavesPerStep buckets a step, yielding
+ * to the event loop between steps and calling `stillOpen` after each (it throws to stop).
+ * @throws ArchiveError STORE_CORRUPT (an undecodable leaf); what `stillOpen` throws
+ */
+async function readLeavesInSteps(digest: Database<Buffer, Buffer>, transaction: Transaction, stillOpen: () => void): Promise<DigestLevel> {
+  const leaves = createDigestLeaves()
+  for (let start = 0; start < digestBucketCount; start += snapshotLeavesPerStep) {
+    readDigestLeaves(digest, leaves, { transaction, start, end: start + snapshotLeavesPerStep })
+    await new Promise((resolve) => setImmediate(resolve))
+    stillOpen()
+  }
+  return leaves
+}
+
+/**
+ * In a snapshot's read transaction: the ids under `prefixHex` with their raw sizes, checked
+ * against the count the snapshot's `node` holds.
+ * @throws ArchiveError DIGEST_INVALID (too many ids for one answer), STORE_CORRUPT (an undecodable record, a count that disagrees)
+ */
+function idsAt(messages: DigestDatabases['messages'], transaction: Transaction, prefixHex: string, node: DigestNode): DigestEntry[] {
+  checkIdsCallable(prefixHex, node.count)
+  const { start, end } = bucketRange(prefixHex)
+  const range = end < digestBucketCount ? { start: digestBucketKey(start), end: digestBucketKey(end), transaction } : { start: digestBucketKey(start), transaction }
+  const entries: DigestEntry[] = []
+  for (const { key, value } of messages.getRange(range)) {
+    const id = key.toString('hex')
+    let sizeBytes: number
+    try {
+      sizeBytes = decodeMessageRecord(value).sizeBytes
+    } catch (error) {
+      throw new ArchiveError('STORE_CORRUPT', `message ${id} is corrupt: undecodable message record`, { fields: { id, reason: 'undecodable message record' }, cause: error })
+    }
+    entries.push({ id, sizeBytes })
+  }
+  if (entries.length !== node.count) {
+    throw new ArchiveError('STORE_CORRUPT', `the id digest counts ${node.count} ids under '${prefixHex}', the archive holds ${entries.length}`, { fields: { prefix: prefixHex, digestCount: node.count, messages: entries.length } })
+  }
+  return entries
+}
+
+/**
  * Opens a snapshot: one read transaction; the `digest` record and the counters' last
  * sequence read in it; the leaves copied in steps (yielding between them) and the tree
  * computed from them.
@@ -260,25 +314,7 @@ export async function openDigestSnapshot(databases: DigestDatabases, options: Di
       return usable().children(prefixHex)
     },
     idsInBucket(prefixHex) {
-      const node = usable().node(prefixHex)
-      checkIdsCallable(prefixHex, node.count)
-      const { start, end } = bucketRange(prefixHex)
-      const range = end < digestBucketCount ? { start: digestBucketKey(start), end: digestBucketKey(end), transaction } : { start: digestBucketKey(start), transaction }
-      const entries: DigestEntry[] = []
-      for (const { key, value } of databases.messages.getRange(range)) {
-        const id = key.toString('hex')
-        let sizeBytes: number
-        try {
-          sizeBytes = decodeMessageRecord(value).sizeBytes
-        } catch (error) {
-          throw new ArchiveError('STORE_CORRUPT', `message ${id} is corrupt: undecodable message record`, { fields: { id, reason: 'undecodable message record' }, cause: error })
-        }
-        entries.push({ id, sizeBytes })
-      }
-      if (entries.length !== node.count) {
-        throw new ArchiveError('STORE_CORRUPT', `the id digest counts ${node.count} ids under '${prefixHex}', the archive holds ${entries.length}`, { fields: { prefix: prefixHex, digestCount: node.count, messages: entries.length } })
-      }
-      return entries
+      return idsAt(databases.messages, transaction, prefixHex, usable().node(prefixHex))
     },
     close() {
       release('closed')
@@ -286,19 +322,13 @@ export async function openDigestSnapshot(databases: DigestDatabases, options: Di
   }
   options.onOpen(snapshot)
 
+  /** Stops the opening when the snapshot was closed meanwhile (by stop()) or expired. */
+  const stillOpen = (): void => {
+    if (released) throw closedError(released, options.ageMsMax)
+  }
   try {
-    if (databases.state.get('digest', { transaction }) === undefined) {
-      throw new ArchiveError('DIGEST_UNAVAILABLE', 'the id digest was found damaged and is rebuilt at the next start of the store', { fields: {} })
-    }
-    const counters = databases.state.get('counters', { transaction }) as { lastSequence: number } | undefined
-    lastSequence = counters?.lastSequence ?? 0
-    const leaves = createDigestLeaves()
-    for (let start = 0; start < digestBucketCount; start += snapshotLeavesPerStep) {
-      readDigestLeaves(databases.digest, leaves, { transaction, start, end: start + snapshotLeavesPerStep })
-      await new Promise((resolve) => setImmediate(resolve))
-      if (released) throw closedError(released, options.ageMsMax)
-    }
-    tree = createDigestTree(leaves)
+    lastSequence = readSnapshotSequence(databases.state, transaction)
+    tree = createDigestTree(await readLeavesInSteps(databases.digest, transaction, stillOpen))
   } catch (error) {
     release('closed')
     throw error
