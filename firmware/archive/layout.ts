@@ -3,8 +3,9 @@ import { createHash } from 'node:crypto'
 
 /**
  * The on-disk layout of the archive: names of the LMDB sub-databases, their binary keys, and
- * how a compressed blob is cut into parts. Pure functions only; the store (store.ts) does
- * the I/O. Tests use these to address records directly (e.g. to corrupt a blob on purpose).
+ * how a compressed blob is cut into parts. Pure functions only; the store (store.ts and its
+ * store-*.ts units, listed in README.md) does the I/O. Tests use these to address records
+ * directly (e.g. to corrupt a blob on purpose).
  *
  * Sub-databases of the one LMDB environment (keys are raw bytes, big-endian numbers):
  *
@@ -15,7 +16,7 @@ import { createHash } from 'node:crypto'
  * | `archive/deliveries`    | id (32) + sequence (8)                     | delivery record (records.ts)         |
  * | `archive/delivery-keys` | SHA-256 of `id \n deliveryKey` (32)        | sequence of that delivery            |
  * | `archive/changes`       | sequence (8)                               | change record (records.ts), appended |
- * | `archive/digest`        | bucket: the id's first 2 bytes (2)         | id digest leaf (44, id-digest.ts)    |
+ * | `archive/digest`        | bucket: the id's first 2 bytes (2)         | id digest leaf (44, digest-tree.ts)  |
  * | `archive/purged`        | id (32)                                    | [sequence, atMs] of its purge        |
  * | `archive/state`         | `format`, `counters`, `identity`, `digest`, `purged` | objects (msgpack), see below |
  *

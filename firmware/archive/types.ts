@@ -196,8 +196,9 @@ export interface DigestSnapshot extends DigestView {
 }
 
 /**
- * The archive store (firmware/archive/store.ts). Writes are durable before they resolve;
- * reads see committed (and so durable) data only.
+ * The archive store (firmware/archive/store.ts, a façade over the store-*.ts units, where
+ * each method's doc has its errors). Writes are durable before they resolve; reads see
+ * committed (and so durable) data only.
  */
 export interface ArchiveStore {
   start(): Promise<void>
