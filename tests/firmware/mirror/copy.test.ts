@@ -328,7 +328,7 @@ t.test('restart of the sender: the cursor survives, nothing acknowledged is sent
   await a.stop()
   await a.stop()
   const saved = JSON.parse(await readFile(join(stateDir, `peer-127.0.0.1-${b.port}.json`), 'utf8'))
-  t.match(saved, { version: 2, cursor: 40, serial: 'MK650-B', storeId: b.archive.storeId(), fingerprint: /^[0-9a-f]{64}$/, pendingIdentity: null, paused: false })
+  t.match(saved, { version: 3, cursor: 40, liveFrom: null, liveCursor: null, requeued: [], rejected: [], serial: 'MK650-B', storeId: b.archive.storeId(), fingerprint: /^[0-9a-f]{64}$/, pendingIdentity: null, paused: false })
   const submitsBefore = b.pipeline.submits.length
   a = await createTestNode({ serial: 'MK650-A', seed, stateDir, archive: a.archive, pipeline: a.pipeline, peers: [{ host, port: b.port }] })
   stopAll(t, a, b)
