@@ -1,5 +1,4 @@
 import t from 'tap'
-import { randomInt } from 'node:crypto'
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -34,22 +33,13 @@ import { createCoalescingWriter, createPeerStateStore, effectivePeers } from '..
 import { noLocalSourceWarning } from '../../../firmware/mirror/mirror-service.js'
 import { createMemoryArchive, localDelivery, makeMessage, sha256Hex } from './fakes.js'
 import { startFaultProxy } from '../../helpers/fault-proxy.js'
-import { copiesFrom, createTestNode, waitFor, type TestNode } from './nodes.js'
+import { copiesFrom, createTestNode, sleep, stopAll, testSeed, waitFor, type TestNode } from './nodes.js'
 
-const seed = Number(process.env.MIRROR_TEST_SEED ?? randomInt(0, 2 ** 31))
-t.comment(`seed ${seed} (MIRROR_TEST_SEED=${seed} reproduces the random content and jitter)`)
-const random = createRandom(seed)
+const { seed, random } = testSeed(t)
 const host = '127.0.0.1'
-
-/** Stops nodes at the end of a test. */
-function stopAll(t: { teardown(fn: () => unknown): void }, ...nodes: TestNode[]): void {
-  t.teardown(() => Promise.all(nodes.map((node) => node.stop())))
-}
 
 const messages = (tag: string, count: number, sizeMax = 4_000): Buffer[] =>
   Array.from({ length: count }, (_, index) => makeMessage(`${tag}-${index}`, 200 + random.int(sizeMax), random))
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 function meta(deliveries: Delivery[]): MessageMeta {
   return { id: 'x', sizeBytes: 1, messageId: null, dateMs: null, from: [], to: [], cc: [], bcc: [], subject: null, attachments: [], flags: [], deliveries, firstArchivedAtMs: 0, origin: null }
