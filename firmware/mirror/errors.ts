@@ -42,6 +42,7 @@ export type MirrorErrorCode =
   | 'STATE_FAILED' /** a mirror state file could not be written (disk full, permissions) */
   | 'STOPPED' /** the mirror service is stopped or stopping */
   | 'NOTHING_PENDING' /** `mirror accept` named a peer with no changed identity and no pending join */
+  | 'REQUEUE_FULL' /** requeued ids for a peer would pass requeuedIdsMax; retry once the peer has taken some */
 
 /** A value in a refusal's expected/actual pair: a model number, a version, a limit. */
 export type RefusalValue = string | number | null
