@@ -55,9 +55,15 @@ export const rejectedMessageLengthMax = 200
 /** The queue splits when more than this many batches' worth of entries are unsent (times batchMessagesMax). */
 export const laneSplitThresholdBatches = 2
 /**
- * Backfill and requeue batches in flight, at most, while live batches are in flight: the
- * receiver handles frames in order, so each bulk batch sent ahead of new mail delays it.
+ * Backfill and requeue (bulk) batches in flight, at most, while no live batch is: the receiver
+ * handles frames in order, so new mail arriving then waits behind these. Measured with
+ * scripts/bench/mirror-copy.ts (20,000 queued, 1,000-message batches, new mail at 200/s, on
+ * the shared 2-core machine under load, so noisy): 3 gave a new-mail lag p95 of ~550 ms, 2
+ * ~360–550 ms at about the same drain rate; quarter-size bulk batches (3 in flight) lowered
+ * the p95 to ~190–340 ms but also the drain rate, and were left out.
  */
+export const bulkInflightBatchesMax = 2
+/** Bulk batches in flight, at most, while live batches are in flight. */
 export const bulkInflightWhileLiveBatchesMax = 1
 
 /** Change-log entries that may wait unsent before the queue splits into lanes. */
@@ -142,9 +148,9 @@ export interface LaneLoad {
 /**
  * The lane of the next batch, or undefined to wait for an acknowledgement or for new mail.
  * Live first, then requeued ids, then the backfill. Bulk batches (requeue and backfill) keep
- * one slot of inflightBatchesMax free for new mail, and while live batches are in flight at
- * most bulkInflightWhileLiveBatchesMax of them are: new mail waits behind few bulk batches,
- * and the backfill still progresses.
+ * one slot of inflightBatchesMax free for new mail, at most bulkInflightBatchesMax of them are
+ * in flight, and while live batches are in flight at most bulkInflightWhileLiveBatchesMax: new
+ * mail waits behind few bulk batches, and the backfill still progresses.
  */
 export function nextLane(load: LaneLoad, inflightBatchesMax: number): CopyLane | undefined {
   const total = load.inflight.live + load.inflight.backfill + load.inflight.requeue
@@ -152,7 +158,7 @@ export function nextLane(load: LaneLoad, inflightBatchesMax: number): CopyLane |
   if (load.liveUnsent) return 'live'
   if (!load.requeueUnsent && !load.backfillUnsent) return undefined
   const bulk = load.inflight.backfill + load.inflight.requeue
-  const bulkMax = load.inflight.live > 0 ? bulkInflightWhileLiveBatchesMax : Math.max(1, inflightBatchesMax - 1)
+  const bulkMax = load.inflight.live > 0 ? bulkInflightWhileLiveBatchesMax : Math.max(1, Math.min(bulkInflightBatchesMax, inflightBatchesMax - 1))
   if (bulk >= bulkMax) return undefined
   return load.requeueUnsent ? 'requeue' : 'backfill'
 }

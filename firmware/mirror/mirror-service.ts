@@ -106,6 +106,8 @@ export interface MirrorServiceOptions extends CopyLimits {
   unreachableAlertMs?: number
   /** Fallback poll of the change log when no notify() came, in milliseconds. */
   pollIntervalMs?: number
+  /** Unsent change-log entries above which a peer's queue splits into lanes (see PeerSenderOptions; Infinity: never). */
+  laneSplitThresholdEntries?: number
   /** Inbound connections at once, at most (handshaking and authenticated). */
   connectionsMax?: number
   /** Messages of one inbound channel being stored at once, at most. */
@@ -333,6 +335,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
         handshakeTimeoutMs: options.handshakeTimeoutMs,
         ackTimeoutMs: options.ackTimeoutMs,
         pollIntervalMs,
+        ...(options.laneSplitThresholdEntries !== undefined ? { laneSplitThresholdEntries: options.laneSplitThresholdEntries } : {}),
         ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
       },
       record,

@@ -96,6 +96,12 @@ export interface PeerSenderOptions extends CopyLimits {
   sharedSecret: MirrorSecret
   /** Fallback poll of the change log when no wake() came, in milliseconds. */
   pollIntervalMs: number
+  /**
+   * Unsent change-log entries above which the queue splits into a backfill and a live lane;
+   * laneSplitThresholdEntries(batchMessagesMax) when not given, Infinity never splits (benchmarks
+   * compare with one lane).
+   */
+  laneSplitThresholdEntries?: number
 }
 
 /** What a sender reports; the service adds the queue figures and where the peer came from. */
@@ -172,7 +178,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
   const active = (): boolean => !stopped && !record.paused
 
   const batches = createCopyBatches({ archive: deps.archive, logger, batchMessagesMax: options.batchMessagesMax, batchBytesMax: options.batchBytesMax })
-  const splitThresholdEntries = laneSplitThresholdEntries(options.batchMessagesMax)
+  const splitThresholdEntries = options.laneSplitThresholdEntries ?? laneSplitThresholdEntries(options.batchMessagesMax)
   // Bumped when a technician's accept resets the queue: a session of before stops taking acks.
   let queueEpoch = 0
 
