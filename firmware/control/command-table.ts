@@ -140,6 +140,17 @@ const verifyCell = (summary: Row | null | undefined): string => {
   return summary.outcome === 'unexplained' ? `unexplained ${String(unexplained)} ${when}` : `${String(summary.outcome)} ${when}`
 }
 
+/** A peer's backlog lanes, requeued and refused copies in one line; null when there is nothing to say. */
+const copyLanesLine = (peer: Row): string | null => {
+  const parts: string[] = []
+  if (typeof peer.backfillThroughSequence === 'number') {
+    parts.push(`backlog copied beside new mail: change log (${String(peer.cursor)}, ${peer.backfillThroughSequence}] to go, new mail acknowledged through ${String(peer.liveCursor)}`)
+  }
+  if (typeof peer.requeuedMessages === 'number' && peer.requeuedMessages > 0) parts.push(`${peer.requeuedMessages} message(s) requeued`)
+  if (typeof peer.rejectedCopies === 'number' && peer.rejectedCopies > 0) parts.push(`${peer.rejectedCopies} copy(ies) refused by the peer`)
+  return parts.length > 0 ? `${String(peer.host)}:${String(peer.port)}: ${parts.join('; ')}` : null
+}
+
 const renderMirror = (result: unknown): string => {
   const mirror = result as { enabled?: boolean; reason?: string | null; warning?: string | null; peers: Row[]; pendingJoins?: Row[] }
   const lines: string[] = []
@@ -151,6 +162,10 @@ const renderMirror = (result: unknown): string => {
     lastVerify: verifyCell(peer.lastVerify as Row | null | undefined),
   }))
   lines.push(table(rows, ['host', 'port', 'serial', 'state', 'reasonCode', 'queueMessages', 'queueBytes', 'lastSuccessAtMs', 'lastError', 'policyMismatch', 'lastVerify']))
+  for (const peer of mirror.peers) {
+    const lanes = copyLanesLine(peer)
+    if (lanes) lines.push(lanes)
+  }
   for (const peer of mirror.peers) {
     const pending = peer.pendingIdentity as Row | null | undefined
     if (!pending) continue

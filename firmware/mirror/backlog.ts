@@ -101,6 +101,25 @@ export function createBacklogTracker(deps: { archive: MirrorArchive; logger: Log
     return low
   }
 
+  function rangeDepth(afterSequence: number, throughSequence: number | null): BacklogDepth {
+    const lastSequence = deps.archive.lastSequence()
+    const through = Math.min(throughSequence ?? lastSequence, lastSequence)
+    if (through <= afterSequence) return { messages: 0, bytes: 0, estimated: false }
+    const from = firstAfter(Math.max(afterSequence, base))
+    const to = firstAfter(through)
+    let messages = Math.max(0, to - from)
+    let bytes = to > from ? totalBefore(to) - totalBefore(from) : 0
+    // Entries nobody has scanned yet (and any below the tracked base): counted as messages of the average tracked size.
+    const untracked = Math.max(0, through - Math.max(scannedThrough, afterSequence)) + (afterSequence < base ? Math.min(base, through) - afterSequence : 0)
+    if (untracked > 0) {
+      const count = tracked()
+      const averageBytes = count > 0 ? (cumulative[tail - 1]! - totalBefore(head)) / count : backlogAssumedMessageBytes
+      messages += untracked
+      bytes += Math.round(untracked * averageBytes)
+    }
+    return { messages, bytes, estimated: untracked > 0 }
+  }
+
   async function scan(): Promise<void> {
     const scanGeneration = generation
     for (;;) {
@@ -166,20 +185,15 @@ export function createBacklogTracker(deps: { archive: MirrorArchive; logger: Log
 
     /** The queue of a peer whose cursor is `cursor`: exact where tracked, estimated beyond. */
     depth(cursor: number): BacklogDepth {
-      const lastSequence = deps.archive.lastSequence()
-      const from = firstAfter(Math.max(cursor, base))
-      let messages = tail - from
-      let bytes = tail > from ? cumulative[tail - 1]! - totalBefore(from) : 0
-      // Entries nobody has scanned yet: counted as messages of the average tracked size.
-      const untracked = Math.max(0, lastSequence - Math.max(scannedThrough, cursor)) + (cursor < base ? base - cursor : 0)
-      if (untracked > 0) {
-        const count = tracked()
-        const averageBytes = count > 0 ? (cumulative[tail - 1]! - totalBefore(head)) / count : backlogAssumedMessageBytes
-        messages += untracked
-        bytes += Math.round(untracked * averageBytes)
-      }
-      return { messages, bytes, estimated: untracked > 0 }
+      return rangeDepth(cursor, null)
     },
+
+    /**
+     * The messages and bytes of local ingest entries in (afterSequence, throughSequence]
+     * (null: up to the head): exact where tracked, estimated beyond. A peer's queue is the sum
+     * over its pending ranges.
+     */
+    rangeDepth,
 
     /** Tracked entries, scan position and base, for tests and diagnostics. */
     stats(): { tracked: number; scannedThrough: number; base: number } {

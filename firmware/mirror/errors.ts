@@ -44,6 +44,7 @@ export type MirrorErrorCode =
   | 'NOTHING_PENDING' /** `mirror accept` named a peer with no changed identity and no pending join */
   | 'VERIFY_FAILED' /** `mirror verify` could not finish: the peer is not connected, answered with an error or a bad signature */
   | 'VERIFY_BUSY' /** a verify of this peer is already running */
+  | 'REQUEUE_FULL' /** requeued ids for a peer would pass requeuedIdsMax; retry once the peer has taken some */
 
 /** A value in a refusal's expected/actual pair: a model number, a version, a limit. */
 export type RefusalValue = string | number | null

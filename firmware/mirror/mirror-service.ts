@@ -11,7 +11,7 @@ import type { AdmissionCandidate, MirrorIdentity } from './handshake.js'
 import { connectToPeer, createMirrorListener, type MirrorAuditEvent, type MirrorListener, type MirrorTransportDeps } from './listener.js'
 import { toMirrorSecret, type MirrorSecret } from './secret.js'
 import { copyMessageBytesMax } from './copy-protocol.js'
-import { createBacklogTracker, type BacklogTrackerOptions } from './backlog.js'
+import { createBacklogTracker, type BacklogDepth, type BacklogTrackerOptions } from './backlog.js'
 import { createCopyReceiver } from './receiver.js'
 import { createPeerSender, describeIdentity, type IdentityEvent, type PeerSender, type PinnedIdentity } from './sender.js'
 import {
@@ -119,6 +119,8 @@ export interface MirrorServiceOptions extends CopyLimits {
   unreachableAlertMs?: number
   /** Fallback poll of the change log when no notify() came, in milliseconds. */
   pollIntervalMs?: number
+  /** Unsent change-log entries above which a peer's queue splits into lanes (see PeerSenderOptions; Infinity: never). */
+  laneSplitThresholdEntries?: number
   /** Inbound connections at once, at most (handshaking and authenticated). */
   connectionsMax?: number
   /** Messages of one inbound channel being stored at once, at most. */
@@ -342,6 +344,22 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
     void tracker.refresh()
   }
 
+  /**
+   * What is still queued for a peer: the local ingest entries of every change-log range it has
+   * not acknowledged (one, or two while a backlog is copied beside new mail) plus its requeued
+   * messages (counted as messages; their bytes are not known without reading them).
+   */
+  function queueDepth(sender: PeerSender): BacklogDepth {
+    const depth: BacklogDepth = { messages: sender.requeuedCount, bytes: 0, estimated: false }
+    for (const range of sender.pendingRanges()) {
+      const part = tracker.rangeDepth(range.afterSequence, range.throughSequence)
+      depth.messages += part.messages
+      depth.bytes += part.bytes
+      depth.estimated ||= part.estimated
+    }
+    return depth
+  }
+
   function startSender(peer: EffectivePeer, record: PeerRecord): void {
     assert.ok(secret, 'started')
     const sender = createPeerSender(
@@ -356,7 +374,10 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
         onCursor: retainBacklog,
         onPolicy: (peer, settings) => policies.compare({ serial: peer.serial, direction: 'outbound' }, settings),
         onIdentity: auditIdentity,
-        queueDepth: () => tracker.depth(senders.get(peerKey(peer))?.sender.cursor ?? record.cursor),
+        queueDepth: () => {
+          const entry = senders.get(peerKey(peer))
+          return entry ? queueDepth(entry.sender) : tracker.depth(record.cursor)
+        },
       },
       {
         peer,
@@ -369,6 +390,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
         handshakeTimeoutMs: options.handshakeTimeoutMs,
         ackTimeoutMs: options.ackTimeoutMs,
         pollIntervalMs,
+        ...(options.laneSplitThresholdEntries !== undefined ? { laneSplitThresholdEntries: options.laneSplitThresholdEntries } : {}),
         ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
       },
       record,
@@ -379,7 +401,7 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
 
   function peerStatus(peer: EffectivePeer, sender: PeerSender): PeerStatus {
     const status = sender.status()
-    const depth = tracker.depth(status.cursor)
+    const depth = queueDepth(sender)
     return {
       host: status.host,
       port: status.port,
@@ -396,6 +418,10 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
       queueBytes: depth.bytes,
       queueEstimated: depth.estimated,
       cursor: status.cursor,
+      backfillThroughSequence: status.backfillThroughSequence,
+      liveCursor: status.liveCursor,
+      requeuedMessages: status.requeuedMessages,
+      rejectedCopies: status.rejectedCopies,
       lastSequence: deps.archive.lastSequence(),
       lastSuccessAtMs: status.lastSuccessAtMs,
       lastError: status.lastError,
@@ -727,6 +753,15 @@ export function createMirrorService(deps: MirrorServiceDeps, options: MirrorServ
 
     /** Resumes copying to a peer (saved durably). @throws MirrorError PEER_INVALID, PEER_UNKNOWN, STATE_FAILED, STOPPED */
     resumePeer: (peer: PeerAddress): Promise<PeerStatus> => setPaused(peer, false),
+
+    /**
+     * The peer's sender, for `mirror verify`: pendingRanges(), requeue(ids), requeuedIds(),
+     * rejectedCopies() (see sender.ts). The sender stays the service's: do not start or stop it.
+     * @throws MirrorError PEER_INVALID, PEER_UNKNOWN
+     */
+    peerSender(peer: PeerAddress): PeerSender {
+      return senderOf(peer).sender
+    },
 
     /**
      * The change-log sequence every peer (configured or added, paused ones included) has

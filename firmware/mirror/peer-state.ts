@@ -4,6 +4,7 @@ import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
 import { writeFileDurable } from '../common/durable-file.js'
 import { MirrorError } from './errors.js'
+import { rejectedCopiesMax, requeuedIdsMax, type RejectedCopyRecord } from './copy-lanes.js'
 import type { PeerAddress, PeerOrigin } from './types.js'
 
 /**
@@ -15,7 +16,9 @@ import type { PeerAddress, PeerOrigin } from './types.js'
  *   while `mirror.peers[]` stays the initial set (a peer put into the config later still
  *   appears).
  * - `peer-<host>-<port>.json`, one per peer: the cursor (the last local change-log sequence
- *   the peer acknowledged), the peer's pinned identity (serial, store id, certificate
+ *   the peer acknowledged) and, while the queue is split into a backfill and a live lane, the
+ *   split point and the live lane's cursor (see copy-lanes.ts), message ids requeued for the
+ *   peer and the copies it refused for good, the peer's pinned identity (serial, store id, certificate
  *   fingerprint) once a first handshake told it, a changed identity waiting for a technician's
  *   `mirror accept`, and whether copying is paused. Keyed by address because that is all the
  *   config knows before the first handshake.
@@ -25,10 +28,22 @@ import type { PeerAddress, PeerOrigin } from './types.js'
  * The queue itself is not stored: it is the local change log after the cursor.
  */
 
-/** Layout version of the state files. 2: pinned store id and certificate, pending identity, joins. */
+/**
+ * Layout version of `peers.json` and `joins.json`. 2: pinned store id and certificate, pending
+ * identity, joins. Unchanged by version 3 of the peer files, so an older firmware still reads
+ * the technician's peer changes.
+ */
 export const peerStateVersion = 2
-/** Versions read: 1 lacks the pins (filled in at the next handshake whose serial matches). */
-const readableVersions = new Set([1, 2])
+/**
+ * Layout version of the per-peer files. 3: copy lanes (`liveFrom`, `liveCursor`), requeued ids
+ * (`requeued`), refused copies (`rejected`); 2: pinned store id and certificate, pending identity.
+ */
+export const peerRecordVersion = 3
+/**
+ * Versions read: 1 lacks the pins (filled in at the next handshake whose serial matches); 1 and
+ * 2 lack the lanes and lists (one lane from the cursor, empty lists).
+ */
+const readableVersions = new Set([1, 2, 3])
 /** Pending joins remembered, at most (the oldest seen is forgotten beyond). */
 export const pendingJoinsMax = 32
 /** Earlier serials remembered per peer address (a replaced appliance), at most. */
@@ -76,8 +91,16 @@ export interface PeerRecord {
   fingerprint: string | null
   /** A proven identity that differs from the pinned one, waiting for `mirror accept`; nothing is copied meanwhile. */
   pendingIdentity: SeenIdentity | null
-  /** The last local change-log sequence the peer acknowledged; 0 = copy everything (backfill). */
+  /** The last local change-log sequence the peer acknowledged (with everything before it); 0 = copy everything (backfill). */
   cursor: number
+  /** Split point of the copy lanes: the backfill lane is (cursor, liveFrom]; null while there is one lane. */
+  liveFrom: number | null
+  /** The live lane (after liveFrom) is acknowledged through this sequence; null while there is one lane. */
+  liveCursor: number | null
+  /** Archived message ids to send again (mirror verify), oldest first, at most requeuedIdsMax; none moves a cursor. */
+  requeued: string[]
+  /** Copies the peer refused for good, oldest first, the newest rejectedCopiesMax. */
+  rejected: RejectedCopyRecord[]
   paused: boolean
   /** Serials seen at this address before the current one, oldest first. */
   previousSerials: string[]
@@ -133,6 +156,10 @@ export function freshPeerRecord(peer: PeerAddress, nowMs: number): PeerRecord {
     fingerprint: null,
     pendingIdentity: null,
     cursor: 0,
+    liveFrom: null,
+    liveCursor: null,
+    requeued: [],
+    rejected: [],
     paused: false,
     previousSerials: [],
     updatedAtMs: nowMs,
@@ -141,7 +168,13 @@ export function freshPeerRecord(peer: PeerAddress, nowMs: number): PeerRecord {
 
 /** A deep copy of a record (the sender hands copies to the writer). */
 export function copyPeerRecord(record: PeerRecord): PeerRecord {
-  return { ...record, previousSerials: [...record.previousSerials], pendingIdentity: record.pendingIdentity ? { ...record.pendingIdentity } : null }
+  return {
+    ...record,
+    previousSerials: [...record.previousSerials],
+    pendingIdentity: record.pendingIdentity ? { ...record.pendingIdentity } : null,
+    requeued: [...record.requeued],
+    rejected: record.rejected.map((item) => ({ ...item })),
+  }
 }
 
 const seenIdentityKeys: Record<keyof SeenIdentity, 'string' | 'number'> = {
@@ -179,6 +212,26 @@ function isAddressList(value: unknown): value is PeerAddress[] {
   )
 }
 
+const isSequence = (value: unknown): value is number => typeof value === 'number' && Number.isSafeInteger(value) && value >= 0
+const hexId = /^[0-9a-f]{64}$/
+
+/** The lane fields of a version-3 record (defaults for older ones), or undefined when they are inconsistent. */
+function parseLanes(value: Record<string, unknown>, cursor: number): Pick<PeerRecord, 'liveFrom' | 'liveCursor' | 'requeued' | 'rejected'> | undefined {
+  if (value.version !== 3) return { liveFrom: null, liveCursor: null, requeued: [], rejected: [] }
+  const { liveFrom, liveCursor, requeued, rejected } = value
+  const oneLane = liveFrom === null && liveCursor === null
+  const twoLanes = isSequence(liveFrom) && isSequence(liveCursor) && liveFrom > cursor && liveCursor >= liveFrom
+  if (!oneLane && !twoLanes) return undefined
+  if (!Array.isArray(requeued) || requeued.length > requeuedIdsMax || !requeued.every((id) => typeof id === 'string' && hexId.test(id))) return undefined
+  if (!Array.isArray(rejected)) return undefined
+  const rejectedRecords = rejected.slice(-rejectedCopiesMax).map((item: unknown) => {
+    const { id, code, message, atMs } = (item ?? {}) as Record<string, unknown>
+    return typeof id === 'string' && typeof code === 'string' && typeof message === 'string' && typeof atMs === 'number' ? { id, code, message, atMs } : undefined
+  })
+  if (!rejectedRecords.every((item) => item !== undefined)) return undefined
+  return { liveFrom: liveFrom as number | null, liveCursor: liveCursor as number | null, requeued: requeued as string[], rejected: rejectedRecords as RejectedCopyRecord[] }
+}
+
 function parseRecord(text: string, peer: PeerAddress): PeerRecord | undefined {
   const value = JSON.parse(text) as Record<string, unknown>
   const { version, host, port, serial, cursor, paused, previousSerials, updatedAtMs } = value
@@ -201,6 +254,8 @@ function parseRecord(text: string, peer: PeerAddress): PeerRecord | undefined {
     previousSerials.every((item) => typeof item === 'string') &&
     typeof updatedAtMs === 'number'
   if (!valid) return undefined
+  const lanes = parseLanes(value, cursor)
+  if (!lanes) return undefined
   return {
     host: peer.host,
     port: peer.port,
@@ -209,6 +264,7 @@ function parseRecord(text: string, peer: PeerAddress): PeerRecord | undefined {
     fingerprint: fingerprint as string | null,
     pendingIdentity,
     cursor,
+    ...lanes,
     paused,
     previousSerials: previousSerials as string[],
     updatedAtMs,
@@ -320,7 +376,7 @@ export function createPeerStateStore(deps: { logger: Logger; clock: Clock }, opt
 
     /** Saves one peer's state durably. @throws MirrorError STATE_FAILED */
     write(record: PeerRecord): Promise<void> {
-      return write(recordPath(record), { version: peerStateVersion, ...record, updatedAtMs: deps.clock.now() })
+      return write(recordPath(record), { version: peerRecordVersion, ...record, updatedAtMs: deps.clock.now() })
     },
 
     /** Forgets a removed peer's state (a peer added again later is backfilled from 0). */

@@ -1,26 +1,31 @@
 import assert from 'node:assert/strict'
-import type { ChangeEntry } from '../archive/types.js'
 import type { Logger } from '../common/logger.js'
 import type { Clock, Random } from '../common/clock.js'
 import { MirrorError } from './errors.js'
 import { connectToPeer, type MirrorTransportDeps } from './listener.js'
 import type { MirrorChannel } from './channel.js'
 import type { MirrorSecret } from './secret.js'
+import { CopyFrameType, decodeAck, decodeBatchFailure, decodePolicy, encodePolicy, encodeQueueStatus } from './copy-protocol.js'
+import { refusalStateCodes, retryDelayMs } from './copy-plan.js'
 import {
-  CopyFrameType,
-  decodeAck,
-  decodeBatchFailure,
-  decodePolicy,
-  encodeBatchEnd,
-  encodeMessageFrame,
-  encodeMessageHeader,
-  messageHeaderBytesMax,
-  encodePolicy,
-  encodeQueueStatus,
-  messageChunkBytesMax,
-  type MessageHeader,
-} from './copy-protocol.js'
-import { fitHeader, isCopied, refusalStateCodes, retryDelayMs, selectDeliveries } from './copy-plan.js'
+  acknowledge,
+  addRejected,
+  addRequeued,
+  isSplit,
+  laneSplitThresholdEntries,
+  liveAcknowledged,
+  nextLane,
+  pendingRanges,
+  removeRequeued,
+  requeuedIdsMax,
+  shouldSplit,
+  split,
+  type CopyLane,
+  type LanePositions,
+  type PendingRange,
+  type RejectedCopyRecord,
+} from './copy-lanes.js'
+import { createCopyBatches, isArchiveId, type PlannedBatch } from './copy-batches.js'
 import { copyPeerRecord, sameIdentity, createCoalescingWriter, previousSerialsMax, type EffectivePeer, type PeerRecord, type PeerStateStore, type SeenIdentity } from './peer-state.js'
 import type { AdmissionCandidate } from './handshake.js'
 import { createWakeSignal } from './wake-signal.js'
@@ -30,8 +35,6 @@ import type { CopyLimits, MirrorArchive, PeerFailure, PeerState, PeerStatus, Pol
 export const senderStopTimeoutMs = 5_000
 /** How long a stopping or pausing sender waits for acknowledgements of batches in flight, in milliseconds. */
 export const senderDrainTimeoutMs = 2_000
-/** Unawaited frame bytes handed to TLS before the sender waits for them to be written (backpressure). */
-const unflushedBytesMax = 4 * 1024 * 1024
 /** A paused sender re-checks its state this often, in milliseconds (resume() wakes it at once). */
 const pausedRecheckMs = 60_000
 /**
@@ -93,6 +96,12 @@ export interface PeerSenderOptions extends CopyLimits {
   sharedSecret: MirrorSecret
   /** Fallback poll of the change log when no wake() came, in milliseconds. */
   pollIntervalMs: number
+  /**
+   * Unsent change-log entries above which the queue splits into a backfill and a live lane;
+   * laneSplitThresholdEntries(batchMessagesMax) when not given, Infinity never splits (benchmarks
+   * compare with one lane).
+   */
+  laneSplitThresholdEntries?: number
 }
 
 /** What a sender reports; the service adds the queue figures and where the peer came from. */
@@ -103,36 +112,30 @@ function isBareClose(error: unknown): boolean {
   return error instanceof MirrorError && (error.code === 'CLOSED' || error.code === 'CONNECTION_CLOSED')
 }
 
-/** One message read for copying, its header already encoded. */
-interface Copy {
-  headerJson: Buffer
-  raw: Uint8Array
-}
-
-/** A batch planned from the change log: copies for (afterSequence, throughSequence]. */
-interface PlannedBatch {
-  afterSequence: number
-  throughSequence: number
-  copies: Copy[]
-  bytes: number
-}
-
 /** A batch sent and not yet acknowledged. */
 interface InflightBatch {
   number: number
+  lane: CopyLane
   throughSequence: number
   messages: number
   bytes: number
+  /** Requeue batches: the ids it took from the list (removed when it is acknowledged). */
+  requeued: string[]
 }
+
+/** The lane positions of a record. */
+const positionsOf = (record: PeerRecord): LanePositions => ({ cursor: record.cursor, liveFrom: record.liveFrom, liveCursor: record.liveCursor })
 
 /**
  * Copies local mail to one peer, forever: connect (connectToPeer) → exchange policy
  * fingerprints → read the local change log after the cursor → send batches (bounded by
  * batchMessagesMax and batchBytesMax, up to inflightBatchesMax unacknowledged) → advance the
- * cursor on each acknowledgement, in order. Wakes at once on wake() (new local mail) and polls
- * every pollIntervalMs. Any failure closes the channel, forgets the batches in flight and
- * tries again after a capped, jittered backoff from the cursor, so nothing is lost; the peer
- * deduplicates what is sent twice. Pure until start().
+ * cursor on each acknowledgement, in order. A backlog (after an outage, or a new peer) is split
+ * into two lanes so new mail goes first and the backlog beside it, and requeued ids go between
+ * them (copy-lanes.ts decides; copy-batches.ts reads and writes). Wakes at once on wake() (new
+ * local mail) and polls every pollIntervalMs. Any failure closes the channel, forgets the
+ * batches in flight and tries again after a capped, jittered backoff from the persisted
+ * positions, so nothing is lost; the peer deduplicates what is sent twice. Pure until start().
  */
 export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOptions, initial: PeerRecord) {
   assert.ok(Number.isInteger(options.batchMessagesMax) && options.batchMessagesMax >= 1, 'batchMessagesMax must be a positive integer')
@@ -174,86 +177,36 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
   const saveRecord = (): void => persist.schedule(copyPeerRecord(record))
   const active = (): boolean => !stopped && !record.paused
 
-  /** Reads one change-log entry's message for copying; undefined when there is nothing to send. */
-  async function loadCopy(entry: ChangeEntry): Promise<Copy | undefined> {
-    const meta = await deps.archive.getMeta(entry.id)
-    // Purged since it was archived: nothing left to copy.
-    if (!meta) return undefined
-    const deliveries = selectDeliveries(entry, meta)
-    // A delivery entry whose deliveries all came from peers (or were sent already) adds nothing.
-    if (entry.kind === 'delivery' && deliveries.length === 0) return undefined
-    let raw: Uint8Array | undefined
-    try {
-      // The store checks the bytes against the id, so a copy is never refused by the peer for it.
-      raw = await deps.archive.getRaw(entry.id)
-    } catch (error) {
-      if ((error as { code?: unknown })?.code !== 'STORE_CORRUPT') throw error
-      // Skipped rather than retried: one damaged record must not block the queue forever.
-      logger.error('stored message failed its integrity check; not copied (the store reports it)', { id: entry.id, sequence: entry.sequence, error })
-      return undefined
-    }
-    if (!raw) return undefined
-    const header: MessageHeader = { sequence: entry.sequence, id: entry.id, kind: entry.kind as 'ingest' | 'delivery', sizeBytes: raw.byteLength, deliveries }
-    let headerJson = encodeMessageHeader(header)
-    if (headerJson.length > messageHeaderBytesMax) {
-      headerJson = encodeMessageHeader(fitHeader(header).header)
-      logger.warn('message envelope too large for one copy header; oldest deliveries or recipients left out', { id: entry.id })
-    }
-    return { headerJson, raw }
-  }
+  const batches = createCopyBatches({ archive: deps.archive, logger, batchMessagesMax: options.batchMessagesMax, batchBytesMax: options.batchBytesMax })
+  const splitThresholdEntries = options.laneSplitThresholdEntries ?? laneSplitThresholdEntries(options.batchMessagesMax)
+  // Bumped when a technician's accept resets the queue: a session of before stops taking acks.
+  let queueEpoch = 0
 
-  /** The next batch after `afterSequence`, or undefined when the change log has nothing newer. */
-  async function planBatch(afterSequence: number): Promise<PlannedBatch | undefined> {
-    const entries = await deps.archive.changes(afterSequence, options.batchMessagesMax)
-    if (entries.length === 0) return undefined
-    const batch: PlannedBatch = { afterSequence, throughSequence: afterSequence, copies: [], bytes: 0 }
-    for (const entry of entries) {
-      assert.ok(entry.sequence > batch.throughSequence, 'the change log must be in increasing sequence order')
-      if (isCopied(entry)) {
-        const copy = await loadCopy(entry)
-        if (copy) {
-          // The first message always goes, however large; the rest stop at the byte bound.
-          if (batch.copies.length > 0 && batch.bytes + copy.raw.byteLength > options.batchBytesMax) break
-          batch.copies.push(copy)
-          batch.bytes += copy.raw.byteLength
-        }
-      }
-      batch.throughSequence = entry.sequence
-    }
-    return batch
-  }
-
-  async function sendBatch(target: MirrorChannel, number: number, batch: PlannedBatch): Promise<void> {
-    const unflushed: Promise<void>[] = []
-    let unflushedBytes = 0
-    const queue = (promise: Promise<void>, bytes: number): Promise<void> | undefined => {
-      // A send that fails before anyone awaits it must not count as an unhandled rejection;
-      // Promise.all below still sees the failure.
-      promise.catch(() => undefined)
-      unflushed.push(promise)
-      unflushedBytes += bytes
-      if (unflushedBytes < unflushedBytesMax) return undefined
-      unflushedBytes = 0
-      return Promise.all(unflushed.splice(0)).then(() => undefined)
-    }
-    for (const copy of batch.copies) {
-      const { raw } = copy
-      await queue(target.send(CopyFrameType.message, encodeMessageFrame(copy.headerJson, raw.subarray(0, messageChunkBytesMax))), Math.min(raw.byteLength, messageChunkBytesMax))
-      for (let offset = messageChunkBytesMax; offset < raw.byteLength; offset += messageChunkBytesMax) {
-        const chunk = raw.subarray(offset, offset + messageChunkBytesMax)
-        await queue(target.send(CopyFrameType.messagePart, chunk), chunk.byteLength)
-      }
-    }
-    const end = encodeBatchEnd({ batch: number, afterSequence: batch.afterSequence, throughSequence: batch.throughSequence, messages: batch.copies.length })
-    await queue(target.send(CopyFrameType.batchEnd, end), end.length)
-    await Promise.all(unflushed)
-  }
-
-  function advanceCursor(throughSequence: number): void {
-    assert.ok(throughSequence >= record.cursor, 'the cursor never moves back within a serial')
-    record.cursor = throughSequence
+  /** Moves the persisted lane positions (saved soon, coalesced); logs a merge. */
+  function setPositions(next: LanePositions): void {
+    const wasSplit = isSplit(positionsOf(record))
+    record.cursor = next.cursor
+    record.liveFrom = next.liveFrom
+    record.liveCursor = next.liveCursor
+    if (wasSplit && !isSplit(next)) logger.info('mirror backfill done: the copy lanes merged', { cursor: record.cursor })
     saveRecord()
     deps.onCursor?.()
+  }
+
+  /** The peer acknowledged `batch` (or it needed no acknowledgement: nothing in it to copy). */
+  function acknowledged(batch: { lane: CopyLane; throughSequence: number; requeued: string[] }, rejected: readonly { id: string; code: string; message: string }[] = []): void {
+    if (rejected.length > 0) {
+      const atMs = deps.clock.now()
+      record.rejected = addRejected(record.rejected, rejected.map(({ id, code, message }) => ({ id, code, message, atMs })))
+    }
+    if (batch.lane === 'requeue') {
+      // A requeued copy never moves a cursor: only the list shrinks.
+      record.requeued = removeRequeued(record.requeued, batch.requeued)
+      saveRecord()
+      deps.onCursor?.()
+    } else {
+      setPositions(acknowledge(positionsOf(record), batch.lane, batch.throughSequence))
+    }
   }
 
   const pinnedIdentity = (): PinnedIdentity => ({ serial: record.serial, storeId: record.storeId, fingerprint: record.fingerprint })
@@ -324,6 +277,9 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
   /** One authenticated connection: runs until it fails (throws) or the sender stops or pauses (returns). */
   async function session(target: MirrorChannel): Promise<void> {
     const inflight: InflightBatch[] = []
+    const sessionEpoch = queueEpoch
+    // Requeued ids in a batch in flight (a subset of record.requeued): not planned again.
+    const requeueInFlight = new Set<string>()
     let failure: unknown
     let batchNumber = 0
     let ackTimer: NodeJS.Timeout | undefined
@@ -379,15 +335,18 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
         }
         inflight.shift()
         armAckTimer()
+        // A technician's accept reset the queue meanwhile: this session's batches count for nothing.
+        if (sessionEpoch !== queueEpoch) return
         for (const rejected of ack.rejected) {
           logger.error('the peer refused a copy for good; it stays only here', { ...rejected, peerSerial: record.serial })
         }
+        if (head.lane === 'requeue') for (const id of head.requeued) requeueInFlight.delete(id)
         messagesSent += head.messages - ack.rejected.length
         messagesRejected += ack.rejected.length
         bytesSent += head.bytes
         lastSuccessAtMs = deps.clock.now()
         consecutiveFailures = 0
-        advanceCursor(head.throughSequence)
+        acknowledged(head, ack.rejected)
         reportQueue()
         work.notify()
       } else if (type === CopyFrameType.policy) {
@@ -422,39 +381,83 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
       policySent = settings.fingerprint
       await target.send(CopyFrameType.policy, encodePolicy(settings))
       reportQueue(true)
-      let afterSequence = record.cursor
-      // The next batch, read from the archive while the previous one is being written out.
-      let prefetched: Promise<PlannedBatch | undefined> | undefined
-      while (active() && failure === undefined) {
-        if (inflight.length >= options.inflightBatchesMax) {
-          await work.wait(options.pollIntervalMs)
-          continue
-        }
-        const batch = await (prefetched ?? planBatch(afterSequence))
+      // Read positions: what was sent (or acknowledged, at the start) in each change-log lane.
+      let liveNext = liveAcknowledged(positionsOf(record))
+      let backfillNext = record.cursor
+      // The live lane's change log had nothing readable although the head said so: wait for a wake-up.
+      let liveDry = false
+      // The next batch of a lane, read from the archive while the previous one is being written out.
+      let prefetched: { key: string; batch: Promise<PlannedBatch | undefined> } | undefined
+      const laneKey = (lane: CopyLane, after: number): string => `${lane} ${after} ${lane === 'backfill' ? record.liveFrom : null}`
+      const planLane = (lane: 'live' | 'backfill', after: number): Promise<PlannedBatch | undefined> => {
+        const key = laneKey(lane, after)
+        const ready = prefetched?.key === key ? prefetched.batch : undefined
         prefetched = undefined
-        if (failure !== undefined || !active()) break
-        if (!batch) {
-          // Caught up: a healthy connection, whatever happened before.
+        return ready ?? batches.plan(lane, after, lane === 'backfill' ? record.liveFrom : null)
+      }
+      const inflightOf = (lane: CopyLane): number => inflight.filter((batch) => batch.lane === lane).length
+
+      while (active() && failure === undefined && sessionEpoch === queueEpoch) {
+        const head = deps.archive.lastSequence()
+        if (shouldSplit(positionsOf(record), liveNext, head, splitThresholdEntries)) {
+          // A backlog: what was sent so far and up to the head is the backfill; new mail goes first.
+          setPositions(split(positionsOf(record), head))
+          for (const batch of inflight) if (batch.lane === 'live') batch.lane = 'backfill'
+          backfillNext = liveNext
+          liveNext = head
+          prefetched = undefined
+          logger.info('mirror backlog: new mail goes first, the backlog is copied beside it', { cursor: record.cursor, backfillThroughSequence: head, backlogEntries: head - record.cursor })
+        }
+        const lane = nextLane(
+          {
+            inflight: { live: inflightOf('live'), backfill: inflightOf('backfill'), requeue: inflightOf('requeue') },
+            liveUnsent: !liveDry && liveNext < head,
+            requeueUnsent: record.requeued.length > requeueInFlight.size,
+            backfillUnsent: record.liveFrom !== null && backfillNext < record.liveFrom,
+          },
+          options.inflightBatchesMax,
+        )
+        if (lane === undefined) {
+          // Caught up (or waiting for acknowledgements): a healthy connection, whatever happened before.
           if (inflight.length === 0) consecutiveFailures = 0
           await work.wait(options.pollIntervalMs)
+          liveDry = false
           continue
         }
-        afterSequence = batch.throughSequence
-        if (batch.copies.length === 0 && inflight.length === 0) {
-          // Only entries that are not copied (peer copies, purges): nothing for the peer to confirm.
-          advanceCursor(batch.throughSequence)
+        const batch =
+          lane === 'requeue'
+            ? await batches.planRequeue(
+                record.requeued.filter((id) => !requeueInFlight.has(id)),
+                record.cursor,
+                record.serial,
+              )
+            : await planLane(lane, lane === 'live' ? liveNext : backfillNext)
+        if (failure !== undefined || !active() || sessionEpoch !== queueEpoch) break
+        if (!batch) {
+          if (lane === 'live') liveDry = true
           continue
         }
+        if (lane === 'live') liveNext = batch.throughSequence
+        else if (lane === 'backfill') backfillNext = batch.throughSequence
+        if (batch.copies.length === 0 && (lane === 'requeue' || inflightOf(lane) === 0)) {
+          // Nothing to copy (peer copies, purges, ids no longer archived): nothing for the peer to confirm.
+          acknowledged(batch)
+          continue
+        }
+        for (const id of batch.requeued) requeueInFlight.add(id)
         batchNumber++
-        inflight.push({ number: batchNumber, throughSequence: batch.throughSequence, messages: batch.copies.length, bytes: batch.bytes })
+        inflight.push({ number: batchNumber, lane, throughSequence: batch.throughSequence, messages: batch.copies.length, bytes: batch.bytes, requeued: batch.requeued })
         if (inflight.length === 1) armAckTimer()
-        const sending = sendBatch(target, batchNumber, batch)
+        const sending = batches.send(target, batchNumber, batch)
         // Reading the archive is CPU work and sending mostly waits for the socket: overlap them.
-        prefetched = planBatch(afterSequence)
-        prefetched.catch(() => undefined)
+        if (lane !== 'requeue') {
+          const after = lane === 'live' ? liveNext : backfillNext
+          prefetched = { key: laneKey(lane, after), batch: batches.plan(lane, after, lane === 'backfill' ? record.liveFrom : null) }
+          prefetched.batch.catch(() => undefined)
+        }
         await sending
       }
-      if (failure === undefined && inflight.length > 0) {
+      if (failure === undefined && inflight.length > 0 && sessionEpoch === queueEpoch) {
         // Stopping or pausing: give the acknowledgements in flight a moment, so a restart resends little.
         const deadline = deps.clock.monotonicMs() + senderDrainTimeoutMs
         while (failure === undefined && inflight.length > 0 && deps.clock.monotonicMs() < deadline) await work.wait(deadline - deps.clock.monotonicMs())
@@ -649,7 +652,11 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
       record.storeId = accepted.storeId
       record.fingerprint = accepted.fingerprint
       record.pendingIdentity = null
-      if (cursorReset) record.cursor = 0
+      if (cursorReset) {
+        // Another archive: the whole queue starts again, and a session of before stops counting.
+        Object.assign(record, { cursor: 0, liveFrom: null, liveCursor: null, requeued: [], rejected: [] })
+        queueEpoch++
+      }
       await persist.save(copyPeerRecord(record))
       consecutiveFailures = 0
       if (state === 'refused') state = 'idle'
@@ -662,9 +669,71 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
       return { previous, accepted: { ...accepted }, cursorReset }
     },
 
-    /** The acknowledged cursor. */
+    /** The acknowledged cursor: every change-log entry at or below it is acknowledged. */
     get cursor(): number {
       return record.cursor
+    },
+
+    /**
+     * The change-log ranges the peer has not acknowledged, oldest first: (afterSequence,
+     * throughSequence], throughSequence null = up to the head. One range, or two while a
+     * backlog is copied beside new mail (the backfill, then the live lane).
+     */
+    pendingRanges(): PendingRange[] {
+      return pendingRanges(positionsOf(record))
+    },
+
+    /**
+     * Queues archived messages to be sent to the peer again, as their first local delivery
+     * (like an `ingest` entry), after new mail and ahead of any backfill; saved durably before
+     * it resolves. Each is sent and acknowledged like any copy but moves no cursor; it leaves
+     * the list when its batch is acknowledged. Ids not archived (purged, malformed) or first
+     * archived from a third appliance (its origin copies it) are dropped silently; the peer's
+     * own messages are sent back to it (a repair after `mirror verify` found them missing there).
+     * @returns how many distinct ids of `ids` are queued now (those already queued included)
+     * @throws MirrorError REQUEUE_FULL when the list would pass requeuedIdsMax (nothing is
+     *   added; retryable once the peer has taken some), STATE_FAILED when it cannot be saved
+     *   (the ids stay queued in memory)
+     */
+    async requeue(ids: readonly string[]): Promise<number> {
+      assert.ok(Array.isArray(ids), 'ids must be an array')
+      const archived: string[] = []
+      for (const id of new Set(ids)) {
+        if (!isArchiveId(id)) continue
+        const meta = await deps.archive.getMeta(id)
+        // Local mail, or the peer's own (sent back as a repair); a third appliance's is copied by it.
+        if (meta && (meta.origin === null || meta.origin === record.serial)) archived.push(id)
+      }
+      const next = addRequeued(record.requeued, archived)
+      if (!next) {
+        const wanted = new Set([...record.requeued, ...archived]).size
+        throw new MirrorError('REQUEUE_FULL', `at most ${requeuedIdsMax} message ids may wait to be sent again to ${peer.host}:${peer.port}`, {
+          expected: `<= ${requeuedIdsMax} ids`,
+          actual: wanted,
+          retryable: true,
+        })
+      }
+      record.requeued = next
+      await persist.save(copyPeerRecord(record))
+      if (archived.length > 0) logger.info('messages requeued for the mirror peer', { ids: archived.length, requeued: record.requeued.length })
+      deps.onCursor?.()
+      work.notify()
+      return archived.length
+    },
+
+    /** How many requeued ids wait (cheap: no copy of the list). */
+    get requeuedCount(): number {
+      return record.requeued.length
+    },
+
+    /** The requeued ids not yet acknowledged by the peer, oldest first. */
+    requeuedIds(): string[] {
+      return [...record.requeued]
+    },
+
+    /** Copies the peer refused for good (its ACK's rejected list), oldest first, the newest rejectedCopiesMax; persisted. */
+    rejectedCopies(): RejectedCopyRecord[] {
+      return record.rejected.map((item) => ({ ...item }))
     },
 
     /** True while an authenticated channel is open. */
@@ -689,6 +758,10 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
         expected: shown?.expected ?? null,
         actual: shown?.actual ?? null,
         cursor: record.cursor,
+        backfillThroughSequence: record.liveFrom,
+        liveCursor: record.liveCursor,
+        requeuedMessages: record.requeued.length,
+        rejectedCopies: record.rejected.length,
         lastSuccessAtMs,
         lastError,
         lastRecoveredAtMs,

@@ -124,9 +124,9 @@ export interface PeerStatus {
   expected: RefusalValue
   /** For refusals: the value it got; null otherwise. */
   actual: RefusalValue
-  /** Local ingest change-log entries after the cursor: messages still to copy. */
+  /** Local ingest change-log entries the peer has not acknowledged (both lanes), plus requeued messages: messages still to copy. */
   queueMessages: number
-  /** Raw size of those messages, in bytes (from their metadata; see queueEstimated). */
+  /** Raw size of the change-log part of those messages, in bytes (from their metadata; see queueEstimated); requeued ones are not counted. */
   queueBytes: number
   /**
    * True when the queue figures are partly estimated: the change log is still being scanned
@@ -134,8 +134,19 @@ export interface PeerStatus {
    * entry as one message of the average tracked size.
    */
   queueEstimated: boolean
-  /** The last local change-log sequence the peer acknowledged (persisted). */
+  /** The last local change-log sequence the peer acknowledged, with everything before it (persisted). */
   cursor: number
+  /**
+   * While a backlog is copied beside new mail: the backfill lane runs (cursor, this sequence]
+   * and new mail after it goes first; null while there is one lane (persisted).
+   */
+  backfillThroughSequence: number | null
+  /** While split: the live lane (after backfillThroughSequence) is acknowledged through this sequence; null otherwise. */
+  liveCursor: number | null
+  /** Archived messages queued to be sent again (mirror verify), not yet acknowledged; counted in queueMessages. */
+  requeuedMessages: number
+  /** Copies the peer refused for good that are remembered (persisted, the newest 10,000). */
+  rejectedCopies: number
   /** The local change log's newest sequence, for comparison with the cursor. */
   lastSequence: number
   /** Wall-clock time of the last acknowledged batch, milliseconds since the epoch; null before. */

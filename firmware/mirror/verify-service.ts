@@ -52,17 +52,13 @@ export interface VerifyCoordinatorDeps {
 
 const keyOf = (peer: { host: string; port: number }): string => `${peer.host}:${peer.port}`
 
-/**
- * The copy queue of a sender as verify uses it. Senders that cannot re-queue (none should
- * remain) make verify report the difference without repairing it.
- */
+/** The copy queue of a sender as verify uses it. */
 export function senderQueue(sender: PeerSender): VerifyPeerQueue {
-  const optional = sender as PeerSender & Partial<VerifyPeerQueue>
   return {
-    pendingRanges: () => optional.pendingRanges?.() ?? [{ afterSequence: sender.cursor, throughSequence: null }],
-    requeuedIds: () => optional.requeuedIds?.() ?? [],
-    rejectedCopies: () => optional.rejectedCopies?.() ?? [],
-    requeue: (ids) => (optional.requeue ? optional.requeue(ids) : Promise.reject(new MirrorError('VERIFY_FAILED', 'this sender cannot re-queue copies'))),
+    pendingRanges: () => sender.pendingRanges(),
+    requeuedIds: () => sender.requeuedIds(),
+    rejectedCopies: () => sender.rejectedCopies(),
+    requeue: (ids) => sender.requeue(ids),
   }
 }
 

@@ -8,7 +8,9 @@
  *              parse worker threads used, disk bytes per raw byte: archive store, index, whole data dir
  *   search     query latency p50/p95 per query class vs notmuch on the same messages
  *   mirror     store to store (two firmware processes): catch-up rate after 10,000 messages offline vs local
- *              SMTP ingest (target ≥ 80%), lag archived-on-A → searchable-on-B p95 (< 1 s); then the copy layer alone
+ *              SMTP ingest (target ≥ 80%), lag archived-on-A → searchable-on-B p95 (< 1 s); then the copy layer alone,
+ *              with new-mail lag while a backlog drains (two lanes, and one lane for comparison; `--backlog N`,
+ *              default 20,000). `--only mirror-copy` runs the copy layer part alone.
  *   digest     proof of agreement: in-memory id digests of 1,000,000 ids (100,000 with --quick), one side lacking
  *              0, 1, 10 or 1,000; round trips, bytes exchanged and time to find them (no network)
  *   verify     the whole `mirror verify` exchange (initiator and responder, RSA signatures both ways) over an
@@ -31,6 +33,9 @@ import { runVerifyBench } from './verify.js'
 
 const args = process.argv.slice(2)
 const quick = args.includes('--quick')
+const backlogIndex = args.indexOf('--backlog')
+/** `--backlog N`: messages queued for the peer in the mirror copy bench's new-mail-first phase (default 20,000). */
+const backlogMessages = backlogIndex >= 0 ? Number(args[backlogIndex + 1]) : undefined
 const onlyIndex = args.indexOf('--only')
 const only = onlyIndex >= 0 ? new Set(args[onlyIndex + 1]!.split(',')) : undefined
 const wanted = (name: string) => !only || only.has(name)
@@ -101,9 +106,21 @@ await section('mirror', async () => {
   print(`store to store (two firmware processes, real LMDB + index, TLS): local SMTP ingest ${fixed(result.localIngest.messagesPerSecond)} msg/s over ${result.localIngest.sessions} sessions`)
   print(`  catch-up of ${result.messages} msgs after B was offline: ${fixed(result.catchUp.messagesPerSecond)} msg/s, ${fixed(result.catchUp.megabytesPerSecond, 1)} MB/s (${fixed(result.catchUpRatio * 100)}% of local, target >= 80%) ${result.catchUpRatio >= 0.8 ? 'MET' : 'NOT MET'}`)
   print(`  lag archived on A -> searchable on B over ${result.steadyLag.messages} msgs at ${fixed(result.steadyLag.ratePerSecond)} msg/s: p50 ${fixed(result.steadyLag.p50Ms, 1)} ms, p95 ${fixed(result.steadyLag.p95Ms, 1)} ms, max ${fixed(result.steadyLag.maxMs, 1)} ms (target p95 < 1000) ${result.steadyLag.p95Ms < 1000 && result.steadyLag.unseen === 0 ? 'MET' : 'NOT MET'}${result.steadyLag.unseen > 0 ? `, ${result.steadyLag.unseen} never seen` : ''}; search polled every ${result.steadyLag.pollIntervalMs} ms`)
-  const copy = await runMirrorCopyBench({ messages: quick ? 2000 : 10_000 })
-  print(`copy layer alone (fake durable stores, TLS): catch-up ${fixed(copy.catchUp.messagesPerSecond)} msg/s vs local ${fixed(copy.localIngest.messagesPerSecond)} msg/s; steady lag p95 ${fixed(copy.steadyLag.p95Ms, 1)} ms`)
+  await mirrorCopySection()
 }, true)
+
+/** The copy layer alone, in process (also `--only mirror-copy`, which skips the store-to-store part). */
+async function mirrorCopySection(): Promise<void> {
+  const copy = await runMirrorCopyBench({ messages: quick ? 2000 : 10_000, backlogMessages: backlogMessages ?? (quick ? 5_000 : 20_000), compareSingleLane: !quick })
+  print(`copy layer alone (fake durable stores, TLS): catch-up ${fixed(copy.catchUp.messagesPerSecond)} msg/s vs local ${fixed(copy.localIngest.messagesPerSecond)} msg/s (${fixed(copy.catchUpRatio * 100)}%); steady lag p95 ${fixed(copy.steadyLag.p95Ms, 1)} ms`)
+  for (const run of copy.backlog) {
+    print(
+      `  ${run.lanes === 'two' ? 'new mail first (two lanes)' : 'one lane (before)'}: ${run.backlogMessages} queued drained at ${fixed(run.drain.messagesPerSecond)} msg/s beside new mail at ${fixed(run.lag.ratePerSecond)} msg/s; ` +
+        `new-mail lag p50 ${fixed(run.lag.p50Ms, 1)} ms, p95 ${fixed(run.lag.p95Ms, 1)} ms, max ${fixed(run.lag.maxMs, 1)} ms over ${run.lag.messages} msgs (without a backlog p95 ${fixed(copy.steadyLag.p95Ms, 1)} ms)`,
+    )
+  }
+}
+if (only?.has('mirror-copy')) await section('mirror-copy', mirrorCopySection)
 
 await section('digest', async () => {
   const result = await runDigestBench({ ids: quick ? 100_000 : 1_000_000 })

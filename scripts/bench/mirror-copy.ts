@@ -10,8 +10,14 @@
  *   node_modules/.bin/bun scripts/bench/mirror-copy.ts                   (Bun, the appliance runtime)
  *   node --import @tapjs/typescript/import scripts/bench/mirror-copy.ts    (Node 20)
  *
+ * Then new mail first: B is paused on A while a backlog is archived, and on resume A archives
+ * at the steady rate while the backlog drains; the lag of that new mail (with the copy lanes,
+ * and with BENCH_MIRROR_COMPARE=1 also with one lane, the order before) beside the steady lag
+ * without a backlog, and the backlog's drain rate beside the local ingest rate.
+ *
  * Env: BENCH_MIRROR_MESSAGES (default 10000), BENCH_MIRROR_STEADY_RATE (messages/s, default
- * 200), BENCH_MIRROR_STEADY_MS (default 5000). Prints one JSON line.
+ * 200), BENCH_MIRROR_STEADY_MS (default 5000), BENCH_MIRROR_BACKLOG (messages, default 20000;
+ * 0 skips), BENCH_MIRROR_COMPARE (1: one-lane run too). Prints one JSON line.
  */
 import { mkdir, mkdtemp, open, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -20,6 +26,7 @@ import { fileURLToPath } from 'node:url'
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
 import { createRandom } from '../../firmware/common/clock.js'
 import { mirrorServiceDefaults } from '../../firmware/mirror/mirror-service.js'
+import { laneSplitThresholdEntries } from '../../firmware/mirror/copy-lanes.js'
 import { deriveMirrorSecret, generateSharedSecret } from '../../firmware/mirror/secret.js'
 import { createMemoryArchive, createMemoryPipeline, localDelivery, makeMessage, sha256Hex, type MemoryPipelineOptions } from '../../tests/firmware/mirror/fakes.js'
 import { createTestNode, waitFor, type TestNode } from '../../tests/firmware/mirror/nodes.js'
@@ -39,6 +46,22 @@ export interface MirrorBenchOptions {
   batchBytesMax?: number
   inflightBatchesMax?: number
   seed?: number
+  /** Messages queued for B while it is paused, drained beside new mail (0 skips the phase). */
+  backlogMessages?: number
+  /** Also measure the backlog phase with one lane (the order before the copy lanes). */
+  compareSingleLane?: boolean
+}
+
+/** New mail archived on A while a backlog for B drains. */
+export interface BacklogLagResult {
+  lanes: 'two' | 'one'
+  backlogMessages: number
+  /** From resume to the last backlog copy durable on B, with the steady load beside it. */
+  drain: { messagesPerSecond: number; seconds: number }
+  /** New mail archived while the backlog was draining: durable and notified on A → durable on B. */
+  lag: { messages: number; p50Ms: number; p95Ms: number; maxMs: number; ratePerSecond: number }
+  /** Backlog copies stored on B after the last new message (0: new mail waited for all of it). */
+  backlogLeftAtLastNewMail: number
 }
 
 export interface MirrorBenchResult {
@@ -57,6 +80,8 @@ export interface MirrorBenchResult {
   catchUpRatio: number
   /** From durable and notified on A to durable on B. */
   steadyLag: { messages: number; p50Ms: number; p95Ms: number; maxMs: number; ratePerSecond: number }
+  /** New mail while a backlog drains (absent when backlogMessages is 0). */
+  backlog: BacklogLagResult[]
   settings: { batchMessagesMax: number; batchBytesMax: number; inflightBatchesMax: number }
 }
 
@@ -159,9 +184,13 @@ export async function runMirrorCopyBench(options: MirrorBenchOptions = {}): Prom
   const worker = new Worker(fileURLToPath(import.meta.url), { workerData: { role: workerRole, directory, secretText } })
   const stored = new Map<string, number>()
   const replies: FromPeer[] = []
+  // Backlog copies not yet stored on B (the backlog phase's progress, counted as they arrive).
+  const backlogPending = new Set<string>()
   worker.on('message', (message: FromPeer) => {
-    if (message.event === 'stored') stored.set(message.id, message.atMs)
-    else replies.push(message)
+    if (message.event === 'stored') {
+      stored.set(message.id, message.atMs)
+      backlogPending.delete(message.id)
+    } else replies.push(message)
   })
   const reply = <E extends FromPeer['event']>(event: E, timeoutMs: number) =>
     waitFor(() => replies.find((message): message is Extract<FromPeer, { event: E }> => message.event === event), `peer ${event}`, timeoutMs)
@@ -197,20 +226,89 @@ export async function runMirrorCopyBench(options: MirrorBenchOptions = {}): Prom
     const rate = options.steadyRatePerSecond ?? 200
     const steadyCount = Math.round((rate * (options.steadyDurationMs ?? 5_000)) / 1000)
     const archivedAt = new Map<string, number>()
-    a.pipeline.addListener((result, delivery) => {
-      if (delivery.source !== 'mirror') archivedAt.set(result.id, nowMs())
-    })
-    const steadyRaws = Array.from({ length: steadyCount }, (_, index) => makeMessage(`steady-${index}`, Math.round(meanBytes * (0.5 + random.next())), random))
-    const steadyStarted = performance.now()
-    const submits: Promise<unknown>[] = []
-    for (const [index, raw] of steadyRaws.entries()) {
-      const waitMs = steadyStarted + (index * 1000) / rate - performance.now()
-      if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs))
-      submits.push(a.ingest(raw, count + index))
+    const makeRaws = (tag: string, total: number) => Array.from({ length: total }, (_, index) => makeMessage(`${tag}-${index}`, Math.round(meanBytes * (0.5 + random.next())), random))
+    let ingested = count
+    /** Archives `raws` on `node` at `rate` a second; once all are on B, their lags (sorted) and when the last was stored. */
+    const ingestAtRate = async (node: TestNode, raws: Buffer[]): Promise<{ lags: number[]; lastStoredAtMs: number }> => {
+      const started = performance.now()
+      const submits: Promise<unknown>[] = []
+      for (const [index, raw] of raws.entries()) {
+        const waitMs = started + (index * 1000) / rate - performance.now()
+        if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs))
+        submits.push(node.ingest(raw, ingested++))
+      }
+      await Promise.all(submits)
+      await waitFor(() => raws.every((raw) => stored.has(sha256Hex(raw))), 'copies of new mail', 600_000)
+      const ids = raws.map(sha256Hex)
+      return { lags: ids.map((id) => stored.get(id)! - archivedAt.get(id)!).sort((x, y) => x - y), lastStoredAtMs: Math.max(...ids.map((id) => stored.get(id)!)) }
     }
-    await Promise.all(submits)
-    await waitFor(() => steadyRaws.every((raw) => stored.has(sha256Hex(raw))), 'steady copies', 60_000)
-    const lags = steadyRaws.map((raw) => stored.get(sha256Hex(raw))! - archivedAt.get(sha256Hex(raw))!).sort((x, y) => x - y)
+    const listen = (node: TestNode): void =>
+      node.pipeline.addListener((result, delivery) => {
+        if (delivery.source !== 'mirror') archivedAt.set(result.id, nowMs())
+      })
+    listen(a)
+    const { lags } = await ingestAtRate(a, makeRaws('steady', steadyCount))
+    const lagFigures = (sorted: number[]) => ({ messages: sorted.length, p50Ms: round(percentile(sorted, 0.5)), p95Ms: round(percentile(sorted, 0.95)), maxMs: round(sorted[sorted.length - 1] ?? 0), ratePerSecond: rate })
+
+    // 4. New mail first: a backlog for B (paused on A), drained beside new mail at the steady rate.
+    const backlog: BacklogLagResult[] = []
+    const backlogCount = options.backlogMessages ?? 20_000
+    const peer = { host: '127.0.0.1', port }
+    const backlogPhase = async (node: TestNode, lanes: 'two' | 'one'): Promise<BacklogLagResult> => {
+      await node.service.pausePeer(peer)
+      await waitFor(() => node.peer(port)!.connectedSinceMs === null, 'paused session ended', 60_000)
+      const raws = makeRaws(`backlog-${lanes}`, backlogCount)
+      for (const raw of raws) {
+        archiveA.ingest(raw, localDelivery(ingested++), null)
+        backlogPending.add(sha256Hex(raw))
+      }
+      await node.service.resumePeer(peer)
+      const resumedAt = nowMs()
+      // Mail archived before the sender is back in session belongs to the backlog (the split is
+      // at the head then): new mail starts once it is (and, with two lanes, has split).
+      const splits = lanes === 'two' && backlogCount > laneSplitThresholdEntries(settings.batchMessagesMax)
+      await waitFor(() => {
+        const status = node.peer(port)!
+        return status.state === 'connected' && status.connectedSinceMs !== null && (!splits || status.backfillThroughSequence !== null)
+      }, 'back in session', 60_000)
+      // New mail at the steady rate for as long as the backlog drains (at least one message).
+      const fresh: Array<{ id: string; backlogLeft: number }> = []
+      const submits: Promise<unknown>[] = []
+      const started = performance.now()
+      while (fresh.length === 0 || backlogPending.size > 0) {
+        const waitMs = started + (fresh.length * 1000) / rate - performance.now()
+        if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, waitMs))
+        const raw = makeMessage(`new-${lanes}-${fresh.length}`, Math.round(meanBytes * (0.5 + random.next())), random)
+        fresh.push({ id: sha256Hex(raw), backlogLeft: backlogPending.size })
+        submits.push(node.ingest(raw, ingested++))
+      }
+      await Promise.all(submits)
+      await waitFor(() => fresh.every(({ id }) => stored.has(id)), 'copies of new mail', 600_000)
+      const backlogTimes = raws.map((raw) => stored.get(sha256Hex(raw))!)
+      const drainSeconds = (Math.max(...backlogTimes) - resumedAt) / 1000
+      const lastNewAtMs = Math.max(...fresh.map(({ id }) => stored.get(id)!))
+      await waitFor(() => node.peer(port)!.cursor === archiveA.lastSequence(), 'last acknowledgement', 60_000)
+      // Only mail archived while the backlog was still draining tells whether it waited behind it.
+      const during = fresh.filter(({ backlogLeft }) => backlogLeft > 0).map(({ id }) => stored.get(id)! - archivedAt.get(id)!)
+      return {
+        lanes,
+        backlogMessages: backlogCount,
+        drain: { messagesPerSecond: Math.round(backlogCount / drainSeconds), seconds: round(drainSeconds, 3) },
+        lag: lagFigures(during.sort((x, y) => x - y)),
+        backlogLeftAtLastNewMail: backlogTimes.filter((atMs) => atMs > lastNewAtMs).length,
+      }
+    }
+    if (backlogCount > 0) {
+      backlog.push(await backlogPhase(a, 'two'))
+      if (options.compareSingleLane) {
+        // The same archive and peer, a sender that never splits: new mail waits behind the backlog.
+        await a.stop()
+        a = await createTestNode({ serial: 'MK650-BENCH-A', secret: await deriveMirrorSecret(secretText), archive: archiveA, pipeline: a.pipeline, stateDir: a.stateDir, peers: [peer], service: { ...service, laneSplitThresholdEntries: Infinity } })
+        listen(a)
+        await waitFor(() => a!.peer(port)?.state === 'connected', 'one-lane sender connected', 60_000)
+        backlog.push(await backlogPhase(a, 'one'))
+      }
+    }
     return {
       runtime: runtimeName(),
       messages: count,
@@ -223,7 +321,8 @@ export async function runMirrorCopyBench(options: MirrorBenchOptions = {}): Prom
         cpuMsPerMessage: round(catchUpCpuMs / count, 3),
       },
       catchUpRatio: round(localSeconds / catchUpSeconds, 2),
-      steadyLag: { messages: lags.length, p50Ms: round(percentile(lags, 0.5)), p95Ms: round(percentile(lags, 0.95)), maxMs: round(lags[lags.length - 1] ?? 0), ratePerSecond: rate },
+      steadyLag: lagFigures(lags),
+      backlog,
       settings,
     }
   } finally {
@@ -246,6 +345,8 @@ if (!isMainThread && (workerData as { role?: string } | null)?.role === workerRo
       messages: Number(process.env.BENCH_MIRROR_MESSAGES ?? 10_000),
       steadyRatePerSecond: Number(process.env.BENCH_MIRROR_STEADY_RATE ?? 200),
       steadyDurationMs: Number(process.env.BENCH_MIRROR_STEADY_MS ?? 5_000),
+      backlogMessages: Number(process.env.BENCH_MIRROR_BACKLOG ?? 20_000),
+      compareSingleLane: process.env.BENCH_MIRROR_COMPARE === '1',
     })
     process.stdout.write(JSON.stringify(result) + '\n')
   }

@@ -31,6 +31,15 @@ t.test('command table resolution, arguments and completion', async (t) => {
   t.same(completeWords(names, 'zz'), [])
 })
 
+t.test('show mirror: one line per peer for its copy lanes, requeued and refused copies', async (t) => {
+  const render = commandTable.find((spec) => spec.name === 'show mirror')!.render
+  const peer = { host: 'b.example', port: 9443, serial: 'MK650-B', state: 'connected', cursor: 120, backfillThroughSequence: null, liveCursor: null, requeuedMessages: 0, rejectedCopies: 0 }
+  const quiet = render({ peers: [peer] })
+  t.notMatch(quiet, /backlog|requeued|refused/, 'nothing to say: no line')
+  const busy = render({ peers: [{ ...peer, backfillThroughSequence: 100_000, liveCursor: 100_042, requeuedMessages: 3, rejectedCopies: 1 }] })
+  t.match(busy, 'b.example:9443: backlog copied beside new mail: change log (120, 100000] to go, new mail acknowledged through 100042; 3 message(s) requeued; 1 copy(ies) refused by the peer')
+})
+
 t.test('server answers commands over a 0600 socket; technician commands need the password', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'mailkeep-control-'))
   const socketPath = join(dir, 'run', 'control.sock')

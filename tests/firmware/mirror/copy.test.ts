@@ -1,5 +1,4 @@
 import t from 'tap'
-import { randomInt } from 'node:crypto'
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -34,22 +33,13 @@ import { createCoalescingWriter, createPeerStateStore, effectivePeers } from '..
 import { noLocalSourceWarning } from '../../../firmware/mirror/mirror-service.js'
 import { createMemoryArchive, localDelivery, makeMessage, sha256Hex } from './fakes.js'
 import { startFaultProxy } from '../../helpers/fault-proxy.js'
-import { copiesFrom, createTestNode, waitFor, type TestNode } from './nodes.js'
+import { copiesFrom, createTestNode, sleep, stopAll, testSeed, waitFor, type TestNode } from './nodes.js'
 
-const seed = Number(process.env.MIRROR_TEST_SEED ?? randomInt(0, 2 ** 31))
-t.comment(`seed ${seed} (MIRROR_TEST_SEED=${seed} reproduces the random content and jitter)`)
-const random = createRandom(seed)
+const { seed, random } = testSeed(t)
 const host = '127.0.0.1'
-
-/** Stops nodes at the end of a test. */
-function stopAll(t: { teardown(fn: () => unknown): void }, ...nodes: TestNode[]): void {
-  t.teardown(() => Promise.all(nodes.map((node) => node.stop())))
-}
 
 const messages = (tag: string, count: number, sizeMax = 4_000): Buffer[] =>
   Array.from({ length: count }, (_, index) => makeMessage(`${tag}-${index}`, 200 + random.int(sizeMax), random))
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 function meta(deliveries: Delivery[]): MessageMeta {
   return { id: 'x', sizeBytes: 1, messageId: null, dateMs: null, from: [], to: [], cc: [], bcc: [], subject: null, attachments: [], flags: [], deliveries, firstArchivedAtMs: 0, origin: null }
@@ -328,7 +318,7 @@ t.test('restart of the sender: the cursor survives, nothing acknowledged is sent
   await a.stop()
   await a.stop()
   const saved = JSON.parse(await readFile(join(stateDir, `peer-127.0.0.1-${b.port}.json`), 'utf8'))
-  t.match(saved, { version: 2, cursor: 40, serial: 'MK650-B', storeId: b.archive.storeId(), fingerprint: /^[0-9a-f]{64}$/, pendingIdentity: null, paused: false })
+  t.match(saved, { version: 3, cursor: 40, liveFrom: null, liveCursor: null, requeued: [], rejected: [], serial: 'MK650-B', storeId: b.archive.storeId(), fingerprint: /^[0-9a-f]{64}$/, pendingIdentity: null, paused: false })
   const submitsBefore = b.pipeline.submits.length
   a = await createTestNode({ serial: 'MK650-A', seed, stateDir, archive: a.archive, pipeline: a.pipeline, peers: [{ host, port: b.port }] })
   stopAll(t, a, b)

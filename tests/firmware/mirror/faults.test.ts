@@ -1,22 +1,14 @@
 import tap from 'tap'
-import { randomInt } from 'node:crypto'
 import { createRandom } from '../../../firmware/common/clock.js'
 import { ArchiveError } from '../../../firmware/archive/errors.js'
 import { makeMessage, sha256Hex } from './fakes.js'
 import { startFaultProxy, type Fault } from '../../helpers/fault-proxy.js'
-import { copiesFrom, createTestNode, waitFor, type TestNode } from './nodes.js'
+import { copiesFrom, createTestNode, sleep, stopAll, testSeed, waitFor, type TestNode } from './nodes.js'
 import { senderStopTimeoutMs } from '../../../firmware/mirror/sender.js'
 
-const seed = Number(process.env.MIRROR_TEST_SEED ?? randomInt(0, 2 ** 31))
 const t = tap
-t.comment(`seed ${seed} (MIRROR_TEST_SEED=${seed} reproduces the fault plan, content and jitter)`)
-const random = createRandom(seed)
+const { seed, random } = testSeed(t, 'the fault plan, content and jitter')
 const host = '127.0.0.1'
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-function stopAll(t: { teardown(fn: () => unknown): void }, ...nodes: TestNode[]): void {
-  t.teardown(() => Promise.all(nodes.map((node) => node.stop())))
-}
 
 /** Every message of `raws` is on `node` exactly once, with exactly one delivery, from `origin`. */
 function exactlyOnce(t: Pick<typeof tap, 'equal' | 'ok'>, node: TestNode, origin: string, raws: Buffer[]): void {

@@ -6,7 +6,8 @@ import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createMemoryLogger, type Logger, type LogRecord } from '../../../firmware/common/logger.js'
-import { createRandom, systemClock } from '../../../firmware/common/clock.js'
+import { randomInt } from 'node:crypto'
+import { createRandom, systemClock, type Random } from '../../../firmware/common/clock.js'
 import { loadOrCreateIdentityCertificate, type IdentityCertificate } from '../../../firmware/mirror/certificate.js'
 import { deriveMirrorSecret, generateSharedSecret, type MirrorSecret } from '../../../firmware/mirror/secret.js'
 import type { MirrorAuditEvent } from '../../../firmware/mirror/listener.js'
@@ -171,3 +172,18 @@ export async function waitFor<T>(probe: () => T | undefined | false, what: strin
 export function copiesFrom(node: TestNode, serial: string): Array<{ raw: Uint8Array; meta: import('../../../firmware/archive/types.js').MessageMeta }> {
   return [...node.archive.messages.values()].filter((message) => message.meta.origin === serial)
 }
+
+/** Stops nodes at the end of a test. */
+export function stopAll(t: { teardown(fn: () => unknown): void }, ...nodes: TestNode[]): void {
+  t.teardown(() => Promise.all(nodes.map((node) => node.stop())))
+}
+
+/** The seed of a test file (MIRROR_TEST_SEED, else random), printed so a failure can be reproduced, and its random source. */
+export function testSeed(t: { comment(message: string): void }, what = 'the random content and jitter'): { seed: number; random: Random } {
+  const seed = Number(process.env.MIRROR_TEST_SEED ?? randomInt(0, 2 ** 31))
+  t.comment(`seed ${seed} (MIRROR_TEST_SEED=${seed} reproduces ${what})`)
+  return { seed, random: createRandom(seed) }
+}
+
+/** Resolves after `ms` milliseconds. */
+export const sleep = (ms: number): Promise<unknown> => new Promise((resolve) => setTimeout(resolve, ms))

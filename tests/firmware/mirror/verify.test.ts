@@ -186,16 +186,19 @@ t.test('a copy lost on the peer is unexplained, re-queued, degrades health, and 
   const { a, b } = await pair(t)
   const lostOnB = [...b.archive.messages.values()].find((message) => message.meta.origin === a.serial)!.meta.id
   const lostOnA = [...a.archive.messages.values()].find((message) => message.meta.origin === b.serial)!.meta.id
+  // B also loses one of its own messages: A holds the only copy and sends it back.
+  const ownLostOnB = [...b.archive.messages.values()].filter((message) => message.meta.origin === null && message.meta.id !== lostOnA).at(-1)!.meta.id
   b.archive.lose(lostOnB)
+  b.archive.lose(ownLostOnB)
   a.archive.lose(lostOnA)
   const { report } = await a.service.verifyPeer({ host, port: b.port })
   t.equal(report.outcome, 'unexplained')
-  t.equal(report.counts.unexplained, 2)
-  t.same(report.requeued, { initiator: 1, responder: 1 }, 'each side re-queues what it holds')
-  t.same(report.differences.map((difference) => [difference.id, difference.presentOn]).sort(), [[lostOnA, 'responder'], [lostOnB, 'initiator']].sort())
+  t.equal(report.counts.unexplained, 3)
+  t.same(report.requeued, { initiator: 2, responder: 1 }, 'each side re-queues what it holds')
+  t.same(report.differences.map((difference) => [difference.id, difference.presentOn]).sort(), [[lostOnA, 'responder'], [lostOnB, 'initiator'], [ownLostOnB, 'initiator']].sort())
   t.equal(a.service.healthcheck().ok, false)
   t.match(a.service.healthcheck().detail, /unexplained/)
-  await waitFor(() => b.archive.messages.has(lostOnB) && a.archive.messages.has(lostOnA), 'the re-queued copies to arrive on both sides')
+  await waitFor(() => b.archive.messages.has(lostOnB) && b.archive.messages.has(ownLostOnB) && a.archive.messages.has(lostOnA), 'the re-queued copies to arrive on both sides')
   const again = await a.service.verifyPeer({ host, port: b.port })
   t.equal(again.report.outcome, 'agree')
   t.equal(a.service.healthcheck().ok, true, 'a verify that agrees clears the reason')
