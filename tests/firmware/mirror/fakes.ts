@@ -25,12 +25,15 @@ export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex')
 }
 
-/** An archive in memory; sequences start at 1 and are dense (log[i].sequence === i + 1). */
-export function createMemoryArchive(now: () => number = Date.now): MemoryArchive {
+/**
+ * An archive in memory; sequences start at 1 and are dense (log[i].sequence === i + 1). The
+ * store id is random unless given (the simulation seeds it, so a seed replays exactly).
+ */
+export function createMemoryArchive(now: () => number = Date.now, storeIdHex?: string): MemoryArchive {
   const messages = new Map<string, { raw: Uint8Array; meta: MessageMeta }>()
   const log: ChangeEntry[] = []
   const reads = { changes: 0, raw: 0 }
-  const storeId = randomBytes(16).toString('hex')
+  const storeId = storeIdHex ?? randomBytes(16).toString('hex')
 
   function append(kind: ChangeEntry['kind'], id: string, origin: string | null): number {
     const sequence = log.length + 1
