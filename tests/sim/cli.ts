@@ -1,12 +1,15 @@
 /**
  * The mirror simulation on demand:
  *
- *     npm run sim -- --seeds 100000 [--from N]   run seeds N … N+count-1, report failures
- *     npm run sim -- --seed N [--verbose]        replay one seed (with --verbose: its trace and logs)
+ *     npm run sim -- --seeds 100000 [--from N] [--known-ok]   run seeds N … N+count-1, report failures
+ *     npm run sim -- --seed N [--verbose]                     replay one seed (with --verbose: its trace and logs)
  *
  * Exits 1 when a seed fails (each failure prints the command that replays it), 2 on usage errors.
+ * Violations that are known findings (model.ts knownFindings) are tagged with the finding;
+ * with --known-ok, a seed that has only those passes.
  */
 import { replayCommand, runSeed, type SeedResult } from './engine.js'
+import { knownFinding, knownFindings } from './model.js'
 
 function usage(message: string): never {
   process.stderr.write(`${message}\nusage: npm run sim -- --seeds COUNT [--from N] | --seed N [--verbose]\n`)
@@ -21,25 +24,30 @@ function numberAfter(args: string[], name: string): number | undefined {
   return value
 }
 
+function tagOf(violation: SeedResult['violations'][number]): string {
+  const finding = knownFinding(violation)
+  return finding ? `[known ${knownFindings[finding].split(':')[0]}] ` : ''
+}
+
 function describeFailure(result: SeedResult): string {
-  const lines = result.violations.slice(0, 20).map((violation) => `  ${violation.kind} on ${violation.node}${violation.id ? ` ${violation.id.slice(0, 12)}` : ''}: ${violation.detail}`)
+  const lines = result.violations.slice(0, 20).map((violation) => `  ${tagOf(violation)}${violation.kind} on ${violation.node}${violation.id ? ` ${violation.id.slice(0, 12)}` : ''}: ${violation.detail}`)
   if (result.violations.length > 20) lines.push(`  … and ${result.violations.length - 20} more`)
   return `seed ${result.seed} FAILED (${result.violations.length} violations)\n${lines.join('\n')}\n  replay: ${replayCommand(result.seed)}\n`
 }
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2)
-  const known = new Set(['--seeds', '--from', '--seed', '--verbose'])
+  const known = new Set(['--seeds', '--from', '--seed', '--verbose', '--known-ok'])
+  const knownOk = args.includes('--known-ok')
+  const fails = (result: SeedResult): boolean => result.violations.some((violation) => !knownOk || knownFinding(violation) === undefined)
   for (const arg of args) if (arg.startsWith('--') && !known.has(arg)) usage(`unknown option ${arg}`)
   const single = numberAfter(args, '--seed')
   if (single !== undefined) {
     const verbose = args.includes('--verbose')
     const result = await runSeed(single, verbose ? { write: (line) => process.stdout.write(`${line}\n`) } : {})
     process.stdout.write(`seed ${single}: ${JSON.stringify(result.stats)} virtual ${result.virtualMs} ms, signature ${result.signature}\n`)
-    if (result.violations.length > 0) {
-      process.stdout.write(describeFailure(result))
-      process.exit(1)
-    }
+    if (result.violations.length > 0) process.stdout.write(describeFailure(result))
+    if (fails(result)) process.exit(1)
     process.stdout.write(`seed ${single} ok\n`)
     return
   }
@@ -49,7 +57,7 @@ async function main(): Promise<void> {
   let failed = 0
   for (let seed = from; seed < from + count; seed++) {
     const result = await runSeed(seed)
-    if (result.violations.length > 0) {
+    if (fails(result)) {
       failed++
       process.stdout.write(describeFailure(result))
     }

@@ -6,12 +6,12 @@
  * a seed replays the same run: `npm run sim -- --seed N --verbose` shows it.
  */
 import { createHash } from 'node:crypto'
-import { createRandom } from '../../firmware/common/clock.js'
+import { createRandom, type Random } from '../../firmware/common/clock.js'
 import { createLogger, type Logger } from '../../firmware/common/logger.js'
 import { checkNodes, createLedger, type Violation } from './model.js'
 import { createScenario, type NodeEvent, type Scenario } from './scenario.js'
 import type { ConnectionPlan } from './sim-channel.js'
-import { SimNode, type SimWorld } from './sim-node.js'
+import { SimNode, type SimLimits, type SimWorld } from './sim-node.js'
 import { VirtualTime } from './virtual-time.js'
 
 /** Virtual time the heal may take before the run counts as not converging, in milliseconds. */
@@ -46,13 +46,24 @@ export function replayCommand(seed: number): string {
   return `npm run sim -- --seed ${seed}`
 }
 
-/** Runs `seed` (see the module comment). Installs virtual timers for its duration: run seeds one at a time. */
-export async function runSeed(seed: number, options: RunOptions = {}): Promise<SeedResult> {
-  const scenario = createScenario(seed)
+/** What createSimWorld needs: the nodes, their limits, how connections behave, where logs go. */
+export interface SimWorldOptions extends RunOptions {
+  seed: number
+  nodeCount: number
+  limits: SimLimits
+  /** The plan of each new connection; `faultsOn` is false once the heal has started. */
+  planConnection: (from: string, to: string, faultsOn: boolean) => ConnectionPlan
+  /** Whether state writes may fail while faults are on. */
+  stateWriteFailures?: boolean
+  /** Draws pipeline commit delays. */
+  random: Random
+}
+
+/** Simulated nodes on a virtual clock, not started; install the clock's timers before starting them. */
+export function createSimWorld(options: SimWorldOptions) {
   const time = new VirtualTime()
-  const runtime = createRandom(seed ^ 0x5bd1e995)
   const trace: string[] = []
-  let faultsOn = true
+  const control = { faultsOn: true }
   const stamp = (): string => `[${String(time.now).padStart(7)} ms]`
   const write = options.write
   const world: SimWorld = {
@@ -61,9 +72,9 @@ export async function runSeed(seed: number, options: RunOptions = {}): Promise<S
     nodes: new Map(),
     connections: new Set(),
     connectionIds: { next: 1 },
-    planConnection: () => planConnection(scenario, runtime, faultsOn),
-    stateWriteFails: () => faultsOn && scenario.connectionFaults.stateWriteFailures,
-    commitDelayMs: () => 1 + runtime.int(faultsOn ? 20 : 3),
+    planConnection: (from, to) => options.planConnection(from, to, control.faultsOn),
+    stateWriteFails: () => control.faultsOn && options.stateWriteFailures === true,
+    commitDelayMs: () => 1 + options.random.int(control.faultsOn ? 20 : 3),
     detail: write ? (event) => write(`${stamp()} sim: ${event}`) : undefined,
     trace(event) {
       trace.push(`${time.now} ${event}`)
@@ -72,41 +83,69 @@ export async function runSeed(seed: number, options: RunOptions = {}): Promise<S
     logger: (node) =>
       write ? createLogger(node, { level: 'debug', format: 'pretty', write: (line) => write(`${stamp()} ${line}`), now: () => new Date(time.clock.now()) }) : silentLogger,
   }
-  const names = ['a', 'b', 'c'].slice(0, scenario.nodeCount)
-  const nodes = names.map((name, index) => new SimNode(world, name, `SIM-${name.toUpperCase()}`, (seed * 31 + index) >>> 0, scenario.limits))
+  const names = ['a', 'b', 'c', 'd'].slice(0, options.nodeCount)
+  const nodes = names.map((name, index) => new SimNode(world, name, `SIM-${name.toUpperCase()}`, (options.seed * 31 + index) >>> 0, options.limits))
   for (const node of nodes) world.nodes.set(node.name, node)
-  const stats = { crashes: 0, identityChanges: 0, purged: 0 }
+  return {
+    world,
+    nodes,
+    time,
+    trace,
+    /** Faults off, every node up, the technician accepting changed identities; runs until quiescent. @returns whether it got there */
+    async heal(): Promise<boolean> {
+      control.faultsOn = false
+      world.trace('heal: faults off')
+      for (const node of nodes) {
+        node.storeFailures = 0
+        if (!node.up) node.start()
+      }
+      time.setInterval(() => technicianVisit(nodes), technicianIntervalMs)
+      const converged = await time.runUntilTrue(() => isConverged(nodes), time.now + healLimitMs)
+      if (converged) world.trace('heal: converged')
+      return converged
+    },
+    /** The checks of model.ts after a heal (and settleMs more of quiet), with a not-converged violation first when it did not. */
+    async check(converged: boolean): Promise<Violation[]> {
+      if (!converged) return [{ kind: 'not-converged', node: '*', detail: `not quiescent after ${healLimitMs} ms of heal: ${describeSenders(nodes)}` }]
+      await time.runUntil(time.now + settleMs)
+      const violations: Violation[] = []
+      if (!isConverged(nodes)) violations.push({ kind: 'not-converged', node: '*', detail: `converged, then not after ${settleMs} ms more: ${describeSenders(nodes)}` })
+      violations.push(...(await checkNodes(nodes, world.ledger)))
+      return violations
+    },
+  }
+}
 
+/** Runs `seed` (see the module comment). Installs virtual timers for its duration: run seeds one at a time. */
+export async function runSeed(seed: number, options: RunOptions = {}): Promise<SeedResult> {
+  const scenario = createScenario(seed)
+  const runtime = createRandom(seed ^ 0x5bd1e995)
+  const sim = createSimWorld({
+    ...options,
+    seed,
+    nodeCount: scenario.nodeCount,
+    limits: scenario.limits,
+    planConnection: (_from, _to, faultsOn) => planConnection(scenario, runtime, faultsOn),
+    stateWriteFailures: scenario.connectionFaults.stateWriteFailures,
+    random: runtime,
+  })
+  const { time, nodes, world } = sim
+  const stats = { crashes: 0, identityChanges: 0, purged: 0 }
+  // Stack traces are the largest cost of the many MirrorErrors a run creates; nothing reads them unless verbose.
+  const stackTraceLimit = Error.stackTraceLimit
+  if (!options.write) Error.stackTraceLimit = 0
   time.install()
   try {
     for (const node of nodes) node.start()
     schedule(scenario, time, nodes, runtime, stats, world.trace)
     await time.runUntil(scenario.faultPhaseMs)
-
-    // Heal: faults off, everything back up, the technician accepts what changed; no new mail.
-    faultsOn = false
-    world.trace('heal: faults off')
-    for (const node of nodes) {
-      node.storeFailures = 0
-      if (!node.up) node.start()
-    }
-    time.setInterval(() => technicianVisit(nodes), technicianIntervalMs)
-    const converged = await time.runUntilTrue(() => isConverged(nodes), time.now + healLimitMs)
-    const violations: Violation[] = []
-    if (converged) {
-      world.trace('heal: converged')
-      await time.runUntil(time.now + settleMs)
-      if (!isConverged(nodes)) violations.push({ kind: 'not-converged', node: '*', detail: `converged, then not after ${settleMs} ms more: ${describeSenders(nodes)}` })
-      violations.push(...(await checkNodes(nodes, world.ledger)))
-    } else {
-      violations.push({ kind: 'not-converged', node: '*', detail: `not quiescent after ${healLimitMs} ms of heal: ${describeSenders(nodes)}` })
-    }
+    const violations = await sim.check(await sim.heal())
     return {
       seed,
       violations,
       virtualMs: time.now,
-      signature: signatureOf(trace, nodes),
-      trace,
+      signature: signatureOf(sim.trace, nodes),
+      trace: sim.trace,
       stats: {
         nodes: nodes.length,
         deliveries: world.ledger.localDeliveries.length,
@@ -121,10 +160,11 @@ export async function runSeed(seed: number, options: RunOptions = {}): Promise<S
     }
   } finally {
     VirtualTime.uninstall()
+    Error.stackTraceLimit = stackTraceLimit
   }
 }
 
-function planConnection(scenario: Scenario, random: ReturnType<typeof createRandom>, faultsOn: boolean): ConnectionPlan {
+function planConnection(scenario: Scenario, random: Random, faultsOn: boolean): ConnectionPlan {
   const faults = scenario.connectionFaults
   if (!faultsOn) return { latencyMs: 1 + random.int(3), lingerMs: closeLingerMs }
   const plan: ConnectionPlan = { latencyMs: 1 + random.int(faults.latencyMsMax), lingerMs: closeLingerMs }
@@ -140,7 +180,7 @@ function schedule(
   scenario: Scenario,
   time: VirtualTime,
   nodes: SimNode[],
-  random: ReturnType<typeof createRandom>,
+  random: Random,
   stats: { crashes: number; identityChanges: number; purged: number },
   trace: (event: string) => void,
 ): void {

@@ -26,6 +26,8 @@ export interface ConnectionPlan {
   resetAtFrame?: number
   /** Hold one direction back for `durationMs` from the `atFrame`-th data frame on. */
   stall?: { atFrame: number; direction: 'outbound' | 'inbound'; durationMs: number }
+  /** Reset the connection when this returns true for a data frame about to be sent (scripted tests). */
+  resetOn?: (type: number, direction: 'outbound' | 'inbound') => boolean
   /** A side that closed and is not answered tears the connection down after this long, in virtual milliseconds. */
   lingerMs: number
 }
@@ -175,7 +177,7 @@ export class SimConnection {
         held.heldUntilMs = this.time.now + stall.durationMs
         this.trace(`conn ${this.id}: ${stall.direction} stalled for ${stall.durationMs} ms at frame ${this.dataFrames}`)
       }
-      if (this.plan.resetAtFrame !== undefined && this.dataFrames >= this.plan.resetAtFrame) {
+      if ((this.plan.resetAtFrame !== undefined && this.dataFrames >= this.plan.resetAtFrame) || this.plan.resetOn?.(item.frame.type, from.direction)) {
         this.trace(`conn ${this.id}: reset at frame ${this.dataFrames} (type ${item.frame.type} ${from.direction})`)
         this.teardown(new MirrorError('CONNECTION_CLOSED', 'the connection was reset (simulated)'))
         return

@@ -38,8 +38,8 @@ export interface SimWorld {
   ledger: Ledger
   nodes: Map<string, SimNode>
   connections: Set<{ connection: SimConnection; from: string; to: string }>
-  /** The plan of the next connection (faults while the fault phase lasts). */
-  planConnection(): ConnectionPlan
+  /** The plan of the next connection from one node to another (faults while the fault phase lasts). */
+  planConnection(from: string, to: string): ConnectionPlan
   /** True while state writes may fail (fault phase). */
   stateWriteFails(): boolean
   /** A pipeline commit's duration, in virtual milliseconds. */
@@ -269,7 +269,7 @@ export class SimNode {
     const epoch = this.epoch
     const world = this.world
     return async (_transport, options) => {
-      const plan = world.planConnection()
+      const plan = world.planConnection(this.name, options.host)
       await world.time.sleep(2 * plan.latencyMs + 1)
       const target = world.nodes.get(options.host)
       if (this.epoch !== epoch) throw new MirrorError('CONNECTION_CLOSED', 'this process died during the handshake (simulated)')
