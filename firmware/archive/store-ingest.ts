@@ -8,6 +8,7 @@ import { requireWritable, sha256Hex, track, unavailable, type StoreContext } fro
 import { readCounters, type Databases } from './store-databases.js'
 import { inTransaction, nextChange, runIndexer, updateDigest, withoutIndexerOnFailure } from './store-transactions.js'
 import { deliveriesOf, metaOf } from './store-reads.js'
+import { readPurgeRecord } from './purge-records.js'
 import type { Delivery, EncodedRaw, IngestRequest, IngestResult } from './types.js'
 
 /**
@@ -108,6 +109,13 @@ function ingestInTransaction(context: StoreContext, databases: Databases, id: st
   if (record && delivery.deliveryKey) {
     const recorded = databases.deliveryKeys.get(deliveryKeyHash(id, delivery.deliveryKey))
     if (recorded !== undefined) return { id, duplicate: true, sequence: recorded }
+  }
+  if (!record && request.origin && delivery.source === 'mirror') {
+    // A peer's copy of a message retention purged here, from a delivery it received no later
+    // than the purge: had it arrived before, the purge would have removed it with the rest.
+    // Decided in this transaction, so a copy racing a purge cannot bring the message back.
+    const purged = readPurgeRecord(databases.purged, key)
+    if (purged && delivery.receivedAtMs <= purged.atMs) return { id, duplicate: true, sequence: purged.sequence, purged: true }
   }
   if (!record && !blob) return needsBlob
   const nowMs = context.clock.now()

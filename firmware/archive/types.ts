@@ -37,6 +37,11 @@ export interface IngestResult {
   sequence: number
   /** What the parser flagged about the message (set by the ingest pipeline; empty when clean). */
   flags?: readonly string[]
+  /**
+   * True when a peer's copy was not stored because retention purged this message here after
+   * the copy's delivery was received (see archive/purged); `duplicate` is true too.
+   */
+  purged?: boolean
 }
 
 export interface MessageMeta {

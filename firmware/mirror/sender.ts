@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import type { Logger } from '../common/logger.js'
 import type { Clock, Random } from '../common/clock.js'
 import { MirrorError } from './errors.js'
-import { connectToPeer, type MirrorTransportDeps } from './listener.js'
+import { connectToPeer, type ConnectToPeerOptions, type MirrorTransportDeps } from './listener.js'
 import type { MirrorChannel } from './channel.js'
 import type { MirrorSecret } from './secret.js'
 import { CopyFrameType, decodeAck, decodeBatchFailure, decodePolicy, encodePolicy, encodeQueueStatus } from './copy-protocol.js'
@@ -63,6 +63,8 @@ export interface PeerSenderDeps {
   onIdentity?: (event: IdentityEvent) => void
   /** What is still queued for this peer (the service's queue figures), told to the peer as QUEUE_STATUS. */
   queueDepth?: () => { messages: number; bytes: number; estimated: boolean }
+  /** Opens an authenticated channel to the peer; connectToPeer (TLS) unless a test injects another transport. */
+  connect?: (transport: MirrorTransportDeps, options: ConnectToPeerOptions) => Promise<MirrorChannel>
 }
 
 /** The pinned identity of a peer (all null before the first handshake). */
@@ -516,7 +518,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
       }
       let target: MirrorChannel
       try {
-        target = await connectToPeer(deps.transport, {
+        target = await (deps.connect ?? connectToPeer)(deps.transport, {
           host: peer.host,
           port: peer.port,
           sharedSecret: options.sharedSecret,

@@ -32,12 +32,15 @@ export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex')
 }
 
-/** An archive in memory; sequences start at 1 and are dense (log[i].sequence === i + 1). */
-export function createMemoryArchive(now: () => number = Date.now): MemoryArchive {
+/**
+ * An archive in memory; sequences start at 1 and are dense (log[i].sequence === i + 1). The
+ * store id is random unless given (the simulation seeds it, so a seed replays exactly).
+ */
+export function createMemoryArchive(now: () => number = Date.now, storeIdHex?: string): MemoryArchive {
   const messages = new Map<string, { raw: Uint8Array; meta: MessageMeta }>()
   const log: ChangeEntry[] = []
   const reads = { changes: 0, raw: 0 }
-  const storeId = randomBytes(16).toString('hex')
+  const storeId = storeIdHex ?? randomBytes(16).toString('hex')
   const purges = new Map<string, { sequence: number; atMs: number }>()
 
   function append(kind: ChangeEntry['kind'], id: string, origin: string | null): number {
@@ -68,6 +71,10 @@ export function createMemoryArchive(now: () => number = Date.now): MemoryArchive
     ingest(raw, delivery, origin) {
       const id = sha256Hex(raw)
       const existing = messages.get(id)
+      // As the store does (store-ingest.ts): a peer's copy of what retention purged here, from a
+      // delivery received no later than the purge, is not stored again.
+      const purged = purges.get(id)
+      if (!existing && origin && delivery.source === 'mirror' && purged && delivery.receivedAtMs <= purged.atMs) return { id, duplicate: true, sequence: purged.sequence, purged: true }
       if (existing) {
         const key = delivery.deliveryKey
         if (key && existing.meta.deliveries.some((recorded) => recorded.deliveryKey === key)) {
