@@ -276,6 +276,77 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
     return identityChanged(before, presented)
   }
 
+  /**
+   * Tells the peer, on an authenticated channel, this system's policy settings (again when they
+   * change) and how much is still queued for it (QUEUE_STATUS, again when it changes and every
+   * queueStatusRepeatMs): the peer's searches say whether they are complete.
+   */
+  function statusReporter(target: MirrorChannel) {
+    let queueSent: { key: string; atMs: number } | undefined
+    let policySent = ''
+    let timer: NodeJS.Timeout | undefined
+    const reportQueue = (force = false): void => {
+      const depth = deps.queueDepth?.()
+      if (!depth || !target.isOpen) return
+      const key = `${depth.messages} ${depth.bytes} ${depth.estimated}`
+      const now = deps.clock.monotonicMs()
+      if (!force && queueSent?.key === key && now - queueSent.atMs < queueStatusRepeatMs) return
+      queueSent = { key, atMs: now }
+      target.send(CopyFrameType.queueStatus, encodeQueueStatus({ queuedMessages: depth.messages, queuedBytes: depth.bytes, estimated: depth.estimated })).catch(() => undefined)
+    }
+    const reportPolicy = (): void => {
+      const settings = deps.policySettings()
+      if (settings.fingerprint === policySent || !target.isOpen) return
+      policySent = settings.fingerprint
+      target.send(CopyFrameType.policy, encodePolicy(settings)).catch(() => undefined)
+    }
+    return {
+      reportQueue,
+      /** Sends the settings and the queue now, then watches both. Only ever on an authenticated channel: the settings are not for strangers. */
+      async start(): Promise<void> {
+        const settings = deps.policySettings()
+        policySent = settings.fingerprint
+        await target.send(CopyFrameType.policy, encodePolicy(settings))
+        reportQueue(true)
+        timer = setInterval(() => {
+          reportQueue()
+          reportPolicy()
+        }, statusTickMs).unref()
+      },
+      stop(): void {
+        clearInterval(timer)
+      },
+    }
+  }
+
+  /**
+   * While paused: a channel that copies nothing but keeps telling the peer how much waits for
+   * it, so its searches say they may be incomplete (a paused peer would otherwise look caught
+   * up). Returns when resumed or stopped, or when the channel ends.
+   */
+  async function pausedSession(target: MirrorChannel): Promise<void> {
+    const status = statusReporter(target)
+    const reader = (async () => {
+      for (;;) {
+        const frame = await target.receive()
+        if (frame === null) return
+        if (frame.type === CopyFrameType.policy) {
+          const settings = decodePolicy(frame.payload)
+          peerPolicyFingerprint = settings.fingerprint
+          policyMismatch = deps.onPolicy?.({ host: peer.host, port: peer.port, serial: target.peer.serial }, settings) ?? []
+        }
+      }
+    })().catch(() => undefined)
+    try {
+      await status.start()
+      while (!stopped && record.paused && target.isOpen) await Promise.race([control.wait(pausedRecheckMs), target.closed])
+    } finally {
+      status.stop()
+      await target.close()
+      await reader
+    }
+  }
+
   /** One authenticated connection: runs until it fails (throws) or the sender stops or pauses (returns). */
   async function session(target: MirrorChannel): Promise<void> {
     const inflight: InflightBatch[] = []
@@ -291,29 +362,8 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
       if (failure === undefined || (isBareClose(failure) && !isBareClose(error))) failure = error
       work.notify()
     }
-    let queueSent: { key: string; atMs: number } | undefined
-    let policySent = ''
-    // Tells the peer how much is still queued for it: its searches say whether they are complete.
-    const reportQueue = (force = false): void => {
-      const depth = deps.queueDepth?.()
-      if (!depth || !target.isOpen) return
-      const key = `${depth.messages} ${depth.bytes} ${depth.estimated}`
-      const now = deps.clock.monotonicMs()
-      if (!force && queueSent?.key === key && now - queueSent.atMs < queueStatusRepeatMs) return
-      queueSent = { key, atMs: now }
-      target.send(CopyFrameType.queueStatus, encodeQueueStatus({ queuedMessages: depth.messages, queuedBytes: depth.bytes, estimated: depth.estimated })).catch(() => undefined)
-    }
-    // A policy or hold changed here while the channel stands: the peer compares again.
-    const reportPolicy = (): void => {
-      const settings = deps.policySettings()
-      if (settings.fingerprint === policySent || !target.isOpen) return
-      policySent = settings.fingerprint
-      target.send(CopyFrameType.policy, encodePolicy(settings)).catch(() => undefined)
-    }
-    const statusTimer = setInterval(() => {
-      reportQueue()
-      reportPolicy()
-    }, statusTickMs).unref()
+    const status = statusReporter(target)
+    const { reportQueue } = status
     const armAckTimer = (): void => {
       clearTimeout(ackTimer)
       ackTimer = inflight.length > 0 ? setTimeout(onAckTimeout, options.ackTimeoutMs).unref() : undefined
@@ -378,11 +428,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
     })
 
     try {
-      // Only ever on an authenticated channel: the settings are not for strangers.
-      const settings = deps.policySettings()
-      policySent = settings.fingerprint
-      await target.send(CopyFrameType.policy, encodePolicy(settings))
-      reportQueue(true)
+      await status.start()
       // Read positions: what was sent (or acknowledged, at the start) in each change-log lane.
       let liveNext = liveAcknowledged(positionsOf(record))
       let backfillNext = record.cursor
@@ -468,7 +514,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
       fail(error)
     } finally {
       clearTimeout(ackTimer)
-      clearInterval(statusTimer)
+      status.stop()
     }
     if (failure !== undefined) {
       await target.close()
@@ -508,24 +554,49 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
     return delayMs
   }
 
+  /** One connection attempt to the peer, admitted as this peer's pinned identity. */
+  function connectOnce(): Promise<MirrorChannel> {
+    return (deps.connect ?? connectToPeer)(deps.transport, {
+      host: peer.host,
+      port: peer.port,
+      sharedSecret: options.sharedSecret,
+      timeoutMs: options.handshakeTimeoutMs,
+      ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+      admit,
+    })
+  }
+
+  /** Paused: a status-only channel to the peer while it answers; otherwise a wait until resumed or pausedRecheckMs. */
+  async function reportWhilePaused(): Promise<void> {
+    let target: MirrorChannel
+    try {
+      target = await connectOnce()
+    } catch (error) {
+      logger.debug('paused mirror peer cannot be told its queue', { error })
+      await control.wait(pausedRecheckMs)
+      return
+    }
+    channel = target
+    try {
+      await pausedSession(target)
+    } finally {
+      channel = undefined
+    }
+    // The peer closed the channel: wait a little before the next status channel.
+    if (!stopped && record.paused) await control.wait(options.retryDelayMsMax)
+  }
+
   async function run(): Promise<void> {
     while (!stopped) {
       if (record.paused) {
         state = 'paused'
         nextRetryAtMs = null
-        await control.wait(pausedRecheckMs)
+        await reportWhilePaused()
         continue
       }
       let target: MirrorChannel
       try {
-        target = await (deps.connect ?? connectToPeer)(deps.transport, {
-          host: peer.host,
-          port: peer.port,
-          sharedSecret: options.sharedSecret,
-          timeoutMs: options.handshakeTimeoutMs,
-          ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
-          admit,
-        })
+        target = await connectOnce()
       } catch (error) {
         // nextRetryAtMs stays set through the attempt: "retrying since then", until it succeeds.
         await control.wait(recordFailure(error))

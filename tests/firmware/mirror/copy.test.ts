@@ -617,6 +617,14 @@ t.test('completeness: a receiver behind its peer says so (queued count, as of), 
   await a.service.pausePeer({ host, port: b.port })
   const raws = messages('behind', 400, 500)
   for (const raw of raws) await a.ingest(raw)
+  // Paused, A still tells B how much waits for it: B must not look caught up.
+  const whilePaused = await waitFor(() => {
+    const completeness = b.service.completeness()
+    return !completeness.complete && completeness.peers[0]?.queuedMessages === 400 && completeness
+  }, 'B knows it is 400 behind while A is paused')
+  t.match(whilePaused.peers[0], { serial: 'MK650-A', connected: true })
+  t.equal(copiesFrom(b, 'MK650-A').length, 0, 'and nothing was copied while paused')
+  t.equal(a.peer(b.port)!.state, 'paused')
   await a.service.resumePeer({ host, port: b.port })
   const behind = await waitFor(() => {
     const completeness = b.service.completeness()
