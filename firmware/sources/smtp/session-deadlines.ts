@@ -151,7 +151,12 @@ export class SessionDeadlines {
   #fire(entry: DeadlineEntry): void {
     entry.timer = null
     entry.timerAtMs = Number.POSITIVE_INFINITY
-    if (this.#entries.get(entry.sessionId) === entry) this.#schedule(entry)
+    // Timers run before the event loop polls sockets: after a stall (a long search, a GC
+    // pause) a command already waiting in the socket would lose to its own deadline. The
+    // check runs after this turn's I/O instead, so what arrived in time is read first.
+    setImmediate(() => {
+      if (this.#entries.get(entry.sessionId) === entry) this.#schedule(entry)
+    })
   }
 
   /** Counts and logs the deadline, cuts off a message in DATA, sends the 421 (which closes the connection). */

@@ -198,6 +198,20 @@ t.test('each phase deadline closes a trickler with its 421', { timeout: 20_000 }
   client.end()
 })
 
+t.test('after an event-loop stall, a command that arrived in time is read before its deadline is checked', { timeout: 10_000 }, async (t) => {
+  const { port, source } = await startSource(t, { commandTimeoutMs: 300 })
+  const { client } = await greeted(port)
+  client.write('NOOP\r\n')
+  // Block this process (the listener's event loop) well past the deadline, as a long
+  // synchronous job would; the NOOP waits in the socket meanwhile.
+  const blockedUntilMs = performance.now() + 800
+  while (performance.now() < blockedUntilMs);
+  t.match((await client.readReply()).last, /^250 /, 'the NOOP was answered, not cut off by the overdue timer')
+  t.equal(source.stats().sessionsClosedByDeadline.COMMAND_TIMEOUT, 0)
+  t.match((await client.readReply(2_000)).last, /^421 4\.4\.2 No complete command within 0\.3 s/, 'the deadline still runs from that reply')
+  await client.closed
+})
+
 t.test('the session deadline waits for a message being archived, then closes', { timeout: 10_000 }, async (t) => {
   const { port, pipeline, source } = await startSource(t, { sessionTimeoutMs: 1_000 }, { delayMs: 1_500 })
   const { client } = await greeted(port)
