@@ -111,6 +111,9 @@ function crossCheck(config: Config): ConfigProblem[] {
     if (names.has(source.name)) problems.push({ path: `journal.sources.${index}.name`, reason: 'is used by another source', value: source.name })
     names.add(source.name)
   })
+  if (config.smtp.trustedConnectionsReserved > config.smtp.connectionsMax) {
+    problems.push({ path: 'smtp.trustedConnectionsReserved', reason: `must be at most smtp.connectionsMax (${config.smtp.connectionsMax})`, value: config.smtp.trustedConnectionsReserved })
+  }
   const unixSocketPathBytesMax = 107
   if (config.control.socketPath && Buffer.byteLength(config.control.socketPath) > unixSocketPathBytesMax) {
     problems.push({ path: 'control.socketPath', reason: `must be at most ${unixSocketPathBytesMax} bytes`, value: config.control.socketPath })

@@ -136,6 +136,16 @@ export const configSchema = {
         connectionsMax: { type: 'integer', minimum: 1, maximum: 10000, default: 200 },
         socketTimeoutMs: { type: 'integer', minimum: 1000, maximum: 3600000, default: 60000 },
         starttls: { type: 'boolean', default: true },
+        // Slow clients (firmware/sources/smtp/README.md, "Slow clients"): absolute deadlines
+        // that no trickled byte extends, and connection slots an untrusted client cannot take.
+        mailFromTimeoutMs: { type: 'integer', minimum: 1000, maximum: 3600000, default: 60000, description: 'from the greeting, and from the reply that ends each transaction, to MAIL FROM' },
+        commandTimeoutMs: { type: 'integer', minimum: 1000, maximum: 3600000, default: 30000, description: 'from each reply to the end of the next command line' },
+        dataTimeoutMs: { type: 'integer', minimum: 1000, maximum: 3600000, default: 600000, description: 'from DATA to the final dot' },
+        dataBytesPerSecondMin: { type: 'integer', minimum: 0, maximum: 1073741824, default: 4096, description: 'average DATA rate since DATA, checked after dataRateGraceMs; 0 = no minimum' },
+        dataRateGraceMs: { type: 'integer', minimum: 0, maximum: 3600000, default: 10000 },
+        sessionTimeoutMs: { type: 'integer', minimum: 1000, maximum: 86400000, default: 1800000, description: 'whole connection, except while its message is being archived' },
+        untrustedConnectionsPerAddressMax: { type: 'integer', minimum: 1, maximum: 10000, default: 10, description: 'per IPv4 address or IPv6 /64 outside trustedNetworks' },
+        trustedConnectionsReserved: { type: 'integer', minimum: 0, maximum: 10000, default: 20, description: 'of connectionsMax, kept for clients in trustedNetworks' },
       },
     },
     journal: {

@@ -63,6 +63,14 @@ export interface Config {
     connectionsMax: number
     socketTimeoutMs: number
     starttls: boolean
+    mailFromTimeoutMs: number
+    commandTimeoutMs: number
+    dataTimeoutMs: number
+    dataBytesPerSecondMin: number
+    dataRateGraceMs: number
+    sessionTimeoutMs: number
+    untrustedConnectionsPerAddressMax: number
+    trustedConnectionsReserved: number
   }
   journal: { sources: JournalSourceConfig[] }
   retention: { purgeIntervalMs: number; batchMessagesMax: number }

@@ -11,7 +11,7 @@ type DataCallback = (error?: Error | null, message?: string) => void
 /** What the DATA handler uses of the listener. */
 export type DataHandlerContext = Pick<
   ListenerState,
-  'logger' | 'clock' | 'pipeline' | 'options' | 'counters' | 'inFlight' | 'bufferedBytes' | 'bound' | 'lastArchiveFailure'
+  'logger' | 'clock' | 'pipeline' | 'options' | 'counters' | 'inFlight' | 'deadlines' | 'bufferedBytes' | 'bound' | 'lastArchiveFailure'
 >
 
 /** Archive failures worth a warning and a mention in healthcheck; the other refusals are the sender's doing. */
@@ -33,7 +33,8 @@ export function createDataHandler(context: DataHandlerContext) {
  * `sizeBytesMax` and the listener-wide `bufferedBytesMax`, submits the bytes once the stream
  * ends and answers exactly once: 250 after the archive has the message (STYLE 8), an
  * explicit 4xx/5xx otherwise, 421 4.3.2 when stop() stops waiting for it. A client that
- * goes away mid-DATA is counted as aborted and nothing is submitted.
+ * goes away mid-DATA, or is cut off by a deadline (cutOff), is counted as aborted and
+ * nothing is submitted.
  */
 export class MessageReception {
   readonly #context: DataHandlerContext
@@ -58,10 +59,15 @@ export class MessageReception {
     this.#startedAtMs = context.clock.monotonicMs()
   }
 
-  /** Registers the message as in flight and starts reading its stream. */
+  /** Registers the message as in flight and with the session's deadlines, and starts reading its stream. */
   begin(): void {
-    this.#context.inFlight.add(this.#sessionId, () => this.#reply(new SmtpError('SHUTTING_DOWN', 'listener stopped before the message was archived')))
-    this.#stream.on('data', (chunk: Buffer) => this.#hold(chunk))
+    const { inFlight, deadlines } = this.#context
+    inFlight.add(this.#sessionId, () => this.#reply(new SmtpError('SHUTTING_DOWN', 'listener stopped before the message was archived')))
+    deadlines.dataStarted(this.#sessionId, this)
+    this.#stream.on('data', (chunk: Buffer) => {
+      deadlines.dataReceived(this.#sessionId, chunk.length)
+      this.#hold(chunk)
+    })
     // An 'error' listener makes smtp-server destroy the stream with an error, not silently,
     // when the client goes away mid-DATA; 'close' below handles both.
     this.#stream.on('error', () => undefined)
@@ -97,9 +103,20 @@ export class MessageReception {
     this.#reply(new SmtpError('ARCHIVE_UNAVAILABLE', 'client went away during DATA', { replyText: 'Message incomplete' }))
   }
 
+  /**
+   * A deadline passed before the final dot (session-deadlines.ts, which sends the 421 and
+   * closes the connection): nothing is submitted, whatever still arrives.
+   */
+  cutOff(error: SmtpError): void {
+    if (this.#ended || this.#replied) return
+    this.#context.counters.messagesAborted++
+    this.#reply(error)
+  }
+
   /** The end of DATA arrived: refuse what a limit stopped, else submit the message. */
   #endOfData(): void {
     this.#ended = true
+    this.#context.deadlines.dataEnded(this.#sessionId)
     if (this.#replied) return
     if (!this.#refusal && this.#stream.sizeExceeded) this.#refusal = messageTooLarge(this.#context.options.sizeBytesMax)
     if (this.#refusal) {

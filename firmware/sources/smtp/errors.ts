@@ -14,6 +14,18 @@ export type SmtpErrorCode =
   | 'TOO_MANY_RECIPIENTS'
   /** More than `connectionsMax` clients connected at once. 421 4.7.0, then the connection is closed. */
   | 'TOO_MANY_CONNECTIONS'
+  /** More than `untrustedConnectionsPerAddressMax` connections from one untrusted address (IPv6: one /64). 421 4.7.0, then closed. */
+  | 'TOO_MANY_CONNECTIONS_FROM_ADDRESS'
+  /** No MAIL FROM within `mailFromTimeoutMs` of the greeting or of the end of the previous transaction. 421 4.4.2, closed. */
+  | 'MAIL_FROM_TIMEOUT'
+  /** No complete command line within `commandTimeoutMs` of the previous reply. 421 4.4.2, closed. */
+  | 'COMMAND_TIMEOUT'
+  /** The message was not complete within `dataTimeoutMs` of DATA. 421 4.4.2, closed, nothing archived. */
+  | 'DATA_TIMEOUT'
+  /** The message arrived slower than `dataBytesPerSecondMin` on average after `dataRateGraceMs`. 421 4.4.2, closed, nothing archived. */
+  | 'DATA_TOO_SLOW'
+  /** The connection lasted `sessionTimeoutMs` (a message being archived is answered first). 421 4.4.2, closed. */
+  | 'SESSION_TIMEOUT'
   /** The listener is stopping. 421 4.3.2, then the connection is closed. */
   | 'SHUTTING_DOWN'
   /** The message is larger than `sizeBytesMax`, or the store refused its size. 552 5.3.4. */
@@ -45,6 +57,12 @@ const replyOfCode: Readonly<Partial<Record<SmtpErrorCode, Omit<SmtpReply, 'text'
   RELAY_DENIED: { code: 550, enhancedCode: '5.7.1' },
   TOO_MANY_RECIPIENTS: { code: 452, enhancedCode: '4.5.3' },
   TOO_MANY_CONNECTIONS: { code: 421, enhancedCode: '4.7.0' },
+  TOO_MANY_CONNECTIONS_FROM_ADDRESS: { code: 421, enhancedCode: '4.7.0' },
+  MAIL_FROM_TIMEOUT: { code: 421, enhancedCode: '4.4.2' },
+  COMMAND_TIMEOUT: { code: 421, enhancedCode: '4.4.2' },
+  DATA_TIMEOUT: { code: 421, enhancedCode: '4.4.2' },
+  DATA_TOO_SLOW: { code: 421, enhancedCode: '4.4.2' },
+  SESSION_TIMEOUT: { code: 421, enhancedCode: '4.4.2' },
   SHUTTING_DOWN: { code: 421, enhancedCode: '4.3.2' },
   MESSAGE_TOO_LARGE: { code: 552, enhancedCode: '5.3.4' },
   STORE_FULL: { code: 452, enhancedCode: '4.3.1' },

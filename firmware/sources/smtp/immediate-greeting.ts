@@ -4,7 +4,7 @@ import { SMTPServer, type SMTPServerOptions } from 'smtp-server'
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection'
 
 /*
- * Three adjustments to smtp-server, made through its public classes and methods (the
+ * Four adjustments to smtp-server, made through its public classes and methods (the
  * package documents the `smtp-server/lib/*` deep imports; `connect`, `init`,
  * `connectionReady` and `send` are public in its type declarations):
  *
@@ -27,7 +27,22 @@ import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp
  *    packet when PIPELINING is offered) are corked until the end of the turn and leave in
  *    one write, where the library writes each on its own (measured with strace under Bun:
  *    three sendto calls become one).
+ *
+ * 4. Every reply is reported to the listener (`onReply`), after it is written: the
+ *    session's deadlines (session-deadlines.ts) count the client's time from the reply it
+ *    answers, since smtp-server offers no hook for that.
  */
+
+/** Reports each reply a connection sent; `connection` can be sent a 421 later. */
+export type ReplyListener = (connection: SMTPConnection, code: number) => void
+
+/** How ArchiveSmtpServer's connections behave. */
+export interface ArchiveConnectionSettings {
+  /** Greet at once (true) or after smtp-server's 100 ms pause. */
+  immediateGreeting: boolean
+  /** Called after every reply. */
+  onReply?: ReplyListener
+}
 
 const enhancedCodePrefix = /^([245])\.\d{1,3}\.\d{1,3} /
 
@@ -38,17 +53,17 @@ export function carriesEnhancedCode(code: number, text: string): boolean {
 }
 
 class ArchiveSmtpConnection extends SMTPConnection {
-  readonly #immediateGreeting: boolean
+  readonly #settings: ArchiveConnectionSettings
   #greetingStarted = false
 
-  constructor(server: SMTPServer, socket: Socket | TLSSocket, options: SMTPConnectionOptions | null | undefined, immediateGreeting: boolean) {
+  constructor(server: SMTPServer, socket: Socket | TLSSocket, options: SMTPConnectionOptions | null | undefined, settings: ArchiveConnectionSettings) {
     super(server, socket, options)
-    this.#immediateGreeting = immediateGreeting
+    this.#settings = settings
   }
 
   override init(): void {
     super.init()
-    if (this.#immediateGreeting) this.connectionReady()
+    if (this.#settings.immediateGreeting) this.connectionReady()
   }
 
   override connectionReady(next?: () => void): void {
@@ -71,25 +86,27 @@ class ArchiveSmtpConnection extends SMTPConnection {
       process.nextTick(() => socket.uncork())
     }
     super.send(code, data, ownCode ? false : context)
+    this.#settings.onReply?.(this, code)
   }
 }
 
 /**
- * smtp-server's SMTPServer with the two adjustments above.
+ * smtp-server's SMTPServer with the adjustments above.
  *
- * @param immediateGreeting false keeps the library's 100 ms pause before each greeting
+ * @param settings `immediateGreeting: false` keeps the library's 100 ms pause before each
+ *   greeting; `onReply` hears of every reply
  */
 export class ArchiveSmtpServer extends SMTPServer {
-  readonly #immediateGreeting: boolean
+  readonly #settings: ArchiveConnectionSettings
 
-  constructor(options: SMTPServerOptions, immediateGreeting: boolean) {
+  constructor(options: SMTPServerOptions, settings: ArchiveConnectionSettings) {
     super(options)
-    this.#immediateGreeting = immediateGreeting
+    this.#settings = settings
   }
 
   /** Same as the library's connect(), with our connection class. */
   override connect(socket: Socket | TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
-    const connection = new ArchiveSmtpConnection(this, socket, socketOptions, this.#immediateGreeting)
+    const connection = new ArchiveSmtpConnection(this, socket, socketOptions, this.#settings)
     this.connections.add(connection)
     connection.on('error', (error: Error) => this.emit('error', error))
     connection.on('connect', (info: unknown) => this.emit('connect', info))

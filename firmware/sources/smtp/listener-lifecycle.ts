@@ -14,7 +14,7 @@ export const smtpCloseGraceMs = 2_000
 const tlsVersionMin = 'TLSv1.2'
 
 /** The command handlers the listener gives smtp-server. */
-export type SmtpHandlers = Required<Pick<SMTPServerOptions, 'onConnect' | 'onRcptTo' | 'onData' | 'onClose'>>
+export type SmtpHandlers = Required<Pick<SMTPServerOptions, 'onConnect' | 'onMailFrom' | 'onRcptTo' | 'onData' | 'onClose'>>
 
 /**
  * smtp-server's options for the archive listener: no AUTH, no reverse lookups, the size,
@@ -86,7 +86,10 @@ export async function startListener(listener: ListenerState, tlsMaterial: SmtpTl
   }
   const tls = options.starttls ? tlsMaterial : undefined
   if (options.starttls && !tlsMaterial) logger.warn('STARTTLS is configured but no certificate was given: not offered')
-  const active = new ArchiveSmtpServer(smtpServerOptions(options, tls, handlers), options.immediateGreeting)
+  const active = new ArchiveSmtpServer(smtpServerOptions(options, tls, handlers), {
+    immediateGreeting: options.immediateGreeting,
+    onReply: (connection) => listener.deadlines.replied(connection),
+  })
   // Without a listener an 'error' event would throw: client resets and failed TLS
   // handshakes arrive here and must never take the service down.
   active.on('error', (error: NodeJS.ErrnoException & { remoteAddress?: string }) => {
@@ -111,6 +114,14 @@ export async function startListener(listener: ListenerState, tlsMaterial: SmtpTl
     archiveRecipients: options.archiveRecipients.length,
     trustedNetworks: options.trustedNetworks,
     sizeBytesMax: options.sizeBytesMax,
+    connectionsMax: options.connectionsMax,
+    trustedConnectionsReserved: options.trustedConnectionsReserved,
+    untrustedConnectionsPerAddressMax: options.untrustedConnectionsPerAddressMax,
+    mailFromTimeoutMs: options.mailFromTimeoutMs,
+    commandTimeoutMs: options.commandTimeoutMs,
+    dataTimeoutMs: options.dataTimeoutMs,
+    dataBytesPerSecondMin: options.dataBytesPerSecondMin,
+    sessionTimeoutMs: options.sessionTimeoutMs,
   })
 }
 

@@ -3,8 +3,10 @@ import type { Clock } from '../../common/clock.js'
 import type { Logger } from '../../common/logger.js'
 import type { IngestPipeline } from '../types.js'
 import type { ArchiveSmtpServer } from './immediate-greeting.js'
+import { UntrustedConnections } from './connection-admission.js'
 import { InFlightMessages } from './in-flight.js'
 import type { RecipientPolicy } from './recipient-policy.js'
+import { SessionDeadlines } from './session-deadlines.js'
 import { createSmtpCounters, type SmtpCounters } from './smtp-counters.js'
 import type { ResolvedSmtpOptions } from './smtp-options.js'
 
@@ -14,6 +16,8 @@ export type ListenerPhase = 'created' | 'starting' | 'listening' | 'stopping' | 
 /** What the listener remembers per session (keyed by smtp-server's session id). */
 export interface SessionState {
   trusted: boolean
+  /** The key its connection is counted under when untrusted (connection-admission.ts clientAddressKey). */
+  addressKey: string
   /** The envelope object the `recipients` set belongs to; smtp-server replaces it on RSET, EHLO, STARTTLS and after DATA. */
   envelope: SMTPServerEnvelope | null
   /** Lower-cased recipients accepted in the current transaction. */
@@ -33,6 +37,10 @@ export interface ListenerState {
   readonly counters: SmtpCounters
   readonly sessions: Map<string, SessionState>
   readonly inFlight: InFlightMessages
+  /** Connections of clients outside the trusted networks, per address, for admission. */
+  readonly untrusted: UntrustedConnections
+  /** The absolute deadlines of every open session. */
+  readonly deadlines: SessionDeadlines
   /** Message bytes held in memory across all sessions now, bounded by `bufferedBytesMax`. */
   bufferedBytes: number
   phase: ListenerPhase
@@ -47,14 +55,17 @@ export interface ListenerState {
 
 /** A listener that has not started: no server, no sessions, counters at zero. */
 export function createListenerState(deps: { logger: Logger; clock: Clock; pipeline: IngestPipeline }, options: ResolvedSmtpOptions): ListenerState {
+  const counters = createSmtpCounters()
   return {
     logger: deps.logger,
     clock: deps.clock,
     pipeline: deps.pipeline,
     options,
-    counters: createSmtpCounters(),
+    counters,
     sessions: new Map(),
     inFlight: new InFlightMessages(),
+    untrusted: new UntrustedConnections(),
+    deadlines: new SessionDeadlines({ clock: deps.clock, logger: deps.logger, options, counters }),
     bufferedBytes: 0,
     phase: 'created',
     server: null,

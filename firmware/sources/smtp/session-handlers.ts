@@ -1,4 +1,5 @@
 import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server'
+import { clientAddressKey, decideAdmission, type AdmissionVerdict } from './connection-admission.js'
 import { SmtpError, toHandlerError } from './errors.js'
 import type { ListenerState, SessionState } from './listener-state.js'
 
@@ -6,7 +7,7 @@ import type { ListenerState, SessionState } from './listener-state.js'
 type CommandCallback = (error?: Error | null) => void
 
 /** What the connection and session handlers use of the listener. */
-export type SessionHandlerContext = Pick<ListenerState, 'logger' | 'options' | 'counters' | 'sessions' | 'phase' | 'server' | 'policy'>
+export type SessionHandlerContext = Pick<ListenerState, 'logger' | 'options' | 'counters' | 'sessions' | 'untrusted' | 'deadlines' | 'phase' | 'server' | 'policy'>
 
 /**
  * The session's state for its current envelope: smtp-server gives a session a new envelope
@@ -16,7 +17,7 @@ export function currentSessionState(sessions: Map<string, SessionState>, session
   let known = sessions.get(session.id)
   if (!known) {
     // onConnect always runs first; this only guards against a library change.
-    known = { trusted: false, envelope: null, recipients: new Set() }
+    known = { trusted: false, addressKey: clientAddressKey(session.remoteAddress), envelope: null, recipients: new Set() }
     sessions.set(session.id, known)
   }
   if (known.envelope !== session.envelope) {
@@ -26,12 +27,25 @@ export function currentSessionState(sessions: Map<string, SessionState>, session
   return known
 }
 
+/** The 421 4.7.0 of a refused admission, one sentence naming the limit. */
+function admissionError(verdict: Extract<AdmissionVerdict, { admitted: false }>): SmtpError {
+  if (verdict.code === 'TOO_MANY_CONNECTIONS_FROM_ADDRESS') {
+    return new SmtpError(verdict.code, 'per-address connection limit reached', { replyText: `Too many connections from your address (at most ${verdict.limitValue}), try again later` })
+  }
+  if (verdict.limit === 'untrustedConnectionsMax') {
+    return new SmtpError(verdict.code, 'untrusted connection slots full', { replyText: 'Too many connections from outside the trusted networks, try again later' })
+  }
+  return new SmtpError(verdict.code, 'connection limit reached', { replyText: 'Too many connections, try again later' })
+}
+
 /**
- * smtp-server's onConnect: refuses with 421 4.3.2 unless listening and with 421 4.7.0 over
- * `connectionsMax`; otherwise opens the session, trusted when the client is in a trusted network.
+ * smtp-server's onConnect: refuses with 421 4.3.2 unless listening, and with 421 4.7.0 when
+ * admission (connection-admission.ts) says a limit is reached: `connectionsMax`, the
+ * untrusted share of it, or `untrustedConnectionsPerAddressMax`. Otherwise opens the session
+ * (trusted when the client is in a trusted network) and its deadlines.
  */
 export function createConnectHandler(context: SessionHandlerContext) {
-  const { logger, options, counters, sessions } = context
+  const { logger, options, counters, sessions, untrusted, deadlines } = context
   return (session: SMTPServerSession, callback: CommandCallback): void => {
     const active = context.server
     if (context.phase !== 'listening' || !active) {
@@ -39,17 +53,34 @@ export function createConnectHandler(context: SessionHandlerContext) {
       callback(toHandlerError(new SmtpError('SHUTTING_DOWN', 'listener is stopping', { replyText: 'Service shutting down, try again later' })))
       return
     }
-    // The connection being set up is already in the set, hence `>`.
-    if (active.connections.size > options.connectionsMax) {
-      counters.sessionsRefused.TOO_MANY_CONNECTIONS++
-      logger.warn('connection refused: connection limit reached', { remoteAddress: session.remoteAddress, connectionsMax: options.connectionsMax })
-      callback(toHandlerError(new SmtpError('TOO_MANY_CONNECTIONS', 'connection limit reached', { replyText: 'Too many connections, try again later' })))
+    const trusted = context.policy?.isTrustedClient(session.remoteAddress) ?? false
+    const addressKey = clientAddressKey(session.remoteAddress)
+    const verdict = decideAdmission(
+      // The connection being set up is already in the server's set; the counts leave it out.
+      { trusted, connectionsOpen: active.connections.size - 1, untrustedOpen: untrusted.total, untrustedOpenFromAddress: untrusted.from(addressKey) },
+      options,
+    )
+    if (!verdict.admitted) {
+      counters.sessionsRefused[verdict.code]++
+      // A whole slot pool full deserves a warning; one address over its share is routine.
+      const log = verdict.limit === 'untrustedConnectionsPerAddressMax' ? logger.info : logger.warn
+      log.call(logger, 'connection refused: connection limit reached', { remoteAddress: session.remoteAddress, trusted, limit: verdict.limit, limitValue: verdict.limitValue })
+      callback(toHandlerError(admissionError(verdict)))
       return
     }
-    const trusted = context.policy?.isTrustedClient(session.remoteAddress) ?? false
-    sessions.set(session.id, { trusted, envelope: null, recipients: new Set() })
+    if (!trusted) untrusted.add(addressKey)
+    sessions.set(session.id, { trusted, addressKey, envelope: null, recipients: new Set() })
+    deadlines.opened(session.id, { remoteAddress: session.remoteAddress, trusted })
     counters.sessionsTotal++
     logger.debug('session opened', { session: session.id, remoteAddress: session.remoteAddress, trusted })
+    callback()
+  }
+}
+
+/** smtp-server's onMailFrom: every sender is accepted; the session leaves its MAIL FROM deadline. */
+export function createMailFromHandler(context: Pick<ListenerState, 'deadlines'>) {
+  return (_address: SMTPServerAddress, session: SMTPServerSession, callback: CommandCallback): void => {
+    context.deadlines.mailAccepted(session.id)
     callback()
   }
 }
@@ -80,9 +111,13 @@ export function createRcptHandler(context: SessionHandlerContext) {
   }
 }
 
-/** smtp-server's onClose: forgets the session. */
-export function createCloseHandler(context: Pick<ListenerState, 'sessions'>) {
+/** smtp-server's onClose: forgets the session, its slot and its deadlines. */
+export function createCloseHandler(context: Pick<ListenerState, 'sessions' | 'untrusted' | 'deadlines'>) {
   return (session: SMTPServerSession): void => {
+    const known = context.sessions.get(session.id)
+    // Refused connections were never counted: only a session that was opened frees a slot.
+    if (known && !known.trusted) context.untrusted.remove(known.addressKey)
     context.sessions.delete(session.id)
+    context.deadlines.closed(session.id)
   }
 }

@@ -1,15 +1,18 @@
+import type { SmtpDeadlineCode } from './session-timeline.js'
 import type { SmtpConnectionRefusal, SmtpMessageRefusal, SmtpRecipientRefusal, SmtpStats } from './types.js'
 
 const messageRefusals: readonly SmtpMessageRefusal[] = ['MESSAGE_TOO_LARGE', 'STORE_FULL', 'BUFFER_FULL', 'ARCHIVE_UNAVAILABLE', 'MESSAGE_REFUSED']
 const recipientRefusals: readonly SmtpRecipientRefusal[] = ['RELAY_DENIED', 'TOO_MANY_RECIPIENTS']
-const connectionRefusals: readonly SmtpConnectionRefusal[] = ['TOO_MANY_CONNECTIONS', 'SHUTTING_DOWN']
+const connectionRefusals: readonly SmtpConnectionRefusal[] = ['TOO_MANY_CONNECTIONS', 'TOO_MANY_CONNECTIONS_FROM_ADDRESS', 'SHUTTING_DOWN']
+const deadlines: readonly SmtpDeadlineCode[] = ['MAIL_FROM_TIMEOUT', 'COMMAND_TIMEOUT', 'DATA_TIMEOUT', 'DATA_TOO_SLOW', 'SESSION_TIMEOUT']
 
 /** The counters of SmtpStats that the handlers add to; the rest of the stats is read live. */
-export type SmtpCounters = Omit<SmtpStats, 'sessionsActive' | 'messagesInFlight' | 'bufferedBytes'>
+export type SmtpCounters = Omit<SmtpStats, 'sessionsActive' | 'sessionsUntrusted' | 'messagesInFlight' | 'bufferedBytes'>
 
 /** What SmtpStats reads from the listener at the moment it is taken. */
 export interface SmtpLiveFigures {
   sessionsActive: number
+  sessionsUntrusted: number
   messagesInFlight: number
   bufferedBytes: number
 }
@@ -23,6 +26,7 @@ export function createSmtpCounters(): SmtpCounters {
   return {
     sessionsTotal: 0,
     sessionsRefused: zeroCounts(connectionRefusals),
+    sessionsClosedByDeadline: zeroCounts(deadlines),
     messagesAccepted: 0,
     messagesDuplicate: 0,
     bytesAccepted: 0,
@@ -37,7 +41,9 @@ export function smtpStatsOf(counters: SmtpCounters, live: SmtpLiveFigures): Smtp
   return {
     sessionsTotal: counters.sessionsTotal,
     sessionsActive: live.sessionsActive,
+    sessionsUntrusted: live.sessionsUntrusted,
     sessionsRefused: { ...counters.sessionsRefused },
+    sessionsClosedByDeadline: { ...counters.sessionsClosedByDeadline },
     messagesAccepted: counters.messagesAccepted,
     messagesDuplicate: counters.messagesDuplicate,
     bytesAccepted: counters.bytesAccepted,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { createDataHandler } from './data-handler.js'
 import { startListener, stopListener } from './listener-lifecycle.js'
 import { createListenerState, type ListenerState } from './listener-state.js'
-import { createCloseHandler, createConnectHandler, createRcptHandler } from './session-handlers.js'
+import { createCloseHandler, createConnectHandler, createMailFromHandler, createRcptHandler } from './session-handlers.js'
 import { smtpStatsOf } from './smtp-counters.js'
 import { resolveSmtpOptions } from './smtp-options.js'
 import type { SmtpHealth, SmtpSource, SmtpSourceDeps, SmtpSourceOptions } from './types.js'
@@ -10,7 +10,9 @@ import type { SmtpHealth, SmtpSource, SmtpSourceDeps, SmtpSourceOptions } from '
 /*
  * The listener is a façade over named units, each testable alone:
  * - smtp-options.ts: defaults and validation of the options;
- * - session-handlers.ts: connection limit, trust and recipient policy (onConnect, onRcptTo, onClose);
+ * - session-handlers.ts: admission, trust and recipient policy (onConnect, onMailFrom, onRcptTo, onClose);
+ * - connection-admission.ts: who gets a connection slot (per address, slots kept for trusted networks);
+ * - session-timeline.ts, session-deadlines.ts: the absolute deadlines of each session and their timers;
  * - data-handler.ts: one message from DATA to its reply, within the size and memory limits;
  * - message-submit.ts: the delivery, the submit with its timeout, the reply to a failed submit;
  * - listener-lifecycle.ts: start (validate, bind) and stop (421s, drain, close);
@@ -24,7 +26,7 @@ function listenerHealth(listener: ListenerState): SmtpHealth {
   const failure = lastArchiveFailure ? `; last archive failure ${lastArchiveFailure.code} at ${new Date(lastArchiveFailure.atMs).toISOString()}` : ''
   return {
     ok: true,
-    detail: `listening on ${bound.host}:${bound.port}; ${listener.sessions.size} sessions, ${listener.inFlight.size} in DATA, ${listener.counters.messagesAccepted} accepted${failure}`,
+    detail: `listening on ${bound.host}:${bound.port}; ${listener.sessions.size} sessions (${listener.untrusted.total} untrusted), ${listener.inFlight.size} in DATA, ${listener.counters.messagesAccepted} accepted${failure}`,
   }
 }
 
@@ -43,6 +45,7 @@ export function createSmtpSource(deps: SmtpSourceDeps, options: SmtpSourceOption
   const listener = createListenerState({ logger: deps.logger.child('smtp'), clock: deps.clock, pipeline: deps.pipeline }, resolveSmtpOptions(options))
   const handlers = {
     onConnect: createConnectHandler(listener),
+    onMailFrom: createMailFromHandler(listener),
     onRcptTo: createRcptHandler(listener),
     onData: createDataHandler(listener),
     onClose: createCloseHandler(listener),
@@ -59,6 +62,6 @@ export function createSmtpSource(deps: SmtpSourceDeps, options: SmtpSourceOption
       return listener.phase === 'listening' && listener.bound ? { smtp: `${listener.bound.host}:${listener.bound.port}` } : {}
     },
     healthcheck: () => listenerHealth(listener),
-    stats: () => smtpStatsOf(listener.counters, { sessionsActive: listener.sessions.size, messagesInFlight: listener.inFlight.size, bufferedBytes: listener.bufferedBytes }),
+    stats: () => smtpStatsOf(listener.counters, { sessionsActive: listener.sessions.size, sessionsUntrusted: listener.untrusted.total, messagesInFlight: listener.inFlight.size, bufferedBytes: listener.bufferedBytes }),
   }
 }

@@ -3,6 +3,7 @@ import type { Clock } from '../../common/clock.js'
 import type { Logger } from '../../common/logger.js'
 import type { IngestPipeline } from '../types.js'
 import type { SmtpErrorCode } from './errors.js'
+import type { SmtpDeadlineCode } from './session-timeline.js'
 
 /** How long stop() lets messages in DATA finish before closing their connections, in milliseconds. */
 export const smtpStopTimeoutMsDefault = 10_000
@@ -74,7 +75,7 @@ export type SmtpMessageRefusal = Extract<
 /** Why a recipient was refused. */
 export type SmtpRecipientRefusal = Extract<SmtpErrorCode, 'RELAY_DENIED' | 'TOO_MANY_RECIPIENTS'>
 /** Why a connection was refused before its greeting. */
-export type SmtpConnectionRefusal = Extract<SmtpErrorCode, 'TOO_MANY_CONNECTIONS' | 'SHUTTING_DOWN'>
+export type SmtpConnectionRefusal = Extract<SmtpErrorCode, 'TOO_MANY_CONNECTIONS' | 'TOO_MANY_CONNECTIONS_FROM_ADDRESS' | 'SHUTTING_DOWN'>
 
 /** Counters since start(). A snapshot: JSON-serializable, never contains addresses or content. */
 export interface SmtpStats {
@@ -82,8 +83,12 @@ export interface SmtpStats {
   sessionsTotal: number
   /** Sessions open now (greeted, not yet closed). */
   sessionsActive: number
+  /** Of `sessionsActive`, those of clients outside the trusted networks. */
+  sessionsUntrusted: number
   /** Connections refused before the greeting, by reason. */
   sessionsRefused: Record<SmtpConnectionRefusal, number>
+  /** Sessions closed with 421 4.4.2 because a deadline passed, by deadline. */
+  sessionsClosedByDeadline: Record<SmtpDeadlineCode, number>
   /** Messages the archive holds durably and the sender was told 250 about (duplicates included). */
   messagesAccepted: number
   /** Of `messagesAccepted`, how many the archive already held. */
@@ -92,7 +97,7 @@ export interface SmtpStats {
   bytesAccepted: number
   /** Messages answered with 4xx/5xx after DATA, by reason. */
   messagesRefused: Record<SmtpMessageRefusal, number>
-  /** Messages whose client went away (or was cut off by stop) before the end of DATA; nothing was submitted. */
+  /** Messages whose client went away (or was cut off by stop or a deadline) before the end of DATA; nothing was submitted. */
   messagesAborted: number
   /** Recipients refused, by reason. */
   recipientsRefused: Record<SmtpRecipientRefusal, number>

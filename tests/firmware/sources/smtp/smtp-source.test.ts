@@ -16,80 +16,12 @@ import {
   smtpErrorForIngestFailure,
   validateSmtpOptions,
   SmtpError,
-  type SmtpSourceOptions,
 } from '../../../../firmware/sources/smtp/index.js'
 import { carriesEnhancedCode } from '../../../../firmware/sources/smtp/immediate-greeting.js'
-import { createFakePipeline, createSelfSignedCertificate, dotStuff, RawSmtpClient, type FakePipelineKnobs, type RawReply } from './fixtures/smtp-test-kit.js'
-
-const archiveRecipient = 'Journal@Archive.Example'
-
-/** Options for the tests: 127.0.0.1 is untrusted unless a test says otherwise. */
-function baseOptions(overrides: Partial<SmtpSourceOptions> = {}): SmtpSourceOptions {
-  return {
-    enabled: true,
-    host: '127.0.0.1',
-    port: 0,
-    hostname: 'archive.mailkeep.test',
-    archiveRecipients: [archiveRecipient],
-    trustedNetworks: [],
-    sizeBytesMax: 65_536,
-    recipientsMax: 5,
-    connectionsMax: 20,
-    socketTimeoutMs: 10_000,
-    starttls: false,
-    ...overrides,
-  }
-}
-
-/** What startSource needs of a tap test: somewhere to register the stop. */
-type Teardown = { teardown(fn: () => unknown): void }
-
-async function startSource(test: Teardown, overrides: Partial<SmtpSourceOptions> = {}, knobs: Partial<FakePipelineKnobs> = {}, tls?: { key: string; cert: string }) {
-  const pipeline = createFakePipeline(knobs)
-  const logger = createMemoryLogger('debug')
-  const source = createSmtpSource({ logger, clock: systemClock, pipeline, ...(tls ? { tls } : {}) }, baseOptions(overrides))
-  await source.start()
-  test.teardown(() => source.stop())
-  return { source, pipeline, logger, port: source.address().port }
-}
+import { createFakePipeline, createSelfSignedCertificate, dotStuff, RawSmtpClient, type RawReply } from './fixtures/smtp-test-kit.js'
+import { archiveRecipient, baseOptions, greeted, simpleMessage, sleep, startSource, transaction, waitFor } from './fixtures/smtp-source-harness.js'
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex')
-
-/** Connects, reads the greeting and says EHLO; returns the client and the EHLO reply. */
-async function greeted(port: number): Promise<{ client: RawSmtpClient; ehlo: RawReply }> {
-  const client = await RawSmtpClient.open(port)
-  const greeting = await client.readReply()
-  if (greeting.code !== 220) throw new Error(`greeting was ${greeting.last}`)
-  const ehlo = await client.command('EHLO client.example.test')
-  return { client, ehlo }
-}
-
-/** MAIL, RCPT (each), DATA, the message; resolves with the reply to the end of DATA. */
-async function transaction(client: RawSmtpClient, from: string, to: string[], message: Buffer): Promise<RawReply> {
-  const mail = await client.command(`MAIL FROM:<${from}>`)
-  if (mail.code !== 250) throw new Error(`MAIL got ${mail.last}`)
-  for (const recipient of to) {
-    const rcpt = await client.command(`RCPT TO:<${recipient}>`)
-    if (rcpt.code !== 250) throw new Error(`RCPT got ${rcpt.last}`)
-  }
-  const data = await client.command('DATA')
-  if (data.code !== 354) throw new Error(`DATA got ${data.last}`)
-  client.write(dotStuff(message))
-  return client.readReply()
-}
-
-const simpleMessage = (marker: string, size = 0): Buffer =>
-  Buffer.from(`From: a@example.test\r\nTo: ${archiveRecipient}\r\nSubject: ${marker}\r\n\r\n${marker}\r\n${'x'.repeat(size)}${size ? '\r\n' : ''}`, 'latin1')
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-
-async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await sleep(10)
-  }
-}
 
 t.test('pure parts: policy, options, error mapping', async (t) => {
   const built = createRecipientPolicy({ archiveRecipients: ['Journal@Archive.Example'], trustedNetworks: ['10.1.0.0/16', '2001:db8::/32', '192.0.2.7'] })
