@@ -22,6 +22,7 @@ import { createRandom } from '../firmware/common/clock.js'
 import { randomInt } from 'node:crypto'
 import { createHttpApi } from '../firmware/api/http-api.js'
 import { loadAdminCredential } from '../firmware/api/auth.js'
+import { loginAuditEntry } from '../firmware/api/login-throttle.js'
 import type { ManagedService } from './appliance.js'
 import { canonicalJson, createAuditLog, createPolicyService, loadOrCreateAuditKey, policyApiRoutes, policyCommandHandlers, withArchiveDatabases, PolicyError, type AuditEvent } from '../firmware/policy/index.js'
 
@@ -233,9 +234,9 @@ export async function composeServices(context: { config: Readonly<Config>; logge
           status: async () => ({ ...((await context.applianceStatus()) as object), ...(await status()) }),
           routes: new Map([['/api/v1/search', createSearchRoute(searchWithCompleteness)]]),
           methodRoutes: policyApiRoutes(policy),
-          onLoginFailure: ({ remoteAddress, user }) => audit({ actor: `http@${remoteAddress}`, action: 'login.failed', details: { via: 'http', remoteAddress, user } }),
+          onLoginEvent: (event) => audit(loginAuditEntry(event)),
         },
-        { host: config.http.host, port: config.http.port, stopTimeoutMs: config.shutdown.timeoutMs },
+        { host: config.http.host, port: config.http.port, stopTimeoutMs: config.shutdown.timeoutMs, loginThrottle: config.http.loginThrottle },
       )
     : undefined
 

@@ -206,6 +206,26 @@ export const configSchema = {
         host: host('127.0.0.1'),
         port: port(8080),
         adminPasswordHash: scryptHash,
+        loginThrottle: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          description:
+            'failed logins are throttled per (client address, user name; IPv6 per /64): after failuresBeforeDelay failures each attempt of that pair waits a delay, doubling per failure, before its password is checked; no attempt is refused, so a correct password waits at most delayMsMax',
+          properties: {
+            failuresBeforeDelay: { type: 'integer', minimum: 1, maximum: 1000, default: 5, description: 'failed logins of one pair answered without delay (typing mistakes)' },
+            delayMsMin: { type: 'integer', minimum: 1, maximum: 600000, default: 1000, description: 'the first delay; doubles per further failure (at most delayMsMax)' },
+            delayMsMax: {
+              type: 'integer',
+              minimum: 1,
+              maximum: 600000,
+              default: 30000,
+              description: 'cap of the delay: the longest a correct password waits; keep it under the read timeout of clients and proxies (often 60 s)',
+            },
+            forgetAfterMs: { type: 'integer', minimum: 1000, maximum: 604800000, default: 900000, description: 'a pair without a failure for this long is forgotten; its throttling ends (audited)' },
+            pairsMax: { type: 'integer', minimum: 1, maximum: 1000000, default: 10000, description: 'most pairs tracked; beyond, the oldest unthrottled pair is forgotten first' },
+          },
+        },
       },
     },
     mirror: {

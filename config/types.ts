@@ -74,7 +74,14 @@ export interface Config {
   }
   journal: { sources: JournalSourceConfig[] }
   retention: { purgeIntervalMs: number; batchMessagesMax: number }
-  http: { enabled: boolean; host: string; port: number; adminPasswordHash: string | null }
+  http: {
+    enabled: boolean
+    host: string
+    port: number
+    adminPasswordHash: string | null
+    /** Failed-login throttling per (address, user): firmware/api/login-throttle.ts. */
+    loginThrottle: { failuresBeforeDelay: number; delayMsMin: number; delayMsMax: number; forgetAfterMs: number; pairsMax: number }
+  }
   mirror: {
     enabled: boolean
     host: string

@@ -11,9 +11,6 @@ export const adminUser = 'admin'
 export const initialPasswordFile = 'initial-admin-password'
 /** How long a verified credential is remembered, so each request does not pay for scrypt. */
 export const verifiedCredentialTtlMs = 5 * 60_000
-/** Failed logins tolerated per remote address per window before answering 429. */
-export const loginFailuresMax = 10
-export const loginFailureWindowMs = 60_000
 
 export interface AdminCredential {
   /** True when `user:password` is the admin's. Constant-time; never logs the password. */

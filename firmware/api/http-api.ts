@@ -4,7 +4,8 @@ import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
 import { MailkeepError } from '../common/errors.js'
 import type { MessageMeta } from '../archive/types.js'
-import { parseBasicAuth, loginFailuresMax, loginFailureWindowMs, type AdminCredential } from './auth.js'
+import { parseBasicAuth, type AdminCredential } from './auth.js'
+import { createLoginThrottle, loginThrottleDefaults, loginUserCharsMax, type LoginThrottleEvent, type LoginThrottleOptions } from './login-throttle.js'
 
 /** What the HTTP API reads from the archive. */
 export interface ArchiveReader {
@@ -30,6 +31,8 @@ export interface ApiMethodRoute {
 
 /** Largest JSON request body accepted, in bytes. */
 export const requestBodyBytesMax = 64 * 1024
+/** How often quiet login-throttle pairs are forgotten (and their summaries audited), in ms. */
+export const loginThrottleSweepMs = 10_000
 
 export interface HttpApiOptions {
   host: string
@@ -43,6 +46,8 @@ export interface HttpApiOptions {
   keepAliveTimeoutMs?: number
   /** Bound on how long stop() waits for in-flight requests, in ms. */
   stopTimeoutMs?: number
+  /** Failed-login throttling per (address, user) (login-throttle.ts); defaults: loginThrottleDefaults. */
+  loginThrottle?: LoginThrottleOptions
 }
 
 const messageIdPattern = /^[0-9a-f]{64}$/
@@ -59,9 +64,11 @@ class HttpError extends MailkeepError {
 
 /**
  * The HTTP JSON API (ARCHITECTURE contract): every route needs HTTP Basic authentication
- * as `admin`; failed logins are rate-limited per remote address (429) and logged without
- * the password. Stateless, so an external load balancer can sit in front of several
- * systems.
+ * as `admin`. Failed logins are throttled per (remote address, user name): after a few,
+ * that pair's attempts wait a growing, capped delay before their password is checked, and
+ * none is refused, so a guesser cannot lock the admin out (login-throttle.ts says why).
+ * Failures are logged and audited without the password. Stateless apart from the throttle,
+ * so an external load balancer can sit in front of several systems.
  *   GET /api/v1/status                  appliance status and store figures
  *   GET /api/v1/messages/{id}           metadata of one archived message
  *   GET /api/v1/messages/{id}/raw       the original bytes, byte-identical (message/rfc822)
@@ -79,38 +86,69 @@ export function createHttpApi(
     status: () => Promise<unknown>
     routes?: ReadonlyMap<string, ApiRoute>
     methodRoutes?: readonly ApiMethodRoute[]
-    /** Told of every failed login (the audit log); the password is never passed. */
-    onLoginFailure?: (event: { remoteAddress: string; user: string }) => void
+    /**
+     * Told of login-throttle events for the audit log: failures before a pair is throttled,
+     * the start and the end (with counts) of its throttling; bounded per minute. Never a password.
+     */
+    onLoginEvent?: (event: LoginThrottleEvent) => void
   },
   options: HttpApiOptions,
 ) {
   const { logger, clock } = deps
-  const failures = new Map<string, number[]>()
   const sockets = new Set<Socket>()
   let server: Server | undefined
+  let sweep: NodeJS.Timeout | undefined
   let requestsServed = 0
+  const throttle = createLoginThrottle(
+    {
+      clock,
+      onEvent: (event) => {
+        const level = event.kind === 'failed' ? 'warn' : 'info'
+        const message = { failed: 'login failed', throttled: 'login throttled', 'throttle-ended': 'login throttling ended', 'audit-suppressed': 'login audit events suppressed' }[event.kind]
+        logger[level](message, { ...event })
+        deps.onLoginEvent?.(event)
+      },
+    },
+    options.loginThrottle ?? loginThrottleDefaults,
+  )
+  // Attempts waiting out their pair's delay; stop() releases them at once.
+  const holds = new Set<() => void>()
 
-  function rateLimited(address: string): boolean {
-    const now = clock.monotonicMs()
-    const recent = (failures.get(address) ?? []).filter((time) => now - time < loginFailureWindowMs)
-    if (recent.length === 0) failures.delete(address)
-    else failures.set(address, recent)
-    return recent.length >= loginFailuresMax
+  /** Resolves after `waitMs` ('waited'), or early when the client goes away or the service stops. */
+  function hold(waitMs: number, socket: Socket): Promise<'waited' | 'gone' | 'stopping'> {
+    if (socket.destroyed) return Promise.resolve('gone')
+    return new Promise((resolve) => {
+      const done = (outcome: 'waited' | 'gone' | 'stopping') => {
+        clearTimeout(timer)
+        socket.off('close', gone)
+        holds.delete(stopping)
+        resolve(outcome)
+      }
+      const gone = () => done('gone')
+      const stopping = () => done('stopping')
+      const timer = setTimeout(() => done('waited'), waitMs)
+      timer.unref()
+      socket.once('close', gone)
+      holds.add(stopping)
+    })
   }
 
   async function authenticate(request: IncomingMessage, remoteAddress: string): Promise<void> {
-    if (rateLimited(remoteAddress)) throw new HttpError(429, 'RATE_LIMITED', 'too many failed logins; try again later')
     const credentials = parseBasicAuth(request.headers.authorization)
     if (!credentials) throw new HttpError(401, 'AUTH_REQUIRED', 'authentication required (HTTP Basic, user admin)')
+    const user = credentials.user.slice(0, loginUserCharsMax)
+    // The wait comes before the check and is the same for a right and a wrong password, so
+    // the time of the answer tells nothing before the delay has passed (login-throttle.ts).
+    const waitMs = throttle.waitMs(remoteAddress, user)
+    const outcome = waitMs > 0 ? await hold(waitMs, request.socket) : 'waited'
+    // A client that left is not checked: no one would hear the answer, and scrypt is not free.
+    if (outcome === 'gone') throw new HttpError(499, 'CLIENT_GONE', 'the client closed the connection')
+    if (outcome === 'stopping') throw new HttpError(503, 'UNAVAILABLE', 'the service is stopping; try again')
     if (!(await deps.credential.verify(credentials.user, credentials.password))) {
-      const list = failures.get(remoteAddress) ?? []
-      list.push(clock.monotonicMs())
-      failures.set(remoteAddress, list)
-      if (failures.size > 10_000) failures.clear()
-      logger.warn('login failed', { remoteAddress, user: credentials.user.slice(0, 64) })
-      deps.onLoginFailure?.({ remoteAddress, user: credentials.user.slice(0, 64) })
+      throttle.recordFailure(remoteAddress, user)
       throw new HttpError(401, 'AUTH_FAILED', 'wrong user or password')
     }
+    throttle.recordSuccess(remoteAddress, user)
   }
 
   function sendJson(response: ServerResponse, status: number, body: unknown): void {
@@ -214,6 +252,8 @@ export function createHttpApi(
         listening.listen(options.port, options.host, () => resolve())
       })
       server = listening
+      sweep = setInterval(() => throttle.tick(), loginThrottleSweepMs)
+      sweep.unref()
       logger.info('http listening', { address: this.address() })
     },
     /** Stops accepting, lets in-flight requests finish within stopTimeoutMs, then closes the rest; idempotent. */
@@ -221,7 +261,9 @@ export function createHttpApi(
       const closing = server
       server = undefined
       if (!closing) return
+      clearInterval(sweep)
       const closed = new Promise<void>((resolve) => closing.close(() => resolve()))
+      for (const release of [...holds]) release()
       closing.closeIdleConnections?.()
       const timer = setTimeout(() => {
         for (const socket of sockets) socket.destroy()
@@ -229,6 +271,7 @@ export function createHttpApi(
       timer.unref()
       await closed
       clearTimeout(timer)
+      throttle.close()
     },
     /** The bound address; throws before start. */
     address(): { host: string; port: number } {
@@ -237,7 +280,8 @@ export function createHttpApi(
       return { host: address.address, port: address.port }
     },
     healthcheck() {
-      return { ok: server !== undefined, detail: server ? `${requestsServed} request(s) served` : 'not listening' }
+      const { throttled } = throttle.stats()
+      return { ok: server !== undefined, detail: server ? `${requestsServed} request(s) served; ${throttled} login pair(s) throttled` : 'not listening' }
     },
   }
 }

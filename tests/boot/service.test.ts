@@ -3,7 +3,8 @@ import { spawn, spawnSync } from 'node:child_process'
 import { stat, writeFile, readFile, copyFile, mkdir, access } from 'node:fs/promises'
 import { join } from 'node:path'
 import { hashPassword } from '../../firmware/common/password.js'
-import { tempDir, writeConfig, startService, runCli, cliJson, bunPath, mainPath, repoRoot, cliPath } from '../helpers/service.js'
+import { request as httpRequest } from 'node:http'
+import { tempDir, writeConfig, startService, runCli, cliJson, portOf, bunPath, mainPath, repoRoot, cliPath } from '../helpers/service.js'
 
 const technicianPassword = 'field-technician-pass'
 
@@ -134,6 +135,45 @@ t.test('CLI says clearly when the service is not running', async (t) => {
   t.match(result.stderr, /mailkeep is not running/)
   const json = await cliJson(config, ['show', 'status'])
   t.same((json.json as { error: { code: string } }).error.code, 'NOT_RUNNING')
+})
+
+t.test('HTTP login throttling: audited with counts, never the technician locked out', async (t) => {
+  const dir = await tempDir()
+  const loginThrottle = { failuresBeforeDelay: 2, delayMsMin: 100, delayMsMax: 400, forgetAfterMs: 1_000 }
+  const config = await writeConfig(dir, { technician: { passwordHash: await hashPassword(technicianPassword) }, http: { port: 0, loginThrottle } })
+  const service = await startService(config)
+  t.teardown(() => service.stop())
+  const password = (await readFile(join(service.dataDir, 'initial-admin-password'), 'utf8')).trim()
+  const base = `http://127.0.0.1:${portOf(service, 'http')}`
+  const status = (localAddress: string, user: string, typed: string) =>
+    new Promise<number>((resolve, reject) => {
+      const authorization = `Basic ${Buffer.from(`${user}:${typed}`).toString('base64')}`
+      const request = httpRequest(`${base}/api/v1/status`, { localAddress, agent: false, headers: { authorization } }, (response) => {
+        response.resume()
+        response.on('end', () => resolve(response.statusCode ?? 0))
+      })
+      request.on('error', reject)
+      request.end()
+    })
+  for (let attempt = 0; attempt < 6; attempt += 1) t.equal(await status('127.0.0.2', 'admin', `http-guess-${attempt}`), 401)
+
+  // The control socket and its technician login know nothing of HTTP failures.
+  const technician = await runCli(['--config', config, 'sim', 'fail-disk', '1', '--password-stdin'], { input: technicianPassword + '\n' })
+  t.equal(technician.code, 0, technician.stderr)
+  t.equal(await status('127.0.0.1', 'admin', password), 200, 'the admin from another address')
+  await new Promise((resolve) => setTimeout(resolve, loginThrottle.forgetAfterMs + 100))
+  t.equal(await status('127.0.0.2', 'admin', password), 200, 'the admin from the throttled address, once quiet')
+
+  const shown = (await cliJson(config, ['audit', 'show', '--limit', '50'])).json as { actor: string; action: string; details: Record<string, unknown> }[]
+  const logins = shown.filter((entry) => entry.action.startsWith('login.'))
+  t.same(logins.map((entry) => entry.action), ['login.failed', 'login.throttled', 'login.throttle-ended'], 'three entries for six failures')
+  t.match(logins[1], { actor: 'http@127.0.0.2', details: { via: 'http', remoteAddress: '127.0.0.2', user: 'admin', failures: 2, delayMs: 100 } })
+  t.match(logins[2]!.details, { reason: 'quiet', failures: 6, delayedAttempts: 4, successes: 0 })
+  t.notMatch(JSON.stringify(shown), /http-guess/, 'no password in the audit log')
+  t.notMatch(JSON.stringify(shown), password)
+  t.notMatch(service.lines.join('\n'), /http-guess/, 'nor in the log')
+  t.equal((await cliJson(config, ['audit', 'verify'])).code, 0)
+  t.equal(await service.stop(), 0)
 })
 
 /** Drives `mailkeep console` through a real pty (util-linux `script`), as a serial line would. */

@@ -7,6 +7,7 @@ import { hasCode } from '../../../firmware/common/errors.js'
 import { systemClock } from '../../../firmware/common/clock.js'
 import { loadAdminCredential, initialPasswordFile } from '../../../firmware/api/auth.js'
 import { createHttpApi } from '../../../firmware/api/http-api.js'
+import { loginAuditEntry } from '../../../firmware/api/login-throttle.js'
 import { commandTable } from '../../../firmware/control/command-table.js'
 import { auditDatabaseNames, canonicalJson, policyApiRoutes, policyCommandHandlers, type AuditEntry } from '../../../firmware/policy/index.js'
 import { dayMs, rawMessage, retentionWorld } from './fixtures/world.js'
@@ -304,7 +305,7 @@ t.test('API and commands: validated bodies, admin-only, audited failures, no rou
       archive: world.archive,
       status: async () => ({}),
       methodRoutes: policyApiRoutes(world.policy),
-      onLoginFailure: (event) => void world.audit.append({ actor: `http@${event.remoteAddress}`, action: 'login.failed', details: { ...event, via: 'http' } }),
+      onLoginEvent: (event) => void world.audit.append(loginAuditEntry(event)),
     },
     { host: '127.0.0.1', port: 0 },
   )
