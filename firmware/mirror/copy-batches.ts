@@ -112,9 +112,11 @@ export function createCopyBatches(deps: CopyBatchDeps) {
     /**
      * The next batch of a change-log lane after `afterSequence`, through `boundSequence` at most
      * (null: no bound), or undefined when the change log has nothing newer within the bound.
+     * `returnOwn`: also the ingest entries of messages first archived from that peer, through
+     * that sequence (a replaced volume gets back what it had sent here).
      * Sequences need not be dense: a bounded batch that saw every entry up to the bound ends at it.
      */
-    async plan(lane: 'live' | 'backfill', afterSequence: number, boundSequence: number | null): Promise<PlannedBatch | undefined> {
+    async plan(lane: 'live' | 'backfill', afterSequence: number, boundSequence: number | null, returnOwn?: { serial: string; through: number }): Promise<PlannedBatch | undefined> {
       const limit = boundSequence === null ? deps.batchMessagesMax : Math.min(deps.batchMessagesMax, boundSequence - afterSequence)
       if (limit <= 0) return undefined
       const entries = await archive.changes(afterSequence, limit)
@@ -123,7 +125,9 @@ export function createCopyBatches(deps: CopyBatchDeps) {
       const batch: PlannedBatch = { lane, afterSequence, throughSequence: afterSequence, copies: [], bytes: 0, requeued: [] }
       for (const entry of inBound) {
         assert.ok(entry.sequence > batch.throughSequence, 'the change log must be in increasing sequence order')
-        const copy = isCopied(entry) ? await loadCopy(entry) : undefined
+        // After the peer's volume was replaced: its own messages held here go back to it too.
+        const returning = returnOwn !== undefined && entry.kind === 'ingest' && entry.origin === returnOwn.serial && entry.sequence <= returnOwn.through
+        const copy = isCopied(entry) ? await loadCopy(entry) : returning ? await loadCopy(entry, returnOwn.serial) : undefined
         if (copy && !fits(batch, copy)) return batch
         batch.throughSequence = entry.sequence
       }

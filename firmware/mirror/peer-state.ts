@@ -101,6 +101,12 @@ export interface PeerRecord {
   requeued: string[]
   /** Copies the peer refused for good, oldest first, the newest rejectedCopiesMax. */
   rejected: RejectedCopyRecord[]
+  /**
+   * After a technician accepted a new store id (a wiped or replaced volume): the backfill also
+   * returns the peer's own messages held here, those archived through this sequence (the head
+   * at the accept). 0 = none.
+   */
+  returnOwnThrough: number
   paused: boolean
   /** Serials seen at this address before the current one, oldest first. */
   previousSerials: string[]
@@ -160,6 +166,7 @@ export function freshPeerRecord(peer: PeerAddress, nowMs: number): PeerRecord {
     liveCursor: null,
     requeued: [],
     rejected: [],
+    returnOwnThrough: 0,
     paused: false,
     previousSerials: [],
     updatedAtMs: nowMs,
@@ -256,6 +263,9 @@ function parseRecord(text: string, peer: PeerAddress): PeerRecord | undefined {
   if (!valid) return undefined
   const lanes = parseLanes(value, cursor)
   if (!lanes) return undefined
+  // Added within version 3: absent in older files (nothing to return).
+  const returnOwnThrough = value.returnOwnThrough ?? 0
+  if (!isSequence(returnOwnThrough) && returnOwnThrough !== 0) return undefined
   return {
     host: peer.host,
     port: peer.port,
@@ -265,6 +275,7 @@ function parseRecord(text: string, peer: PeerAddress): PeerRecord | undefined {
     pendingIdentity,
     cursor,
     ...lanes,
+    returnOwnThrough: returnOwnThrough as number,
     paused,
     previousSerials: previousSerials as string[],
     updatedAtMs,

@@ -184,6 +184,10 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
   // Bumped when a technician's accept resets the queue: a session of before stops taking acks.
   let queueEpoch = 0
 
+  /** What the backfill returns of the peer's own messages (after an accepted store-id change); undefined: nothing. */
+  const returnOwn = (): { serial: string; through: number } | undefined =>
+    record.returnOwnThrough > record.cursor && record.serial !== null ? { serial: record.serial, through: record.returnOwnThrough } : undefined
+
   /** Moves the persisted lane positions (saved soon, coalesced); logs a merge. */
   function setPositions(next: LanePositions): void {
     const wasSplit = isSplit(positionsOf(record))
@@ -441,7 +445,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
         const key = laneKey(lane, after)
         const ready = prefetched?.key === key ? prefetched.batch : undefined
         prefetched = undefined
-        return ready ?? batches.plan(lane, after, lane === 'backfill' ? record.liveFrom : null)
+        return ready ?? batches.plan(lane, after, lane === 'backfill' ? record.liveFrom : null, returnOwn())
       }
       const inflightOf = (lane: CopyLane): number => inflight.filter((batch) => batch.lane === lane).length
 
@@ -500,7 +504,7 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
         // Reading the archive is CPU work and sending mostly waits for the socket: overlap them.
         if (lane !== 'requeue') {
           const after = lane === 'live' ? liveNext : backfillNext
-          prefetched = { key: laneKey(lane, after), batch: batches.plan(lane, after, lane === 'backfill' ? record.liveFrom : null) }
+          prefetched = { key: laneKey(lane, after), batch: batches.plan(lane, after, lane === 'backfill' ? record.liveFrom : null, returnOwn()) }
           prefetched.batch.catch(() => undefined)
         }
         await sending
@@ -727,7 +731,8 @@ export function createPeerSender(deps: PeerSenderDeps, options: PeerSenderOption
       record.pendingIdentity = null
       if (cursorReset) {
         // Another archive: the whole queue starts again, and a session of before stops counting.
-        Object.assign(record, { cursor: 0, liveFrom: null, liveCursor: null, requeued: [], rejected: [] })
+        // The new volume also gets back the peer's own messages held here (archived up to now).
+        Object.assign(record, { cursor: 0, liveFrom: null, liveCursor: null, requeued: [], rejected: [], returnOwnThrough: await deps.archive.lastSequence() })
         queueEpoch++
       }
       await persist.save(copyPeerRecord(record))

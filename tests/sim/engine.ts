@@ -13,6 +13,8 @@ import { createScenario, type NodeEvent, type Scenario } from './scenario.js'
 import type { ConnectionPlan } from './sim-channel.js'
 import { SimNode, type SimLimits, type SimWorld } from './sim-node.js'
 import { VirtualTime } from './virtual-time.js'
+import { certificatePool } from './certificates.js'
+import type { SignedVerifyReport } from '../../firmware/mirror/verify-protocol.js'
 
 /** Virtual time the heal may take before the run counts as not converging, in milliseconds. */
 export const healLimitMs = 300_000
@@ -111,13 +113,47 @@ export function createSimWorld(options: SimWorldOptions) {
       const violations: Violation[] = []
       if (!isConverged(nodes)) violations.push({ kind: 'not-converged', node: '*', detail: `converged, then not after ${settleMs} ms more: ${describeSenders(nodes)}` })
       violations.push(...(await checkNodes(nodes, world.ledger)))
+      violations.push(...(await realVerify(nodes, time)))
       return violations
     },
   }
 }
 
+/** Virtual time a verify may take after the heal, at most. */
+const verifyLimitMs = 60_000
+
+/**
+ * The real `mirror verify` between every pair after the heal (when the certificate pool is
+ * made): each must find nothing unexplained — purges are classified from the purge records,
+ * and nothing may be missing.
+ */
+async function realVerify(nodes: readonly SimNode[], time: VirtualTime): Promise<Violation[]> {
+  const violations: Violation[] = []
+  for (let a = 0; a < nodes.length; a++) {
+    for (let b = a + 1; b < nodes.length; b++) {
+      const [from, to] = [nodes[a]!, nodes[b]!]
+      if (!from.certificate() || !to.certificate() || !from.senders.has(to.name)) continue
+      let outcome: { report?: SignedVerifyReport['report']; error?: unknown } | undefined
+      from.verifyWith(to.name).then(
+        (signed) => (outcome = { report: signed.report }),
+        (error: unknown) => (outcome = { error }),
+      )
+      await time.runUntilTrue(() => outcome !== undefined, time.now + verifyLimitMs)
+      const where = `${from.name}/${to.name}`
+      if (!outcome) violations.push({ kind: 'verify-disagrees', node: where, detail: `mirror verify did not finish within ${verifyLimitMs} ms of virtual time` })
+      else if (outcome.error !== undefined) violations.push({ kind: 'verify-disagrees', node: where, detail: `mirror verify failed: ${(outcome.error as Error)?.message ?? String(outcome.error)}` })
+      else if (outcome.report!.counts.unexplained > 0 || outcome.report!.truncated || outcome.report!.counts.queued > 0) {
+        const report = outcome.report!
+        violations.push({ kind: 'verify-disagrees', node: where, detail: `mirror verify: ${report.outcome} ${JSON.stringify(report.counts)}: ${report.differences.slice(0, 3).map((difference) => `${difference.id.slice(0, 12)} ${difference.class} on ${difference.presentOn}`).join(', ')}` })
+      }
+    }
+  }
+  return violations
+}
+
 /** Runs `seed` (see the module comment). Installs virtual timers for its duration: run seeds one at a time. */
 export async function runSeed(seed: number, options: RunOptions = {}): Promise<SeedResult> {
+  await certificatePool()
   const scenario = createScenario(seed)
   const runtime = createRandom(seed ^ 0x5bd1e995)
   const sim = createSimWorld({

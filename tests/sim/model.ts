@@ -166,6 +166,9 @@ export async function checkNodes(nodes: readonly CheckedNode[], ledger: Ledger):
         if (!local || local.id !== id || local.serial !== delivery.sourceName) {
           // The receiver's bare delivery: the copy carried no delivery at all.
           const bare = delivery.deliveryKey?.startsWith(`mirror:${delivery.sourceName}:none:`) === true
+          // This node's own message, sent back to it after its volume was replaced (or by verify's
+          // repair): the peer holds no local delivery of it to send, so the copy is bare.
+          if (bare && ledger.localDeliveries.some((record) => record.id === id && record.node === node.name)) continue
           violations.push({
             kind: 'unknown-delivery',
             node: node.name,

@@ -7,6 +7,7 @@
  * lost. An identity change replaces the archive and the data directory (new store id, new
  * certificate, fresh peer state), as a swapped data volume would.
  */
+import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import type { Delivery, IngestResult } from '../../firmware/archive/types.js'
 import { ArchiveError } from '../../firmware/archive/errors.js'
@@ -22,7 +23,13 @@ import type { MirrorSecret } from '../../firmware/mirror/secret.js'
 import { createPeerSender, type PeerSender } from '../../firmware/mirror/sender.js'
 import type { CopyLimits, PolicySettings } from '../../firmware/mirror/types.js'
 import { createMemoryArchive, sha256Hex, type MemoryArchive } from '../firmware/mirror/fakes.js'
-import type { Ledger } from './model.js'
+import { createSparseDigest, digestEntries, type Ledger } from './model.js'
+import { simCertificate } from './certificates.js'
+import type { VerifyArchive, VerifyLocalDeps, VerifyPeerQueue } from '../../firmware/mirror/verify-facts.js'
+import { runVerify } from '../../firmware/mirror/verify-initiator.js'
+import type { SignedVerifyReport } from '../../firmware/mirror/verify-protocol.js'
+import { createVerifyResponder } from '../../firmware/mirror/verify-responder.js'
+import { senderQueue } from '../../firmware/mirror/verify-service.js'
 import { SimConnection, type ConnectionPlan } from './sim-channel.js'
 import type { VirtualTime } from './virtual-time.js'
 
@@ -91,7 +98,16 @@ export class SimNode {
   ) {
     this.random = createRandom(seed)
     this.archive = this.newArchive()
-    this.fingerprint = hexOf(`${serial} certificate ${this.incarnation} ${seed}`, 64)
+    this.fingerprint = this.certificateFingerprint()
+  }
+
+  /** This identity's certificate from the pool (real keys: verify signs with them), or undefined before the pool is made. */
+  certificate() {
+    return simCertificate(`${this.serial} certificate ${this.incarnation} ${this.seed}`)
+  }
+
+  private certificateFingerprint(): string {
+    return this.certificate()?.fingerprint ?? hexOf(`${this.serial} certificate ${this.incarnation} ${this.seed}`, 64)
   }
 
   private newArchive(): MemoryArchive {
@@ -208,6 +224,7 @@ export class SimNode {
         policySettings: () => policy,
         // As the mirror service wires it: what retention purged here is not archived again by a resend.
         purgedAt: (id) => this.archive.purgedAt(id),
+        ...(this.certificate() ? { verify: createVerifyResponder({ logger, local: this.verifyLocal(), queueFor: (serial) => this.queueFor(serial), onReport: () => undefined }) } : {}),
       },
       { submitsInFlightMax: this.limits.receiverSubmitsMax },
     )
@@ -255,7 +272,7 @@ export class SimNode {
   replaceDataVolume(): void {
     this.incarnation++
     this.archive = this.newArchive()
-    this.fingerprint = hexOf(`${this.serial} certificate ${this.incarnation} ${this.seed}`, 64)
+    this.fingerprint = this.certificateFingerprint()
     this.durable = new Map()
     this.world.trace(`${this.name}: data volume replaced (store ${this.archive.storeId().slice(0, 8)})`)
   }
@@ -269,6 +286,54 @@ export class SimNode {
       this.senders.get(candidate.address)
     if (!sender) return new MirrorError('NOT_A_PEER', `${candidate.serial} is not a peer of ${this.serial}`)
     return sender.admit(candidate)
+  }
+
+  /** What `mirror verify` reads of this node (a sparse digest snapshot: same answers, microseconds). */
+  verifyLocal(): VerifyLocalDeps {
+    const certificate = this.certificate()
+    assert.ok(certificate, 'the certificate pool is made before a verify')
+    const node = this
+    const archive: VerifyArchive = {
+      changes: (after, limit) => node.archive.changes(after, limit),
+      lastSequence: () => node.archive.lastSequence(),
+      getRaw: (id) => node.archive.getRaw(id),
+      getMeta: (id) => node.archive.getMeta(id),
+      has: (id) => node.archive.has(id),
+      storeId: () => node.archive.storeId(),
+      purgedAt: (id) => node.archive.purgedAt(id),
+      async digestSnapshot() {
+        const view = createSparseDigest(digestEntries(node.archive))
+        return { ...view, storeId: node.archive.storeId(), lastSequence: node.archive.lastSequence(), close: () => undefined }
+      },
+    }
+    return {
+      archive,
+      serial: this.serial,
+      fingerprint: certificate.fingerprint,
+      privateKeyPem: certificate.privateKeyPem,
+      certificatePem: certificate.certificatePem,
+      auditHead: () => ({ seq: 0, hash: '' }),
+      policyFingerprint: () => policy.fingerprint,
+      holdsKeeping: async () => new Map(),
+      purgeAuditSeq: () => null,
+    }
+  }
+
+  private queueFor(serial: string): VerifyPeerQueue | undefined {
+    const sender = [...this.senders.values()].find((candidate) => candidate.pinned().serial === serial)
+    return sender ? senderQueue(sender) : undefined
+  }
+
+  /** The real `mirror verify` from this node to `peerName`, on a connection of its own. */
+  async verifyWith(peerName: string): Promise<SignedVerifyReport> {
+    const sender = this.senders.get(peerName)
+    assert.ok(sender, `${this.name} has no sender for ${peerName}`)
+    const channel = await this.connector()(undefined as unknown as MirrorTransportDeps, { host: peerName, port: simPort, sharedSecret: undefined as unknown as MirrorSecret, timeoutMs: 10_000, admit: sender.admit })
+    try {
+      return await runVerify({ logger: this.world.logger(`${this.name}.verify`), clock: this.world.time.clock, local: this.verifyLocal(), queue: senderQueue(sender) }, channel)
+    } finally {
+      await channel.close()
+    }
   }
 
   /** The sender's transport: a handshake in virtual time, admission on both sides, then a SimConnection. */
