@@ -4,7 +4,7 @@ import type { MessageMeta } from '../archive/types.js'
 import { cutToChars } from '../common/text.js'
 import { addressExactTokens, hasTokens, tokenCharsMax, tokenize, tokenizeWithSpans } from './tokenize.js'
 import { createTermTable, tokenHash, type TermTable } from './term-table.js'
-import { fieldBits, hasAttachmentToken } from './postings.js'
+import { fieldBits, hasAttachmentToken } from './field-bits.js'
 
 /**
  * What the index keeps of one message, computed purely from the parsed message and its

@@ -6,7 +6,13 @@ import type { Clock } from '../common/clock.js'
 import type { ParsedMessage } from '../mime/types.js'
 import { IndexError } from './errors.js'
 import { analyzeDocument, analyzeSequential, bodyPhraseTest, bodyStreamOf, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type PackedTerms, packTerms, type IndexInput } from './document.js'
-import { anyTextBits, blockTokenBytesMax, createBlockWriter, createFlushPostings, createPostingGroups, type PostingGroups, type PostingSink, type PostingSizes, decodeChunkInto, difference, encodeChunk, fieldBits, findInBlock, hasAttachmentToken, intersect, toDocidSet, union } from './postings.js'
+import { bitsOf, fieldBits, hasAttachmentToken } from './field-bits.js'
+import { decodeChunkInto, encodeChunk } from './posting-chunk.js'
+import type { PostingSink, PostingSizes } from './posting-sink.js'
+import { createFlushPostings } from './flush-postings.js'
+import { createPostingGroups, type PostingGroups } from './posting-groups.js'
+import { concatenated, difference, intersect, toDocidSet, union } from './docid-sets.js'
+import { blockTokenBytesMax, createBlockWriter, findInBlock } from './posting-blocks.js'
 import { parseQuery, positiveTokens, type QueryNode, type TextField } from './query.js'
 import { makeSnippet } from './snippet.js'
 import { blobParts, blobPartsMax } from '../archive/layout.js'
@@ -390,21 +396,6 @@ function removeRecord(db: Databases, docid: number): void {
   for (const key of [...db.documents.getKeys({ start: recordPartKey(docid, 0), end: recordPartKey(docid + 1, 0) })]) db.documents.removeSync(key)
 }
 
-function bitsOf(field: TextField): number {
-  switch (field) {
-    case 'any':
-      return anyTextBits
-    case 'subject':
-      return fieldBits.subject
-    case 'from':
-      return fieldBits.from
-    case 'to':
-      return fieldBits.to
-    case 'attachment':
-      return fieldBits.attachment
-  }
-}
-
 /** The consecutive fields of the forward layout a phrase in `field` is looked for in. */
 function fieldRangeOf(field: TextField): [number, number] {
   switch (field) {
@@ -446,15 +437,6 @@ function collectDated(dates: Float64Array, fromMs: number, toMs: number, base: n
     if (dateMs >= fromMs && dateMs < toMs) out[at++] = base + slot
   }
   return at
-}
-
-/** `a` followed by `b` (a itself when b is empty). */
-function concatenated(a: Uint32Array, b: ArrayLike<number>): Uint32Array {
-  if (b.length === 0) return a
-  const out = new Uint32Array(a.length + b.length)
-  out.set(a)
-  out.set(b, a.length)
-  return out
 }
 
 /** Opaque cursor of a position (dateMs, docid) in the newest-first order. */
