@@ -5,7 +5,13 @@ import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
 import type { ParsedMessage } from '../mime/types.js'
 import { IndexError } from './errors.js'
-import { analyzeDocument, analyzeSequential, bodyPhraseTest, bodyStreamOf, decodeForward, isPreparedDocument, prepareDocument, type PreparedDocument, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, postingsOf, type DocumentLimits, type StoredRecord, type ForwardRecord, type PackedTerms, packTerms, type IndexInput } from './document.js'
+import type { DocumentLimits, IndexInput } from './index-input.js'
+import { decodeForward, encodeForward, forwardFieldIndex, postingsOf, type ForwardRecord } from './forward-record.js'
+import { bodyStreamOf, decodeRecord, encodeRecord, type StoredRecord } from './display-record.js'
+import { packTerms, type PackedTerms } from './packed-terms.js'
+import { bodyPhraseTest, encodedForwardHasPhrase, phrasePattern } from './phrase-match.js'
+import { isPreparedDocument, prepareDocument, type PreparedDocument } from './prepared-document.js'
+import { analyzeDocument, analyzeSequential } from './document-analysis.js'
 import { bitsOf, fieldBits, hasAttachmentToken } from './field-bits.js'
 import { decodeChunkInto, encodeChunk } from './posting-chunk.js'
 import type { PostingSink, PostingSizes } from './posting-sink.js'
@@ -400,28 +406,28 @@ function removeRecord(db: Databases, docid: number): void {
 function fieldRangeOf(field: TextField): [number, number] {
   switch (field) {
     case 'any':
-      return [forwardFieldIndex.s, forwardFieldIndex.n]
+      return [forwardFieldIndex.subject, forwardFieldIndex.attachmentNames]
     case 'subject':
-      return [forwardFieldIndex.s, forwardFieldIndex.s]
+      return [forwardFieldIndex.subject, forwardFieldIndex.subject]
     case 'from':
-      return [forwardFieldIndex.f, forwardFieldIndex.f]
+      return [forwardFieldIndex.from, forwardFieldIndex.from]
     case 'to':
-      return [forwardFieldIndex.t, forwardFieldIndex.t]
+      return [forwardFieldIndex.to, forwardFieldIndex.to]
     case 'attachment':
-      return [forwardFieldIndex.n, forwardFieldIndex.n]
+      return [forwardFieldIndex.attachmentNames, forwardFieldIndex.attachmentNames]
   }
 }
 
 function sameForward(left: ForwardRecord, right: ForwardRecord): boolean {
   return (
-    left.s === right.s &&
-    left.b === right.b &&
-    left.f === right.f &&
-    left.t === right.t &&
-    left.n === right.n &&
-    left.a === right.a &&
-    left.xf.join('\n') === right.xf.join('\n') &&
-    left.xt.join('\n') === right.xt.join('\n')
+    left.subject === right.subject &&
+    left.body === right.body &&
+    left.from === right.from &&
+    left.to === right.to &&
+    left.attachmentNames === right.attachmentNames &&
+    left.hasAttachment === right.hasAttachment &&
+    left.fromExact.join('\n') === right.fromExact.join('\n') &&
+    left.toExact.join('\n') === right.toExact.join('\n')
   )
 }
 
@@ -518,7 +524,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     if (bytes === undefined) return undefined
     const forward = decodeForward(bytes)
     if (!forward) throw new IndexError('INDEX_CORRUPT', `forward record of docid ${docid} is unreadable: rebuild the index`, { fields: { docid } })
-    if (record) forward.b = bodyStreamOf(record)
+    if (record) forward.body = bodyStreamOf(record)
     return forward
   }
 
@@ -931,7 +937,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
      */
     const phraseFilter = (candidates: Uint32Array, field: TextField, tokens: readonly string[]): Uint32Array => {
       const [firstField, lastField] = fieldRangeOf(field)
-      const inBody = firstField <= forwardFieldIndex.b && forwardFieldIndex.b <= lastField
+      const inBody = firstField <= forwardFieldIndex.body && forwardFieldIndex.body <= lastField
       const pattern = phrasePattern(tokens)
       const bodyHasPhrase = bodyPhraseTest(tokens)
       const verify = (from: number, to: number): Uint32Array => {

@@ -11,7 +11,10 @@ import { createPostingGroups, type PostingGroups } from '../../../firmware/index
 import { decodeChunkInto, encodeChunk } from '../../../firmware/index/posting-chunk.js'
 import { difference, intersect, toDocidSet, union } from '../../../firmware/index/docid-sets.js'
 import { defaultIndexOptions, sortByUtf8 } from '../../../firmware/index/search-index.js'
-import { analyzeSequential, bodyStreamOf, decodeForward, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, bodyPhraseTest, streamHasPhrase, streamOf } from '../../../firmware/index/document.js'
+import { analyzeSequential } from '../../../firmware/index/document-analysis.js'
+import { bodyStreamOf, decodeRecord, encodeRecord } from '../../../firmware/index/display-record.js'
+import { decodeForward, encodeForward, forwardFieldIndex, streamHasPhrase, streamOf } from '../../../firmware/index/forward-record.js'
+import { bodyPhraseTest, encodedForwardHasPhrase, phrasePattern } from '../../../firmware/index/phrase-match.js'
 
 t.test('tokenize: case and accent folding, separators, compatibility forms', async (t) => {
   t.same(tokenize('Héllo, WÖRLD! naïve café'), ['hello', 'world', 'naive', 'cafe'])
@@ -403,17 +406,17 @@ t.test('posting blocks: every token found in the one block that can hold it, blo
 })
 
 t.test('forward and display records round-trip; phrases stay inside a segment', async (t) => {
-  const forward = { s: streamOf([['hello', 'world']]), b: streamOf([['a', 'b'], ['c', 'd']]), f: '', t: streamOf([['x']]), n: '', xf: ['bob@example.com', 'example.com'], xt: [], a: 1 as const }
-  t.same(decodeForward(encodeForward(forward)), { ...forward, b: '' }, 'the body stream is not stored in the forward record')
-  t.ok(streamHasPhrase(forward.b, ['a', 'b']))
-  t.notOk(streamHasPhrase(forward.b, ['b', 'c']), 'no phrase across two segments')
-  t.notOk(streamHasPhrase(forward.s, ['hell']), 'whole tokens only')
+  const forward = { subject: streamOf([['hello', 'world']]), body: streamOf([['a', 'b'], ['c', 'd']]), from: '', to: streamOf([['x']]), attachmentNames: '', fromExact: ['bob@example.com', 'example.com'], toExact: [], hasAttachment: 1 as const }
+  t.same(decodeForward(encodeForward(forward)), { ...forward, body: '' }, 'the body stream is not stored in the forward record')
+  t.ok(streamHasPhrase(forward.body, ['a', 'b']))
+  t.notOk(streamHasPhrase(forward.body, ['b', 'c']), 'no phrase across two segments')
+  t.notOk(streamHasPhrase(forward.subject, ['hell']), 'whole tokens only')
   t.equal(decodeForward(Buffer.from('garbage')), undefined)
   const bytes = encodeForward(forward)
   const has = (first: number, last: number, tokens: string[]): boolean => encodedForwardHasPhrase(bytes, first, last, phrasePattern(tokens))
-  t.ok(has(forwardFieldIndex.s, forwardFieldIndex.n, ['hello', 'world']), 'phrase found in the stored bytes')
-  t.notOk(has(forwardFieldIndex.s, forwardFieldIndex.n, ['b', 'c']), 'not across segments')
-  t.notOk(has(forwardFieldIndex.t, forwardFieldIndex.t, ['example']), 'exact address tokens are not phrase text')
+  t.ok(has(forwardFieldIndex.subject, forwardFieldIndex.attachmentNames, ['hello', 'world']), 'phrase found in the stored bytes')
+  t.notOk(has(forwardFieldIndex.subject, forwardFieldIndex.attachmentNames, ['b', 'c']), 'not across segments')
+  t.notOk(has(forwardFieldIndex.to, forwardFieldIndex.to, ['example']), 'exact address tokens are not phrase text')
   const record = { id: 'f'.repeat(64), dateMs: 1_000, from: 'Bob <bob@example.com>', subject: 'Hi "there"', text: 'body\u0000with nul', segments: [13, 3] }
   t.same(decodeRecord(encodeRecord(record)), record)
   t.equal(decodeRecord(encodeRecord({ ...record, segments: [12, 3] })), undefined, 'segments that do not fit the text: not a record')
@@ -459,15 +462,15 @@ t.test('body text: the body stream is derived from the stored text; phrases are 
   const parsed = { messageId: null, dateMs: null, from: [], to: [], cc: [], bcc: [], subject: null, text: 'Alpha, beta; gamma delta', attachments: [{ filename: null, contentType: 'text/plain', sizeBytes: 9, sha256: 'b'.repeat(64), text: 'epsilon' }], flags: [] }
   const analyzed = analyzeSequential({ id: 'e'.repeat(64), parsed, archivedAtMs: 0 }, { ...defaultIndexOptions, tokensPerDocumentMax: 3 })
   t.same({ text: analyzed.record.text, segments: analyzed.record.segments }, { text: 'Alpha, beta; gamma', segments: [18, 3] }, 'cut after the third token; the attachment text past the budget is left out')
-  t.equal(bodyStreamOf({ text: analyzed.record.text!, segments: analyzed.record.segments }), analyzed.forward.b)
+  t.equal(bodyStreamOf({ text: analyzed.record.text!, segments: analyzed.record.segments }), analyzed.forward.body)
   // A text with few tokens and much else (punctuation): the character budget bounds what is kept, cut before a word.
   const noisy = { ...parsed, text: `${'!'.repeat(50)} alpha ${'-'.repeat(50)} betagamma delta`, attachments: [] }
   const bounded = analyzeSequential({ id: 'e'.repeat(64), parsed: noisy, archivedAtMs: 0 }, { ...defaultIndexOptions, textCharsPerDocumentMax: 110 })
   t.equal(bounded.record.text, `${'!'.repeat(50)} alpha ${'-'.repeat(50)} `, 'cut at 110 characters, before the word the cut would split')
-  t.equal(bounded.forward.b, ' alpha ')
+  t.equal(bounded.forward.body, ' alpha ')
   t.ok(bounded.truncated, 'reported as cut short')
   const unbounded = analyzeSequential({ id: 'e'.repeat(64), parsed: noisy, archivedAtMs: 0 }, { ...defaultIndexOptions })
-  t.equal(unbounded.forward.b, ' alpha betagamma delta ')
+  t.equal(unbounded.forward.body, ' alpha betagamma delta ')
   t.notOk(unbounded.truncated)
   const cutBytes = encodeRecord(analyzed.record)
   t.ok(bodyPhraseTest(['beta', 'gamma'])(cutBytes))
