@@ -1,12 +1,12 @@
-import { deflateRawSync, inflateRawSync } from 'node:zlib'
-import { tokenize } from './tokenize.js'
-import { streamOf } from './forward-record.js'
-
 /**
  * The display record of a document: what a hit shows, and the indexed body and attachment
  * texts, deflated, from which the body's token stream is derived (stored once). Stored in
  * `index-documents` as JSON of the short fields, NUL, the deflated text.
  */
+
+import { deflateRawSync, inflateRawSync } from 'node:zlib'
+import { tokenize } from './tokenize.js'
+import { streamOf } from './forward-record.js'
 
 /**
  * The stored display record of one document: what a hit shows, and the body text the body

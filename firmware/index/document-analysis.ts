@@ -1,19 +1,18 @@
-import type { Address } from '../mime/types.js'
-import { createTermTable } from './term-table.js'
-import type { DocumentLimits, IndexInput } from './index-input.js'
-import type { ForwardRecord } from './forward-record.js'
-import type { DocumentRecord } from './display-record.js'
-import { countTokens, joinTerms, type PackedTerms } from './packed-terms.js'
-import { joinStreams, streamOf } from './forward-record.js'
-import { addAddressTerms, addressLabel, addressTaker, envelopeAddress, exactTokensOf, type TakenAddress } from './taken-addresses.js'
-import { tokenBudget } from './token-budget.js'
-import { prepareDocument, type PreparedDocument } from './prepared-document.js'
-
 /**
  * What the index keeps of one message, computed purely from the parsed message and its
  * envelope (no I/O): the forward record (token streams per field), the display record
  * (what a hit shows, the indexed text, the date used for ordering) and the terms.
  */
+
+import type { Address } from '../mime/types.js'
+import { createTermTable } from './term-table.js'
+import type { DocumentLimits, IndexInput } from './index-input.js'
+import type { DocumentRecord } from './display-record.js'
+import { countTokens, joinTerms, type PackedTerms } from './packed-terms.js'
+import { joinStreams, streamOf, type ForwardRecord } from './forward-record.js'
+import { addAddressTerms, addressLabel, addressTaker, envelopeAddress, exactTokensOf, type TakenAddress } from './taken-addresses.js'
+import { tokenBudget } from './token-budget.js'
+import { prepareDocument, type PreparedDocument } from './prepared-document.js'
 
 /** A message as the index keeps it: see analyzeDocument. */
 export interface AnalyzedDocument {

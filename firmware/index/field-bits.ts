@@ -1,9 +1,9 @@
-import type { TextField } from './query.js'
-
 /**
  * The field bits of a posting: where in a message a token occurs. A posting carries one
  * mask byte of them, so one posting per (token, document) serves every field.
  */
+
+import type { TextField } from './query.js'
 
 /** Field bits of a posting entry. */
 export const fieldBits = {

@@ -1,10 +1,10 @@
-import { fieldBits, hasAttachmentToken } from './field-bits.js'
-
 /**
  * The forward record of a document: its token streams per field (see token-streams.ts),
  * which phrase checks search and from which postings are made again (a flush after a
  * restart, a re-index, verify). Stored in `index-forward` as the fields' UTF-8 joined by NUL.
  */
+
+import { fieldBits, hasAttachmentToken } from './field-bits.js'
 
 /**
  * The forward record of one document (field token streams, see `streamOf`). The body

@@ -1,7 +1,7 @@
+/** What the index is given to index one message, and the limits of what it keeps of it. */
+
 import type { ParsedMessage } from '../mime/types.js'
 import type { MessageMeta } from '../archive/types.js'
-
-/** What the index is given to index one message, and the limits of what it keeps of it. */
 
 /** What the index needs to index one message. */
 export interface IndexInput {

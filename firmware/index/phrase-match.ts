@@ -1,12 +1,12 @@
-import { tokenCharsMax, tokenize } from './tokenize.js'
-import { streamHasPhrase, streamOf } from './forward-record.js'
-import { bodySegmentsOf, decodeRecord } from './display-record.js'
-
 /**
  * Phrase checks on one candidate document, on its stored bytes: the forward record's
  * fields (a byte search, no decoding) and the display record's body texts. Phrases are
  * verified on the candidates (the intersection of the phrase's tokens): no positions are stored.
  */
+
+import { tokenCharsMax, tokenize } from './tokenize.js'
+import { streamHasPhrase, streamOf } from './forward-record.js'
+import { bodySegmentsOf, decodeRecord } from './display-record.js'
 
 /**
  * True when the encoded forward record has the phrase in fields `firstField` through

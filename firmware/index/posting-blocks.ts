@@ -1,6 +1,3 @@
-import assert from 'node:assert'
-import { readVarint, varintBytes, writeVarint } from './posting-chunk.js'
-
 /**
  * Posting blocks: one flush's chunks, token by token in UTF-8 byte order, packed into
  * values of about half a page (or whole overflow pages), so LMDB stores one key per block
@@ -12,6 +9,9 @@ import { readVarint, varintBytes, writeVarint } from './posting-chunk.js'
  * the bytes the token has in common with the entry before it (0 for the first, whose token
  * is also in the block's key).
  */
+
+import assert from 'node:assert'
+import { readVarint, varintBytes, writeVarint } from './posting-chunk.js'
 
 /** The page header of lmdb-js's LMDB (it carries a txnid: 24 bytes, not 16), in bytes; overflow pages hold `pageSize − 24` bytes of value. */
 const pageHeaderBytes = 24

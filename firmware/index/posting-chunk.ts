@@ -1,5 +1,3 @@
-import assert from 'node:assert'
-
 /**
  * The posting chunk codec.
  *
@@ -11,6 +9,8 @@ import assert from 'node:assert'
  * docids of earlier chunks, so whoever gathers docids from several chunks makes a set of
  * them with toDocidSet (docid-sets.ts), which sorts and merges when it sees them out of order.
  */
+
+import assert from 'node:assert'
 
 /** Encodes `[docid, mask, docid, mask, …]` (docids ascending) as one chunk. */
 export function encodeChunk(entries: readonly number[]): Buffer {

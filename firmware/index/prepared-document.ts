@@ -1,3 +1,9 @@
+/**
+ * The envelope-free part of indexing a message, run on a parse worker before the write
+ * transaction (boot/services.ts loads this module there by path, so it imports no
+ * database code); document-analysis.ts adds the envelope inside the transaction.
+ */
+
 import type { ParsedMessage } from '../mime/types.js'
 import { createTermTable } from './term-table.js'
 import { fieldBits, hasAttachmentToken } from './field-bits.js'
@@ -6,12 +12,6 @@ import { deflateText } from './display-record.js'
 import { joinStreams, streamOf } from './forward-record.js'
 import { addAddressTerms, addressLabel, addressTaker, exactTokensOf } from './taken-addresses.js'
 import { tokenBudget } from './token-budget.js'
-
-/**
- * The envelope-free part of indexing a message, run on a parse worker before the write
- * transaction (boot/services.ts loads this module there by path, so it imports no
- * database code); document-analysis.ts adds the envelope inside the transaction.
- */
 
 /**
  * What indexing a message needs that depends on the parsed message alone: tokens per

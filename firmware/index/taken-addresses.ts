@@ -1,10 +1,10 @@
+/** Sender and recipient addresses as indexed: de-duplicated, within the address budget, as streams and exact tokens. */
+
 import type { Address } from '../mime/types.js'
 import { addressExactTokens, tokenize } from './tokenize.js'
 import type { TermTable } from './term-table.js'
 import { fieldBits } from './field-bits.js'
 import { streamOf } from './forward-record.js'
-
-/** Sender and recipient addresses as indexed: de-duplicated, within the address budget, as streams and exact tokens. */
 
 export function addressLabel(address: Address): string {
   if (address.name && address.address) return `${address.name} <${address.address}>`

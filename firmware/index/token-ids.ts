@@ -1,9 +1,9 @@
-import { doubledIdTable, placeId, tokenHash } from './term-table.js'
-
 /**
  * Dense ids for the distinct tokens the posting accumulators gather, and the split of a
  * document's packed terms into those ids.
  */
+
+import { doubledIdTable, placeId, tokenHash } from './term-table.js'
 
 /**
  * Dense ids for the distinct tokens of a batch of documents: an open-addressing table over
