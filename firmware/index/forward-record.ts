@@ -1,5 +1,5 @@
 /**
- * The forward record of a document: its token streams per field (see token-streams.ts),
+ * The forward record of a document: its token streams per field (see streamOf below),
  * which phrase checks search and from which postings are made again (a flush after a
  * restart, a re-index, verify). Stored in `index-forward` as the fields' UTF-8 joined by NUL.
  */

@@ -2,22 +2,11 @@
  * firmware/index: the full-text index of the archive, kept in the archive's own LMDB
  * environment and written inside the archive's write transaction, so a message is
  * searchable as soon as its ingest commits. The layout and its reasons are in
- * docs/index-layout.md, the files of this folder in its README.md; in short:
+ * docs/index-layout.md; the files of this folder and the data flow in its README.md.
  *
- * - every message gets a dense docid (1, 2, …) at index time, mapped from its archive id;
- * - its forward record (token streams per field) and display record are written at once;
- * - postings (token → docids with field bits) are written in batches: the newest
- *   `pendingDocumentsMax` documents are the pending tail, answered at query time from
- *   their forward records (cached in memory); when the tail is full, the ingest that
- *   fills it writes one posting chunk per distinct token of the tail (a flush). One
- *   LMDB write per token per flush instead of one per token per message keeps ingest
- *   cheap;
- * - dates live in a column (blocks of 128 float64 per docid) used to filter, sort newest
- *   first and mark removed documents (NaN).
- *
- * This file is the service's façade: it holds the open databases and the epoch, and hands
- * each call to the module that does it (document-writes, tail-flush, query-executor,
- * verify-index, rebuild-index).
+ * This file is the service's façade: SearchIndex is its contract; createIndex holds the
+ * open databases and the epoch and hands each call to the module that does it
+ * (document-writes, tail-flush, query-executor, verify-index, rebuild-index).
  */
 
 import assert from 'node:assert'
@@ -40,7 +29,150 @@ import { rebuildIndex } from './rebuild-index.js'
 export { indexDatabaseNames, indexLayoutVersion } from './index-databases.js'
 export { defaultIndexOptions, type IndexOptions, type IndexStats, type SearchHit, type SearchOptions, type SearchResult, type Source, type VerifyReport } from './index-types.js'
 
-export type SearchIndex = ReturnType<typeof createIndex>
+/** The index service: see createIndex. */
+export interface SearchIndex {
+  /** The limits in force: defaultIndexOptions with the options given. */
+  options: Readonly<IndexOptions>
+
+  /**
+   * Opens (creating when missing) the index's named databases in the archive's LMDB
+   * environment. Call once before anything else; the environment needs room for
+   * `Object.keys(indexDatabaseNames).length` more databases in its `maxDbs`.
+   */
+  databases(root: RootDatabase): void
+
+  /**
+   * Indexes one message, synchronously. Called inside the archive's write transaction
+   * (`transaction`/`transactionSync` callback), it joins that transaction, so the message
+   * and its index entries commit or abort together; called outside one, it commits its
+   * own. Indexing an id again (another delivery) updates what changed — new envelope
+   * recipients become searchable — and keeps its place in the order.
+   *
+   * @param prepared `prepare(input.parsed)` computed beforehand (another shape, or
+   *   undefined, is prepared here)
+   * @returns the docid and whether anything was written
+   * @throws IndexError INDEX_UNAVAILABLE before `databases`, INDEX_CORRUPT on an unreadable index; LMDB errors (map full) as thrown
+   */
+  indexMessage(input: IndexInput, prepared?: unknown): { docid: number; changed: boolean }
+
+  /**
+   * `indexMessage` for a caller whose write transaction is open (the archive hook): writes
+   * in that transaction itself, without the nested transaction `indexMessage` starts there
+   * (LMDB's nested begin and commit cost more than the indexing). If it throws, its writes
+   * so far are in the caller's transaction, which must then be aborted.
+   *
+   * @returns null, writing nothing, when the stored index has another layout (see `layoutCurrent`)
+   */
+  indexMessageInTransaction(input: IndexInput, prepared?: unknown): { docid: number; changed: boolean } | null
+
+  /**
+   * The part of indexing that needs no database and no envelope (tokenizing, field
+   * analysis, snippet text), with this index's limits: pure, its result plain data.
+   * Run it before the write transaction (or on a worker thread with
+   * `prepareDocument(parsed, limits)` and the same limits) and pass the result to
+   * `indexMessage`.
+   */
+  prepare(parsed: ParsedMessage): PreparedDocument
+
+  /**
+   * Removes a message from search (retention, purge). Joins the caller's write
+   * transaction like `indexMessage`. Its postings become garbage, skipped by searches
+   * and dropped by the next `rebuild`.
+   *
+   * @returns false when the id was not indexed
+   */
+  removeMessage(id: string): boolean
+
+  /**
+   * `removeMessage` for a caller whose write transaction is open, as `indexMessageInTransaction`.
+   *
+   * @returns null, writing nothing, when the stored index has another layout
+   */
+  removeMessageInTransaction(id: string): boolean | null
+
+  /**
+   * Writes the postings of the pending tail now (ingest does it by itself every
+   * `pendingDocumentsMax` documents). Joins the caller's write transaction.
+   *
+   * @returns the number of posting chunks written
+   */
+  flush(): number
+
+  /**
+   * Starts a background flush (built in slices between event-loop turns, as ingest's) of
+   * the whole pending tail, for a tail an unplanned stop left behind: otherwise the first
+   * search loads it from the forward records in one go (~0.25 ms a document, up to twice
+   * `pendingDocumentsMax`), stalling the event loop for it. Nothing when the tail is empty,
+   * a build is under way, background flushes are off or the layout is not this one.
+   *
+   * @returns the documents the flush covers (0 when none started)
+   */
+  flushPendingInBackground(): number
+
+  /**
+   * Resolves once no flush is being built in the background or waiting to be written
+   * (one that failed counts as settled: the next ingest flushes in its transaction).
+   * For a caller that wants the index at rest: a benchmark before its queries, a test.
+   */
+  settled(): Promise<void>
+
+  /**
+   * Runs a query (see query.ts for the language).
+   *
+   * @returns one page, newest first, with the total and the cursor of the next page
+   * @throws QuerySyntaxError (code QUERY_SYNTAX, with `position`) for a malformed query;
+   *   IndexError BAD_CURSOR, QUERY_TIMEOUT (over `searchTimeBudgetMs`), INDEX_UNAVAILABLE, INDEX_CORRUPT
+   */
+  search(query: string, searchOptions?: SearchOptions): SearchResult
+
+  /**
+   * Bytes of LMDB pages each index database occupies (branch, leaf and overflow pages);
+   * free pages of the environment are not counted.
+   */
+  diskBytes(): Record<keyof typeof indexDatabaseNames, number>
+
+  /** Figures for status views. */
+  stats(): IndexStats
+
+  /**
+   * True when the index answers for every archived message: its layout is current and no
+   * rebuild is under way or was left unfinished (a crash, a stop). Retention asks this
+   * before it trusts a query (a hold by query must see every message it names).
+   */
+  complete(): boolean
+
+  /**
+   * False when the stored index has another layout version (written by other firmware):
+   * it must be rebuilt before it can be read or written.
+   */
+  layoutCurrent(): boolean
+
+  /** True when the message is indexed. */
+  has(id: string): boolean
+
+  /**
+   * Checks the index against the archive (see verifyIndex): missing, extra and, with
+   * `getInput`, stale documents. Reads only.
+   *
+   * @param listIds every archive id
+   * @param getInput the index input of a stored message (undefined when it is gone)
+   */
+  verify(listIds: Source<string>, getInput?: (id: string) => Promise<IndexInput | undefined> | IndexInput | undefined): Promise<VerifyReport>
+
+  /**
+   * Drops the index's data and indexes every message again, `rebuildBatchMessages` per
+   * write transaction. The archive's own databases are not touched; searches during a
+   * rebuild see a partial index. Messages ingested meanwhile are indexed by the ingest
+   * hook as usual (and skipped here when unchanged).
+   *
+   * @param messages every stored message's index input
+   * @param onProgress called after each batch with the number indexed so far
+   * @param signal stops the rebuild between messages (it then throws INDEX_UNAVAILABLE and
+   *   the index stays marked incomplete: `complete()` is false until a rebuild finishes)
+   * @returns the number of messages indexed
+   */
+  rebuild(messages: Source<IndexInput>, onProgress?: (indexed: number) => void, signal?: AbortSignal): Promise<number>
+}
 
 /**
  * Creates the index service. Pure: nothing is opened until `databases(root)`.
@@ -49,7 +181,7 @@ export type SearchIndex = ReturnType<typeof createIndex>
  * @param deps.clock monotonic time bounds searches
  * @param options limits; see IndexOptions (defaults in defaultIndexOptions)
  */
-export function createIndex(deps: { logger: Logger; clock: Clock }, options: Partial<IndexOptions> = {}) {
+export function createIndex(deps: { logger: Logger; clock: Clock }, options: Partial<IndexOptions> = {}): SearchIndex {
   const limits: IndexOptions = { ...defaultIndexOptions, ...options }
   assert(limits.pendingDocumentsMax >= 1 && limits.searchLimitMax >= 1 && limits.tokensPerDocumentMax >= 1 && limits.flushSliceMs >= 0)
   // The composition root hands a logger already namespaced (boot gives `index`).
@@ -77,139 +209,51 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
 
   return {
     options: limits as Readonly<IndexOptions>,
-
-    /**
-     * Opens (creating when missing) the index's named databases in the archive's LMDB
-     * environment. Call once before anything else; the environment needs room for
-     * `Object.keys(indexDatabaseNames).length` more databases in its `maxDbs`.
-     */
     databases(root: RootDatabase): void {
       dbs = openIndexDatabases(root)
       forgetReads()
       flush.drop()
       epoch++
     },
-
-    /**
-     * Indexes one message, synchronously. Called inside the archive's write transaction
-     * (`transaction`/`transactionSync` callback), it joins that transaction, so the message
-     * and its index entries commit or abort together; called outside one, it commits its
-     * own. Indexing an id again (another delivery) updates what changed — new envelope
-     * recipients become searchable — and keeps its place in the order.
-     *
-     * @param prepared `prepare(input.parsed)` computed beforehand (another shape, or
-     *   undefined, is prepared here)
-     * @returns the docid and whether anything was written
-     * @throws IndexError INDEX_UNAVAILABLE before `databases`, INDEX_CORRUPT on an unreadable index; LMDB errors (map full) as thrown
-     */
     indexMessage(input: IndexInput, prepared?: unknown): { docid: number; changed: boolean } {
       const db = open()
       return db.root.transactionSync(() => writes.indexInTransaction(db, input, true, preparedOrNone(prepared)))
     },
-
-    /**
-     * `indexMessage` for a caller whose write transaction is open (the archive hook): writes
-     * in that transaction itself, without the nested transaction `indexMessage` starts there
-     * (LMDB's nested begin and commit cost more than the indexing). If it throws, its writes
-     * so far are in the caller's transaction, which must then be aborted.
-     *
-     * @returns null, writing nothing, when the stored index has another layout (see `layoutCurrent`)
-     */
     indexMessageInTransaction(input: IndexInput, prepared?: unknown): { docid: number; changed: boolean } | null {
       const db = open()
       const state = storedState(db)
       if (state.v !== indexLayoutVersion) return null
       return writes.indexInTransaction(db, input, true, preparedOrNone(prepared), { ...state })
     },
-
-    /**
-     * The part of indexing that needs no database and no envelope (tokenizing, field
-     * analysis, snippet text), with this index's limits: pure, its result plain data.
-     * Run it before the write transaction (or on a worker thread with
-     * `prepareDocument(parsed, limits)` and the same limits) and pass the result to
-     * `indexMessage`.
-     */
     prepare(parsed: ParsedMessage): PreparedDocument {
       return prepareDocument(parsed, limits)
     },
-
-    /**
-     * Removes a message from search (retention, purge). Joins the caller's write
-     * transaction like `indexMessage`. Its postings become garbage, skipped by searches
-     * and dropped by the next `rebuild`.
-     *
-     * @returns false when the id was not indexed
-     */
     removeMessage(id: string): boolean {
       const db = open()
       return db.root.transactionSync(() => writes.removeInTransaction(db, id))
     },
-
-    /**
-     * `removeMessage` for a caller whose write transaction is open, as `indexMessageInTransaction`.
-     *
-     * @returns null, writing nothing, when the stored index has another layout
-     */
     removeMessageInTransaction(id: string): boolean | null {
       const db = open()
       if (storedState(db).v !== indexLayoutVersion) return null
       return writes.removeInTransaction(db, id)
     },
-
-    /**
-     * Writes the postings of the pending tail now (ingest does it by itself every
-     * `pendingDocumentsMax` documents). Joins the caller's write transaction.
-     *
-     * @returns the number of posting chunks written
-     */
     flush(): number {
       const db = open()
       return db.root.transactionSync(() => flush.flushInTransaction(db, readState(db)))
     },
-
-    /**
-     * Starts a background flush (built in slices between event-loop turns, as ingest's) of
-     * the whole pending tail, for a tail an unplanned stop left behind: otherwise the first
-     * search loads it from the forward records in one go (~0.25 ms a document, up to twice
-     * `pendingDocumentsMax`), stalling the event loop for it. Nothing when the tail is empty,
-     * a build is under way, background flushes are off or the layout is not this one.
-     *
-     * @returns the documents the flush covers (0 when none started)
-     */
     flushPendingInBackground(): number {
       const db = open()
       const state = storedState(db)
       if (state.v !== indexLayoutVersion) return 0
       return flush.startInBackground(db, state)
     },
-
-    /**
-     * Resolves once no flush is being built in the background or waiting to be written
-     * (one that failed counts as settled: the next ingest flushes in its transaction).
-     * For a caller that wants the index at rest: a benchmark before its queries, a test.
-     */
     settled: (): Promise<void> => flush.settled(),
-
-    /**
-     * Runs a query (see query.ts for the language).
-     *
-     * @returns one page, newest first, with the total and the cursor of the next page
-     * @throws QuerySyntaxError (code QUERY_SYNTAX, with `position`) for a malformed query;
-     *   IndexError BAD_CURSOR, QUERY_TIMEOUT (over `searchTimeBudgetMs`), INDEX_UNAVAILABLE, INDEX_CORRUPT
-     */
     search(query: string, searchOptions: SearchOptions = {}): SearchResult {
       return executor.search(open(), epoch, query, searchOptions)
     },
-
-    /**
-     * Bytes of LMDB pages each index database occupies (branch, leaf and overflow pages);
-     * free pages of the environment are not counted.
-     */
     diskBytes(): Record<keyof typeof indexDatabaseNames, number> {
       return indexDiskBytes(open())
     },
-
-    /** Figures for status views. */
     stats(): IndexStats {
       // Without the layout check: status views must work on an index of another layout too.
       const state = storedState(open())
@@ -222,53 +266,19 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         layoutCurrent: state.v === indexLayoutVersion,
       }
     },
-
-    /**
-     * True when the index answers for every archived message: its layout is current and no
-     * rebuild is under way or was left unfinished (a crash, a stop). Retention asks this
-     * before it trusts a query (a hold by query must see every message it names).
-     */
     complete(): boolean {
       const state = storedState(open())
       return state.v === indexLayoutVersion && state.rebuilding !== true
     },
-
-    /**
-     * False when the stored index has another layout version (written by other firmware):
-     * it must be rebuilt before it can be read or written.
-     */
     layoutCurrent(): boolean {
       return storedState(open()).v === indexLayoutVersion
     },
-
-    /** True when the message is indexed. */
     has(id: string): boolean {
       return docidOf(open(), id) !== undefined
     },
-
-    /**
-     * Checks the index against the archive (see verifyIndex): missing, extra and, with
-     * `getInput`, stale documents. Reads only.
-     *
-     * @param listIds every archive id
-     * @param getInput the index input of a stored message (undefined when it is gone)
-     */
     async verify(listIds: Source<string>, getInput?: (id: string) => Promise<IndexInput | undefined> | IndexInput | undefined): Promise<VerifyReport> {
       return verifyIndex(open(), { logger, limits }, listIds, getInput)
     },
-
-    /**
-     * Drops the index's data and indexes every message again, `rebuildBatchMessages` per
-     * write transaction. The archive's own databases are not touched; searches during a
-     * rebuild see a partial index. Messages ingested meanwhile are indexed by the ingest
-     * hook as usual (and skipped here when unchanged).
-     *
-     * @param messages every stored message's index input
-     * @param onProgress called after each batch with the number indexed so far
-     * @param signal stops the rebuild between messages (it then throws INDEX_UNAVAILABLE and
-     *   the index stays marked incomplete: `complete()` is false until a rebuild finishes)
-     * @returns the number of messages indexed
-     */
     async rebuild(messages: Source<IndexInput>, onProgress?: (indexed: number) => void, signal?: AbortSignal): Promise<number> {
       const db = open()
       const deps = {
