@@ -1,3 +1,8 @@
+/**
+ * Phrase queries: the candidates (the intersection of a phrase's tokens) that have the
+ * phrase, verified on their stored records (phrase-match.ts) and cached across searches.
+ */
+
 import type { TextField } from './query.js'
 import { forwardFieldIndex } from './forward-record.js'
 import { bodyPhraseTest, encodedForwardHasPhrase, phrasePattern } from './phrase-match.js'

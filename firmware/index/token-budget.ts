@@ -1,3 +1,8 @@
+/**
+ * Tokenizing a message within its budgets: tokens per document over all fields, and
+ * characters of body and attachment text (what the display record keeps).
+ */
+
 import { cutToChars } from '../common/text.js'
 import { hasTokens, tokenize, tokenizeWithSpans } from './tokenize.js'
 import type { TermTable } from './term-table.js'
