@@ -31,11 +31,11 @@ const importConcurrency = 8
 const importJobsMax = 4
 /**
  * The index's pure analysis that the parse workers run, `prepareDocument(parsed, limits)` of
- * firmware/index/document.ts (what ArchiveIndexer.prepare does on the event loop), with the
+ * firmware/index/prepared-document.ts (what ArchiveIndexer.prepare does on the event loop), with the
  * index's limits (createIndex below uses the defaults too); a firmware without it has the index analyse each message in its write
  * transaction instead.
  */
-export const indexPrepareModule = { moduleUrl: new URL('../firmware/index/document.js', import.meta.url).href, exportName: 'prepareDocument', options: { ...defaultIndexOptions } }
+export const indexPrepareModule = { moduleUrl: new URL('../firmware/index/prepared-document.js', import.meta.url).href, exportName: 'prepareDocument', options: { ...defaultIndexOptions } }
 
 export interface ComposedServices {
   /** In start order; stopped in reverse. */

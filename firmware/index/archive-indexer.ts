@@ -1,7 +1,7 @@
 import type { Logger } from '../common/logger.js'
 import type { ArchiveIndexer, MessageMeta } from '../archive/types.js'
 import type { ParsedMessage } from '../mime/types.js'
-import { indexInputFromMeta } from './document.js'
+import { indexInputFromMeta } from './index-input.js'
 import { indexDatabaseNames, type SearchIndex } from './search-index.js'
 
 /** The archive's indexer hook (firmware/archive/types.ts), implemented here. */

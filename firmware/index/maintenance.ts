@@ -1,6 +1,6 @@
 import type { MessageMeta } from '../archive/types.js'
 import type { ParsedMessage } from '../mime/types.js'
-import { indexInputFromMeta, type IndexInput } from './document.js'
+import { indexInputFromMeta, type IndexInput } from './index-input.js'
 import type { SearchIndex, VerifyReport } from './search-index.js'
 
 /**

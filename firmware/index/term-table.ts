@@ -165,7 +165,7 @@ const fnvPrime = 0x01000193
 
 /**
  * The hash of text[start, end) that token tables use (FNV-1a, 32 bits, over UTF-16 units):
- * the term table of a prepared document and the token ids of a flush (postings.ts), which take the
+ * the term table of a prepared document and the token ids of a flush (token-ids.ts), which take the
  * hashes a worker computed instead of hashing every token again.
  */
 export function tokenHash(text: string, start: number, end: number): number {
@@ -175,7 +175,7 @@ export function tokenHash(text: string, start: number, end: number): number {
 }
 
 /**
- * Token tables (here and in postings.ts) are open-addressing arrays of id + 1 (0 = empty),
+ * Token tables (here and in token-ids.ts) are open-addressing arrays of id + 1 (0 = empty),
  * probed linearly from `hash & (length − 1)` and kept at most half full. Places `id`.
  */
 export function placeId(table: Int32Array, hash: number, id: number): void {

@@ -2,18 +2,24 @@ import t from 'tap'
 import { createHash } from 'node:crypto'
 import { inflateRawSync } from 'node:zlib'
 import { join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { open, type RootDatabase } from 'lmdb'
 import { createMemoryLogger } from '../../../firmware/common/logger.js'
 import { systemClock, type Clock } from '../../../firmware/common/clock.js'
-import { createIndex, defaultIndexOptions, sortByUtf8, type IndexOptions, type SearchIndex } from '../../../firmware/index/search-index.js'
-import { analyzeDocument, analyzeSequential, bodyStreamOf, indexInputFromMeta, isPreparedDocument, postingsOf, prepareDocument, type IndexInput } from '../../../firmware/index/document.js'
+import { createIndex, defaultIndexOptions, type IndexOptions, type SearchIndex } from '../../../firmware/index/search-index.js'
+import { sortByUtf8 } from '../../../firmware/index/flush-build.js'
+import { analyzeDocument, analyzeSequential } from '../../../firmware/index/document-analysis.js'
+import { bodyStreamOf } from '../../../firmware/index/display-record.js'
+import { indexInputFromMeta, type IndexInput } from '../../../firmware/index/index-input.js'
+import { isPreparedDocument, prepareDocument } from '../../../firmware/index/prepared-document.js'
+import { postingsOf } from '../../../firmware/index/forward-record.js'
 import { tokenHash } from '../../../firmware/index/term-table.js'
 import { seededRandom } from '../../helpers/random.js'
 import { IndexError, QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { createArchiveIndexer } from '../../../firmware/index/archive-indexer.js'
 import { createSearchRoute } from '../../../firmware/index/search-route.js'
 import { createIndexMaintenance } from '../../../firmware/index/maintenance.js'
-import { allMatches } from '../../../boot/services.js'
+import { allMatches, indexPrepareModule } from '../../../boot/services.js'
 import { createArchiveStore } from '../../../firmware/archive/store.js'
 import { createIngestPipeline } from '../../../firmware/sources/pipeline.js'
 import { createMimeParser, defaultMimeParserOptions } from '../../../firmware/mime/parser.js'
@@ -406,6 +412,14 @@ t.test('a tail left by an unplanned stop is flushed in the background on request
   t.equal(off.stats().pending, 1)
 })
 
+t.test("prepare: the module boot hands the parse workers is this prepareDocument", async (t) => {
+  // The workers load it by path: a path left behind by a move would only make them skip the
+  // step (logged), and the index would analyse every message in the write transaction.
+  const source = fileURLToPath(indexPrepareModule.moduleUrl).replace(/\.js$/, '.ts')
+  const module = (await import(pathToFileURL(source).href)) as Record<string, unknown>
+  t.equal(module[indexPrepareModule.exportName], prepareDocument)
+})
+
 t.test('prepare: a prepared document (cloned, as from a worker) indexes exactly like the one-pass analysis', async (t) => {
   const envelopes = [{}, { to: ['bob@example.org', 'list-member@example.net'], bcc: ['Hidden@Example.com'] }]
   for (const tokensPerDocumentMax of [defaultIndexOptions.tokensPerDocumentMax, 6, 3]) {
@@ -421,8 +435,8 @@ t.test('prepare: a prepared document (cloned, as from a worker) indexes exactly 
           // stream: the one the index derives from the stored text must be the one-pass one.
           const { textDeflated, ...shown } = record
           const text = textDeflated ? inflateRawSync(textDeflated).toString('utf8') : shown.text!
-          if (terms !== undefined) t.equal(forward.b, '', 'no body stream carried')
-          const derived = { ...forward, b: terms === undefined ? forward.b : bodyStreamOf({ text, segments: record.segments }) }
+          if (terms !== undefined) t.equal(forward.body, '', 'no body stream carried')
+          const derived = { ...forward, body: terms === undefined ? forward.body : bodyStreamOf({ text, segments: record.segments }) }
           const sequential = analyzeSequential(input, limits)
           t.same({ forward: derived, record: { ...shown, text }, truncated }, sequential, `${name}, ${tokensPerDocumentMax} tokens, ${addressesPerDocumentMax} addresses, envelope ${JSON.stringify(envelope)}`)
           if (terms !== undefined) {

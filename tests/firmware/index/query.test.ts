@@ -5,9 +5,23 @@ import { QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { makeSnippet } from '../../../firmware/index/snippet.js'
 import { tokenHash } from '../../../firmware/index/term-table.js'
 import { seededRandom } from '../../helpers/random.js'
-import { createBlockWriter, createFlushPostings, createPostingGroups, type FlushPostings, type PostingGroups, decodeChunkInto, difference, encodeChunk, findInBlock, inlineValueBytesMax, intersect, toDocidSet, union } from '../../../firmware/index/postings.js'
-import { defaultIndexOptions, sortByUtf8 } from '../../../firmware/index/search-index.js'
-import { analyzeSequential, bodyStreamOf, decodeForward, decodeRecord, encodedForwardHasPhrase, encodeForward, encodeRecord, forwardFieldIndex, phrasePattern, bodyPhraseTest, streamHasPhrase, streamOf } from '../../../firmware/index/document.js'
+import { createBlockWriter, findInBlock, inlineValueBytesMax } from '../../../firmware/index/posting-blocks.js'
+import { createFlushPostings, type FlushPostings } from '../../../firmware/index/flush-postings.js'
+import { createPostingGroups, type PostingGroups } from '../../../firmware/index/posting-groups.js'
+import { decodeChunkInto, encodeChunk } from '../../../firmware/index/posting-chunk.js'
+import { difference, intersect, toDocidSet, union } from '../../../firmware/index/docid-sets.js'
+import { defaultIndexOptions } from '../../../firmware/index/search-index.js'
+import { buildFlush, buildFlushNow, sortByUtf8 } from '../../../firmware/index/flush-build.js'
+import { decodeCursor, encodeCursor, selectPage } from '../../../firmware/index/result-page.js'
+import { cacheSet, queryCacheDocidsMax, queryCacheFor, type CachedSet, type QueryCache } from '../../../firmware/index/query-cache.js'
+import { collectDated } from '../../../firmware/index/date-column.js'
+import { concatenated } from '../../../firmware/index/docid-sets.js'
+import type { IndexState } from '../../../firmware/index/index-databases.js'
+import type { PostingSizes } from '../../../firmware/index/posting-sink.js'
+import { analyzeSequential } from '../../../firmware/index/document-analysis.js'
+import { bodyStreamOf, decodeRecord, encodeRecord } from '../../../firmware/index/display-record.js'
+import { decodeForward, encodeForward, forwardFieldIndex, streamHasPhrase, streamOf } from '../../../firmware/index/forward-record.js'
+import { bodyPhraseTest, encodedForwardHasPhrase, phrasePattern } from '../../../firmware/index/phrase-match.js'
 
 t.test('tokenize: case and accent folding, separators, compatibility forms', async (t) => {
   t.same(tokenize('Héllo, WÖRLD! naïve café'), ['hello', 'world', 'naive', 'cafe'])
@@ -399,17 +413,17 @@ t.test('posting blocks: every token found in the one block that can hold it, blo
 })
 
 t.test('forward and display records round-trip; phrases stay inside a segment', async (t) => {
-  const forward = { s: streamOf([['hello', 'world']]), b: streamOf([['a', 'b'], ['c', 'd']]), f: '', t: streamOf([['x']]), n: '', xf: ['bob@example.com', 'example.com'], xt: [], a: 1 as const }
-  t.same(decodeForward(encodeForward(forward)), { ...forward, b: '' }, 'the body stream is not stored in the forward record')
-  t.ok(streamHasPhrase(forward.b, ['a', 'b']))
-  t.notOk(streamHasPhrase(forward.b, ['b', 'c']), 'no phrase across two segments')
-  t.notOk(streamHasPhrase(forward.s, ['hell']), 'whole tokens only')
+  const forward = { subject: streamOf([['hello', 'world']]), body: streamOf([['a', 'b'], ['c', 'd']]), from: '', to: streamOf([['x']]), attachmentNames: '', fromExact: ['bob@example.com', 'example.com'], toExact: [], hasAttachment: 1 as const }
+  t.same(decodeForward(encodeForward(forward)), { ...forward, body: '' }, 'the body stream is not stored in the forward record')
+  t.ok(streamHasPhrase(forward.body, ['a', 'b']))
+  t.notOk(streamHasPhrase(forward.body, ['b', 'c']), 'no phrase across two segments')
+  t.notOk(streamHasPhrase(forward.subject, ['hell']), 'whole tokens only')
   t.equal(decodeForward(Buffer.from('garbage')), undefined)
   const bytes = encodeForward(forward)
   const has = (first: number, last: number, tokens: string[]): boolean => encodedForwardHasPhrase(bytes, first, last, phrasePattern(tokens))
-  t.ok(has(forwardFieldIndex.s, forwardFieldIndex.n, ['hello', 'world']), 'phrase found in the stored bytes')
-  t.notOk(has(forwardFieldIndex.s, forwardFieldIndex.n, ['b', 'c']), 'not across segments')
-  t.notOk(has(forwardFieldIndex.t, forwardFieldIndex.t, ['example']), 'exact address tokens are not phrase text')
+  t.ok(has(forwardFieldIndex.subject, forwardFieldIndex.attachmentNames, ['hello', 'world']), 'phrase found in the stored bytes')
+  t.notOk(has(forwardFieldIndex.subject, forwardFieldIndex.attachmentNames, ['b', 'c']), 'not across segments')
+  t.notOk(has(forwardFieldIndex.to, forwardFieldIndex.to, ['example']), 'exact address tokens are not phrase text')
   const record = { id: 'f'.repeat(64), dateMs: 1_000, from: 'Bob <bob@example.com>', subject: 'Hi "there"', text: 'body\u0000with nul', segments: [13, 3] }
   t.same(decodeRecord(encodeRecord(record)), record)
   t.equal(decodeRecord(encodeRecord({ ...record, segments: [12, 3] })), undefined, 'segments that do not fit the text: not a record')
@@ -455,15 +469,15 @@ t.test('body text: the body stream is derived from the stored text; phrases are 
   const parsed = { messageId: null, dateMs: null, from: [], to: [], cc: [], bcc: [], subject: null, text: 'Alpha, beta; gamma delta', attachments: [{ filename: null, contentType: 'text/plain', sizeBytes: 9, sha256: 'b'.repeat(64), text: 'epsilon' }], flags: [] }
   const analyzed = analyzeSequential({ id: 'e'.repeat(64), parsed, archivedAtMs: 0 }, { ...defaultIndexOptions, tokensPerDocumentMax: 3 })
   t.same({ text: analyzed.record.text, segments: analyzed.record.segments }, { text: 'Alpha, beta; gamma', segments: [18, 3] }, 'cut after the third token; the attachment text past the budget is left out')
-  t.equal(bodyStreamOf({ text: analyzed.record.text!, segments: analyzed.record.segments }), analyzed.forward.b)
+  t.equal(bodyStreamOf({ text: analyzed.record.text!, segments: analyzed.record.segments }), analyzed.forward.body)
   // A text with few tokens and much else (punctuation): the character budget bounds what is kept, cut before a word.
   const noisy = { ...parsed, text: `${'!'.repeat(50)} alpha ${'-'.repeat(50)} betagamma delta`, attachments: [] }
   const bounded = analyzeSequential({ id: 'e'.repeat(64), parsed: noisy, archivedAtMs: 0 }, { ...defaultIndexOptions, textCharsPerDocumentMax: 110 })
   t.equal(bounded.record.text, `${'!'.repeat(50)} alpha ${'-'.repeat(50)} `, 'cut at 110 characters, before the word the cut would split')
-  t.equal(bounded.forward.b, ' alpha ')
+  t.equal(bounded.forward.body, ' alpha ')
   t.ok(bounded.truncated, 'reported as cut short')
   const unbounded = analyzeSequential({ id: 'e'.repeat(64), parsed: noisy, archivedAtMs: 0 }, { ...defaultIndexOptions })
-  t.equal(unbounded.forward.b, ' alpha betagamma delta ')
+  t.equal(unbounded.forward.body, ' alpha betagamma delta ')
   t.notOk(unbounded.truncated)
   const cutBytes = encodeRecord(analyzed.record)
   t.ok(bodyPhraseTest(['beta', 'gamma'])(cutBytes))
@@ -498,4 +512,130 @@ t.test('snippets highlight matches and escape HTML', async (t) => {
   )
   // The same tokens over an excerpt with a non-ASCII word: the word-by-word path marks the folded word too.
   t.equal(makeSnippet('money for the café, Cafe money', new Set(['money', 'cafe'])), '<mark>money</mark> for the <mark>café</mark>, <mark>Cafe</mark> <mark>money</mark>')
+})
+
+t.test("flush build, alone: the blocks of given terms hold every token's docids and masks; the build yields", async (t) => {
+  // 300 documents of 40 tokens each, among them a shared one, as addTerms would add them.
+  const postings = new Map<string, Array<[number, number]>>()
+  const addTerms = (docid: number, sink: { add(token: string, docid: number, mask: number): void }): number => {
+    for (let index = 0; index < 40; index++) {
+      const token = index === 0 ? 'common' : `t${(docid * 7 + index * 13) % 997}é`
+      const mask = 1 << (index % 5)
+      sink.add(token, docid, mask)
+      const list = postings.get(token) ?? []
+      const previous = list[list.length - 1]
+      if (previous && previous[0] === docid) previous[1] |= mask
+      else list.push([docid, mask])
+      postings.set(token, list)
+    }
+    return 40
+  }
+  const sizes: { last?: PostingSizes } = {}
+  const steps = buildFlush(1, 300, addTerms, 4096, sizes)
+  let yields = 0
+  let step = steps.next()
+  while (!step.done) {
+    yields++
+    step = steps.next()
+  }
+  const built = step.value
+  t.ok(yields >= 3, `yields between slices (${yields})`)
+  t.same({ first: built.first, last: built.last, tokens: built.tokens }, { first: 1, last: 300, tokens: postings.size })
+  t.same(sizes.last, { tokens: postings.size, postings: [...postings.values()].reduce((sum, list) => sum + list.length, 0) }, 'the sizes the next flush starts at')
+  const firsts = built.blocks.map((entry) => entry.firstToken)
+  t.same(firsts, [...firsts].sort(Buffer.compare), 'blocks in UTF-8 key order')
+  for (const [token, list] of postings) {
+    const bytes = Buffer.from(token)
+    const holder = built.blocks.filter((entry) => Buffer.compare(entry.firstToken, bytes) <= 0).pop()!
+    const chunk = findInBlock(holder.block, bytes)
+    t.ok(chunk instanceof Uint8Array, `${token} found in its block`)
+    for (const bit of [1, 2, 4, 8, 16]) {
+      const docids: number[] = []
+      decodeChunkInto(chunk as Uint8Array, bit, docids)
+      if (docids.join() !== list.filter(([, mask]) => (mask & bit) !== 0).map(([docid]) => docid).join()) t.fail(`${token}, bit ${bit}`)
+    }
+  }
+  // Run straight through, as a flush inside a transaction does: the same blocks.
+  const again = buildFlushNow(buildFlush(1, 300, (docid, sink) => addTerms(docid, sink), 4096, {}))
+  t.same(again.blocks, built.blocks)
+})
+
+t.test('result page: newest first after the cursor, bounded to the limit; removed documents are no matches', async (t) => {
+  const seed = Date.now() % 1_000_000
+  const random = seededRandom(seed)
+  const dates = new Map<number, number>()
+  const matched: number[] = []
+  for (let docid = 1; docid <= 500; docid++) {
+    if (random(3) === 0) continue
+    matched.push(docid)
+    // Few distinct dates, so that docids break ties; some removed (NaN).
+    dates.set(docid, random(10) === 0 ? Number.NaN : 1_700_000_000_000 + random(40) * 1000)
+  }
+  const dateOf = (docid: number): number => dates.get(docid)!
+  const expected = matched.filter((docid) => !Number.isNaN(dateOf(docid))).sort((a, b) => dateOf(b) - dateOf(a) || b - a)
+  const seen: number[] = []
+  let after: { dateMs: number; docid: number } | null = null
+  for (;;) {
+    const page = selectPage(Uint32Array.from(matched), dateOf, after, 7)
+    t.equal(page.total, expected.length, `seed ${seed}: total`)
+    if (page.remaining !== expected.length - seen.length) t.fail(`seed ${seed}: remaining`)
+    if (page.docids.some((docid, index) => page.dates[index] !== dateOf(docid))) t.fail(`seed ${seed}: dates`)
+    seen.push(...page.docids)
+    if (page.remaining <= 7) break
+    const last = page.docids.length - 1
+    after = decodeCursor(encodeCursor(page.dates[last]!, page.docids[last]!))
+  }
+  t.same(seen, expected, `seed ${seed}: the pages concatenate to the whole order`)
+  t.same(selectPage(new Uint32Array(0), dateOf, null, 5), { total: 0, remaining: 0, docids: [], dates: [] })
+})
+
+t.test("cursor: round-trips a position; anything else, another layout's included, is BAD_CURSOR", async (t) => {
+  t.same(decodeCursor(encodeCursor(1_700_000_000_000, 42)), { dateMs: 1_700_000_000_000, docid: 42 })
+  t.same(decodeCursor(encodeCursor(-5, 0)), { dateMs: -5, docid: 0 })
+  for (const cursor of ['', 'not a cursor!', 'x'.repeat(65), Buffer.from('3.1.2').toString('base64url'), Buffer.from('4.1').toString('base64url'), Buffer.from('4.1.-2').toString('base64url')]) {
+    t.throws(() => decodeCursor(cursor), { code: 'BAD_CURSOR' }, JSON.stringify(cursor))
+  }
+})
+
+t.test('query cache: sets bounded in docids, oldest dropped first; state changes start it over or drop the tail parts', async (t) => {
+  const state = (fields: Partial<IndexState> = {}): IndexState => ({ v: 4, next: 100, flushed: 50, chunks: 2, generation: 1, documents: 99, removed: 0, ...fields })
+  const cache: QueryCache = queryCacheFor(undefined, 1, state())
+  // Only the length of a set counts against the budget.
+  const sized = (length: number): CachedSet => ({ set: { length } as Uint32Array, chunks: 2, flushed: 50 })
+  const quarter = queryCacheDocidsMax / 4
+  cacheSet(cache, 'too big', sized(quarter + 1))
+  t.notOk(cache.sets.has('too big'), 'a set over a quarter of the budget is not kept')
+  for (const key of ['a', 'b', 'c', 'd']) cacheSet(cache, key, sized(quarter - 10))
+  t.same([...cache.sets.keys()], ['a', 'b', 'c', 'd'])
+  cacheSet(cache, 'e', sized(100))
+  t.same([...cache.sets.keys()], ['b', 'c', 'd', 'e'], 'the oldest dropped past the budget')
+  cacheSet(cache, 'c', sized(5))
+  t.same([...cache.sets.keys()], ['b', 'd', 'e', 'c'], 'a replaced set counts once, as the newest')
+  t.equal(cache.docids, 2 * (quarter - 10) + 100 + 5)
+
+  cache.tailDates.set(0, new Float64Array(1))
+  cache.records.set(60, { record: { id: 'x', dateMs: 0, from: '', subject: '', text: '', segments: [] } })
+  t.equal(queryCacheFor(cache, 1, state({ chunks: 3, flushed: 80 })), cache, 'a flush keeps the cache')
+  t.equal(cache.sets.size, 4)
+  t.equal(cache.tailDates.size, 1, 'same tail (next and generation): its date blocks stay')
+  queryCacheFor(cache, 1, state({ chunks: 3, flushed: 80, next: 101 }))
+  t.equal(cache.tailDates.size, 0, 'an ingest drops the tail date blocks')
+  t.equal(cache.records.size, 1, 'but not the records')
+  queryCacheFor(cache, 1, state({ chunks: 3, flushed: 80, next: 101, generation: 2 }))
+  t.equal(cache.records.size, 0, 'a change in the tail drops the records')
+  t.not(queryCacheFor(cache, 1, state({ chunks: 3, flushed: 80, next: 101, generation: 2, patched: 1 })), cache, 'a patch starts over')
+  t.not(queryCacheFor(cache, 2, state({ chunks: 3, flushed: 80, next: 101, generation: 2 })), cache, 'a new epoch starts over')
+  t.not(queryCacheFor(cache, 1, state({ chunks: 1, flushed: 20, next: 101, generation: 2 })), cache, 'a state that went back starts over')
+})
+
+t.test("date column: a block's docids dated in [from, to), NaN in no range; a set grown at its end", async (t) => {
+  const dates = Float64Array.from([5, Number.NaN, 10, 15, 9.5, Number.NEGATIVE_INFINITY])
+  const out = new Uint32Array(10)
+  out[0] = 7
+  const count = collectDated(dates, 9.5, 15, 256, out, 1)
+  t.same([...out.subarray(0, count)], [7, 258, 260])
+  t.equal(collectDated(dates, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY, 0, new Uint32Array(10), 0), 5, 'every dated slot, NaN left out')
+  const set = Uint32Array.from([1, 2])
+  t.equal(concatenated(set, []), set, 'nothing to add: the same set')
+  t.same([...concatenated(set, [5, 9])], [1, 2, 5, 9])
 })

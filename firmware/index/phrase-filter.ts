@@ -1,0 +1,103 @@
+/**
+ * Phrase queries: the candidates (the intersection of a phrase's tokens) that have the
+ * phrase, verified on their stored records (phrase-match.ts) and cached across searches.
+ */
+
+import type { TextField } from './query.js'
+import { forwardFieldIndex } from './forward-record.js'
+import { bodyPhraseTest, encodedForwardHasPhrase, phrasePattern } from './phrase-match.js'
+import { readRecord } from './record-io.js'
+import { concatenated } from './docid-sets.js'
+import { cacheSet, queryCacheRecordsMax, type SearchContext } from './query-cache.js'
+
+/** The consecutive fields of the forward layout a phrase in `field` is looked for in. */
+export function fieldRangeOf(field: TextField): [number, number] {
+  switch (field) {
+    case 'any':
+      return [forwardFieldIndex.subject, forwardFieldIndex.attachmentNames]
+    case 'subject':
+      return [forwardFieldIndex.subject, forwardFieldIndex.subject]
+    case 'from':
+      return [forwardFieldIndex.from, forwardFieldIndex.from]
+    case 'to':
+      return [forwardFieldIndex.to, forwardFieldIndex.to]
+    case 'attachment':
+      return [forwardFieldIndex.attachmentNames, forwardFieldIndex.attachmentNames]
+  }
+}
+
+/**
+ * The candidates that have the phrase in the field: in the forward record's streams,
+ * or for the body in the display record's text; the flushed ones' answer is cached per
+ * phrase, the tail's per phrase and tail generation.
+ *
+ * @param candidates ascending docids (the intersection of the phrase's tokens)
+ * @throws IndexError QUERY_TIMEOUT
+ */
+export function phraseFilter(context: SearchContext, candidates: Uint32Array, field: TextField, tokens: readonly string[]): Uint32Array {
+  const { db, state, cache } = context
+  const [firstField, lastField] = fieldRangeOf(field)
+  const inBody = firstField <= forwardFieldIndex.body && forwardFieldIndex.body <= lastField
+  const pattern = phrasePattern(tokens)
+  const bodyHasPhrase = bodyPhraseTest(tokens)
+  const verify = (from: number, to: number): Uint32Array => {
+    const out = new Uint32Array(Math.max(0, to - from))
+    let count = 0
+    for (let index = from; index < to; index++) {
+      if ((index & 255) === 255) context.checkBudget()
+      const docid = candidates[index]!
+      // getBinaryFast's buffer is reused by the next read: it is searched at once.
+      const bytes = db.forward.getBinaryFast(docid)
+      if (!bytes) continue
+      if (encodedForwardHasPhrase(bytes, firstField, lastField, pattern)) out[count++] = docid
+      else if (inBody) {
+        const record = readRecord(db, docid)
+        if (record && bodyHasPhrase(record)) out[count++] = docid
+      }
+    }
+    return out.subarray(0, count)
+  }
+  // Candidates are ascending: the flushed ones come first.
+  let split = 0
+  while (split < candidates.length && candidates[split]! <= state.flushed) split++
+  const key = `phrase\u0000${field}\u0000${tokens.join(' ')}`
+  let tailEntry = cache.tailPhrases.get(key)
+  if (tailEntry !== undefined && tailEntry.generation !== state.generation) tailEntry = undefined
+  let entry = cache.sets.get(key)
+  if (entry === undefined) {
+    entry = { set: verify(0, split), chunks: state.chunks, flushed: state.flushed }
+    cacheSet(cache, key, entry)
+  } else if (entry.flushed < state.flushed) {
+    // Flushed since: the candidates in (entry.flushed, state.flushed], verified as tail
+    // documents already when the tail's entry covers them (same generation: unchanged since).
+    const from = entry.flushed
+    let added: Uint32Array
+    if (tailEntry !== undefined && tailEntry.base <= from && tailEntry.through >= state.flushed) {
+      added = Uint32Array.from(tailEntry.docids.filter((docid) => docid > from && docid <= state.flushed))
+    } else {
+      let first = 0
+      while (first < split && candidates[first]! <= from) first++
+      added = verify(first, split)
+    }
+    entry = { set: concatenated(entry.set, added), chunks: state.chunks, flushed: state.flushed }
+    cacheSet(cache, key, entry)
+  }
+  const flushed = entry.set
+  // Tail documents change only with the generation: what was verified stays verified,
+  // and only candidates that arrived since are read; those a flush moved out of the tail
+  // are dropped from it (the flushed set above has them).
+  if (tailEntry === undefined) {
+    if (cache.tailPhrases.size >= queryCacheRecordsMax) cache.tailPhrases.clear()
+    tailEntry = { generation: state.generation, base: state.flushed, through: state.flushed, docids: [] }
+    cache.tailPhrases.set(key, tailEntry)
+  } else if (tailEntry.base < state.flushed) {
+    tailEntry.docids = tailEntry.docids.filter((docid) => docid > state.flushed)
+    tailEntry.base = state.flushed
+    tailEntry.through = Math.max(tailEntry.through, state.flushed)
+  }
+  let fresh = split
+  while (fresh < candidates.length && candidates[fresh]! <= tailEntry.through) fresh++
+  for (const docid of verify(fresh, candidates.length)) tailEntry.docids.push(docid)
+  tailEntry.through = Math.max(tailEntry.through, state.next - 1)
+  return concatenated(flushed, tailEntry.docids)
+}
