@@ -147,6 +147,9 @@ function readFrames(session: SessionState): Promise<void> {
   })
 }
 
+/** Batches of `lane` in flight. */
+const inflightIn = (inflight: readonly InflightBatch[], lane: CopyLane): number => inflight.filter((batch) => batch.lane === lane).length
+
 /** True while the session may send: no failure, the sender copies, and no accept reset the queue. */
 const sending = (session: SessionState): boolean => session.failure === undefined && session.host.active() && session.sessionEpoch === session.host.queueEpoch()
 
@@ -169,7 +172,6 @@ async function sendBatches(session: SessionState): Promise<void> {
     prefetched = undefined
     return ready ?? readLane(lane, after)
   }
-  const inflightOf = (lane: CopyLane): number => inflight.filter((batch) => batch.lane === lane).length
 
   while (sending(session)) {
     const head = host.deps.archive.lastSequence()
@@ -184,7 +186,7 @@ async function sendBatches(session: SessionState): Promise<void> {
     }
     const lane = nextLane(
       {
-        inflight: { live: inflightOf('live'), backfill: inflightOf('backfill'), requeue: inflightOf('requeue') },
+        inflight: { live: inflightIn(inflight, 'live'), backfill: inflightIn(inflight, 'backfill'), requeue: inflightIn(inflight, 'requeue') },
         liveUnsent: !liveDry && liveNext < head,
         requeueUnsent: record.requeued.length > requeueInFlight.size,
         backfillUnsent: record.liveFrom !== null && backfillNext < record.liveFrom,
@@ -213,7 +215,7 @@ async function sendBatches(session: SessionState): Promise<void> {
     }
     if (lane === 'live') liveNext = batch.throughSequence
     else if (lane === 'backfill') backfillNext = batch.throughSequence
-    if (batch.copies.length === 0 && (lane === 'requeue' || inflightOf(lane) === 0)) {
+    if (batch.copies.length === 0 && (lane === 'requeue' || inflightIn(inflight, lane) === 0)) {
       // Nothing to copy (peer copies, purges, ids no longer archived): nothing for the peer to confirm.
       host.acknowledged(batch)
       continue
