@@ -52,6 +52,21 @@ export function isArchiveId(id: unknown): id is string {
   return typeof id === 'string' && archiveId.test(id)
 }
 
+/**
+ * Of `ids`, the distinct archived ones a requeue may send to the peer whose serial is
+ * `peerSerial`: local mail, or the peer's own (sent back as a repair); a third appliance's is
+ * copied by it, and ids not archived (purged, malformed) are dropped. In the order given.
+ */
+export async function requeueCandidates(archive: MirrorArchive, ids: readonly string[], peerSerial: string | null): Promise<string[]> {
+  const archived: string[] = []
+  for (const id of new Set(ids)) {
+    if (!isArchiveId(id)) continue
+    const meta = await archive.getMeta(id)
+    if (meta && (meta.origin === null || meta.origin === peerSerial)) archived.push(id)
+  }
+  return archived
+}
+
 /** Creates the reader and writer of batches for one peer. Pure until called. */
 export function createCopyBatches(deps: CopyBatchDeps) {
   const { archive, logger } = deps

@@ -1,85 +1,25 @@
 import assert from 'node:assert/strict'
-import { randomBytes as cryptoRandomBytes } from 'node:crypto'
 import type { Socket, AddressInfo } from 'node:net'
-import { connect as connectTls, createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls'
-import type { Logger } from '../common/logger.js'
-import type { Clock } from '../common/clock.js'
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls'
 import { mirroringModelMin } from '../../config/models.js'
-import { MirrorError, type MirrorErrorCode, type RefusalValue } from './errors.js'
-import type { IdentityCertificate } from './certificate.js'
-import { FramedSocket, handshakeFramePayloadBytesMax, socketFailure } from './protocol.js'
-import {
-  clientHandshake,
-  normalizeRemoteAddress,
-  serverHandshake,
-  type AdmitPeer,
-  type HandshakeContext,
-  type HandshakeProgress,
-  type MirrorIdentity,
-} from './handshake.js'
+import { MirrorError } from './errors.js'
+import { FramedSocket, handshakeFramePayloadBytesMax } from './protocol.js'
+import { normalizeRemoteAddress, serverHandshake, type AdmitPeer, type HandshakeContext, type HandshakeProgress } from './handshake.js'
 import { certificateFingerprint } from './certificate.js'
 import { channelIdleTimeoutMsDefault, createMirrorChannel, type MirrorChannel } from './channel.js'
 import { toMirrorSecret, type MirrorSecret } from './secret.js'
+import { authFailuresMax, authFailureWindowMs, createAuthFailureLimiter, unpinnedAuthFailuresPerAddressMax } from './auth-limiter.js'
+import { handshakeContext, reportOutcome, tlsVersion, type MirrorAuditEvent, type MirrorTransportDeps } from './handshake-report.js'
 
-/**
- * Failed proofs tolerated per source address and certificate within authFailureWindowMs before
- * RATE_LIMITED. Keyed by the certificate too, so an appliance that fails on an address never
- * delays another one (a real peer) on the same address: the TLS handshake proves possession of
- * the certificate's key, so nobody can fail under a peer's certificate.
- */
-export const authFailuresMax = 5
-/**
- * Failed proofs tolerated per source address within authFailureWindowMs from certificates that
- * are not pinned for any peer, before every unpinned certificate from that address is
- * RATE_LIMITED (a guesser making a new certificate per try). Pinned peers never count here.
- */
-export const unpinnedAuthFailuresPerAddressMax = 30
-/** The sliding window for authFailuresMax, in milliseconds. */
-export const authFailureWindowMs = 60_000
-/** Keys (address and certificate, or address) whose failures are remembered; the oldest is forgotten beyond this. */
-export const authFailureAddressesMax = 4096
+// The listener's collaborators live beside it; importers keep using this module's names.
+export { authFailureAddressesMax, authFailuresMax, authFailureWindowMs, createAuthFailureLimiter, unpinnedAuthFailuresPerAddressMax } from './auth-limiter.js'
+export type { MirrorAuditEvent, MirrorTransportDeps } from './handshake-report.js'
+export { connectToPeer, type ConnectToPeerOptions } from './peer-connect.js'
+
 /** Handshakes one source address may have in progress at once (a stalled-connection flood stays local to it). */
 export const handshakesPerAddressMax = 8
 /** How long stop() waits for connections to close before destroying them, in milliseconds. */
 export const listenerStopTimeoutMs = 3_000
-/** TLS 1.3 only: the handshake proof binds the TLS 1.3 exporter. */
-const tlsVersion = 'TLSv1.3'
-
-/** One handshake outcome, for the audit log. Never carries the secret or a proof. */
-export interface MirrorAuditEvent {
-  type: 'mirror.handshake'
-  outcome: 'accepted' | 'refused'
-  direction: 'inbound' | 'outbound'
-  /** The reason code of a refusal; null when accepted. */
-  code: MirrorErrorCode | null
-  /** Which side decided the refusal; null when accepted. */
-  origin: 'local' | 'peer' | null
-  expected: RefusalValue
-  actual: RefusalValue
-  message: string | null
-  remoteAddress: string
-  remotePort: number | null
-  /** What the peer claimed in its HELLO (unauthenticated unless accepted); null before it. */
-  peerSerial: string | null
-  peerStoreId: string | null
-  peerFingerprint: string | null
-  /** Wall-clock time, milliseconds since the epoch. */
-  timeMs: number
-}
-
-/** Injected collaborators of the mirror transport. */
-export interface MirrorTransportDeps {
-  logger: Logger
-  clock: Clock
-  /** Cryptographically secure random bytes; defaults to node:crypto randomBytes. Tests may fix them. */
-  randomBytes?: (size: number) => Buffer
-  identity: MirrorIdentity
-  certificate: IdentityCertificate
-  /** Told of every handshake outcome; a throwing audit sink is logged, never fatal. */
-  audit?: (event: MirrorAuditEvent) => void
-  /** This side's listening port, said in every HELLO (peers add us by it); 0 when absent or not listening. */
-  listenPort?: () => number
-}
 
 /** Collaborators of the listener: audit is required, and onChannel receives each authenticated peer. */
 export interface MirrorListenerDeps extends MirrorTransportDeps {
@@ -120,79 +60,7 @@ export interface MirrorListenerHealth {
   rateLimitedAddresses: number
 }
 
-/** Counts failed proofs per key (an address, or address and certificate) in a sliding window (pure apart from the clock). */
-export function createAuthFailureLimiter(clock: Clock, limits = { failuresMax: authFailuresMax, windowMs: authFailureWindowMs }) {
-  const failures = new Map<string, number[]>()
-
-  function recent(address: string): number[] {
-    const now = clock.monotonicMs()
-    const times = (failures.get(address) ?? []).filter((time) => now - time < limits.windowMs)
-    if (times.length === 0) failures.delete(address)
-    else failures.set(address, times)
-    return times
-  }
-
-  return {
-    /** Failed proofs from `address` within the window. */
-    count: (address: string): number => recent(address).length,
-    /** True when `address` has used up its failures for now. */
-    isLimited: (address: string): boolean => recent(address).length >= limits.failuresMax,
-    record(address: string): void {
-      const times = recent(address)
-      times.push(clock.monotonicMs())
-      // Re-insert so Map order is least recently failed first, then forget the oldest if full.
-      failures.delete(address)
-      failures.set(address, times)
-      if (failures.size > authFailureAddressesMax) failures.delete(failures.keys().next().value!)
-    },
-    forget: (address: string): void => void failures.delete(address),
-    /** Addresses currently limited. */
-    limitedCount: (): number => [...failures.keys()].filter((address) => recent(address).length >= limits.failuresMax).length,
-  }
-}
-
 const normalizeAddress = normalizeRemoteAddress
-
-function handshakeContext(deps: MirrorTransportDeps, secret: MirrorSecret, admit?: AdmitPeer): HandshakeContext {
-  return {
-    identity: deps.identity,
-    secret,
-    randomBytes: deps.randomBytes ?? cryptoRandomBytes,
-    listenPort: deps.listenPort?.() ?? 0,
-    ...(admit ? { admit } : {}),
-  }
-}
-
-function reportOutcome(
-  deps: MirrorTransportDeps,
-  logger: Logger,
-  base: { direction: 'inbound' | 'outbound'; remoteAddress: string; remotePort: number | null },
-  progress: HandshakeProgress,
-  error: MirrorError | null,
-): void {
-  const event: MirrorAuditEvent = {
-    type: 'mirror.handshake',
-    outcome: error ? 'refused' : 'accepted',
-    ...base,
-    code: error?.code ?? null,
-    origin: error?.origin ?? null,
-    expected: error?.expected ?? null,
-    actual: error?.actual ?? null,
-    message: error?.message ?? null,
-    peerSerial: progress.peerSerial ?? null,
-    peerStoreId: progress.peerStoreId ?? null,
-    peerFingerprint: progress.peerFingerprint ?? null,
-    timeMs: deps.clock.now(),
-  }
-  const { type: _type, timeMs: _time, ...fields } = event
-  if (error) logger.warn('mirror handshake refused', fields)
-  else logger.info('mirror peer authenticated', fields)
-  try {
-    deps.audit?.(event)
-  } catch (auditError) {
-    logger.error('mirror audit sink failed', { error: auditError })
-  }
-}
 
 /** Per accepted TCP connection, from accept to close. */
 interface ConnectionState {
@@ -446,96 +314,3 @@ export function createMirrorListener(deps: MirrorListenerDeps, options: MirrorLi
 
 /** A listener as createMirrorListener makes it. */
 export type MirrorListener = ReturnType<typeof createMirrorListener>
-
-/** Which peer to connect to and how long to try. */
-export interface ConnectToPeerOptions {
-  host: string
-  port: number
-  /** The secret string or its derived form (deriveMirrorSecret; saves ~50–100 ms per call). */
-  sharedSecret: string | MirrorSecret
-  /** From connect to an authenticated channel, in milliseconds. */
-  timeoutMs: number
-  /** Idle timeout of the channel, in milliseconds. */
-  idleTimeoutMs?: number
-  /** Admission of the proven peer (its pinned identity); admitted when absent. */
-  admit?: AdmitPeer
-}
-
-const connectFailureCodes = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EADDRNOTAVAIL'])
-
-/**
- * Connects to a peer's listener and runs the client side of the handshake.
- * @returns an authenticated outbound MirrorChannel
- * @throws MirrorError — CONNECT_FAILED (retryable: refused, unreachable, DNS), TIMEOUT
- *   (retryable), TLS_FAILED / CONNECTION_CLOSED / BUSY / RATE_LIMITED (retryable), or a
- *   refusal with its reason code and expected/actual (PROTOCOL_MISMATCH, MODEL_NOT_ELIGIBLE,
- *   MODEL_MISMATCH, FIRMWARE_MISMATCH, SERIAL_CONFLICT, AUTH_FAILED, PROTOCOL: not retryable
- *   by default; the caller decides), SECRET_WEAK before connecting
- */
-export async function connectToPeer(deps: MirrorTransportDeps, options: ConnectToPeerOptions): Promise<MirrorChannel> {
-  assert.ok(options.timeoutMs > 0, 'timeoutMs must be positive')
-  const logger = deps.logger.child('client', { peerHost: options.host, peerPort: options.port })
-  const context = handshakeContext(deps, await toMirrorSecret(options.sharedSecret), options.admit)
-  const socket = connectTls({
-    host: options.host,
-    port: options.port,
-    key: deps.certificate.privateKeyPem,
-    cert: deps.certificate.certificatePem,
-    // See the listener: trust comes from the proof, and both certificates are bound into it.
-    rejectUnauthorized: false,
-    minVersion: tlsVersion,
-    maxVersion: tlsVersion,
-  })
-  // Small frames (batch ends, the last frame of a batch) must not wait for Nagle; see the listener.
-  socket.setNoDelay(true)
-  let framed: FramedSocket | undefined
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new MirrorError('TIMEOUT', `no authenticated channel to ${options.host}:${options.port} within ${options.timeoutMs} ms`, {
-    expected: `<= ${options.timeoutMs} ms`,
-    actual: null,
-  })
-  try {
-    await new Promise<void>((resolve, reject) => {
-      timer = setTimeout(() => {
-        if (framed) framed.refuse(timeout)
-        else reject(timeout)
-        if (!framed) socket.destroy()
-      }, options.timeoutMs).unref()
-      socket.once('secureConnect', () => resolve())
-      socket.once('error', (error: NodeJS.ErrnoException) => {
-        if (framed) return
-        reject(
-          connectFailureCodes.has(error.code ?? '')
-            ? new MirrorError('CONNECT_FAILED', `cannot connect to ${options.host}:${options.port}: ${error.code}`, {
-                cause: error,
-                fields: { causeCode: error.code },
-              })
-            : socketFailure(error),
-        )
-      })
-    })
-    framed = new FramedSocket(socket, handshakeFramePayloadBytesMax)
-    const progress: HandshakeProgress = {}
-    const base = { direction: 'outbound' as const, remoteAddress: socket.remoteAddress ? normalizeAddress(socket.remoteAddress) : options.host, remotePort: options.port }
-    let peer
-    try {
-      peer = await clientHandshake(framed, context, progress)
-    } catch (error) {
-      reportOutcome(deps, logger, base, progress, error as MirrorError)
-      throw error
-    }
-    reportOutcome(deps, logger, base, progress, null)
-    return createMirrorChannel(
-      deps,
-      framed,
-      { ...peer, address: base.remoteAddress, port: options.port },
-      { direction: 'outbound', idleTimeoutMs: options.idleTimeoutMs ?? channelIdleTimeoutMsDefault },
-    )
-  } catch (error) {
-    // Once framed, the handshake has already closed the socket (after sending any REFUSE).
-    if (!framed) socket.destroy()
-    throw error
-  } finally {
-    clearTimeout(timer)
-  }
-}
