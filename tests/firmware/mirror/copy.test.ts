@@ -5,8 +5,11 @@ import { join } from 'node:path'
 import { createMemoryLogger } from '../../../firmware/common/logger.js'
 import { createRandom, systemClock } from '../../../firmware/common/clock.js'
 import type { ChangeEntry, Delivery, MessageMeta } from '../../../firmware/archive/types.js'
+import { decodeDelivery, encodeDelivery } from '../../../firmware/archive/records.js'
+import { deliveryFields } from '../../../firmware/archive/delivery-fields.js'
 import { deriveMirrorSecret, generateSharedSecret } from '../../../firmware/mirror/secret.js'
 import {
+  bareCopiedDelivery,
   copiedDelivery,
   fitHeader,
   isCopied,
@@ -86,6 +89,54 @@ t.test('which entries and deliveries are copied', async (t) => {
   t.equal(recorded.sourceName, 'MK650-A')
   t.same(recorded.envelopeBcc, first.envelopeBcc)
   t.equal(recorded.receivedAtMs, first.receivedAtMs)
+})
+
+t.test('a delivery through both encoders (stored record, copy to a peer): one field list, formats pinned', async (t) => {
+  const journal: Delivery = {
+    source: 'journal',
+    sourceName: 'exchange-1',
+    receivedAtMs: 1_700_000_000_123,
+    envelopeFrom: 'Émile <emile@example.com>',
+    envelopeTo: ['a@example.com', 'list-member@example.com'],
+    envelopeBcc: ['secret@example.com'],
+    remoteAddress: '2001:db8::7',
+    journalEnvelopeText: 'Sender: emile@example.com\r\nRecipient: a@example.com',
+    deliveryKey: 'imap:exchange-1:INBOX:17:42',
+  }
+  // No deliveryKey at all: both encodings write null.
+  const smtp: Delivery = { source: 'smtp', sourceName: null, receivedAtMs: 5, envelopeFrom: null, envelopeTo: [], envelopeBcc: [], remoteAddress: null, journalEnvelopeText: null }
+  // The stored record (on disk): version 1, the fields in order, the source by its position.
+  t.same(encodeDelivery(journal), [1, 1, 'exchange-1', 1_700_000_000_123, 'Émile <emile@example.com>', ['a@example.com', 'list-member@example.com'], ['secret@example.com'], '2001:db8::7', 'Sender: emile@example.com\r\nRecipient: a@example.com', 'imap:exchange-1:INBOX:17:42'])
+  t.same(encodeDelivery(smtp), [1, 0, null, 5, null, [], [], null, null, null])
+  // Delivery keys of copies (on disk at every peer): the digest of the fields in the same order.
+  const keys = { journal: 'mirror:MK650-A:journal:37bd4e95a2346a57ecd5d3d982cd7e65', smtp: 'mirror:MK650-A:smtp:45695c26415d59ee12e3af2b86fbfc14' }
+  const raw = Buffer.from('x')
+  for (const delivery of [journal, smtp]) {
+    const stored = decodeDelivery(encodeDelivery(delivery))
+    t.same(stored, { ...delivery, deliveryKey: delivery.deliveryKey ?? null }, `${delivery.source}: stored record round trip`)
+    t.same(Object.keys(stored), deliveryFields, 'decoded in field order')
+    // The copy: in a MESSAGE header on the wire, decoded by the peer, recorded and stored there.
+    const header: MessageHeader = { sequence: 3, id: 'a'.repeat(64), kind: 'ingest', sizeBytes: 1, deliveries: [toWireDelivery(stored)] }
+    const received = decodeMessageFrame(encodeMessageFrame(encodeMessageHeader(header), raw)).header.deliveries[0]!
+    t.same(received, toWireDelivery(delivery), `${delivery.source}: wire round trip`)
+    const wireJson = `{"source":"${delivery.source}","sourceName":${JSON.stringify(delivery.sourceName)},"receivedAtMs":${delivery.receivedAtMs},"envelopeFrom":${JSON.stringify(delivery.envelopeFrom)},"envelopeTo":${JSON.stringify(delivery.envelopeTo)},"envelopeBcc":${JSON.stringify(delivery.envelopeBcc)},"remoteAddress":${JSON.stringify(delivery.remoteAddress)},"journalEnvelopeText":${JSON.stringify(delivery.journalEnvelopeText)},"deliveryKey":${JSON.stringify(delivery.deliveryKey ?? null)}}`
+    t.equal(encodeMessageHeader(header).toString(), `{"sequence":3,"id":"${'a'.repeat(64)}","kind":"ingest","sizeBytes":1,"deliveries":[${wireJson}]}`, 'wire bytes: fields in order')
+    const key = keys[delivery.source as 'journal' | 'smtp']
+    t.equal(mirrorDeliveryKey('MK650-A', received), key, `${delivery.source}: delivery key unchanged`)
+    const recorded = copiedDelivery('MK650-A', received)
+    t.same(recorded, { ...delivery, source: 'mirror', sourceName: 'MK650-A', deliveryKey: key })
+    t.same(encodeDelivery(recorded), [1, 3, 'MK650-A', ...encodeDelivery(delivery).slice(3, -1), key], 'the copy as the peer stores it')
+    t.same(decodeDelivery(encodeDelivery(recorded)), recorded)
+  }
+  const bare = bareCopiedDelivery('MK650-A', 'b'.repeat(64), '192.0.2.1', 9)
+  t.same(encodeDelivery(bare), [1, 3, 'MK650-A', 9, null, [], [], '192.0.2.1', null, `mirror:MK650-A:none:${'b'.repeat(64)}`])
+  // Both decoders check the same fields the same way.
+  t.throws(() => decodeDelivery([1, 4, ...encodeDelivery(smtp).slice(2)]), { name: 'RecordShapeError' }, 'stored: unknown source position')
+  t.throws(() => decodeDelivery([1, ...encodeDelivery(smtp).slice(1, -1)]), { name: 'RecordShapeError' }, 'stored: a field missing')
+  const badWire = (change: Record<string, unknown>) => encodeMessageFrame(Buffer.from(JSON.stringify({ sequence: 3, id: 'a'.repeat(64), kind: 'ingest', sizeBytes: 1, deliveries: [{ ...toWireDelivery(smtp), ...change }] })), raw)
+  t.throws(() => decodeMessageFrame(badWire({ source: 'fax' })), { code: 'PROTOCOL' }, 'wire: unknown source')
+  t.throws(() => decodeMessageFrame(badWire({ receivedAtMs: null })), { code: 'PROTOCOL' }, 'wire: a field of the wrong type')
+  t.same(decodeMessageFrame(badWire({ deliveryKey: undefined })).header.deliveries[0]!.deliveryKey, null, 'wire: an absent deliveryKey is null')
 })
 
 t.test('copy frames: round trip, strict decoding, oversized headers trimmed', async (t) => {
