@@ -9,6 +9,7 @@ import { createSimHal, type SimHalOptions } from '../../hal/sim/sim-hal.js'
 import { isBeyondRedundancy } from '../../hal/raid-redundancy.js'
 import type { RaidArray } from '../../hal/types.js'
 import { checkArrayConsistency, halContract } from './contract.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const volumePath = process.cwd()
 
@@ -238,8 +239,7 @@ t.test('start() drives the clock, stop() halts it', async (t) => {
   const hal = makeSim({ tickMs: 10, rebuildTicks: 2 })
   await hal.start()
   hal.faults.replaceDisk(0)
-  const deadline = Date.now() + 2000
-  while ((await onlyArray(hal)).state !== 'clean' && Date.now() < deadline) await sleep(10)
+  await waitUntil(async () => (await onlyArray(hal)).state === 'clean', { what: 'the rebuild to complete', timeoutMs: 2000, observe: () => onlyArray(hal) })
   t.equal((await onlyArray(hal)).state, 'clean', 'the rebuild completed on its own')
   await hal.stop()
   hal.faults.replaceDisk(1)

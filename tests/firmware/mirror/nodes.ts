@@ -13,6 +13,7 @@ import { deriveMirrorSecret, generateSharedSecret, type MirrorSecret } from '../
 import type { MirrorAuditEvent } from '../../../firmware/mirror/listener.js'
 import { createMirrorService, type MirrorAuditEntry, type MirrorService, type MirrorServiceDeps, type MirrorServiceOptions } from '../../../firmware/mirror/mirror-service.js'
 import type { PeerAddress, PeerStatus, PolicySettings, PolicySettingsDiff } from '../../../firmware/mirror/types.js'
+import { waitUntil, type NotYet } from '../../helpers/wait.js'
 import type { IngestResult } from '../../../firmware/archive/types.js'
 import { createMemoryArchive, createMemoryPipeline, localDelivery, type MemoryArchive, type MemoryPipeline, type MemoryPipelineOptions } from './fakes.js'
 
@@ -157,15 +158,12 @@ export async function createTestNode(options: TestNodeOptions, start = true): Pr
   return node
 }
 
-/** Polls `probe` every 10 ms until it returns something other than undefined/false. */
-export async function waitFor<T>(probe: () => T | undefined | false, what: string, timeoutMs = 15_000): Promise<T> {
-  const started = Date.now()
-  for (;;) {
-    const value = probe()
-    if (value !== undefined && value !== false) return value
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
+/**
+ * `waitUntil` with the arguments scripts/bench/mirror-copy.ts passes; tests call `waitUntil`
+ * (tests/helpers/wait.ts) directly. Remove once the bench does too.
+ */
+export function waitFor<T>(probe: () => T | NotYet, what: string, timeoutMs?: number): Promise<T> {
+  return waitUntil(probe, { what, ...(timeoutMs === undefined ? {} : { timeoutMs }) })
 }
 
 /** Messages in `node`'s archive whose origin is `serial`. */

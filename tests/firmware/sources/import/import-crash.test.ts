@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { createRandom } from '../../../../firmware/common/clock.js'
 import { listMessageFiles, loadCheckpoint, readMbox } from '../../../../firmware/sources/import/index.js'
 import { buildMaildir, buildMbox, loadCorpusMessages, sha256 } from './fixtures/mail.js'
+import { waitUntil } from '../../../helpers/wait.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repositoryRoot = join(here, '..', '..', '..', '..')
@@ -61,19 +62,16 @@ async function runChild(env: Record<string, string>, archivePath: string, killAf
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
   let finished = false
   void exited.then(() => (finished = true))
-  const deadline = Date.now() + timeoutMs
-  while (!finished) {
-    if (killAfterNewIds !== null && (await archivedIds(archivePath)).length - before >= killAfterNewIds) {
-      child.kill('SIGKILL')
-      break
-    }
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL')
-      throw new Error(`child did not finish within ${timeoutMs} ms; stderr: ${stderr}`)
-    }
-    await new Promise((resolve) => setTimeout(resolve, 3))
+  // Until the child ends, or has archived enough to be killed.
+  const killPointReached = async (): Promise<boolean> => killAfterNewIds !== null && (await archivedIds(archivePath)).length - before >= killAfterNewIds
+  try {
+    await waitUntil(async () => finished || (await killPointReached()), { what: 'the child to finish or reach its kill point', timeoutMs, intervalMs: 3 })
+  } catch (error) {
+    child.kill('SIGKILL')
+    throw new Error(`child did not finish within ${timeoutMs} ms; stderr: ${stderr}`, { cause: error })
   }
   const { code, signal } = await exited
+  if (!finished) child.kill('SIGKILL')
   const lines = stdout
     .split('\n')
     .filter((line) => line.startsWith('{'))
