@@ -33,9 +33,10 @@ import { createCoalescingWriter, createPeerStateStore, effectivePeers } from '..
 import { noLocalSourceWarning } from '../../../firmware/mirror/mirror-service.js'
 import { createMemoryArchive, localDelivery, makeMessage, sha256Hex } from './fakes.js'
 import { startFaultProxy } from '../../helpers/fault-proxy.js'
-import { copiesFrom, createTestNode, sleep, stopAll, testSeed, waitFor, type TestNode } from './nodes.js'
+import { copiesFrom, createTestNode, sleep, stopAll, type TestNode } from './nodes.js'
 import { waitUntil } from '../../helpers/wait.js'
 
+import { testSeed } from '../../helpers/random.js'
 const { seed, random } = testSeed(t)
 const host = '127.0.0.1'
 

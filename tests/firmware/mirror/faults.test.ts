@@ -3,10 +3,11 @@ import { createRandom } from '../../../firmware/common/clock.js'
 import { ArchiveError } from '../../../firmware/archive/errors.js'
 import { makeMessage, sha256Hex } from './fakes.js'
 import { startFaultProxy, type Fault } from '../../helpers/fault-proxy.js'
-import { copiesFrom, createTestNode, sleep, stopAll, testSeed, waitFor, type TestNode } from './nodes.js'
-import { senderStopTimeoutMs } from '../../../firmware/mirror/sender.js'
+import { copiesFrom, createTestNode, sleep, stopAll, type TestNode } from './nodes.js'
 import { waitUntil } from '../../helpers/wait.js'
 
+import { senderStopTimeoutMs } from '../../../firmware/mirror/sender.js'
+import { testSeed } from '../../helpers/random.js'
 const t = tap
 const { seed, random } = testSeed(t, 'the fault plan, content and jitter')
 const host = '127.0.0.1'

@@ -6,8 +6,7 @@ import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createMemoryLogger, type Logger, type LogRecord } from '../../../firmware/common/logger.js'
-import { randomInt } from 'node:crypto'
-import { createRandom, systemClock, type Random } from '../../../firmware/common/clock.js'
+import { createRandom, systemClock } from '../../../firmware/common/clock.js'
 import { loadOrCreateIdentityCertificate, type IdentityCertificate } from '../../../firmware/mirror/certificate.js'
 import { deriveMirrorSecret, generateSharedSecret, type MirrorSecret } from '../../../firmware/mirror/secret.js'
 import type { MirrorAuditEvent } from '../../../firmware/mirror/listener.js'
@@ -174,13 +173,6 @@ export function copiesFrom(node: TestNode, serial: string): Array<{ raw: Uint8Ar
 /** Stops nodes at the end of a test. */
 export function stopAll(t: { teardown(fn: () => unknown): void }, ...nodes: TestNode[]): void {
   t.teardown(() => Promise.all(nodes.map((node) => node.stop())))
-}
-
-/** The seed of a test file (MIRROR_TEST_SEED, else random), printed so a failure can be reproduced, and its random source. */
-export function testSeed(t: { comment(message: string): void }, what = 'the random content and jitter'): { seed: number; random: Random } {
-  const seed = Number(process.env.MIRROR_TEST_SEED ?? randomInt(0, 2 ** 31))
-  t.comment(`seed ${seed} (MIRROR_TEST_SEED=${seed} reproduces ${what})`)
-  return { seed, random: createRandom(seed) }
 }
 
 /** Resolves after `ms` milliseconds. */

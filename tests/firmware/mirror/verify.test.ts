@@ -1,6 +1,5 @@
 import t from 'tap'
-import { generateKeyPairSync, randomInt } from 'node:crypto'
-import { createRandom } from '../../../firmware/common/clock.js'
+import { generateKeyPairSync } from 'node:crypto'
 import { MirrorError } from '../../../firmware/mirror/errors.js'
 import { buildReport, classifyAll, classifyDifference, unexplainedOn } from '../../../firmware/mirror/verify-classify.js'
 import {
@@ -23,10 +22,9 @@ import {
 import { certificateFor, createTestNode, type TestNode } from './nodes.js'
 import { waitUntil } from '../../helpers/wait.js'
 import { localDelivery, makeMessage } from './fakes.js'
+import { testSeed } from '../../helpers/random.js'
 
-const seed = Number(process.env.MIRROR_TEST_SEED ?? randomInt(0, 2 ** 31))
-t.comment(`seed ${seed} (MIRROR_TEST_SEED=${seed} reproduces the random content)`)
-const random = createRandom(seed)
+const { random } = testSeed(t, 'the random content')
 const host = '127.0.0.1'
 const hex = (byte: number, length = 64): string => byte.toString(16).padStart(2, '0').repeat(length / 2)
 

@@ -16,18 +16,18 @@ import { createRandom } from '../../../../firmware/common/clock.js'
 import { listMessageFiles, loadCheckpoint, readMbox } from '../../../../firmware/sources/import/index.js'
 import { buildMaildir, buildMbox, loadCorpusMessages, sha256 } from './fixtures/mail.js'
 import { waitUntil } from '../../../helpers/wait.js'
+import { testSeed } from '../../../helpers/random.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repositoryRoot = join(here, '..', '..', '..', '..')
 const bun = join(repositoryRoot, 'node_modules', '.bin', 'bun')
 const childScript = join(here, 'fixtures', 'crash-child.ts')
-const seed = Number(process.env.IMPORT_TEST_SEED ?? Date.now() % 1_000_000)
 /** Kill rounds per source before the final run; each round kills the child once, if it has not finished by then. */
 const killRoundsMax = 5
 /** Longest a child may take to finish the final run, in milliseconds. */
 const finalRunTimeoutMs = 60_000
 
-t.comment(`seed ${seed} (IMPORT_TEST_SEED=${seed} reproduces)`)
+const { seed } = testSeed(t, 'the kill points and the children\'s delays')
 
 let workDir: string
 t.before(async () => {
@@ -70,8 +70,8 @@ async function runChild(env: Record<string, string>, archivePath: string, killAf
     child.kill('SIGKILL')
     throw new Error(`child did not finish within ${timeoutMs} ms; stderr: ${stderr}`, { cause: error })
   }
-  const { code, signal } = await exited
   if (!finished) child.kill('SIGKILL')
+  const { code, signal } = await exited
   const lines = stdout
     .split('\n')
     .filter((line) => line.startsWith('{'))

@@ -28,9 +28,9 @@ import {
 import { createFakePipeline, type FakePipeline } from './fixtures/fake-pipeline.js'
 import { buildEmlFolder, buildMaildir, buildMbox, handMadeMessages, loadCorpusMessages, sha256, toCrlf } from './fixtures/mail.js'
 import { waitUntil } from '../../../helpers/wait.js'
+import { testSeed } from '../../../helpers/random.js'
 
-const seed = Number(process.env.IMPORT_TEST_SEED ?? Date.now() % 1_000_000)
-t.comment(`seed ${seed} (IMPORT_TEST_SEED=${seed} reproduces)`)
+const { seed } = testSeed(t, 'the chunk sizes, orders, delays and cancel points')
 
 /** What the shared assertion helpers need of a tap test. */
 type Assertions = Pick<typeof t, 'equal' | 'fail' | 'ok' | 'notOk'>
