@@ -17,6 +17,7 @@ import { tempDir } from '../../helpers/service.js'
 import { generatedMessage, requestFor } from './fixtures/messages.js'
 import { recomputedDigest, storedEntries } from './fixtures/digest.js'
 import { testSeed } from '../../helpers/random.js'
+import { waitUntil } from '../../helpers/wait.js'
 
 type TestContext = Parameters<Parameters<typeof t.test>[0]>[0]
 
@@ -285,8 +286,12 @@ t.test('snapshots are bounded: closed, expired, limited in number, closed by sto
   // The maximum age is enforced by a timer too, without any call.
   const quick = await newStore(t, { digestSnapshotAgeMsMax: 500 })
   const forgotten = await Promise.all(Array.from({ length: digestSnapshotsOpenMax }, () => quick.store.digestSnapshot()))
-  await new Promise((resolve) => setTimeout(resolve, 1000))
-  const fresh = await quick.store.digestSnapshot()
+  // Busy until the age timers release them (nothing here touches the forgotten ones).
+  const fresh = await waitUntil(() => quick.store.digestSnapshot().catch((error: unknown) => (hasCode(error, 'DIGEST_SNAPSHOTS_BUSY') ? undefined : Promise.reject(error))), {
+    what: 'a snapshot once the forgotten ones expired',
+    timeoutMs: 5_000,
+    intervalMs: 50,
+  })
   t.pass('forgotten snapshots were released by their timers')
   closedWith(forgotten[0]!, 'a forgotten snapshot')
   fresh.close()

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -33,10 +34,10 @@ import { createCoalescingWriter, createPeerStateStore, effectivePeers } from '..
 import { noLocalSourceWarning } from '../../../firmware/mirror/mirror-service.js'
 import { createMemoryArchive, localDelivery, makeMessage, sha256Hex } from './fakes.js'
 import { startFaultProxy } from '../../helpers/fault-proxy.js'
-import { copiesFrom, createTestNode, sleep, stopAll, type TestNode } from './nodes.js'
+import { copiesFrom, createTestNode, failedAttempts, stopAll, type TestNode } from './nodes.js'
 import { waitUntil } from '../../helpers/wait.js'
-
 import { testSeed } from '../../helpers/random.js'
+
 const { seed, random } = testSeed(t)
 const host = '127.0.0.1'
 
@@ -266,7 +267,7 @@ t.test('a peer that is down gets everything once when it returns; queue figures 
   t.equal(down.queueBytes, raws.reduce((total, raw) => total + raw.length, 0), 'queue bytes = raw sizes')
   t.match(down.reasonCode, /^(TLS_FAILED|CONNECTION_CLOSED)$/, 'the proxy accepts, the peer behind it is gone')
   t.ok(down.nextRetryAtMs! > 0 && down.lastError !== null)
-  await sleep(500)
+  await failedAttempts(a, proxy.port, 1, 'another attempt with B gone')
   // B returns (another port behind the same address), keeping its archive.
   b = await createTestNode({ serial: 'MK650-B', seed, archive: b.archive, pipeline: b.pipeline, stateDir: b.stateDir })
   proxy.setTarget(b.port)
@@ -322,15 +323,19 @@ t.test('restart of the sender: the cursor survives, nothing acknowledged is sent
   const saved = JSON.parse(await readFile(join(stateDir, `peer-127.0.0.1-${b.port}.json`), 'utf8'))
   t.match(saved, { version: 3, cursor: 40, liveFrom: null, liveCursor: null, requeued: [], rejected: [], serial: 'MK650-B', storeId: b.archive.storeId(), fingerprint: /^[0-9a-f]{64}$/, pendingIdentity: null, paused: false })
   const submitsBefore = b.pipeline.submits.length
+  const restartedAtMs = Date.now()
   a = await createTestNode({ serial: 'MK650-A', seed, stateDir, archive: a.archive, pipeline: a.pipeline, peers: [{ host, port: b.port }] })
   stopAll(t, a, b)
   await waitUntil(() => a.peer(b.port)!.state === 'connected', { what: 'reconnected' })
   t.equal(a.peer(b.port)!.cursor, 40)
-  await sleep(300)
+  // The restarted sender's session has begun and told B its queue: empty, nothing to send again.
+  const reportOfA = () => b.service.completeness().peers.find((peer) => peer.serial === 'MK650-A')
+  await waitUntil(() => (reportOfA()?.asOfMs ?? 0) >= restartedAtMs && reportOfA()?.queuedMessages === 0, { what: 'the restarted A to report an empty queue to B', observe: reportOfA })
   t.equal(b.pipeline.submits.length, submitsBefore, 'no resend after restart')
   await a.ingest(makeMessage('after-restart', 500, random))
   await waitUntil(() => b.pipeline.submits.length === submitsBefore + 1, { what: 'the new one' })
-  await sleep(100)
+  // Acknowledged: A's session is past the new one, so nothing more is coming.
+  await waitUntil(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), { what: 'the new one acknowledged' })
   t.equal(b.pipeline.submits.length, submitsBefore + 1, 'only the new one')
 })
 
@@ -399,9 +404,9 @@ t.test('pause and resume survive a restart; removed and added peers too', async 
     ],
     'C stays removed, D stays added',
   )
-  await sleep(300)
-  t.equal(a.peer(b.port)!.state, 'paused', 'still paused after restart')
+  // D's backfill shows the restarted service's senders ran; B's stayed paused meanwhile.
   await waitUntil(() => copiesFrom(d, 'MK650-A').length === 5, { what: 'D backfilled' })
+  t.equal(a.peer(b.port)!.state, 'paused', 'still paused after restart')
   await a.service.resumePeer({ host, port: b.port })
   await waitUntil(() => copiesFrom(b, 'MK650-A').length === 5, { what: 'B gets them after resume' })
   await waitUntil(() => a.peer(b.port)!.queueMessages === 0, { what: 'queue empty' })
@@ -518,7 +523,7 @@ t.test('a different appliance at a peer address is refused IDENTITY_CHANGED unti
   t.match(refused.pendingIdentity, { serial: 'MK650-B2', storeId: second.archive.storeId(), listenPort: second.port })
   t.equal(refused.cursor, 20, 'the queue is kept')
   await a.ingest(makeMessage('while-refused', 300, random))
-  await sleep(400)
+  await failedAttempts(a, proxy.port, 2, 'two more attempts, refused')
   t.equal(second.pipeline.submits.length, 0, 'nothing reaches the other appliance')
   t.ok(a.auditEntries.some((entry) => entry.action === 'mirror.identity-changed' && (entry.details.actual as { serial: string }).serial === 'MK650-B2'), 'audited')
 
@@ -547,7 +552,8 @@ t.test('an appliance that proves the secret but is not a peer is a pending join:
   const join = await waitUntil(() => a.service.status().pendingJoins[0], { what: 'a pending join on A' })
   t.match(join, { serial: 'MK650-E', storeId: e.archive.storeId(), address: host, listenPort: e.port, model: 650, firmwareVersion: '1.0.0' })
   t.ok(join.lastSeenAtMs >= join.firstSeenAtMs)
-  await sleep(400)
+  // E tries again (and is refused again): seen later, still one join.
+  await waitUntil(() => a.service.status().pendingJoins.some((pending) => pending.lastSeenAtMs > join.lastSeenAtMs), { what: 'a later attempt of E', observe: () => a.service.status().pendingJoins })
   t.equal(copiesFrom(a, 'MK650-E').length, 0, 'nothing from the join was archived')
   t.equal(a.pipeline.submits.length, 1, 'only A\'s own message went through its pipeline')
   t.equal(a.service.status().pendingJoins.length, 1, 'listed once however often it retries')
@@ -598,7 +604,7 @@ t.test('a pinned peer whose impostor appeared meanwhile: the real peer is admitt
   for (const raw of raws) await a.ingest(raw)
   await waitUntil(() => a.peer(proxy.port)?.reasonCode === 'IDENTITY_CHANGED', { what: 'A refuses the impostor' })
   await waitUntil(() => impostor.peer(a.port)?.reasonCode === 'IDENTITY_CHANGED', { what: 'the impostor is refused inbound too (same serial as a pinned peer)' })
-  await sleep(300)
+  await failedAttempts(a, proxy.port, 2, 'two more attempts at the impostor, refused')
   t.equal(impostor.pipeline.submits.length, 0, 'the impostor got nothing')
   const cursorBefore = a.peer(proxy.port)!.cursor
   t.ok(cursorBefore < a.archive.lastSequence(), 'the three are still queued')

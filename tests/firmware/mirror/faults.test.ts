@@ -1,13 +1,14 @@
 import tap from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { createRandom } from '../../../firmware/common/clock.js'
 import { ArchiveError } from '../../../firmware/archive/errors.js'
 import { makeMessage, sha256Hex } from './fakes.js'
 import { startFaultProxy, type Fault } from '../../helpers/fault-proxy.js'
-import { copiesFrom, createTestNode, sleep, stopAll, type TestNode } from './nodes.js'
+import { copiesFrom, createTestNode, stopAll, type TestNode } from './nodes.js'
 import { waitUntil } from '../../helpers/wait.js'
-
 import { senderStopTimeoutMs } from '../../../firmware/mirror/sender.js'
 import { testSeed } from '../../helpers/random.js'
+
 const t = tap
 const { seed, random } = testSeed(t, 'the fault plan, content and jitter')
 const host = '127.0.0.1'
@@ -109,7 +110,8 @@ t.test('acknowledged only when durable: the cursor waits for a slow store', asyn
   const others = Array.from({ length: 10 }, (_, index) => makeMessage(`after-slow-${index}`, 1_000, random))
   for (const raw of others) await a.ingest(raw)
   await waitUntil(() => b.archive.messages.has(sha256Hex(slow)), { what: 'committed on B' })
-  await sleep(400)
+  // Everything after it is durable on B: B has done all it can, only the slow one holds the acknowledgement.
+  await waitUntil(() => others.every((raw) => b.pipeline.durable.has(sha256Hex(raw))), { what: 'the others durable on B', observe: () => b.pipeline.durable.size })
   t.ok(a.peer(b.port)!.cursor < first.sequence, `cursor ${a.peer(b.port)!.cursor} stays before ${first.sequence} while the store has not made it durable`)
   t.equal(b.pipeline.durable.has(sha256Hex(slow)), false)
   held.release()

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -24,10 +25,10 @@ import { createBacklogTracker } from '../../../firmware/mirror/backlog.js'
 import { createPeerStateStore, freshPeerRecord } from '../../../firmware/mirror/peer-state.js'
 import type { MirrorArchive } from '../../../firmware/mirror/types.js'
 import { createMemoryArchive, localDelivery, makeMessage, sha256Hex } from './fakes.js'
-import { copiesFrom, createTestNode, sleep, stopAll, type TestNode } from './nodes.js'
+import { copiesFrom, createTestNode, stopAll, type TestNode } from './nodes.js'
 import { waitUntil } from '../../helpers/wait.js'
-
 import { testSeed } from '../../helpers/random.js'
+
 const { seed, random } = testSeed(t)
 const host = '127.0.0.1'
 const messages = (tag: string, count: number, sizeMax = 400): Buffer[] =>

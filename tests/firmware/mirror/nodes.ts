@@ -12,8 +12,8 @@ import { deriveMirrorSecret, generateSharedSecret, type MirrorSecret } from '../
 import type { MirrorAuditEvent } from '../../../firmware/mirror/listener.js'
 import { createMirrorService, type MirrorAuditEntry, type MirrorService, type MirrorServiceDeps, type MirrorServiceOptions } from '../../../firmware/mirror/mirror-service.js'
 import type { PeerAddress, PeerStatus, PolicySettings, PolicySettingsDiff } from '../../../firmware/mirror/types.js'
-import { waitUntil, type NotYet } from '../../helpers/wait.js'
 import type { IngestResult } from '../../../firmware/archive/types.js'
+import { waitUntil, type NotYet } from '../../helpers/wait.js'
 import { createMemoryArchive, createMemoryPipeline, localDelivery, type MemoryArchive, type MemoryPipeline, type MemoryPipelineOptions } from './fakes.js'
 
 const certificates = new Map<string, Promise<IdentityCertificate>>()
@@ -170,10 +170,25 @@ export function copiesFrom(node: TestNode, serial: string): Array<{ raw: Uint8Ar
   return [...node.archive.messages.values()].filter((message) => message.meta.origin === serial)
 }
 
+/**
+ * Resolves once `node`'s sender to `port` has failed `count` more attempts (each failure
+ * schedules the next one at a new nextRetryAtMs): the sender had its chances to send.
+ */
+export async function failedAttempts(node: TestNode, port: number, count: number, what: string): Promise<void> {
+  let last = node.peer(port)!.nextRetryAtMs
+  let failures = 0
+  await waitUntil(
+    () => {
+      const next = node.peer(port)!.nextRetryAtMs
+      if (next !== null && next !== last) failures++
+      last = next
+      return failures >= count
+    },
+    { what, observe: () => node.peer(port) },
+  )
+}
+
 /** Stops nodes at the end of a test. */
 export function stopAll(t: { teardown(fn: () => unknown): void }, ...nodes: TestNode[]): void {
   t.teardown(() => Promise.all(nodes.map((node) => node.stop())))
 }
-
-/** Resolves after `ms` milliseconds. */
-export const sleep = (ms: number): Promise<unknown> => new Promise((resolve) => setTimeout(resolve, ms))

@@ -351,8 +351,7 @@ t.test('API and commands: validated bodies, admin-only, audited failures, no rou
 
   const failed = await call('GET', '/api/v1/policies', undefined, { authorization: `Basic ${Buffer.from('admin:wrong').toString('base64')}` })
   t.equal(failed.status, 401)
-  await new Promise((resolve) => setTimeout(resolve, 50))
-  const loginEntry = world.audit.entries(0, 100).find((entry) => entry.action === 'login.failed')
+  const loginEntry = await waitUntil(() => world.audit.entries(0, 100).find((entry) => entry.action === 'login.failed'), { what: 'the failed login audited' })
   t.match(loginEntry, { actor: /^http@/, details: { via: 'http', user: 'admin' } })
   t.notOk(JSON.stringify(world.audit.entries(0, 100)).includes('wrong'), 'no password in the audit log')
 

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { validateConfig } from '../../../../config/load.js'
 import { resolveSmtpOptions, validateSmtpOptions } from '../../../../firmware/sources/smtp/index.js'
 import { clientAddressKey, decideAdmission, untrustedConnectionsMax, UntrustedConnections } from '../../../../firmware/sources/smtp/connection-admission.js'
@@ -15,7 +16,7 @@ import {
 } from '../../../../firmware/sources/smtp/session-timeline.js'
 import { formatReply } from '../../../../firmware/sources/smtp/errors.js'
 import { loopbackAddresses, startTrickler, type TricklerOutcome } from '../../../helpers/slow-smtp-client.js'
-import { archiveRecipient, baseOptions, greeted, simpleMessage, sleep, startSource, transaction } from './fixtures/smtp-source-harness.js'
+import { archiveRecipient, baseOptions, greeted, simpleMessage, startSource, transaction } from './fixtures/smtp-source-harness.js'
 import { RawSmtpClient } from './fixtures/smtp-test-kit.js'
 import { waitUntil } from '../../../helpers/wait.js'
 

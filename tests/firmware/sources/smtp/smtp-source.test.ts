@@ -19,7 +19,7 @@ import {
 } from '../../../../firmware/sources/smtp/index.js'
 import { carriesEnhancedCode } from '../../../../firmware/sources/smtp/immediate-greeting.js'
 import { createFakePipeline, createSelfSignedCertificate, dotStuff, RawSmtpClient, type RawReply } from './fixtures/smtp-test-kit.js'
-import { archiveRecipient, baseOptions, greeted, simpleMessage, sleep, startSource, transaction } from './fixtures/smtp-source-harness.js'
+import { archiveRecipient, baseOptions, greeted, simpleMessage, startSource, transaction } from './fixtures/smtp-source-harness.js'
 import { waitUntil } from '../../../helpers/wait.js'
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex')
@@ -382,7 +382,7 @@ t.test('hostile and broken clients never crash the service', async (t) => {
     await client.command(`RCPT TO:<${archiveRecipient}>`)
     await client.command('DATA')
     client.write('Subject: cut\r\n\r\nhalf a message')
-    await sleep(50)
+    await waitUntil(() => source.stats().bufferedBytes > 0, { what: 'the half message buffered', observe: () => source.stats() })
     client.destroy()
     await waitUntil(() => source.stats().messagesAborted === 1, { what: 'the message counted as aborted', observe: () => source.stats() })
     t.equal(pipeline.calls, before, 'nothing submitted')
