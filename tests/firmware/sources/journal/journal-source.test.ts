@@ -18,6 +18,7 @@ import { createMemoryLogger } from '../../../../firmware/common/logger.js'
 import { createManualClock, systemClock, type Clock, type Random } from '../../../../firmware/common/clock.js'
 import { createFakePipeline, type FakePipeline } from './fixtures/fake-pipeline.js'
 import { makeLargeMessage, makeMessages, sha256 } from './fixtures/messages.js'
+import { waitUntil } from '../../../helpers/wait.js'
 
 const users = {
   imapDelete: { name: 'imap-delete', password: 'pw-imap-delete-7f3a' },
@@ -232,7 +233,7 @@ t.test('wrong password: typed AUTH_FAILED, retried with capped backoff, password
     )
     await source.start()
     // The first scheduled pass starts right away (first-pull delay 0).
-    while (source.status().lastReport === null) await new Promise((resolve) => setTimeout(resolve, 20))
+    await waitUntil(() => source.status().lastReport !== null, { what: `${protocol}: the first pass`, intervalMs: 20, observe: () => source.status() })
     const first = source.status()
     t.match(first.lastError, { code: 'AUTH_FAILED', retryable: false }, `${protocol}: typed auth error`)
     t.equal(first.nextPullAtMs, clock.now() + 60_000, `${protocol}: first retry after intervalMs`)

@@ -19,7 +19,8 @@ import {
 } from '../../../../firmware/sources/smtp/index.js'
 import { carriesEnhancedCode } from '../../../../firmware/sources/smtp/immediate-greeting.js'
 import { createFakePipeline, createSelfSignedCertificate, dotStuff, RawSmtpClient, type RawReply } from './fixtures/smtp-test-kit.js'
-import { archiveRecipient, baseOptions, greeted, simpleMessage, sleep, startSource, transaction, waitFor } from './fixtures/smtp-source-harness.js'
+import { archiveRecipient, baseOptions, greeted, simpleMessage, startSource, transaction } from './fixtures/smtp-source-harness.js'
+import { waitUntil } from '../../../helpers/wait.js'
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex')
 
@@ -249,7 +250,7 @@ t.test('limits: size (552 5.3.4), recipients (452 4.5.3), buffer budget (452 4.3
     const first = (await greeted(port)).client
     const second = (await greeted(port)).client
     const firstReply = transaction(first, 'a@example.test', [archiveRecipient], simpleMessage('first', 6_000))
-    await waitFor(() => pipeline.calls === 1)
+    await waitUntil(() => pipeline.calls === 1, { what: 'the first submit', observe: () => pipeline.calls })
     const secondReply = await transaction(second, 'a@example.test', [archiveRecipient], simpleMessage('second', 6_000))
     t.match(secondReply.last, /^452 4\.3\.1 Insufficient system resources/, 'a message that does not fit the budget is deferred')
     t.equal((await firstReply).code, 250, 'the first message is archived')
@@ -322,7 +323,7 @@ t.test('connection limit: 421 4.7.0 over connectionsMax', async (t) => {
   t.equal(source.stats().sessionsRefused.TOO_MANY_CONNECTIONS, 1)
   one.end()
   await one.closed
-  await waitFor(() => source.stats().sessionsActive === 1)
+  await waitUntil(() => source.stats().sessionsActive === 1, { what: 'one active session', observe: () => source.stats() })
   const four = await RawSmtpClient.open(port)
   t.equal((await four.readReply()).code, 220, 'a slot freed by a closed session is usable again')
   two.end()
@@ -381,9 +382,9 @@ t.test('hostile and broken clients never crash the service', async (t) => {
     await client.command(`RCPT TO:<${archiveRecipient}>`)
     await client.command('DATA')
     client.write('Subject: cut\r\n\r\nhalf a message')
-    await sleep(50)
+    await waitUntil(() => source.stats().bufferedBytes > 0, { what: 'the half message buffered', observe: () => source.stats() })
     client.destroy()
-    await waitFor(() => source.stats().messagesAborted === 1)
+    await waitUntil(() => source.stats().messagesAborted === 1, { what: 'the message counted as aborted', observe: () => source.stats() })
     t.equal(pipeline.calls, before, 'nothing submitted')
     t.match(source.stats(), { bufferedBytes: 0, messagesInFlight: 0 })
   })
@@ -421,7 +422,7 @@ t.test('stop: in-flight DATA finishes, idle sessions get 421 4.3.2, new connecti
   const busy = (await greeted(port)).client
   const idle = (await greeted(port)).client
   const pending = transaction(busy, 'a@example.test', [archiveRecipient], simpleMessage('in flight'))
-  await waitFor(() => pipeline.calls === 1)
+  await waitUntil(() => pipeline.calls === 1, { what: 'the first submit', observe: () => pipeline.calls })
   const stopped = source.stop()
   t.match((await idle.readReply()).last, /^421 4\.3\.2 Service shutting down/, 'idle session told at once')
   t.equal((await pending).code, 250, 'the message in DATA got its 250')
@@ -433,7 +434,7 @@ t.test('stop: in-flight DATA finishes, idle sessions get 421 4.3.2, new connecti
     const hung = await startSource(t, { stopTimeoutMs: 300 }, { hang: true })
     const { client } = await greeted(hung.port)
     const reply = transaction(client, 'a@example.test', [archiveRecipient], simpleMessage('never'))
-    await waitFor(() => hung.pipeline.calls === 1)
+    await waitUntil(() => hung.pipeline.calls === 1, { what: 'the submit to the hung pipeline', observe: () => hung.pipeline.calls })
     const startedMs = performance.now()
     await hung.source.stop()
     const tookMs = performance.now() - startedMs
