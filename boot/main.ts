@@ -10,6 +10,7 @@ import { loadConfig, configPathFrom } from '../config/load.js'
 import { ConfigError, formatProblem } from '../config/errors.js'
 import { exitCodes } from '../firmware/common/errors.js'
 import { createAppliance, BootError } from './appliance.js'
+import { routeConsoleToLogger } from './library-console.js'
 
 async function main(argv: string[]): Promise<number> {
   let config
@@ -23,6 +24,8 @@ async function main(argv: string[]): Promise<number> {
     throw error
   }
   const appliance = createAppliance({ config })
+  // Libraries that print (lmdb-js on a failed commit) must not break the JSON log.
+  routeConsoleToLogger(appliance.logger)
   const log = appliance.logger.child('main')
   let signalled = 0
   const onSignal = (signal: NodeJS.Signals) => {
