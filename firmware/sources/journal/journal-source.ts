@@ -110,6 +110,13 @@ export interface JournalSourceDeps {
    * A manual `pullOnce()` is the technician's call and runs regardless.
    */
   takeover?: { peer: string; shouldPull: () => boolean }
+  /**
+   * Why the archive is read-only (its data volume is full), or null while it takes mail.
+   * Asked before each scheduled pass: while read-only the source fetches and deletes nothing
+   * (state `read-only`) and asks again after `intervalMs`, since every message would only be
+   * refused. A manual `pullOnce()` runs regardless (the archive refuses, nothing is deleted).
+   */
+  archiveReadOnly?: () => string | null
 }
 
 /** One configured journal source: a puller with its schedule. */
@@ -178,6 +185,8 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
   let consecutiveFailures = 0
   let lastReport: PullReport | null = null
   let takingOver = false
+  /** Why scheduled passes wait (the archive is read-only), or null. */
+  let waitingForArchive: string | null = null
   const totals = { passes: 0, archived: 0, duplicates: 0, acknowledged: 0 }
 
   function assertValid(): void {
@@ -203,7 +212,7 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
       nextPullAtMs = null
       // A pass in flight (a manual pull) reschedules when it ends: no second pass right after it.
       if (current) return
-      if (!takeoverAllows()) {
+      if (!takeoverAllows() || !archiveTakesMail()) {
         schedule(resolved.intervalMs)
         return
       }
@@ -229,6 +238,22 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
       else logger.info('mirror peer back: its journal source is no longer pulled here', { peer: deps.takeover.peer })
     }
     return pull
+  }
+
+  /** Whether the archive takes mail (it is not read-only); logs when that changes. */
+  function archiveTakesMail(): boolean {
+    let reason: string | null = null
+    try {
+      reason = deps.archiveReadOnly?.() ?? null
+    } catch (error) {
+      logger.warn('cannot tell whether the archive is read-only; pulling', { error })
+    }
+    if (reason !== waitingForArchive) {
+      if (reason) logger.warn('archive read-only: journal pulls wait until it takes mail again', { reason })
+      else logger.info('archive takes mail again: journal pulls resume')
+      waitingForArchive = reason
+    }
+    return reason === null
   }
 
   function record(report: PullReport): void {
@@ -377,7 +402,9 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
                 ? 'disabled'
                 : deps.takeover && !takingOver
                   ? 'standby'
-                  : 'idle'
+                  : waitingForArchive
+                    ? 'read-only'
+                    : 'idle'
       return {
         name: resolved.name,
         protocol: resolved.protocol,
