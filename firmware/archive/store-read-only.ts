@@ -56,7 +56,8 @@ export async function startWatchedStore(context: StoreContext): Promise<void> {
   if (context.state !== 'open') return
   // After the transactions of the failed commit have all been rejected, not in the middle.
   context.watch.reopen = () => setImmediate(() => void reopenWhileReadOnly(context))
-  const freeBytes = await context.space.readVolume(context.dbs)
+  // Not kept as the cached reading: the first ingest reads the volume afresh, as it always did.
+  const freeBytes = await context.space.readVolume()
   if (freeBytes !== null && freeBytes < context.options.freeBytesMin) {
     enterReadOnly(context, { cause: 'volume-full', reason: volumeFullReason(context, freeBytes), freeBytes, reopen: false })
   }

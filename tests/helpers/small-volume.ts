@@ -26,11 +26,22 @@ export interface SmallVolume {
   unfill(): Promise<void>
 }
 
-/** Why a small volume cannot be made here, or null when it can. */
-export function smallVolumeUnavailable(): string | null {
+/**
+ * Why a small volume cannot be made here, or null when it can: not root, no mkfs.ext4, or a
+ * loop mount refused (a container without loop devices) — tried once with a 4 MiB image.
+ */
+export async function smallVolumeUnavailable(): Promise<string | null> {
   if (process.getuid?.() !== 0) return 'needs root to mount a loop device'
   if (spawnSync('mkfs.ext4', ['-V']).error) return 'mkfs.ext4 not installed (e2fsprogs)'
-  return null
+  const teardowns: (() => unknown)[] = []
+  try {
+    await mountSmallVolume({ teardown: (fn) => teardowns.push(fn) }, 4 * 1024 * 1024)
+    return null
+  } catch (error) {
+    return `cannot loop-mount an ext4 image here: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`
+  } finally {
+    for (const teardown of teardowns) await teardown()
+  }
 }
 
 /** Bound on mkfs, mount and umount, in ms. */
@@ -48,8 +59,13 @@ export async function mountSmallVolume(t: Teardown, sizeBytes: number): Promise<
   await mkdir(path)
   await appendFile(image, '')
   await truncate(image, sizeBytes)
-  execFileSync('mkfs.ext4', ['-q', '-F', '-m', '0', image], { timeout: commandTimeoutMs, stdio: 'ignore' })
-  execFileSync('mount', ['-o', 'loop', image, path], { timeout: commandTimeoutMs, stdio: 'ignore' })
+  try {
+    execFileSync('mkfs.ext4', ['-q', '-F', '-m', '0', image], { timeout: commandTimeoutMs, stdio: 'ignore' })
+    execFileSync('mount', ['-o', 'loop', image, path], { timeout: commandTimeoutMs, stdio: 'ignore' })
+  } catch (error) {
+    await rm(dir, { recursive: true, force: true })
+    throw error
+  }
   t.teardown(async () => {
     // A process that still holds a file there (a service that did not exit) makes a plain
     // umount fail: detach lazily then, so the test run never leaves a mount behind.

@@ -20,7 +20,7 @@ import { requestFor } from './fixtures/messages.js'
 type TestContext = Parameters<Parameters<typeof t.test>[0]>[0]
 
 const mib = 1024 * 1024
-const skip = smallVolumeUnavailable() ?? false
+const skip = (await smallVolumeUnavailable()) ?? false
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex')
 
 /** A message of about 60 KB that does not compress, with a word of its own to search for. */
