@@ -185,8 +185,7 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
   let consecutiveFailures = 0
   let lastReport: PullReport | null = null
   let takingOver = false
-  /** Why scheduled passes wait (the archive is read-only), or null. */
-  let waitingForArchive: string | null = null
+  const archiveWait = createArchiveWait(deps.archiveReadOnly, logger)
   const totals = { passes: 0, archived: 0, duplicates: 0, acknowledged: 0 }
 
   function assertValid(): void {
@@ -212,7 +211,7 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
       nextPullAtMs = null
       // A pass in flight (a manual pull) reschedules when it ends: no second pass right after it.
       if (current) return
-      if (!takeoverAllows() || !archiveTakesMail()) {
+      if (!takeoverAllows() || !archiveWait.takesMail()) {
         schedule(resolved.intervalMs)
         return
       }
@@ -238,22 +237,6 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
       else logger.info('mirror peer back: its journal source is no longer pulled here', { peer: deps.takeover.peer })
     }
     return pull
-  }
-
-  /** Whether the archive takes mail (it is not read-only); logs when that changes. */
-  function archiveTakesMail(): boolean {
-    let reason: string | null = null
-    try {
-      reason = deps.archiveReadOnly?.() ?? null
-    } catch (error) {
-      logger.warn('cannot tell whether the archive is read-only; pulling', { error })
-    }
-    if (reason !== waitingForArchive) {
-      if (reason) logger.warn('archive read-only: journal pulls wait until it takes mail again', { reason })
-      else logger.info('archive takes mail again: journal pulls resume')
-      waitingForArchive = reason
-    }
-    return reason === null
   }
 
   function record(report: PullReport): void {
@@ -402,7 +385,7 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
                 ? 'disabled'
                 : deps.takeover && !takingOver
                   ? 'standby'
-                  : waitingForArchive
+                  : archiveWait.reason()
                     ? 'read-only'
                     : 'idle'
       return {
@@ -426,6 +409,32 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
         lastReport: lastReport ? summarize(lastReport) : null,
         takeover: deps.takeover ? { peer: deps.takeover.peer, active: takingOver } : null,
       }
+    },
+  }
+}
+
+/**
+ * Whether scheduled passes may run as far as the archive is concerned: not while it is
+ * read-only (JournalSourceDeps.archiveReadOnly). Logs when that changes, once each way.
+ */
+function createArchiveWait(archiveReadOnly: JournalSourceDeps['archiveReadOnly'], logger: Logger) {
+  /** Why passes wait, or null. */
+  let waitingFor: string | null = null
+  return {
+    reason: () => waitingFor,
+    takesMail(): boolean {
+      let reason: string | null = null
+      try {
+        reason = archiveReadOnly?.() ?? null
+      } catch (error) {
+        logger.warn('cannot tell whether the archive is read-only; pulling', { error })
+      }
+      if (reason !== waitingFor) {
+        if (reason) logger.warn('archive read-only: journal pulls wait until it takes mail again', { reason })
+        else logger.info('archive takes mail again: journal pulls resume')
+        waitingFor = reason
+      }
+      return reason === null
     },
   }
 }
