@@ -7,6 +7,7 @@ import type { CommandHandler } from '../firmware/control/server.js'
 import { ControlError } from '../firmware/control/errors.js'
 import { createMimeParser, defaultMimeParserOptions } from '../firmware/mime/parser.js'
 import { createArchiveStore } from '../firmware/archive/store.js'
+import type { ArchiveStore, ReadOnlyStatus } from '../firmware/archive/types.js'
 import { createIndex, createArchiveIndexer, createSearchRoute, createIndexMaintenance } from '../firmware/index/index.js'
 import { defaultIndexOptions } from '../firmware/index/search-index.js'
 import { createIngestPipeline } from '../firmware/sources/pipeline.js'
@@ -45,6 +46,15 @@ export interface ComposedServices {
   status(): Promise<Record<string, unknown>>
   /** Appends to the audit log (queued until the archive is open); never rejects. */
   audit(event: AuditEvent): void
+}
+
+/**
+ * Read-only while the data volume is full (firmware/archive/store-read-only.ts): `mode` and
+ * the reason are top-level fields of `show status` and /api/v1/status.
+ */
+export function storageMode(archive: Pick<ArchiveStore, 'readOnly'>): { mode: 'read-only' | 'read-write'; readOnly: ReadOnlyStatus | null } {
+  const readOnly = archive.readOnly()
+  return { mode: readOnly ? 'read-only' : 'read-write', readOnly }
 }
 
 /** Ids of every archived message a query matches, page by page through the search index. */
@@ -108,6 +118,8 @@ export async function composeServices(context: { config: Readonly<Config>; logge
       path: join(config.dataDir, 'archive'),
       mapSizeBytes: config.storage.mapSizeBytes,
       freeBytesMin: config.storage.freeBytesMin,
+      readOnlyMarginBytes: config.storage.readOnlyMarginBytes,
+      readOnlyRecheckMs: config.storage.readOnlyRecheckMs,
       messageBytesMax: config.storage.messageBytesMax,
       indexer: withArchiveDatabases(createArchiveIndexer(index, { logger: logger.child('index') }), [policy]),
     },
@@ -186,7 +198,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
     indexService,
   ]
   const smtp = config.smtp.enabled
-    ? createSmtpSource({ logger: logger.child('smtp'), clock, pipeline, tls: { key: certificate.privateKeyPem, cert: certificate.certificatePem } }, config.smtp)
+    ? createSmtpSource({ logger: logger.child('smtp'), clock, pipeline, tls: { key: certificate.privateKeyPem, cert: certificate.certificatePem }, archiveReadOnly: () => archive.recheckSpace(false) }, config.smtp)
     : undefined
   // Mirror source takeover: a source with takeoverFor is pulled only while that mirror peer has
   // been unreachable for takeoverAfterMs (read from the mirror service, created further down).
@@ -199,7 +211,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   }
   const journals = config.journal.sources.map(({ takeoverFor: peerText, takeoverAfterMs, ...source }) =>
     createJournalSource(
-      { logger: logger.child('journal'), clock, pipeline, ...(peerText ? { takeover: takeoverFor(peerText, takeoverAfterMs) } : {}) },
+      { logger: logger.child('journal'), clock, pipeline, archiveReadOnly: () => archive.readOnly()?.reason ?? null, ...(peerText ? { takeover: takeoverFor(peerText, takeoverAfterMs) } : {}) },
       { ...source, stateDir: join(config.dataDir, 'journal'), stopTimeoutMs: config.shutdown.timeoutMs },
     ),
   )
@@ -217,7 +229,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
       return null
     }
   }
-  const status = async () => ({ store: await storeStats(), index: indexStats(), mirror: mirrorStatus(), completeness: completeness(), retention: { fingerprint: policy.describe().fingerprint, lastPurge: policy.lastRun() ?? null }, parsePool: parsePool.stats() })
+  const status = async () => ({ ...storageMode(archive), store: await storeStats(), index: indexStats(), mirror: mirrorStatus(), completeness: completeness(), retention: { fingerprint: policy.describe().fingerprint, lastPurge: policy.lastRun() ?? null }, parsePool: parsePool.stats() })
   // Every search answer says whether this system holds everything its mirror peers archived
   // (they tell it what they still have queued for it); the mirror service is made further down.
   const completeness = () => mirror?.completeness() ?? { complete: true, peers: [] }

@@ -46,7 +46,7 @@ export interface Config {
     linux: { mdstatPath: string; mdadmPath: string; commandTimeoutMs: number }
   }
   identity: { model: number | null; serial: string | null }
-  storage: { freeBytesMin: number; mapSizeBytes: number; messageBytesMax: number }
+  storage: { freeBytesMin: number; readOnlyMarginBytes: number; readOnlyRecheckMs: number; mapSizeBytes: number; messageBytesMax: number }
   /** `socketPath` is absolute after loading (derived from dataDir when not set). */
   control: { socketPath: string; requestBytesMax: number; requestTimeoutMs: number }
   technician: { passwordHash: string | null }

@@ -303,6 +303,30 @@ t.test('durability: 250 only after submit resolved; store errors become 4xx/5xx'
   client.end()
 })
 
+t.test('a read-only archive (volume full) is refused at MAIL FROM with 452 4.3.1, and taken again once it is not', async (t) => {
+  const pipeline = createFakePipeline()
+  let readOnly: { reason: string } | null = { reason: 'the data volume has 1000 bytes free, below the minimum of 268435456 bytes' }
+  let asked = 0
+  const archiveReadOnly = async () => {
+    asked++
+    return readOnly
+  }
+  const source = createSmtpSource({ logger: createMemoryLogger(), clock: systemClock, pipeline, archiveReadOnly }, baseOptions())
+  await source.start()
+  t.teardown(() => source.stop())
+  const { client } = await greeted(source.address().port)
+  const mail = await client.command('MAIL FROM:<a@example.test>')
+  t.match(mail.last, /^452 4\.3\.1 Insufficient system storage, try again later/, 'refused before the message is sent')
+  t.equal(pipeline.calls, 0)
+  t.match(source.stats(), { messagesRefused: { STORE_FULL: 1 } })
+
+  readOnly = null
+  const accepted = await transaction(client, 'a@example.test', [archiveRecipient], simpleMessage('room again'))
+  t.match(accepted.last, /^250 2\.0\.0 Ok: archived /, 'the same session is served once the archive takes mail')
+  t.equal(asked, 2, 'asked once per MAIL FROM')
+  client.end()
+})
+
 t.test('a hung archive gets 451 4.3.0 after submitTimeoutMs', async (t) => {
   const { port, pipeline } = await startSource(t, { submitTimeoutMs: 300 }, { hang: true })
   const { client } = await greeted(port)
