@@ -47,6 +47,12 @@ export interface ComposedServices {
   audit(event: AuditEvent): void
 }
 
+/**
+ * Budget of one page of a retention or hold query, in ms: these walk the whole archive page
+ * by page (each page is one paced search), and a hold that cannot be evaluated stops purges.
+ */
+const policyQueryTimeMsMax = 60_000
+
 /** Ids of every archived message a query matches, page by page through the search index. */
 export async function allMatches(index: ReturnType<typeof createIndex>, query: string): Promise<Set<string>> {
   // An index of another layout indexes nothing new, and one being rebuilt (or left half
@@ -57,7 +63,7 @@ export async function allMatches(index: ReturnType<typeof createIndex>, query: s
   const ids = new Set<string>()
   let cursor: string | null = null
   do {
-    const page = index.search(query, { limit: index.options.searchLimitMax, cursor })
+    const page = await index.search(query, { limit: index.options.searchLimitMax, cursor, timeMsMax: policyQueryTimeMsMax })
     for (const hit of page.hits) ids.add(hit.id)
     cursor = page.nextCursor
     await new Promise((resolve) => setImmediate(resolve))

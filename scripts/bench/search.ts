@@ -402,7 +402,7 @@ async function benchDataset(
     // The index at rest (a flush built in the background written), as on an appliance between bursts of mail.
     await withIndex.index.settled()
     // One search first, outside the figures: it loads the pending tail (as any first search after a restart or a flush does).
-    withIndex.index.search('warmup', { limit: 20 })
+    withIndex.index.searchBlocking('warmup', { limit: 20 })
     // Round-robin: the first round is each query's first run; then untimed warm-up rounds;
     // then every timed round runs every query once, so a transient stall (a collection, the
     // scheduler, the JIT replacing code) lands on whichever query is running instead of on
@@ -410,7 +410,7 @@ async function benchDataset(
     for (let run = 0; run <= options.warmupRounds + options.repeat; run++) {
       for (const [index, query] of benchQueries.entries()) {
         const startMs = performance.now()
-        const total = withIndex.index.search(query.ours, { limit: 20 }).total
+        const total = withIndex.index.searchBlocking(query.ours, { limit: 20 }).total
         const ms = performance.now() - startMs
         if (run === 0) {
           firstRuns.push({ kind: query.kind, ms })

@@ -212,7 +212,7 @@ t.test('index results equal a brute-force reference on the real corpus', async (
     let cursor: string | null = null
     let total = -1
     do {
-      const page = index.search(query, { limit: 100, cursor })
+      const page = index.searchBlocking(query, { limit: 100, cursor })
       total = page.total
       got.push(...page.hits.map((hit) => hit.id))
       dates.push(...page.hits.map((hit) => hit.dateMs))
