@@ -134,6 +134,5 @@ t.test('the real clock: a paced search of many phrases keeps timers firing', asy
   t.comment(`paced search of 24 phrases over 1,500 documents: ${elapsedMs.toFixed(1)} ms, ${ticks} timer ticks`)
   // Slices of 5 ms: a search that took ten of them paused at least once, and a due timer
   // fires at every pause.
-  if (elapsedMs > 50) t.ok(ticks >= 1, 'timers fired while the search ran')
-  else t.pass('the search fitted in a few slices')
+  t.ok(elapsedMs <= 50 || ticks >= 1, 'a search longer than ten slices let timers fire')
 })
