@@ -46,7 +46,8 @@ export interface ApplianceOptions {
  * `boot()` runs the ordered stages — data dir → identity/HAL → storage volume → services →
  * ready — logging one line per stage with its duration. Fatal problems (data dir not
  * writable, a service that cannot start) stop everything already started and throw
- * BootError; non-fatal ones (RAID degraded, a link down) boot degraded with the reason
+ * BootError; non-fatal ones (RAID degraded, a link down, a full data volume: the archive
+ * starts read-only) boot degraded with the reason
  * shown in `show status`.
  */
 export function createAppliance(options: ApplianceOptions) {
@@ -71,18 +72,6 @@ export function createAppliance(options: ApplianceOptions) {
     } catch (error) {
       bootLog.error(`stage ${name} failed`, { stage: name, durationMs: Math.round(clock.monotonicMs() - startedMs), error })
       throw error instanceof BootError ? error : new BootError(`boot stage ${name} failed: ${(error as Error).message}`, exitCodes.failure, error)
-    }
-  }
-
-  async function checkDataDir(): Promise<void> {
-    try {
-      await mkdir(config.dataDir, { recursive: true })
-      await access(config.dataDir, constants.W_OK)
-      const probe = join(config.dataDir, '.write-probe')
-      await writeFileDurable(probe, String(clock.now()))
-      await unlink(probe)
-    } catch (error) {
-      throw new BootError(`data dir ${config.dataDir} is not writable (${(error as NodeJS.ErrnoException).code ?? 'error'})`, exitCodes.failure, error)
     }
   }
 
@@ -205,7 +194,7 @@ export function createAppliance(options: ApplianceOptions) {
       bootedAtMs = clock.now()
       bootLog.info('booting', { firmwareVersion, dataDir: config.dataDir, hal: config.hal.provider })
       try {
-        await stage('data-dir', checkDataDir)
+        await stage('data-dir', () => checkDataDir(config, clock, bootLog))
         await stage('identity', async () => {
           hal = createConfiguredHal(config, logger.child('hal'))
           await hal.start()
@@ -260,6 +249,31 @@ export function createAppliance(options: ApplianceOptions) {
       return stopping
     },
     status,
+  }
+}
+
+/**
+ * The data dir exists and can be written. A full volume (ENOSPC, EDQUOT) is not fatal: the
+ * archive starts read-only (firmware/archive/store-read-only.ts), so that search, reads,
+ * export and copies to peers go on and mail is taken again once there is room. Anything
+ * else (a read-only mount, permissions, a file in the way) is.
+ * @throws BootError when the data dir cannot be written for another reason
+ */
+async function checkDataDir(config: Readonly<Config>, clock: Clock, bootLog: Logger): Promise<void> {
+  const probe = join(config.dataDir, '.write-probe')
+  try {
+    await mkdir(config.dataDir, { recursive: true })
+    await access(config.dataDir, constants.W_OK)
+    await writeFileDurable(probe, String(clock.now()))
+    await unlink(probe)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOSPC' || code === 'EDQUOT') {
+      await unlink(probe).catch(() => undefined)
+      bootLog.warn('data volume full: booting read-only (search, reads and export work; mail is refused until there is room)', { dataDir: config.dataDir, errno: code })
+      return
+    }
+    throw new BootError(`data dir ${config.dataDir} is not writable (${code ?? 'error'})`, exitCodes.failure, error)
   }
 }
 

@@ -10,6 +10,8 @@ import { loadConfig, configPathFrom } from '../config/load.js'
 import { ConfigError, formatProblem } from '../config/errors.js'
 import { exitCodes } from '../firmware/common/errors.js'
 import { createAppliance, BootError } from './appliance.js'
+import { routeConsoleToLogger } from './library-console.js'
+import { relayNativeStderr } from './native-stderr.js'
 
 async function main(argv: string[]): Promise<number> {
   let config
@@ -23,6 +25,10 @@ async function main(argv: string[]): Promise<number> {
     throw error
   }
   const appliance = createAppliance({ config })
+  // Libraries that print (lmdb-js on a failed commit, its native LMDB) must not break the
+  // JSON log: their console calls and what native code writes to fd 2 become JSON records.
+  routeConsoleToLogger(appliance.logger)
+  if (config.logging.format === 'json') await relayNativeStderr(appliance.logger, 'mailkeep')
   const log = appliance.logger.child('main')
   let signalled = 0
   const onSignal = (signal: NodeJS.Signals) => {

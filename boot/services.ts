@@ -7,6 +7,7 @@ import type { CommandHandler } from '../firmware/control/server.js'
 import { ControlError } from '../firmware/control/errors.js'
 import { createMimeParser, defaultMimeParserOptions } from '../firmware/mime/parser.js'
 import { createArchiveStore } from '../firmware/archive/store.js'
+import type { ArchiveStore, ReadOnlyStatus } from '../firmware/archive/types.js'
 import { createIndex, createArchiveIndexer, createSearchRoute, createIndexMaintenance } from '../firmware/index/index.js'
 import { defaultIndexOptions } from '../firmware/index/search-index.js'
 import { createIngestPipeline } from '../firmware/sources/pipeline.js'
@@ -53,6 +54,15 @@ export interface ComposedServices {
  */
 const policyQueryTimeMsMax = 60_000
 
+/**
+ * Read-only while the data volume is full (firmware/archive/store-read-only.ts): `mode` and
+ * the reason are top-level fields of `show status` and /api/v1/status.
+ */
+export function storageMode(archive: Pick<ArchiveStore, 'readOnly'>): { mode: 'read-only' | 'read-write'; readOnly: ReadOnlyStatus | null } {
+  const readOnly = archive.readOnly()
+  return { mode: readOnly ? 'read-only' : 'read-write', readOnly }
+}
+
 /** Ids of every archived message a query matches, page by page through the search index. */
 export async function allMatches(index: ReturnType<typeof createIndex>, query: string): Promise<Set<string>> {
   // An index of another layout indexes nothing new, and one being rebuilt (or left half
@@ -81,7 +91,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   const { config, logger, clock, hal } = context
   const certificate = await loadOrCreateIdentityCertificate({ logger: logger.child('certificate'), clock }, { dataDir: config.dataDir, serial: context.identity.serial })
   const parser = createMimeParser({ logger: logger.child('mime'), clock }, { ...defaultMimeParserOptions })
-  const index = createIndex({ logger: logger.child('index'), clock })
+  const index = createIndex({ logger: logger.child('index'), clock }, { queryTimeMsMax: config.search.queryTimeMsMax, searchSliceMs: config.search.sliceMs, searchesWaitingMax: config.search.waitingMax })
   const auditKey = await loadOrCreateAuditKey(config.dataDir)
   const auditLog = createAuditLog({ logger: logger.child('audit'), clock, key: auditKey })
   const audit = (event: AuditEvent): void => {
@@ -114,6 +124,8 @@ export async function composeServices(context: { config: Readonly<Config>; logge
       path: join(config.dataDir, 'archive'),
       mapSizeBytes: config.storage.mapSizeBytes,
       freeBytesMin: config.storage.freeBytesMin,
+      readOnlyMarginBytes: config.storage.readOnlyMarginBytes,
+      readOnlyRecheckMs: config.storage.readOnlyRecheckMs,
       messageBytesMax: config.storage.messageBytesMax,
       indexer: withArchiveDatabases(createArchiveIndexer(index, { logger: logger.child('index') }), [policy]),
     },
@@ -192,7 +204,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
     indexService,
   ]
   const smtp = config.smtp.enabled
-    ? createSmtpSource({ logger: logger.child('smtp'), clock, pipeline, tls: { key: certificate.privateKeyPem, cert: certificate.certificatePem } }, config.smtp)
+    ? createSmtpSource({ logger: logger.child('smtp'), clock, pipeline, tls: { key: certificate.privateKeyPem, cert: certificate.certificatePem }, archiveReadOnly: () => archive.recheckSpace(false) }, config.smtp)
     : undefined
   // Mirror source takeover: a source with takeoverFor is pulled only while that mirror peer has
   // been unreachable for takeoverAfterMs (read from the mirror service, created further down).
@@ -205,7 +217,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   }
   const journals = config.journal.sources.map(({ takeoverFor: peerText, takeoverAfterMs, ...source }) =>
     createJournalSource(
-      { logger: logger.child('journal'), clock, pipeline, ...(peerText ? { takeover: takeoverFor(peerText, takeoverAfterMs) } : {}) },
+      { logger: logger.child('journal'), clock, pipeline, archiveReadOnly: () => archive.readOnly()?.reason ?? null, ...(peerText ? { takeover: takeoverFor(peerText, takeoverAfterMs) } : {}) },
       { ...source, stateDir: join(config.dataDir, 'journal'), stopTimeoutMs: config.shutdown.timeoutMs },
     ),
   )
@@ -218,17 +230,17 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   // The index's figures, or null while its databases are not open (the archive is not started).
   const indexStats = () => {
     try {
-      return { ...index.stats(), rebuildIndexed: indexRebuild.running ? indexRebuild.indexed : null }
+      return { ...index.stats(), rebuildIndexed: indexRebuild.running ? indexRebuild.indexed : null, searches: index.searchCounters() }
     } catch {
       return null
     }
   }
-  const status = async () => ({ store: await storeStats(), index: indexStats(), mirror: mirrorStatus(), completeness: completeness(), retention: { fingerprint: policy.describe().fingerprint, lastPurge: policy.lastRun() ?? null }, parsePool: parsePool.stats() })
+  const status = async () => ({ ...storageMode(archive), store: await storeStats(), index: indexStats(), mirror: mirrorStatus(), completeness: completeness(), retention: { fingerprint: policy.describe().fingerprint, lastPurge: policy.lastRun() ?? null }, parsePool: parsePool.stats() })
   // Every search answer says whether this system holds everything its mirror peers archived
   // (they tell it what they still have queued for it); the mirror service is made further down.
   const completeness = () => mirror?.completeness() ?? { complete: true, peers: [] }
   const searchWithCompleteness = {
-    search: (query: string, options: Parameters<typeof index.search>[1]) => ({ ...index.search(query, options), completeness: completeness() }),
+    search: async (query: string, options: Parameters<typeof index.search>[1]) => ({ ...(await index.search(query, options)), completeness: completeness() }),
   }
   const http = config.http.enabled
     ? createHttpApi(

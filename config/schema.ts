@@ -93,9 +93,21 @@ export const configSchema = {
       additionalProperties: false,
       default: {},
       properties: {
-        freeBytesMin: { type: 'integer', minimum: 0, default: 268435456, description: 'below this free space the store refuses new mail (4xx)' },
+        freeBytesMin: { type: 'integer', minimum: 0, default: 268435456, description: 'below this free space the store refuses new mail (4xx) and turns read-only' },
+        readOnlyMarginBytes: { type: 'integer', minimum: 0, default: 67108864, description: 'free space above freeBytesMin needed before a read-only store takes mail again' },
+        readOnlyRecheckMs: { type: 'integer', minimum: 100, maximum: 600000, default: 10000, description: 'while read-only, how often the free space is read' },
         mapSizeBytes: { type: 'integer', minimum: 16777216, default: 1099511627776, description: 'LMDB map size (virtual, grows the file lazily)' },
         messageBytesMax: { type: 'integer', minimum: 1024, maximum: 1073741824, default: 104857600, description: 'largest message archived from any source' },
+      },
+    },
+    search: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        queryTimeMsMax: { type: 'integer', minimum: 100, maximum: 600000, default: 2000, description: 'time budget of one search from its turn; over it the search fails with QUERY_TOO_EXPENSIVE (503, retryable)' },
+        sliceMs: { type: 'integer', minimum: 1, maximum: 1000, default: 10, description: 'longest run of a search before mail, status and commits get a turn' },
+        waitingMax: { type: 'integer', minimum: 0, maximum: 1000, default: 8, description: 'searches that may wait while one evaluates; more fail with SEARCH_BUSY (503, retryable)' },
       },
     },
     control: {

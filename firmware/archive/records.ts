@@ -1,4 +1,5 @@
 import type { BlobCodec } from './codec.js'
+import { deliveryFields, deliveryFromValues, deliverySources, deliveryValues } from './delivery-fields.js'
 import type { ChangeEntry, Delivery, MessageMeta } from './types.js'
 
 /**
@@ -40,7 +41,6 @@ export class RecordShapeError extends Error {
 // Positions are stored: new codecs are appended, never inserted.
 const codecs: readonly BlobCodec[] = ['identity', 'deflate-raw', 'deflate-raw-mail1']
 const changeKinds: readonly ChangeEntry['kind'][] = ['ingest', 'delivery', 'purge']
-const sources: readonly Delivery['source'][] = ['smtp', 'journal', 'import', 'mirror']
 
 const isString = (value: unknown): value is string => typeof value === 'string'
 const isNumber = (value: unknown): value is number => typeof value === 'number' && Number.isFinite(value)
@@ -110,32 +110,16 @@ export function decodeMessageRecord(value: unknown): MessageRecord {
   }
 }
 
+/** The delivery record: the format version, then the fields of delivery-fields.ts in order, the source by its position. */
 export function encodeDelivery(delivery: Delivery): unknown[] {
-  return [
-    recordVersion,
-    sources.indexOf(delivery.source),
-    delivery.sourceName,
-    delivery.receivedAtMs,
-    delivery.envelopeFrom,
-    delivery.envelopeTo,
-    delivery.envelopeBcc,
-    delivery.remoteAddress,
-    delivery.journalEnvelopeText,
-    delivery.deliveryKey ?? null,
-  ]
+  return [recordVersion, ...deliveryValues(delivery, (source) => deliverySources.indexOf(source))]
 }
 
 /** @throws RecordShapeError */
 export function decodeDelivery(value: unknown): Delivery {
-  const [, source, sourceName, receivedAtMs, envelopeFrom, envelopeTo, envelopeBcc, remoteAddress, journalEnvelopeText, deliveryKey] = fields(value, 'delivery', 10)
-  const sourceName_ = sources[source as number]
-  if (
-    !sourceName_ || !isNullableString(sourceName) || !isNumber(receivedAtMs) || !isNullableString(envelopeFrom) || !isStrings(envelopeTo) || !isStrings(envelopeBcc) ||
-    !isNullableString(remoteAddress) || !isNullableString(journalEnvelopeText) || !isNullableString(deliveryKey)
-  ) {
-    throw new RecordShapeError('delivery')
-  }
-  return { source: sourceName_, sourceName, receivedAtMs, envelopeFrom, envelopeTo, envelopeBcc, remoteAddress, journalEnvelopeText, deliveryKey }
+  const delivery = deliveryFromValues(fields(value, 'delivery', deliveryFields.length + 1).slice(1), (position) => deliverySources[position as number])
+  if (!delivery) throw new RecordShapeError('delivery')
+  return delivery
 }
 
 export function encodeChange(change: ChangeRecord): unknown[] {

@@ -5,13 +5,14 @@ import type { Logger } from '../common/logger.js'
 import { ArchiveError } from './errors.js'
 import type { Databases } from './store-databases.js'
 import { createSpaceGuard, type SpaceGuard } from './store-space.js'
-import type { ArchiveIndexer, DigestSnapshot, WriteActivity } from './types.js'
+import type { ArchiveIndexer, DigestSnapshot, ReadOnlyStatus, WriteActivity } from './types.js'
 
 /**
  * What every part of one archive store shares (store.ts is the façade and has the design):
  * its options with their defaults, its state (created → starting → open, or failed after a
- * disk failure → stopping → stopped), the databases while open, what it tracks (writes in
- * flight, digest snapshots, write activity), and the guards every operation passes through
+ * disk failure → stopping → stopped), whether it is read-only because its volume is full
+ * (store-read-only.ts), the databases while open, what it tracks (writes in flight, digest
+ * snapshots, write activity), and the guards every operation passes through
  * (requireWritable, requireReadable, track). The store-*.ts units are plain functions of
  * this context, so each can be read, and driven, without the others.
  */
@@ -41,6 +42,14 @@ export interface ArchiveStoreOptions {
   stopTimeoutMs?: number
   /** Maximum age of a digest snapshot, in ms: past it its read transaction is released. Default 60000. */
   digestSnapshotAgeMsMax?: number
+  /** While read-only, how often the volume's free space is read to return to read-write, in ms. Default 10000. */
+  readOnlyRecheckMs?: number
+  /**
+   * Free space above `freeBytesMin` the volume needs before a read-only store takes writes
+   * again, in bytes (hysteresis, so that a volume hovering at the guard does not flap).
+   * Default 64 MiB.
+   */
+  readOnlyMarginBytes?: number
 }
 
 /** Default for ArchiveStoreOptions.freeSpaceCacheMs, in ms. */
@@ -53,6 +62,10 @@ export const stopTimeoutMsDefault = 10_000
  * minute bounds how much the file can grow while the snapshot keeps LMDB from reusing pages.
  */
 export const digestSnapshotAgeMsMaxDefault = 60_000
+/** Default for ArchiveStoreOptions.readOnlyRecheckMs, in ms: one statfs every 10 s costs nothing, and mail waits at most that long after space returns. */
+export const readOnlyRecheckMsDefault = 10_000
+/** Default for ArchiveStoreOptions.readOnlyMarginBytes: a quarter of the default freeBytesMin (256 MiB). */
+export const readOnlyMarginBytesDefault = 64 * 1024 * 1024
 
 export type StoreState = 'created' | 'starting' | 'open' | 'failed' | 'stopping' | 'stopped'
 
@@ -71,6 +84,14 @@ export interface StoreContext {
   state: StoreState
   /** Why the store refuses writes, while `failed`. */
   failure: string | null
+  /** Set while the store is read-only because its volume is full (store-read-only.ts); reads go on. */
+  readOnly: ReadOnlyStatus | null
+  /**
+   * The read-only watcher (store-read-only.ts): its timer, the check in progress, when the
+   * volume was last read for it (monotonic ms), and `reopen`, which it sets at start for
+   * enterReadOnly to ask for the environment to be reopened at once.
+   */
+  readonly watch: { timer: NodeJS.Timeout | undefined; checking: Promise<ReadOnlyStatus | null> | undefined; checkedAtMs: number; reopen?: () => void }
   /** The open databases; undefined unless starting succeeded and stop() has not closed them. */
   dbs: Databases | undefined
   storeId: string | undefined
@@ -103,8 +124,12 @@ export function createStoreContext(deps: ArchiveStoreDeps, options: ArchiveStore
     freeSpaceCacheMs: options.freeSpaceCacheMs ?? freeSpaceCacheMsDefault,
     stopTimeoutMs: options.stopTimeoutMs ?? stopTimeoutMsDefault,
     digestSnapshotAgeMsMax: options.digestSnapshotAgeMsMax ?? digestSnapshotAgeMsMaxDefault,
+    readOnlyRecheckMs: options.readOnlyRecheckMs ?? readOnlyRecheckMsDefault,
+    readOnlyMarginBytes: options.readOnlyMarginBytes ?? readOnlyMarginBytesDefault,
   }
   assert.ok(Number.isSafeInteger(resolved.digestSnapshotAgeMsMax) && resolved.digestSnapshotAgeMsMax > 0, 'options.digestSnapshotAgeMsMax must be a positive integer')
+  assert.ok(Number.isSafeInteger(resolved.readOnlyRecheckMs) && resolved.readOnlyRecheckMs > 0, 'options.readOnlyRecheckMs must be a positive integer')
+  assert.ok(Number.isSafeInteger(resolved.readOnlyMarginBytes) && resolved.readOnlyMarginBytes >= 0, 'options.readOnlyMarginBytes must be a non-negative integer')
   const logger = deps.logger.child('archive')
   return {
     options: resolved,
@@ -115,6 +140,8 @@ export function createStoreContext(deps: ArchiveStoreDeps, options: ArchiveStore
     space: createSpaceGuard({ logger, clock: deps.clock, volume: deps.volume }, resolved),
     state: 'created',
     failure: null,
+    readOnly: null,
+    watch: { timer: undefined, checking: undefined, checkedAtMs: Number.NEGATIVE_INFINITY },
     dbs: undefined,
     storeId: undefined,
     starting: undefined,
@@ -136,9 +163,13 @@ export function unavailable(context: StoreContext, message: string, fields: Reco
 /**
  * The databases, for a write.
  * @param accepted true for an operation accepted before stop() began: it may finish while stopping.
- * @throws ArchiveError STORE_UNAVAILABLE when not open, or failed
+ * @throws ArchiveError STORE_FULL while read-only; STORE_UNAVAILABLE when not open, or failed
  */
 export function requireWritable(context: StoreContext, accepted = false): Databases {
+  if (context.readOnly) {
+    const { cause, freeBytes, resumeAtFreeBytes } = context.readOnly
+    throw new ArchiveError('STORE_FULL', `the archive is read-only: ${context.readOnly.reason}`, { fields: { path: context.options.path, readOnly: cause, freeBytes, resumeAtFreeBytes } })
+  }
   if ((context.state === 'open' || (accepted && context.state === 'stopping')) && context.dbs) return context.dbs
   if (context.state === 'failed') throw unavailable(context, `the store refuses writes after a disk failure (${context.failure}); restart it after checking the disk`)
   throw unavailable(context, `the store is not open (${context.state})`)
@@ -156,9 +187,34 @@ export function requireReadable(context: StoreContext): Databases {
 /** Moves an open store to `failed`: it refuses writes until restarted (store.ts's module comment says why). */
 export function enterFailed(context: StoreContext, reason: string): void {
   if (context.state !== 'open') return
+  // A disk failure outranks a full volume: free space no longer brings writes back.
+  context.readOnly = null
   context.state = 'failed'
   context.failure = reason
   context.logger.error('archive store refuses writes until restarted', { reason })
+}
+
+/** Free bytes the volume needs before a read-only store takes writes again. */
+export function resumeAtFreeBytes(context: StoreContext): number {
+  return context.options.freeBytesMin + context.options.readOnlyMarginBytes
+}
+
+/**
+ * Makes an open store read-only because its volume is full (store-read-only.ts has the
+ * design): writes are refused with STORE_FULL, reads go on, and the watcher returns it to
+ * read-write once the volume has room. A store already read-only keeps its first reason,
+ * and is reopened before writing again if either entry asked for it.
+ */
+export function enterReadOnly(context: StoreContext, entry: Pick<ReadOnlyStatus, 'cause' | 'reason' | 'freeBytes' | 'reopen'>): void {
+  if (context.state !== 'open') return
+  if (context.readOnly) {
+    context.readOnly.reopen ||= entry.reopen
+  } else {
+    context.readOnly = { ...entry, resumeAtFreeBytes: resumeAtFreeBytes(context), sinceMs: context.clock.now() }
+    context.watch.checkedAtMs = context.clock.monotonicMs()
+    context.logger.warn('archive store is read-only: the data volume is full', { ...context.readOnly })
+  }
+  if (entry.reopen) context.watch.reopen?.()
 }
 
 /** Counts a write among those stop() waits for, until it settles. */

@@ -4,7 +4,8 @@ import { ArchiveError } from './errors.js'
 import { decodeMessageRecord, encodeDelivery, encodeMessageRecord, type MessageRecord } from './records.js'
 import { deflateCodecs, encodeBlob, type BlobCodec } from './codec.js'
 import { blobPartKey, blobParts, deliveryKeyHash, deliveryRecordKey, idKey } from './layout.js'
-import { requireWritable, sha256Hex, track, unavailable, type StoreContext } from './store-context.js'
+import { enterReadOnly, requireWritable, sha256Hex, track, unavailable, type StoreContext } from './store-context.js'
+import { recheckReadOnly, volumeFullReason } from './store-read-only.js'
 import { readCounters, type Databases } from './store-databases.js'
 import { inTransaction, nextChange, runIndexer, updateDigest, withoutIndexerOnFailure } from './store-transactions.js'
 import { deliveriesOf, metaOf } from './store-reads.js'
@@ -36,7 +37,7 @@ const needsBlob = Symbol('needs-blob')
  * already held only gains a delivery, and a delivery whose `deliveryKey` is already
  * recorded gains nothing (the earlier sequence is returned).
  * @throws AssertionError (synchronously) on a malformed request
- * @throws ArchiveError MESSAGE_TOO_LARGE (over messageBytesMax), STORE_FULL (volume below freeBytesMin, archive at mapSizeBytes, disk full; retryable), STORE_UNAVAILABLE (not open, disk failure; retryable), STORE_CORRUPT (keys out of order)
+ * @throws ArchiveError MESSAGE_TOO_LARGE (over messageBytesMax), STORE_FULL (read-only, volume below freeBytesMin, archive at mapSizeBytes, disk full; retryable), STORE_UNAVAILABLE (not open, disk failure; retryable), STORE_CORRUPT (keys out of order)
  */
 export function ingest(context: StoreContext, request: IngestRequest): Promise<IngestResult> {
   assertRequest(request)
@@ -48,12 +49,19 @@ export function ingest(context: StoreContext, request: IngestRequest): Promise<I
       }),
     )
   }
-  try {
+  const accept = (): Promise<IngestResult> => {
     requireWritable(context)
+    return track(context, ingestOnce(context, sha256Hex(request.raw), request))
+  }
+  // A read-only store looks at the volume first (at most once per freeSpaceCacheMs), so
+  // mail is taken again as soon as there is room, without waiting for the watcher. A
+  // writable one accepts at once, so that a stop() right after ingest() waits for it.
+  if (context.readOnly) return recheckReadOnly(context, false).then(accept)
+  try {
+    return accept()
   } catch (error) {
     return Promise.reject(error)
   }
-  return track(context, ingestOnce(context, sha256Hex(request.raw), request))
 }
 
 function assertRequest(request: IngestRequest): void {
@@ -66,7 +74,15 @@ function assertRequest(request: IngestRequest): void {
 
 async function ingestOnce(context: StoreContext, id: string, request: IngestRequest): Promise<IngestResult> {
   let databases = requireWritable(context, true)
-  await context.space.ensure(databases, request.raw.byteLength)
+  try {
+    await context.space.ensure(databases, request.raw.byteLength)
+  } catch (error) {
+    const freeBytes = context.space.lastVolumeFreeBytes()
+    if (freeBytes !== null && freeBytes < context.options.freeBytesMin) {
+      enterReadOnly(context, { cause: 'volume-full', reason: volumeFullReason(context, freeBytes), freeBytes, reopen: false })
+    }
+    throw error
+  }
   // Compress outside the write transaction, and only when the bytes are new: the check is
   // repeated inside the transaction, which alone decides.
   let blob: EncodedBlob | undefined

@@ -73,9 +73,15 @@ export function stopStore(context: StoreContext): Promise<void> {
 
 /** Whether the store accepts mail, with a one-line reason. */
 export function storeHealth(context: StoreContext): ArchiveHealth {
+  if (context.readOnly) return { ok: false, detail: `read-only: ${context.readOnly.reason}` }
   if (context.state === 'open' && context.dbs) {
-    const counters = readCounters(context.dbs)
-    return { ok: true, detail: `open, ${counters.messages} messages, sequence ${counters.lastSequence}` }
+    try {
+      const counters = readCounters(context.dbs)
+      return { ok: true, detail: `open, ${counters.messages} messages, sequence ${counters.lastSequence}` }
+    } catch (error) {
+      // LMDB refuses even reads after a failed meta write (MDB_PANIC); health must still answer.
+      return { ok: false, detail: `open, but its counters cannot be read: ${error instanceof Error ? error.message : String(error)}` }
+    }
   }
   if (context.state === 'failed') return { ok: false, detail: `refusing writes after a disk failure: ${context.failure}` }
   return { ok: false, detail: context.state }
@@ -119,16 +125,47 @@ async function openStore(context: StoreContext): Promise<void> {
   }
 }
 
+/**
+ * Closes the environment and opens it again, for a read-only store whose volume has room
+ * again after a failed commit (store-read-only.ts says why). Reads and writes are refused
+ * (STORE_UNAVAILABLE, retryable) for the few milliseconds it takes; stop() waits for it.
+ * @throws ArchiveError as start() does; the store is then `stopped`, and the watcher tries again
+ */
+export function reopenStore(context: StoreContext): Promise<void> {
+  if (context.starting) return context.starting
+  assert.ok(context.state === 'open' || context.state === 'stopped', `cannot reopen while ${context.state}`)
+  context.starting = (async () => {
+    if (context.dbs) {
+      context.state = 'starting'
+      await closeEnvironment(context, context.dbs)
+    }
+    await openStore(context)
+    context.logger.info('archive environment reopened')
+  })().finally(() => {
+    context.starting = undefined
+  })
+  return context.starting
+}
+
 async function closeStore(context: StoreContext): Promise<void> {
-  const { logger, clock } = context
-  const { stopTimeoutMs } = context.options
   if (context.starting) await context.starting.catch(() => undefined)
+  clearTimeout(context.watch.timer)
+  context.watch.timer = undefined
+  context.readOnly = null
   if (!context.dbs) {
     if (context.state !== 'created') context.state = 'stopped'
     return
   }
-  const databases = context.dbs
   context.state = 'stopping'
+  await closeEnvironment(context, context.dbs)
+  context.state = 'stopped'
+  context.logger.info('archive store stopped')
+}
+
+/** Closes digest snapshots, waits (bounded by stopTimeoutMs) for writes in flight, closes the environment. */
+async function closeEnvironment(context: StoreContext, databases: Databases): Promise<void> {
+  const { logger, clock } = context
+  const { stopTimeoutMs } = context.options
   // Open snapshots hold read transactions, which must end before the environment closes.
   for (const snapshot of [...context.snapshots]) snapshot.close()
   const deadlineMs = clock.monotonicMs() + stopTimeoutMs
@@ -144,8 +181,6 @@ async function closeStore(context: StoreContext): Promise<void> {
   closing.cancel()
   if (closed === 'timeout') logger.error('closing the archive timed out; leaving it to process exit', { stopTimeoutMs })
   context.dbs = undefined
-  context.state = 'stopped'
-  logger.info('archive store stopped')
 }
 
 /**

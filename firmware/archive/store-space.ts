@@ -10,7 +10,8 @@ import type { Databases } from './store-databases.js'
  * environment are read at most once per `freeSpaceCacheMs`; between readings the bytes of
  * the ingests let through since are counted against both. A disk that is really full still
  * fails the commit with ENOSPC (store-transactions.ts): this check catches the ordinary case
- * before anything is written.
+ * before anything is written. A reading itself below `freeBytesMin` makes the store
+ * read-only (store-read-only.ts); one message that does not fit is only refused.
  */
 
 /** Estimated bytes of metadata, delivery and change entry per ingest, for the space checks. */
@@ -64,8 +65,17 @@ export interface SpaceGuard {
    * @throws ArchiveError STORE_FULL
    */
   ensure(databases: Pick<Databases, 'root' | 'pageSizeBytes'>, incomingBytes: number): Promise<void>
-  /** Forgets the reading, so the next ensure() reads again (at start). */
+  /** Forgets the reading, so the next ensure() reads again (at start, and when a read-only store takes writes again). */
   forget(): void
+  /** Free bytes of the volume at the last reading, without what was let through since; null when unknown. */
+  lastVolumeFreeBytes(): number | null
+  /**
+   * Reads the volume's free space now, for the read-only watcher, start and a failed commit.
+   * With the databases the reading becomes the cached one (as ensure() would take it);
+   * without (the environment is closed) it is only returned. Never throws.
+   * @returns free bytes; null without a volume, or when it cannot be read (logged)
+   */
+  readVolume(databases?: Pick<Databases, 'root' | 'pageSizeBytes'>): Promise<number | null>
 }
 
 export interface SpaceGuardDeps {
@@ -82,31 +92,42 @@ export function createSpaceGuard(deps: SpaceGuardDeps, limits: SpaceLimits): Spa
   /** The reading in progress, shared by the ingests that wait for it. */
   let refresh: Promise<void> | undefined
 
-  async function read(databases: Pick<Databases, 'root' | 'pageSizeBytes'>): Promise<void> {
-    const environment = databases.root.getStats() as { lastPageNumber?: number; pageSize?: number }
-    reading.environmentUsedBytes = ((environment.lastPageNumber ?? 0) + 1) * (environment.pageSize ?? databases.pageSizeBytes)
-    if (deps.volume) {
-      try {
-        reading.volumeFreeBytes = (await deps.volume()).freeBytes
-      } catch (error) {
-        // Refusing all mail because statfs failed would turn a monitoring problem into an
-        // outage; a disk that is really full still fails the commit with ENOSPC.
-        deps.logger.warn('cannot read the free space of the data volume; accepting mail without the free-space check', { error })
-        reading.volumeFreeBytes = null
-      }
+  async function volumeFreeBytes(): Promise<number | null> {
+    if (!deps.volume) return null
+    try {
+      return (await deps.volume()).freeBytes
+    } catch (error) {
+      // Refusing all mail because statfs failed would turn a monitoring problem into an
+      // outage; a disk that is really full still fails the commit (store-transactions.ts).
+      deps.logger.warn('cannot read the free space of the data volume; accepting mail without the free-space check', { error })
+      return null
     }
+  }
+
+  async function read(databases: Pick<Databases, 'root' | 'pageSizeBytes'>): Promise<void> {
+    try {
+      const environment = databases.root.getStats() as { lastPageNumber?: number; pageSize?: number }
+      reading.environmentUsedBytes = ((environment.lastPageNumber ?? 0) + 1) * (environment.pageSize ?? databases.pageSizeBytes)
+    } catch (error) {
+      // An environment LMDB marked fatal after a failed commit (MDB_PANIC) or one being
+      // closed: the last figure stands, and the commit that follows tells the truth.
+      deps.logger.warn('cannot read the size of the archive environment; keeping the last reading', { error })
+    }
+    if (deps.volume) reading.volumeFreeBytes = await volumeFreeBytes()
     reading.bytesQueuedSinceReading = 0
     readAtMs = deps.clock.monotonicMs()
   }
 
+  function readShared(databases: Pick<Databases, 'root' | 'pageSizeBytes'>): Promise<void> {
+    refresh ??= read(databases).finally(() => {
+      refresh = undefined
+    })
+    return refresh
+  }
+
   return {
     async ensure(databases, incomingBytes) {
-      if (deps.clock.monotonicMs() - readAtMs >= limits.freeSpaceCacheMs) {
-        refresh ??= read(databases).finally(() => {
-          refresh = undefined
-        })
-        await refresh
-      }
+      if (deps.clock.monotonicMs() - readAtMs >= limits.freeSpaceCacheMs) await readShared(databases)
       const needBytes = incomingBytes + recordOverheadBytes
       const refusal = spaceRefusal(reading, needBytes, limits)
       if (refusal) throw refusal
@@ -114,6 +135,12 @@ export function createSpaceGuard(deps: SpaceGuardDeps, limits: SpaceLimits): Spa
     },
     forget() {
       readAtMs = Number.NEGATIVE_INFINITY
+    },
+    lastVolumeFreeBytes: () => reading.volumeFreeBytes,
+    async readVolume(databases) {
+      if (!databases) return volumeFreeBytes()
+      await readShared(databases)
+      return reading.volumeFreeBytes
     },
   }
 }

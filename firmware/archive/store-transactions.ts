@@ -3,7 +3,7 @@ import { ArchiveError } from './errors.js'
 import { RecordShapeError, encodeChange, type ChangeRecord } from './records.js'
 import { sequenceKey } from './layout.js'
 import { updateDigestLeaf } from './store-digest.js'
-import { delay, enterFailed, errorCode, unavailable, type StoreContext } from './store-context.js'
+import { delay, enterFailed, enterReadOnly, errorCode, resumeAtFreeBytes, unavailable, type StoreContext } from './store-context.js'
 import type { CounterRecord, Databases } from './store-databases.js'
 import type { ArchiveIndexer, ChangeEntry } from './types.js'
 
@@ -56,7 +56,10 @@ export async function inTransaction<T>(context: StoreContext, databases: Databas
   }
 }
 
-/** Counts a failed commit once, fails the store, and makes the error its transactions reject with. */
+/**
+ * Counts a failed commit once, makes the store read-only (volume full) or failed (any other
+ * failure), and makes the error its transactions reject with.
+ */
 async function commitFailed(context: StoreContext, error: unknown): Promise<ArchiveError> {
   // lmdb-js rejects each transaction of a failed commit with a generic error whose
   // `commitError` promise carries the errno; handling it also keeps it from becoming an
@@ -84,11 +87,17 @@ async function commitFailed(context: StoreContext, error: unknown): Promise<Arch
   }
   const code = errorCode(cause)
   const reason = cause instanceof Error ? cause.message : String(cause)
-  enterFailed(context, `commit failed: ${reason}`)
-  if (noSpaceCodes.has(code)) {
-    return new ArchiveError('STORE_FULL', 'the disk is full: the write was not stored', { fields: { path: context.options.path, errno: code }, cause })
+  const freeBytes = await context.space.readVolume(context.dbs)
+  if (noSpaceCodes.has(code) || (freeBytes !== null && freeBytes < resumeAtFreeBytes(context))) {
+    // Out of space, whatever the errno: ext4 fails the sync of delayed allocation with EIO
+    // on a full volume (measured on a loop-mounted ext4: every commit past the last free
+    // block failed with errno 5, never ENOSPC). Read-only, not failed: store-read-only.ts
+    // says why writing again after space returns is safe.
+    enterReadOnly(context, { cause: 'commit-failed', reason: `a commit failed with the data volume full (${reason}; ${freeBytes ?? 'unknown'} bytes free)`, freeBytes, reopen: true })
+    return new ArchiveError('STORE_FULL', 'the disk is full: the write was not stored', { fields: { path: context.options.path, errno: code, freeBytes }, cause })
   }
-  return unavailable(context, 'the disk failed to store the write', { errno: code }, cause)
+  enterFailed(context, `commit failed: ${reason}`)
+  return unavailable(context, 'the disk failed to store the write', { errno: code, freeBytes }, cause)
 }
 
 /**

@@ -3,7 +3,8 @@ import { createStoreContext, type ArchiveStoreDeps, type ArchiveStoreOptions } f
 import { ingest } from './store-ingest.js'
 import { purge } from './store-purge.js'
 import { changes, digestSnapshot, getMeta, getRaw, hasMessage, lastSequence, listIds, purgedAt, stats, storeId, verify } from './store-reads.js'
-import { startStore, stopStore, storeHealth } from './store-lifecycle.js'
+import { storeHealth } from './store-lifecycle.js'
+import { recheckReadOnly, startWatchedStore, stopWatchedStore } from './store-read-only.js'
 
 /**
  * The archive store: every message the appliance is given, in one LMDB environment.
@@ -19,7 +20,9 @@ import { startStore, stopStore, storeHealth } from './store-lifecycle.js'
  *   store-purge.ts         delete: the purge primitive
  *   store-reads.ts         metadata, raw bytes, stats, change log, ids, snapshots, verify
  *   store-lifecycle.ts     start (file check, open, create or validate, identity, digest),
- *                          stop, healthcheck
+ *                          stop, reopen, healthcheck
+ *   store-read-only.ts     read-only mode while the data volume is full: entering, the
+ *                          watcher, returning to read-write (reopening after a failed commit)
  *
  * Layout (layout.ts has the keys): raw messages content-addressed by SHA-256, compressed
  * with raw deflate (codec.ts) and stored once however often they arrive; metadata per
@@ -59,14 +62,20 @@ import { startStore, stopStore, storeHealth } from './store-lifecycle.js'
  * variation (2–5x) was larger than the difference. We do not await `db.flushed` on top: in this mode it adds nothing, and it
  * would wait for writes queued after ours (measured: it doubled latency under load).
  *
- * Failures. A commit that fails (EIO from a sync, ENOSPC from a write) rejects its ingests
- * (STORE_UNAVAILABLE; STORE_FULL for ENOSPC/EDQUOT/MDB_MAP_FULL) and the store then refuses
- * every write until restarted, failing its healthcheck: after a failed fsync the kernel may
- * have dropped the dirty pages, so a later successful sync would prove nothing (the
- * "fsyncgate" lesson), and after a failed meta write LMDB itself panics the environment.
- * Reads go on. Ordinary space shortage is caught before writing: ingest is refused with
- * STORE_FULL when the volume's free space (read at most once per `freeSpaceCacheMs`) would
- * fall below `freeBytesMin`, or the environment would pass `mapSizeBytes`.
+ * Failures. A commit that fails rejects its ingests. When the volume is full (an errno that
+ * says so, or any errno — ext4 gives EIO — with the volume below `freeBytesMin +
+ * readOnlyMarginBytes`) they get STORE_FULL and the store turns read-only until the volume
+ * has room again, then reopens the environment and takes writes, without a restart
+ * (store-read-only.ts has the design and why that is safe with LMDB). Any other failed
+ * commit (EIO from a sync with room on the volume) rejects with STORE_UNAVAILABLE and the
+ * store then refuses every write until restarted, failing its healthcheck: a disk that fails
+ * syncs with room to spare is failing, and after a failed fsync the kernel may have dropped
+ * the dirty pages, so a later successful sync would prove nothing about them (the
+ * "fsyncgate" lesson); a technician looks at the disk before it is trusted again. Reads go
+ * on. Ordinary space shortage is caught before writing: ingest is refused with STORE_FULL
+ * when the volume's free space (read at most once per `freeSpaceCacheMs`) would fall below
+ * `freeBytesMin`, or the environment would pass `mapSizeBytes`; a reading below
+ * `freeBytesMin` makes the store read-only, as does starting on such a volume.
  *
  * Indexer: see ArchiveIndexer in types.ts — called inside the message's transaction; when
  * it throws, that transaction is rolled back and written again without it, the message
@@ -95,6 +104,8 @@ import { startStore, stopStore, storeHealth } from './store-lifecycle.js'
 export {
   digestSnapshotAgeMsMaxDefault,
   freeSpaceCacheMsDefault,
+  readOnlyMarginBytesDefault,
+  readOnlyRecheckMsDefault,
   stopTimeoutMsDefault,
   type ArchiveStoreDeps,
   type ArchiveStoreOptions,
@@ -111,9 +122,11 @@ export { pageSizeBytes } from './store-lifecycle.js'
 export function createArchiveStore(deps: ArchiveStoreDeps, options: ArchiveStoreOptions): ArchiveStore {
   const context = createStoreContext(deps, options)
   return {
-    start: () => startStore(context),
-    stop: () => stopStore(context),
+    start: () => startWatchedStore(context),
+    stop: () => stopWatchedStore(context),
     healthcheck: () => storeHealth(context),
+    readOnly: () => (context.readOnly ? { ...context.readOnly } : null),
+    recheckSpace: (force) => recheckReadOnly(context, force ?? true).then((status) => (status ? { ...status } : null)),
     ingest: (request) => ingest(context, request),
     has: (id) => hasMessage(context, id),
     getMeta: (id) => getMeta(context, id),

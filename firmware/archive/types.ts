@@ -113,10 +113,33 @@ export interface EncodedRaw {
   rawSha256: string
 }
 
-/** Health of the store for boot's health evaluation: `ok` false while not open or after a disk failure. */
+/** Health of the store for boot's health evaluation: `ok` false while not open, read-only, or after a disk failure. */
 export interface ArchiveHealth {
   ok: boolean
   detail: string
+}
+
+/**
+ * Why the store refuses writes while its data volume is full (firmware/archive/store-read-only.ts
+ * has the design). Reads, search, export and copies to peers go on; writes get STORE_FULL.
+ */
+export interface ReadOnlyStatus {
+  /**
+   * `volume-full`: a reading of the volume's free space was below `freeBytesMin` (at start or
+   * before an ingest); `commit-failed`: a commit failed while the volume was full (whatever
+   * errno LMDB gave: ENOSPC, or EIO from ext4's delayed allocation).
+   */
+  cause: 'volume-full' | 'commit-failed'
+  /** One sentence for status and logs. */
+  reason: string
+  /** Free bytes of the volume at the last reading; null when it could not be read. */
+  freeBytes: number | null
+  /** Free bytes the volume needs before writes resume (`freeBytesMin` + `readOnlyMarginBytes`). */
+  resumeAtFreeBytes: number
+  /** When the store became read-only, ms since the epoch. */
+  sinceMs: number
+  /** Whether the environment is closed and opened again before writes resume (after a failed commit). */
+  reopen: boolean
 }
 
 /** What the store did since start(); kept in memory, not persisted. */
@@ -209,6 +232,16 @@ export interface ArchiveStore {
   start(): Promise<void>
   stop(): Promise<void>
   healthcheck(): ArchiveHealth
+  /** Why the store is read-only (its volume is full), or null while it takes writes. */
+  readOnly(): ReadOnlyStatus | null
+  /**
+   * Reads the volume now (at most once per `freeSpaceCacheMs` unless `force`) and, when a
+   * read-only store's volume has room again, returns it to read-write (reopening the
+   * environment after a failed commit). The watcher calls it every `readOnlyRecheckMs`; SMTP
+   * calls it before taking a message.
+   * @returns what readOnly() says afterwards
+   */
+  recheckSpace(force?: boolean): Promise<ReadOnlyStatus | null>
   ingest(request: IngestRequest): Promise<IngestResult>
   has(id: string): boolean
   getMeta(id: string): MessageMeta | undefined

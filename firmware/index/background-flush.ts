@@ -42,29 +42,86 @@ export interface BackgroundFlushDeps {
 /** The background flush of one index: see createBackgroundFlush. */
 export type BackgroundFlush = ReturnType<typeof createBackgroundFlush>
 
+/**
+ * Writes a background build. Documents of its range re-indexed while it was built (another
+ * delivery's recipients) may have postings it lacks: each such document's postings are
+ * written again as patches, as for a re-indexed flushed document (duplicates are merged
+ * when read). A document removed meanwhile needs nothing: its date is NaN and its id
+ * mapping gone, so its postings are garbage like any removed document's.
+ */
+function writeBuilt(writeFlush: BackgroundFlushDeps['writeFlush'], db: Databases, state: IndexState, job: BackgroundJob, built: BuiltFlush): void {
+  for (const docid of job.changed) {
+    if (docid < built.first || docid > built.last) continue
+    const forward = getForward(db, docid)
+    if (forward === undefined) continue
+    for (const [token, mask] of postingsOf(forward)) putPatch(db, token, state.chunks, docid, mask)
+    state.patched = (state.patched ?? 0) + 1
+  }
+  writeFlush(db, state, built)
+}
+
+/** Runs `steps` for one slice: at least one step, then more while under `sliceMs`. Returns the last step. */
+function runSlice(clock: Clock, sliceMs: number, steps: Generator<void, BuiltFlush>): IteratorResult<void, BuiltFlush> {
+  const sliceStartMs = clock.monotonicMs()
+  let step = steps.next()
+  while (!step.done && clock.monotonicMs() - sliceStartMs < sliceMs) step = steps.next()
+  return step
+}
+
+/**
+ * Writes `built` in a transaction of its own (lmdb-js batches it with the ingests of the
+ * moment), so a build is written whether or not more mail comes; nothing when the job is no
+ * longer live or the tail no longer starts where the build does.
+ */
+function writeIfStillTail(deps: BackgroundFlushDeps, db: Databases, job: BackgroundJob, built: BuiltFlush, live: () => boolean): Promise<unknown> {
+  return db.root.childTransaction(() => {
+    if (!live()) return
+    const current = readState(db)
+    // Built from what was committed then: still the start of the tail unless a flush or a rebuild came between.
+    if (job.epoch !== deps.current().epoch || job.chunks !== current.chunks || built.first !== current.flushed + 1) return
+    writeBuilt(deps.writeFlush, db, current, job, built)
+  })
+}
+
+/**
+ * One background job: reads the committed tail, builds it in slices (stopping quietly once
+ * not `live`), writes it. A failure while live marks the job failed (logged); `finished`
+ * runs last in every case.
+ */
+async function runJob(deps: BackgroundFlushDeps, db: Databases, job: BackgroundJob, live: () => boolean, finished: () => void): Promise<void> {
+  let built: BuiltFlush | undefined
+  try {
+    if (!live()) return
+    // Outside a transaction: reads see what is committed, so the range holds only committed documents.
+    const state = readState(db)
+    const first = state.flushed + 1
+    const last = state.next - 1
+    if (last < first) return
+    job.chunks = state.chunks
+    const steps = deps.build(db, first, last)
+    for (;;) {
+      const step = runSlice(deps.clock, deps.limits.flushSliceMs, steps)
+      if (step.done) {
+        built = step.value
+        break
+      }
+      await new Promise((resolve) => setImmediate(resolve))
+      if (!live()) return
+    }
+    await writeIfStillTail(deps, db, job, built, live)
+  } catch (error) {
+    if (!live()) return
+    job.failed = true
+    deps.logger.warn('building or writing a flush in the background failed; the next ingest flushes in its own transaction', { error })
+  } finally {
+    finished()
+  }
+}
+
 /** Creates the background flusher (no build under way). */
 export function createBackgroundFlush(deps: BackgroundFlushDeps) {
-  const { logger, limits } = deps
   /** The build under way or waiting to be written. */
   let background: BackgroundJob | undefined
-
-  /**
-   * Writes a background build. Documents of its range re-indexed while it was built (another
-   * delivery's recipients) may have postings it lacks: each such document's postings are
-   * written again as patches, as for a re-indexed flushed document (duplicates are merged
-   * when read). A document removed meanwhile needs nothing: its date is NaN and its id
-   * mapping gone, so its postings are garbage like any removed document's.
-   */
-  function writeBuilt(db: Databases, state: IndexState, job: BackgroundJob, built: BuiltFlush): void {
-    for (const docid of job.changed) {
-      if (docid < built.first || docid > built.last) continue
-      const forward = getForward(db, docid)
-      if (forward === undefined) continue
-      for (const [token, mask] of postingsOf(forward)) putPatch(db, token, state.chunks, docid, mask)
-      state.patched = (state.patched ?? 0) + 1
-    }
-    deps.writeFlush(db, state, built)
-  }
 
   function start(db: Databases): void {
     let settle = (): void => undefined
@@ -76,48 +133,10 @@ export function createBackgroundFlush(deps: BackgroundFlushDeps) {
       const now = deps.current()
       return background === job && now.databases === db && job.epoch === now.epoch && (db.root as { status?: string }).status === 'open'
     }
-    setImmediate(() => void run(db, job, live).finally(settle))
-  }
-
-  async function run(db: Databases, job: BackgroundJob, live: () => boolean): Promise<void> {
-    let built: BuiltFlush | undefined
-    try {
-      if (!live()) return
-      // Outside a transaction: reads see what is committed, so the range holds only committed documents.
-      const state = readState(db)
-      const first = state.flushed + 1
-      const last = state.next - 1
-      if (last < first) return
-      job.chunks = state.chunks
-      const steps = deps.build(db, first, last)
-      for (;;) {
-        const sliceStartMs = deps.clock.monotonicMs()
-        let step = steps.next()
-        while (!step.done && deps.clock.monotonicMs() - sliceStartMs < limits.flushSliceMs) step = steps.next()
-        if (step.done) {
-          built = step.value
-          break
-        }
-        await new Promise((resolve) => setImmediate(resolve))
-        if (!live()) return
-      }
-      const ready = built
-      // Its own transaction (lmdb-js batches it with the ingests of the moment), so a build
-      // is written whether or not more mail comes.
-      await db.root.childTransaction(() => {
-        if (!live()) return
-        const current = readState(db)
-        // Built from what was committed then: still the start of the tail unless a flush or a rebuild came between.
-        if (job.epoch !== deps.current().epoch || job.chunks !== current.chunks || ready.first !== current.flushed + 1) return
-        writeBuilt(db, current, job, ready)
-      })
-    } catch (error) {
-      if (!live()) return
-      job.failed = true
-      logger.warn('building or writing a flush in the background failed; the next ingest flushes in its own transaction', { error })
-    } finally {
+    const finished = (): void => {
       if (background === job && !job.failed) background = undefined
     }
+    setImmediate(() => void runJob(deps, db, job, live, finished).finally(settle))
   }
 
   return {

@@ -29,7 +29,22 @@ export interface TermTable {
   pack(): { tokens: string; masks: Uint8Array; hashes: Int32Array }
 }
 
-export function createTermTable(): TermTable {
+/**
+ * The store under a term table: the tokens in order of first occurrence, their hashes and
+ * field bits (parallel typed arrays, doubled when full) and the open-addressing slots.
+ */
+interface TermSlots {
+  /** The distinct tokens, in order of first occurrence. */
+  readonly list: string[]
+  /** Adds `token` with `bit` (ORed into its bits when the token is there already). */
+  add(token: string, bit: number): void
+  /** Adds lower[start, end) (ASCII letters and digits), whose tokenHash is `hash`, with `bit`. */
+  addSpan(lower: string, start: number, end: number, hash: number, bit: number): void
+  /** See TermTable.pack. */
+  pack(): { tokens: string; masks: Uint8Array; hashes: Int32Array }
+}
+
+function createTermSlots(): TermSlots {
   const list: string[] = []
   let hashes = new Int32Array(64)
   let bits = new Uint8Array(64)
@@ -57,105 +72,117 @@ export function createTermTable(): TermTable {
     slots = doubledIdTable(slots, hashes, index + 1)
   }
 
-  const add = (token: string, bit: number): void => {
-    const hash = tokenHash(token, 0, token.length)
-    const mask = slots.length - 1
-    for (let probe = hash & mask; ; probe = (probe + 1) & mask) {
-      const entry = slots[probe]!
-      if (entry === 0) {
-        insert(token, hash, bit, probe)
-        return
+  return {
+    list,
+    add(token, bit) {
+      const hash = tokenHash(token, 0, token.length)
+      const mask = slots.length - 1
+      for (let probe = hash & mask; ; probe = (probe + 1) & mask) {
+        const entry = slots[probe]!
+        if (entry === 0) {
+          insert(token, hash, bit, probe)
+          return
+        }
+        if (hashes[entry - 1] === hash && list[entry - 1] === token) {
+          bits[entry - 1]! |= bit
+          return
+        }
       }
-      if (hashes[entry - 1] === hash && list[entry - 1] === token) {
-        bits[entry - 1]! |= bit
-        return
+    },
+    addSpan(lower, start, end, hash, bit) {
+      const mask = slots.length - 1
+      const length = end - start
+      for (let probe = hash & mask; ; probe = (probe + 1) & mask) {
+        const entry = slots[probe]!
+        if (entry === 0) {
+          insert(lower.slice(start, end), hash, bit, probe)
+          return
+        }
+        if (hashes[entry - 1] !== hash) continue
+        const token = list[entry - 1]!
+        if (token.length === length && lower.startsWith(token, start)) {
+          bits[entry - 1]! |= bit
+          return
+        }
+      }
+    },
+    pack: () => ({ tokens: list.join(' '), masks: bits.slice(0, list.length), hashes: hashes.slice(0, list.length) }),
+  }
+}
+
+/**
+ * TermTable.addText over `table`. A run of ASCII letters and digits between ASCII separators
+ * is read (hashed, compared, cut) in the lower-cased text at the same offsets; a run touching
+ * a character above U+007F goes through the Unicode pattern and foldRun as tokenize's
+ * general path does.
+ */
+function addTextTo(table: TermSlots, text: string, bit: number, tokensMax: number): number {
+  const { add, addSpan } = table
+  const lower = text.toLowerCase()
+  if (lower.length !== text.length) {
+    // Lower-casing changed the length (U+0130 does): offsets differ, so the general path.
+    const tokens = tokenize(text, tokensMax + 1)
+    for (let index = 0; index < tokens.length && index < tokensMax; index++) add(tokens[index]!, bit)
+    return tokens.length
+  }
+  let count = 0
+  let over = false
+  const emit = (token: string): void => {
+    if (count < tokensMax) {
+      add(token, bit)
+      count++
+    } else over = true
+  }
+  const length = text.length
+  let at = 0
+  while (at < length) {
+    let code = text.charCodeAt(at)
+    if (code < 0x80 && !isAsciiWordUnit(code)) {
+      at++
+      continue
+    }
+    const start = at
+    if (code < 0x80) {
+      const cutAt = start + tokenCharsMax
+      let hash = fnvOffset
+      do {
+        if (at < cutAt) hash = Math.imul(hash ^ lower.charCodeAt(at), fnvPrime)
+        at++
+        code = at < length ? text.charCodeAt(at) : 0
+      } while (code < 0x80 && isAsciiWordUnit(code))
+      if (code < 0x80) {
+        if (count >= tokensMax) return tokensMax + 1
+        count++
+        addSpan(lower, start, at < cutAt ? at : cutAt, hash, bit)
+        continue
       }
     }
-  }
-
-  /** Adds lower[start, end) (ASCII letters and digits), whose hash is `hash`. */
-  const addSpan = (lower: string, start: number, end: number, hash: number, bit: number): void => {
-    const mask = slots.length - 1
-    const length = end - start
-    for (let probe = hash & mask; ; probe = (probe + 1) & mask) {
-      const entry = slots[probe]!
-      if (entry === 0) {
-        insert(lower.slice(start, end), hash, bit, probe)
-        return
-      }
-      if (hashes[entry - 1] !== hash) continue
-      const token = list[entry - 1]!
-      if (token.length === length && lower.startsWith(token, start)) {
-        bits[entry - 1]! |= bit
-        return
-      }
+    wordRun.lastIndex = start
+    const run = wordRun.exec(text)
+    if (run === null) {
+      // Not a word character (a space, a symbol, an emoji): one code point further.
+      at = start + (code >= 0xd800 && code <= 0xdbff && start + 1 < length && isLowSurrogate(text.charCodeAt(start + 1)) ? 2 : 1)
+      continue
     }
+    if (count >= tokensMax) return tokensMax + 1
+    foldRun(run[0], emit)
+    if (over) return tokensMax + 1
+    at = start + run[0].length
   }
+  return count
+}
 
+export function createTermTable(): TermTable {
+  const table = createTermSlots()
+  const { list, add } = table
   return {
     size: () => list.length,
     add,
     addAll(tokens, bit) {
       for (let index = 0; index < tokens.length; index++) add(tokens[index]!, bit)
     },
-    addText(text, bit, tokensMax) {
-      const lower = text.toLowerCase()
-      if (lower.length !== text.length) {
-        // Lower-casing changed the length (U+0130 does): offsets differ, so the general path.
-        const tokens = tokenize(text, tokensMax + 1)
-        for (let index = 0; index < tokens.length && index < tokensMax; index++) add(tokens[index]!, bit)
-        return tokens.length
-      }
-      // A run of ASCII letters and digits between ASCII separators is read (hashed, compared,
-      // cut) in the lower-cased text at the same offsets; a run touching a character above
-      // U+007F goes through the Unicode pattern and foldRun as tokenize's general path does.
-      let count = 0
-      let over = false
-      const emit = (token: string): void => {
-        if (count < tokensMax) {
-          add(token, bit)
-          count++
-        } else over = true
-      }
-      const length = text.length
-      let at = 0
-      while (at < length) {
-        let code = text.charCodeAt(at)
-        if (code < 0x80 && !isAsciiWordUnit(code)) {
-          at++
-          continue
-        }
-        const start = at
-        if (code < 0x80) {
-          const cutAt = start + tokenCharsMax
-          let hash = fnvOffset
-          do {
-            if (at < cutAt) hash = Math.imul(hash ^ lower.charCodeAt(at), fnvPrime)
-            at++
-            code = at < length ? text.charCodeAt(at) : 0
-          } while (code < 0x80 && isAsciiWordUnit(code))
-          if (code < 0x80) {
-            if (count >= tokensMax) return tokensMax + 1
-            count++
-            addSpan(lower, start, at < cutAt ? at : cutAt, hash, bit)
-            continue
-          }
-        }
-        wordRun.lastIndex = start
-        const run = wordRun.exec(text)
-        if (run === null) {
-          // Not a word character (a space, a symbol, an emoji): one code point further.
-          at = start + (code >= 0xd800 && code <= 0xdbff && start + 1 < length && isLowSurrogate(text.charCodeAt(start + 1)) ? 2 : 1)
-          continue
-        }
-        if (count >= tokensMax) return tokensMax + 1
-        foldRun(run[0], emit)
-        if (over) return tokensMax + 1
-        at = start + run[0].length
-      }
-      return count
-    },
-    pack: () => ({ tokens: list.join(' '), masks: bits.slice(0, list.length), hashes: hashes.slice(0, list.length) }),
+    addText: (text, bit, tokensMax) => addTextTo(table, text, bit, tokensMax),
+    pack: table.pack,
   }
 }
 

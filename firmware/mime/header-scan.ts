@@ -122,6 +122,121 @@ function trimBlanks(text: string): string {
 const mboxFromPrefix = [0x46, 0x72, 0x6f, 0x6d, 0x20] // "From "
 
 /**
+ * The header field being unfolded, as line slices, so that its value is decoded once as
+ * a whole (a UTF-8 sequence cannot be split across a fold). One per scan, reused field
+ * after field.
+ */
+interface PendingField {
+  /** The field name, or null between fields. */
+  name: string | null
+  pieces: Uint8Array[]
+  /** Bytes in `pieces`, at most `valueBytesMax`. */
+  bytes: number
+}
+
+/** Raw bytes kept of one value: enough for `headerValueCharsMax` characters of UTF-8. */
+const valueBytesMax = headerValueCharsMax * 4
+
+/** Adds a line slice to the pending field's value, up to `valueBytesMax`. */
+function appendFieldPiece(field: PendingField, piece: Uint8Array): void {
+  const room = valueBytesMax - field.bytes
+  if (room <= 0) return
+  const kept = piece.byteLength > room ? piece.subarray(0, room) : piece
+  field.pieces.push(kept)
+  field.bytes += kept.byteLength
+}
+
+/** The pending field's value bytes as one array (the slice itself when it has one piece). */
+function joinedValueBytes(field: PendingField): Uint8Array {
+  if (field.pieces.length === 1) return field.pieces[0]!
+  const joined = new Uint8Array(field.bytes)
+  let offset = 0
+  for (const piece of field.pieces) {
+    joined.set(piece, offset)
+    offset += piece.byteLength
+  }
+  return joined
+}
+
+/** Ends the pending field: decodes it onto `scan.headers` (while fewer than `scannedHeadersMax`) and clears it. */
+function flushField(scan: HeaderScan, field: PendingField): void {
+  if (field.name === null) return
+  if (scan.headers.length < scannedHeadersMax) {
+    const joined = joinedValueBytes(field)
+    const decoded = decodeTextBytesDetailed(joined)
+    let value = trimBlanks(decoded.text)
+    if (value.length > headerValueCharsMax) value = value.slice(0, headerValueCharsMax)
+    const header: ScannedHeader = { name: field.name, key: field.name.toLowerCase(), value }
+    if (decoded.legacy) header.legacyBytes = joined.slice()
+    scan.headers.push(header)
+  }
+  field.name = null
+  field.pieces.length = 0
+  field.bytes = 0
+}
+
+/** One header line (line break removed): a continuation of the pending field, a new field, or a malformed line. */
+function consumeHeaderLine(scan: HeaderScan, field: PendingField, line: Uint8Array): void {
+  for (let index = 0; index < line.byteLength; index++) {
+    if (line[index]! >= 0x80) {
+      scan.eightBit = true
+      break
+    }
+  }
+  if (isBlank(line[0])) {
+    if (field.name === null) scan.malformedLineCount++
+    else appendFieldPiece(field, line)
+    return
+  }
+  flushField(scan, field)
+  const nameLength = fieldNameLength(line)
+  if (nameLength < 0) {
+    scan.malformedLineCount++
+    return
+  }
+  field.name = windows1252.decode(line.subarray(0, nameLength))
+  appendFieldPiece(field, line.subarray(line.indexOf(0x3a, nameLength) + 1))
+}
+
+/**
+ * Reads the lines of `raw` up to byte `end` into `scan` and `field`, until the empty line
+ * that ends the header section (its offset becomes `bodyOffset`) or the bound.
+ */
+function scanHeaderLines(raw: Uint8Array, end: number, scan: HeaderScan, field: PendingField): void {
+  let position = 0
+  let first = true
+  while (position < end) {
+    const newline = raw.indexOf(0x0a, position)
+    if (newline === -1 || newline >= end) {
+      // The last line has no line break within the bound: either the message ends inside
+      // its header section or the bound cut it.
+      scan.truncated = end < raw.byteLength
+      const line = raw.subarray(position, end)
+      if (line.byteLength > headerLineOctetsMax) scan.longLine = true
+      consumeHeaderLine(scan, field, line)
+      return
+    }
+    let lineEnd = newline
+    if (lineEnd > position && raw[lineEnd - 1] === 0x0d) lineEnd--
+    else scan.bareLineFeeds = true
+    const line = raw.subarray(position, lineEnd)
+    position = newline + 1
+    if (line.byteLength === 0) {
+      scan.bodyOffset = position
+      return
+    }
+    if (line.byteLength > headerLineOctetsMax) scan.longLine = true
+    if (first && startsWith(line, mboxFromPrefix)) {
+      scan.mboxFromLine = true
+      first = false
+      continue
+    }
+    first = false
+    consumeHeaderLine(scan, field, line)
+  }
+}
+
+/**
  * Scans the header section of `raw`, reading at most `bytesMax` bytes. Lines end at LF (a
  * CR before it is dropped); the section ends at the first empty line. Continuation lines
  * (starting with SP or HTAB) are unfolded onto the field before them; other lines that are
@@ -147,101 +262,10 @@ export function scanHeaders(raw: Uint8Array, bytesMax: number): HeaderScan {
     malformedLineCount: 0,
     mboxFromLine: false,
   }
-  // The bytes of the field being unfolded, as line slices, so that a value is decoded
-  // once as a whole (a UTF-8 sequence cannot be split across a fold).
-  let pendingName: string | null = null
-  let pendingPieces: Uint8Array[] = []
-  let pendingBytes = 0
-  const valueBytesMax = headerValueCharsMax * 4
-
-  const flush = (): void => {
-    if (pendingName === null) return
-    if (scan.headers.length < scannedHeadersMax) {
-      let joined: Uint8Array
-      if (pendingPieces.length === 1) joined = pendingPieces[0]!
-      else {
-        joined = new Uint8Array(pendingBytes)
-        let offset = 0
-        for (const piece of pendingPieces) {
-          joined.set(piece, offset)
-          offset += piece.byteLength
-        }
-      }
-      const decoded = decodeTextBytesDetailed(joined)
-      let value = trimBlanks(decoded.text)
-      if (value.length > headerValueCharsMax) value = value.slice(0, headerValueCharsMax)
-      const header: ScannedHeader = { name: pendingName, key: pendingName.toLowerCase(), value }
-      if (decoded.legacy) header.legacyBytes = joined.slice()
-      scan.headers.push(header)
-    }
-    pendingName = null
-    pendingPieces = []
-    pendingBytes = 0
-  }
-  const appendPiece = (piece: Uint8Array): void => {
-    const room = valueBytesMax - pendingBytes
-    if (room <= 0) return
-    const kept = piece.byteLength > room ? piece.subarray(0, room) : piece
-    pendingPieces.push(kept)
-    pendingBytes += kept.byteLength
-  }
-
-  let position = 0
-  let first = true
-  while (position < end) {
-    const newline = raw.indexOf(0x0a, position)
-    if (newline === -1 || newline >= end) {
-      // The last line has no line break within the bound: either the message ends inside
-      // its header section or the bound cut it.
-      scan.truncated = end < raw.byteLength
-      const line = raw.subarray(position, end)
-      if (line.byteLength > headerLineOctetsMax) scan.longLine = true
-      consumeLine(line)
-      position = end
-      break
-    }
-    let lineEnd = newline
-    if (lineEnd > position && raw[lineEnd - 1] === 0x0d) lineEnd--
-    else scan.bareLineFeeds = true
-    const line = raw.subarray(position, lineEnd)
-    position = newline + 1
-    if (line.byteLength === 0) {
-      scan.bodyOffset = position
-      break
-    }
-    if (line.byteLength > headerLineOctetsMax) scan.longLine = true
-    if (first && startsWith(line, mboxFromPrefix)) {
-      scan.mboxFromLine = true
-      first = false
-      continue
-    }
-    first = false
-    consumeLine(line)
-  }
-  flush()
+  const field: PendingField = { name: null, pieces: [], bytes: 0 }
+  scanHeaderLines(raw, end, scan, field)
+  flushField(scan, field)
   return scan
-
-  function consumeLine(line: Uint8Array): void {
-    for (let index = 0; index < line.byteLength; index++) {
-      if (line[index]! >= 0x80) {
-        scan.eightBit = true
-        break
-      }
-    }
-    if (isBlank(line[0])) {
-      if (pendingName === null) scan.malformedLineCount++
-      else appendPiece(line)
-      return
-    }
-    flush()
-    const nameLength = fieldNameLength(line)
-    if (nameLength < 0) {
-      scan.malformedLineCount++
-      return
-    }
-    pendingName = windows1252.decode(line.subarray(0, nameLength))
-    appendPiece(line.subarray(line.indexOf(0x3a, nameLength) + 1))
-  }
 }
 
 function startsWith(bytes: Uint8Array, prefix: readonly number[]): boolean {

@@ -59,6 +59,126 @@ function build(year: number, month: number, day: number, hour: number, minute: n
   return utc - offsetMinutes * 60_000
 }
 
+/** A date in ISO 8601 form (`2002-08-22T12:36:23Z`): its time, null when it is no valid date, undefined when `text` is not in that form. */
+function parseIsoDate(text: string): number | null | undefined {
+  const iso = isoPattern.exec(text)
+  if (!iso) return undefined
+  let offset = 0
+  const zone = iso[7]
+  if (zone && zone.toUpperCase() !== 'Z') offset = zoneFromNumeric(numericZonePattern.exec(zone)!)
+  return build(Number(iso[1]), Number(iso[2]) - 1, Number(iso[3]), Number(iso[4] ?? 0), Number(iso[5] ?? 0), Number(iso[6] ?? 0), offset)
+}
+
+/** The words of an RFC 5322 date: comments and commas dropped, split at blanks. */
+function dateTokens(text: string): string[] {
+  return text
+    .replace(/\([^()]*\)/g, ' ')
+    .replace(/,/g, ' ')
+    .split(/\s+/)
+    .filter((token) => token.length > 0)
+}
+
+/** The fields of a date read so far, token by token; null until its token was seen. */
+interface DateFields {
+  day: number | null
+  month: number | null
+  year: number | null
+  time: [number, number, number] | null
+  offset: number | null
+}
+
+/** What one token did to the fields: taken (or skipped as noise), or it shows the value is not a date. */
+type TokenOutcome = 'taken' | 'not-a-date'
+
+/** True once day, month, year, time and zone are known: what follows is a comment or junk. */
+function dateComplete(fields: DateFields): boolean {
+  return fields.day !== null && fields.month !== null && fields.year !== null && fields.time !== null && fields.offset !== null
+}
+
+/** Date forms in one token (`2002/08/22`, `22-Aug-2002`); false when `token` is neither (or a date was read already). */
+function readCompactDate(fields: DateFields, token: string): TokenOutcome | false {
+  if (fields.day !== null || fields.month !== null || fields.year !== null) return false
+  const ymd = yearMonthDayPattern.exec(token)
+  if (ymd) {
+    fields.year = Number(ymd[1])
+    fields.month = Number(ymd[2]) - 1
+    fields.day = Number(ymd[3])
+    return 'taken'
+  }
+  const dmy = dayMonthYearPattern.exec(token)
+  if (!dmy) return false
+  const named = monthIndex[dmy[2]!.slice(0, 3).toLowerCase()]
+  if (named === undefined) return 'not-a-date'
+  fields.day = Number(dmy[1])
+  fields.month = named
+  fields.year = fullYear(dmy[3]!)
+  return 'taken'
+}
+
+/** `GMT+1` after the time; false when `token` is no such zone. */
+function readNamedOffset(fields: DateFields, token: string): TokenOutcome | false {
+  const namedOffset = namedOffsetPattern.exec(token)
+  if (!namedOffset || fields.time === null || fields.offset !== null) return false
+  const minutes = Number(namedOffset[2]) * 60 + Number(namedOffset[3] ?? 0)
+  fields.offset = namedOffset[1] === '-' ? -minutes : minutes
+  return 'taken'
+}
+
+/** `AM`/`PM` after a 12-hour time; false otherwise. */
+function readMeridiem(fields: DateFields, lower: string): TokenOutcome | false {
+  const time = fields.time
+  if ((lower !== 'am' && lower !== 'pm') || time === null || time[0] < 1 || time[0] > 12) return false
+  // 12 AM is midnight, 12 PM is noon.
+  time[0] = (time[0] % 12) + (lower === 'pm' ? 12 : 0)
+  return 'taken'
+}
+
+/** An alphabetic token: a weekday (skipped), a month, or a zone name after the time. */
+function readWord(fields: DateFields, lower: string): TokenOutcome {
+  if (weekdays.has(lower.slice(0, 3)) && lower.length <= 9 && fields.time === null) return 'taken'
+  const named = monthIndex[lower.slice(0, 3)]
+  if (named !== undefined && fields.month === null && lower.length <= 9) {
+    fields.month = named
+    return 'taken'
+  }
+  if (fields.time === null) return 'not-a-date'
+  // A zone name after a numeric zone (`+0000 GMT`) only repeats it.
+  if (fields.offset === null) fields.offset = zoneOffsetMinutes[lower] ?? 0
+  return 'taken'
+}
+
+/** A time, a numeric zone, a day or a year; anything else is not part of a date. */
+function readNumeric(fields: DateFields, token: string): TokenOutcome {
+  const clock = timePattern.exec(token)
+  if (clock && fields.time === null) {
+    fields.time = [Number(clock[1]), Number(clock[2]), Number(clock[3] ?? 0)]
+    return 'taken'
+  }
+  const zone = numericZonePattern.exec(token)
+  if (zone && fields.offset === null && (fields.time !== null || fields.year !== null)) {
+    fields.offset = zoneFromNumeric(zone)
+    return 'taken'
+  }
+  if (!/^\d+$/.test(token)) return 'not-a-date'
+  if (token.length <= 2 && fields.day === null) fields.day = Number(token)
+  else if (token.length >= 2 && token.length <= 4 && fields.year === null) fields.year = fullYear(token)
+  else return 'not-a-date'
+  return 'taken'
+}
+
+/** Reads one token of an RFC 5322 (or asctime-order) date into `fields`. */
+function readDateToken(fields: DateFields, rawToken: string): TokenOutcome {
+  const doubled = doubledSignZonePattern.exec(rawToken)
+  const token = doubled ? doubled[1]! : rawToken
+  const lower = token.toLowerCase().replace(/\.$/, '')
+  const compact = readCompactDate(fields, token)
+  if (compact !== false) return compact
+  const read = readNamedOffset(fields, token) || readMeridiem(fields, lower)
+  if (read !== false) return read
+  if (/^[a-z]+$/.test(lower)) return readWord(fields, lower)
+  return readNumeric(fields, token)
+}
+
 /**
  * Parses an RFC 5322 date (`Thu, 22 Aug 2002 12:36:23 +0100 (IST)`), leniently: the
  * weekday, seconds, comments and the zone are optional, fields may come in asctime order
@@ -70,88 +190,15 @@ function build(year: number, month: number, day: number, hour: number, minute: n
  */
 export function parseMailDate(value: string): number | null {
   const text = value.slice(0, dateCharsMax).trim()
-  const iso = isoPattern.exec(text)
-  if (iso) {
-    let offset = 0
-    const zone = iso[7]
-    if (zone && zone.toUpperCase() !== 'Z') offset = zoneFromNumeric(numericZonePattern.exec(zone)!)
-    return build(Number(iso[1]), Number(iso[2]) - 1, Number(iso[3]), Number(iso[4] ?? 0), Number(iso[5] ?? 0), Number(iso[6] ?? 0), offset)
-  }
-  const tokens = text
-    .replace(/\([^()]*\)/g, ' ')
-    .replace(/,/g, ' ')
-    .split(/\s+/)
-    .filter((token) => token.length > 0)
-  let day: number | null = null
-  let month: number | null = null
-  let year: number | null = null
-  let time: [number, number, number] | null = null
-  let offset: number | null = null
-  for (const rawToken of tokens) {
+  const iso = parseIsoDate(text)
+  if (iso !== undefined) return iso
+  const fields: DateFields = { day: null, month: null, year: null, time: null, offset: null }
+  for (const token of dateTokens(text)) {
     // Everything after a complete date with its zone is a trailing comment or junk.
-    if (day !== null && month !== null && year !== null && time !== null && offset !== null) break
-    const doubled = doubledSignZonePattern.exec(rawToken)
-    const token = doubled ? doubled[1]! : rawToken
-    const lower = token.toLowerCase().replace(/\.$/, '')
-    const ymd = yearMonthDayPattern.exec(token)
-    if (ymd && day === null && month === null && year === null) {
-      year = Number(ymd[1])
-      month = Number(ymd[2]) - 1
-      day = Number(ymd[3])
-      continue
-    }
-    const namedOffset = namedOffsetPattern.exec(token)
-    if (namedOffset && time !== null && offset === null) {
-      const minutes = Number(namedOffset[2]) * 60 + Number(namedOffset[3] ?? 0)
-      offset = namedOffset[1] === '-' ? -minutes : minutes
-      continue
-    }
-    if ((lower === 'am' || lower === 'pm') && time !== null && time[0] >= 1 && time[0] <= 12) {
-      // 12 AM is midnight, 12 PM is noon.
-      time[0] = (time[0] % 12) + (lower === 'pm' ? 12 : 0)
-      continue
-    }
-    const dmy = dayMonthYearPattern.exec(token)
-    if (dmy && day === null && month === null && year === null) {
-      const named = monthIndex[dmy[2]!.slice(0, 3).toLowerCase()]
-      if (named === undefined) return null
-      day = Number(dmy[1])
-      month = named
-      year = fullYear(dmy[3]!)
-      continue
-    }
-    if (/^[a-z]+$/.test(lower)) {
-      if (weekdays.has(lower.slice(0, 3)) && lower.length <= 9 && time === null) continue
-      const named = monthIndex[lower.slice(0, 3)]
-      if (named !== undefined && month === null && lower.length <= 9) {
-        month = named
-        continue
-      }
-      if (time !== null) {
-        // A zone name after a numeric zone (`+0000 GMT`) only repeats it.
-        if (offset === null) offset = zoneOffsetMinutes[lower] ?? 0
-        continue
-      }
-      return null
-    }
-    const clock = timePattern.exec(token)
-    if (clock && time === null) {
-      time = [Number(clock[1]), Number(clock[2]), Number(clock[3] ?? 0)]
-      continue
-    }
-    const zone = numericZonePattern.exec(token)
-    if (zone && offset === null && (time !== null || year !== null)) {
-      offset = zoneFromNumeric(zone)
-      continue
-    }
-    if (/^\d+$/.test(token)) {
-      if (token.length <= 2 && day === null) day = Number(token)
-      else if (token.length >= 2 && token.length <= 4 && year === null) year = fullYear(token)
-      else return null
-      continue
-    }
-    return null
+    if (dateComplete(fields)) break
+    if (readDateToken(fields, token) === 'not-a-date') return null
   }
+  const { day, month, year, time, offset } = fields
   if (day === null || month === null || year === null) return null
   const [hour, minute, second] = time ?? [0, 0, 0]
   return build(year, month, day, hour, minute, second, offset ?? 0)

@@ -33,114 +33,162 @@ export interface BacklogTrackerOptions {
   scanStepEntries?: number
 }
 
-/** Creates a tracker over `archive`. Pure until refresh(). */
-export function createBacklogTracker(deps: { archive: MirrorArchive; logger: Logger }, options: BacklogTrackerOptions = {}) {
-  const entriesMax = options.entriesMax ?? backlogEntriesTrackedMax
-  const stepEntries = options.scanStepEntries ?? backlogScanStepEntries
-  /** Every tracked entry has a sequence above this; entries at or below are no peer's concern. */
-  let base = 0
-  /** The change log has been scanned up to and including this sequence. */
-  let scannedThrough = 0
+/** First index in [low, high) of the increasing `sequences` whose sequence is above `cursor` (binary search). */
+function firstAbove(sequences: Float64Array, low: number, high: number, cursor: number): number {
+  while (low < high) {
+    const middle = (low + high) >>> 1
+    if (sequences[middle]! <= cursor) low = middle + 1
+    else high = middle
+  }
+  return low
+}
+
+/**
+ * The tracked entries: parallel arrays of sequences (increasing) and running byte totals over
+ * the live window [head, tail), grown by doubling and compacted when the front was trimmed.
+ */
+export function createTrackedEntries() {
   let sequences = new Float64Array(initialCapacityEntries)
-  /** Running byte total: cumulative[i] = bytes of every entry pushed since the last reset, through i. */
+  /** Running byte total: cumulative[i] = bytes of every entry pushed since the last clear, through i. */
   let cumulative = new Float64Array(initialCapacityEntries)
   /** The running total just before index 0 (what compaction moved out). */
   let offsetBytes = 0
   let head = 0
   let tail = 0
-  /** Bumped by reset(), so a scan that was reading across it throws its results away. */
-  let generation = 0
+
+  const totalBefore = (index: number): number => (index > 0 ? cumulative[index - 1]! : offsetBytes)
+
+  /** First index in [head, tail) whose sequence is above `cursor`. */
+  const firstAfter = (cursor: number): number => firstAbove(sequences, head, tail, cursor)
+
+  /** Makes room for one more entry at the tail: compacts the trimmed front, else doubles. */
+  function makeRoom(): void {
+    if (head > 0) {
+      // Compact: drop the trimmed front, keep the running totals absolute.
+      offsetBytes = totalBefore(head)
+      sequences.copyWithin(0, head, tail)
+      cumulative.copyWithin(0, head, tail)
+      tail -= head
+      head = 0
+    }
+    if (tail === sequences.length) {
+      const grownSequences = new Float64Array(sequences.length * 2)
+      const grownCumulative = new Float64Array(cumulative.length * 2)
+      grownSequences.set(sequences)
+      grownCumulative.set(cumulative)
+      sequences = grownSequences
+      cumulative = grownCumulative
+    }
+  }
+
+  return {
+    /** Entries in the window. */
+    count: (): number => tail - head,
+
+    /** Forgets every entry. */
+    clear(): void {
+      head = 0
+      tail = 0
+      offsetBytes = 0
+    },
+
+    /** Appends an entry (its sequence above every tracked one). */
+    push(sequence: number, sizeBytes: number): void {
+      if (tail === sequences.length) makeRoom()
+      sequences[tail] = sequence
+      cumulative[tail] = totalBefore(tail) + sizeBytes
+      tail++
+    },
+
+    /** Drops the entries at or below `cursor`. */
+    dropThrough(cursor: number): void {
+      head = firstAfter(cursor)
+    },
+
+    /** Entries and bytes with a sequence in (afterSequence, throughSequence]. */
+    range(afterSequence: number, throughSequence: number): { messages: number; bytes: number } {
+      const from = firstAfter(afterSequence)
+      const to = firstAfter(throughSequence)
+      return { messages: Math.max(0, to - from), bytes: to > from ? totalBefore(to) - totalBefore(from) : 0 }
+    },
+
+    /** The average size of the tracked entries, in bytes; undefined with none. */
+    averageBytes(): number | undefined {
+      const count = tail - head
+      return count > 0 ? (cumulative[tail - 1]! - totalBefore(head)) / count : undefined
+    },
+  }
+}
+
+/** Tracked entries as createTrackedEntries makes them. */
+export type TrackedEntries = ReturnType<typeof createTrackedEntries>
+
+/** The scan's position over the change log and what it fills (shared with the tracker). */
+interface ScanState {
+  /** Every tracked entry has a sequence above this; entries at or below are no peer's concern. */
+  base: number
+  /** The change log has been scanned up to and including this sequence. */
+  scannedThrough: number
+  /** Bumped by a reset, so a scan that was reading across it throws its results away. */
+  generation: number
+  entries: TrackedEntries
+}
+
+/**
+ * Reads the change log after `state.scannedThrough` in steps of `stepEntries` (yielding between
+ * them) and tracks each local ingest entry with its message's size, until the log ends or
+ * `entriesMax` are tracked. Stops without a trace when a reset happens meanwhile.
+ * @throws whatever the archive throws
+ */
+async function scanChanges(archive: MirrorArchive, state: ScanState, limits: { entriesMax: number; stepEntries: number }): Promise<void> {
+  const scanGeneration = state.generation
+  for (;;) {
+    if (state.entries.count() >= limits.entriesMax) return
+    const entries = await archive.changes(state.scannedThrough, limits.stepEntries)
+    if (state.generation !== scanGeneration) return
+    for (const entry of entries) {
+      if (entry.sequence <= state.scannedThrough) continue
+      if (entry.origin === null && entry.kind === 'ingest') {
+        if (state.entries.count() >= limits.entriesMax) return
+        const meta = await archive.getMeta(entry.id)
+        if (state.generation !== scanGeneration) return
+        // A message purged before it was copied is not in anyone's queue any more.
+        if (meta && entry.sequence > state.base) state.entries.push(entry.sequence, meta.sizeBytes)
+      }
+      state.scannedThrough = entry.sequence
+    }
+    if (entries.length < limits.stepEntries) return
+    await yieldToEventLoop()
+  }
+}
+
+/**
+ * The depth of (afterSequence, throughSequence] (null: up to `lastSequence`): exact where
+ * tracked; entries nobody has scanned yet (and any below the tracked base) count as messages
+ * of the average tracked size.
+ */
+function rangeDepthOf(state: ScanState, lastSequence: number, afterSequence: number, throughSequence: number | null): BacklogDepth {
+  const through = Math.min(throughSequence ?? lastSequence, lastSequence)
+  if (through <= afterSequence) return { messages: 0, bytes: 0, estimated: false }
+  let { messages, bytes } = state.entries.range(Math.max(afterSequence, state.base), through)
+  const { base, scannedThrough } = state
+  const untracked = Math.max(0, through - Math.max(scannedThrough, afterSequence)) + (afterSequence < base ? Math.min(base, through) - afterSequence : 0)
+  if (untracked > 0) {
+    const averageBytes = state.entries.averageBytes() ?? backlogAssumedMessageBytes
+    messages += untracked
+    bytes += Math.round(untracked * averageBytes)
+  }
+  return { messages, bytes, estimated: untracked > 0 }
+}
+
+/** Creates a tracker over `archive`. Pure until refresh(). */
+export function createBacklogTracker(deps: { archive: MirrorArchive; logger: Logger }, options: BacklogTrackerOptions = {}) {
+  const limits = { entriesMax: options.entriesMax ?? backlogEntriesTrackedMax, stepEntries: options.scanStepEntries ?? backlogScanStepEntries }
+  const state: ScanState = { base: 0, scannedThrough: 0, generation: 0, entries: createTrackedEntries() }
   let scanning: Promise<void> | undefined
   let scanAgain = false
 
-  const tracked = (): number => tail - head
-  const totalBefore = (index: number): number => (index > 0 ? cumulative[index - 1]! : offsetBytes)
-
-  function reset(afterSequence: number): void {
-    base = afterSequence
-    scannedThrough = afterSequence
-    head = 0
-    tail = 0
-    offsetBytes = 0
-    generation++
-  }
-
-  function push(sequence: number, sizeBytes: number): void {
-    if (tail === sequences.length) {
-      if (head > 0) {
-        // Compact: drop the trimmed front, keep the running totals absolute.
-        offsetBytes = totalBefore(head)
-        sequences.copyWithin(0, head, tail)
-        cumulative.copyWithin(0, head, tail)
-        tail -= head
-        head = 0
-      }
-      if (tail === sequences.length) {
-        const grownSequences = new Float64Array(sequences.length * 2)
-        const grownCumulative = new Float64Array(cumulative.length * 2)
-        grownSequences.set(sequences)
-        grownCumulative.set(cumulative)
-        sequences = grownSequences
-        cumulative = grownCumulative
-      }
-    }
-    sequences[tail] = sequence
-    cumulative[tail] = totalBefore(tail) + sizeBytes
-    tail++
-  }
-
-  /** First index in [head, tail) whose sequence is above `cursor`. */
-  function firstAfter(cursor: number): number {
-    let low = head
-    let high = tail
-    while (low < high) {
-      const middle = (low + high) >>> 1
-      if (sequences[middle]! <= cursor) low = middle + 1
-      else high = middle
-    }
-    return low
-  }
-
-  function rangeDepth(afterSequence: number, throughSequence: number | null): BacklogDepth {
-    const lastSequence = deps.archive.lastSequence()
-    const through = Math.min(throughSequence ?? lastSequence, lastSequence)
-    if (through <= afterSequence) return { messages: 0, bytes: 0, estimated: false }
-    const from = firstAfter(Math.max(afterSequence, base))
-    const to = firstAfter(through)
-    let messages = Math.max(0, to - from)
-    let bytes = to > from ? totalBefore(to) - totalBefore(from) : 0
-    // Entries nobody has scanned yet (and any below the tracked base): counted as messages of the average tracked size.
-    const untracked = Math.max(0, through - Math.max(scannedThrough, afterSequence)) + (afterSequence < base ? Math.min(base, through) - afterSequence : 0)
-    if (untracked > 0) {
-      const count = tracked()
-      const averageBytes = count > 0 ? (cumulative[tail - 1]! - totalBefore(head)) / count : backlogAssumedMessageBytes
-      messages += untracked
-      bytes += Math.round(untracked * averageBytes)
-    }
-    return { messages, bytes, estimated: untracked > 0 }
-  }
-
-  async function scan(): Promise<void> {
-    const scanGeneration = generation
-    for (;;) {
-      if (tracked() >= entriesMax) return
-      const entries = await deps.archive.changes(scannedThrough, stepEntries)
-      if (generation !== scanGeneration) return
-      for (const entry of entries) {
-        if (entry.sequence <= scannedThrough) continue
-        if (entry.origin === null && entry.kind === 'ingest') {
-          if (tracked() >= entriesMax) return
-          const meta = await deps.archive.getMeta(entry.id)
-          if (generation !== scanGeneration) return
-          // A message purged before it was copied is not in anyone's queue any more.
-          if (meta && entry.sequence > base) push(entry.sequence, meta.sizeBytes)
-        }
-        scannedThrough = entry.sequence
-      }
-      if (entries.length < stepEntries) return
-      await yieldToEventLoop()
-    }
-  }
+  const rangeDepth = (afterSequence: number, throughSequence: number | null): BacklogDepth => rangeDepthOf(state, deps.archive.lastSequence(), afterSequence, throughSequence)
 
   return {
     /**
@@ -157,7 +205,7 @@ export function createBacklogTracker(deps: { archive: MirrorArchive; logger: Log
         do {
           scanAgain = false
           try {
-            await scan()
+            await scanChanges(deps.archive, state, limits)
           } catch (error) {
             deps.logger.warn('mirror queue scan failed; figures are estimated until the next scan', { error })
             break
@@ -174,13 +222,16 @@ export function createBacklogTracker(deps: { archive: MirrorArchive; logger: Log
      * refresh() after).
      */
     retain(lowestCursor: number): void {
-      if (lowestCursor < base) {
-        reset(lowestCursor)
+      if (lowestCursor < state.base) {
+        state.base = lowestCursor
+        state.scannedThrough = lowestCursor
+        state.entries.clear()
+        state.generation++
         return
       }
-      base = lowestCursor
-      if (scannedThrough < base) scannedThrough = base
-      head = firstAfter(lowestCursor)
+      state.base = lowestCursor
+      if (state.scannedThrough < state.base) state.scannedThrough = state.base
+      state.entries.dropThrough(lowestCursor)
     },
 
     /** The queue of a peer whose cursor is `cursor`: exact where tracked, estimated beyond. */
@@ -197,7 +248,7 @@ export function createBacklogTracker(deps: { archive: MirrorArchive; logger: Log
 
     /** Tracked entries, scan position and base, for tests and diagnostics. */
     stats(): { tracked: number; scannedThrough: number; base: number } {
-      return { tracked: tracked(), scannedThrough, base }
+      return { tracked: state.entries.count(), scannedThrough: state.scannedThrough, base: state.base }
     },
   }
 }

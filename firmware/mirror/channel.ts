@@ -1,25 +1,13 @@
 import assert from 'node:assert/strict'
 import type { Logger } from '../common/logger.js'
 import { MirrorError } from './errors.js'
-import {
-  FrameType,
-  applicationFrameTypeMin,
-  decodeRefusal,
-  encodeJson,
-  framePayloadBytesMax,
-  frameTypeName,
-  parseJsonObject,
-  sanitizePeerText,
-  refusalMessageLengthMax,
-  type FramedSocket,
-  type MirrorFrame,
-} from './protocol.js'
+import { FrameType, applicationFrameTypeMin, encodeJson, framePayloadBytesMax, type FramedSocket, type MirrorFrame } from './protocol.js'
 import type { MirrorPeerIdentity } from './handshake.js'
+import { startChannelLiveness } from './channel-liveness.js'
+import { channelEndReason, interceptControlFrames, receiveApplicationFrame, type ChannelEnding } from './channel-frames.js'
 
 /** A channel with no bytes from the peer for this long is dropped as dead, in milliseconds. */
 export const channelIdleTimeoutMsDefault = 60_000
-/** Keepalives go out this many times per idle timeout, so a live but quiet peer is never dropped. */
-const keepalivesPerIdleTimeout = 3
 
 /** The authenticated peer of a channel and where it is. */
 export interface MirrorPeer extends MirrorPeerIdentity {
@@ -76,7 +64,10 @@ export interface MirrorChannelOptions {
   idleTimeoutMs: number
 }
 
-/** Wraps a framed socket whose handshake has succeeded into a MirrorChannel. */
+/**
+ * Wraps a framed socket whose handshake has succeeded into a MirrorChannel: keepalives and the
+ * idle timeout (channel-liveness.ts), control frames and receiving (channel-frames.ts).
+ */
 export function createMirrorChannel(
   deps: { logger: Logger },
   framed: FramedSocket,
@@ -85,81 +76,19 @@ export function createMirrorChannel(
 ): MirrorChannel {
   assert.ok(options.idleTimeoutMs >= 100, 'idleTimeoutMs must be at least 100 ms')
   const logger = deps.logger.child('channel', { peerSerial: peer.serial, direction: options.direction })
-  let closingCleanly = false
-  let peerReason: MirrorError | undefined
-
-  const idleTimer = setTimeout(onIdle, options.idleTimeoutMs).unref()
-  const keepaliveTimer = setInterval(() => {
-    framed.send(FrameType.keepalive).catch(() => undefined)
-  }, Math.floor(options.idleTimeoutMs / keepalivesPerIdleTimeout)).unref()
-
-  function onIdle(): void {
-    // Reading is paused while our consumer is behind: silence is then ours, not the peer's.
-    if (framed.paused) {
-      idleTimer.refresh()
-      return
-    }
-    framed.refuse(
-      new MirrorError('TIMEOUT', `no data from the peer for ${options.idleTimeoutMs} ms`, {
-        expected: `data within ${options.idleTimeoutMs} ms`,
-        actual: null,
-      }),
-    )
-  }
-
-  framed.onActivity = () => idleTimer.refresh()
-  framed.intercept = (frame) => {
-    if (frame.type === FrameType.keepalive) return true
-    // Remember why the peer is leaving even if nobody is receiving right now.
-    if (frame.type === FrameType.close) closingCleanly = true
-    if (frame.type === FrameType.refuse) {
-      try {
-        peerReason = decodeRefusal(frame.payload)
-      } catch (error) {
-        peerReason = error as MirrorError
-      }
-    }
-    return false
-  }
+  const ending: ChannelEnding = { closingCleanly: false, peerReason: undefined }
+  const liveness = startChannelLiveness(framed, options.idleTimeoutMs)
+  interceptControlFrames(framed, ending)
   framed.setEager(framePayloadBytesMax)
 
   const closed = framed.closed.then(() => {
-    clearTimeout(idleTimer)
-    clearInterval(keepaliveTimer)
-    const failure = framed.failure
-    const reason = peerReason ?? (closingCleanly && (!failure || failure.code === 'CLOSED' || failure.code === 'CONNECTION_CLOSED') ? null : failure ?? null)
+    liveness.stop()
+    const reason = channelEndReason(framed, ending)
     if (reason) logger.warn('mirror channel failed', { code: reason.code, origin: reason.origin, error: reason.message })
     else logger.info('mirror channel closed')
     return reason
   })
-
-  async function receive(): Promise<MirrorFrame | null> {
-    let frame: MirrorFrame
-    try {
-      frame = await framed.receive()
-    } catch (error) {
-      if (closingCleanly && (error as MirrorError).code !== 'TIMEOUT') return null
-      throw error
-    }
-    if (frame.type >= applicationFrameTypeMin) return frame
-    if (frame.type === FrameType.close) {
-      closingCleanly = true
-      const message = readCloseMessage(frame.payload)
-      logger.info('peer closed the mirror channel', { reason: message })
-      framed.finish(FrameType.close, encodeJson({ message: 'closing after the peer' }), new MirrorError('CLOSED', 'the peer closed the channel'))
-      return null
-    }
-    if (frame.type === FrameType.refuse) {
-      const error = decodeRefusal(frame.payload)
-      framed.destroy(error)
-      throw error
-    }
-    const error = new MirrorError('PROTOCOL', `unexpected ${frameTypeName(frame.type)} frame after the handshake`, {
-      actual: frameTypeName(frame.type),
-    })
-    framed.refuse(error)
-    throw error
-  }
+  const receive = (): Promise<MirrorFrame | null> => receiveApplicationFrame(framed, ending, logger)
 
   const channel: MirrorChannel = {
     peer,
@@ -188,7 +117,7 @@ export function createMirrorChannel(
         if (error) {
           framed.refuse(error)
         } else {
-          closingCleanly = true
+          ending.closingCleanly = true
           framed.finish(FrameType.close, encodeJson({ message: 'closing' }), new MirrorError('CLOSED', 'the channel was closed'))
         }
       }
@@ -196,14 +125,4 @@ export function createMirrorChannel(
     },
   }
   return channel
-}
-
-/** The message of a peer's CLOSE frame, sanitised; a malformed one is reported, not fatal. */
-function readCloseMessage(payload: Buffer): string {
-  try {
-    const message = parseJsonObject(payload, 'CLOSE').message
-    return typeof message === 'string' ? sanitizePeerText(message, refusalMessageLengthMax) : '(none)'
-  } catch {
-    return '(malformed)'
-  }
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
+import { copyDelivery, deliveryValues } from '../archive/delivery-fields.js'
 import type { ChangeEntry, Delivery, MessageMeta } from '../archive/types.js'
 import type { Random } from '../common/clock.js'
 import { deliveriesPerMessageMax, messageHeaderBytes, messageHeaderBytesMax, type MessageHeader, type WireDelivery } from './copy-protocol.js'
@@ -61,9 +62,9 @@ export function isCopied(entry: ChangeEntry): boolean {
   return entry.origin === null && (entry.kind === 'ingest' || entry.kind === 'delivery')
 }
 
-/** A delivery as it travels: a copy with `deliveryKey` always present. */
+/** A delivery as it travels: a copy with every field of delivery-fields.ts, in its order, `deliveryKey` always present. */
 export function toWireDelivery(delivery: Delivery): WireDelivery {
-  return { ...delivery, envelopeTo: [...delivery.envelopeTo], envelopeBcc: [...delivery.envelopeBcc], deliveryKey: delivery.deliveryKey ?? null }
+  return copyDelivery(delivery)
 }
 
 /**
@@ -95,18 +96,8 @@ export function selectDeliveries(entry: ChangeEntry, meta: MessageMeta): WireDel
  * key once, so re-sends never double-record.
  */
 export function mirrorDeliveryKey(originSerial: string, delivery: WireDelivery): string {
-  // A fixed field order: objects from the store, the wire and tests list their keys differently.
-  const canonical = JSON.stringify([
-    delivery.source,
-    delivery.sourceName,
-    delivery.receivedAtMs,
-    delivery.envelopeFrom,
-    delivery.envelopeTo,
-    delivery.envelopeBcc,
-    delivery.remoteAddress,
-    delivery.journalEnvelopeText,
-    delivery.deliveryKey,
-  ])
+  // The fields' one order (delivery-fields.ts): objects from the store, the wire and tests list their keys differently.
+  const canonical = JSON.stringify(deliveryValues(delivery))
   const digest = createHash('sha256').update(canonical).digest('hex').slice(0, 32)
   return `mirror:${originSerial}:${delivery.source}:${digest}`
 }
@@ -118,17 +109,7 @@ export function mirrorDeliveryKey(originSerial: string, delivery: WireDelivery):
  * time and its client address, so search and e-discovery on the copy see what the origin saw.
  */
 export function copiedDelivery(originSerial: string, delivery: WireDelivery): Delivery {
-  return {
-    source: 'mirror',
-    sourceName: originSerial,
-    receivedAtMs: delivery.receivedAtMs,
-    envelopeFrom: delivery.envelopeFrom,
-    envelopeTo: delivery.envelopeTo,
-    envelopeBcc: delivery.envelopeBcc,
-    remoteAddress: delivery.remoteAddress,
-    journalEnvelopeText: delivery.journalEnvelopeText,
-    deliveryKey: mirrorDeliveryKey(originSerial, delivery),
-  }
+  return { ...copyDelivery(delivery), source: 'mirror', sourceName: originSerial, deliveryKey: mirrorDeliveryKey(originSerial, delivery) }
 }
 
 /**

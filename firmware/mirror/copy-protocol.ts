@@ -1,3 +1,4 @@
+import { deliveryFromValues, deliveryValues } from '../archive/delivery-fields.js'
 import type { Delivery } from '../archive/types.js'
 import { MirrorError } from './errors.js'
 import type { PolicySettings } from './types.js'
@@ -103,7 +104,6 @@ export interface BatchFailure {
 }
 
 const hexId = /^[0-9a-f]{64}$/
-const deliverySources: ReadonlySet<string> = new Set(['smtp', 'journal', 'import', 'mirror'])
 
 function protocolError(what: string): MirrorError {
   return new MirrorError('PROTOCOL', `malformed ${what}`)
@@ -111,14 +111,6 @@ function protocolError(what: string): MirrorError {
 
 function isCount(value: unknown, max = Number.MAX_SAFE_INTEGER): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 && value <= max
-}
-
-function isStringOrNull(value: unknown): value is string | null {
-  return value === null || typeof value === 'string'
-}
-
-function isStringArray(value: unknown): value is string[] {
-  return Array.isArray(value) && value.every((item) => typeof item === 'string')
 }
 
 /** Retention policies and holds accepted in a peer's POLICY frame, at most each. */
@@ -184,33 +176,10 @@ export function messageHeaderBytes(header: MessageHeader): number {
 
 function decodeDelivery(value: unknown): WireDelivery {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw protocolError('MESSAGE delivery')
-  const d = value as Record<string, unknown>
-  if (
-    typeof d.source !== 'string' ||
-    !deliverySources.has(d.source) ||
-    !isStringOrNull(d.sourceName) ||
-    typeof d.receivedAtMs !== 'number' ||
-    !Number.isFinite(d.receivedAtMs) ||
-    !isStringOrNull(d.envelopeFrom) ||
-    !isStringArray(d.envelopeTo) ||
-    !isStringArray(d.envelopeBcc) ||
-    !isStringOrNull(d.remoteAddress) ||
-    !isStringOrNull(d.journalEnvelopeText) ||
-    !isStringOrNull(d.deliveryKey ?? null)
-  ) {
-    throw protocolError('MESSAGE delivery')
-  }
-  return {
-    source: d.source as Delivery['source'],
-    sourceName: d.sourceName,
-    receivedAtMs: d.receivedAtMs,
-    envelopeFrom: d.envelopeFrom,
-    envelopeTo: d.envelopeTo,
-    envelopeBcc: d.envelopeBcc,
-    remoteAddress: d.remoteAddress,
-    journalEnvelopeText: d.journalEnvelopeText,
-    deliveryKey: (d.deliveryKey as string | null | undefined) ?? null,
-  }
+  // The fields of delivery-fields.ts, checked as the store checks its records; an absent deliveryKey is null.
+  const delivery = deliveryFromValues(deliveryValues(value as Delivery))
+  if (!delivery) throw protocolError('MESSAGE delivery')
+  return delivery
 }
 
 /**

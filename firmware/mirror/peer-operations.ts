@@ -58,14 +58,134 @@ export async function hostMatches(host: string, address: string): Promise<boolea
 /** The identity parts of a seen appliance (for audit details and pinning). */
 export const identityOf = (seen: { serial: string; storeId: string; fingerprint: string }) => ({ serial: seen.serial, storeId: seen.storeId, fingerprint: seen.fingerprint })
 
+/** True when `key` (a peerKey) is a configured peer. */
+function inConfig(context: PeerOperationsContext, key: string): boolean {
+  return context.configuredPeers.some((configured) => peerKey(configured) === key)
+}
+
+/** The peer at `peer`. @throws MirrorError PEER_INVALID, PEER_UNKNOWN */
+function senderOf(context: PeerOperationsContext, peer: PeerAddress): SenderEntry {
+  const entry = context.peers.senders.get(peerKey(checkAddress(peer)))
+  if (!entry) throw new MirrorError('PEER_UNKNOWN', `no mirror peer ${peer.host}:${peer.port}`, { actual: `${peer.host}:${peer.port}` })
+  return entry
+}
+
+/** Adds the peer a join names, pinned to the join's identity; its cursor starts at 0 (backfill). Runs inside run(). */
+async function addPinnedPeer(context: PeerOperationsContext, seen: SeenIdentity): Promise<PeerSender> {
+  const { store, peers } = context
+  const address = { host: seen.address, port: seen.listenPort }
+  const key = peerKey(address)
+  const existing = peers.senders.get(key)
+  if (existing) throw new MirrorError('PEER_EXISTS', `mirror peer ${key} is already configured`, { actual: key })
+  peers.overlay = { added: [...peers.overlay.added, address], removed: peers.overlay.removed.filter((removed) => peerKey(removed) !== key) }
+  await store.writeOverlay(peers.overlay)
+  const record: PeerRecord = { ...freshPeerRecord(address, context.clock.now()), ...identityOf(seen) }
+  await store.write(record)
+  const effective: EffectivePeer = { ...address, configuredBy: 'added' }
+  context.startSender(effective, record)
+  peers.pendingJoins = peers.pendingJoins.filter((other) => !sameIdentity(other, seen))
+  await store.writeJoins(peers.pendingJoins)
+  context.retainBacklog()
+  return peers.senders.get(key)!.sender
+}
+
+/** Adds a peer (backfilled from sequence 0). Runs inside run(). @throws MirrorError PEER_INVALID, PEER_EXISTS, STATE_FAILED */
+async function addPeer(context: PeerOperationsContext, peer: PeerAddress): Promise<PeerStatus> {
+  const { store, peers } = context
+  const address = checkAddress(peer)
+  const key = peerKey(address)
+  if (peers.senders.has(key)) throw new MirrorError('PEER_EXISTS', `mirror peer ${address.host}:${address.port} is already configured`, { actual: key })
+  const configured = inConfig(context, key)
+  peers.overlay = {
+    added: configured ? peers.overlay.added : [...peers.overlay.added, address],
+    removed: peers.overlay.removed.filter((removed) => peerKey(removed) !== key),
+  }
+  await store.writeOverlay(peers.overlay)
+  const effective: EffectivePeer = { ...address, configuredBy: configured ? 'config' : 'added' }
+  context.startSender(effective, await store.read(address))
+  context.retainBacklog()
+  context.logger.info('mirror peer added', { peer: key })
+  return context.peerStatus(effective, peers.senders.get(key)!.sender)
+}
+
+/** Removes a peer and forgets its cursor. Runs inside run(). @throws MirrorError PEER_INVALID, PEER_UNKNOWN, STATE_FAILED */
+async function removePeer(context: PeerOperationsContext, peer: PeerAddress): Promise<void> {
+  const { store, peers } = context
+  const { peer: effective, sender } = senderOf(context, peer)
+  const key = peerKey(effective)
+  peers.overlay = {
+    added: peers.overlay.added.filter((added) => peerKey(added) !== key),
+    removed: inConfig(context, key) ? [...peers.overlay.removed, { host: effective.host, port: effective.port }] : peers.overlay.removed,
+  }
+  await store.writeOverlay(peers.overlay)
+  peers.senders.delete(key)
+  await sender.stop()
+  await store.delete(effective)
+  context.retainBacklog()
+  context.logger.info('mirror peer removed', { peer: key })
+}
+
+/** Pauses (true) or resumes (false) a peer. Runs inside run(). @throws MirrorError PEER_INVALID, PEER_UNKNOWN, STATE_FAILED */
+async function setPaused(context: PeerOperationsContext, peer: PeerAddress, paused: boolean): Promise<PeerStatus> {
+  const entry = senderOf(context, peer)
+  await entry.sender.setPaused(paused)
+  context.logger.info(paused ? 'mirror peer paused' : 'mirror peer resumed', { peer: peerKey(entry.peer) })
+  return context.peerStatus(entry.peer, entry.sender)
+}
+
+/** The pending join whose listening port and address `address` names, if any. */
+async function pendingJoinAt(peers: MirrorPeerSet, address: PeerAddress): Promise<SeenIdentity | undefined> {
+  for (const seen of peers.pendingJoins) {
+    if (seen.listenPort === address.port && (await hostMatches(address.host, seen.address))) return seen
+  }
+  return undefined
+}
+
+/** Pins the changed identity the sender of `entry` keeps pending. @throws MirrorError STATE_FAILED */
+async function acceptIdentity(context: PeerOperationsContext, entry: SenderEntry): Promise<AcceptResult> {
+  const { previous, accepted, cursorReset } = await entry.sender.acceptIdentity()
+  context.peers.pendingJoins = context.peers.pendingJoins.filter((other) => !sameIdentity(other, accepted))
+  await context.store.writeJoins(context.peers.pendingJoins)
+  context.retainBacklog()
+  return { peer: context.peerStatus(entry.peer, entry.sender), kind: 'identity' as const, previous, accepted, backfill: cursorReset }
+}
+
+/** Adds the pending join at `address` as a peer pinned to its identity. @throws MirrorError PEER_EXISTS, STATE_FAILED */
+async function acceptJoin(context: PeerOperationsContext, address: PeerAddress, joining: SeenIdentity): Promise<AcceptResult> {
+  const key = peerKey(address)
+  const sender = await addPinnedPeer(context, { ...joining, address: address.host })
+  context.writeAudit({ action: 'mirror.join-accepted', actor: 'technician', details: { peer: key, by: 'mirror accept', identity: identityOf(joining) } })
+  context.logger.warn('a pending mirror join was accepted by a technician', { peer: key, identity: describeIdentity(joining) })
+  const added = context.peers.senders.get(key)!
+  return {
+    peer: context.peerStatus(added.peer, sender),
+    kind: 'join' as const,
+    previous: { serial: null, storeId: null, fingerprint: null },
+    accepted: { ...joining },
+    backfill: true,
+  }
+}
+
+/** Accepts a peer's changed identity, or a pending join. Runs inside run(). @throws MirrorError PEER_INVALID, NOTHING_PENDING, PEER_EXISTS, STATE_FAILED */
+async function acceptPeer(context: PeerOperationsContext, peer: PeerAddress): Promise<AcceptResult> {
+  const address = checkAddress(peer)
+  const key = peerKey(address)
+  const entry = context.peers.senders.get(key)
+  if (entry?.sender.pendingIdentity()) return acceptIdentity(context, entry)
+  const joining = await pendingJoinAt(context.peers, address)
+  if (!joining) {
+    throw new MirrorError('NOTHING_PENDING', `nothing waits for acceptance at ${key}: no changed peer identity and no pending join`, { actual: key })
+  }
+  if (entry) throw new MirrorError('PEER_EXISTS', `mirror peer ${key} is already configured`, { actual: key })
+  return acceptJoin(context, address, joining)
+}
+
 /**
  * The technician's peer operations (add, remove, pause, resume, accept), run one at a time
  * and only while the service runs, each saved durably before it returns.
  */
 export function createPeerOperations(context: PeerOperationsContext) {
-  const { logger, store, peers } = context
   let operations: Promise<unknown> = Promise.resolve()
-  const inConfig = (key: string): boolean => context.configuredPeers.some((configured) => peerKey(configured) === key)
 
   /** Runs peer operations one at a time, and only while the service runs. @throws MirrorError STOPPED */
   function run<T>(operation: () => Promise<T>): Promise<T> {
@@ -77,129 +197,22 @@ export function createPeerOperations(context: PeerOperationsContext) {
     return next
   }
 
-  /** The peer at `peer`. @throws MirrorError PEER_INVALID, PEER_UNKNOWN */
-  function senderOf(peer: PeerAddress): SenderEntry {
-    const entry = peers.senders.get(peerKey(checkAddress(peer)))
-    if (!entry) throw new MirrorError('PEER_UNKNOWN', `no mirror peer ${peer.host}:${peer.port}`, { actual: `${peer.host}:${peer.port}` })
-    return entry
-  }
-
-  /** Adds the peer a join names, pinned to the join's identity; its cursor starts at 0 (backfill). Runs inside run(). */
-  async function addPinnedPeer(seen: SeenIdentity): Promise<PeerSender> {
-    const address = { host: seen.address, port: seen.listenPort }
-    const key = peerKey(address)
-    const existing = peers.senders.get(key)
-    if (existing) throw new MirrorError('PEER_EXISTS', `mirror peer ${key} is already configured`, { actual: key })
-    peers.overlay = { added: [...peers.overlay.added, address], removed: peers.overlay.removed.filter((removed) => peerKey(removed) !== key) }
-    await store.writeOverlay(peers.overlay)
-    const record: PeerRecord = { ...freshPeerRecord(address, context.clock.now()), ...identityOf(seen) }
-    await store.write(record)
-    const effective: EffectivePeer = { ...address, configuredBy: 'added' }
-    context.startSender(effective, record)
-    peers.pendingJoins = peers.pendingJoins.filter((other) => !sameIdentity(other, seen))
-    await store.writeJoins(peers.pendingJoins)
-    context.retainBacklog()
-    return peers.senders.get(key)!.sender
-  }
-
-  /** Adds a peer (backfilled from sequence 0). @throws MirrorError PEER_INVALID, PEER_EXISTS, STATE_FAILED, STOPPED */
-  function addPeer(peer: PeerAddress): Promise<PeerStatus> {
-    return run(async () => {
-      const address = checkAddress(peer)
-      const key = peerKey(address)
-      if (peers.senders.has(key)) throw new MirrorError('PEER_EXISTS', `mirror peer ${address.host}:${address.port} is already configured`, { actual: key })
-      const configured = inConfig(key)
-      peers.overlay = {
-        added: configured ? peers.overlay.added : [...peers.overlay.added, address],
-        removed: peers.overlay.removed.filter((removed) => peerKey(removed) !== key),
-      }
-      await store.writeOverlay(peers.overlay)
-      const effective: EffectivePeer = { ...address, configuredBy: configured ? 'config' : 'added' }
-      context.startSender(effective, await store.read(address))
-      context.retainBacklog()
-      logger.info('mirror peer added', { peer: key })
-      return context.peerStatus(effective, peers.senders.get(key)!.sender)
-    })
-  }
-
-  /** Removes a peer and forgets its cursor. @throws MirrorError PEER_INVALID, PEER_UNKNOWN, STATE_FAILED, STOPPED */
-  function removePeer(peer: PeerAddress): Promise<void> {
-    return run(async () => {
-      const { peer: effective, sender } = senderOf(peer)
-      const key = peerKey(effective)
-      peers.overlay = {
-        added: peers.overlay.added.filter((added) => peerKey(added) !== key),
-        removed: inConfig(key) ? [...peers.overlay.removed, { host: effective.host, port: effective.port }] : peers.overlay.removed,
-      }
-      await store.writeOverlay(peers.overlay)
-      peers.senders.delete(key)
-      await sender.stop()
-      await store.delete(effective)
-      context.retainBacklog()
-      logger.info('mirror peer removed', { peer: key })
-    })
-  }
-
-  /** Pauses (true) or resumes (false) a peer. @throws MirrorError PEER_INVALID, PEER_UNKNOWN, STATE_FAILED, STOPPED */
-  function setPaused(peer: PeerAddress, paused: boolean): Promise<PeerStatus> {
-    return run(async () => {
-      const entry = senderOf(peer)
-      await entry.sender.setPaused(paused)
-      logger.info(paused ? 'mirror peer paused' : 'mirror peer resumed', { peer: peerKey(entry.peer) })
-      return context.peerStatus(entry.peer, entry.sender)
-    })
-  }
-
-  /** The pending join whose listening port and address `address` names, if any. */
-  async function pendingJoinAt(address: PeerAddress): Promise<SeenIdentity | undefined> {
-    for (const seen of peers.pendingJoins) {
-      if (seen.listenPort === address.port && (await hostMatches(address.host, seen.address))) return seen
-    }
-    return undefined
-  }
-
-  /** Accepts a peer's changed identity, or a pending join. @throws MirrorError PEER_INVALID, NOTHING_PENDING, PEER_EXISTS, STATE_FAILED, STOPPED */
-  function acceptPeer(peer: PeerAddress): Promise<AcceptResult> {
-    return run(async () => {
-      const address = checkAddress(peer)
-      const key = peerKey(address)
-      const entry = peers.senders.get(key)
-      if (entry?.sender.pendingIdentity()) {
-        const { previous, accepted, cursorReset } = await entry.sender.acceptIdentity()
-        peers.pendingJoins = peers.pendingJoins.filter((other) => !sameIdentity(other, accepted))
-        await store.writeJoins(peers.pendingJoins)
-        context.retainBacklog()
-        return { peer: context.peerStatus(entry.peer, entry.sender), kind: 'identity' as const, previous, accepted, backfill: cursorReset }
-      }
-      const joining = await pendingJoinAt(address)
-      if (!joining) {
-        throw new MirrorError('NOTHING_PENDING', `nothing waits for acceptance at ${key}: no changed peer identity and no pending join`, { actual: key })
-      }
-      if (entry) throw new MirrorError('PEER_EXISTS', `mirror peer ${key} is already configured`, { actual: key })
-      const sender = await addPinnedPeer({ ...joining, address: address.host })
-      context.writeAudit({ action: 'mirror.join-accepted', actor: 'technician', details: { peer: key, by: 'mirror accept', identity: identityOf(joining) } })
-      logger.warn('a pending mirror join was accepted by a technician', { peer: key, identity: describeIdentity(joining) })
-      const added = peers.senders.get(key)!
-      return {
-        peer: context.peerStatus(added.peer, sender),
-        kind: 'join' as const,
-        previous: { serial: null, storeId: null, fingerprint: null },
-        accepted: { ...joining },
-        backfill: true,
-      }
-    })
-  }
-
   return {
     run,
     /** Resolves when the operations queued so far have finished (stop() waits for them). */
     settled: (): Promise<unknown> => operations,
-    senderOf,
-    addPinnedPeer,
-    addPeer,
-    removePeer,
-    setPaused,
-    acceptPeer,
+    /** The peer at `peer`. @throws MirrorError PEER_INVALID, PEER_UNKNOWN */
+    senderOf: (peer: PeerAddress): SenderEntry => senderOf(context, peer),
+    /** Adds the peer a join names, pinned to its identity (backfilled). Call inside run(). @throws MirrorError PEER_EXISTS, STATE_FAILED */
+    addPinnedPeer: (seen: SeenIdentity): Promise<PeerSender> => addPinnedPeer(context, seen),
+    /** Adds a peer (backfilled from sequence 0). @throws MirrorError PEER_INVALID, PEER_EXISTS, STATE_FAILED, STOPPED */
+    addPeer: (peer: PeerAddress): Promise<PeerStatus> => run(() => addPeer(context, peer)),
+    /** Removes a peer and forgets its cursor. @throws MirrorError PEER_INVALID, PEER_UNKNOWN, STATE_FAILED, STOPPED */
+    removePeer: (peer: PeerAddress): Promise<void> => run(() => removePeer(context, peer)),
+    /** Pauses (true) or resumes (false) a peer. @throws MirrorError PEER_INVALID, PEER_UNKNOWN, STATE_FAILED, STOPPED */
+    setPaused: (peer: PeerAddress, paused: boolean): Promise<PeerStatus> => run(() => setPaused(context, peer, paused)),
+    /** Accepts a peer's changed identity, or a pending join. @throws MirrorError PEER_INVALID, NOTHING_PENDING, PEER_EXISTS, STATE_FAILED, STOPPED */
+    acceptPeer: (peer: PeerAddress): Promise<AcceptResult> => run(() => acceptPeer(context, peer)),
   }
 }
 

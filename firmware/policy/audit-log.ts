@@ -1,4 +1,3 @@
-// Over 80 lines: createAuditLog is the log's nine documented members over one set of open databases; chaining and verify are audit-chain.ts.
 import assert from 'node:assert/strict'
 import type { Database, RootDatabase } from 'lmdb'
 import type { Logger } from '../common/logger.js'
@@ -17,6 +16,107 @@ export const pendingEventsMaxDefault = 1_000
 export const auditPageEntriesMax = 1_000
 
 export type AuditLog = ReturnType<typeof createAuditLog>
+
+/** The log's open databases. */
+interface AuditDatabases {
+  root: RootDatabase
+  entries: Database<string, number>
+  state: Database<unknown, string>
+}
+
+/** The log's databases on the archive's root, usable between open() and close(). */
+function createAuditDatabases() {
+  let current: AuditDatabases | undefined
+  let open = false
+  return {
+    isOpen: (): boolean => open,
+    open(root: RootDatabase): void {
+      current = {
+        root,
+        entries: root.openDB<string, number>(auditDatabaseNames.entries, { keyEncoding: 'uint32', encoding: 'string' }),
+        state: root.openDB<unknown, string>(auditDatabaseNames.state, {}),
+      }
+      open = true
+    },
+    close(): void {
+      open = false
+    },
+    /** @throws PolicyError UNAVAILABLE when not open */
+    get(): AuditDatabases {
+      if (!open || !current) throw new PolicyError('UNAVAILABLE', 'the audit log is not open (the archive is not open)')
+      return current
+    },
+  }
+}
+
+/** Events given before the archive opened: at most `eventsMax` kept (stamped with `clock`), the rest counted. */
+function createPendingEvents(clock: Clock, eventsMax: number) {
+  const pending: { event: AuditEvent; atMs: number }[] = []
+  let droppedEvents = 0
+  return {
+    isEmpty: (): boolean => pending.length === 0 && droppedEvents === 0,
+    hold(event: AuditEvent): void {
+      if (pending.length < eventsMax) pending.push({ event, atMs: clock.now() })
+      else droppedEvents++
+    },
+    /** Hands every held event to `append` in order, then one `audit.dropped` event if any were dropped. */
+    drainInto(append: (event: AuditEvent, atMs?: number) => unknown): void {
+      for (const { event, atMs } of pending.splice(0)) append(event, atMs)
+      if (droppedEvents > 0) {
+        append({ actor: 'system', action: 'audit.dropped', details: { events: droppedEvents, reason: `more than ${eventsMax} events before the archive opened` } })
+        droppedEvents = 0
+      }
+    },
+  }
+}
+
+/** The log's read members over its open databases (`databases` throws PolicyError UNAVAILABLE when not open). */
+function auditReadMembers(deps: { logger: Logger; key: Uint8Array | null }, databases: () => AuditDatabases) {
+  const readHead = (): HeadRecord | undefined => databases().state.get('head') as HeadRecord | undefined
+  return {
+    /** Entries with seq above `afterSeq`, oldest first, at most `limit` (≤ auditPageEntriesMax). @throws PolicyError UNAVAILABLE, CORRUPT */
+    entries(afterSeq: number, limit: number): AuditEntry[] {
+      assert.ok(Number.isSafeInteger(afterSeq) && afterSeq >= 0 && Number.isSafeInteger(limit) && limit > 0 && limit <= auditPageEntriesMax, 'entries(afterSeq ≥ 0, 1 ≤ limit ≤ auditPageEntriesMax)')
+      const { entries } = databases()
+      const list: AuditEntry[] = []
+      for (const { key: seq, value } of entries.getRange({ start: afterSeq + 1, limit })) {
+        try {
+          list.push(JSON.parse(value) as AuditEntry)
+        } catch (error) {
+          throw new PolicyError('CORRUPT', `audit entry ${seq} is undecodable`, { fields: { seq }, cause: error })
+        }
+      }
+      return list
+    },
+
+    /** Sequence of the last entry per the head record (0 when empty). */
+    lastSeq(): number {
+      return readHead()?.seq ?? 0
+    },
+
+    /** The head: sequence and hash of the last entry (0 and the genesis hash when empty). */
+    head(): { seq: number; hash: string } {
+      const head = readHead()
+      return { seq: head?.seq ?? 0, hash: head?.hash ?? genesisHash }
+    },
+
+    /** The state database, for small records that belong with the log (the config digest). */
+    state(): Database<unknown, string> {
+      return databases().state
+    },
+
+    /**
+     * Walks the whole chain. Reports (does not throw) every kind of damage it finds.
+     * @throws PolicyError UNAVAILABLE when not open
+     */
+    verify(): AuditVerifyReport {
+      const { entries, state } = databases()
+      const report = verifyAuditChain(entries.getRange({}), state.get('head') as HeadRecord | undefined, deps.key)
+      if (!report.ok) deps.logger.error('audit log verification failed', { problems: report.problems.slice(0, 5), entries: report.entries })
+      return report
+    },
+  }
+}
 
 /**
  * The append-only, hash-chained audit log, kept in the archive's LMDB environment (its own
@@ -39,26 +139,15 @@ export type AuditLog = ReturnType<typeof createAuditLog>
  * (at most `pendingEventsMax`) and are written when it opens.
  */
 export function createAuditLog(deps: { logger: Logger; clock: Clock; key?: Uint8Array | null }, options: { pendingEventsMax?: number } = {}) {
-  const logger = deps.logger
   const key = deps.key ?? null
-  const pendingEventsMax = options.pendingEventsMax ?? pendingEventsMaxDefault
-  let root: RootDatabase | undefined
-  let entriesDb: Database<string, number> | undefined
-  let stateDb: Database<unknown, string> | undefined
-  let open = false
-  const pending: { event: AuditEvent; atMs: number }[] = []
-  let droppedEvents = 0
-
-  function databases() {
-    if (!open || !root || !entriesDb || !stateDb) throw new PolicyError('UNAVAILABLE', 'the audit log is not open (the archive is not open)')
-    return { root, entries: entriesDb, state: stateDb }
-  }
+  const handles = createAuditDatabases()
+  const pending = createPendingEvents(deps.clock, options.pendingEventsMax ?? pendingEventsMaxDefault)
 
   /** Appends inside the caller's write transaction (synchronous; lmdb-js transaction callback). */
   function appendInTransaction(event: AuditEvent, atMs = deps.clock.now()): AuditEntry {
     assert.ok(typeof event.actor === 'string' && event.actor.length > 0, 'an audit event needs an actor')
     assert.ok(typeof event.action === 'string' && event.action.length > 0, 'an audit event needs an action')
-    const { entries, state } = databases()
+    const { entries, state } = handles.get()
     const head = (state.get('head') as HeadRecord | undefined) ?? { seq: 0, hash: genesisHash }
     const chained = chainEntry(head, event, atMs, key)
     entries.putSync(chained.entry.seq, chained.text)
@@ -66,37 +155,22 @@ export function createAuditLog(deps: { logger: Logger; clock: Clock; key?: Uint8
     return chained.entry
   }
 
-  function flushPendingInTransaction(): void {
-    for (const { event, atMs } of pending.splice(0)) appendInTransaction(event, atMs)
-    if (droppedEvents > 0) {
-      appendInTransaction({ actor: 'system', action: 'audit.dropped', details: { events: droppedEvents, reason: `more than ${pendingEventsMax} events before the archive opened` } })
-      droppedEvents = 0
-    }
-  }
-
   return {
     /** Named databases this log adds to the archive's environment. */
     databasesNeeded: Object.keys(auditDatabaseNames).length,
 
     /** Opens the log's databases on the archive's root (the archive's indexer hook calls it at start). */
-    open(rootDatabase: RootDatabase): void {
-      root = rootDatabase
-      entriesDb = root.openDB<string, number>(auditDatabaseNames.entries, { keyEncoding: 'uint32', encoding: 'string' })
-      stateDb = root.openDB<unknown, string>(auditDatabaseNames.state, {})
-      open = true
-    },
+    open: (rootDatabase: RootDatabase): void => handles.open(rootDatabase),
 
     /** Writes the events queued before the archive opened. @throws PolicyError UNAVAILABLE when not open */
     async flushPending(): Promise<void> {
-      const { root: database } = databases()
-      if (pending.length === 0 && droppedEvents === 0) return
-      await database.childTransaction(() => flushPendingInTransaction())
+      const { root } = handles.get()
+      if (pending.isEmpty()) return
+      await root.childTransaction(() => pending.drainInto(appendInTransaction))
     },
 
     /** The archive is closing: later events are queued in memory (and lost if it never reopens). */
-    close(): void {
-      open = false
-    },
+    close: (): void => handles.close(),
 
     /**
      * Appends one event durably (the archive's transactions are synced before they resolve).
@@ -104,61 +178,19 @@ export function createAuditLog(deps: { logger: Logger; clock: Clock; key?: Uint8
      * @throws archive write errors (disk full, disk failure)
      */
     async append(event: AuditEvent): Promise<AuditEntry | null> {
-      if (!open) {
-        if (pending.length < pendingEventsMax) pending.push({ event, atMs: deps.clock.now() })
-        else droppedEvents++
+      if (!handles.isOpen()) {
+        pending.hold(event)
         return null
       }
-      const { root: database } = databases()
-      return database.childTransaction(() => {
-        flushPendingInTransaction()
+      const { root } = handles.get()
+      return root.childTransaction(() => {
+        pending.drainInto(appendInTransaction)
         return appendInTransaction(event)
       }) as Promise<AuditEntry>
     },
 
     appendInTransaction,
 
-    /** Entries with seq above `afterSeq`, oldest first, at most `limit` (≤ auditPageEntriesMax). @throws PolicyError UNAVAILABLE, CORRUPT */
-    entries(afterSeq: number, limit: number): AuditEntry[] {
-      assert.ok(Number.isSafeInteger(afterSeq) && afterSeq >= 0 && Number.isSafeInteger(limit) && limit > 0 && limit <= auditPageEntriesMax, 'entries(afterSeq ≥ 0, 1 ≤ limit ≤ auditPageEntriesMax)')
-      const { entries } = databases()
-      const list: AuditEntry[] = []
-      for (const { key: seq, value } of entries.getRange({ start: afterSeq + 1, limit })) {
-        try {
-          list.push(JSON.parse(value) as AuditEntry)
-        } catch (error) {
-          throw new PolicyError('CORRUPT', `audit entry ${seq} is undecodable`, { fields: { seq }, cause: error })
-        }
-      }
-      return list
-    },
-
-    /** Sequence of the last entry per the head record (0 when empty). */
-    lastSeq(): number {
-      const head = databases().state.get('head') as HeadRecord | undefined
-      return head?.seq ?? 0
-    },
-
-    /** The head: sequence and hash of the last entry (0 and the genesis hash when empty). */
-    head(): { seq: number; hash: string } {
-      const head = databases().state.get('head') as HeadRecord | undefined
-      return { seq: head?.seq ?? 0, hash: head?.hash ?? genesisHash }
-    },
-
-    /** The state database, for small records that belong with the log (the config digest). */
-    state(): Database<unknown, string> {
-      return databases().state
-    },
-
-    /**
-     * Walks the whole chain. Reports (does not throw) every kind of damage it finds.
-     * @throws PolicyError UNAVAILABLE when not open
-     */
-    verify(): AuditVerifyReport {
-      const { entries, state } = databases()
-      const report = verifyAuditChain(entries.getRange({}), state.get('head') as HeadRecord | undefined, key)
-      if (!report.ok) logger.error('audit log verification failed', { problems: report.problems.slice(0, 5), entries: report.entries })
-      return report
-    },
+    ...auditReadMembers({ logger: deps.logger, key }, handles.get),
   }
 }

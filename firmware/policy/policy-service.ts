@@ -20,6 +20,7 @@ import type { AuditEntry, AuditVerifyReport, Policy, Hold, PolicySettingsDescrip
  * - purge-planner.ts: the plan over the archive (rules.ts per message) and its preview;
  * - purge-job.ts: the purge in batches, and its schedule;
  * - startup-audit.ts: unaudited purges and configuration changes, audited at start;
+ * - audit-log.ts: the hash-chained audit log the service's changes and purges are written to;
  * - exclusive.ts: the lock that keeps setting changes and purge batches apart.
  */
 
@@ -78,6 +79,47 @@ function settingsMembers(settings: PolicySettings) {
     placeHold: (input: unknown, actor: string): Promise<Hold> => settings.placeHold(input, actor),
     /** Releases an active hold: its mail is subject to retention again at the next purge. @throws PolicyError NOT_FOUND (also when already released), UNAVAILABLE */
     releaseHold: (name: string, actor: string): Promise<Hold> => settings.releaseHold(name, actor),
+  }
+}
+
+/** The service's members over purge plans that remove nothing: the preview, the settings peers compare, what holds keep. */
+function planMembers(settings: PolicySettings, plan: (ids: readonly string[] | null) => ReturnType<typeof planArchivePurge>) {
+  return {
+    /** The purge plan for now: what a purge would remove and what it keeps, without removing anything. @throws PolicyError UNAVAILABLE */
+    async preview(): Promise<PurgePreview> {
+      settings.databases()
+      return previewOf(await plan(null))
+    },
+    /** The settings peers compare (describePolicySettings). Empty until the archive is open. */
+    describe: (): PolicySettingsDescription => describePolicySettings(settings.policies(), settings.holds()),
+    /**
+     * The ids among `ids` that are past their retention here and kept only because active
+     * holds cover them, with those holds' names (mirror verify's "held" difference).
+     * @throws PolicyError UNAVAILABLE
+     */
+    async holdsKeeping(ids: readonly string[]): Promise<Map<string, string[]>> {
+      settings.databases()
+      const kept = new Map<string, string[]>()
+      for (const item of (await plan(ids)).kept) if (item.reason === 'held') kept.set(item.id, [...(item.holds ?? [])])
+      return kept
+    },
+  }
+}
+
+/** The service's members over the audit log. */
+function auditMembers(audit: AuditLog) {
+  return {
+    /** The `purge.batch` / `purge.recovered` audit entry naming the purge of `id` at `atMs`, or null. @throws PolicyError UNAVAILABLE */
+    purgeAuditSeq: (id: string, atMs: number): number | null => findPurgeAuditEntry(audit, id, atMs),
+    /** The audit log's head: last sequence and hash (an off-box witness when a peer records it). @throws PolicyError UNAVAILABLE */
+    auditHead: () => audit.head(),
+    /** @throws PolicyError UNAVAILABLE */
+    auditVerify: (): AuditVerifyReport => audit.verify(),
+    /** The last `limit` entries (or those after `afterSeq`). @throws PolicyError UNAVAILABLE */
+    auditEntries(query: { afterSeq?: number; limit: number }): AuditEntry[] {
+      const afterSeq = query.afterSeq ?? Math.max(0, audit.lastSeq() - query.limit)
+      return audit.entries(afterSeq, query.limit)
+    },
   }
 }
 
@@ -146,11 +188,7 @@ export function createPolicyService(deps: PolicyServiceDeps, options: PolicyServ
       return { ok: !lastRun?.error, detail: `${settings.policyCount} policies, ${settings.activeHoldCount} active holds${failed}` }
     },
     ...settingsMembers(settings),
-    /** The purge plan for now: what a purge would remove and what it keeps, without removing anything. @throws PolicyError UNAVAILABLE */
-    async preview(): Promise<PurgePreview> {
-      settings.databases()
-      return previewOf(await plan(null))
-    },
+    ...planMembers(settings, plan),
     /** Runs a purge now (all due messages, in batches). @throws PolicyError UNAVAILABLE */
     runPurge(actor: string): Promise<PurgeRunReport> {
       if (state !== 'running') return Promise.reject(new PolicyError('UNAVAILABLE', `retention is ${state}`))
@@ -160,29 +198,6 @@ export function createPolicyService(deps: PolicyServiceDeps, options: PolicyServ
     tick: () => schedule.tick(),
     /** Last scheduled run, for status. */
     lastRun: () => schedule.lastRun(),
-    /** The settings peers compare (describePolicySettings). Empty until the archive is open. */
-    describe: (): PolicySettingsDescription => describePolicySettings(settings.policies(), settings.holds()),
-    /**
-     * The ids among `ids` that are past their retention here and kept only because active
-     * holds cover them, with those holds' names (mirror verify's "held" difference).
-     * @throws PolicyError UNAVAILABLE
-     */
-    async holdsKeeping(ids: readonly string[]): Promise<Map<string, string[]>> {
-      settings.databases()
-      const kept = new Map<string, string[]>()
-      for (const item of (await plan(ids)).kept) if (item.reason === 'held') kept.set(item.id, [...(item.holds ?? [])])
-      return kept
-    },
-    /** The `purge.batch` / `purge.recovered` audit entry naming the purge of `id` at `atMs`, or null. @throws PolicyError UNAVAILABLE */
-    purgeAuditSeq: (id: string, atMs: number): number | null => findPurgeAuditEntry(audit, id, atMs),
-    /** The audit log's head: last sequence and hash (an off-box witness when a peer records it). @throws PolicyError UNAVAILABLE */
-    auditHead: () => audit.head(),
-    /** @throws PolicyError UNAVAILABLE */
-    auditVerify: (): AuditVerifyReport => audit.verify(),
-    /** The last `limit` entries (or those after `afterSeq`). @throws PolicyError UNAVAILABLE */
-    auditEntries(query: { afterSeq?: number; limit: number }): AuditEntry[] {
-      const afterSeq = query.afterSeq ?? Math.max(0, audit.lastSeq() - query.limit)
-      return audit.entries(afterSeq, query.limit)
-    },
+    ...auditMembers(audit),
   }
 }

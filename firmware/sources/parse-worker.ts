@@ -7,7 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads'
 import { redact, type LogFields, type Logger, type LogLevel } from '../common/logger.js'
 import { createMimeParser } from '../mime/parser.js'
 import { createPrepareJob, type IndexPrepare, type PreparedMessage } from './parse-job.js'
-import type { ParseWorkerData, ToPool, ToWorker } from './parse-pool.js'
+import type { ParseWorkerData, ToPool, ToWorker } from './parse-pool-types.js'
 
 function transferable(bytes: Uint8Array): Uint8Array {
   // A view on part of a larger buffer (Node's Buffer pool) must not be transferred: the

@@ -1,17 +1,15 @@
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { networkInterfaces as osNetworkInterfaces } from 'node:os'
 import type { Logger } from '../../firmware/common/logger.js'
 import { HalError } from '../errors.js'
-import { withTimeout } from '../timeout.js'
-import type { Hal, Identity, RaidArray, RaidStatus } from '../types.js'
+import type { Hal, Identity, RaidStatus } from '../types.js'
 import { statfsVolume } from '../volume.js'
 import { faultyDiskNames, toDisks } from './disks.js'
 import { applianceModelFromDmi, meaningfulDmiValue, serialFromMachineId, unknownModel } from './identity.js'
-import { parseMdadmDetail } from './mdadm-detail.js'
-import { parseMdstat } from './mdstat.js'
+import { createMdadmRefiner } from './mdadm-refiner.js'
 import { toNics } from './nics.js'
+import { createProbe, lazySystemInformation, readMdstatArrays, type Probe, type SystemInformation } from './probe.js'
 
 export interface LinuxHalDeps {
   logger: Logger
@@ -32,11 +30,38 @@ export interface LinuxHalOptions {
   commandTimeoutMs: number
 }
 
-type SystemInformation = typeof import('systeminformation')
-
-/** mdadm --detail prints about 2 KiB per array; anything past this is not its output. */
-const mdadmOutputBytesMax = 256 * 1024
 const machineIdPaths = ['/etc/machine-id', '/var/lib/dbus/machine-id']
+
+/** The serial derived from the first machine-id found. @throws HalError HAL_IDENTITY_UNAVAILABLE */
+async function machineIdSerial(probe: Probe): Promise<string> {
+  for (const path of machineIdPaths) {
+    try {
+      const machineId = (await probe(`read ${path}`, () => readFile(path, 'utf8'))).trim()
+      if (machineId) return serialFromMachineId(machineId)
+    } catch {
+      // Try the next location; none found is reported below.
+    }
+  }
+  throw new HalError('HAL_IDENTITY_UNAVAILABLE', 'no serial: no identity.serial override, no DMI serial or UUID, no machine-id', {
+    fields: { machineIdPaths },
+  })
+}
+
+/**
+ * The identity of this machine (see hal/linux/identity.ts for the rules); an override of the
+ * model that DMI contradicts is logged and ignored.
+ * @throws HalError HAL_TIMEOUT, HAL_PROBE_FAILED, HAL_IDENTITY_UNAVAILABLE
+ */
+async function readIdentity(deps: { logger: Logger; probe: Probe; si: SystemInformation }, options: LinuxHalOptions): Promise<Identity> {
+  const system = await deps.probe('systeminformation.system', () => deps.si.system())
+  const dmiModel = applianceModelFromDmi(system.manufacturer, system.model)
+  if (dmiModel !== null && options.model !== null && options.model !== dmiModel) {
+    deps.logger.warn('identity.model override ignored: this appliance says otherwise', { configured: options.model, dmi: dmiModel })
+  }
+  const model = dmiModel ?? options.model ?? unknownModel
+  const serial = options.serial ?? meaningfulDmiValue(system.serial) ?? meaningfulDmiValue(system.uuid) ?? (await machineIdSerial(deps.probe))
+  return Object.freeze({ model, serial, firmwareVersion: options.firmwareVersion, provider: 'linux' as const })
+}
 
 /**
  * The HAL of a real Linux machine (an appliance, or a VM running the firmware for tests).
@@ -58,89 +83,12 @@ export function createLinuxHal(deps: LinuxHalDeps, options: LinuxHalOptions): Ha
   assert.ok(Number.isInteger(options.commandTimeoutMs) && options.commandTimeoutMs > 0, 'commandTimeoutMs must be a positive integer')
   assert.ok(options.model === null || (Number.isInteger(options.model) && options.model >= 0), 'model must be a non-negative integer or null')
   const logger = deps.logger
-  let loaded: Promise<SystemInformation> | undefined
+  const probe = createProbe(options.commandTimeoutMs)
+  const systemInformation = lazySystemInformation()
+  const readMdstat = () => readMdstatArrays(probe, options.mdstatPath)
+  const detailed = createMdadmRefiner({ logger }, options)
   let identityCached: Identity | undefined
-  let mdadmMissing = false
-  let mdadmFailureLogged = false
   let started = false
-
-  // Loaded lazily so that importing hal/ (which the simulator path does too) costs nothing.
-  const systemInformation = (): Promise<SystemInformation> => (loaded ??= import('systeminformation').then((module) => module.default))
-
-  async function probe<T>(what: string, work: () => Promise<T>): Promise<T> {
-    try {
-      return await withTimeout(work(), options.commandTimeoutMs, what)
-    } catch (error) {
-      if (error instanceof HalError) throw error
-      throw new HalError('HAL_PROBE_FAILED', `${what} failed: ${(error as Error).message}`, { retryable: true, fields: { what }, cause: error })
-    }
-  }
-
-  /** The arrays of /proc/mdstat, or null when the file does not exist (no md at all). */
-  async function readMdstat(): Promise<RaidArray[] | null> {
-    try {
-      return parseMdstat(await probe(`read ${options.mdstatPath}`, () => readFile(options.mdstatPath, 'utf8')))
-    } catch (error) {
-      if ((error as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT') return null
-      throw error
-    }
-  }
-
-  function runMdadmDetail(device: string): Promise<string> {
-    return new Promise((resolve, reject) => {
-      execFile(
-        options.mdadmPath,
-        ['--detail', device],
-        {
-          timeout: options.commandTimeoutMs,
-          killSignal: 'SIGKILL',
-          maxBuffer: mdadmOutputBytesMax,
-          // mdadm lives in sbin, which is not on a service user's PATH on Debian; LC_ALL=C
-          // keeps its output in the English the parser knows.
-          env: { PATH: `${process.env.PATH ?? '/usr/bin:/bin'}:/usr/sbin:/sbin`, LC_ALL: 'C' },
-        },
-        (error, stdout, stderr) => {
-          if (!error) return resolve(stdout)
-          const reason = error.killed ? `timed out after ${options.commandTimeoutMs} ms` : (stderr.trim() || error.message).slice(0, 200)
-          reject(Object.assign(error, { reason }))
-        },
-      )
-    })
-  }
-
-  /** `array` refined by mdadm --detail, or `array` itself when mdadm cannot say more. */
-  async function detailed(array: RaidArray): Promise<RaidArray> {
-    if (mdadmMissing || !/^md[\w.-]+$/.test(array.name)) return array
-    try {
-      const detail = parseMdadmDetail(await runMdadmDetail(`/dev/${array.name}`))
-      return { ...detail, name: array.name }
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-        mdadmMissing = true
-        logger.info('mdadm not found: RAID state comes from mdstat alone', { mdadmPath: options.mdadmPath })
-        return array
-      }
-      // Logged once at warn (typically: not root), then at debug, so health polling does not flood the log.
-      const log = mdadmFailureLogged ? logger.debug : logger.warn
-      mdadmFailureLogged = true
-      log('mdadm --detail failed: using the mdstat view of the array', { array: array.name, reason: (error as { reason?: string }).reason ?? String(error) })
-      return array
-    }
-  }
-
-  async function machineIdSerial(): Promise<string> {
-    for (const path of machineIdPaths) {
-      try {
-        const machineId = (await probe(`read ${path}`, () => readFile(path, 'utf8'))).trim()
-        if (machineId) return serialFromMachineId(machineId)
-      } catch {
-        // Try the next location; none found is reported below.
-      }
-    }
-    throw new HalError('HAL_IDENTITY_UNAVAILABLE', 'no serial: no identity.serial override, no DMI serial or UUID, no machine-id', {
-      fields: { machineIdPaths },
-    })
-  }
 
   const hal = {
     provider: 'linux' as const,
@@ -157,16 +105,7 @@ export function createLinuxHal(deps: LinuxHalDeps, options: LinuxHalOptions): Ha
     },
 
     async identity(): Promise<Identity> {
-      if (identityCached) return identityCached
-      const si = await systemInformation()
-      const system = await probe('systeminformation.system', () => si.system())
-      const dmiModel = applianceModelFromDmi(system.manufacturer, system.model)
-      if (dmiModel !== null && options.model !== null && options.model !== dmiModel) {
-        logger.warn('identity.model override ignored: this appliance says otherwise', { configured: options.model, dmi: dmiModel })
-      }
-      const model = dmiModel ?? options.model ?? unknownModel
-      const serial = options.serial ?? meaningfulDmiValue(system.serial) ?? meaningfulDmiValue(system.uuid) ?? (await machineIdSerial())
-      identityCached = Object.freeze({ model, serial, firmwareVersion: options.firmwareVersion, provider: 'linux' as const })
+      identityCached ??= await readIdentity({ logger, probe, si: await systemInformation() }, options)
       return identityCached
     },
 

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { hashPassword } from '../../firmware/common/password.js'
 import { request as httpRequest } from 'node:http'
 import { tempDir, writeConfig, startService, runCli, cliJson, portOf, bunPath, mainPath, repoRoot, cliPath } from '../helpers/service.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const technicianPassword = 'field-technician-pass'
 
@@ -183,13 +184,9 @@ function startConsole(config: string) {
   let screen = ''
   // VT100 cursor sequences from readline's redraws are dropped: the test reads the text.
   child.stdout.on('data', (chunk) => (screen += chunk.toString().replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')))
-  const waitFor = async (pattern: RegExp, from: number, timeoutMs = 15000) => {
-    const startedMs = Date.now()
-    while (!pattern.test(screen.slice(from))) {
-      if (Date.now() - startedMs > timeoutMs) throw new Error(`console never showed ${pattern}; screen:\n${screen}`)
-      await new Promise((resolve) => setTimeout(resolve, 50))
-    }
-  }
+  /** Waits until `pattern` appears in the screen after offset `from`. */
+  const waitForScreen = (pattern: RegExp, from: number): Promise<true> =>
+    waitUntil(() => pattern.test(screen.slice(from)), { what: `the console to show ${pattern}`, intervalMs: 50, observe: () => screen })
   return {
     child,
     screen: () => screen,
@@ -197,10 +194,10 @@ function startConsole(config: string) {
     async type(text: string, pattern: RegExp) {
       const from = screen.length
       child.stdin.write(text)
-      await waitFor(pattern, from)
+      await waitForScreen(pattern, from)
       return screen.slice(from)
     },
-    waitFor,
+    waitForScreen,
   }
 }
 
@@ -211,7 +208,7 @@ t.test('serial console over a pty: help, ?, tab completion, enable, commands', a
   t.teardown(() => service.stop())
   const console = startConsole(config)
   t.teardown(() => console.child.kill())
-  await console.waitFor(/mailkeep 650 MK-CONSOLE> /, 0)
+  await console.waitForScreen(/mailkeep 650 MK-CONSOLE> /, 0)
 
   const help = await console.type('help\r', /> $/)
   t.match(help, /show status\s+system state/)

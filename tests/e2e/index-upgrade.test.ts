@@ -5,6 +5,7 @@ import { hashPassword } from '../../firmware/common/password.js'
 import { indexLayoutVersion } from '../../firmware/index/index.js'
 import { tempDir, writeConfig, startService, cliJson, portOf } from '../helpers/service.js'
 import { SmtpSession, archivedId } from '../helpers/smtp.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const technicianPassword = 'e2e-index-upgrade-pass'
 
@@ -64,11 +65,13 @@ t.test('an index of another layout, or a rebuild cut short, is rebuilt at start;
   t.match(await indexStatus(), { documents: 5, pending: 2, flushes: 1 })
   await service.stop('SIGKILL')
   service = await startService(config)
-  let afterCrash = await indexStatus()
-  for (let tries = 0; afterCrash.pending > 0 && tries < 100; tries++) {
-    await new Promise((resolve) => setTimeout(resolve, 100))
-    afterCrash = await indexStatus()
-  }
+  const afterCrash = await waitUntil(
+    async () => {
+      const status = await indexStatus()
+      return status.pending === 0 && status
+    },
+    { what: 'the tail left by the crash flushed', timeoutMs: 10_000, intervalMs: 100, observe: indexStatus },
+  )
   t.match(afterCrash, { documents: 5, pending: 0, flushes: 2 }, 'the tail left by the crash was flushed after the start')
   t.ok(service.lines.some((line) => line.includes('search index tail left by an unplanned stop') && line.includes('"documents":2')), 'and that is logged')
   t.same(((await cliJson(config, ['search', 'subject:minutes'])).json as { hits: Array<{ id: string }> }).hits.map((hit) => hit.id), [ids[3]], 'found in the postings written after the crash')
@@ -81,11 +84,13 @@ t.test('an index of another layout, or a rebuild cut short, is rebuilt at start;
     await setIndexState(service.dataDir, change)
     service = await startService(config)
     // Started in the background at boot: wait (bounded) for it to finish.
-    let status = await indexStatus()
-    for (let tries = 0; status.rebuilding && tries < 100; tries++) {
-      await new Promise((resolve) => setTimeout(resolve, 100))
-      status = await indexStatus()
-    }
+    const status = await waitUntil(
+      async () => {
+        const current = await indexStatus()
+        return !current.rebuilding && current
+      },
+      { what: `${label}: the rebuild at start to finish`, timeoutMs: 10_000, intervalMs: 100, observe: indexStatus },
+    )
     t.equal(status.rebuilding, false, `${label}: rebuilt at start`)
     t.equal(status.documents, 5, `${label}: every archived message indexed again`)
     t.ok(service.lines.some((line) => line.includes('search index rebuild started')), `${label}: the rebuild is logged`)

@@ -4,13 +4,13 @@ import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import nodemailer from 'nodemailer'
-import { createRandom } from '../../firmware/common/clock.js'
 import { writeFile } from 'node:fs/promises'
 import { hashPassword } from '../../firmware/common/password.js'
 import { tempDir, writeConfig, startService, cliJson, runCli, type RunningService, portOf } from '../helpers/service.js'
 import { startDovecot, seedMailbox, readMailbox } from '../helpers/dovecot.js'
 import { SmtpSession, archivedId } from '../helpers/smtp.js'
 import { exchangeJournalReport } from '../helpers/journal-report.js'
+import { testSeed } from '../helpers/random.js'
 
 const technicianPassword = 'e2e-technician-pass'
 const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex')
@@ -109,9 +109,7 @@ t.test('an Exchange journal report is unwrapped: the original is archived, BCC r
 })
 
 t.test('SIGKILL during concurrent SMTP delivery: every message that got a 250 survives', async (t) => {
-  const seed = Number(process.env.MAILKEEP_TEST_SEED ?? Date.now() % 100000)
-  t.comment(`seed ${seed}`)
-  const random = createRandom(seed)
+  const { seed, random } = testSeed(t, 'the message bodies and kill times')
   const dir = await tempDir()
   const config = await writeConfig(dir, { smtp: { archiveRecipients: ['journal@archive.local'] } })
   const acknowledged = new Map<string, Buffer>()

@@ -7,7 +7,8 @@
 import t, { type Test } from 'tap'
 import { tempDir, startService, type RunningService } from '../helpers/service.js'
 import { startFaultProxy, type Fault } from '../helpers/fault-proxy.js'
-import { eventually, freePort, rawFrom, searchIds, sendMail, statusOf, testMessage, writeApplianceConfig } from '../helpers/mirror-appliances.js'
+import { appliancePolling, freePort, rawFrom, searchIds, sendMail, statusOf, testMessage, writeApplianceConfig } from '../helpers/mirror-appliances.js'
+import { waitUntil } from '../helpers/wait.js'
 
 /** Every message of `sent` is on `service`, byte-identical, and the store holds `total` messages with one change entry each. */
 async function holdsExactlyOnce(t: Test, service: RunningService, sent: Map<string, Buffer>, total: number, word: string): Promise<void> {
@@ -46,10 +47,10 @@ t.test('B killed with SIGKILL mid-transfer three times: every message arrives on
     b = await startService(configB)
     const before = (await statusOf(b)).store.messages
     // Kill as soon as copies start landing: the rest of the backlog is then in flight.
-    const seen = await eventually('copies landing on B', async () => {
+    const seen = await waitUntil(async () => {
       const count = (await statusOf(b!).catch(() => undefined))?.store.messages
       return count !== undefined && count > before ? count : undefined
-    })
+    }, { ...appliancePolling, what: 'copies landing on B' })
     await b.stop('SIGKILL')
     killedAt.push(`${seen}/${sent.size}`)
     if (seen < sent.size) partialKills += 1
@@ -57,10 +58,10 @@ t.test('B killed with SIGKILL mid-transfer three times: every message arrives on
   t.comment(`B's store when killed (stored/held by A): ${killedAt.join(', ')}`)
   t.ok(partialKills >= 1, 'at least one kill hit B in the middle of a transfer')
   b = await startService(configB)
-  await eventually('A caught up', async () => {
+  await waitUntil(async () => {
     const peer = (await statusOf(a)).mirror.peers[0]!
     return peer.queueMessages === 0 && peer.state === 'connected' ? peer : undefined
-  }, 30_000)
+  }, { ...appliancePolling, what: 'A caught up' })
   await holdsExactlyOnce(t, b, sent, sent.size, 'killround')
   const onA = await statusOf(a)
   t.equal(onA.store.messages, sent.size, 'nothing came back to A')
@@ -78,10 +79,10 @@ t.test('three appliances in a full mesh: each message on all three, nothing forw
   const byOrigin = await Promise.all(nodes.map((node, index) => sendMail(node, Array.from({ length: 5 }, (_, n) => testMessage(`meshword from ${names[index]} ${n}`)))))
   for (const batch of byOrigin) for (const [id, raw] of batch) sent.set(id, raw)
   for (const node of nodes) {
-    await eventually('mesh converged', async () => ((await statusOf(node)).store.messages === 15 ? true : undefined))
+    await waitUntil(async () => (await statusOf(node)).store.messages === 15, { ...appliancePolling, what: 'mesh converged' })
   }
   for (const [index, node] of nodes.entries()) {
-    await eventually('queues drained', async () => ((await statusOf(node)).mirror.peers.every((peer) => peer.queueMessages === 0) ? true : undefined))
+    await waitUntil(async () => (await statusOf(node)).mirror.peers.every((peer) => peer.queueMessages === 0), { ...appliancePolling, what: 'queues drained' })
     await holdsExactlyOnce(t, node, sent, 15, 'meshword')
     const status = await statusOf(node)
     const inbound = Object.fromEntries(status.mirror.inbound.map((peer) => [peer.serial, peer]))
@@ -123,10 +124,10 @@ t.test('a fault proxy between A and B resets, stalls and truncates connections: 
     for (const [id, raw] of await sendMail(a, raws)) sent.set(id, raw)
     await new Promise((resolve) => setTimeout(resolve, 150))
   }
-  await eventually('A caught up through the proxy', async () => {
+  await waitUntil(async () => {
     const peer = (await statusOf(a)).mirror.peers[0]!
     return peer.queueMessages === 0 && peer.cursor === (await statusOf(a)).mirror.lastSequence ? peer : undefined
-  }, 30_000)
+  }, { ...appliancePolling, what: 'A caught up through the proxy' })
   t.comment(`${sent.size} messages, ${proxy.connections} connections, ${proxy.faultsTriggered} faults, ${Date.now() - started} ms`)
   t.ok(proxy.faultsTriggered >= faults.length, 'every planned fault fired')
   await holdsExactlyOnce(t, b, sent, sent.size, 'proxyword')

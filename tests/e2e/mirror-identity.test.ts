@@ -2,7 +2,8 @@ import t from 'tap'
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { tempDir, startService, cliJson, runCli, type RunningService } from '../helpers/service.js'
-import { apiGet, eventually, freePort, rawFrom, sendMail, technicianPassword, testMessage, writeApplianceConfig as node } from '../helpers/mirror-appliances.js'
+import { apiGet, appliancePolling, freePort, rawFrom, sendMail, technicianPassword, testMessage, writeApplianceConfig as node } from '../helpers/mirror-appliances.js'
+import { waitUntil } from '../helpers/wait.js'
 
 /**
  * Peer identity with real appliance processes (issue: a changed identity lost mail silently,
@@ -40,10 +41,10 @@ const auditActions = async (config: string): Promise<{ action: string; details: 
   return (Array.isArray(result) ? result : (result.entries ?? [])) as { action: string; details: Record<string, unknown> }[]
 }
 const copyOn = (service: RunningService, id: string) =>
-  eventually(`copy ${id.slice(0, 12)} on ${service.dataDir}`, async () => {
+  waitUntil(async () => {
     const raw = await rawFrom(service, id)
     return Buffer.isBuffer(raw) ? raw : undefined
-  })
+  }, { ...appliancePolling, what: `copy ${id.slice(0, 12)} on ${service.dataDir}` })
 
 t.test('an impostor at a peer address gets nothing and the real peer gets everything; a wiped peer waits for mirror accept, then is backfilled', async (t) => {
   const dir = await tempDir('mailkeep-mirror-identity-')
@@ -76,20 +77,20 @@ t.test('an impostor at a peer address gets nothing and the real peer gets everyt
   await stop(b)
   const whileDown = await send(a, ['while b was away 1', 'while b was away 2', 'while b was away 3'])
   const d = await start(configD)
-  const refused = await eventually('A refuses D', async () => {
+  const refused = await waitUntil(async () => {
     const peer = (await mirrorOf(configA)).peers[0]!
     return peer.reasonCode === 'IDENTITY_CHANGED' ? peer : undefined
-  })
+  }, { ...appliancePolling, what: 'A refuses D' })
   t.equal(refused.state, 'refused')
   t.match(String(refused.expected), new RegExp(`^serial MK650-B, store ${storeIdB.slice(0, 16)}`), 'expected: the pinned identity')
   const storeIdD = (await mirrorOf(configD)).storeId
   t.match(String(refused.actual), new RegExp(`^serial MK650-B, store ${storeIdD.slice(0, 16)}`), 'actual: what D presented')
   t.equal(refused.pendingIdentity?.storeId, storeIdD)
   t.equal(refused.queueMessages, 3, 'the 3 stay queued for B')
-  const onD = await eventually('D sees the refusal too', async () => {
+  const onD = await waitUntil(async () => {
     const peer = (await mirrorOf(configD)).peers[0]
     return peer?.reasonCode === 'IDENTITY_CHANGED' ? peer : undefined
-  })
+  }, { ...appliancePolling, what: 'D sees the refusal too' })
   t.equal(onD.state, 'refused')
   t.equal(await storeCount(configD), 0, 'D stored nothing from A')
   const human = await runCli(['--config', configA, 'show', 'mirror'])
@@ -105,19 +106,19 @@ t.test('an impostor at a peer address gets nothing and the real peer gets everyt
   await stop(d)
   b = await start(configB)
   for (const [id, raw] of whileDown) t.same(await copyOn(b, id), raw, 'B got the message A archived while it was away')
-  const healthy = await eventually('A healthy again', async () => {
+  const healthy = await waitUntil(async () => {
     const peer = (await mirrorOf(configA)).peers[0]!
     return peer.state === 'connected' && peer.queueMessages === 0 ? peer : undefined
-  })
+  }, { ...appliancePolling, what: 'A healthy again' })
   t.equal(healthy.pendingIdentity, null)
   t.equal(healthy.storeId, storeIdB)
   // B's search answers say it holds everything A has (A told it its queue is empty).
-  const answer = await eventually('B complete', async () => {
+  const answer = await waitUntil(async () => {
     const body = (await (await apiGet(b, `/api/v1/search?q=${encodeURIComponent('subject:"while b was away"')}`))?.json()) as
       | { total: number; completeness: { complete: boolean; peers: { serial: string; queuedMessages: number }[] } }
       | undefined
     return body?.completeness.complete && body.completeness.peers.length === 1 ? body : undefined
-  })
+  }, { ...appliancePolling, what: 'B complete' })
   t.equal(answer.total, 3)
   t.match(answer.completeness.peers, [{ serial: 'MK650-A', queuedMessages: 0 }])
 
@@ -127,7 +128,7 @@ t.test('an impostor at a peer address gets nothing and the real peer gets everyt
   b = await start(configB)
   const storeIdB2 = (await mirrorOf(configB)).storeId
   t.not(storeIdB2, storeIdB, 'a wiped volume has a new store id')
-  await eventually('A refuses the wiped B', async () => ((await mirrorOf(configA)).peers[0]!.reasonCode === 'IDENTITY_CHANGED' ? true : undefined))
+  await waitUntil(async () => (await mirrorOf(configA)).peers[0]!.reasonCode === 'IDENTITY_CHANGED', { ...appliancePolling, what: 'A refuses the wiped B' })
   t.equal(await storeCount(configB), 0, 'nothing copied before the accept')
   const denied = await runCli(['--config', configA, 'mirror', 'accept', `${host}:${portB}`, '--password-stdin'], { input: 'not the password\n' })
   t.not(denied.code, 0, 'accept needs the technician password')
@@ -136,7 +137,7 @@ t.test('an impostor at a peer address gets nothing and the real peer gets everyt
   t.match(accepted.stdout, new RegExp(`before: serial MK650-B  store ${storeIdB}`), 'shows the old identity')
   t.match(accepted.stdout, new RegExp(`now:    serial MK650-B  store ${storeIdB2}`), 'and the new one')
   t.match(accepted.stdout, /backfill/)
-  await eventually('B backfilled with all 4', async () => ((await storeCount(configB)) === 4 ? true : undefined), 60_000)
+  await waitUntil(async () => (await storeCount(configB)) === 4, { ...appliancePolling, what: 'B backfilled with all 4', timeoutMs: 60_000 })
   for (const [id, raw] of [[firstId, undefined] as const, ...whileDown]) {
     const stored = await copyOn(b, id)
     if (raw) t.same(stored, raw)
@@ -159,12 +160,12 @@ t.test('an appliance with the secret that is not a peer pushes nothing in until 
   const e = await startService(configE, { timeoutMs: 60_000 })
   services.push(e)
   const fromE = await send(e, ['from an unconfigured appliance'])
-  const join = await eventually('a pending join on A', async () => (await mirrorOf(configA)).pendingJoins[0])
+  const join = await waitUntil(async () => (await mirrorOf(configA)).pendingJoins[0], { ...appliancePolling, what: 'a pending join on A' })
   t.match(join, { serial: 'MK650-E', address: host, listenPort: portE, storeId: (await mirrorOf(configE)).storeId })
-  const onE = await eventually('E refused NOT_A_PEER', async () => {
+  const onE = await waitUntil(async () => {
     const peer = (await mirrorOf(configE)).peers[0]
     return peer?.reasonCode === 'NOT_A_PEER' ? peer : undefined
-  })
+  }, { ...appliancePolling, what: 'E refused NOT_A_PEER' })
   t.equal(onE.state, 'refused')
   t.equal(await storeCount(configA), 0, "nothing of E's was archived on A")
   t.ok((await auditActions(configA)).some((entry) => entry.action === 'mirror.join-requested'), 'the join is audited')
@@ -178,9 +179,7 @@ t.test('an appliance with the secret that is not a peer pushes nothing in until 
   // on the same address and copies to A: it must not be held back by W's failures.
   const w = await startService(configW, { timeoutMs: 60_000 })
   services.push(w)
-  await eventually('W rate-limited on A', async () =>
-    (await mirrorOf(configA)).inboundRefusals.some((refusal) => refusal.code === 'RATE_LIMITED' && refusal.serial === null) ? true : undefined,
-  )
+  await waitUntil(async () => (await mirrorOf(configA)).inboundRefusals.some((refusal) => refusal.code === 'RATE_LIMITED' && refusal.serial === null), { ...appliancePolling, what: 'W rate-limited on A' })
   const b = await startService(configB, { timeoutMs: 60_000 })
   services.push(b)
   const lags: number[] = []

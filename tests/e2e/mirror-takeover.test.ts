@@ -7,7 +7,8 @@
 import t from 'tap'
 import { tempDir, startService, cliJson, type RunningService } from '../helpers/service.js'
 import { startDovecot, seedMailbox, readMailbox } from '../helpers/dovecot.js'
-import { eventually, freePort, searchIds, sendMail, statusOf, testMessage, writeApplianceConfig } from '../helpers/mirror-appliances.js'
+import { appliancePolling, freePort, searchIds, sendMail, statusOf, testMessage, writeApplianceConfig } from '../helpers/mirror-appliances.js'
+import { waitUntil } from '../helpers/wait.js'
 
 interface JournalView {
   name: string
@@ -44,7 +45,7 @@ t.test('B pulls A\'s journal source only while A is offline; the overlap is abso
   // 1. A is up: A pulls, B stands by and gets the mail by mirroring.
   const first = Array.from({ length: 3 }, (_, index) => testMessage(`takeoverword first ${index}`))
   await seedMailbox(dovecot, user, first)
-  await eventually('A pulled and B mirrored', async () => ((await storeCount(a)) === 3 && (await storeCount(b)) === 3 ? true : undefined))
+  await waitUntil(async () => (await storeCount(a)) === 3 && (await storeCount(b)) === 3, { ...appliancePolling, what: 'A pulled and B mirrored' })
   let journalB = await journalOf(configB)
   t.match(journalB, { state: 'standby', takeover: { peer: `127.0.0.1:${portA}`, active: false }, totals: { archived: 0 } }, 'B does not pull while A is up')
 
@@ -52,16 +53,16 @@ t.test('B pulls A\'s journal source only while A is offline; the overlap is abso
   // while A is down — as after a crash between archiving and deleting at the server.
   const overlap = testMessage('takeoverword overlap X')
   await sendMail(a, [overlap])
-  await eventually('X mirrored to B', async () => ((await storeCount(b)) === 4 ? true : undefined))
+  await waitUntil(async () => (await storeCount(b)) === 4, { ...appliancePolling, what: 'X mirrored to B' })
 
   // 2. A goes down: after takeoverAfterMs, B pulls the mailbox itself.
   await a.stop()
   const during = Array.from({ length: 4 }, (_, index) => testMessage(`takeoverword during ${index}`))
   await seedMailbox(dovecot, user, [...during, overlap])
-  journalB = await eventually('B took over', async () => {
+  journalB = await waitUntil(async () => {
     const journal = await journalOf(configB)
     return journal.totals.archived >= 5 ? journal : undefined
-  }, 30_000)
+  }, { ...appliancePolling, what: 'B took over' })
   t.equal(journalB.takeover?.active, true, 'B shows the takeover')
   t.equal(journalB.totals.archived, 5, 'B archived all five (archived counts duplicates too)')
   t.equal(journalB.totals.duplicates, 1, 'X, already here, is a duplicate: stored once')
@@ -71,10 +72,10 @@ t.test('B pulls A\'s journal source only while A is offline; the overlap is abso
 
   // 3. A returns: B stops pulling, A pulls again, and B's takeover mail reaches A once.
   a = await startService(configA)
-  await eventually('B back in standby', async () => ((await journalOf(configB)).state === 'standby' ? true : undefined))
+  await waitUntil(async () => (await journalOf(configB)).state === 'standby', { ...appliancePolling, what: 'B back in standby' })
   const after = Array.from({ length: 2 }, (_, index) => testMessage(`takeoverword after ${index}`))
   await seedMailbox(dovecot, user, after)
-  await eventually('both hold all 10', async () => ((await storeCount(a)) === 10 && (await storeCount(b)) === 10 ? true : undefined), 30_000)
+  await waitUntil(async () => (await storeCount(a)) === 10 && (await storeCount(b)) === 10, { ...appliancePolling, what: 'both hold all 10' })
   const finalB = await journalOf(configB)
   t.equal(finalB.totals.archived, 5, 'B pulled nothing after A returned')
   t.ok(b.lines.some((line) => line.includes('its journal source is no longer pulled here')), 'the end of the takeover is logged')

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { tempDir, startService, cliJson, runCli, type RunningService } from '../helpers/service.js'
-import { eventually, freePort, rawFrom, sendMail, technicianPassword, testMessage, writeApplianceConfig as node } from '../helpers/mirror-appliances.js'
+import { appliancePolling, freePort, rawFrom, sendMail, technicianPassword, testMessage, writeApplianceConfig as node } from '../helpers/mirror-appliances.js'
+import { waitUntil } from '../helpers/wait.js'
 import { removeMessageByHand } from '../helpers/archive-surgery.js'
 
 /**
@@ -56,7 +57,7 @@ t.test('mirror verify: agreement, purged and held differences explained, a copy 
   const plain = [...(await sendMail(a, [testMessage('verify 1'), testMessage('verify 2'), testMessage('verify 3')])).keys()]
   const [heldId, purgedId] = [...(await sendMail(a, [newsletter('held@news.example', 'kept by a hold on A'), newsletter('gone@news.example', 'purged by B')])).keys()]
   await sendMail(b, [testMessage('from b 1'), testMessage('from b 2')])
-  await eventually('both sides hold all 7 messages', async () => ((await storeCount(configA)) === 7 && (await storeCount(configB)) === 7) || undefined)
+  await waitUntil(async () => (await storeCount(configA)) === 7 && (await storeCount(configB)) === 7, { ...appliancePolling, what: 'both sides hold all 7 messages' })
 
   const agreed = await verify(configA, portB)
   t.equal(agreed.outcome, 'agree')
@@ -66,7 +67,7 @@ t.test('mirror verify: agreement, purged and held differences explained, a copy 
   t.ok(agreed.responder.auditHead.seq > 0, "the peer's audit head is witnessed in the report")
   const text = await runCli(['--config', configA, 'mirror', 'verify', `${host}:${portB}`])
   t.match(text.stdout, /AGREE/, 'the CLI prints the verdict first')
-  await eventually('the report in both audit logs', async () => ((await auditVerifies(configA)).length >= 2 && (await auditVerifies(configB)).length >= 2) || undefined)
+  await waitUntil(async () => (await auditVerifies(configA)).length >= 2 && (await auditVerifies(configB)).length >= 2, { ...appliancePolling, what: 'the report in both audit logs' })
 
   // Retention differs: B purges newsletters at once; A purges held@ too, but a hold keeps it.
   for (const [config, args] of [
@@ -77,10 +78,10 @@ t.test('mirror verify: agreement, purged and held differences explained, a copy 
     const result = await technician(config, [...args])
     t.equal(result.code, 0, `${args.join(' ')}: ${result.stderr}`)
   }
-  await eventually('B purges both newsletters', async () => {
+  await waitUntil(async () => {
     await technician(configB, ['purge', 'run'])
-    return (await storeCount(configB)) === 5 || undefined
-  })
+    return (await storeCount(configB)) === 5
+  }, { ...appliancePolling, what: 'B purges both newsletters' })
   t.equal((await technician(configA, ['purge', 'run'])).code, 0)
   t.equal(await storeCount(configA), 7, 'the hold keeps held@ on A; gone@ has no policy on A')
 
@@ -89,10 +90,10 @@ t.test('mirror verify: agreement, purged and held differences explained, a copy 
   running.delete(b)
   await removeMessageByHand(b.dataDir, plain[1]!)
   b = await start(configB)
-  await eventually('A reconnected to B', async () => {
+  await waitUntil(async () => {
     const peers = ((await cliJson(configA, ['show', 'mirror'])).json as { peers: { state: string }[] }).peers
-    return peers[0]?.state === 'connected' || undefined
-  })
+    return peers[0]?.state === 'connected'
+  }, { ...appliancePolling, what: 'A reconnected to B' })
 
   const found = await verify(configA, portB)
   t.equal(found.outcome, 'unexplained', JSON.stringify(found.counts))
@@ -110,7 +111,7 @@ t.test('mirror verify: agreement, purged and held differences explained, a copy 
   t.equal(auditA.details.outcome, 'unexplained')
   t.match(auditA.details.signatures, { initiator: /^[A-Za-z0-9+/=]{100,}$/, responder: /^[A-Za-z0-9+/=]{100,}$/ }, 'both signatures kept')
 
-  await eventually('the re-queued copy reaches B', async () => (Buffer.isBuffer(await rawFrom(b, plain[1]!)) ? true : undefined))
+  await waitUntil(async () => Buffer.isBuffer(await rawFrom(b, plain[1]!)), { ...appliancePolling, what: 'the re-queued copy reaches B' })
   const repaired = await verify(configA, portB)
   t.equal(repaired.outcome, 'explained', 'only the purged and held differences remain')
   t.equal(repaired.counts.unexplained, 0)

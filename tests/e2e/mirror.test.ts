@@ -1,6 +1,7 @@
 import t from 'tap'
 import { tempDir, startService, cliJson, runCli } from '../helpers/service.js'
-import { apiGet, eventually, freePort, rawFrom, sendMail, technicianPassword, testMessage, testSharedSecret as sharedSecret, writeApplianceConfig as node } from '../helpers/mirror-appliances.js'
+import { apiGet, appliancePolling, freePort, rawFrom, sendMail, technicianPassword, testMessage, testSharedSecret as sharedSecret, writeApplianceConfig as node } from '../helpers/mirror-appliances.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const send = (service: Parameters<typeof sendMail>[0], subjects: string[]) => sendMail(service, subjects.map((subject) => testMessage(subject)))
 
@@ -18,17 +19,17 @@ t.test('two appliances mirror each other: copies byte-identical, searchable, not
 
   const fromA = await send(a, ['hello from a'])
   const [idA, rawA] = [...fromA][0]!
-  const copied = await eventually('copy on B', async () => {
+  const copied = await waitUntil(async () => {
     const raw = await rawFrom(b, idA)
     return Buffer.isBuffer(raw) ? raw : undefined
-  })
+  }, { ...appliancePolling, what: 'copy on B' })
   t.same(copied, rawA, 'A → B byte-identical')
   const fromB = await send(b, ['hello from b'])
   const [idB, rawB] = [...fromB][0]!
-  t.same(await eventually('copy on A', async () => {
+  t.same(await waitUntil(async () => {
     const raw = await rawFrom(a, idB)
     return Buffer.isBuffer(raw) ? raw : undefined
-  }), rawB, 'B → A byte-identical')
+  }, { ...appliancePolling, what: 'copy on A' }), rawB, 'B → A byte-identical')
   const search = (await cliJson(configB, ['search', 'subject:"hello from a"'])).json as { hits: { id: string }[] }
   t.same(search.hits.map((hit) => hit.id), [idA], 'the copy is searchable on B')
   const metaOnB = (await (await apiGet(b, `/api/v1/messages/${idA}`))!.json()) as { origin: string | null }
@@ -45,27 +46,27 @@ t.test('two appliances mirror each other: copies byte-identical, searchable, not
   t.not(queued.peers[0]!.state, 'connected')
   b = await startService(configB)
   for (const [id, raw] of whileDown) {
-    t.same(await eventually(`copy ${id} on B`, async () => {
+    t.same(await waitUntil(async () => {
       const stored = await rawFrom(b, id)
       return Buffer.isBuffer(stored) ? stored : undefined
-    }), raw)
+    }, { ...appliancePolling, what: `copy ${id} on B` }), raw)
   }
   const storeB = (await cliJson(configB, ['show', 'store'])).json as { messages: number }
   t.equal(storeB.messages, 22, 'every message once on B (2 before, 20 after the outage)')
   const storeA = (await cliJson(configA, ['show', 'store'])).json as { messages: number }
   t.equal(storeA.messages, 22, 'nothing forwarded back to A as a new message')
-  const after = await eventually('queue drained', async () => {
+  const after = await waitUntil(async () => {
     const status = (await cliJson(configA, ['show', 'mirror'])).json as { peers: { state: string; queueMessages: number; serial: string }[] }
     return status.peers[0]!.queueMessages === 0 ? status : undefined
-  })
+  }, { ...appliancePolling, what: 'queue drained' })
   t.equal(after.peers[0]!.serial, 'MK650-B')
   t.equal(after.peers[0]!.state, 'connected')
   // Retention stays independent per system, but each side reports that the settings differ.
   for (const [config, side] of [[configA, 'A'], [configB, 'B']] as const) {
-    const mismatch = await eventually(`policy difference shown on ${side}`, async () => {
+    const mismatch = await waitUntil(async () => {
       const status = (await cliJson(config, ['show', 'mirror'])).json as { peers: { policyMismatch: string[] }[] }
       return status.peers[0]!.policyMismatch.length > 0 ? status.peers[0]!.policyMismatch : undefined
-    })
+    }, { ...appliancePolling, what: `policy difference shown on ${side}` })
     t.match(mismatch.join('\n'), /short-lived/, `${side} names the differing policy`)
   }
 })
@@ -94,17 +95,17 @@ t.test('mismatched model, mismatched firmware, model 350 and a wrong secret are 
   t.not(ownFirmware, '0.0.1-older')
 
   for (const entry of cases) {
-    const peer = await eventually(`refusal on ${entry.name}`, async () => {
+    const peer = await waitUntil(async () => {
       const status = (await cliJson(entry.config, ['show', 'mirror'])).json as { peers: { state: string; reasonCode: string; expected: unknown; actual: unknown }[] }
       return status.peers[0]?.state === 'refused' ? status.peers[0] : undefined
-    })
+    }, { ...appliancePolling, what: `refusal on ${entry.name}` })
     t.equal(peer.reasonCode, entry.code, `${entry.serial} shows ${entry.code}`)
     if (entry.code !== 'AUTH_FAILED') t.same([peer.expected, peer.actual], [entry.expected ?? ownFirmware, entry.actual], `${entry.code}: expected (the listener A) vs actual`)
   }
-  const onA = await eventually('every refusal on A', async () => {
+  const onA = await waitUntil(async () => {
     const status = (await cliJson(configA, ['show', 'mirror'])).json as { inboundRefusals: { code: string; serial: string | null; expected: unknown; actual: unknown }[] }
     return cases.every((entry) => status.inboundRefusals.some((refusal) => refusal.code === entry.code)) ? status : undefined
-  })
+  }, { ...appliancePolling, what: 'every refusal on A' })
   for (const entry of cases) {
     const refusal = onA.inboundRefusals.find((candidate) => candidate.code === entry.code)!
     t.equal(refusal.serial, entry.serial, `A shows ${entry.code} for ${entry.serial}`)

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { knownModels } from '../../config/models.js'
 import { createRandom } from '../../firmware/common/clock.js'
@@ -9,6 +8,7 @@ import { createSimHal, type SimHalOptions } from '../../hal/sim/sim-hal.js'
 import { isBeyondRedundancy } from '../../hal/raid-redundancy.js'
 import type { RaidArray } from '../../hal/types.js'
 import { checkArrayConsistency, halContract } from './contract.js'
+import { VirtualTime } from '../sim/virtual-time.js'
 
 const volumePath = process.cwd()
 
@@ -235,16 +235,23 @@ t.test('disk and NIC count overrides', async (t) => {
 })
 
 t.test('start() drives the clock, stop() halts it', async (t) => {
-  const hal = makeSim({ tickMs: 10, rebuildTicks: 2 })
-  await hal.start()
-  hal.faults.replaceDisk(0)
-  const deadline = Date.now() + 2000
-  while ((await onlyArray(hal)).state !== 'clean' && Date.now() < deadline) await sleep(10)
-  t.equal((await onlyArray(hal)).state, 'clean', 'the rebuild completed on its own')
-  await hal.stop()
-  hal.faults.replaceDisk(1)
-  await sleep(60)
-  t.equal((await onlyArray(hal)).rebuildPercent, 0, 'no ticks after stop()')
+  // The sim's interval runs on virtual timers (as in the mirror simulation): the test moves
+  // time on, so "no tick after stop()" is shown over many periods without sleeping.
+  const time = new VirtualTime()
+  time.install()
+  try {
+    const hal = makeSim({ tickMs: 10, rebuildTicks: 2 })
+    await hal.start()
+    hal.faults.replaceDisk(0)
+    await time.runUntil(2 * 10)
+    t.equal((await onlyArray(hal)).state, 'clean', 'the rebuild completed on its own')
+    await hal.stop()
+    hal.faults.replaceDisk(1)
+    await time.runUntil(time.now + 60)
+    t.equal((await onlyArray(hal)).rebuildPercent, 0, 'no ticks after stop()')
+  } finally {
+    VirtualTime.uninstall()
+  }
 })
 
 t.test('errors are typed', async (t) => {

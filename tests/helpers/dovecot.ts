@@ -13,6 +13,7 @@ import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { ImapFlow } from 'imapflow'
+import { waitUntil } from './wait.js'
 
 const execFileAsync = promisify(execFile)
 
@@ -220,24 +221,23 @@ ${options.extraConfig ?? ''}
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   const log = (): Promise<string> => readFile(join(dir, 'dovecot.log'), 'utf8').catch(() => '')
 
-  const deadline = Date.now() + dovecotStartTimeoutMs
-  for (;;) {
-    let failure: string | null = null
-    if (child.exitCode !== null || child.signalCode !== null) {
-      failure = `dovecot exited during start-up (${child.exitCode ?? child.signalCode})`
-    } else if ((await Promise.all(Object.values(ports).map(portAccepts))).every(Boolean)) {
-      break
-    } else if (Date.now() > deadline) {
-      failure = `dovecot did not listen on ${JSON.stringify(ports)} within ${dovecotStartTimeoutMs} ms`
+  const hasExited = (): boolean => child.exitCode !== null || child.signalCode !== null
+  try {
+    await waitUntil(
+      async () => {
+        if (hasExited()) throw new Error(`dovecot exited during start-up (${child.exitCode ?? child.signalCode})`)
+        return (await Promise.all(Object.values(ports).map(portAccepts))).every(Boolean)
+      },
+      { what: `dovecot listening on ${JSON.stringify(ports)}`, timeoutMs: dovecotStartTimeoutMs, intervalMs: 50 },
+    )
+  } catch (error) {
+    if (!hasExited()) {
       child.kill('SIGKILL')
       await exited
     }
-    if (failure !== null) {
-      const details = `${output}\n${await log()}`
-      await rm(dir, { recursive: true, force: true })
-      throw new Error(`${failure}\n${details}`)
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50))
+    const details = `${output}\n${await log()}`
+    await rm(dir, { recursive: true, force: true })
+    throw new Error(`${(error as Error).message}\n${details}`)
   }
 
   let stopped = false

@@ -23,16 +23,12 @@ export async function freePort(): Promise<number> {
 }
 
 
-/** Polls `probe` every 50 ms until it returns a value. @throws after timeoutMs */
-export async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30000): Promise<T> {
-  const startedMs = Date.now()
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    if (Date.now() - startedMs > timeoutMs) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
+/**
+ * `waitUntil` options for a probe that asks a running appliance (HTTP or the CLI): every
+ * 50 ms rather than 10, and 30 s, since a probe costs a request and two appliances share
+ * the machine with the test.
+ */
+export const appliancePolling = { intervalMs: 50, timeoutMs: 30_000 } as const
 
 /** A small test message; `padBytes` adds a body of that many bytes (to make transfers take time). */
 export function testMessage(subject: string, padBytes = 0): Buffer {

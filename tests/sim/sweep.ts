@@ -1,11 +1,14 @@
 /**
  * A range of seeds run inside a tap test: any violation that is not a known finding fails the
  * test with the command that replays its seed; known findings are counted and listed as
- * comments (each also has a test of its own in sim.test.ts).
+ * comments (each also has a test of its own in sim.test.ts). With MAILKEEP_TEST_SEED set, a
+ * sweep runs that one seed if it lies in its range, and none otherwise: a single-seed replay
+ * under tap (`MAILKEEP_TEST_SEED=N npx tap tests/sim/seeds-0.test.ts`).
  */
 import type { Test } from 'tap'
 import { replayCommand, runSeed } from './engine.js'
 import { knownFinding, knownFindings, type Violation } from './model.js'
+import { seedFromEnvironment, testSeedVariable } from '../helpers/random.js'
 
 /** What a sweep reports to: a tap test. */
 type TapLike = Pick<Test, 'ok' | 'fail' | 'comment'>
@@ -17,8 +20,13 @@ export function describeViolations(violations: readonly Violation[], max = 10): 
   return lines.join('\n')
 }
 
-/** Runs seeds `from` … `from + count - 1` (see the module comment). */
-export async function sweep(t: TapLike, from: number, count: number): Promise<void> {
+/** Runs seeds `from` … `from + count - 1`, or only MAILKEEP_TEST_SEED (see the module comment). */
+export async function sweep(t: TapLike, rangeFrom: number, rangeCount: number): Promise<void> {
+  const single = seedFromEnvironment()
+  const inRange = single !== null && single >= rangeFrom && single < rangeFrom + rangeCount
+  if (single !== null) t.comment(`${testSeedVariable}=${single}: ${inRange ? 'only that seed' : `not in seeds ${rangeFrom}–${rangeFrom + rangeCount - 1}, none`} run here`)
+  const from = single === null ? rangeFrom : single
+  const count = single === null ? rangeCount : inRange ? 1 : 0
   const known = new Map<string, number[]>()
   let failed = 0
   const started = performance.now()

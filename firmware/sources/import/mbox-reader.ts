@@ -1,6 +1,5 @@
-// Over 80 lines: readMbox is one streaming scan whose carried bytes, held pieces and message bounds change together at every read.
 import assert from 'node:assert/strict'
-import { open } from 'node:fs/promises'
+import { open, type FileHandle } from 'node:fs/promises'
 import { ImportError, importErrorFromFs } from './errors.js'
 import { importReadChunkBytesDefault } from './types.js'
 
@@ -72,8 +71,14 @@ function messageEndBeforeSeparator(byteAt: (index: number) => number | undefined
   return null
 }
 
+/** A slice of the file held in memory, with the absolute offset of its first byte. */
+interface HeldPiece {
+  start: number
+  bytes: Buffer
+}
+
 /** The bytes [from, to) out of pieces that cover that range, each `{ start, bytes }` with an absolute start. */
-function gather(pieces: readonly { start: number; bytes: Buffer }[], from: number, to: number): Buffer {
+function gather(pieces: readonly HeldPiece[], from: number, to: number): Buffer {
   const parts: Buffer[] = []
   for (const piece of pieces) {
     const low = Math.max(from, piece.start)
@@ -104,6 +109,146 @@ export async function mboxSeparatorAt(path: string, offset: number): Promise<boo
 }
 
 /**
+ * The framing state of one read through an mbox file, fed one chunk at a time: the bytes
+ * carried from the previous chunk, where the current message starts, and its bytes from
+ * earlier chunks. Per chunk: `begin`, then `nextEntry` until it returns null, then `end`;
+ * after the last chunk, `finish`.
+ */
+class MboxFraming {
+  private carried: Buffer = Buffer.alloc(0)
+  /** Offset of the current message's `From ` line. */
+  private messageStart: number
+  /** Offset of the current message's first byte, once its `From ` line's end has been read. */
+  private bodyStart: number | null = null
+  /** Bytes of the current message from earlier reads, dropped once it is known to be oversize. */
+  private pending: HeldPiece[] = []
+  private oversize = false
+  // The chunk being scanned, behind the carried bytes.
+  private chunk: Buffer = Buffer.alloc(0)
+  private chunkStart = 0
+  private combined: Buffer = Buffer.alloc(0)
+  private combinedStart = 0
+  private searchFrom = 0
+  private readonly byteAt = (index: number): number | undefined => this.combined[index]
+
+  constructor(
+    fromOffset: number,
+    private readonly messageBytesMax: number,
+  ) {
+    this.messageStart = fromOffset
+  }
+
+  /** Starts scanning `chunk`, read at file offset `chunkStart`. */
+  begin(chunk: Buffer, chunkStart: number): void {
+    const carried = this.carried
+    this.chunk = chunk
+    this.chunkStart = chunkStart
+    this.combined = carried.length > 0 ? Buffer.concat([carried, chunk]) : chunk
+    this.combinedStart = chunkStart - carried.length
+    // Patterns that ended inside the carried bytes were examined by the previous read.
+    this.searchFrom = Math.max(0, carried.length - (separatorPattern.length - 1))
+  }
+
+  /** The next message that ends in the current chunk; null when the chunk holds no more separators. */
+  nextEntry(): MboxEntry | null {
+    const { combined, combinedStart } = this
+    for (;;) {
+      if (this.bodyStart === null) {
+        const lineEnd = combined.indexOf(lineFeed, Math.max(0, this.messageStart - combinedStart))
+        if (lineEnd < 0) return null
+        this.bodyStart = combinedStart + lineEnd + 1
+      }
+      const hit = combined.indexOf(separatorPattern, Math.max(this.searchFrom, this.bodyStart - combinedStart))
+      if (hit < 0) return null
+      this.searchFrom = hit + 1
+      const end = messageEndBeforeSeparator(this.byteAt, hit)
+      if (end === null) continue
+      const entry = this.entry(combinedStart + end, combinedStart + hit + 1, [...this.pending, { start: this.chunkStart, bytes: this.chunk }])
+      this.messageStart = combinedStart + hit + 1
+      this.bodyStart = null
+      this.pending = []
+      this.oversize = false
+      return entry
+    }
+  }
+
+  /** Ends the current chunk (whose last byte is at `position` - 1): holds what the open message needs of it. */
+  end(position: number): void {
+    const { bodyStart, chunk, chunkStart, combined } = this
+    if (bodyStart !== null && !this.oversize) {
+      const keepFrom = Math.max(chunkStart, bodyStart)
+      this.pending.push({ start: keepFrom, bytes: chunk.subarray(keepFrom - chunkStart) })
+      // The end of this message is at most `carriedBytes` before what has been read, so
+      // once that much more than the limit is held it is over the limit for sure.
+      if (position - bodyStart > this.messageBytesMax + carriedBytes) {
+        this.oversize = true
+        this.pending = []
+      }
+    }
+    this.carried = Buffer.from(combined.subarray(Math.max(0, combined.length - carriedBytes)))
+  }
+
+  /**
+   * The last message: the end of the data at `position` ends it, as a separator would; a
+   * `From ` line without a line feed is a message without bytes.
+   */
+  finish(position: number): MboxEntry {
+    const carried = this.carried
+    if (this.bodyStart === null) this.bodyStart = position
+    const carriedStart = position - carried.length
+    const lastIndex = carried.length - 1
+    const framingEnd = carried[lastIndex] === lineFeed ? messageEndBeforeSeparator((index) => carried[index], lastIndex) : null
+    const end = framingEnd === null ? position : Math.max(this.bodyStart, carriedStart + framingEnd)
+    return this.entry(end, position, this.pending)
+  }
+
+  /** The current message as an entry ending at `end`, the next one starting at `next`; its bytes come from `pieces`. */
+  private entry(end: number, next: number, pieces: readonly HeldPiece[]): MboxEntry {
+    const bodyStart = this.bodyStart
+    assert.ok(bodyStart !== null && end >= bodyStart, 'a message ends after its body starts')
+    const sizeBytes = end - bodyStart
+    const where = { startOffset: this.messageStart, endOffset: next, sizeBytes }
+    if (sizeBytes > this.messageBytesMax) return { kind: 'oversize', ...where }
+    assert.ok(!this.oversize, 'a message dropped as oversize is over the limit')
+    return { kind: 'message', raw: gather(pieces, bodyStart, end), ...where }
+  }
+}
+
+/** Checks that a `From ` line starts at `fromOffset`. @throws ImportError OFFSET_NOT_AT_MESSAGE */
+async function expectSeparatorAt(handle: FileHandle, path: string, fromOffset: number): Promise<void> {
+  const head = Buffer.alloc(fromLinePrefix.length)
+  const { bytesRead } = await handle.read(head, 0, head.length, fromOffset)
+  if (bytesRead === head.length && head.equals(fromLinePrefix)) return
+  throw new ImportError(
+    'OFFSET_NOT_AT_MESSAGE',
+    fromOffset === 0 ? `${path} is not an mbox: it does not start with a "From " line` : `${path}: offset ${fromOffset} is not the start of a "From " line`,
+    { fields: { path, offset: fromOffset } },
+  )
+}
+
+/**
+ * Reads `want` bytes at `position` into a new buffer (possibly fewer).
+ * @throws ImportError READ_FAILED when the file ends before `limit`; PATH_NOT_FOUND / PATH_UNREADABLE
+ */
+async function readChunk(handle: FileHandle, path: string, position: number, want: number, limit: number): Promise<Buffer> {
+  const data = Buffer.allocUnsafe(want)
+  let bytesRead: number
+  try {
+    ;({ bytesRead } = await handle.read(data, 0, want, position))
+  } catch (error) {
+    throw importErrorFromFs(error, path, 'mbox')
+  }
+  if (bytesRead === 0) {
+    // Shorter than when it was opened: a mail client rewrote it (expunge) while it was
+    // read, and the message being read would be cut short.
+    throw new ImportError('READ_FAILED', `${path} became shorter while it was read (${position} of ${limit} bytes); import it when no mail client uses it`, {
+      fields: { path, offset: position, sizeBytes: limit },
+    })
+  }
+  return data.subarray(0, bytesRead)
+}
+
+/**
  * Reads an mbox file as a stream of entries, in file order, holding at most one message
  * (up to `messageBytesMax`) and one read chunk in memory. Entries are contiguous:
  * each `endOffset` is the next `startOffset`, and the last one ends at the end of the
@@ -122,7 +267,7 @@ export async function* readMbox(path: string, options: ReadMboxOptions): AsyncGe
   assert.ok(Number.isSafeInteger(chunkBytes) && chunkBytes >= 1, 'chunkBytes must be a positive integer')
   assert.ok(Number.isSafeInteger(messageBytesMax) && messageBytesMax >= 0, 'messageBytesMax must be a byte count')
 
-  let handle
+  let handle: FileHandle
   try {
     handle = await open(path, 'r')
   } catch (error) {
@@ -132,101 +277,17 @@ export async function* readMbox(path: string, options: ReadMboxOptions): AsyncGe
     const fileBytes = (await handle.stat()).size
     const limit = Math.min(options.toOffset ?? fileBytes, fileBytes)
     if (fromOffset >= limit) return
-
-    const head = Buffer.alloc(fromLinePrefix.length)
-    const { bytesRead: headBytes } = await handle.read(head, 0, head.length, fromOffset)
-    if (headBytes < head.length || !head.equals(fromLinePrefix)) {
-      throw new ImportError(
-        'OFFSET_NOT_AT_MESSAGE',
-        fromOffset === 0 ? `${path} is not an mbox: it does not start with a "From " line` : `${path}: offset ${fromOffset} is not the start of a "From " line`,
-        { fields: { path, offset: fromOffset } },
-      )
-    }
-
+    await expectSeparatorAt(handle, path, fromOffset)
+    const framing = new MboxFraming(fromOffset, messageBytesMax)
     let position = fromOffset
-    let carried: Buffer = Buffer.alloc(0)
-    /** Offset of the current message's `From ` line. */
-    let messageStart = fromOffset
-    /** Offset of the current message's first byte, once its `From ` line's end has been read. */
-    let bodyStart: number | null = null
-    /** Bytes of the current message from earlier reads, dropped once it is known to be oversize. */
-    let pending: { start: number; bytes: Buffer }[] = []
-    let oversize = false
-
-    const entry = (end: number, next: number, current: readonly { start: number; bytes: Buffer }[]): MboxEntry => {
-      assert.ok(bodyStart !== null && end >= bodyStart, 'a message ends after its body starts')
-      const sizeBytes = end - bodyStart
-      const where = { startOffset: messageStart, endOffset: next, sizeBytes }
-      if (sizeBytes > messageBytesMax) return { kind: 'oversize', ...where }
-      assert.ok(!oversize, 'a message dropped as oversize is over the limit')
-      return { kind: 'message', raw: gather(current, bodyStart, end), ...where }
-    }
-
     while (position < limit) {
-      const want = Math.min(chunkBytes, limit - position)
-      const data = Buffer.allocUnsafe(want)
-      let bytesRead: number
-      try {
-        ;({ bytesRead } = await handle.read(data, 0, want, position))
-      } catch (error) {
-        throw importErrorFromFs(error, path, 'mbox')
-      }
-      if (bytesRead === 0) {
-        // Shorter than when it was opened: a mail client rewrote it (expunge) while it was
-        // read, and the message being read would be cut short.
-        throw new ImportError('READ_FAILED', `${path} became shorter while it was read (${position} of ${limit} bytes); import it when no mail client uses it`, {
-          fields: { path, offset: position, sizeBytes: limit },
-        })
-      }
-      const chunk = data.subarray(0, bytesRead)
-      const chunkStart = position
-      position += bytesRead
-      const combined = carried.length > 0 ? Buffer.concat([carried, chunk]) : chunk
-      const combinedStart = chunkStart - carried.length
-      const byteAt = (index: number): number | undefined => combined[index]
-      // Patterns that ended inside the carried bytes were examined by the previous read.
-      let searchFrom = Math.max(0, carried.length - (separatorPattern.length - 1))
-
-      for (;;) {
-        if (bodyStart === null) {
-          const lineEnd = combined.indexOf(lineFeed, Math.max(0, messageStart - combinedStart))
-          if (lineEnd < 0) break
-          bodyStart = combinedStart + lineEnd + 1
-        }
-        const hit = combined.indexOf(separatorPattern, Math.max(searchFrom, bodyStart - combinedStart))
-        if (hit < 0) break
-        searchFrom = hit + 1
-        const end = messageEndBeforeSeparator(byteAt, hit)
-        if (end === null) continue
-        yield entry(combinedStart + end, combinedStart + hit + 1, [...pending, { start: chunkStart, bytes: chunk }])
-        messageStart = combinedStart + hit + 1
-        bodyStart = null
-        pending = []
-        oversize = false
-      }
-
-      if (bodyStart !== null && !oversize) {
-        const keepFrom = Math.max(chunkStart, bodyStart)
-        pending.push({ start: keepFrom, bytes: chunk.subarray(keepFrom - chunkStart) })
-        // The end of this message is at most `carriedBytes` before what has been read, so
-        // once that much more than the limit is held it is over the limit for sure.
-        if (position - bodyStart > messageBytesMax + carriedBytes) {
-          oversize = true
-          pending = []
-        }
-      }
-      carried = Buffer.from(combined.subarray(Math.max(0, combined.length - carriedBytes)))
+      const chunk = await readChunk(handle, path, position, Math.min(chunkBytes, limit - position), limit)
+      framing.begin(chunk, position)
+      position += chunk.length
+      for (let entry = framing.nextEntry(); entry !== null; entry = framing.nextEntry()) yield entry
+      framing.end(position)
     }
-
-    // The end of the data ends the last message, as a separator would; a `From ` line
-    // without a line feed is a message without bytes.
-    if (bodyStart === null) bodyStart = position
-    const carriedStart = position - carried.length
-    const lastIndex = carried.length - 1
-    const framingEnd =
-      carried[lastIndex] === lineFeed ? messageEndBeforeSeparator((index) => carried[index], lastIndex) : null
-    const end = framingEnd === null ? position : Math.max(bodyStart, carriedStart + framingEnd)
-    yield entry(end, position, pending)
+    yield framing.finish(position)
   } finally {
     await handle.close()
   }

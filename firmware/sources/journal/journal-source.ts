@@ -110,6 +110,13 @@ export interface JournalSourceDeps {
    * A manual `pullOnce()` is the technician's call and runs regardless.
    */
   takeover?: { peer: string; shouldPull: () => boolean }
+  /**
+   * Why the archive is read-only (its data volume is full), or null while it takes mail.
+   * Asked before each scheduled pass: while read-only the source fetches and deletes nothing
+   * (state `read-only`) and asks again after `intervalMs`, since every message would only be
+   * refused. A manual `pullOnce()` runs regardless (the archive refuses, nothing is deleted).
+   */
+  archiveReadOnly?: () => string | null
 }
 
 /** One configured journal source: a puller with its schedule. */
@@ -178,6 +185,7 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
   let consecutiveFailures = 0
   let lastReport: PullReport | null = null
   let takingOver = false
+  const archiveWait = createArchiveWait(deps.archiveReadOnly, logger)
   const totals = { passes: 0, archived: 0, duplicates: 0, acknowledged: 0 }
 
   function assertValid(): void {
@@ -203,7 +211,7 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
       nextPullAtMs = null
       // A pass in flight (a manual pull) reschedules when it ends: no second pass right after it.
       if (current) return
-      if (!takeoverAllows()) {
+      if (!takeoverAllows() || !archiveWait.takesMail()) {
         schedule(resolved.intervalMs)
         return
       }
@@ -377,7 +385,9 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
                 ? 'disabled'
                 : deps.takeover && !takingOver
                   ? 'standby'
-                  : 'idle'
+                  : archiveWait.reason()
+                    ? 'read-only'
+                    : 'idle'
       return {
         name: resolved.name,
         protocol: resolved.protocol,
@@ -399,6 +409,32 @@ export function createJournalSource(deps: JournalSourceDeps, options: JournalSou
         lastReport: lastReport ? summarize(lastReport) : null,
         takeover: deps.takeover ? { peer: deps.takeover.peer, active: takingOver } : null,
       }
+    },
+  }
+}
+
+/**
+ * Whether scheduled passes may run as far as the archive is concerned: not while it is
+ * read-only (JournalSourceDeps.archiveReadOnly). Logs when that changes, once each way.
+ */
+function createArchiveWait(archiveReadOnly: JournalSourceDeps['archiveReadOnly'], logger: Logger) {
+  /** Why passes wait, or null. */
+  let waitingFor: string | null = null
+  return {
+    reason: () => waitingFor,
+    takesMail(): boolean {
+      let reason: string | null = null
+      try {
+        reason = archiveReadOnly?.() ?? null
+      } catch (error) {
+        logger.warn('cannot tell whether the archive is read-only; pulling', { error })
+      }
+      if (reason !== waitingFor) {
+        if (reason) logger.warn('archive read-only: journal pulls wait until it takes mail again', { reason })
+        else logger.info('archive takes mail again: journal pulls resume')
+        waitingFor = reason
+      }
+      return reason === null
     },
   }
 }

@@ -119,8 +119,8 @@ export interface JournalSourceStatus {
   mailbox: string | null
   afterArchive: 'delete' | 'flag'
   enabled: boolean
-  /** `standby`: a takeover source whose mirror peer is up (see `takeover`). */
-  state: 'created' | 'disabled' | 'idle' | 'standby' | 'pulling' | 'stopped'
+  /** `standby`: a takeover source whose mirror peer is up (see `takeover`); `read-only`: scheduled passes wait because the archive's data volume is full. */
+  state: 'created' | 'disabled' | 'idle' | 'standby' | 'read-only' | 'pulling' | 'stopped'
   lastPullAtMs: number | null
   lastSuccessAtMs: number | null
   lastError: JournalFailure | null

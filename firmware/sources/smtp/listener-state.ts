@@ -9,6 +9,7 @@ import type { RecipientPolicy } from './recipient-policy.js'
 import { SessionDeadlines } from './session-deadlines.js'
 import { createSmtpCounters, type SmtpCounters } from './smtp-counters.js'
 import type { ResolvedSmtpOptions } from './smtp-options.js'
+import type { SmtpSourceDeps } from './types.js'
 
 /** Where the listener is in its lifecycle. */
 export type ListenerPhase = 'created' | 'starting' | 'listening' | 'stopping' | 'stopped'
@@ -33,6 +34,8 @@ export interface ListenerState {
   readonly logger: Logger
   readonly clock: Clock
   readonly pipeline: IngestPipeline
+  /** SmtpSourceDeps.archiveReadOnly; absent: every MAIL FROM is accepted and DATA decides. */
+  readonly archiveReadOnly: SmtpSourceDeps['archiveReadOnly']
   readonly options: ResolvedSmtpOptions
   readonly counters: SmtpCounters
   readonly sessions: Map<string, SessionState>
@@ -54,12 +57,13 @@ export interface ListenerState {
 }
 
 /** A listener that has not started: no server, no sessions, counters at zero. */
-export function createListenerState(deps: { logger: Logger; clock: Clock; pipeline: IngestPipeline }, options: ResolvedSmtpOptions): ListenerState {
+export function createListenerState(deps: Pick<SmtpSourceDeps, 'logger' | 'clock' | 'pipeline' | 'archiveReadOnly'>, options: ResolvedSmtpOptions): ListenerState {
   const counters = createSmtpCounters()
   return {
     logger: deps.logger,
     clock: deps.clock,
     pipeline: deps.pipeline,
+    archiveReadOnly: deps.archiveReadOnly,
     options,
     counters,
     sessions: new Map(),

@@ -77,11 +77,29 @@ export function createConnectHandler(context: SessionHandlerContext) {
   }
 }
 
-/** smtp-server's onMailFrom: every sender is accepted; the session leaves its MAIL FROM deadline. */
-export function createMailFromHandler(context: Pick<ListenerState, 'deadlines'>) {
-  return (_address: SMTPServerAddress, session: SMTPServerSession, callback: CommandCallback): void => {
+/**
+ * smtp-server's onMailFrom: every sender is accepted, and the session leaves its MAIL FROM
+ * deadline, unless the archive is read-only (its volume is full): then 452 4.3.1, before the
+ * sender spends its bandwidth on a message the archive would refuse.
+ */
+export function createMailFromHandler(context: Pick<ListenerState, 'deadlines' | 'archiveReadOnly' | 'counters' | 'logger'>) {
+  const accept = (session: SMTPServerSession, callback: CommandCallback): void => {
     context.deadlines.mailAccepted(session.id)
     callback()
+  }
+  return (_address: SMTPServerAddress, session: SMTPServerSession, callback: CommandCallback): void => {
+    if (!context.archiveReadOnly) return accept(session, callback)
+    context.archiveReadOnly().then(
+      (readOnly) => {
+        if (!readOnly) return accept(session, callback)
+        context.counters.messagesRefused.STORE_FULL++
+        // Debug: a sender retrying against a full archive would otherwise flood the log.
+        context.logger.debug('MAIL FROM refused: the archive is read-only', { session: session.id, reason: readOnly.reason })
+        callback(toHandlerError(new SmtpError('STORE_FULL', `archive read-only: ${readOnly.reason}`, { replyText: 'Insufficient system storage, try again later' })))
+      },
+      // Cannot tell: take the message, and let the archive answer at the end of DATA.
+      () => accept(session, callback),
+    )
   }
 }
 

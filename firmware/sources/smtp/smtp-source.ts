@@ -42,7 +42,7 @@ function listenerHealth(listener: ListenerState): SmtpHealth {
  * comes from the recipient (archive recipients) or the client network (trustedNetworks).
  */
 export function createSmtpSource(deps: SmtpSourceDeps, options: SmtpSourceOptions): SmtpSource {
-  const listener = createListenerState({ logger: deps.logger.child('smtp'), clock: deps.clock, pipeline: deps.pipeline }, resolveSmtpOptions(options))
+  const listener = createListenerState({ logger: deps.logger.child('smtp'), clock: deps.clock, pipeline: deps.pipeline, archiveReadOnly: deps.archiveReadOnly }, resolveSmtpOptions(options))
   const handlers = {
     onConnect: createConnectHandler(listener),
     onMailFrom: createMailFromHandler(listener),

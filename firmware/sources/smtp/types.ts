@@ -65,6 +65,13 @@ export interface SmtpSourceDeps {
   pipeline: IngestPipeline
   /** Key and certificate for STARTTLS; without them STARTTLS is not offered even when `starttls` is set. */
   tls?: SmtpTlsMaterial
+  /**
+   * Whether the archive is read-only because its data volume is full (the store's
+   * recheckSpace(false): it reads the volume at most once per freeSpaceCacheMs). Asked at
+   * each MAIL FROM, so that a sender is told 452 4.3.1 before it sends its message rather
+   * than after. Resolves to the reason, or null while the archive takes mail.
+   */
+  archiveReadOnly?: () => Promise<{ reason: string } | null>
 }
 
 /** Why a message was not archived (the reply codes are in errors.ts). */

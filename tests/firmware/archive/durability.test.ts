@@ -9,11 +9,12 @@ import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createMemoryLogger } from '../../../firmware/common/logger.js'
-import { createRandom, systemClock } from '../../../firmware/common/clock.js'
+import { systemClock } from '../../../firmware/common/clock.js'
 import { createArchiveStore } from '../../../firmware/archive/store.js'
 import { bunPath, tempDir } from '../../helpers/service.js'
 import { generatedMessage, requestFor } from './fixtures/messages.js'
 import { recomputedDigest } from './fixtures/digest.js'
+import { testSeed } from '../../helpers/random.js'
 
 const childScript = join(import.meta.dirname, 'fixtures', 'store-child.ts')
 const mib = 1024 * 1024
@@ -85,9 +86,7 @@ t.test('a digest snapshot under Bun sees one point in time while writes commit',
 })
 
 t.test('SIGKILL at random points: every acknowledged message is present and intact', async (t) => {
-  const seed = Number(process.env.MAILKEEP_TEST_SEED ?? Date.now() % 1_000_000)
-  t.comment(`crash test seed ${seed} (set MAILKEEP_TEST_SEED to replay)`)
-  const random = createRandom(seed)
+  const { seed, random } = testSeed(t, 'the kill points')
   const path = join(await tempDir('mailkeep-archive-'), 'archive')
   const rounds = 5
   const acknowledged = new Set<string>()

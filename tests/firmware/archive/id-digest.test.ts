@@ -35,11 +35,11 @@ import {
   type MemoryDigest,
   type RemoteDigestView,
 } from '../../../firmware/archive/id-digest.js'
+import { testSeed } from '../../helpers/random.js'
 
 type TestContext = Parameters<Parameters<typeof t.test>[0]>[0]
 
-const seed = Number(process.env.MAILKEEP_TEST_SEED ?? Date.now() % 1_000_000)
-t.comment(`id digest test seed ${seed} (set MAILKEEP_TEST_SEED to replay)`)
+const { seed } = testSeed(t, 'the ids and differences')
 
 function randomId(random: Random): Buffer {
   const id = Buffer.alloc(32)

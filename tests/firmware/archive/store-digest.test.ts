@@ -7,7 +7,7 @@
 import t from 'tap'
 import { open, type Database } from 'lmdb'
 import { createMemoryLogger } from '../../../firmware/common/logger.js'
-import { createManualClock, createRandom } from '../../../firmware/common/clock.js'
+import { createManualClock } from '../../../firmware/common/clock.js'
 import { hasCode } from '../../../firmware/common/errors.js'
 import { createArchiveStore, digestSnapshotsOpenMax, type ArchiveStoreOptions } from '../../../firmware/archive/store.js'
 import { databaseNames } from '../../../firmware/archive/layout.js'
@@ -16,6 +16,8 @@ import type { ArchiveIndexer, ArchiveStore, DigestSnapshot } from '../../../firm
 import { tempDir } from '../../helpers/service.js'
 import { generatedMessage, requestFor } from './fixtures/messages.js'
 import { recomputedDigest, storedEntries } from './fixtures/digest.js'
+import { testSeed } from '../../helpers/random.js'
+import { waitUntil } from '../../helpers/wait.js'
 
 type TestContext = Parameters<Parameters<typeof t.test>[0]>[0]
 
@@ -284,17 +286,19 @@ t.test('snapshots are bounded: closed, expired, limited in number, closed by sto
   // The maximum age is enforced by a timer too, without any call.
   const quick = await newStore(t, { digestSnapshotAgeMsMax: 500 })
   const forgotten = await Promise.all(Array.from({ length: digestSnapshotsOpenMax }, () => quick.store.digestSnapshot()))
-  await new Promise((resolve) => setTimeout(resolve, 1000))
-  const fresh = await quick.store.digestSnapshot()
+  // Busy until the age timers release them (nothing here touches the forgotten ones).
+  const fresh = await waitUntil(() => quick.store.digestSnapshot().catch((error: unknown) => (hasCode(error, 'DIGEST_SNAPSHOTS_BUSY') ? undefined : Promise.reject(error))), {
+    what: 'a snapshot once the forgotten ones expired',
+    timeoutMs: 5_000,
+    intervalMs: 50,
+  })
   t.pass('forgotten snapshots were released by their timers')
   closedWith(forgotten[0]!, 'a forgotten snapshot')
   fresh.close()
 })
 
 t.test('two real archives: compareDigests over the wire finds exactly the ids each lacks', async (t) => {
-  const seed = Number(process.env.MAILKEEP_TEST_SEED ?? Date.now() % 1_000_000)
-  t.comment(`store digest comparison seed ${seed} (set MAILKEEP_TEST_SEED to replay)`)
-  const random = createRandom(seed)
+  const { seed, random } = testSeed(t, 'the store digest comparison')
   const a = await newStore(t)
   const b = await newStore(t)
   const onlyA: string[] = []

@@ -10,7 +10,7 @@ import { hasCode } from '../../../firmware/common/errors.js'
 import { ArchiveError } from '../../../firmware/archive/errors.js'
 import { createArchiveStore, type ArchiveStoreOptions } from '../../../firmware/archive/store.js'
 import { blobPartKey, blobParts, databaseNames, idKey, pageHeaderBytes } from '../../../firmware/archive/layout.js'
-import type { ArchiveIndexer, ArchiveStore, MessageMeta } from '../../../firmware/archive/types.js'
+import type { ArchiveIndexer, MessageMeta } from '../../../firmware/archive/types.js'
 import { tempDir } from '../../helpers/service.js'
 import { deliveryFor, generatedMessage, parsedFor, requestFor } from './fixtures/messages.js'
 

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { open, type RootDatabase } from 'lmdb'
 import { createMemoryLogger } from '../../../firmware/common/logger.js'
-import { systemClock, type Clock } from '../../../firmware/common/clock.js'
+import { createRandom, systemClock, type Clock } from '../../../firmware/common/clock.js'
 import { createIndex, defaultIndexOptions, type IndexOptions, type SearchIndex } from '../../../firmware/index/search-index.js'
 import { sortByUtf8 } from '../../../firmware/index/flush-build.js'
 import { analyzeDocument, analyzeSequential } from '../../../firmware/index/document-analysis.js'
@@ -14,7 +14,6 @@ import { indexInputFromMeta, type IndexInput } from '../../../firmware/index/ind
 import { isPreparedDocument, prepareDocument } from '../../../firmware/index/prepared-document.js'
 import { postingsOf } from '../../../firmware/index/forward-record.js'
 import { tokenHash } from '../../../firmware/index/term-table.js'
-import { seededRandom } from '../../helpers/random.js'
 import { IndexError, QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { createArchiveIndexer } from '../../../firmware/index/archive-indexer.js'
 import { createSearchRoute } from '../../../firmware/index/search-route.js'
@@ -309,8 +308,8 @@ t.test('per-document records fill their pages: new docids are appended, not spli
   const harness = makeHarness(t)
   // Words drawn at random so the deflated snippet text stays ~1.2 KB: three display records
   // fit a 4 KiB page, and a page split in half on every append would leave it half empty.
-  const random = seededRandom(7)
-  const word = (): string => random(2 ** 31).toString(36)
+  const random = createRandom(7)
+  const word = (): string => random.int(2 ** 31).toString(36)
   const count = 400
   await harness.root.transaction(() => {
     for (let n = 0; n < count; n++) harness.index.indexMessage(inputOf(`fill-${n}`, { subject: `fill ${n}`, text: Array.from({ length: 260 }, word).join(' '), date: '2024-01-10' }))
@@ -329,9 +328,9 @@ t.test('posting chunks fill their pages: each flush appends after the previous o
   // every flush would insert between the earlier flushes' keys and split pages in half; and a
   // key per token costs more than most tokens' postings.
   const harness = makeHarness(t, { pendingDocumentsMax: 50 })
-  const random = seededRandom(11)
+  const random = createRandom(11)
   const word = (): string => {
-    const drawn = random(2 ** 31)
+    const drawn = random.int(2 ** 31)
     return (drawn % 3 === 0 ? 'common' : '') + drawn.toString(36)
   }
   const count = 600
@@ -357,13 +356,9 @@ t.test('posting chunks fill their pages: each flush appends after the previous o
 t.test('sortByUtf8 orders tokens as their UTF-8 bytes', async (t) => {
   // Characters from each range where UTF-16 and UTF-8 orders part: ASCII, below and above the surrogates, astral.
   const alphabet = ['a', 'z', '\u00e9', '\ud7ff', '\ue000', '\ufa0e', '\uffff', '\u{10000}', '\u{20000}', '\u{1f600}']
-  let seed = 7
-  const random = (below: number): number => {
-    seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31
-    return seed % below
-  }
+  const random = createRandom(7)
   for (let round = 0; round < 20; round++) {
-    const tokens = Array.from({ length: 200 }, () => Array.from({ length: 1 + random(4) }, () => alphabet[random(alphabet.length)]!).join(''))
+    const tokens = Array.from({ length: 200 }, () => Array.from({ length: 1 + random.int(4) }, () => alphabet[random.int(alphabet.length)]!).join(''))
     const expected = [...tokens].sort((left, right) => Buffer.compare(Buffer.from(left), Buffer.from(right)))
     t.same(sortByUtf8([...tokens]), expected, `round ${round}`)
   }

@@ -4,7 +4,7 @@ import { parseQuery, phraseTokensMax, queryCharsMax, queryNestingMax, queryTerms
 import { QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { makeSnippet } from '../../../firmware/index/snippet.js'
 import { tokenHash } from '../../../firmware/index/term-table.js'
-import { seededRandom } from '../../helpers/random.js'
+import { testSeed } from '../../helpers/random.js'
 import { createBlockWriter, findInBlock, inlineValueBytesMax } from '../../../firmware/index/posting-blocks.js'
 import { createFlushPostings, type FlushPostings } from '../../../firmware/index/flush-postings.js'
 import { createPostingGroups, type PostingGroups } from '../../../firmware/index/posting-groups.js'
@@ -61,12 +61,11 @@ t.test('tokenize: limits', async (t) => {
 t.test('tokenize: the ASCII fast paths give exactly what the general paths give', async (t) => {
   // Random ASCII texts over every code point 0…127 (separators, controls, long runs), with
   // budgets below and above their token counts. The seed is printed so a failure replays.
-  const seed = Date.now() % 1_000_000
-  const random = seededRandom(seed)
+  const { seed, random } = testSeed(t, 'the texts')
   const pieces = ['a', 'Z', '0', '9', ' ', '\n', '\t', '.', '@', '_', '-', '\u0000', '\u007f', 'x'.repeat(70), 'Ab1']
   for (let round = 0; round < 300; round++) {
     let text = ''
-    for (let length = random(40); length > 0; length--) text += random(3) === 0 ? String.fromCharCode(random(128)) : pieces[random(pieces.length)]!
+    for (let length = random.int(40); length > 0; length--) text += random.int(3) === 0 ? String.fromCharCode(random.int(128)) : pieces[random.int(pieces.length)]!
     for (const budget of [1, 3, 1000]) {
       t.same(tokenizeAscii(text, budget), tokenizeAny(text, budget), `seed ${seed}, round ${round}, budget ${budget}: ${JSON.stringify(text)}`)
       t.same(spansAscii(text, budget), spansAny(text, budget), `spans: seed ${seed}, round ${round}, budget ${budget}: ${JSON.stringify(text)}`)
@@ -561,15 +560,14 @@ t.test("flush build, alone: the blocks of given terms hold every token's docids 
 })
 
 t.test('result page: newest first after the cursor, bounded to the limit; removed documents are no matches', async (t) => {
-  const seed = Date.now() % 1_000_000
-  const random = seededRandom(seed)
+  const { seed, random } = testSeed(t, 'the documents and dates')
   const dates = new Map<number, number>()
   const matched: number[] = []
   for (let docid = 1; docid <= 500; docid++) {
-    if (random(3) === 0) continue
+    if (random.int(3) === 0) continue
     matched.push(docid)
     // Few distinct dates, so that docids break ties; some removed (NaN).
-    dates.set(docid, random(10) === 0 ? Number.NaN : 1_700_000_000_000 + random(40) * 1000)
+    dates.set(docid, random.int(10) === 0 ? Number.NaN : 1_700_000_000_000 + random.int(40) * 1000)
   }
   const dateOf = (docid: number): number => dates.get(docid)!
   const expected = matched.filter((docid) => !Number.isNaN(dateOf(docid))).sort((a, b) => dateOf(b) - dateOf(a) || b - a)

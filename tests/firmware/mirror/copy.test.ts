@@ -1,12 +1,16 @@
 import t from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createMemoryLogger } from '../../../firmware/common/logger.js'
 import { createRandom, systemClock } from '../../../firmware/common/clock.js'
 import type { ChangeEntry, Delivery, MessageMeta } from '../../../firmware/archive/types.js'
+import { decodeDelivery, encodeDelivery } from '../../../firmware/archive/records.js'
+import { deliveryFields } from '../../../firmware/archive/delivery-fields.js'
 import { deriveMirrorSecret, generateSharedSecret } from '../../../firmware/mirror/secret.js'
 import {
+  bareCopiedDelivery,
   copiedDelivery,
   fitHeader,
   isCopied,
@@ -33,7 +37,9 @@ import { createCoalescingWriter, createPeerStateStore, effectivePeers } from '..
 import { noLocalSourceWarning } from '../../../firmware/mirror/mirror-service.js'
 import { createMemoryArchive, localDelivery, makeMessage, sha256Hex } from './fakes.js'
 import { startFaultProxy } from '../../helpers/fault-proxy.js'
-import { copiesFrom, createTestNode, sleep, stopAll, testSeed, waitFor, type TestNode } from './nodes.js'
+import { copiesFrom, createTestNode, failedAttempts, stopAll, type TestNode } from './nodes.js'
+import { waitUntil } from '../../helpers/wait.js'
+import { testSeed } from '../../helpers/random.js'
 
 const { seed, random } = testSeed(t)
 const host = '127.0.0.1'
@@ -86,6 +92,54 @@ t.test('which entries and deliveries are copied', async (t) => {
   t.equal(recorded.sourceName, 'MK650-A')
   t.same(recorded.envelopeBcc, first.envelopeBcc)
   t.equal(recorded.receivedAtMs, first.receivedAtMs)
+})
+
+t.test('a delivery through both encoders (stored record, copy to a peer): one field list, formats pinned', async (t) => {
+  const journal: Delivery = {
+    source: 'journal',
+    sourceName: 'exchange-1',
+    receivedAtMs: 1_700_000_000_123,
+    envelopeFrom: 'Émile <emile@example.com>',
+    envelopeTo: ['a@example.com', 'list-member@example.com'],
+    envelopeBcc: ['secret@example.com'],
+    remoteAddress: '2001:db8::7',
+    journalEnvelopeText: 'Sender: emile@example.com\r\nRecipient: a@example.com',
+    deliveryKey: 'imap:exchange-1:INBOX:17:42',
+  }
+  // No deliveryKey at all: both encodings write null.
+  const smtp: Delivery = { source: 'smtp', sourceName: null, receivedAtMs: 5, envelopeFrom: null, envelopeTo: [], envelopeBcc: [], remoteAddress: null, journalEnvelopeText: null }
+  // The stored record (on disk): version 1, the fields in order, the source by its position.
+  t.same(encodeDelivery(journal), [1, 1, 'exchange-1', 1_700_000_000_123, 'Émile <emile@example.com>', ['a@example.com', 'list-member@example.com'], ['secret@example.com'], '2001:db8::7', 'Sender: emile@example.com\r\nRecipient: a@example.com', 'imap:exchange-1:INBOX:17:42'])
+  t.same(encodeDelivery(smtp), [1, 0, null, 5, null, [], [], null, null, null])
+  // Delivery keys of copies (on disk at every peer): the digest of the fields in the same order.
+  const keys = { journal: 'mirror:MK650-A:journal:37bd4e95a2346a57ecd5d3d982cd7e65', smtp: 'mirror:MK650-A:smtp:45695c26415d59ee12e3af2b86fbfc14' }
+  const raw = Buffer.from('x')
+  for (const delivery of [journal, smtp]) {
+    const stored = decodeDelivery(encodeDelivery(delivery))
+    t.same(stored, { ...delivery, deliveryKey: delivery.deliveryKey ?? null }, `${delivery.source}: stored record round trip`)
+    t.same(Object.keys(stored), deliveryFields, 'decoded in field order')
+    // The copy: in a MESSAGE header on the wire, decoded by the peer, recorded and stored there.
+    const header: MessageHeader = { sequence: 3, id: 'a'.repeat(64), kind: 'ingest', sizeBytes: 1, deliveries: [toWireDelivery(stored)] }
+    const received = decodeMessageFrame(encodeMessageFrame(encodeMessageHeader(header), raw)).header.deliveries[0]!
+    t.same(received, toWireDelivery(delivery), `${delivery.source}: wire round trip`)
+    const wireJson = `{"source":"${delivery.source}","sourceName":${JSON.stringify(delivery.sourceName)},"receivedAtMs":${delivery.receivedAtMs},"envelopeFrom":${JSON.stringify(delivery.envelopeFrom)},"envelopeTo":${JSON.stringify(delivery.envelopeTo)},"envelopeBcc":${JSON.stringify(delivery.envelopeBcc)},"remoteAddress":${JSON.stringify(delivery.remoteAddress)},"journalEnvelopeText":${JSON.stringify(delivery.journalEnvelopeText)},"deliveryKey":${JSON.stringify(delivery.deliveryKey ?? null)}}`
+    t.equal(encodeMessageHeader(header).toString(), `{"sequence":3,"id":"${'a'.repeat(64)}","kind":"ingest","sizeBytes":1,"deliveries":[${wireJson}]}`, 'wire bytes: fields in order')
+    const key = keys[delivery.source as 'journal' | 'smtp']
+    t.equal(mirrorDeliveryKey('MK650-A', received), key, `${delivery.source}: delivery key unchanged`)
+    const recorded = copiedDelivery('MK650-A', received)
+    t.same(recorded, { ...delivery, source: 'mirror', sourceName: 'MK650-A', deliveryKey: key })
+    t.same(encodeDelivery(recorded), [1, 3, 'MK650-A', ...encodeDelivery(delivery).slice(3, -1), key], 'the copy as the peer stores it')
+    t.same(decodeDelivery(encodeDelivery(recorded)), recorded)
+  }
+  const bare = bareCopiedDelivery('MK650-A', 'b'.repeat(64), '192.0.2.1', 9)
+  t.same(encodeDelivery(bare), [1, 3, 'MK650-A', 9, null, [], [], '192.0.2.1', null, `mirror:MK650-A:none:${'b'.repeat(64)}`])
+  // Both decoders check the same fields the same way.
+  t.throws(() => decodeDelivery([1, 4, ...encodeDelivery(smtp).slice(2)]), { name: 'RecordShapeError' }, 'stored: unknown source position')
+  t.throws(() => decodeDelivery([1, ...encodeDelivery(smtp).slice(1, -1)]), { name: 'RecordShapeError' }, 'stored: a field missing')
+  const badWire = (change: Record<string, unknown>) => encodeMessageFrame(Buffer.from(JSON.stringify({ sequence: 3, id: 'a'.repeat(64), kind: 'ingest', sizeBytes: 1, deliveries: [{ ...toWireDelivery(smtp), ...change }] })), raw)
+  t.throws(() => decodeMessageFrame(badWire({ source: 'fax' })), { code: 'PROTOCOL' }, 'wire: unknown source')
+  t.throws(() => decodeMessageFrame(badWire({ receivedAtMs: null })), { code: 'PROTOCOL' }, 'wire: a field of the wrong type')
+  t.same(decodeMessageFrame(badWire({ deliveryKey: undefined })).header.deliveries[0]!.deliveryKey, null, 'wire: an absent deliveryKey is null')
 })
 
 t.test('copy frames: round trip, strict decoding, oversized headers trimmed', async (t) => {
@@ -200,7 +254,7 @@ t.test('two nodes: local mail crosses both ways byte-identical, with origin, BCC
   const fromA = messages('a', 30)
   const fromB = messages('b', 10)
   await Promise.all([...fromA.map((raw) => a.ingest(raw)), ...fromB.map((raw) => b.ingest(raw))])
-  await waitFor(() => copiesFrom(b, 'MK650-A').length === 30 && copiesFrom(a, 'MK650-B').length === 10, 'copies both ways')
+  await waitUntil(() => copiesFrom(b, 'MK650-A').length === 30 && copiesFrom(a, 'MK650-B').length === 10, { what: 'copies both ways' })
   t.ok(fromA.every((raw) => Buffer.from(b.archive.messages.get(sha256Hex(raw))!.raw).equals(raw)), 'A → B byte-identical')
   t.ok(fromB.every((raw) => Buffer.from(a.archive.messages.get(sha256Hex(raw))!.raw).equals(raw)), 'B → A byte-identical')
   const copy = b.archive.messages.get(sha256Hex(fromA[3]!))!.meta
@@ -212,10 +266,10 @@ t.test('two nodes: local mail crosses both ways byte-identical, with origin, BCC
   // A second local delivery of a message B already has: recorded on B once, as a delivery.
   const again = { ...localDelivery(99), envelopeBcc: ['late@example.com'], envelopeTo: ['late@example.com'] }
   await a.pipeline.submit(fromA[0]!, again)
-  await waitFor(() => b.archive.messages.get(sha256Hex(fromA[0]!))!.meta.deliveries.length === 2, 'second delivery on B')
+  await waitUntil(() => b.archive.messages.get(sha256Hex(fromA[0]!))!.meta.deliveries.length === 2, { what: 'second delivery on B' })
   t.same(b.archive.messages.get(sha256Hex(fromA[0]!))!.meta.deliveries[1]!.envelopeBcc, ['late@example.com'])
   // No echo: A's copies from B (origin B) are not sent back to B, B's archive holds exactly A's and its own.
-  await waitFor(() => a.peer(b.port)!.cursor === a.archive.lastSequence() && b.peer(a.port)!.cursor === b.archive.lastSequence(), 'both cursors at the end')
+  await waitUntil(() => a.peer(b.port)!.cursor === a.archive.lastSequence() && b.peer(a.port)!.cursor === b.archive.lastSequence(), { what: 'both cursors at the end' })
   t.equal(b.archive.messages.size, 40)
   t.equal(a.archive.messages.size, 40)
   t.equal(b.pipeline.submits.filter((submit) => submit.delivery.source === 'mirror').length, 31, 'B received 30 messages and 1 delivery, nothing echoed')
@@ -235,8 +289,8 @@ t.test('three nodes, full mesh: copies reach every peer from their origin and ar
   const fromA = messages('mesh-a', 15)
   const fromB = messages('mesh-b', 5)
   await Promise.all([...fromA.map((raw) => a.ingest(raw)), ...fromB.map((raw) => b.ingest(raw))])
-  await waitFor(() => copiesFrom(c, 'MK650-A').length === 15 && copiesFrom(c, 'MK650-B').length === 5 && copiesFrom(b, 'MK650-A').length === 15, 'mesh copies')
-  await waitFor(() => nodes.every((node) => node.service.status().peers.every((peer) => peer.cursor === node.archive.lastSequence())), 'all cursors at the end')
+  await waitUntil(() => copiesFrom(c, 'MK650-A').length === 15 && copiesFrom(c, 'MK650-B').length === 5 && copiesFrom(b, 'MK650-A').length === 15, { what: 'mesh copies' })
+  await waitUntil(() => nodes.every((node) => node.service.status().peers.every((peer) => peer.cursor === node.archive.lastSequence())), { what: 'all cursors at the end' })
   // C got each of A's messages from A only: one delivery, sourceName A, one submit.
   const submitsOnC = c.pipeline.submits.filter((submit) => submit.delivery.source === 'mirror')
   t.equal(submitsOnC.length, 20, 'C stored each message once (no copy via B)')
@@ -251,26 +305,26 @@ t.test('a peer that is down gets everything once when it returns; queue figures 
   const proxy = await startFaultProxy(b.port, () => ({ kind: 'pass' }))
   const a = await createTestNode({ serial: 'MK650-A', seed, peers: [{ host, port: proxy.port }] })
   t.teardown(() => proxy.close())
-  await waitFor(() => a.peer(proxy.port)?.state === 'connected', 'connected')
+  await waitUntil(() => a.peer(proxy.port)?.state === 'connected', { what: 'connected' })
   await b.stop()
   const raws = messages('offline', 60)
   for (const raw of raws) await a.ingest(raw)
   // B's stop answers a session it is in with BUSY ("the mirror listener is stopping"); the
   // attempts after that meet the proxy with nothing behind it. Wait for one of those.
-  const down = await waitFor(() => {
+  const down = await waitUntil(() => {
     const peer = a.peer(proxy.port)!
     return peer.state === 'retrying' && peer.queueMessages === 60 && !peer.queueEstimated && peer.reasonCode !== 'BUSY' && peer
-  }, 'retrying with a queue of 60, after an attempt with B gone')
+  }, { what: 'retrying with a queue of 60, after an attempt with B gone' })
   t.equal(down.queueBytes, raws.reduce((total, raw) => total + raw.length, 0), 'queue bytes = raw sizes')
   t.match(down.reasonCode, /^(TLS_FAILED|CONNECTION_CLOSED)$/, 'the proxy accepts, the peer behind it is gone')
   t.ok(down.nextRetryAtMs! > 0 && down.lastError !== null)
-  await sleep(500)
+  await failedAttempts(a, proxy.port, 1, 'another attempt with B gone')
   // B returns (another port behind the same address), keeping its archive.
   b = await createTestNode({ serial: 'MK650-B', seed, archive: b.archive, pipeline: b.pipeline, stateDir: b.stateDir })
   proxy.setTarget(b.port)
   stopAll(t, a, b)
-  await waitFor(() => copiesFrom(b, 'MK650-A').length === 60, 'all 60 on B')
-  await waitFor(() => a.peer(proxy.port)!.queueMessages === 0, 'queue drained')
+  await waitUntil(() => copiesFrom(b, 'MK650-A').length === 60, { what: 'all 60 on B' })
+  await waitUntil(() => a.peer(proxy.port)!.queueMessages === 0, { what: 'queue drained' })
   t.equal(b.pipeline.submits.length, 60, 'each exactly once')
   t.ok(copiesFrom(b, 'MK650-A').every((copy) => copy.meta.deliveries.length === 1))
 })
@@ -287,8 +341,8 @@ t.test('backfill: a newly added peer receives the existing archive; purged and f
   const added = await a.service.addPeer({ host, port: b.port })
   t.equal(added.cursor, 0)
   t.equal(added.configuredBy, 'added')
-  await waitFor(() => copiesFrom(b, 'MK650-A').length === 249, '249 copies')
-  await waitFor(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), 'cursor past the foreign entries')
+  await waitUntil(() => copiesFrom(b, 'MK650-A').length === 249, { what: '249 copies' })
+  await waitUntil(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), { what: 'cursor past the foreign entries' })
   t.equal(b.archive.messages.size, 249, 'nothing purged, nothing foreign')
   t.equal(b.archive.messages.has(sha256Hex(raws[7]!)), false)
   // Mail archived without a notify() (the fallback poll finds it), and a stored message whose
@@ -299,8 +353,8 @@ t.test('backfill: a newly added peer receives the existing archive; purged and f
   a.archive.ingest(damaged, localDelivery(2), null)
   const damagedBytes = a.archive.messages.get(sha256Hex(damaged))!.raw
   damagedBytes[10] = damagedBytes[10]! ^ 0xff
-  await waitFor(() => b.archive.messages.has(sha256Hex(unnotified)), 'copied by the poll')
-  await waitFor(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), 'cursor past the damaged message')
+  await waitUntil(() => b.archive.messages.has(sha256Hex(unnotified)), { what: 'copied by the poll' })
+  await waitUntil(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), { what: 'cursor past the damaged message' })
   t.equal(copiesFrom(b, 'MK650-A').length, 250, 'the damaged message is not copied')
   t.ok(a.logger.records.some((record) => record.level === 'error' && /failed its integrity check/.test(record.msg)))
   await t.rejects(a.service.addPeer({ host, port: b.port }), { code: 'PEER_EXISTS' })
@@ -314,21 +368,25 @@ t.test('restart of the sender: the cursor survives, nothing acknowledged is sent
   let a = await createTestNode({ serial: 'MK650-A', seed, stateDir, peers: [{ host, port: b.port }] })
   const raws = messages('restart', 40)
   for (const raw of raws) await a.ingest(raw)
-  await waitFor(() => a.peer(b.port)!.cursor === 40, 'acknowledged')
+  await waitUntil(() => a.peer(b.port)!.cursor === 40, { what: 'acknowledged' })
   await a.stop()
   await a.stop()
   const saved = JSON.parse(await readFile(join(stateDir, `peer-127.0.0.1-${b.port}.json`), 'utf8'))
   t.match(saved, { version: 3, cursor: 40, liveFrom: null, liveCursor: null, requeued: [], rejected: [], serial: 'MK650-B', storeId: b.archive.storeId(), fingerprint: /^[0-9a-f]{64}$/, pendingIdentity: null, paused: false })
   const submitsBefore = b.pipeline.submits.length
+  const restartedAtMs = Date.now()
   a = await createTestNode({ serial: 'MK650-A', seed, stateDir, archive: a.archive, pipeline: a.pipeline, peers: [{ host, port: b.port }] })
   stopAll(t, a, b)
-  await waitFor(() => a.peer(b.port)!.state === 'connected', 'reconnected')
+  await waitUntil(() => a.peer(b.port)!.state === 'connected', { what: 'reconnected' })
   t.equal(a.peer(b.port)!.cursor, 40)
-  await sleep(300)
+  // The restarted sender's session has begun and told B its queue: empty, nothing to send again.
+  const reportOfA = () => b.service.completeness().peers.find((peer) => peer.serial === 'MK650-A')
+  await waitUntil(() => (reportOfA()?.asOfMs ?? 0) >= restartedAtMs && reportOfA()?.queuedMessages === 0, { what: 'the restarted A to report an empty queue to B', observe: reportOfA })
   t.equal(b.pipeline.submits.length, submitsBefore, 'no resend after restart')
   await a.ingest(makeMessage('after-restart', 500, random))
-  await waitFor(() => b.pipeline.submits.length === submitsBefore + 1, 'the new one')
-  await sleep(100)
+  await waitUntil(() => b.pipeline.submits.length === submitsBefore + 1, { what: 'the new one' })
+  // Acknowledged: A's session is past the new one, so nothing more is coming.
+  await waitUntil(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), { what: 'the new one acknowledged' })
   t.equal(b.pipeline.submits.length, submitsBefore + 1, 'only the new one')
 })
 
@@ -341,16 +399,16 @@ t.test('refusals: model, firmware and secret mismatches show their reason on bot
   t.teardown(() => proxy.close())
   for (const port of [otherModel.port, proxy.port, otherSecret.port]) await a.service.addPeer({ host, port })
   const refused = (node: TestNode, port: number, code: string) =>
-    waitFor(() => {
+    waitUntil(() => {
       const peer = node.peer(port)
       return peer?.state === 'refused' && peer.reasonCode === code && peer
-    }, `${node.serial} → ${port} refused ${code}`)
+    }, { what: `${node.serial} → ${port} refused ${code}` })
   t.match(await refused(a, otherModel.port, 'MODEL_MISMATCH'), { expected: 850, actual: 650 })
   t.match(await refused(a, proxy.port, 'FIRMWARE_MISMATCH'), { expected: '1.0.1', actual: '1.0.0' })
   t.match(await refused(a, otherSecret.port, 'AUTH_FAILED'), { serial: null })
   // The other side of each: the listener's refusal, and C's own sender to A.
   t.match(await refused(otherModel, a.port, 'MODEL_MISMATCH'), { expected: 650, actual: 850 })
-  const inboundOf = (node: TestNode, code: string) => waitFor(() => node.service.status().inboundRefusals.find((refusal) => refusal.code === code), `${node.serial} inbound ${code}`)
+  const inboundOf = (node: TestNode, code: string) => waitUntil(() => node.service.status().inboundRefusals.find((refusal) => refusal.code === code), { what: `${node.serial} inbound ${code}` })
   t.match(await inboundOf(otherModel, 'MODEL_MISMATCH'), { serial: 'MK650-A', expected: 850, actual: 650 })
   t.match(await inboundOf(otherFirmware, 'FIRMWARE_MISMATCH'), { serial: 'MK650-A', expected: '1.0.1', actual: '1.0.0' })
   t.match(await inboundOf(otherSecret, 'AUTH_FAILED'), { serial: 'MK650-A' })
@@ -363,8 +421,8 @@ t.test('refusals: model, firmware and secret mismatches show their reason on bot
   otherFirmware = await createTestNode({ serial: 'MK650-D', seed, archive: otherFirmware.archive, pipeline: otherFirmware.pipeline })
   proxy.setTarget(otherFirmware.port)
   stopAll(t, a, otherModel, otherFirmware, otherSecret)
-  await waitFor(() => a.peer(proxy.port)!.state === 'connected', 'recovered')
-  await waitFor(() => copiesFrom(otherFirmware, 'MK650-A').length === 1, 'copied after the fix')
+  await waitUntil(() => a.peer(proxy.port)!.state === 'connected', { what: 'recovered' })
+  await waitUntil(() => copiesFrom(otherFirmware, 'MK650-A').length === 1, { what: 'copied after the fix' })
   t.equal(a.peer(proxy.port)!.reasonCode, null)
   t.equal(otherSecret.archive.messages.size, 0, 'nothing ever reached the peer with another secret')
 })
@@ -375,11 +433,11 @@ t.test('pause and resume survive a restart; removed and added peers too', async 
   const stateDir = await mkdtemp(join(tmpdir(), 'mailkeep-mirror-ops-'))
   const config = [{ host, port: b.port }, { host, port: c.port }]
   let a = await createTestNode({ serial: 'MK650-A', seed, stateDir, peers: config })
-  await waitFor(() => a.peer(b.port)?.state === 'connected', 'connected')
+  await waitUntil(() => a.peer(b.port)?.state === 'connected', { what: 'connected' })
   t.match(await a.service.pausePeer({ host, port: b.port }), { state: 'paused' })
   const raws = messages('paused', 5)
   for (const raw of raws) await a.ingest(raw)
-  await waitFor(() => copiesFrom(c, 'MK650-A').length === 5, 'C still gets copies')
+  await waitUntil(() => copiesFrom(c, 'MK650-A').length === 5, { what: 'C still gets copies' })
   t.equal(copiesFrom(b, 'MK650-A').length, 0, 'B gets nothing while paused')
   t.match(a.peer(b.port), { state: 'paused', queueMessages: 5, queueEstimated: false })
   await a.service.removePeer({ host, port: c.port })
@@ -397,12 +455,12 @@ t.test('pause and resume survive a restart; removed and added peers too', async 
     ],
     'C stays removed, D stays added',
   )
-  await sleep(300)
+  // D's backfill shows the restarted service's senders ran; B's stayed paused meanwhile.
+  await waitUntil(() => copiesFrom(d, 'MK650-A').length === 5, { what: 'D backfilled' })
   t.equal(a.peer(b.port)!.state, 'paused', 'still paused after restart')
-  await waitFor(() => copiesFrom(d, 'MK650-A').length === 5, 'D backfilled')
   await a.service.resumePeer({ host, port: b.port })
-  await waitFor(() => copiesFrom(b, 'MK650-A').length === 5, 'B gets them after resume')
-  await waitFor(() => a.peer(b.port)!.queueMessages === 0, 'queue empty')
+  await waitUntil(() => copiesFrom(b, 'MK650-A').length === 5, { what: 'B gets them after resume' })
+  await waitUntil(() => a.peer(b.port)!.queueMessages === 0, { what: 'queue empty' })
   // A removed config peer comes back with addPeer, as a config peer again.
   t.match(await a.service.addPeer({ host, port: c.port }), { configuredBy: 'config', cursor: 0 })
 })
@@ -430,28 +488,28 @@ t.test('policy settings: exchanged only after the proof, differences shown per p
   // D has the wrong secret: it must learn nothing of B's settings.
   const d = await createTestNode({ serial: 'MK650-D', seed, policySettings: settingsA, peers: [{ host, port: b.port }], service: { sharedSecret: generateSharedSecret(), retryDelayMsMin: 60_000, retryDelayMsMax: 60_000 } })
   stopAll(t, a, b, d)
-  await waitFor(() => a.peer(b.port)?.peerPolicyFingerprint === 'retention-7y', 'policy exchanged')
+  await waitUntil(() => a.peer(b.port)?.peerPolicyFingerprint === 'retention-7y', { what: 'policy exchanged' })
   t.same(a.peer(b.port)!.policyMismatch, ['retention-10y here, retention-7y on the peer', 'hold acme-litigation only on the peer'], 'A shows the differences per peer')
-  await waitFor(() => b.service.status().inbound.find((peer) => peer.serial === 'MK650-A')?.policyMismatch.length === 1, 'B sees it too')
+  await waitUntil(() => b.service.status().inbound.find((peer) => peer.serial === 'MK650-A')?.policyMismatch.length === 1, { what: 'B sees it too' })
   t.same(b.service.status().inbound.find((peer) => peer.serial === 'MK650-A')!.policyMismatch, ['retention-7y here, retention-10y on the peer'])
   t.equal(b.service.status().inbound.find((peer) => peer.serial === 'MK650-A')!.peerPolicyFingerprint, 'retention-10y')
   // Reconnects exchange again; the warning is logged once per side.
   await a.ingest(makeMessage('policy', 300, random))
-  await waitFor(() => copiesFrom(b, 'MK650-A').length === 1, 'copied')
+  await waitUntil(() => copiesFrom(b, 'MK650-A').length === 1, { what: 'copied' })
   const warnings = a.logger.records.filter((record) => /different retention or hold/.test(record.msg))
   t.equal(warnings.length, 1, 'logged once')
   t.match(warnings[0], { differences: ['retention-10y here, retention-7y on the peer', 'hold acme-litigation only on the peer'] })
   t.ok(diffCalls.includes('retention-10y~retention-7y') && diffCalls.includes('retention-7y~retention-10y'), 'the injected diff compares ours with the peer\'s')
   // Never before the proof: D was refused and holds nothing of B's settings.
-  await waitFor(() => d.peer(b.port)?.state === 'refused', 'D refused')
+  await waitUntil(() => d.peer(b.port)?.state === 'refused', { what: 'D refused' })
   t.equal(d.peer(b.port)!.reasonCode, 'AUTH_FAILED')
   t.equal(d.peer(b.port)!.peerPolicyFingerprint, null)
   t.notOk(JSON.stringify([d.logger.records, d.service.status()]).includes('acme-litigation'), 'no settings reached the peer with the wrong secret')
   t.notOk(b.service.status().inbound.some((peer) => peer.serial === 'MK650-D'))
   // Failed proofs go to the audit hook on both sides (B: D's proof failed; D: B refused it).
-  await waitFor(() => b.auditEntries.length > 0 && d.auditEntries.length > 0, 'audited')
+  await waitUntil(() => b.auditEntries.length > 0 && d.auditEntries.length > 0, { what: 'audited' })
   const authFailures = (node: TestNode) => node.auditEntries.filter((entry) => entry.action === 'mirror.auth-failed')
-  await waitFor(() => authFailures(b).length > 0 && authFailures(d).length > 0, 'failed proofs audited')
+  await waitUntil(() => authFailures(b).length > 0 && authFailures(d).length > 0, { what: 'failed proofs audited' })
   t.match(authFailures(b)[0], { action: 'mirror.auth-failed', actor: /^127\.0\.0\.1/, details: { direction: 'inbound', claimedSerial: 'MK650-D' } })
   t.match(authFailures(d)[0], { action: 'mirror.auth-failed', details: { direction: 'outbound', decidedBy: 'peer' } })
   t.notOk(authFailures(a).length, 'a successful handshake is not a failed proof')
@@ -479,16 +537,16 @@ t.test('lowestAcknowledgedSequence: null without peers, the lowest cursor of eve
   for (const raw of messages('low', 10)) await a.ingest(raw)
   await a.service.addPeer({ host, port: b.port })
   t.equal(a.service.lowestAcknowledgedSequence(), 0, 'a new peer has acknowledged nothing')
-  await waitFor(() => a.peer(b.port)!.cursor === 10, 'B caught up')
+  await waitUntil(() => a.peer(b.port)!.cursor === 10, { what: 'B caught up' })
   t.equal(a.service.lowestAcknowledgedSequence(), 10)
   await a.service.addPeer({ host, port: c.port })
   await a.service.pausePeer({ host, port: c.port })
   t.equal(a.service.lowestAcknowledgedSequence(), 0, 'a paused peer holds it back')
   for (const raw of messages('low-more', 5)) await a.ingest(raw)
-  await waitFor(() => a.peer(b.port)!.cursor === 15, 'B got the new ones')
+  await waitUntil(() => a.peer(b.port)!.cursor === 15, { what: 'B got the new ones' })
   t.equal(a.service.lowestAcknowledgedSequence(), 0)
   await a.service.resumePeer({ host, port: c.port })
-  await waitFor(() => a.service.lowestAcknowledgedSequence() === 15, 'C caught up: every peer has everything')
+  await waitUntil(() => a.service.lowestAcknowledgedSequence() === 15, { what: 'C caught up: every peer has everything' })
   t.equal(copiesFrom(c, 'MK650-A').length, 15)
   await a.service.removePeer({ host, port: c.port })
   await a.service.removePeer({ host, port: b.port })
@@ -503,26 +561,26 @@ t.test('a different appliance at a peer address is refused IDENTITY_CHANGED unti
   t.teardown(() => proxy.close())
   const raws = messages('replaced', 20)
   for (const raw of raws) await a.ingest(raw)
-  await waitFor(() => a.peer(proxy.port)!.cursor === 20, 'first copied everything')
+  await waitUntil(() => a.peer(proxy.port)!.cursor === 20, { what: 'first copied everything' })
   await first.stop()
   const second = await createTestNode({ serial: 'MK650-B2', seed })
   proxy.setTarget(second.port)
   proxy.cutAll()
   stopAll(t, a, second)
-  const refused = await waitFor(() => a.peer(proxy.port)!.reasonCode === 'IDENTITY_CHANGED' && a.peer(proxy.port)!, 'refused as a changed identity')
+  const refused = await waitUntil(() => a.peer(proxy.port)!.reasonCode === 'IDENTITY_CHANGED' && a.peer(proxy.port)!, { what: 'refused as a changed identity' })
   t.equal(refused.state, 'refused')
   t.match(refused.expected, /^serial MK650-B1, store /)
   t.match(refused.actual, /^serial MK650-B2, store /)
   t.match(refused.pendingIdentity, { serial: 'MK650-B2', storeId: second.archive.storeId(), listenPort: second.port })
   t.equal(refused.cursor, 20, 'the queue is kept')
   await a.ingest(makeMessage('while-refused', 300, random))
-  await sleep(400)
+  await failedAttempts(a, proxy.port, 2, 'two more attempts, refused')
   t.equal(second.pipeline.submits.length, 0, 'nothing reaches the other appliance')
   t.ok(a.auditEntries.some((entry) => entry.action === 'mirror.identity-changed' && (entry.details.actual as { serial: string }).serial === 'MK650-B2'), 'audited')
 
   const accepted = await a.service.acceptPeer({ host, port: proxy.port })
   t.match(accepted, { kind: 'identity', backfill: true, previous: { serial: 'MK650-B1' }, accepted: { serial: 'MK650-B2' } })
-  await waitFor(() => copiesFrom(second, 'MK650-A').length === 21, 'the accepted replacement got everything')
+  await waitUntil(() => copiesFrom(second, 'MK650-A').length === 21, { what: 'the accepted replacement got everything' })
   t.equal(a.peer(proxy.port)!.serial, 'MK650-B2')
   t.equal(a.peer(proxy.port)!.pendingIdentity, null)
   t.ok(a.auditEntries.some((entry) => entry.action === 'mirror.identity-accepted' && entry.details.cursorReset === true))
@@ -540,12 +598,13 @@ t.test('an appliance that proves the secret but is not a peer is a pending join:
   await e.service.addPeer({ host, port: a.port })
   const fromE = messages('join', 5)
   for (const raw of fromE) await e.ingest(raw)
-  const refused = await waitFor(() => e.peer(a.port)?.reasonCode === 'NOT_A_PEER' && e.peer(a.port)!, 'E refused NOT_A_PEER')
+  const refused = await waitUntil(() => e.peer(a.port)?.reasonCode === 'NOT_A_PEER' && e.peer(a.port)!, { what: 'E refused NOT_A_PEER' })
   t.equal(refused.state, 'refused')
-  const join = await waitFor(() => a.service.status().pendingJoins[0], 'a pending join on A')
+  const join = await waitUntil(() => a.service.status().pendingJoins[0], { what: 'a pending join on A' })
   t.match(join, { serial: 'MK650-E', storeId: e.archive.storeId(), address: host, listenPort: e.port, model: 650, firmwareVersion: '1.0.0' })
   t.ok(join.lastSeenAtMs >= join.firstSeenAtMs)
-  await sleep(400)
+  // E tries again (and is refused again): seen later, still one join.
+  await waitUntil(() => a.service.status().pendingJoins.some((pending) => pending.lastSeenAtMs > join.lastSeenAtMs), { what: 'a later attempt of E', observe: () => a.service.status().pendingJoins })
   t.equal(copiesFrom(a, 'MK650-E').length, 0, 'nothing from the join was archived')
   t.equal(a.pipeline.submits.length, 1, 'only A\'s own message went through its pipeline')
   t.equal(a.service.status().pendingJoins.length, 1, 'listed once however often it retries')
@@ -560,8 +619,8 @@ t.test('an appliance that proves the secret but is not a peer is a pending join:
   t.match(accepted, { kind: 'join', backfill: true, accepted: { serial: 'MK650-E' }, peer: { host, port: e.port, serial: 'MK650-E', configuredBy: 'added' } })
   t.same(a2.service.status().pendingJoins, [])
   t.ok(a2.auditEntries.some((entry) => entry.action === 'mirror.join-accepted' && entry.details.by === 'mirror accept'))
-  await waitFor(() => copiesFrom(a2, 'MK650-E').length === 5, "E's mail on A once accepted")
-  await waitFor(() => copiesFrom(e, 'MK650-A').length === 1, "A's archive backfilled to E")
+  await waitUntil(() => copiesFrom(a2, 'MK650-E').length === 5, { what: "E's mail on A once accepted" })
+  await waitUntil(() => copiesFrom(e, 'MK650-A').length === 1, { what: "A's archive backfilled to E" })
 })
 
 t.test('with mirror.acceptJoins an appliance that proves the secret is added and pinned at once, and audited', async (t) => {
@@ -571,10 +630,10 @@ t.test('with mirror.acceptJoins an appliance that proves the secret is added and
   await a.ingest(makeMessage('on-a', 400, random))
   await e.service.addPeer({ host, port: a.port })
   await e.ingest(makeMessage('on-e', 400, random))
-  await waitFor(() => copiesFrom(a, 'MK650-E').length === 1, 'archived on A')
+  await waitUntil(() => copiesFrom(a, 'MK650-E').length === 1, { what: 'archived on A' })
   t.match(a.service.status().peers, [{ host, port: e.port, serial: 'MK650-E', storeId: e.archive.storeId(), configuredBy: 'added' }])
   t.ok(a.auditEntries.some((entry) => entry.action === 'mirror.join-accepted' && entry.details.by === 'mirror.acceptJoins'))
-  await waitFor(() => copiesFrom(e, 'MK650-A').length === 1, 'and A copies to it')
+  await waitUntil(() => copiesFrom(e, 'MK650-A').length === 1, { what: 'and A copies to it' })
 })
 
 t.test('a pinned peer whose impostor appeared meanwhile: the real peer is admitted again, the impostor never', async (t) => {
@@ -584,7 +643,7 @@ t.test('a pinned peer whose impostor appeared meanwhile: the real peer is admitt
   t.teardown(() => proxy.close())
   stopAll(t, a, b)
   await b.service.addPeer({ host, port: a.port })
-  await waitFor(() => a.peer(proxy.port)?.state === 'connected' && b.peer(a.port)?.state === 'connected', 'paired both ways')
+  await waitUntil(() => a.peer(proxy.port)?.state === 'connected' && b.peer(a.port)?.state === 'connected', { what: 'paired both ways' })
   // An impostor with B's serial (its own store and certificate) takes B's place.
   const impostor = await createTestNode({ serial: 'MK650-B', seed: seed + 1, acceptJoins: false, stateDir: await mkdtemp(join(tmpdir(), 'mailkeep-impostor-')) })
   // Same serial, same certificate file here (one per serial in tests): the store id tells them apart.
@@ -594,17 +653,17 @@ t.test('a pinned peer whose impostor appeared meanwhile: the real peer is admitt
   proxy.cutAll()
   const raws = messages('impostor', 3)
   for (const raw of raws) await a.ingest(raw)
-  await waitFor(() => a.peer(proxy.port)?.reasonCode === 'IDENTITY_CHANGED', 'A refuses the impostor')
-  await waitFor(() => impostor.peer(a.port)?.reasonCode === 'IDENTITY_CHANGED', 'the impostor is refused inbound too (same serial as a pinned peer)')
-  await sleep(300)
+  await waitUntil(() => a.peer(proxy.port)?.reasonCode === 'IDENTITY_CHANGED', { what: 'A refuses the impostor' })
+  await waitUntil(() => impostor.peer(a.port)?.reasonCode === 'IDENTITY_CHANGED', { what: 'the impostor is refused inbound too (same serial as a pinned peer)' })
+  await failedAttempts(a, proxy.port, 2, 'two more attempts at the impostor, refused')
   t.equal(impostor.pipeline.submits.length, 0, 'the impostor got nothing')
   const cursorBefore = a.peer(proxy.port)!.cursor
   t.ok(cursorBefore < a.archive.lastSequence(), 'the three are still queued')
   await impostor.stop()
   proxy.setTarget(b.port)
   proxy.cutAll()
-  await waitFor(() => copiesFrom(b, 'MK650-A').length === 3, 'the real B gets all three')
-  await waitFor(() => a.peer(proxy.port)?.state === 'connected' && a.peer(proxy.port)!.pendingIdentity === null, 'healthy again')
+  await waitUntil(() => copiesFrom(b, 'MK650-A').length === 3, { what: 'the real B gets all three' })
+  await waitUntil(() => a.peer(proxy.port)?.state === 'connected' && a.peer(proxy.port)!.pendingIdentity === null, { what: 'healthy again' })
   t.ok(a.auditEntries.some((entry) => entry.action === 'mirror.identity-restored'))
 })
 
@@ -618,24 +677,24 @@ t.test('completeness: a receiver behind its peer says so (queued count, as of), 
   const raws = messages('behind', 400, 500)
   for (const raw of raws) await a.ingest(raw)
   // Paused, A still tells B how much waits for it: B must not look caught up.
-  const whilePaused = await waitFor(() => {
+  const whilePaused = await waitUntil(() => {
     const completeness = b.service.completeness()
     return !completeness.complete && completeness.peers[0]?.queuedMessages === 400 && completeness
-  }, 'B knows it is 400 behind while A is paused')
+  }, { what: 'B knows it is 400 behind while A is paused' })
   t.match(whilePaused.peers[0], { serial: 'MK650-A', connected: true })
   t.equal(copiesFrom(b, 'MK650-A').length, 0, 'and nothing was copied while paused')
   t.equal(a.peer(b.port)!.state, 'paused')
   await a.service.resumePeer({ host, port: b.port })
-  const behind = await waitFor(() => {
+  const behind = await waitUntil(() => {
     const completeness = b.service.completeness()
     return !completeness.complete && completeness.peers[0]!.queuedMessages > 0 && completeness
-  }, 'B knows it is behind')
+  }, { what: 'B knows it is behind' })
   t.match(behind.peers[0], { serial: 'MK650-A', queueEstimated: false, connected: true })
   t.ok(behind.peers[0]!.queuedMessages <= 400)
   t.ok(Math.abs(behind.peers[0]!.asOfMs - Date.now()) < 5_000, 'as of now, by this system\'s clock')
   t.ok(copiesFrom(b, 'MK650-A').length < 400, 'observed while copies were still missing')
-  await waitFor(() => copiesFrom(b, 'MK650-A').length === 400, 'caught up', 60_000)
-  const done = await waitFor(() => b.service.completeness().complete && b.service.completeness(), 'complete once caught up')
+  await waitUntil(() => copiesFrom(b, 'MK650-A').length === 400, { what: 'caught up', timeoutMs: 60_000 })
+  const done = await waitUntil(() => b.service.completeness().complete && b.service.completeness(), { what: 'complete once caught up' })
   t.match(done.peers, [{ serial: 'MK650-A', queuedMessages: 0 }])
 })
 
@@ -644,15 +703,15 @@ t.test('a policy change on either side is exchanged again while the channel stan
   const b = await createTestNode({ serial: 'MK650-B', seed, policyDiff })
   const a = await createTestNode({ serial: 'MK650-A', seed, peers: [{ host, port: b.port }], policyDiff })
   stopAll(t, a, b)
-  await waitFor(() => a.peer(b.port)?.state === 'connected' && a.peer(b.port)!.peerPolicyFingerprint === 'policy-v1', 'connected, settings exchanged')
+  await waitUntil(() => a.peer(b.port)?.state === 'connected' && a.peer(b.port)!.peerPolicyFingerprint === 'policy-v1', { what: 'connected, settings exchanged' })
   const since = a.peer(b.port)!.connectedSinceMs
   t.same(a.peer(b.port)!.policyMismatch, [])
   const inboundOnB = () => b.service.status().inbound.find((peer) => peer.serial === 'MK650-A')
   a.setPolicy({ fingerprint: 'policy-v2', policies: [{ name: 'short', retentionDays: 30, criteria: 'all' }], holds: [] })
-  await waitFor(() => inboundOnB()?.peerPolicyFingerprint === 'policy-v2', "B heard A's change")
+  await waitUntil(() => inboundOnB()?.peerPolicyFingerprint === 'policy-v2', { what: "B heard A's change" })
   t.same(inboundOnB()!.policyMismatch, ['policy-v1 vs policy-v2'])
   b.setPolicy({ fingerprint: 'policy-v3', policies: [], holds: [{ name: 'case', active: true }] })
-  await waitFor(() => a.peer(b.port)?.peerPolicyFingerprint === 'policy-v3', "A heard B's change")
+  await waitUntil(() => a.peer(b.port)?.peerPolicyFingerprint === 'policy-v3', { what: "A heard B's change" })
   t.same(a.peer(b.port)!.policyMismatch, ['policy-v2 vs policy-v3'])
   t.equal(a.peer(b.port)!.connectedSinceMs, since, 'without a reconnect')
 })
@@ -663,12 +722,12 @@ t.test('peerUnreachableForMs (source takeover): grows while a peer does not answ
   const a = await createTestNode({ serial: 'MK650-A', seed, peers: [{ host, port: b.port }, { host, port: other.port }] })
   stopAll(t, a, other)
   t.equal(a.service.peerUnreachableForMs({ host, port: 9 }), null, 'not a peer')
-  await waitFor(() => a.peer(b.port)?.state === 'connected', 'connected')
+  await waitUntil(() => a.peer(b.port)?.state === 'connected', { what: 'connected' })
   t.equal(a.service.peerUnreachableForMs({ host, port: b.port }), null, 'answers')
-  await waitFor(() => a.peer(other.port)?.state === 'refused', 'refused')
+  await waitUntil(() => a.peer(other.port)?.state === 'refused', { what: 'refused' })
   t.equal(a.service.peerUnreachableForMs({ host, port: other.port }), null, 'a refusal is an answer: the peer is up')
   await b.stop()
-  await waitFor(() => a.peer(b.port)?.state === 'retrying', 'B gone')
+  await waitUntil(() => a.peer(b.port)?.state === 'retrying', { what: 'B gone' })
   const first = a.service.peerUnreachableForMs({ host, port: b.port })!
   t.type(first, 'number')
   await sleep(120)
@@ -684,11 +743,11 @@ t.test('a model that may not mirror does not listen, and its peer refuses it; op
   stopAll(t, b, node)
   t.equal(node.service.address(), null, 'no listener')
   t.match(node.service.status().warning, /model 350 may not mirror/)
-  await waitFor(() => node.peer(b.port)?.state === 'refused', 'refused')
+  await waitUntil(() => node.peer(b.port)?.state === 'refused', { what: 'refused' })
   t.match(node.peer(b.port), { reasonCode: 'MODEL_NOT_ELIGIBLE', expected: '>= 450', actual: 350 })
-  await waitFor(() => b.service.status().inboundRefusals.length > 0, 'B shows it')
+  await waitUntil(() => b.service.status().inboundRefusals.length > 0, { what: 'B shows it' })
   t.match(b.service.status().inboundRefusals[0], { code: 'MODEL_NOT_ELIGIBLE', serial: 'MK350-Z', actual: 350 })
-  await waitFor(() => b.service.status().inboundRefusals[0]!.count >= 3, 'retries counted')
+  await waitUntil(() => b.service.status().inboundRefusals[0]!.count >= 3, { what: 'retries counted' })
   t.equal(b.service.status().inboundRefusals.length, 1, 'a retrying peer keeps one entry, counted, so others are not pushed out')
   t.equal(node.service.healthcheck().ok, true)
   const idle = await createTestNode({ serial: 'MK650-Y', seed }, false)

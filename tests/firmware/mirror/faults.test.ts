@@ -1,10 +1,13 @@
 import tap from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { createRandom } from '../../../firmware/common/clock.js'
 import { ArchiveError } from '../../../firmware/archive/errors.js'
 import { makeMessage, sha256Hex } from './fakes.js'
 import { startFaultProxy, type Fault } from '../../helpers/fault-proxy.js'
-import { copiesFrom, createTestNode, sleep, stopAll, testSeed, waitFor, type TestNode } from './nodes.js'
+import { copiesFrom, createTestNode, stopAll, type TestNode } from './nodes.js'
+import { waitUntil } from '../../helpers/wait.js'
 import { senderStopTimeoutMs } from '../../../firmware/mirror/sender.js'
+import { testSeed } from '../../helpers/random.js'
 
 const t = tap
 const { seed, random } = testSeed(t, 'the fault plan, content and jitter')
@@ -58,7 +61,7 @@ t.test('through a fault proxy (reset, stall, truncate, one-way drop, latency): e
     await Promise.all(burst.map((raw) => a.ingest(raw)))
     await sleep(30 + random.int(60))
   }
-  await waitFor(() => a.peer(proxy.port)!.cursor === a.archive.lastSequence(), 'cursor at the end', 50_000)
+  await waitUntil(() => a.peer(proxy.port)!.cursor === a.archive.lastSequence(), { what: 'cursor at the end', timeoutMs: 50_000 })
   t.comment(`${proxy.connections} connections, ${proxy.faultsTriggered} faults triggered, ${b.pipeline.submits.length} submits on B for ${raws.length} messages, ${Date.now() - started} ms`)
   t.ok(proxy.faultsTriggered >= 10, 'faults happened')
   t.ok(proxy.connections >= faults.length, 'the whole plan ran')
@@ -75,14 +78,14 @@ t.test('a receiver that cannot store: the batch fails, is retried, and nothing i
   const b = await createTestNode({ serial: 'MK650-B', seed, pipelineOptions: { messageBytesMax: 50_000 } })
   const a = await createTestNode({ serial: 'MK650-A', seed, peers: [{ host, port: b.port }] })
   stopAll(t, a, b)
-  await waitFor(() => a.peer(b.port)?.state === 'connected', 'connected')
+  await waitUntil(() => a.peer(b.port)?.state === 'connected', { what: 'connected' })
   b.pipeline.failNext(3, new ArchiveError('STORE_UNAVAILABLE', 'disk write failed'))
   const raws = Array.from({ length: 30 }, (_, index) => makeMessage(`store-${index}`, 500 + random.int(2_000), random))
   const tooLarge = makeMessage('too-large', 80_000, random)
   for (const raw of raws.slice(0, 15)) await a.ingest(raw)
   await a.ingest(tooLarge)
   for (const raw of raws.slice(15)) await a.ingest(raw)
-  await waitFor(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), 'cursor at the end')
+  await waitUntil(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), { what: 'cursor at the end' })
   exactlyOnce(t, b, 'MK650-A', raws)
   t.equal(b.archive.messages.has(sha256Hex(tooLarge)), false)
   const status = a.peer(b.port)!
@@ -100,18 +103,19 @@ t.test('acknowledged only when durable: the cursor waits for a slow store', asyn
   const b = await createTestNode({ serial: 'MK650-B', seed })
   const a = await createTestNode({ serial: 'MK650-A', seed, peers: [{ host, port: b.port }] })
   stopAll(t, a, b)
-  await waitFor(() => a.peer(b.port)?.state === 'connected', 'connected')
+  await waitUntil(() => a.peer(b.port)?.state === 'connected', { what: 'connected' })
   const slow = makeMessage('slow', 1_000, random)
   const held = b.pipeline.hold(sha256Hex(slow))
   const first = await a.ingest(slow)
   const others = Array.from({ length: 10 }, (_, index) => makeMessage(`after-slow-${index}`, 1_000, random))
   for (const raw of others) await a.ingest(raw)
-  await waitFor(() => b.archive.messages.has(sha256Hex(slow)), 'committed on B')
-  await sleep(400)
+  await waitUntil(() => b.archive.messages.has(sha256Hex(slow)), { what: 'committed on B' })
+  // Everything after it is durable on B: B has done all it can, only the slow one holds the acknowledgement.
+  await waitUntil(() => others.every((raw) => b.pipeline.durable.has(sha256Hex(raw))), { what: 'the others durable on B', observe: () => b.pipeline.durable.size })
   t.ok(a.peer(b.port)!.cursor < first.sequence, `cursor ${a.peer(b.port)!.cursor} stays before ${first.sequence} while the store has not made it durable`)
   t.equal(b.pipeline.durable.has(sha256Hex(slow)), false)
   held.release()
-  await waitFor(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), 'cursor moves on once durable')
+  await waitUntil(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), { what: 'cursor moves on once durable' })
   exactlyOnce(t, b, 'MK650-A', [slow, ...others])
 })
 
@@ -123,7 +127,7 @@ t.test('a message larger than a frame chunk and a batch crosses byte-identical',
   const small = makeMessage('small', 700, random)
   await a.ingest(small)
   await a.ingest(large)
-  await waitFor(() => copiesFrom(b, 'MK650-A').length === 2, 'both copies', 30_000)
+  await waitUntil(() => copiesFrom(b, 'MK650-A').length === 2, { what: 'both copies', timeoutMs: 30_000 })
   exactlyOnce(t, b, 'MK650-A', [small, large])
 })
 
@@ -135,16 +139,16 @@ t.test('sender restarts and link cuts during a backfill: all arrive once, resend
   const raws = Array.from({ length: 2_000 }, (_, index) => makeMessage(`backfill-${index}`, 200 + random.int(1_500), random))
   for (let index = 0; index < raws.length; index += 100) await Promise.all(raws.slice(index, index + 100).map((raw) => a.ingest(raw)))
   await a.service.addPeer({ host, port: proxy.port })
-  await waitFor(() => copiesFrom(b, 'MK650-A').length >= 400, 'backfill under way')
+  await waitUntil(() => copiesFrom(b, 'MK650-A').length >= 400, { what: 'backfill under way' })
   proxy.cutAll()
-  await waitFor(() => copiesFrom(b, 'MK650-A').length >= 900, 'resumed after the cut')
+  await waitUntil(() => copiesFrom(b, 'MK650-A').length >= 900, { what: 'resumed after the cut' })
   await a.stop()
   const submitsAtStop = b.pipeline.submits.length
   const cursorAtStop = a.peer(proxy.port)!.cursor
   a = await createTestNode({ serial: 'MK650-A', seed, stateDir: a.stateDir, archive: a.archive, pipeline: a.pipeline })
   stopAll(t, a, b)
   t.equal(a.peer(proxy.port)!.cursor, cursorAtStop, 'the added peer and its cursor survive the restart')
-  await waitFor(() => a.peer(proxy.port)!.cursor === a.archive.lastSequence(), 'backfill complete', 40_000)
+  await waitUntil(() => a.peer(proxy.port)!.cursor === a.archive.lastSequence(), { what: 'backfill complete', timeoutMs: 40_000 })
   exactlyOnce(t, b, 'MK650-A', raws)
   const resent = b.pipeline.submits.length - raws.length
   t.comment(`${resent} messages sent twice (cut + restart); submits at stop ${submitsAtStop}, cursor at stop ${cursorAtStop}`)
@@ -157,9 +161,9 @@ t.test('stop is bounded while a transfer hangs on a stalled link', async (t) => 
   const proxy = await startFaultProxy(b.port, () => ({ kind: 'stall', afterBytes: 20_000 }))
   const a = await createTestNode({ serial: 'MK650-A', seed, peers: [{ host, port: proxy.port }], service: { ackTimeoutMs: 60_000, idleTimeoutMs: 60_000 } })
   t.teardown(() => Promise.all([b.stop(), proxy.close()]))
-  await waitFor(() => a.peer(proxy.port)?.state === 'connected', 'connected')
+  await waitUntil(() => a.peer(proxy.port)?.state === 'connected', { what: 'connected' })
   for (let index = 0; index < 50; index++) await a.ingest(makeMessage(`stalled-${index}`, 2_000, random))
-  await waitFor(() => proxy.faultsTriggered === 1, 'stalled')
+  await waitUntil(() => proxy.faultsTriggered === 1, { what: 'stalled' })
   await sleep(200)
   const started = Date.now()
   await a.stop()

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -24,7 +25,9 @@ import { createBacklogTracker } from '../../../firmware/mirror/backlog.js'
 import { createPeerStateStore, freshPeerRecord } from '../../../firmware/mirror/peer-state.js'
 import type { MirrorArchive } from '../../../firmware/mirror/types.js'
 import { createMemoryArchive, localDelivery, makeMessage, sha256Hex } from './fakes.js'
-import { copiesFrom, createTestNode, sleep, stopAll, testSeed, waitFor, type TestNode } from './nodes.js'
+import { copiesFrom, createTestNode, stopAll, type TestNode } from './nodes.js'
+import { waitUntil } from '../../helpers/wait.js'
+import { testSeed } from '../../helpers/random.js'
 
 const { seed, random } = testSeed(t)
 const host = '127.0.0.1'
@@ -212,7 +215,7 @@ t.test('a peer back with a large backlog gets new mail first, the backlog beside
   const b = await slowNode('MK650-B', 20)
   const a = await createTestNode({ serial: 'MK650-A', seed, peers: [{ host, port: b.port }] })
   stopAll(t, a, b)
-  await waitFor(() => a.peer(b.port)?.state === 'connected', 'connected')
+  await waitUntil(() => a.peer(b.port)?.state === 'connected', { what: 'connected' })
   await a.service.pausePeer({ host, port: b.port })
   const backlogCount = 3_000
   const backlog = messages('backlog', backlogCount)
@@ -221,21 +224,21 @@ t.test('a peer back with a large backlog gets new mail first, the backlog beside
   b.pipeline.addListener((result, delivery) => void (delivery.source === 'mirror' && storedOrder.push(result.id)))
 
   await a.service.resumePeer({ host, port: b.port })
-  const splitStatus = await waitFor(() => a.peer(b.port)!.backfillThroughSequence !== null && a.peer(b.port)!, 'the queue split into lanes')
+  const splitStatus = await waitUntil(() => a.peer(b.port)!.backfillThroughSequence !== null && a.peer(b.port)!, { what: 'the queue split into lanes' })
   t.equal(splitStatus.backfillThroughSequence, backlogCount, 'split at the head')
   const fresh = messages('fresh', 5)
   for (const raw of fresh) await a.ingest(raw)
   const freshIds = new Set(fresh.map(sha256Hex))
-  await waitFor(() => fresh.every((raw) => b.archive.messages.has(sha256Hex(raw))), 'new mail on B')
+  await waitUntil(() => fresh.every((raw) => b.archive.messages.has(sha256Hex(raw))), { what: 'new mail on B' })
   const backlogOnB = backlog.filter((raw) => b.archive.messages.has(sha256Hex(raw))).length
   t.ok(backlogOnB < backlogCount - 1_500, `new mail stored while ${backlogCount - backlogOnB} of the backlog were still to come`)
 
   // Queue figures count both lanes: the acknowledged live entries are not queued.
-  const figures = await waitFor(() => {
+  const figures = await waitUntil(() => {
     const peer = a.peer(b.port)!
     if (peer.backfillThroughSequence === null || peer.liveCursor! <= peer.backfillThroughSequence || peer.queueEstimated) return undefined
     return { peer, expected: unacknowledgedIngests(a, peer), fromCursor: a.archive.log.filter((entry) => entry.sequence > peer.cursor).length }
-  }, 'live lane acknowledged while the backfill runs')
+  }, { what: 'live lane acknowledged while the backfill runs' })
   t.equal(figures.peer.queueMessages, figures.expected, 'queue = backfill range + live range')
   t.ok(figures.peer.queueMessages < figures.fromCursor, 'not everything after the cursor')
   t.same(a.service.peerSender({ host, port: b.port }).pendingRanges(), [
@@ -243,8 +246,8 @@ t.test('a peer back with a large backlog gets new mail first, the backlog beside
     { afterSequence: figures.peer.liveCursor, throughSequence: null },
   ])
 
-  await waitFor(() => copiesFrom(b, 'MK650-A').length === backlogCount + fresh.length, 'everything on B', 120_000)
-  const merged = await waitFor(() => a.peer(b.port)!.backfillThroughSequence === null && a.peer(b.port)!.cursor === a.archive.lastSequence() && a.peer(b.port)!, 'lanes merged at the end')
+  await waitUntil(() => copiesFrom(b, 'MK650-A').length === backlogCount + fresh.length, { what: 'everything on B', timeoutMs: 120_000 })
+  const merged = await waitUntil(() => a.peer(b.port)!.backfillThroughSequence === null && a.peer(b.port)!.cursor === a.archive.lastSequence() && a.peer(b.port)!, { what: 'lanes merged at the end' })
   t.match(merged, { liveCursor: null, queueMessages: 0 })
   t.equal(b.pipeline.submits.filter((submit) => submit.delivery.source === 'mirror').length, backlogCount + fresh.length, 'each exactly once')
   const lastFresh = Math.max(...storedOrder.map((id, index) => (freshIds.has(id) ? index : -1)))
@@ -257,22 +260,24 @@ t.test('a crash while the lanes are split loses nothing: the restarted sender re
   const stateDir = await mkdtemp(join(tmpdir(), 'mailkeep-mirror-lanes-crash-'))
   const a = await createTestNode({ serial: 'MK650-A', seed, stateDir, peers: [{ host, port: b.port }] })
   t.teardown(() => b.stop())
-  await waitFor(() => a.peer(b.port)?.state === 'connected', 'connected')
+  await waitUntil(() => a.peer(b.port)?.state === 'connected', { what: 'connected' })
   await a.service.pausePeer({ host, port: b.port })
   const backlog = messages('crash-backlog', 2_000)
   backlog.forEach((raw, index) => a.archive.ingest(raw, localDelivery(index), null))
   await a.service.resumePeer({ host, port: b.port })
-  await waitFor(() => a.peer(b.port)!.backfillThroughSequence !== null, 'split')
+  await waitUntil(() => a.peer(b.port)!.backfillThroughSequence !== null, { what: 'split' })
   const fresh = messages('crash-fresh', 5)
   for (const raw of fresh) await a.ingest(raw)
   // What a crash leaves: the state file as last written, with the lanes split and live mail acknowledged.
   const path = join(stateDir, `peer-127.0.0.1-${b.port}.json`)
-  let snapshot: { text: string; cursor: number; liveFrom: number; liveCursor: number } | undefined
-  for (const started = Date.now(); !snapshot && Date.now() - started < 30_000; await sleep(5)) {
-    const text = await readFile(path, 'utf8').catch(() => '')
-    const saved = text ? (JSON.parse(text) as { cursor: number; liveFrom: number | null; liveCursor: number | null }) : undefined
-    if (saved?.liveFrom && saved.liveCursor! > saved.liveFrom && saved.cursor > 0) snapshot = { text, cursor: saved.cursor, liveFrom: saved.liveFrom, liveCursor: saved.liveCursor! }
-  }
+  const snapshot = await waitUntil(
+    async () => {
+      const text = await readFile(path, 'utf8').catch(() => '')
+      const saved = text ? (JSON.parse(text) as { cursor: number; liveFrom: number | null; liveCursor: number | null }) : undefined
+      return saved?.liveFrom && saved.liveCursor! > saved.liveFrom && saved.cursor > 0 ? { text, cursor: saved.cursor, liveFrom: saved.liveFrom, liveCursor: saved.liveCursor! } : undefined
+    },
+    { what: 'a persisted split with live mail acknowledged', timeoutMs: 30_000, intervalMs: 5 },
+  )
   t.ok(snapshot, 'a persisted split with live mail acknowledged and backfill under way')
   await a.stop()
   await writeFile(path, snapshot!.text)
@@ -288,8 +293,8 @@ t.test('a crash while the lanes are split loses nothing: the restarted sender re
     { afterSequence: snapshot!.liveCursor, throughSequence: null },
   ], 'resumed from the persisted positions')
   const total = backlog.length + fresh.length + later.length
-  await waitFor(() => copiesFrom(b, 'MK650-A').length === total, 'everything on B', 120_000)
-  await waitFor(() => a2.peer(b.port)!.backfillThroughSequence === null && a2.peer(b.port)!.cursor === a2.archive.lastSequence(), 'merged, caught up')
+  await waitUntil(() => copiesFrom(b, 'MK650-A').length === total, { what: 'everything on B', timeoutMs: 120_000 })
+  await waitUntil(() => a2.peer(b.port)!.backfillThroughSequence === null && a2.peer(b.port)!.cursor === a2.archive.lastSequence(), { what: 'merged, caught up' })
   t.equal(b.archive.messages.size, total, 'each message once')
   t.ok([...backlog, ...fresh, ...later].every((raw) => b.archive.messages.has(sha256Hex(raw))), 'nothing lost')
 })
@@ -305,15 +310,15 @@ t.test('requeue: a message the peer lost is sent again without moving the cursor
   a.archive.ingest(foreign, { ...localDelivery(0), source: 'mirror', sourceName: 'MK650-C' }, 'MK650-C')
   a.archive.purge(sha256Hex(raws[5]!))
   a.service.notify()
-  await waitFor(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), 'caught up')
+  await waitUntil(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), { what: 'caught up' })
   const cursor = a.peer(b.port)!.cursor
   const lost = sha256Hex(raws[3]!)
   b.archive.messages.delete(lost)
   const sender = a.service.peerSender({ host, port: b.port })
   const queued = await sender.requeue([lost, lost, sha256Hex(raws[5]!), sha256Hex(foreign), 'not-an-id'])
   t.equal(queued, 1, 'purged, foreign and malformed ids dropped')
-  await waitFor(() => b.archive.messages.has(lost), 'sent again')
-  await waitFor(() => sender.requeuedIds().length === 0, 'the list empties once acknowledged')
+  await waitUntil(() => b.archive.messages.has(lost), { what: 'sent again' })
+  await waitUntil(() => sender.requeuedIds().length === 0, { what: 'the list empties once acknowledged' })
   t.match(b.archive.messages.get(lost)!.meta.deliveries, [{ source: 'mirror', sourceName: 'MK650-A', envelopeBcc: ['hidden3@example.com'] }], 'with its first delivery')
   t.equal(a.peer(b.port)!.cursor, cursor, 'the cursor did not move')
   t.equal(b.archive.messages.has(sha256Hex(foreign)), false, 'never forwarded')
@@ -330,7 +335,7 @@ t.test('requeue: a message the peer lost is sent again without moving the cursor
   t.same(a.service.peerSender({ host, port: b.port }).requeuedIds(), [lostAgain])
   t.match(a.peer(b.port), { requeuedMessages: 1, queueMessages: 1, cursor })
   await a.service.resumePeer({ host, port: b.port })
-  await waitFor(() => b.archive.messages.has(lostAgain) && a.service.peerSender({ host, port: b.port }).requeuedIds().length === 0, 'sent after the restart')
+  await waitUntil(() => b.archive.messages.has(lostAgain) && a.service.peerSender({ host, port: b.port }).requeuedIds().length === 0, { what: 'sent after the restart' })
   t.match(a.peer(b.port), { requeuedMessages: 0, queueMessages: 0, cursor })
 })
 
@@ -344,12 +349,12 @@ t.test('copies the peer refuses for good are remembered, persisted, and leave th
   await a.ingest(small)
   await a.ingest(big)
   const sender = a.service.peerSender({ host, port: b.port })
-  await waitFor(() => sender.rejectedCopies().length === 1, 'refusal remembered')
+  await waitUntil(() => sender.rejectedCopies().length === 1, { what: 'refusal remembered' })
   t.match(sender.rejectedCopies(), [{ id: sha256Hex(big), code: 'MESSAGE_TOO_LARGE', message: /over the limit/, atMs: Number }])
   t.ok(b.archive.messages.has(sha256Hex(small)))
-  await waitFor(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), 'the cursor moves past a refused copy')
+  await waitUntil(() => a.peer(b.port)!.cursor === a.archive.lastSequence(), { what: 'the cursor moves past a refused copy' })
   t.equal(await sender.requeue([sha256Hex(big)]), 1)
-  await waitFor(() => sender.rejectedCopies().length === 2 && sender.requeuedIds().length === 0, 'refused again, and dropped from the list')
+  await waitUntil(() => sender.rejectedCopies().length === 2 && sender.requeuedIds().length === 0, { what: 'refused again, and dropped from the list' })
   t.match(a.peer(b.port), { rejectedCopies: 2, requeuedMessages: 0, messagesRejected: 2 })
   await a.stop()
   const a2 = await createTestNode({ serial: 'MK650-A', seed, stateDir, archive: a.archive, pipeline: a.pipeline, peers: [{ host, port: b.port }] })

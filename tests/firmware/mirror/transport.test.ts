@@ -5,6 +5,7 @@ import { createServer as createTcpServer, connect as connectTcp, type Server as 
 import { connect as connectTls, createServer as createTlsServer, type TLSSocket } from 'node:tls'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { waitUntil } from '../../helpers/wait.js'
 import { createMemoryLogger } from '../../../firmware/common/logger.js'
 import { createManualClock, systemClock, type Clock } from '../../../firmware/common/clock.js'
 import { loadOrCreateIdentityCertificate, type IdentityCertificate } from '../../../firmware/mirror/certificate.js'
@@ -51,19 +52,6 @@ const host = '127.0.0.1'
 /** What the helpers need of a tap test: a place to register cleanup. */
 type Teardown = { teardown(fn: () => unknown): void }
 
-function waitFor<T>(probe: () => T | undefined, what: string, timeoutMs = 5_000): Promise<T> {
-  const started = Date.now()
-  return new Promise((resolve, reject) => {
-    const poll = (): void => {
-      const value = probe()
-      if (value !== undefined && value !== false) return resolve(value)
-      if (Date.now() - started > timeoutMs) return reject(new Error(`timed out waiting for ${what}`))
-      setTimeout(poll, 10)
-    }
-    poll()
-  })
-}
-
 async function startListener(
   t: Teardown,
   overrides: {
@@ -106,8 +94,8 @@ async function startListener(
   await listener.start()
   t.teardown(() => listener.stop())
   const port = listener.address()!.port
-  const nextChannel = (index: number) => waitFor(() => channels[index], `inbound channel ${index}`)
-  const refusal = (code: string) => waitFor(() => audits.find((event) => event.outcome === 'refused' && event.code === code), `audit ${code}`)
+  const nextChannel = (index: number) => waitUntil(() => channels[index], { what: `inbound channel ${index}` })
+  const refusal = (code: string) => waitUntil(() => audits.find((event) => event.outcome === 'refused' && event.code === code), { what: `audit ${code}` })
   return { listener, port, logger, audits, channels, nextChannel, refusal }
 }
 
@@ -290,7 +278,7 @@ t.test('compatibility refusals carry the same reason code and expected/actual on
     const client = startClient(server.port, { identity: testCase.client })
     const error = await failureOf(client.channel)
     t.match(error, { name: 'MirrorError', code: testCase.code, expected: testCase.expected, actual: testCase.actual, origin: 'peer', retryable: false }, `${testCase.name}: client`)
-    const event = await waitFor(() => server.audits[index], 'listener audit')
+    const event = await waitUntil(() => server.audits[index], { what: 'listener audit' })
     t.match(event, { outcome: 'refused', direction: 'inbound', code: testCase.code, expected: testCase.expected, actual: testCase.actual, origin: 'local' }, `${testCase.name}: listener`)
     t.match(client.audits, [{ outcome: 'refused', direction: 'outbound', code: testCase.code, expected: testCase.expected, actual: testCase.actual }])
     t.ok(
@@ -545,7 +533,7 @@ t.test('garbage, plain-text and stalled clients are dropped in time while a real
   // Fill this address's handshake slots; the next connection is dropped at accept.
   const fillers = Array.from({ length: handshakesPerAddressMax - 2 }, () => connectTcp(server.port, host))
   await Promise.all(fillers.map((socket) => new Promise((resolve) => socket.once('connect', resolve))))
-  await waitFor(() => server.listener.healthcheck().handshakesInProgress === handshakesPerAddressMax, 'slots filled')
+  await waitUntil(() => server.listener.healthcheck().handshakesInProgress === handshakesPerAddressMax, { what: 'slots filled' })
   const extra = connectTcp(server.port, host)
   const extraStarted = Date.now()
   t.ok((await socketClosed(extra, extraStarted)) < handshakeTimeoutMs / 2, 'over the per-address limit: dropped at accept')
@@ -564,7 +552,7 @@ t.test('garbage, plain-text and stalled clients are dropped in time while a real
   t.equal(codes.filter((code) => code === 'TLS_FAILED').length, 1)
   t.equal(codes.filter((code) => code === 'FRAME_TOO_LARGE').length, 2)
   t.equal(codes.filter((code) => code === 'PROTOCOL').length, 3)
-  await waitFor(() => server.listener.healthcheck().connections === 1, 'dropped connections forgotten')
+  await waitUntil(() => server.listener.healthcheck().connections === 1, { what: 'dropped connections forgotten' })
   t.match(server.listener.healthcheck(), { connections: 1, channels: 1, handshakesInProgress: 0 })
   t.ok(legitimate.isOpen, 'the real channel is undisturbed')
 })
@@ -631,7 +619,7 @@ t.test('connect failures are typed and retryable', async (t) => {
   const holder = connectTcp(server.port, host)
   holder.on('error', () => undefined)
   await new Promise((resolve) => holder.once('connect', resolve))
-  await waitFor(() => server.listener.healthcheck().connections === 1, 'holder accepted')
+  await waitUntil(() => server.listener.healthcheck().connections === 1, { what: 'holder accepted' })
   t.match(await failureOf(startClient(server.port).channel), { retryable: true })
   await server.refusal('BUSY')
   holder.destroy()

@@ -1,6 +1,5 @@
 import t from 'tap'
-import { generateKeyPairSync, randomInt } from 'node:crypto'
-import { createRandom } from '../../../firmware/common/clock.js'
+import { generateKeyPairSync } from 'node:crypto'
 import { MirrorError } from '../../../firmware/mirror/errors.js'
 import { buildReport, classifyAll, classifyDifference, unexplainedOn } from '../../../firmware/mirror/verify-classify.js'
 import {
@@ -20,12 +19,12 @@ import {
   type SignedVerifyReport,
   type VerifySide,
 } from '../../../firmware/mirror/verify-protocol.js'
-import { certificateFor, createTestNode, waitFor, type TestNode } from './nodes.js'
+import { certificateFor, createTestNode, type TestNode } from './nodes.js'
+import { waitUntil } from '../../helpers/wait.js'
 import { localDelivery, makeMessage } from './fakes.js'
+import { testSeed } from '../../helpers/random.js'
 
-const seed = Number(process.env.MIRROR_TEST_SEED ?? randomInt(0, 2 ** 31))
-t.comment(`seed ${seed} (MIRROR_TEST_SEED=${seed} reproduces the random content)`)
-const random = createRandom(seed)
+const { random } = testSeed(t, 'the random content')
 const host = '127.0.0.1'
 const hex = (byte: number, length = 64): string => byte.toString(16).padStart(2, '0').repeat(length / 2)
 
@@ -116,7 +115,7 @@ async function pair(t: { teardown(fn: () => unknown): void }, options: { retenti
   t.teardown(() => Promise.all([a.stop(), b.stop()]))
   for (let index = 0; index < 40; index++) await a.ingest(makeMessage(`a-${index}`, 300 + random.int(3000), random))
   for (let index = 0; index < 25; index++) await b.ingest(makeMessage(`b-${index}`, 300 + random.int(3000), random))
-  await waitFor(() => a.archive.messages.size === 65 && b.archive.messages.size === 65, 'both sides to hold all 65 messages')
+  await waitUntil(() => a.archive.messages.size === 65 && b.archive.messages.size === 65, { what: 'both sides to hold all 65 messages' })
   return { a, b }
 }
 
@@ -138,7 +137,7 @@ t.test('verify over the mirror: agreement is proven, signed by both and audited 
   const certificateB = await certificateFor(b.serial)
   t.doesNotThrow(() => checkReportSignature(report, signed.signatures.initiator, certificateA.certificatePem, certificateA.fingerprint))
   t.doesNotThrow(() => checkReportSignature(report, signed.signatures.responder, certificateB.certificatePem, certificateB.fingerprint))
-  await waitFor(() => verifyEntries(b).length === 1, "the responder's audit entry")
+  await waitUntil(() => verifyEntries(b).length === 1, { what: "the responder's audit entry" })
   t.equal(verifyEntries(a)[0]!.details.reportDigest, verifyEntries(b)[0]!.details.reportDigest, 'both audit logs hold the same report')
   t.equal(verifyEntries(b)[0]!.details.role, 'responder')
   t.equal(a.peer(b.port)!.lastVerify!.outcome, 'agree')
@@ -177,7 +176,7 @@ t.test('verify classifies: queued while paused, purged by policy with its audit 
   t.equal(report.initiator.auditHead.seq, 77, "the initiator's audit head is in the report")
   t.equal(b.service.healthcheck().ok, true, 'explained differences do not degrade')
   await a.service.resumePeer({ host, port: b.port })
-  await waitFor(() => queued.every((id) => b.archive.messages.has(id)), 'the queued messages to arrive')
+  await waitUntil(() => queued.every((id) => b.archive.messages.has(id)), { what: 'the queued messages to arrive' })
   t.equal(b.archive.messages.has(fromB[0]!), true, "B keeps its own message that A purged")
   t.equal(a.archive.messages.has(fromB[0]!), false, 'and it does not come back to A')
 })
@@ -198,7 +197,7 @@ t.test('a copy lost on the peer is unexplained, re-queued, degrades health, and 
   t.same(report.differences.map((difference) => [difference.id, difference.presentOn]).sort(), [[lostOnA, 'responder'], [lostOnB, 'initiator'], [ownLostOnB, 'initiator']].sort())
   t.equal(a.service.healthcheck().ok, false)
   t.match(a.service.healthcheck().detail, /unexplained/)
-  await waitFor(() => b.archive.messages.has(lostOnB) && b.archive.messages.has(ownLostOnB) && a.archive.messages.has(lostOnA), 'the re-queued copies to arrive on both sides')
+  await waitUntil(() => b.archive.messages.has(lostOnB) && b.archive.messages.has(ownLostOnB) && a.archive.messages.has(lostOnA), { what: 'the re-queued copies to arrive on both sides' })
   const again = await a.service.verifyPeer({ host, port: b.port })
   t.equal(again.report.outcome, 'agree')
   t.equal(a.service.healthcheck().ok, true, 'a verify that agrees clears the reason')
@@ -210,12 +209,12 @@ t.test('scheduled verify: each connected peer is verified every verifyIntervalMs
   await a.service.addPeer({ host, port: b.port })
   t.teardown(() => Promise.all([a.stop(), b.stop()]))
   await a.ingest(makeMessage('scheduled', 800, random))
-  await waitFor(() => b.archive.messages.size === 1, 'the copy')
-  const entry = await waitFor(() => a.auditEntries.find((candidate) => candidate.action === 'mirror.verify'), 'a scheduled verify')
+  await waitUntil(() => b.archive.messages.size === 1, { what: 'the copy' })
+  const entry = await waitUntil(() => a.auditEntries.find((candidate) => candidate.action === 'mirror.verify'), { what: 'a scheduled verify' })
   t.equal(entry.actor, 'system', 'the schedule runs it, not a technician')
   t.equal(entry.details.outcome, 'agree')
   const runs = a.auditEntries.filter((candidate) => candidate.action === 'mirror.verify').length
-  await waitFor(() => a.auditEntries.filter((candidate) => candidate.action === 'mirror.verify').length > runs, 'the next scheduled verify after the interval')
+  await waitUntil(() => a.auditEntries.filter((candidate) => candidate.action === 'mirror.verify').length > runs, { what: 'the next scheduled verify after the interval' })
   t.equal(b.auditEntries.some((candidate) => candidate.action === 'mirror.verify'), true, 'B (schedule off) answered and kept the report')
   await a.stop()
   const restarted = await createTestNode({ serial: a.serial, stateDir: a.stateDir, archive: a.archive, pipeline: a.pipeline, service: { verifyIntervalMs: 0 } })
@@ -231,12 +230,12 @@ t.test('a resent copy of a message purged on the receiver is not archived again;
   // Re-adding the peer backfills it from sequence 0: every copy is sent again.
   await a.service.removePeer({ host, port: b.port })
   await a.service.addPeer({ host, port: b.port })
-  await waitFor(() => a.peer(b.port)?.cursor === a.archive.lastSequence() && a.peer(b.port)?.state === 'connected', 'the backfill to finish')
+  await waitUntil(() => a.peer(b.port)?.cursor === a.archive.lastSequence() && a.peer(b.port)?.state === 'connected', { what: 'the backfill to finish' })
   t.equal(b.archive.messages.has(purged.meta.id), false, 'retention on B is not undone by a resend')
   t.equal(b.archive.messages.size, 64)
   // The same bytes delivered again to A later: new mail, copied and archived on B.
   await new Promise((resolve) => setTimeout(resolve, 5))
   await a.pipeline.submit(raw, localDelivery(10_000 + random.int(1e6)))
-  await waitFor(() => b.archive.messages.has(purged.meta.id), 'the newer delivery to be archived on B')
+  await waitUntil(() => b.archive.messages.has(purged.meta.id), { what: 'the newer delivery to be archived on B' })
 })
 

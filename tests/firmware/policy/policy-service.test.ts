@@ -11,6 +11,7 @@ import { loginAuditEntry } from '../../../firmware/api/login-throttle.js'
 import { commandTable } from '../../../firmware/control/command-table.js'
 import { auditDatabaseNames, canonicalJson, policyApiRoutes, policyCommandHandlers, type AuditEntry } from '../../../firmware/policy/index.js'
 import { dayMs, rawMessage, retentionWorld } from './fixtures/world.js'
+import { waitUntil } from '../../helpers/wait.js'
 
 type TestContext = Parameters<Parameters<typeof t.test>[0]>[0]
 
@@ -167,9 +168,8 @@ t.test('the scheduled job purges on its interval, audited as the system', async 
   t.teardown(world.stop)
   await world.policy.setPolicy({ name: 'default', retentionDays: 0 }, 'tester')
   const id = await world.ingest(rawMessage({ from: 'a@ext.example', to: 'b@corp.example', subject: 'soon gone' }))
-  const deadline = Date.now() + 5_000
   // Done once a run that purged something has finished (deletion comes before its audit entry).
-  while (!world.policy.lastRun()?.report?.purged && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+  await waitUntil(() => (world.policy.lastRun()?.report?.purged ?? 0) > 0, { what: 'a scheduled run that purged', timeoutMs: 5_000, intervalMs: 20, observe: () => world.policy.lastRun() })
   t.notOk(world.archive.has(id), 'purged by the schedule')
   t.match(world.audit.entries(0, 100).find((entry) => entry.action === 'purge.batch'), { actor: 'system', details: { purged: 1, failed: [] } })
   t.match(world.policy.lastRun(), { report: { purged: 1 } })
@@ -351,8 +351,7 @@ t.test('API and commands: validated bodies, admin-only, audited failures, no rou
 
   const failed = await call('GET', '/api/v1/policies', undefined, { authorization: `Basic ${Buffer.from('admin:wrong').toString('base64')}` })
   t.equal(failed.status, 401)
-  await new Promise((resolve) => setTimeout(resolve, 50))
-  const loginEntry = world.audit.entries(0, 100).find((entry) => entry.action === 'login.failed')
+  const loginEntry = await waitUntil(() => world.audit.entries(0, 100).find((entry) => entry.action === 'login.failed'), { what: 'the failed login audited' })
   t.match(loginEntry, { actor: /^http@/, details: { via: 'http', user: 'admin' } })
   t.notOk(JSON.stringify(world.audit.entries(0, 100)).includes('wrong'), 'no password in the audit log')
 

@@ -1,7 +1,7 @@
 import t from 'tap'
-import { createRandom } from '../../../firmware/common/clock.js'
 import { canonicalJson, describePolicySettings, diffPolicySettings, planPurge, validateHold, validatePolicy, type Hold, type MessageFacts, type Policy } from '../../../firmware/policy/index.js'
 import { hasCode } from '../../../firmware/common/errors.js'
+import { testSeed } from '../../helpers/random.js'
 
 const dayMs = 86_400_000
 const t0 = Date.parse('2025-01-01T00:00:00Z')
@@ -70,8 +70,7 @@ t.test('plan: a message the index failed on is kept while any query is in use (a
 })
 
 t.test('plan is pure and order-independent (randomized; seed printed on failure)', async (t) => {
-  const seed = Date.now() % 100_000
-  const random = createRandom(seed)
+  const { seed, random } = testSeed(t, 'the messages and their order')
   const policies = [policy({ name: 'default', retentionDays: 30 }), policy({ name: 'p', retentionDays: 5, criteria: { senders: ['@s1.example'] } })]
   const holds = [hold({ name: 'h', custodians: ['r1@corp.example'], reason: 'r' })]
   const messages = Array.from({ length: 200 }, (_, index) =>

@@ -15,6 +15,7 @@ import { createIngestPipeline } from '../../../firmware/sources/pipeline.js'
 import { tempDir } from '../../helpers/service.js'
 import { deliveryFor } from '../archive/fixtures/messages.js'
 import { exchangeJournalReport } from '../../helpers/journal-report.js'
+import { waitUntil } from '../../helpers/wait.js'
 
 type TestContext = Parameters<Parameters<typeof t.test>[0]>[0]
 
@@ -46,11 +47,7 @@ async function startedPool(t: TestContext, overrides: Partial<ParsePoolOptions> 
 
 /** Waits until the pool's workers are ready (a worker loads TypeScript under tap: seconds). */
 async function ready(pool: ParsePool, workers = 1): Promise<void> {
-  const deadlineMs = Date.now() + 60_000
-  while (pool.stats().ready < workers) {
-    if (Date.now() > deadlineMs) throw new Error('workers did not get ready')
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
+  await waitUntil(() => pool.stats().ready >= workers, { what: `${workers} parse workers ready`, timeoutMs: 60_000, intervalMs: 20, observe: () => pool.stats() })
 }
 
 async function assertEncodedMatches(t: TestContext, prepared: PreparedMessage, label: string): Promise<void> {

@@ -15,18 +15,19 @@ import { fileURLToPath } from 'node:url'
 import { createRandom } from '../../../../firmware/common/clock.js'
 import { listMessageFiles, loadCheckpoint, readMbox } from '../../../../firmware/sources/import/index.js'
 import { buildMaildir, buildMbox, loadCorpusMessages, sha256 } from './fixtures/mail.js'
+import { waitUntil } from '../../../helpers/wait.js'
+import { testSeed } from '../../../helpers/random.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repositoryRoot = join(here, '..', '..', '..', '..')
 const bun = join(repositoryRoot, 'node_modules', '.bin', 'bun')
 const childScript = join(here, 'fixtures', 'crash-child.ts')
-const seed = Number(process.env.IMPORT_TEST_SEED ?? Date.now() % 1_000_000)
 /** Kill rounds per source before the final run; each round kills the child once, if it has not finished by then. */
 const killRoundsMax = 5
 /** Longest a child may take to finish the final run, in milliseconds. */
 const finalRunTimeoutMs = 60_000
 
-t.comment(`seed ${seed} (IMPORT_TEST_SEED=${seed} reproduces)`)
+const { seed } = testSeed(t, 'the kill points and the children\'s delays')
 
 let workDir: string
 t.before(async () => {
@@ -61,18 +62,15 @@ async function runChild(env: Record<string, string>, archivePath: string, killAf
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
   let finished = false
   void exited.then(() => (finished = true))
-  const deadline = Date.now() + timeoutMs
-  while (!finished) {
-    if (killAfterNewIds !== null && (await archivedIds(archivePath)).length - before >= killAfterNewIds) {
-      child.kill('SIGKILL')
-      break
-    }
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL')
-      throw new Error(`child did not finish within ${timeoutMs} ms; stderr: ${stderr}`)
-    }
-    await new Promise((resolve) => setTimeout(resolve, 3))
+  // Until the child ends, or has archived enough to be killed.
+  const killPointReached = async (): Promise<boolean> => killAfterNewIds !== null && (await archivedIds(archivePath)).length - before >= killAfterNewIds
+  try {
+    await waitUntil(async () => finished || (await killPointReached()), { what: 'the child to finish or reach its kill point', timeoutMs, intervalMs: 3 })
+  } catch (error) {
+    child.kill('SIGKILL')
+    throw new Error(`child did not finish within ${timeoutMs} ms; stderr: ${stderr}`, { cause: error })
   }
+  if (!finished) child.kill('SIGKILL')
   const { code, signal } = await exited
   const lines = stdout
     .split('\n')

@@ -27,9 +27,10 @@ import {
 } from '../../../../firmware/sources/import/index.js'
 import { createFakePipeline, type FakePipeline } from './fixtures/fake-pipeline.js'
 import { buildEmlFolder, buildMaildir, buildMbox, handMadeMessages, loadCorpusMessages, sha256, toCrlf } from './fixtures/mail.js'
+import { waitUntil } from '../../../helpers/wait.js'
+import { testSeed } from '../../../helpers/random.js'
 
-const seed = Number(process.env.IMPORT_TEST_SEED ?? Date.now() % 1_000_000)
-t.comment(`seed ${seed} (IMPORT_TEST_SEED=${seed} reproduces)`)
+const { seed } = testSeed(t, 'the chunk sizes, orders, delays and cancel points')
 
 /** What the shared assertion helpers need of a tap test. */
 type Assertions = Pick<typeof t, 'equal' | 'fail' | 'ok' | 'notOk'>
@@ -297,14 +298,15 @@ async function harness(overrides: Partial<ImportServiceOptions> = {}, pipeline =
   return { service, pipeline, stateDir: directory, logger }
 }
 
-async function waitForEnd(service: ImportService, id: string, timeoutMs = 30_000): Promise<ImportJobStatus> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const status = service.jobStatus(id)
-    if (status.state !== 'running') return status
-    if (Date.now() > deadline) throw new Error(`job ${id} still running after ${timeoutMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
+/** The job's status once it is no longer running. */
+function waitForEnd(service: ImportService, id: string): Promise<ImportJobStatus> {
+  return waitUntil(
+    () => {
+      const status = service.jobStatus(id)
+      return status.state !== 'running' && status
+    },
+    { what: `job ${id} to end`, timeoutMs: 30_000, intervalMs: 5, observe: () => service.jobStatus(id) },
+  )
 }
 
 async function runImport(service: ImportService, path: string): Promise<ImportJobStatus> {
@@ -506,7 +508,7 @@ t.test('service: stop() cancels running jobs and keeps checkpoints; a new servic
   pipeline.delayMs = 3
   const started = await first.service.startJob(path)
   t.equal((await first.service.startJob(path)).id, started.id, 'the same path while running returns the running job')
-  while (pipeline.accepted.length < 10) await new Promise((resolve) => setTimeout(resolve, 2))
+  await waitUntil(() => pipeline.accepted.length >= 10, { what: '10 messages accepted', intervalMs: 2 })
   await first.service.stop()
   const stopped = first.service.jobStatus(started.id)
   t.match(stopped, { state: 'cancelled', error: { code: 'CANCELLED', message: /service is stopping/ } })

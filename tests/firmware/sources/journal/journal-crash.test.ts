@@ -1,7 +1,7 @@
 /**
  * Crash safety of the journal pull: the real puller runs in a child process under Bun
  * and is SIGKILLed at random points around its archive/acknowledge steps (seeded; set
- * JOURNAL_CRASH_SEED to replay), then a
+ * MAILKEEP_TEST_SEED to replay), then a
  * last run finishes the pull. After every kill, each seeded message is at the server or
  * durably archived (never deleted without an archive); at the end every message is
  * archived, none is left at the server ('delete'), and the distinct content hashes
@@ -9,16 +9,15 @@
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { randomInt } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startDovecot, seedMailbox, readMailbox, type RunningDovecot, type DovecotUser } from '../../../helpers/dovecot.js'
 import { bunPath } from '../../../helpers/service.js'
-import { createRandom } from '../../../../firmware/common/clock.js'
 import { pop3StatePath } from '../../../../firmware/sources/journal/pop3-archived-state.js'
 import type { JournalSourceOptions } from '../../../../firmware/sources/journal/types.js'
 import { makeMessages, sha256 } from './fixtures/messages.js'
+import { testSeed } from '../../../helpers/random.js'
 
 /** Kills per scenario. */
 const killRounds = 4
@@ -30,8 +29,7 @@ const childTimeoutMs = 60_000
 const killJitterMsMax = 25
 
 const childPath = join(import.meta.dirname, 'fixtures', 'pull-child.ts')
-const seed = process.env.JOURNAL_CRASH_SEED ? Number(process.env.JOURNAL_CRASH_SEED) : randomInt(0, 2 ** 31)
-const random = createRandom(seed)
+const { seed, random } = testSeed(t, 'the kill points')
 
 const scenarios = [
   { name: 'imap-delete', protocol: 'imap', afterArchive: 'delete' },
@@ -110,7 +108,6 @@ async function archivedIds(archivePath: string): Promise<string[]> {
 }
 
 t.test(`SIGKILL at random points loses nothing and duplicates nothing beyond dedup (seed ${seed})`, async (t) => {
-  t.comment(`seed ${seed} (replay with JOURNAL_CRASH_SEED=${seed})`)
   for (const scenario of scenarios) {
     const user = users[scenario.name]!
     const seeded = makeMessages(`crash-${scenario.name}`, seededCount)

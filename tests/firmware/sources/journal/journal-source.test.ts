@@ -18,6 +18,7 @@ import { createMemoryLogger } from '../../../../firmware/common/logger.js'
 import { createManualClock, systemClock, type Clock, type Random } from '../../../../firmware/common/clock.js'
 import { createFakePipeline, type FakePipeline } from './fixtures/fake-pipeline.js'
 import { makeLargeMessage, makeMessages, sha256 } from './fixtures/messages.js'
+import { waitUntil } from '../../../helpers/wait.js'
 
 const users = {
   imapDelete: { name: 'imap-delete', password: 'pw-imap-delete-7f3a' },
@@ -32,6 +33,7 @@ const users = {
   pop3Large: { name: 'pop3-large', password: 'pw-pop3-large-9876' },
   stop: { name: 'stop', password: 'pw-stop-abab' },
   abandon: { name: 'abandon', password: 'pw-abandon-cdcd' },
+  readOnly: { name: 'read-only', password: 'pw-read-only-e1e1' },
 } satisfies Record<string, DovecotUser>
 
 let dovecot: RunningDovecot
@@ -232,7 +234,7 @@ t.test('wrong password: typed AUTH_FAILED, retried with capped backoff, password
     )
     await source.start()
     // The first scheduled pass starts right away (first-pull delay 0).
-    while (source.status().lastReport === null) await new Promise((resolve) => setTimeout(resolve, 20))
+    await waitUntil(() => source.status().lastReport !== null, { what: `${protocol}: the first pass`, intervalMs: 20, observe: () => source.status() })
     const first = source.status()
     t.match(first.lastError, { code: 'AUTH_FAILED', retryable: false }, `${protocol}: typed auth error`)
     t.equal(first.nextPullAtMs, clock.now() + 60_000, `${protocol}: first retry after intervalMs`)
@@ -351,6 +353,31 @@ t.test('retryable pipeline error (STORE_FULL) stops the pass and deletes nothing
     t.same(pipeline.accepted.map((entry) => entry.id).sort(), hashes(seeded))
     t.match(source.healthcheck(), { ok: true, consecutiveFailures: 0 })
   }
+})
+
+t.test('scheduled passes wait while the archive is read-only (nothing fetched or deleted) and resume once it takes mail', async (t) => {
+  const seeded = makeMessages('read-only', 3)
+  await seedMailbox(dovecot, users.readOnly, seeded)
+  const pipeline = createFakePipeline()
+  const logger = createMemoryLogger()
+  let readOnly: string | null = 'the data volume has 1000 bytes free, below the minimum of 268435456 bytes'
+  const source = createJournalSource(
+    { logger, clock: systemClock, pipeline, archiveReadOnly: () => readOnly },
+    sourceOptions(users.readOnly, { protocol: 'imap', intervalMs: 1000, firstPullDelayMsMax: 0 }),
+  )
+  t.teardown(() => source.stop())
+  await source.start()
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  t.match(source.status(), { state: 'read-only', lastPullAtMs: null }, 'the first scheduled pass waits')
+  t.equal(pipeline.accepted.length, 0)
+  t.equal((await readMailbox(dovecot, users.readOnly)).length, 3, 'nothing deleted at the server')
+  t.ok(logger.records.some((record) => record.level === 'warn' && record.msg.startsWith('archive read-only: journal pulls wait')), 'the wait is logged with its reason')
+
+  readOnly = null
+  for (let waitedMs = 0; pipeline.accepted.length < 3 && waitedMs < 10_000; waitedMs += 100) await new Promise((resolve) => setTimeout(resolve, 100))
+  t.same(pipeline.accepted.map((entry) => entry.id).sort(), hashes(seeded), 'the next scheduled pass archives everything')
+  t.same(await readMailbox(dovecot, users.readOnly), [], 'and removes it at the server')
+  t.not(source.status().state, 'read-only')
 })
 
 t.test('a message over the size limit, or refused for good, is left on the server and reported on every pass', async (t) => {

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { validateConfig } from '../../../../config/load.js'
 import { resolveSmtpOptions, validateSmtpOptions } from '../../../../firmware/sources/smtp/index.js'
 import { clientAddressKey, decideAdmission, untrustedConnectionsMax, UntrustedConnections } from '../../../../firmware/sources/smtp/connection-admission.js'
@@ -15,8 +16,9 @@ import {
 } from '../../../../firmware/sources/smtp/session-timeline.js'
 import { formatReply } from '../../../../firmware/sources/smtp/errors.js'
 import { loopbackAddresses, startTrickler, type TricklerOutcome } from '../../../helpers/slow-smtp-client.js'
-import { archiveRecipient, baseOptions, greeted, simpleMessage, sleep, startSource, transaction, waitFor } from './fixtures/smtp-source-harness.js'
+import { archiveRecipient, baseOptions, greeted, simpleMessage, startSource, transaction } from './fixtures/smtp-source-harness.js'
 import { RawSmtpClient } from './fixtures/smtp-test-kit.js'
+import { waitUntil } from '../../../helpers/wait.js'
 
 /*
  * Issue 20, finding 2: smtp-server's idle timeout restarts on every byte, so a client
@@ -178,7 +180,7 @@ t.test('each phase deadline closes a trickler with its 421', { timeout: 20_000 }
   t.ok(cut.atMs - dataStartMs <= 2_000 + slackMs && cut.atMs - dataStartMs >= 1_950, `DATA deadline after ${(cut.atMs - dataStartMs).toFixed(0)} ms`)
   await steady.client.closed
 
-  await waitFor(() => source.stats().sessionsActive === 0)
+  await waitUntil(() => source.stats().sessionsActive === 0, { what: 'every session closed', observe: () => source.stats() })
   t.equal(pipeline.calls, 0, 'nothing cut off was submitted')
   t.match(source.stats(), {
     sessionsClosedByDeadline: { COMMAND_TIMEOUT: 1, DATA_TOO_SLOW: 1, MAIL_FROM_TIMEOUT: 1, DATA_TIMEOUT: 1, SESSION_TIMEOUT: 0 },
@@ -266,7 +268,7 @@ t.test('admission: per-address cap and slots kept for trusted networks', { timeo
   // A slot freed by one address is usable by it again.
   fromOne[0]!.client.end()
   await fromOne[0]!.client.closed
-  await waitFor(() => source.stats().sessionsUntrusted === 6)
+  await waitUntil(() => source.stats().sessionsUntrusted === 6, { what: '6 untrusted sessions', observe: () => source.stats() })
   t.equal((await openFrom('127.0.0.2')).greeting.slice(0, 3), '220', 'the address got its slot back')
   for (const entry of [...fromOne, ...others]) entry.client.end()
   for (const entry of trusted) entry.client.end()
@@ -318,5 +320,5 @@ t.test('many slow clients on other addresses do not stop a trusted sender', { ti
   const latestMs = Math.max(...closedByDeadline.map((outcome) => outcome.closedAfterMs ?? Number.POSITIVE_INFINITY))
   t.ok(latestMs <= 3_000 + slackMs + 500, `the last was closed ${latestMs.toFixed(0)} ms after it began to trickle (deadline 3 s)`)
   t.equal(pipeline.submissions.length, delivered, 'only the relay messages were archived')
-  await waitFor(() => source.stats().sessionsActive === 0)
+  await waitUntil(() => source.stats().sessionsActive === 0, { what: 'every session closed', observe: () => source.stats() })
 })

@@ -19,7 +19,8 @@ import {
 } from '../../../../firmware/sources/smtp/index.js'
 import { carriesEnhancedCode } from '../../../../firmware/sources/smtp/immediate-greeting.js'
 import { createFakePipeline, createSelfSignedCertificate, dotStuff, RawSmtpClient, type RawReply } from './fixtures/smtp-test-kit.js'
-import { archiveRecipient, baseOptions, greeted, simpleMessage, sleep, startSource, transaction, waitFor } from './fixtures/smtp-source-harness.js'
+import { archiveRecipient, baseOptions, greeted, simpleMessage, startSource, transaction } from './fixtures/smtp-source-harness.js'
+import { waitUntil } from '../../../helpers/wait.js'
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex')
 
@@ -249,7 +250,7 @@ t.test('limits: size (552 5.3.4), recipients (452 4.5.3), buffer budget (452 4.3
     const first = (await greeted(port)).client
     const second = (await greeted(port)).client
     const firstReply = transaction(first, 'a@example.test', [archiveRecipient], simpleMessage('first', 6_000))
-    await waitFor(() => pipeline.calls === 1)
+    await waitUntil(() => pipeline.calls === 1, { what: 'the first submit', observe: () => pipeline.calls })
     const secondReply = await transaction(second, 'a@example.test', [archiveRecipient], simpleMessage('second', 6_000))
     t.match(secondReply.last, /^452 4\.3\.1 Insufficient system resources/, 'a message that does not fit the budget is deferred')
     t.equal((await firstReply).code, 250, 'the first message is archived')
@@ -302,6 +303,30 @@ t.test('durability: 250 only after submit resolved; store errors become 4xx/5xx'
   client.end()
 })
 
+t.test('a read-only archive (volume full) is refused at MAIL FROM with 452 4.3.1, and taken again once it is not', async (t) => {
+  const pipeline = createFakePipeline()
+  let readOnly: { reason: string } | null = { reason: 'the data volume has 1000 bytes free, below the minimum of 268435456 bytes' }
+  let asked = 0
+  const archiveReadOnly = async () => {
+    asked++
+    return readOnly
+  }
+  const source = createSmtpSource({ logger: createMemoryLogger(), clock: systemClock, pipeline, archiveReadOnly }, baseOptions())
+  await source.start()
+  t.teardown(() => source.stop())
+  const { client } = await greeted(source.address().port)
+  const mail = await client.command('MAIL FROM:<a@example.test>')
+  t.match(mail.last, /^452 4\.3\.1 Insufficient system storage, try again later/, 'refused before the message is sent')
+  t.equal(pipeline.calls, 0)
+  t.match(source.stats(), { messagesRefused: { STORE_FULL: 1 } })
+
+  readOnly = null
+  const accepted = await transaction(client, 'a@example.test', [archiveRecipient], simpleMessage('room again'))
+  t.match(accepted.last, /^250 2\.0\.0 Ok: archived /, 'the same session is served once the archive takes mail')
+  t.equal(asked, 2, 'asked once per MAIL FROM')
+  client.end()
+})
+
 t.test('a hung archive gets 451 4.3.0 after submitTimeoutMs', async (t) => {
   const { port, pipeline } = await startSource(t, { submitTimeoutMs: 300 }, { hang: true })
   const { client } = await greeted(port)
@@ -322,7 +347,7 @@ t.test('connection limit: 421 4.7.0 over connectionsMax', async (t) => {
   t.equal(source.stats().sessionsRefused.TOO_MANY_CONNECTIONS, 1)
   one.end()
   await one.closed
-  await waitFor(() => source.stats().sessionsActive === 1)
+  await waitUntil(() => source.stats().sessionsActive === 1, { what: 'one active session', observe: () => source.stats() })
   const four = await RawSmtpClient.open(port)
   t.equal((await four.readReply()).code, 220, 'a slot freed by a closed session is usable again')
   two.end()
@@ -381,9 +406,9 @@ t.test('hostile and broken clients never crash the service', async (t) => {
     await client.command(`RCPT TO:<${archiveRecipient}>`)
     await client.command('DATA')
     client.write('Subject: cut\r\n\r\nhalf a message')
-    await sleep(50)
+    await waitUntil(() => source.stats().bufferedBytes > 0, { what: 'the half message buffered', observe: () => source.stats() })
     client.destroy()
-    await waitFor(() => source.stats().messagesAborted === 1)
+    await waitUntil(() => source.stats().messagesAborted === 1, { what: 'the message counted as aborted', observe: () => source.stats() })
     t.equal(pipeline.calls, before, 'nothing submitted')
     t.match(source.stats(), { bufferedBytes: 0, messagesInFlight: 0 })
   })
@@ -421,7 +446,7 @@ t.test('stop: in-flight DATA finishes, idle sessions get 421 4.3.2, new connecti
   const busy = (await greeted(port)).client
   const idle = (await greeted(port)).client
   const pending = transaction(busy, 'a@example.test', [archiveRecipient], simpleMessage('in flight'))
-  await waitFor(() => pipeline.calls === 1)
+  await waitUntil(() => pipeline.calls === 1, { what: 'the first submit', observe: () => pipeline.calls })
   const stopped = source.stop()
   t.match((await idle.readReply()).last, /^421 4\.3\.2 Service shutting down/, 'idle session told at once')
   t.equal((await pending).code, 250, 'the message in DATA got its 250')
@@ -433,7 +458,7 @@ t.test('stop: in-flight DATA finishes, idle sessions get 421 4.3.2, new connecti
     const hung = await startSource(t, { stopTimeoutMs: 300 }, { hang: true })
     const { client } = await greeted(hung.port)
     const reply = transaction(client, 'a@example.test', [archiveRecipient], simpleMessage('never'))
-    await waitFor(() => hung.pipeline.calls === 1)
+    await waitUntil(() => hung.pipeline.calls === 1, { what: 'the submit to the hung pipeline', observe: () => hung.pipeline.calls })
     const startedMs = performance.now()
     await hung.source.stop()
     const tookMs = performance.now() - startedMs
