@@ -44,7 +44,7 @@ export const defaultIndexOptions: Readonly<IndexOptions> = Object.freeze({
   searchLimitDefault: 20,
   searchLimitMax: 100,
   queryTimeMsMax: 2_000,
-  searchSliceMs: 10,
+  searchSliceMs: 4,
   searchesWaitingMax: 8,
   rebuildBatchMessages: 500,
   verifyListedIdsMax: 100,

@@ -19,7 +19,7 @@ export interface Evaluation {
   /**
    * The docids matching `node`, ascending (removed documents included: see `dateOf`), as
    * a paced computation: it yields between units of work (a posting set, 64 date blocks,
-   * 64 phrase candidates) so that its driver can check the budget or let the event loop
+   * a phrase candidate) so that its driver can check the budget or let the event loop
    * run (search-pacing.ts).
    *
    * @throws IndexError INDEX_CORRUPT

@@ -1,6 +1,6 @@
 /**
  * Pacing of a search: the evaluation is written as a generator that yields between units of
- * work (a posting set, 64 date blocks, 64 phrase candidates), and one of two drivers runs
+ * work (a posting set, 64 date blocks, a phrase candidate), and one of two drivers runs
  * it. `runToEnd` runs it in one go on the caller's turn (tests, benchmarks, tools);
  * `runInSlices` runs it in slices of `sliceMs` and lets the event loop run between them, so
  * SMTP replies, status requests and commits go on while a long query works. Both stop a

@@ -124,6 +124,9 @@ t.test('a flush while a search is paused makes it start over on the new state, w
 t.test('the real clock: a paced search of many phrases keeps timers firing', async (t) => {
   const { index } = indexWith(t, 1_500, systemClock, { queryTimeMsMax: 60_000, searchSliceMs: 5, pendingDocumentsMax: 256 })
   const bomb = Array.from({ length: 24 }, (_, i) => `"${words[i % 12]} ${words[(i + 5) % 12]} ${words[(i + 7) % 12]}"`).join(' OR ')
+  // The first search loads the pending tail in one go (a step that is not paced): done
+  // before the timing, so that the figure is the paced evaluation's.
+  index.searchBlocking('alpha', { limit: 1 })
   let ticks = 0
   const timer = setInterval(() => ticks++, 1)
   const startedMs = performance.now()
