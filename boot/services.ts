@@ -49,6 +49,12 @@ export interface ComposedServices {
 }
 
 /**
+ * Budget of one page of a retention or hold query, in ms: these walk the whole archive page
+ * by page (each page is one paced search), and a hold that cannot be evaluated stops purges.
+ */
+const policyQueryTimeMsMax = 60_000
+
+/**
  * Read-only while the data volume is full (firmware/archive/store-read-only.ts): `mode` and
  * the reason are top-level fields of `show status` and /api/v1/status.
  */
@@ -67,7 +73,7 @@ export async function allMatches(index: ReturnType<typeof createIndex>, query: s
   const ids = new Set<string>()
   let cursor: string | null = null
   do {
-    const page = index.search(query, { limit: index.options.searchLimitMax, cursor })
+    const page = await index.search(query, { limit: index.options.searchLimitMax, cursor, timeMsMax: policyQueryTimeMsMax })
     for (const hit of page.hits) ids.add(hit.id)
     cursor = page.nextCursor
     await new Promise((resolve) => setImmediate(resolve))
@@ -85,7 +91,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   const { config, logger, clock, hal } = context
   const certificate = await loadOrCreateIdentityCertificate({ logger: logger.child('certificate'), clock }, { dataDir: config.dataDir, serial: context.identity.serial })
   const parser = createMimeParser({ logger: logger.child('mime'), clock }, { ...defaultMimeParserOptions })
-  const index = createIndex({ logger: logger.child('index'), clock })
+  const index = createIndex({ logger: logger.child('index'), clock }, { queryTimeMsMax: config.search.queryTimeMsMax, searchSliceMs: config.search.sliceMs, searchesWaitingMax: config.search.waitingMax })
   const auditKey = await loadOrCreateAuditKey(config.dataDir)
   const auditLog = createAuditLog({ logger: logger.child('audit'), clock, key: auditKey })
   const audit = (event: AuditEvent): void => {
@@ -224,7 +230,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   // The index's figures, or null while its databases are not open (the archive is not started).
   const indexStats = () => {
     try {
-      return { ...index.stats(), rebuildIndexed: indexRebuild.running ? indexRebuild.indexed : null }
+      return { ...index.stats(), rebuildIndexed: indexRebuild.running ? indexRebuild.indexed : null, searches: index.searchCounters() }
     } catch {
       return null
     }
@@ -234,7 +240,7 @@ export async function composeServices(context: { config: Readonly<Config>; logge
   // (they tell it what they still have queued for it); the mirror service is made further down.
   const completeness = () => mirror?.completeness() ?? { complete: true, peers: [] }
   const searchWithCompleteness = {
-    search: (query: string, options: Parameters<typeof index.search>[1]) => ({ ...index.search(query, options), completeness: completeness() }),
+    search: async (query: string, options: Parameters<typeof index.search>[1]) => ({ ...(await index.search(query, options)), completeness: completeness() }),
   }
   const http = config.http.enabled
     ? createHttpApi(

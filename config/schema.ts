@@ -100,6 +100,16 @@ export const configSchema = {
         messageBytesMax: { type: 'integer', minimum: 1024, maximum: 1073741824, default: 104857600, description: 'largest message archived from any source' },
       },
     },
+    search: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        queryTimeMsMax: { type: 'integer', minimum: 100, maximum: 600000, default: 2000, description: 'time budget of one search from its turn; over it the search fails with QUERY_TOO_EXPENSIVE (503, retryable)' },
+        sliceMs: { type: 'integer', minimum: 1, maximum: 1000, default: 4, description: 'longest run of a search before mail, status and commits get a turn' },
+        waitingMax: { type: 'integer', minimum: 0, maximum: 1000, default: 8, description: 'searches that may wait while one evaluates; more fail with SEARCH_BUSY (503, retryable)' },
+      },
+    },
     control: {
       type: 'object',
       additionalProperties: false,

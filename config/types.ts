@@ -47,6 +47,7 @@ export interface Config {
   }
   identity: { model: number | null; serial: string | null }
   storage: { freeBytesMin: number; readOnlyMarginBytes: number; readOnlyRecheckMs: number; mapSizeBytes: number; messageBytesMax: number }
+  search: { queryTimeMsMax: number; sliceMs: number; waitingMax: number }
   /** `socketPath` is absolute after loading (derived from dataDir when not set). */
   control: { socketPath: string; requestBytesMax: number; requestTimeoutMs: number }
   technician: { passwordHash: string | null }

@@ -8,8 +8,10 @@ import { MailkeepError, type ErrorDetails } from '../common/errors.js'
 export type IndexErrorCode =
   /** The query text is malformed or over a limit; `fields.position` is the 0-based character offset. */
   | 'QUERY_SYNTAX'
-  /** The query ran over its time budget (a phrase of very common words over a large archive); narrow it. */
-  | 'QUERY_TIMEOUT'
+  /** The query ran over its time budget (`queryTimeMsMax`: many phrases of common words over a large archive); narrow it. Retryable: a quieter moment may do. */
+  | 'QUERY_TOO_EXPENSIVE'
+  /** Too many searches were waiting for their turn (`searchesWaitingMax`); retryable. */
+  | 'SEARCH_BUSY'
   /** A page size that is not a positive integer (HTTP `limit`). */
   | 'BAD_LIMIT'
   /** A pagination cursor that this index did not produce (or from an older layout). */

@@ -19,8 +19,12 @@ export interface IndexOptions extends DocumentLimits {
   searchLimitDefault: number
   /** Most hits per page. */
   searchLimitMax: number
-  /** Time budget of one search, in ms; over it the search fails with QUERY_TIMEOUT. */
-  searchTimeBudgetMs: number
+  /** Time budget of one search from when its turn comes, in ms; over it the search fails with QUERY_TOO_EXPENSIVE (config `search.queryTimeMsMax`). */
+  queryTimeMsMax: number
+  /** Longest slice of a paced search before the event loop gets a turn, in ms (config `search.sliceMs`). */
+  searchSliceMs: number
+  /** Paced searches that may wait for their turn while one evaluates; more fail with SEARCH_BUSY (config `search.waitingMax`). */
+  searchesWaitingMax: number
   /** Messages indexed per write transaction by `rebuild`. */
   rebuildBatchMessages: number
   /** Ids listed per kind (missing, extra, stale) in a verify report; the counts are exact. */
@@ -39,7 +43,9 @@ export const defaultIndexOptions: Readonly<IndexOptions> = Object.freeze({
   flushSliceMs: 4,
   searchLimitDefault: 20,
   searchLimitMax: 100,
-  searchTimeBudgetMs: 10_000,
+  queryTimeMsMax: 2_000,
+  searchSliceMs: 4,
+  searchesWaitingMax: 8,
   rebuildBatchMessages: 500,
   verifyListedIdsMax: 100,
 })
@@ -70,6 +76,8 @@ export interface SearchOptions {
   limit?: number
   /** `nextCursor` of the previous page. */
   cursor?: string | null
+  /** This search's budget in ms instead of `queryTimeMsMax` (retention's queries over a whole archive). */
+  timeMsMax?: number
 }
 
 export interface VerifyReport {

@@ -9,6 +9,7 @@ import { bodyPhraseTest, encodedForwardHasPhrase, phrasePattern } from './phrase
 import { readRecord } from './record-io.js'
 import { concatenated } from './docid-sets.js'
 import { cacheSet, queryCacheRecordsMax, type SearchContext } from './query-cache.js'
+import type { Paced } from './search-pacing.js'
 
 /** The consecutive fields of the forward layout a phrase in `field` is looked for in. */
 export function fieldRangeOf(field: TextField): [number, number] {
@@ -31,20 +32,24 @@ export function fieldRangeOf(field: TextField): [number, number] {
  * or for the body in the display record's text; the flushed ones' answer is cached per
  * phrase, the tail's per phrase and tail generation.
  *
+ * Paced (search-pacing.ts): it yields after every candidate (one may be a whole inflated
+ * text; 64 between yields made runs of 100-240 ms). Shared entries of the cache are changed
+ * only between yields, after a verification has finished, so a search paused in
+ * the middle never leaves half an answer in the cache.
+ *
  * @param candidates ascending docids (the intersection of the phrase's tokens)
- * @throws IndexError QUERY_TIMEOUT
  */
-export function phraseFilter(context: SearchContext, candidates: Uint32Array, field: TextField, tokens: readonly string[]): Uint32Array {
+export function* phraseFilter(context: SearchContext, candidates: Uint32Array, field: TextField, tokens: readonly string[]): Paced<Uint32Array> {
   const { db, state, cache } = context
   const [firstField, lastField] = fieldRangeOf(field)
   const inBody = firstField <= forwardFieldIndex.body && forwardFieldIndex.body <= lastField
   const pattern = phrasePattern(tokens)
   const bodyHasPhrase = bodyPhraseTest(tokens)
-  const verify = (from: number, to: number): Uint32Array => {
+  function* verify(from: number, to: number): Paced<Uint32Array> {
     const out = new Uint32Array(Math.max(0, to - from))
     let count = 0
     for (let index = from; index < to; index++) {
-      if ((index & 255) === 255) context.checkBudget()
+      yield
       const docid = candidates[index]!
       // getBinaryFast's buffer is reused by the next read: it is searched at once.
       const bytes = db.forward.getBinaryFast(docid)
@@ -65,7 +70,7 @@ export function phraseFilter(context: SearchContext, candidates: Uint32Array, fi
   if (tailEntry !== undefined && tailEntry.generation !== state.generation) tailEntry = undefined
   let entry = cache.sets.get(key)
   if (entry === undefined) {
-    entry = { set: verify(0, split), chunks: state.chunks, flushed: state.flushed }
+    entry = { set: yield* verify(0, split), chunks: state.chunks, flushed: state.flushed }
     cacheSet(cache, key, entry)
   } else if (entry.flushed < state.flushed) {
     // Flushed since: the candidates in (entry.flushed, state.flushed], verified as tail
@@ -77,7 +82,7 @@ export function phraseFilter(context: SearchContext, candidates: Uint32Array, fi
     } else {
       let first = 0
       while (first < split && candidates[first]! <= from) first++
-      added = verify(first, split)
+      added = yield* verify(first, split)
     }
     entry = { set: concatenated(entry.set, added), chunks: state.chunks, flushed: state.flushed }
     cacheSet(cache, key, entry)
@@ -97,7 +102,7 @@ export function phraseFilter(context: SearchContext, candidates: Uint32Array, fi
   }
   let fresh = split
   while (fresh < candidates.length && candidates[fresh]! <= tailEntry.through) fresh++
-  for (const docid of verify(fresh, candidates.length)) tailEntry.docids.push(docid)
+  for (const docid of yield* verify(fresh, candidates.length)) tailEntry.docids.push(docid)
   tailEntry.through = Math.max(tailEntry.through, state.next - 1)
   return concatenated(flushed, tailEntry.docids)
 }

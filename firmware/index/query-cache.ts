@@ -7,19 +7,13 @@ import type { Databases, IndexState } from './index-databases.js'
 import type { StoredRecord } from './display-record.js'
 import type { PostingGroups } from './posting-groups.js'
 
-/** What one search reads: the databases, the state it read, the cache and the tail, and its time budget. */
+/** What one search reads: the databases, the state it read, the cache and the tail. */
 export interface SearchContext {
   db: Databases
   state: IndexState
   cache: QueryCache
   /** The postings of the pending tail (see PendingTail.postingsFor). */
   tailPostings: PostingGroups
-  /**
-   * Throws when the search is over its time budget.
-   *
-   * @throws IndexError QUERY_TIMEOUT
-   */
-  checkBudget(): void
 }
 
 /** A display record as hits show it: the text cut to what a snippet looks at, and its snippet without marks once made. */

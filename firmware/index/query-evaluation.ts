@@ -12,15 +12,19 @@ import { collectDated, dateBlockDocids, readDateBlock } from './date-column.js'
 import type { SearchContext } from './query-cache.js'
 import { postingSet } from './posting-sets.js'
 import { phraseFilter } from './phrase-filter.js'
+import type { Paced } from './search-pacing.js'
 
 /** The evaluation of queries in one search: see createEvaluation. */
 export interface Evaluation {
   /**
-   * The docids matching `node`, ascending (removed documents included: see `dateOf`).
+   * The docids matching `node`, ascending (removed documents included: see `dateOf`), as
+   * a paced computation: it yields between units of work (a posting set, 64 date blocks,
+   * a phrase candidate) so that its driver can check the budget or let the event loop
+   * run (search-pacing.ts).
    *
-   * @throws IndexError QUERY_TIMEOUT, INDEX_CORRUPT
+   * @throws IndexError INDEX_CORRUPT
    */
-  evaluate(node: QueryNode): Uint32Array
+  evaluate(node: QueryNode): Paced<Uint32Array>
   /** The date of a docid (NaN: none, e.g. removed); fastest when asked in docid order. */
   dateOf(docid: number): number
 }
@@ -39,7 +43,7 @@ export function dateRange(nodes: readonly QueryNode[]): { fromMs: number; toMs: 
 
 /** Creates the evaluation for one search. */
 export function createEvaluation(context: SearchContext): Evaluation {
-  const { db, state, cache, checkBudget } = context
+  const { db, state, cache } = context
 
   const dateBlock = (block: number): Float64Array => {
     let dates = cache.dates.get(block) ?? cache.tailDates.get(block)
@@ -64,12 +68,12 @@ export function createEvaluation(context: SearchContext): Evaluation {
   }
 
   /** Every live docid dated in [fromMs, toMs): a scan of the date column, 1 KiB per 128 documents. */
-  const dateScan = (fromMs: number, toMs: number): Uint32Array => {
+  function* dateScan(fromMs: number, toMs: number): Paced<Uint32Array> {
     let docids = new Uint32Array(Math.min(state.next + dateBlockDocids, 4_096))
     let count = 0
     const lastBlock = Math.floor((state.next - 1) / dateBlockDocids)
     for (let block = 0; block <= lastBlock; block++) {
-      if ((block & 63) === 63) checkBudget()
+      if ((block & 63) === 63) yield
       if (docids.length - count < dateBlockDocids) {
         const grown = new Uint32Array(Math.min(state.next + dateBlockDocids, 2 * docids.length))
         grown.set(docids.subarray(0, count))
@@ -80,15 +84,20 @@ export function createEvaluation(context: SearchContext): Evaluation {
     return docids.subarray(0, count)
   }
 
-  const evaluate = (queryNode: QueryNode): Uint32Array => {
-    checkBudget()
+  function* evaluate(queryNode: QueryNode): Paced<Uint32Array> {
+    yield
     switch (queryNode.kind) {
       case 'match': {
         const bits = bitsOf(queryNode.field)
-        const sets = [...new Set(queryNode.tokens)].map((token) => postingSet(context, token, bits)).sort((a, b) => a.length - b.length)
+        const sets: Uint32Array[] = []
+        for (const token of new Set(queryNode.tokens)) {
+          sets.push(postingSet(context, token, bits))
+          yield
+        }
+        sets.sort((a, b) => a.length - b.length)
         let result = sets[0]!
         for (const set of sets.slice(1)) result = intersect(result, set)
-        return queryNode.tokens.length > 1 && result.length > 0 ? phraseFilter(context, result, queryNode.field, queryNode.tokens) : result
+        return queryNode.tokens.length > 1 && result.length > 0 ? yield* phraseFilter(context, result, queryNode.field, queryNode.tokens) : result
       }
       case 'address':
         return postingSet(context, queryNode.token, queryNode.field === 'from' ? fieldBits.from : fieldBits.to)
@@ -96,10 +105,16 @@ export function createEvaluation(context: SearchContext): Evaluation {
         return postingSet(context, hasAttachmentToken, fieldBits.marker)
       case 'date': {
         const { fromMs, toMs } = dateRange([queryNode])
-        return dateScan(fromMs, toMs)
+        return yield* dateScan(fromMs, toMs)
       }
-      case 'or':
-        return queryNode.children.map(evaluate).reduce(union)
+      case 'or': {
+        let result: Uint32Array | undefined
+        for (const child of queryNode.children) {
+          const set = yield* evaluate(child)
+          result = result === undefined ? set : union(result, set)
+        }
+        return result ?? new Uint32Array(0)
+      }
       case 'not':
         // parseQuery never leaves a negation where a set of its own is needed.
         throw new IndexError('QUERY_SYNTAX', 'a negation needs a positive term beside it')
@@ -109,9 +124,11 @@ export function createEvaluation(context: SearchContext): Evaluation {
         const positive = queryNode.children.filter((child) => child.kind !== 'date' && child.kind !== 'not')
         const { fromMs, toMs } = dateRange(dates)
         let result: Uint32Array
-        if (positive.length === 0) result = dateScan(fromMs, toMs)
+        if (positive.length === 0) result = yield* dateScan(fromMs, toMs)
         else {
-          const sets = positive.map(evaluate).sort((a, b) => a.length - b.length)
+          const sets: Uint32Array[] = []
+          for (const child of positive) sets.push(yield* evaluate(child))
+          sets.sort((a, b) => a.length - b.length)
           result = sets[0]!
           for (const set of sets.slice(1)) {
             if (result.length === 0) break
@@ -124,7 +141,7 @@ export function createEvaluation(context: SearchContext): Evaluation {
         }
         for (const child of negated) {
           if (result.length === 0) break
-          if (child.kind === 'not') result = difference(result, evaluate(child.child))
+          if (child.kind === 'not') result = difference(result, yield* evaluate(child.child))
         }
         return result
       }

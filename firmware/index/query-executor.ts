@@ -1,66 +1,180 @@
 /**
  * The query executor: runs a search — parse, evaluate over postings, the tail and the date
- * column, order and cut a page, make the hits' snippets — within a time budget, with the
- * query cache kept across searches.
+ * column, order and cut a page, make the hits' snippets — within a time budget, paced so
+ * the event loop keeps running (search-pacing.ts), with the query cache kept across searches.
  */
 
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
 import { cutToChars } from '../common/text.js'
 import { IndexError } from './errors.js'
-import { parseQuery, positiveTokens } from './query.js'
+import { parseQuery, positiveTokens, type QueryNode } from './query.js'
 import { makeSnippet } from './snippet.js'
 import { readState, type Databases } from './index-databases.js'
 import type { IndexOptions, SearchHit, SearchOptions, SearchResult } from './index-types.js'
 import { getRecord } from './record-io.js'
 import type { PendingTail } from './pending-tail.js'
 import { queryCacheFor, queryCacheRecordsMax, type QueryCache, type SearchContext } from './query-cache.js'
-import { createEvaluation } from './query-evaluation.js'
+import { createEvaluation, type Evaluation } from './query-evaluation.js'
+import { runInSlices, runToEnd } from './search-pacing.js'
 import { decodeCursor, encodeCursor, selectPage } from './result-page.js'
 
 /** What the executor needs of its index. */
 export interface QueryExecutorDeps {
   logger: Logger
   clock: Clock
-  limits: Pick<IndexOptions, 'searchLimitDefault' | 'searchLimitMax' | 'searchTimeBudgetMs' | 'snippetTextCharsMax'>
+  limits: Pick<IndexOptions, 'searchLimitDefault' | 'searchLimitMax' | 'queryTimeMsMax' | 'searchSliceMs' | 'searchesWaitingMax' | 'snippetTextCharsMax'>
   tail: PendingTail
+  /** The index's open databases and epoch now. @throws IndexError INDEX_UNAVAILABLE */
+  current(): { db: Databases; epoch: number }
+}
+
+/** Counters of the paced searches since start, for status views. */
+export interface SearchCounters {
+  /** Searches running now (at most one evaluates at a time) and waiting for their turn. */
+  running: number
+  waiting: number
+  /** Searches stopped over their budget, refused because too many were waiting, and evaluations started over after a flush. */
+  tooExpensive: number
+  busy: number
+  restarts: number
 }
 
 /** The executor of one index's searches: see createQueryExecutor. */
 export type QueryExecutor = ReturnType<typeof createQueryExecutor>
 
-/** Creates the executor. Pure: it works on the databases each search hands it. */
+/** A parsed search: what every attempt at it uses. */
+interface PlannedSearch {
+  query: string
+  node: QueryNode
+  limit: number
+  after: ReturnType<typeof decodeCursor> | null
+}
+
+/**
+ * Creates the executor. Paced searches (`search`) evaluate one at a time, in slices between
+ * event-loop turns; the others wait in turn, at most `searchesWaitingMax` of them. One at a
+ * time because a paused evaluation and another one would both extend the shared query cache
+ * (a phrase's verified set of the tail): taking turns keeps every cache entry whole, and a
+ * second evaluation beside the first would only share the same CPU.
+ */
 export function createQueryExecutor(deps: QueryExecutorDeps) {
   const { logger, clock, limits } = deps
   let queryCache: QueryCache | undefined
+  const counters: SearchCounters = { running: 0, waiting: 0, tooExpensive: 0, busy: 0, restarts: 0 }
+  /** Resolvers of the searches waiting for their turn, oldest first. */
+  const queue: Array<() => void> = []
 
-  /**
-   * Runs a query (see query.ts for the language) on `db`.
-   *
-   * @param epoch the index's epoch: the cache of another is dropped
-   * @throws QuerySyntaxError, IndexError BAD_CURSOR, QUERY_TIMEOUT, INDEX_CORRUPT
-   */
-  function search(db: Databases, epoch: number, query: string, searchOptions: SearchOptions = {}): SearchResult {
+  /** @throws QuerySyntaxError, IndexError BAD_CURSOR */
+  function plan(query: string, searchOptions: SearchOptions): PlannedSearch {
     const node = parseQuery(query)
     const limit = Math.min(Math.max(1, Math.floor(searchOptions.limit ?? limits.searchLimitDefault)), limits.searchLimitMax)
     const after = searchOptions.cursor ? decodeCursor(searchOptions.cursor) : null
-    const startedMs = clock.monotonicMs()
-    const checkBudget = (): void => {
-      if (clock.monotonicMs() - startedMs > limits.searchTimeBudgetMs) {
-        throw new IndexError('QUERY_TIMEOUT', `the search took longer than ${limits.searchTimeBudgetMs} ms; narrow the query`, { fields: { searchTimeBudgetMs: limits.searchTimeBudgetMs } })
-      }
-    }
+    return { query, node, limit, after }
+  }
+
+  /** A search's view: the state now, the cache valid for it, the tail's postings. */
+  function contextFor(db: Databases, epoch: number): SearchContext {
     const state = readState(db)
     const tailPostings = deps.tail.postingsFor(db, state)
     const cache = (queryCache = queryCacheFor(queryCache, epoch, state))
-    const context: SearchContext = { db, state, cache, tailPostings, checkBudget }
-    const evaluation = createEvaluation(context)
-    const page = selectPage(evaluation.evaluate(node), evaluation.dateOf, after, limit)
+    return { db, state, cache, tailPostings }
+  }
+
+  /** The page of an evaluated search: order, cut, hits with snippets. Runs on one turn with the evaluation's end. */
+  function pageOf(context: SearchContext, evaluation: Evaluation, matching: Uint32Array, planned: PlannedSearch, startedMs: number): SearchResult {
+    const { node, limit, after } = planned
+    const page = selectPage(matching, evaluation.dateOf, after, limit)
     const hits = hitsOf(context, page.docids, page.dates, positiveTokens(node))
     const last = page.docids.length - 1
     const nextCursor = page.remaining > limit && last >= 0 ? encodeCursor(page.dates[last]!, page.docids[last]!) : null
-    logger.debug('search', { query: query.slice(0, 200), total: page.total, hits: hits.length, elapsedMs: Math.round(clock.monotonicMs() - startedMs) })
+    logger.debug('search', { query: planned.query.slice(0, 200), total: page.total, hits: hits.length, elapsedMs: Math.round(clock.monotonicMs() - startedMs) })
     return { total: page.total, hits, nextCursor }
+  }
+
+  function tooExpensive(error: unknown, planned: PlannedSearch, startedMs: number): never {
+    if (error instanceof IndexError && error.code === 'QUERY_TOO_EXPENSIVE') {
+      counters.tooExpensive += 1
+      logger.warn('search stopped over its budget', { query: planned.query.slice(0, 200), queryChars: planned.query.length, elapsedMs: Math.round(clock.monotonicMs() - startedMs) })
+    }
+    throw error
+  }
+
+  /**
+   * Runs a query (see query.ts for the language) to its end on this turn: for tests,
+   * benchmarks and tools. The appliance's callers use `search`.
+   *
+   * @throws QuerySyntaxError, IndexError BAD_CURSOR, QUERY_TOO_EXPENSIVE, INDEX_UNAVAILABLE, INDEX_CORRUPT
+   */
+  function searchBlocking(query: string, searchOptions: SearchOptions = {}): SearchResult {
+    const planned = plan(query, searchOptions)
+    const startedMs = clock.monotonicMs()
+    const { db, epoch } = deps.current()
+    const context = contextFor(db, epoch)
+    const evaluation = createEvaluation(context)
+    try {
+      const matching = runToEnd(evaluation.evaluate(planned.node), clock, startedMs, searchOptions.timeMsMax ?? limits.queryTimeMsMax)
+      return pageOf(context, evaluation, matching, planned, startedMs)
+    } catch (error) {
+      return tooExpensive(error, planned, startedMs)
+    }
+  }
+
+  /** Waits for this search's turn. @throws IndexError SEARCH_BUSY when too many wait already */
+  async function turn(): Promise<void> {
+    if (counters.running === 0 && queue.length === 0) {
+      counters.running = 1
+      return
+    }
+    if (queue.length >= limits.searchesWaitingMax) {
+      counters.busy += 1
+      throw new IndexError('SEARCH_BUSY', `${queue.length} searches are already waiting (search.waitingMax); try again in a moment`, { retryable: true, fields: { waitingMax: limits.searchesWaitingMax } })
+    }
+    counters.waiting = queue.length + 1
+    await new Promise<void>((resolve) => queue.push(resolve))
+  }
+
+  function release(): void {
+    const next = queue.shift()
+    counters.waiting = queue.length
+    if (next) next()
+    else counters.running = 0
+  }
+
+  /**
+   * Runs a query in slices of `searchSliceMs` between event-loop turns, within
+   * `queryTimeMsMax` from when its turn came. An evaluation that a flush or a removal made
+   * stale while it was paused starts over (the budget keeps running).
+   *
+   * @throws QuerySyntaxError, IndexError BAD_CURSOR, SEARCH_BUSY, QUERY_TOO_EXPENSIVE, INDEX_UNAVAILABLE, INDEX_CORRUPT
+   */
+  async function search(query: string, searchOptions: SearchOptions = {}): Promise<SearchResult> {
+    const planned = plan(query, searchOptions)
+    deps.current()
+    await turn()
+    const startedMs = clock.monotonicMs()
+    try {
+      for (;;) {
+        const { db, epoch } = deps.current()
+        const context = contextFor(db, epoch)
+        const evaluation = createEvaluation(context)
+        const { state } = context
+        const stillCurrent = (): boolean => {
+          const now = deps.current()
+          if (now.epoch !== epoch || now.db !== db) return false
+          const latest = readState(now.db)
+          return latest.chunks === state.chunks && latest.flushed === state.flushed && latest.generation === state.generation && (latest.patched ?? 0) === (state.patched ?? 0)
+        }
+        const budgetMs = searchOptions.timeMsMax ?? limits.queryTimeMsMax
+        const outcome = await runInSlices(evaluation.evaluate(planned.node), { clock, startedMs, budgetMs, sliceMs: limits.searchSliceMs, stillCurrent })
+        if (outcome.done) return pageOf(context, evaluation, outcome.value, planned, startedMs)
+        counters.restarts += 1
+      }
+    } catch (error) {
+      return tooExpensive(error, planned, startedMs)
+    } finally {
+      release()
+    }
   }
 
   /** The hits of a page: display records (kept in the cache, cut to what a snippet looks at) with their snippets. */
@@ -88,6 +202,9 @@ export function createQueryExecutor(deps: QueryExecutorDeps) {
 
   return {
     search,
+    searchBlocking,
+    /** Counters of the paced searches (a copy). */
+    counters: (): SearchCounters => ({ ...counters }),
     /** Drops the query cache (databases opened, rebuild). */
     reset(): void {
       queryCache = undefined

@@ -22,7 +22,7 @@ import { isPreparedDocument, prepareDocument, type PreparedDocument } from './pr
 import { createPendingTail } from './pending-tail.js'
 import { createTailFlush } from './tail-flush.js'
 import { createDocumentWrites } from './document-writes.js'
-import { createQueryExecutor } from './query-executor.js'
+import { createQueryExecutor, type SearchCounters } from './query-executor.js'
 import { verifyIndex } from './verify-index.js'
 import { rebuildIndex } from './rebuild-index.js'
 
@@ -117,13 +117,27 @@ export interface SearchIndex {
   settled(): Promise<void>
 
   /**
-   * Runs a query (see query.ts for the language).
+   * Runs a query (see query.ts for the language), paced: it evaluates in slices of
+   * `searchSliceMs` between event-loop turns, one search at a time (the others wait their
+   * turn, at most `searchesWaitingMax`), within `queryTimeMsMax` of its turn.
    *
    * @returns one page, newest first, with the total and the cursor of the next page
    * @throws QuerySyntaxError (code QUERY_SYNTAX, with `position`) for a malformed query;
-   *   IndexError BAD_CURSOR, QUERY_TIMEOUT (over `searchTimeBudgetMs`), INDEX_UNAVAILABLE, INDEX_CORRUPT
+   *   IndexError BAD_CURSOR, SEARCH_BUSY, QUERY_TOO_EXPENSIVE (over `queryTimeMsMax`),
+   *   INDEX_UNAVAILABLE, INDEX_CORRUPT
    */
-  search(query: string, searchOptions?: SearchOptions): SearchResult
+  search(query: string, searchOptions?: SearchOptions): Promise<SearchResult>
+
+  /**
+   * The same search run to its end on the caller's turn, holding the event loop meanwhile
+   * (within the same budget): for tests, benchmarks and tools, never for a request.
+   *
+   * @throws as search, except SEARCH_BUSY
+   */
+  searchBlocking(query: string, searchOptions?: SearchOptions): SearchResult
+
+  /** Counters of the paced searches (running, waiting, stopped over budget, refused busy, restarted). */
+  searchCounters(): SearchCounters
 
   /**
    * Bytes of LMDB pages each index database occupies (branch, leaf and overflow pages);
@@ -192,7 +206,7 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
   const tail = createPendingTail()
   const flush = createTailFlush({ logger, clock: deps.clock, limits, tail, current: () => ({ databases: dbs, epoch }) })
   const writes = createDocumentWrites({ logger, limits, tail, flush })
-  const executor = createQueryExecutor({ logger, clock: deps.clock, limits, tail })
+  const executor = createQueryExecutor({ logger, clock: deps.clock, limits, tail, current: () => ({ db: open(), epoch }) })
 
   function open(): Databases {
     if (!dbs) throw new IndexError('INDEX_UNAVAILABLE', 'the index databases are not open', { retryable: true })
@@ -248,9 +262,9 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       return flush.startInBackground(db, state)
     },
     settled: (): Promise<void> => flush.settled(),
-    search(query: string, searchOptions: SearchOptions = {}): SearchResult {
-      return executor.search(open(), epoch, query, searchOptions)
-    },
+    search: (query: string, searchOptions: SearchOptions = {}): Promise<SearchResult> => executor.search(query, searchOptions),
+    searchBlocking: (query: string, searchOptions: SearchOptions = {}): SearchResult => executor.searchBlocking(query, searchOptions),
+    searchCounters: (): SearchCounters => executor.counters(),
     diskBytes(): Record<keyof typeof indexDatabaseNames, number> {
       return indexDiskBytes(open())
     },

@@ -8,7 +8,9 @@ import type { SearchIndex, SearchResult } from './search-index.js'
  *
  * @returns the route; it resolves to a SearchResult
  * @throws (from the route) QuerySyntaxError for a missing or malformed `q`; IndexError
- *   BAD_LIMIT for a `limit` that is not a positive integer; BAD_CURSOR; QUERY_TIMEOUT
+ *   BAD_LIMIT for a `limit` that is not a positive integer; BAD_CURSOR; IndexError SEARCH_BUSY (more searches waiting than
+ *   the queue holds) and QUERY_TOO_EXPENSIVE (over the time budget), both retryable: the API
+ *   answers 503
  */
 export function createSearchRoute(index: Pick<SearchIndex, 'search'>): (request: { url: URL }) => Promise<SearchResult> {
   return async ({ url }) => {

@@ -6,7 +6,8 @@
  *   smtp       SMTP with 10 concurrent sessions, durable acks, index on, vs the parse ceiling (target ≥ 50%;
  *              the ceiling is the mean of the parse runs of this invocation, one of them right after SMTP),
  *              parse worker threads used, disk bytes per raw byte: archive store, index, whole data dir
- *   search     query latency p50/p95 per query class vs notmuch on the same messages
+ *   search     query latency p50/p95 per query class vs notmuch on the same messages, and cold phrases (each once)
+ *   search-load  SMTP ack and status latency while 32-phrase queries run back to back, beside a quiet phase
  *   mirror     store to store (two firmware processes): catch-up rate after 10,000 messages offline vs local
  *              SMTP ingest (target ≥ 80%), lag archived-on-A → searchable-on-B p95 (< 1 s); then the copy layer alone,
  *              with new-mail lag while a backlog drains (two lanes, and one lane for comparison; `--backlog N`,
@@ -26,6 +27,7 @@ import { runParseBench } from './parse.js'
 import { runStoreBench } from './store.js'
 import { runSmtpBench } from './smtp.js'
 import { runSearchBench } from './search.js'
+import { runSearchLoadBench } from './search-load.js'
 import { runMirrorBench } from './mirror.js'
 import { runMirrorCopyBench } from './mirror-copy.js'
 import { runDigestBench } from './digest.js'
@@ -99,6 +101,10 @@ await section('smtp', async () => {
 
 await section('search', async () => {
   await runSearchBench({ factor: quick ? 2 : 20, write: print })
+}, true)
+
+await section('search-load', async () => {
+  await runSearchLoadBench({ factor: quick ? 2 : 20, write: print })
 }, true)
 
 await section('mirror', async () => {

@@ -66,7 +66,7 @@ t.test('expiry by age and criteria; the longest retention wins; preview equals e
   for (const item of purged) {
     t.equal(item.sha256, item.id, 'audit records the content hash')
     t.equal(await archive.getRaw(item.id), undefined, 'purged message is gone')
-    t.equal(world.index.search(`subject:${item.id === invoice ? 'invoice' : 'sale'}`).hits.some((hit) => hit.id === item.id), false, 'and out of the index')
+    t.equal(world.index.searchBlocking(`subject:${item.id === invoice ? 'invoice' : 'sale'}`).hits.some((hit) => hit.id === item.id), false, 'and out of the index')
   }
   t.ok(await archive.getRaw(newsToLegal), 'the legal message stays')
   t.notOk(JSON.stringify(world.audit.entries(0, 1000)).includes('Invoice 42'), 'no content in the audit log')
