@@ -41,17 +41,67 @@ export function dateRange(nodes: readonly QueryNode[]): { fromMs: number; toMs: 
   return { fromMs, toMs }
 }
 
+/** The kinds of query node that have an evaluator of their own. */
+type MatchNode = Extract<QueryNode, { kind: 'match' }>
+type OrNode = Extract<QueryNode, { kind: 'or' }>
+type AndNode = Extract<QueryNode, { kind: 'and' }>
+
+/** The dates of one search, read through the query cache. */
+interface DateLookup {
+  /** The date column's block `block` (cached once all its docids are flushed, else per tail generation). */
+  block(block: number): Float64Array
+  /** The date of a docid (NaN: none); fastest when asked in docid order. */
+  dateOf(docid: number): number
+}
+
+/** What the evaluators of the node kinds share: the search's context, its dates and the evaluation of child nodes. */
+interface Evaluator {
+  context: SearchContext
+  dates: DateLookup
+  evaluate(node: QueryNode): Paced<Uint32Array>
+}
+
 /** Creates the evaluation for one search. */
 export function createEvaluation(context: SearchContext): Evaluation {
-  const { db, state, cache } = context
+  const dates = createDateLookup(context)
+  const evaluator: Evaluator = { context, dates, evaluate }
 
-  const dateBlock = (block: number): Float64Array => {
-    let dates = cache.dates.get(block) ?? cache.tailDates.get(block)
+  function* evaluate(queryNode: QueryNode): Paced<Uint32Array> {
+    yield
+    switch (queryNode.kind) {
+      case 'match':
+        return yield* evaluateMatch(context, queryNode)
+      case 'address':
+        return postingSet(context, queryNode.token, queryNode.field === 'from' ? fieldBits.from : fieldBits.to)
+      case 'has':
+        return postingSet(context, hasAttachmentToken, fieldBits.marker)
+      case 'date': {
+        const { fromMs, toMs } = dateRange([queryNode])
+        return yield* dateScan(context, dates, fromMs, toMs)
+      }
+      case 'or':
+        return yield* evaluateOr(evaluator, queryNode)
+      case 'not':
+        // parseQuery never leaves a negation where a set of its own is needed.
+        throw new IndexError('QUERY_SYNTAX', 'a negation needs a positive term beside it')
+      case 'and':
+        return yield* evaluateAnd(evaluator, queryNode)
+    }
+  }
+
+  return { evaluate, dateOf: dates.dateOf }
+}
+
+/** Creates the date lookup of one search: blocks through the query cache, the last block used kept at hand. */
+function createDateLookup(context: SearchContext): DateLookup {
+  const { db, state, cache } = context
+  const block = (blockNumber: number): Float64Array => {
+    let dates = cache.dates.get(blockNumber) ?? cache.tailDates.get(blockNumber)
     if (!dates) {
-      dates = readDateBlock(db, block)
+      dates = readDateBlock(db, blockNumber)
       // A block is stable once all its docids are flushed (only a removal, counted in `patched`, writes it again).
-      if ((block + 1) * dateBlockDocids - 1 <= state.flushed) cache.dates.set(block, dates)
-      else cache.tailDates.set(block, dates)
+      if ((blockNumber + 1) * dateBlockDocids - 1 <= state.flushed) cache.dates.set(blockNumber, dates)
+      else cache.tailDates.set(blockNumber, dates)
     }
     return dates
   }
@@ -59,94 +109,86 @@ export function createEvaluation(context: SearchContext): Evaluation {
   let lastBlockNumber = -1
   let lastBlockDates: Float64Array = new Float64Array(0)
   const dateOf = (docid: number): number => {
-    const block = Math.floor(docid / dateBlockDocids)
-    if (block !== lastBlockNumber) {
-      lastBlockDates = dateBlock(block)
-      lastBlockNumber = block
+    const blockNumber = Math.floor(docid / dateBlockDocids)
+    if (blockNumber !== lastBlockNumber) {
+      lastBlockDates = block(blockNumber)
+      lastBlockNumber = blockNumber
     }
     return lastBlockDates[docid % dateBlockDocids]!
   }
+  return { block, dateOf }
+}
 
-  /** Every live docid dated in [fromMs, toMs): a scan of the date column, 1 KiB per 128 documents. */
-  function* dateScan(fromMs: number, toMs: number): Paced<Uint32Array> {
-    let docids = new Uint32Array(Math.min(state.next + dateBlockDocids, 4_096))
-    let count = 0
-    const lastBlock = Math.floor((state.next - 1) / dateBlockDocids)
-    for (let block = 0; block <= lastBlock; block++) {
-      if ((block & 63) === 63) yield
-      if (docids.length - count < dateBlockDocids) {
-        const grown = new Uint32Array(Math.min(state.next + dateBlockDocids, 2 * docids.length))
-        grown.set(docids.subarray(0, count))
-        docids = grown
-      }
-      count = collectDated(dateBlock(block), fromMs, toMs, block * dateBlockDocids, docids, count)
+/** Every live docid dated in [fromMs, toMs): a scan of the date column, 1 KiB per 128 documents. */
+function* dateScan(context: SearchContext, dates: DateLookup, fromMs: number, toMs: number): Paced<Uint32Array> {
+  const { state } = context
+  let docids = new Uint32Array(Math.min(state.next + dateBlockDocids, 4_096))
+  let count = 0
+  const lastBlock = Math.floor((state.next - 1) / dateBlockDocids)
+  for (let block = 0; block <= lastBlock; block++) {
+    if ((block & 63) === 63) yield
+    if (docids.length - count < dateBlockDocids) {
+      const grown = new Uint32Array(Math.min(state.next + dateBlockDocids, 2 * docids.length))
+      grown.set(docids.subarray(0, count))
+      docids = grown
     }
-    return docids.subarray(0, count)
+    count = collectDated(dates.block(block), fromMs, toMs, block * dateBlockDocids, docids, count)
   }
+  return docids.subarray(0, count)
+}
 
-  function* evaluate(queryNode: QueryNode): Paced<Uint32Array> {
+/** Words in a field: their posting sets intersected, smallest first; a phrase (several words) verified on the candidates. */
+function* evaluateMatch(context: SearchContext, queryNode: MatchNode): Paced<Uint32Array> {
+  const bits = bitsOf(queryNode.field)
+  const sets: Uint32Array[] = []
+  for (const token of new Set(queryNode.tokens)) {
+    sets.push(postingSet(context, token, bits))
     yield
-    switch (queryNode.kind) {
-      case 'match': {
-        const bits = bitsOf(queryNode.field)
-        const sets: Uint32Array[] = []
-        for (const token of new Set(queryNode.tokens)) {
-          sets.push(postingSet(context, token, bits))
-          yield
-        }
-        sets.sort((a, b) => a.length - b.length)
-        let result = sets[0]!
-        for (const set of sets.slice(1)) result = intersect(result, set)
-        return queryNode.tokens.length > 1 && result.length > 0 ? yield* phraseFilter(context, result, queryNode.field, queryNode.tokens) : result
-      }
-      case 'address':
-        return postingSet(context, queryNode.token, queryNode.field === 'from' ? fieldBits.from : fieldBits.to)
-      case 'has':
-        return postingSet(context, hasAttachmentToken, fieldBits.marker)
-      case 'date': {
-        const { fromMs, toMs } = dateRange([queryNode])
-        return yield* dateScan(fromMs, toMs)
-      }
-      case 'or': {
-        let result: Uint32Array | undefined
-        for (const child of queryNode.children) {
-          const set = yield* evaluate(child)
-          result = result === undefined ? set : union(result, set)
-        }
-        return result ?? new Uint32Array(0)
-      }
-      case 'not':
-        // parseQuery never leaves a negation where a set of its own is needed.
-        throw new IndexError('QUERY_SYNTAX', 'a negation needs a positive term beside it')
-      case 'and': {
-        const dates = queryNode.children.filter((child) => child.kind === 'date')
-        const negated = queryNode.children.filter((child) => child.kind === 'not')
-        const positive = queryNode.children.filter((child) => child.kind !== 'date' && child.kind !== 'not')
-        const { fromMs, toMs } = dateRange(dates)
-        let result: Uint32Array
-        if (positive.length === 0) result = yield* dateScan(fromMs, toMs)
-        else {
-          const sets: Uint32Array[] = []
-          for (const child of positive) sets.push(yield* evaluate(child))
-          sets.sort((a, b) => a.length - b.length)
-          result = sets[0]!
-          for (const set of sets.slice(1)) {
-            if (result.length === 0) break
-            result = intersect(result, set)
-          }
-          if (dates.length > 0) result = result.filter((docid) => {
-            const dateMs = dateOf(docid)
-            return dateMs >= fromMs && dateMs < toMs
-          })
-        }
-        for (const child of negated) {
-          if (result.length === 0) break
-          if (child.kind === 'not') result = difference(result, yield* evaluate(child.child))
-        }
-        return result
-      }
-    }
   }
+  sets.sort((a, b) => a.length - b.length)
+  let result = sets[0]!
+  for (const set of sets.slice(1)) result = intersect(result, set)
+  return queryNode.tokens.length > 1 && result.length > 0 ? yield* phraseFilter(context, result, queryNode.field, queryNode.tokens) : result
+}
 
-  return { evaluate, dateOf }
+/** The union of the children's sets. */
+function* evaluateOr(evaluator: Evaluator, queryNode: OrNode): Paced<Uint32Array> {
+  let result: Uint32Array | undefined
+  for (const child of queryNode.children) {
+    const set = yield* evaluator.evaluate(child)
+    result = result === undefined ? set : union(result, set)
+  }
+  return result ?? new Uint32Array(0)
+}
+
+/**
+ * The positive children's sets intersected, smallest first (a scan of the date column when
+ * there are only dates), then kept within the date bounds, less the negated children's sets.
+ */
+function* evaluateAnd(evaluator: Evaluator, queryNode: AndNode): Paced<Uint32Array> {
+  const dates = queryNode.children.filter((child) => child.kind === 'date')
+  const negated = queryNode.children.filter((child) => child.kind === 'not')
+  const positive = queryNode.children.filter((child) => child.kind !== 'date' && child.kind !== 'not')
+  const { fromMs, toMs } = dateRange(dates)
+  let result: Uint32Array
+  if (positive.length === 0) result = yield* dateScan(evaluator.context, evaluator.dates, fromMs, toMs)
+  else {
+    const sets: Uint32Array[] = []
+    for (const child of positive) sets.push(yield* evaluator.evaluate(child))
+    sets.sort((a, b) => a.length - b.length)
+    result = sets[0]!
+    for (const set of sets.slice(1)) {
+      if (result.length === 0) break
+      result = intersect(result, set)
+    }
+    if (dates.length > 0) result = result.filter((docid) => {
+      const dateMs = evaluator.dates.dateOf(docid)
+      return dateMs >= fromMs && dateMs < toMs
+    })
+  }
+  for (const child of negated) {
+    if (result.length === 0) break
+    if (child.kind === 'not') result = difference(result, yield* evaluator.evaluate(child.child))
+  }
+  return result
 }

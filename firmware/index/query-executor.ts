@@ -1,7 +1,8 @@
 /**
  * The query executor: runs a search — parse, evaluate over postings, the tail and the date
  * column, order and cut a page, make the hits' snippets — within a time budget, paced so
- * the event loop keeps running (search-pacing.ts), with the query cache kept across searches.
+ * the event loop keeps running (search-pacing.ts), one at a time (search-turns.ts), with the
+ * query cache kept across searches.
  */
 
 import type { Logger } from '../common/logger.js'
@@ -10,7 +11,7 @@ import { cutToChars } from '../common/text.js'
 import { IndexError } from './errors.js'
 import { parseQuery, positiveTokens, type QueryNode } from './query.js'
 import { makeSnippet } from './snippet.js'
-import { readState, type Databases } from './index-databases.js'
+import { readState, type Databases, type IndexState } from './index-databases.js'
 import type { IndexOptions, SearchHit, SearchOptions, SearchResult } from './index-types.js'
 import { getRecord } from './record-io.js'
 import type { PendingTail } from './pending-tail.js'
@@ -18,6 +19,9 @@ import { queryCacheFor, queryCacheRecordsMax, type QueryCache, type SearchContex
 import { createEvaluation, type Evaluation } from './query-evaluation.js'
 import { runInSlices, runToEnd } from './search-pacing.js'
 import { decodeCursor, encodeCursor, selectPage } from './result-page.js'
+import { createSearchTurns, type SearchCounters } from './search-turns.js'
+
+export type { SearchCounters } from './search-turns.js'
 
 /** What the executor needs of its index. */
 export interface QueryExecutorDeps {
@@ -27,17 +31,6 @@ export interface QueryExecutorDeps {
   tail: PendingTail
   /** The index's open databases and epoch now. @throws IndexError INDEX_UNAVAILABLE */
   current(): { db: Databases; epoch: number }
-}
-
-/** Counters of the paced searches since start, for status views. */
-export interface SearchCounters {
-  /** Searches running now (at most one evaluates at a time) and waiting for their turn. */
-  running: number
-  waiting: number
-  /** Searches stopped over their budget, refused because too many were waiting, and evaluations started over after a flush. */
-  tooExpensive: number
-  busy: number
-  restarts: number
 }
 
 /** The executor of one index's searches: see createQueryExecutor. */
@@ -59,19 +52,9 @@ interface PlannedSearch {
  * second evaluation beside the first would only share the same CPU.
  */
 export function createQueryExecutor(deps: QueryExecutorDeps) {
-  const { logger, clock, limits } = deps
+  const { clock, limits } = deps
   let queryCache: QueryCache | undefined
-  const counters: SearchCounters = { running: 0, waiting: 0, tooExpensive: 0, busy: 0, restarts: 0 }
-  /** Resolvers of the searches waiting for their turn, oldest first. */
-  const queue: Array<() => void> = []
-
-  /** @throws QuerySyntaxError, IndexError BAD_CURSOR */
-  function plan(query: string, searchOptions: SearchOptions): PlannedSearch {
-    const node = parseQuery(query)
-    const limit = Math.min(Math.max(1, Math.floor(searchOptions.limit ?? limits.searchLimitDefault)), limits.searchLimitMax)
-    const after = searchOptions.cursor ? decodeCursor(searchOptions.cursor) : null
-    return { query, node, limit, after }
-  }
+  const turns = createSearchTurns(limits)
 
   /** A search's view: the state now, the cache valid for it, the tail's postings. */
   function contextFor(db: Databases, epoch: number): SearchContext {
@@ -81,25 +64,6 @@ export function createQueryExecutor(deps: QueryExecutorDeps) {
     return { db, state, cache, tailPostings }
   }
 
-  /** The page of an evaluated search: order, cut, hits with snippets. Runs on one turn with the evaluation's end. */
-  function pageOf(context: SearchContext, evaluation: Evaluation, matching: Uint32Array, planned: PlannedSearch, startedMs: number): SearchResult {
-    const { node, limit, after } = planned
-    const page = selectPage(matching, evaluation.dateOf, after, limit)
-    const hits = hitsOf(context, page.docids, page.dates, positiveTokens(node))
-    const last = page.docids.length - 1
-    const nextCursor = page.remaining > limit && last >= 0 ? encodeCursor(page.dates[last]!, page.docids[last]!) : null
-    logger.debug('search', { query: planned.query.slice(0, 200), total: page.total, hits: hits.length, elapsedMs: Math.round(clock.monotonicMs() - startedMs) })
-    return { total: page.total, hits, nextCursor }
-  }
-
-  function tooExpensive(error: unknown, planned: PlannedSearch, startedMs: number): never {
-    if (error instanceof IndexError && error.code === 'QUERY_TOO_EXPENSIVE') {
-      counters.tooExpensive += 1
-      logger.warn('search stopped over its budget', { query: planned.query.slice(0, 200), queryChars: planned.query.length, elapsedMs: Math.round(clock.monotonicMs() - startedMs) })
-    }
-    throw error
-  }
-
   /**
    * Runs a query (see query.ts for the language) to its end on this turn: for tests,
    * benchmarks and tools. The appliance's callers use `search`.
@@ -107,38 +71,17 @@ export function createQueryExecutor(deps: QueryExecutorDeps) {
    * @throws QuerySyntaxError, IndexError BAD_CURSOR, QUERY_TOO_EXPENSIVE, INDEX_UNAVAILABLE, INDEX_CORRUPT
    */
   function searchBlocking(query: string, searchOptions: SearchOptions = {}): SearchResult {
-    const planned = plan(query, searchOptions)
+    const planned = planSearch(query, searchOptions, limits)
     const startedMs = clock.monotonicMs()
     const { db, epoch } = deps.current()
     const context = contextFor(db, epoch)
     const evaluation = createEvaluation(context)
     try {
       const matching = runToEnd(evaluation.evaluate(planned.node), clock, startedMs, searchOptions.timeMsMax ?? limits.queryTimeMsMax)
-      return pageOf(context, evaluation, matching, planned, startedMs)
+      return pageOf(deps, context, evaluation, matching, planned, startedMs)
     } catch (error) {
-      return tooExpensive(error, planned, startedMs)
+      return stoppedOverBudget(deps, turns.counters, error, planned, startedMs)
     }
-  }
-
-  /** Waits for this search's turn. @throws IndexError SEARCH_BUSY when too many wait already */
-  async function turn(): Promise<void> {
-    if (counters.running === 0 && queue.length === 0) {
-      counters.running = 1
-      return
-    }
-    if (queue.length >= limits.searchesWaitingMax) {
-      counters.busy += 1
-      throw new IndexError('SEARCH_BUSY', `${queue.length} searches are already waiting (search.waitingMax); try again in a moment`, { retryable: true, fields: { waitingMax: limits.searchesWaitingMax } })
-    }
-    counters.waiting = queue.length + 1
-    await new Promise<void>((resolve) => queue.push(resolve))
-  }
-
-  function release(): void {
-    const next = queue.shift()
-    counters.waiting = queue.length
-    if (next) next()
-    else counters.running = 0
   }
 
   /**
@@ -149,65 +92,97 @@ export function createQueryExecutor(deps: QueryExecutorDeps) {
    * @throws QuerySyntaxError, IndexError BAD_CURSOR, SEARCH_BUSY, QUERY_TOO_EXPENSIVE, INDEX_UNAVAILABLE, INDEX_CORRUPT
    */
   async function search(query: string, searchOptions: SearchOptions = {}): Promise<SearchResult> {
-    const planned = plan(query, searchOptions)
+    const planned = planSearch(query, searchOptions, limits)
     deps.current()
-    await turn()
+    await turns.take()
     const startedMs = clock.monotonicMs()
     try {
       for (;;) {
         const { db, epoch } = deps.current()
         const context = contextFor(db, epoch)
         const evaluation = createEvaluation(context)
-        const { state } = context
-        const stillCurrent = (): boolean => {
-          const now = deps.current()
-          if (now.epoch !== epoch || now.db !== db) return false
-          const latest = readState(now.db)
-          return latest.chunks === state.chunks && latest.flushed === state.flushed && latest.generation === state.generation && (latest.patched ?? 0) === (state.patched ?? 0)
-        }
+        const stillCurrent = stillCurrentFor(deps, db, epoch, context.state)
         const budgetMs = searchOptions.timeMsMax ?? limits.queryTimeMsMax
         const outcome = await runInSlices(evaluation.evaluate(planned.node), { clock, startedMs, budgetMs, sliceMs: limits.searchSliceMs, stillCurrent })
-        if (outcome.done) return pageOf(context, evaluation, outcome.value, planned, startedMs)
-        counters.restarts += 1
+        if (outcome.done) return pageOf(deps, context, evaluation, outcome.value, planned, startedMs)
+        turns.counters.restarts += 1
       }
     } catch (error) {
-      return tooExpensive(error, planned, startedMs)
+      return stoppedOverBudget(deps, turns.counters, error, planned, startedMs)
     } finally {
-      release()
+      turns.release()
     }
-  }
-
-  /** The hits of a page: display records (kept in the cache, cut to what a snippet looks at) with their snippets. */
-  function hitsOf(context: SearchContext, docids: readonly number[], dates: readonly number[], highlight: ReadonlySet<string>): SearchHit[] {
-    const { db, cache } = context
-    const hits: SearchHit[] = []
-    for (let index = 0; index < docids.length; index++) {
-      const docid = docids[index]!
-      let shown = cache.records.get(docid)
-      if (shown === undefined) {
-        let record = getRecord(db, docid)
-        if (record === undefined) continue
-        // A snippet is looked for in the start of the text; the cache keeps only that.
-        if (record.text.length > limits.snippetTextCharsMax) record = { ...record, text: cutToChars(record.text, limits.snippetTextCharsMax) }
-        if (cache.records.size >= queryCacheRecordsMax) cache.records.delete(cache.records.keys().next().value as number)
-        shown = { record }
-        cache.records.set(docid, shown)
-      }
-      const { record } = shown
-      const snippet = highlight.size === 0 ? (shown.plainSnippet ??= makeSnippet(record.text, highlight)) : makeSnippet(record.text, highlight)
-      hits.push({ id: record.id, dateMs: dates[index]!, from: record.from, subject: record.subject, snippet })
-    }
-    return hits
   }
 
   return {
     search,
     searchBlocking,
     /** Counters of the paced searches (a copy). */
-    counters: (): SearchCounters => ({ ...counters }),
+    counters: (): SearchCounters => ({ ...turns.counters }),
     /** Drops the query cache (databases opened, rebuild). */
     reset(): void {
       queryCache = undefined
     },
   }
+}
+
+/** @throws QuerySyntaxError, IndexError BAD_CURSOR */
+function planSearch(query: string, searchOptions: SearchOptions, limits: QueryExecutorDeps['limits']): PlannedSearch {
+  const node = parseQuery(query)
+  const limit = Math.min(Math.max(1, Math.floor(searchOptions.limit ?? limits.searchLimitDefault)), limits.searchLimitMax)
+  const after = searchOptions.cursor ? decodeCursor(searchOptions.cursor) : null
+  return { query, node, limit, after }
+}
+
+/** Whether what a paused evaluation read (the databases, the epoch, the state) is still the index's now. */
+function stillCurrentFor(deps: QueryExecutorDeps, db: Databases, epoch: number, state: IndexState): () => boolean {
+  return (): boolean => {
+    const now = deps.current()
+    if (now.epoch !== epoch || now.db !== db) return false
+    const latest = readState(now.db)
+    return latest.chunks === state.chunks && latest.flushed === state.flushed && latest.generation === state.generation && (latest.patched ?? 0) === (state.patched ?? 0)
+  }
+}
+
+/** Counts and logs a search stopped over its budget, then throws its error again (any error). */
+function stoppedOverBudget(deps: QueryExecutorDeps, counters: SearchCounters, error: unknown, planned: PlannedSearch, startedMs: number): never {
+  if (error instanceof IndexError && error.code === 'QUERY_TOO_EXPENSIVE') {
+    counters.tooExpensive += 1
+    deps.logger.warn('search stopped over its budget', { query: planned.query.slice(0, 200), queryChars: planned.query.length, elapsedMs: Math.round(deps.clock.monotonicMs() - startedMs) })
+  }
+  throw error
+}
+
+/** The page of an evaluated search: order, cut, hits with snippets. Runs on one turn with the evaluation's end. */
+function pageOf(deps: QueryExecutorDeps, context: SearchContext, evaluation: Evaluation, matching: Uint32Array, planned: PlannedSearch, startedMs: number): SearchResult {
+  const { node, limit, after } = planned
+  const page = selectPage(matching, evaluation.dateOf, after, limit)
+  const hits = hitsOf(context, page.docids, page.dates, positiveTokens(node), deps.limits.snippetTextCharsMax)
+  const last = page.docids.length - 1
+  const nextCursor = page.remaining > limit && last >= 0 ? encodeCursor(page.dates[last]!, page.docids[last]!) : null
+  deps.logger.debug('search', { query: planned.query.slice(0, 200), total: page.total, hits: hits.length, elapsedMs: Math.round(deps.clock.monotonicMs() - startedMs) })
+  return { total: page.total, hits, nextCursor }
+}
+
+/** The hits of a page: display records (kept in the cache, cut to what a snippet looks at) with their snippets. */
+function hitsOf(context: SearchContext, docids: readonly number[], dates: readonly number[], highlight: ReadonlySet<string>, snippetTextCharsMax: number): SearchHit[] {
+  const { db, cache } = context
+  const hits: SearchHit[] = []
+  for (let index = 0; index < docids.length; index++) {
+    const docid = docids[index]!
+    let shown = cache.records.get(docid)
+    if (shown === undefined) {
+      let record = getRecord(db, docid)
+      if (record === undefined) continue
+      // A snippet is looked for in the start of the text; the cache keeps only that.
+      if (record.text.length > snippetTextCharsMax) record = { ...record, text: cutToChars(record.text, snippetTextCharsMax) }
+      if (cache.records.size >= queryCacheRecordsMax) cache.records.delete(cache.records.keys().next().value as number)
+      shown = { record }
+      cache.records.set(docid, shown)
+    }
+    const { record } = shown
+    const snippet = highlight.size === 0 ? (shown.plainSnippet ??= makeSnippet(record.text, highlight)) : makeSnippet(record.text, highlight)
+    hits.push({ id: record.id, dateMs: dates[index]!, from: record.from, subject: record.subject, snippet })
+  }
+  return hits
 }

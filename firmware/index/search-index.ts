@@ -4,9 +4,10 @@
  * searchable as soon as its ingest commits. The layout and its reasons are in
  * docs/index-layout.md; the files of this folder and the data flow in its README.md.
  *
- * This file is the service's façade: SearchIndex is its contract; createIndex holds the
- * open databases and the epoch and hands each call to the module that does it
- * (document-writes, tail-flush, query-executor, verify-index, rebuild-index).
+ * This file is the service's façade: SearchIndex is its contract; createIndex builds the
+ * wiring (index-wiring.ts: the open databases, the epoch, the modules over them) and hands
+ * each call to the module that does it (document-writes, tail-flush, query-executor,
+ * verify-index, rebuild-index), in groups: writes, searches, status, maintenance.
  */
 
 import assert from 'node:assert'
@@ -14,15 +15,12 @@ import type { RootDatabase } from 'lmdb'
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
 import type { ParsedMessage } from '../mime/types.js'
-import { IndexError } from './errors.js'
-import { docidOf, indexDatabaseNames, indexDiskBytes, indexLayoutVersion, openIndexDatabases, readState, storedState, type Databases } from './index-databases.js'
+import { docidOf, indexDatabaseNames, indexDiskBytes, indexLayoutVersion, readState, storedState } from './index-databases.js'
 import { defaultIndexOptions, type IndexOptions, type IndexStats, type SearchOptions, type SearchResult, type Source, type VerifyReport } from './index-types.js'
 import type { IndexInput } from './index-input.js'
 import { isPreparedDocument, prepareDocument, type PreparedDocument } from './prepared-document.js'
-import { createPendingTail } from './pending-tail.js'
-import { createTailFlush } from './tail-flush.js'
-import { createDocumentWrites } from './document-writes.js'
-import { createQueryExecutor, type SearchCounters } from './query-executor.js'
+import type { SearchCounters } from './query-executor.js'
+import { createIndexWiring, type IndexWiring } from './index-wiring.js'
 import { verifyIndex } from './verify-index.js'
 import { rebuildIndex } from './rebuild-index.js'
 
@@ -198,36 +196,24 @@ export interface SearchIndex {
 export function createIndex(deps: { logger: Logger; clock: Clock }, options: Partial<IndexOptions> = {}): SearchIndex {
   const limits: IndexOptions = { ...defaultIndexOptions, ...options }
   assert(limits.pendingDocumentsMax >= 1 && limits.searchLimitMax >= 1 && limits.tokensPerDocumentMax >= 1 && limits.flushSliceMs >= 0)
-  // The composition root hands a logger already namespaced (boot gives `index`).
-  const logger = deps.logger
-  let dbs: Databases | undefined
-  /** Moves on whenever the index's data is replaced (databases, rebuild): a build of before is stale. */
-  let epoch = 0
-  const tail = createPendingTail()
-  const flush = createTailFlush({ logger, clock: deps.clock, limits, tail, current: () => ({ databases: dbs, epoch }) })
-  const writes = createDocumentWrites({ logger, limits, tail, flush })
-  const executor = createQueryExecutor({ logger, clock: deps.clock, limits, tail, current: () => ({ db: open(), epoch }) })
-
-  function open(): Databases {
-    if (!dbs) throw new IndexError('INDEX_UNAVAILABLE', 'the index databases are not open', { retryable: true })
-    return dbs
-  }
-
-  /** Forgets what was read from the data before (databases opened, rebuild). */
-  function forgetReads(): void {
-    tail.reset()
-    executor.reset()
-  }
-
-  const preparedOrNone = (prepared: unknown): PreparedDocument | undefined => (isPreparedDocument(prepared) ? prepared : undefined)
-
+  const wiring = createIndexWiring(deps, limits)
   return {
     options: limits as Readonly<IndexOptions>,
+    ...writeMethods(wiring),
+    ...searchMethods(wiring),
+    ...statusMethods(wiring),
+    ...maintenanceMethods(wiring),
+  }
+}
+
+const preparedOrNone = (prepared: unknown): PreparedDocument | undefined => (isPreparedDocument(prepared) ? prepared : undefined)
+
+/** The façade's writes: databases, indexing, removal, flushes. */
+function writeMethods(wiring: IndexWiring): Pick<SearchIndex, 'databases' | 'indexMessage' | 'indexMessageInTransaction' | 'prepare' | 'removeMessage' | 'removeMessageInTransaction' | 'flush' | 'flushPendingInBackground' | 'settled'> {
+  const { limits, writes, flush, open } = wiring
+  return {
     databases(root: RootDatabase): void {
-      dbs = openIndexDatabases(root)
-      forgetReads()
-      flush.drop()
-      epoch++
+      wiring.openDatabases(root)
     },
     indexMessage(input: IndexInput, prepared?: unknown): { docid: number; changed: boolean } {
       const db = open()
@@ -262,9 +248,21 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
       return flush.startInBackground(db, state)
     },
     settled: (): Promise<void> => flush.settled(),
+  }
+}
+
+/** The façade's searches, handed to the query executor. */
+function searchMethods({ executor }: IndexWiring): Pick<SearchIndex, 'search' | 'searchBlocking' | 'searchCounters'> {
+  return {
     search: (query: string, searchOptions: SearchOptions = {}): Promise<SearchResult> => executor.search(query, searchOptions),
     searchBlocking: (query: string, searchOptions: SearchOptions = {}): SearchResult => executor.searchBlocking(query, searchOptions),
     searchCounters: (): SearchCounters => executor.counters(),
+  }
+}
+
+/** The façade's figures and checks for status views and callers. */
+function statusMethods({ open }: IndexWiring): Pick<SearchIndex, 'diskBytes' | 'stats' | 'complete' | 'layoutCurrent' | 'has'> {
+  return {
     diskBytes(): Record<keyof typeof indexDatabaseNames, number> {
       return indexDiskBytes(open())
     },
@@ -290,6 +288,13 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
     has(id: string): boolean {
       return docidOf(open(), id) !== undefined
     },
+  }
+}
+
+/** The façade's verify and rebuild. */
+function maintenanceMethods(wiring: IndexWiring): Pick<SearchIndex, 'verify' | 'rebuild'> {
+  const { logger, limits, writes, open } = wiring
+  return {
     async verify(listIds: Source<string>, getInput?: (id: string) => Promise<IndexInput | undefined> | IndexInput | undefined): Promise<VerifyReport> {
       return verifyIndex(open(), { logger, limits }, listIds, getInput)
     },
@@ -299,12 +304,9 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
         logger,
         limits,
         indexInTransaction: (input: IndexInput) => void writes.indexInTransaction(db, input, true),
-        onCleared() {
-          // A flush built from the data cleared here must not be written after it.
-          flush.drop()
-          epoch++
-        },
-        afterCleared: forgetReads,
+        // A flush built from the data cleared here must not be written after it.
+        onCleared: wiring.cleared,
+        afterCleared: wiring.forgetReads,
       }
       return rebuildIndex(db, deps, messages, onProgress, signal)
     },
