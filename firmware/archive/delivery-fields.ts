@@ -45,7 +45,7 @@ export const deliveryFields: readonly DeliveryField[] = Object.keys(deliveryFiel
 export type CompleteDelivery = Required<Omit<Delivery, 'deliveryKey'>> & { deliveryKey: string | null }
 
 /** A field's value; an absent deliveryKey is null. */
-function valueOf(delivery: Delivery, field: DeliveryField): unknown {
+function fieldValue(delivery: Delivery, field: DeliveryField): unknown {
   return field === 'deliveryKey' ? (delivery.deliveryKey ?? null) : delivery[field]
 }
 
@@ -54,7 +54,7 @@ function valueOf(delivery: Delivery, field: DeliveryField): unknown {
  * the source into what is stored (records.ts: its position in deliverySources).
  */
 export function deliveryValues(delivery: Delivery, encodeSource: (source: Delivery['source']) => unknown = (source) => source): unknown[] {
-  return deliveryFields.map((field) => (field === 'source' ? encodeSource(delivery.source) : valueOf(delivery, field)))
+  return deliveryFields.map((field) => (field === 'source' ? encodeSource(delivery.source) : fieldValue(delivery, field)))
 }
 
 /**
@@ -73,7 +73,7 @@ export function deliveryFromValues(values: readonly unknown[], decodeSource: (st
 export function copyDelivery(delivery: Delivery): CompleteDelivery {
   return Object.fromEntries(
     deliveryFields.map((field) => {
-      const value = valueOf(delivery, field)
+      const value = fieldValue(delivery, field)
       return [field, Array.isArray(value) ? [...value] : value]
     }),
   ) as unknown as CompleteDelivery

@@ -6,7 +6,7 @@
 
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
-import { putNew, readState, writeState, type Databases, type IndexState } from './index-databases.js'
+import { putNew, writeState, type Databases, type IndexState } from './index-databases.js'
 import type { IndexOptions } from './index-types.js'
 import { postingKey } from './record-io.js'
 import type { PostingSizes } from './posting-sink.js'

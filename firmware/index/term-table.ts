@@ -153,7 +153,7 @@ function addTextTo(table: TermSlots, text: string, bit: number, tokensMax: numbe
       if (code < 0x80) {
         if (count >= tokensMax) return tokensMax + 1
         count++
-        addSpan(lower, start, at < cutAt ? at : cutAt, hash, bit)
+        addSpan(lower, start, Math.min(at, cutAt), hash, bit)
         continue
       }
     }

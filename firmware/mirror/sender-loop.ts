@@ -119,7 +119,6 @@ export async function runSenderLoop(context: SenderContext, admit: AdmitPeer): P
       const delayMs = recordFailure(link, error, failureDeps)
       await target.close()
       await control.wait(delayMs)
-      continue
     } finally {
       await target.close()
       context.channel = undefined

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net'
-import tap from 'tap'
+import type tap from 'tap'
 import type { Hal, RaidArray } from '../../hal/types.js'
 
 /** The `t` a tap subtest callback receives. */

@@ -315,6 +315,7 @@ t.test('API and commands: validated bodies, admin-only, audited failures, no rou
   const auth = { authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` }
   const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = auth) => {
     const response = await fetch(`${base}${path}`, { method, headers: { ...headers, 'content-type': 'application/json' }, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) })
+    // biome-ignore lint/suspicious/noExplicitAny: the test reads nested fields of the API's JSON answers.
     return { status: response.status, json: (await response.json().catch(() => undefined)) as Record<string, any> }
   }
 
