@@ -12,18 +12,9 @@ import type { Config } from '../config/types.js'
 import type { Hal, SimHal } from '../hal/types.js'
 import { createConfiguredHal } from './hal.js'
 import { composeServices } from './services.js'
-import { evaluateHealth, type ServiceHealth, type SystemHealth } from './health.js'
+import { evaluateHealth, type SystemHealth } from './health.js'
 import { firmwareVersion } from './version.js'
-
-/** A service the composition root starts in order and stops in reverse. */
-export interface ManagedService {
-  name: string
-  start(): Promise<void>
-  stop(): Promise<void>
-  healthcheck(): ServiceHealth
-  /** Addresses this service listens on, for `show status` and the boot log. */
-  listeners?(): Record<string, string>
-}
+import type { ManagedService } from './managed-service.js'
 
 /** A boot that cannot go on: the process exits with `exitCode` and starts nothing more. */
 export class BootError extends MailkeepError {
