@@ -209,6 +209,16 @@ export const configSchema = {
         batchMessagesMax: { type: 'integer', minimum: 1, maximum: 10000, default: 500, description: 'messages removed per purge batch (one audit entry each)' },
       },
     },
+    import: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'bulk import (`mailkeep import PATH`), run inside the service',
+      properties: {
+        concurrency: { type: 'integer', minimum: 1, maximum: 256, default: 8, description: 'messages of one import job submitted to the pipeline at once: enough to fill group commits, bounded in memory (each holds a whole message)' },
+        jobsMax: { type: 'integer', minimum: 1, maximum: 64, default: 4, description: 'import jobs running at once; one more is refused (TOO_MANY_JOBS, retryable)' },
+      },
+    },
     http: {
       type: 'object',
       additionalProperties: false,
@@ -278,6 +288,10 @@ export const configSchema = {
           default: 86400000,
           description: 'each connected peer is verified (`mirror verify`) this often; 0 turns the scheduled verify off',
         },
+        batchMessagesMax: { type: 'integer', minimum: 1, maximum: 10000, default: 1000, description: 'messages in one copy batch to a peer, at most (the store returns at most 10,000 change entries per read)' },
+        batchBytesMax: { type: 'integer', minimum: 65536, maximum: 268435456, default: 16777216, description: 'raw bytes in one copy batch, at most (a larger single message goes alone)' },
+        inflightBatchesMax: { type: 'integer', minimum: 1, maximum: 64, default: 4, description: 'batches sent to one peer and not yet acknowledged, at most (pipelining)' },
+        handshakeTimeoutMs: { type: 'integer', minimum: 100, maximum: 600000, default: 10000, description: 'from TCP connect to an authenticated channel, both directions; over it the handshake is refused (TIMEOUT)' },
         acceptJoins: {
           type: 'boolean',
           default: false,

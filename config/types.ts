@@ -75,6 +75,8 @@ export interface Config {
   }
   journal: { sources: JournalSourceConfig[] }
   retention: { purgeIntervalMs: number; batchMessagesMax: number }
+  /** Bulk import: `concurrency` messages in flight per job, at most `jobsMax` jobs at once. */
+  import: { concurrency: number; jobsMax: number }
   http: {
     enabled: boolean
     host: string
@@ -96,5 +98,13 @@ export interface Config {
     acceptJoins: boolean
     unreachableAlertMs: number
     verifyIntervalMs: number
+    /** Messages per copy batch, at most. */
+    batchMessagesMax: number
+    /** Raw bytes per copy batch, at most. */
+    batchBytesMax: number
+    /** Unacknowledged batches per peer, at most. */
+    inflightBatchesMax: number
+    /** From TCP connect to an authenticated channel, in milliseconds. */
+    handshakeTimeoutMs: number
   }
 }

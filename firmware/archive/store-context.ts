@@ -5,7 +5,7 @@ import type { Logger } from '../common/logger.js'
 import { ArchiveError } from './errors.js'
 import type { Databases } from './store-databases.js'
 import { createSpaceGuard, type SpaceGuard } from './store-space.js'
-import type { ArchiveIndexer, DigestSnapshot, ReadOnlyStatus, WriteActivity } from './types.js'
+import type { ArchiveDatabaseHook, ArchiveIndexer, DigestSnapshot, ReadOnlyStatus, WriteActivity } from './types.js'
 
 /**
  * What every part of one archive store shares (store.ts is the façade and has the design):
@@ -35,7 +35,10 @@ export interface ArchiveStoreOptions {
   freeBytesMin: number
   /** Largest raw message accepted, in bytes; larger ones get MESSAGE_TOO_LARGE. */
   messageBytesMax: number
+  /** The search index's hook, called in each message's transaction (see ArchiveIndexer). */
   indexer?: ArchiveIndexer
+  /** Other owners of databases in the environment (retention and the audit log), opened after the indexer's. Default none. */
+  databaseHooks?: readonly ArchiveDatabaseHook[]
   /** How long a free-space reading is trusted, in ms. Default 1000. */
   freeSpaceCacheMs?: number
   /** Bound on stop(): how long it waits for writes in flight and for the close, in ms. Default 10000. */
@@ -69,8 +72,8 @@ export const readOnlyMarginBytesDefault = 64 * 1024 * 1024
 
 export type StoreState = 'created' | 'starting' | 'open' | 'failed' | 'stopping' | 'stopped'
 
-/** The options with their defaults applied (the indexer is on the context). */
-export type ResolvedStoreOptions = Readonly<Required<Omit<ArchiveStoreOptions, 'indexer'>>>
+/** The options with their defaults applied (the indexer and the database hooks are on the context). */
+export type ResolvedStoreOptions = Readonly<Required<Omit<ArchiveStoreOptions, 'indexer' | 'databaseHooks'>>>
 
 /** One store's shared state; see the module comment. */
 export interface StoreContext {
@@ -79,6 +82,7 @@ export interface StoreContext {
   readonly logger: Logger
   readonly clock: Clock
   readonly indexer: ArchiveIndexer | undefined
+  readonly databaseHooks: readonly ArchiveDatabaseHook[]
   readonly randomBytes: (size: number) => Buffer
   readonly space: SpaceGuard
   state: StoreState
@@ -130,12 +134,15 @@ export function createStoreContext(deps: ArchiveStoreDeps, options: ArchiveStore
   assert.ok(Number.isSafeInteger(resolved.digestSnapshotAgeMsMax) && resolved.digestSnapshotAgeMsMax > 0, 'options.digestSnapshotAgeMsMax must be a positive integer')
   assert.ok(Number.isSafeInteger(resolved.readOnlyRecheckMs) && resolved.readOnlyRecheckMs > 0, 'options.readOnlyRecheckMs must be a positive integer')
   assert.ok(Number.isSafeInteger(resolved.readOnlyMarginBytes) && resolved.readOnlyMarginBytes >= 0, 'options.readOnlyMarginBytes must be a non-negative integer')
+  const hookNames = (options.databaseHooks ?? []).map((hook) => hook.name)
+  assert.ok(hookNames.every((name) => name.length > 0) && new Set(hookNames).size === hookNames.length, 'options.databaseHooks need unique, non-empty names')
   const logger = deps.logger.child('archive')
   return {
     options: resolved,
     logger,
     clock: deps.clock,
     indexer: options.indexer,
+    databaseHooks: [...(options.databaseHooks ?? [])],
     randomBytes: deps.randomBytes ?? cryptoRandomBytes,
     space: createSpaceGuard({ logger, clock: deps.clock, volume: deps.volume }, resolved),
     state: 'created',

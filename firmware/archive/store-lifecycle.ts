@@ -111,6 +111,7 @@ async function openStore(context: StoreContext): Promise<void> {
       if (event?.txnId !== undefined) context.activity.commits++
     })
     context.indexer?.open(databases.root)
+    for (const hook of context.databaseHooks) hook.open(databases.root)
     context.dbs = databases
     context.space.forget()
     context.state = 'open'
@@ -215,7 +216,7 @@ function openDatabases(context: StoreContext): Databases {
       path,
       mapSize: mapSizeBytes,
       pageSize: pageSizeBytes,
-      maxDbs: storeDatabasesMax + (context.indexer?.databasesNeeded ?? 0),
+      maxDbs: storeDatabasesMax + (context.indexer?.databasesNeeded ?? 0) + context.databaseHooks.reduce((sum, hook) => sum + hook.databasesNeeded, 0),
       // See store.ts's module comment: a commit is visible only once synced, and a failed
       // sync rejects the transaction.
       overlappingSync: false,

@@ -207,6 +207,21 @@ export interface ArchiveIndexer {
 }
 
 /**
+ * A named user of the archive's LMDB environment with databases of its own (retention and
+ * the audit log), so that its writes can share the archive's transactions. The store counts
+ * its databases against LMDB's `maxDbs` and opens them at every start(), after the
+ * indexer's, in the order given. Unlike the indexer it is not called per message.
+ */
+export interface ArchiveDatabaseHook {
+  /** Who owns the databases, for errors and logs (e.g. `retention`); unique among the hooks. */
+  readonly name: string
+  /** Named databases it adds to the environment. */
+  readonly databasesNeeded: number
+  /** Opens its databases on the archive's root, once per start(). Names must not start with `archive/`. */
+  open(root: RootDatabase): void
+}
+
+/**
  * The id digest of the archive at one point in time (store.digestSnapshot()): nodes, children
  * and the ids of any bucket all answer from one LMDB read transaction, so they agree with each
  * other and with `lastSequence` however many writes commit meanwhile. It holds that read

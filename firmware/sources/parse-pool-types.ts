@@ -1,5 +1,6 @@
 import type { LogFields, LogLevel } from '../common/logger.js'
 import type { MimeParserOptions } from '../mime/parser-options.js'
+import type { ParsedMessage } from '../mime/types.js'
 import type { PreparedMessage, PrepareMessage } from './parse-job.js'
 
 /**
@@ -11,16 +12,32 @@ import type { PreparedMessage, PrepareMessage } from './parse-job.js'
 export interface ParseWorkerData {
   workerNumber: number
   mime: MimeParserOptions
-  /** A pure index prepare function exported by a module, called as `fn(parsed, options)`. */
-  indexPrepare?: IndexPrepareModule
+  /** The index plug-in as it crosses to the thread: its module URL as text (a URL object cannot be cloned). */
+  indexPrepare?: { moduleUrl: string; exportName: string; options?: unknown }
 }
 
-/** Where a worker finds the index's prepare step: `(await import(moduleUrl))[exportName](parsed, options)`. */
-export interface IndexPrepareModule {
-  moduleUrl: string
-  exportName: string
-  /** Structured-cloneable second argument (limits). */
-  options?: unknown
+/**
+ * The index's prepare step as a plug-in the workers load: the function `exportName` of the
+ * module at `moduleUrl`, called as `fn(parsed, options)` for every message. Build it with
+ * indexPreparePlugin, which checks the export and the options against the module's type.
+ */
+export interface IndexPreparePlugin<Options = unknown> {
+  /** The module (a file: URL beside the firmware's other files). */
+  readonly moduleUrl: URL
+  readonly exportName: string
+  /** The second argument of every call; structured-cloneable (limits). None when the step takes none. */
+  readonly options?: Options
+}
+
+/** The options a prepare function takes as its second argument. */
+export type PrepareOptionsOf<Prepare> = Prepare extends (parsed: ParsedMessage, options: infer Options) => unknown ? Options : never
+
+/**
+ * An IndexPreparePlugin whose export and options the typecheck verifies: `Module` is the
+ * module's type (`typeof import(...)`), `Name` an export of it taking `(parsed, options)`.
+ */
+export function indexPreparePlugin<Module, Name extends keyof Module & string>(moduleUrl: URL, exportName: Name, options: PrepareOptionsOf<Module[Name]>): IndexPreparePlugin<PrepareOptionsOf<Module[Name]>> {
+  return { moduleUrl, exportName, options }
 }
 
 export type ToWorker = { kind: 'job'; jobId: number; raw: Uint8Array }
@@ -50,7 +67,7 @@ export interface ParsePoolOptions {
   /** Heap of one worker, in MiB: a message built to exhaust memory ends its worker (a crash, see above), not the appliance. */
   heapMbMax: number
   mime: MimeParserOptions
-  indexPrepare?: IndexPrepareModule
+  indexPrepare?: IndexPreparePlugin
   /** The worker entry; parse-worker.ts beside this file by default (parse-worker.js in a firmware image). */
   workerUrl?: URL
 }

@@ -13,7 +13,8 @@ import { dispatchJobs, finishJob, requeueLostJobs, type PoolCore, type WorkerSlo
 function startWorker(core: PoolCore, slot: WorkerSlot): void {
   if (core.state !== 'running' || slot.givenUp) return
   const { options } = core
-  const data: ParseWorkerData = { workerNumber: slot.number, mime: options.mime, indexPrepare: options.indexPrepare }
+  const plugin = options.indexPrepare
+  const data: ParseWorkerData = { workerNumber: slot.number, mime: options.mime, indexPrepare: plugin && { moduleUrl: plugin.moduleUrl.href, exportName: plugin.exportName, options: plugin.options } }
   let worker: Worker
   try {
     worker = new Worker(core.workerUrl, { workerData: data, resourceLimits: { maxOldGenerationSizeMb: options.heapMbMax } })

@@ -9,8 +9,10 @@ import type { ParsePool, ParsePoolOptions, ParsePoolStats } from './parse-pool-t
 import { startWorkers, stopWorkers } from './parse-pool-workers.js'
 
 export {
+  indexPreparePlugin,
   parsePoolDefaults,
-  type IndexPrepareModule,
+  type IndexPreparePlugin,
+  type PrepareOptionsOf,
   type ParsePool,
   type ParsePoolOptions,
   type ParsePoolStats,

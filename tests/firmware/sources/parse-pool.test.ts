@@ -20,7 +20,7 @@ import { waitUntil } from '../../helpers/wait.js'
 type TestContext = Parameters<Parameters<typeof t.test>[0]>[0]
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex')
-const fixtureModule = new URL('./fixtures/prepare-index.ts', import.meta.url).href
+const fixtureModule = new URL('./fixtures/prepare-index.ts', import.meta.url)
 const mimeFixture = (name: string) => readFile(new URL(`../mime/fixtures/${name}`, import.meta.url))
 
 function message(subject: string, body = 'Hello there.\r\n'): Buffer {
