@@ -164,7 +164,8 @@ function addTextTo(table: TermSlots, text: string, bit: number, tokensMax: numbe
       at = start + (code >= 0xd800 && code <= 0xdbff && start + 1 < length && isLowSurrogate(text.charCodeAt(start + 1)) ? 2 : 1)
       continue
     }
-    if (count >= tokensMax) return tokensMax + 1
+    // No early return at the budget here: a run may fold to no token at all (a lone
+    // combining mark), so only a token emitted past the budget means the text holds more.
     foldRun(run[0], emit)
     if (over) return tokensMax + 1
     at = start + run[0].length
