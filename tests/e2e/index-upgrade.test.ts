@@ -23,6 +23,9 @@ async function setIndexState(dataDir: string, change: Record<string, unknown>): 
   }
 }
 
+/** The paced-search counters of an index that has answered no search since its start. */
+const noSearches = { running: 0, waiting: 0, tooExpensive: 0, busy: 0, restarts: 0 }
+
 interface IndexStatus {
   documents: number
   rebuilding: boolean
@@ -46,12 +49,12 @@ t.test('an index of another layout, or a rebuild cut short, is rebuilt at start;
   const technician = (args: string[]) => cliJson(config, [...args, '--password-stdin'], { input: technicianPassword + '\n' })
   t.equal((await technician(['hold', 'add', 'inquiry', '--reason', 'inquiry', '--by', 'counsel', '--query', 'subject:merger'])).code, 0)
   const indexStatus = async (): Promise<IndexStatus> => ((await cliJson(config, ['show', 'status'])).json as { index: IndexStatus }).index
-  t.same(await indexStatus(), { documents: 3, rebuilding: false, layoutCurrent: true, pending: 3, flushes: 0, removedSinceRebuild: 0, rebuildIndexed: null })
+  t.same(await indexStatus(), { documents: 3, rebuilding: false, layoutCurrent: true, pending: 3, flushes: 0, removedSinceRebuild: 0, rebuildIndexed: null, searches: noSearches })
   // A planned stop writes the pending tail's postings: nothing is left to load after the start.
   await service.stop()
   t.ok(service.lines.some((line) => line.includes('search index tail flushed at stop')), 'the flush at stop is logged')
   service = await startService(config)
-  t.same(await indexStatus(), { documents: 3, rebuilding: false, layoutCurrent: true, pending: 0, flushes: 1, removedSinceRebuild: 0, rebuildIndexed: null }, 'the tail was flushed at stop')
+  t.same(await indexStatus(), { documents: 3, rebuilding: false, layoutCurrent: true, pending: 0, flushes: 1, removedSinceRebuild: 0, rebuildIndexed: null, searches: noSearches }, 'the tail was flushed at stop')
   t.same(((await cliJson(config, ['search', 'subject:merger'])).json as { hits: Array<{ id: string }> }).hits.map((hit) => hit.id), [ids[1]], 'found in the flushed postings')
 
   // An unplanned stop (SIGKILL) leaves a tail: the next start writes it in the background.
