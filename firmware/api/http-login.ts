@@ -1,0 +1,103 @@
+import type { IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Logger } from '../common/logger.js'
+import type { Clock } from '../common/clock.js'
+import { parseBasicAuth, type AdminCredential } from './auth.js'
+import { HttpError } from './http-responses.js'
+import { createLoginThrottle, loginUserCharsMax, type LoginThrottleEvent, type LoginThrottleOptions } from './login-throttle.js'
+
+/** How an attempt's hold ended: its wait passed, its client went away, or the service stops. */
+type HoldOutcome = 'waited' | 'gone' | 'stopping'
+
+const eventMessages: Record<LoginThrottleEvent['kind'], string> = {
+  failed: 'login failed',
+  throttled: 'login throttled',
+  'throttle-ended': 'login throttling ended',
+  'audit-suppressed': 'login audit events suppressed',
+}
+
+/**
+ * The HTTP Basic check of every request, behind the login throttle (login-throttle.ts): an
+ * attempt waits its pair's delay, then its password is checked, and the outcome is told to
+ * the throttle. Throttle events go to the log and to `onLoginEvent` (the audit log), never
+ * with a password.
+ */
+export function createLoginGate(
+  deps: { logger: Logger; clock: Clock; credential: AdminCredential; onLoginEvent?: (event: LoginThrottleEvent) => void },
+  options: LoginThrottleOptions,
+) {
+  const { logger } = deps
+  const throttle = createLoginThrottle(
+    {
+      clock: deps.clock,
+      onEvent: (event) => {
+        logger[event.kind === 'failed' ? 'warn' : 'info'](eventMessages[event.kind], { ...event })
+        deps.onLoginEvent?.(event)
+      },
+    },
+    options,
+  )
+  // Attempts waiting out their pair's delay; releaseHeld() ends them at once.
+  const holds = new Set<() => void>()
+
+  /** Resolves after `waitMs` ('waited'), or early when the client goes away or the service stops. */
+  function hold(waitMs: number, socket: Socket): Promise<HoldOutcome> {
+    if (socket.destroyed) return Promise.resolve('gone')
+    return new Promise((resolve) => {
+      const done = (outcome: HoldOutcome) => {
+        clearTimeout(timer)
+        socket.off('close', gone)
+        holds.delete(stopping)
+        resolve(outcome)
+      }
+      const gone = () => done('gone')
+      const stopping = () => done('stopping')
+      const timer = setTimeout(() => done('waited'), waitMs)
+      timer.unref()
+      socket.once('close', gone)
+      holds.add(stopping)
+    })
+  }
+
+  return {
+    /**
+     * Resolves when the request carries the admin's user and password, after the pair's delay.
+     * @throws HttpError 401 (no or wrong credentials), 499 (the client left while held), 503 (stopping)
+     */
+    async authenticate(request: IncomingMessage, remoteAddress: string): Promise<void> {
+      const credentials = parseBasicAuth(request.headers.authorization)
+      if (!credentials) throw new HttpError(401, 'AUTH_REQUIRED', 'authentication required (HTTP Basic, user admin)')
+      const user = credentials.user.slice(0, loginUserCharsMax)
+      // The wait comes before the check and is the same for a right and a wrong password, so
+      // the time of the answer tells nothing before the delay has passed (login-throttle.ts).
+      const waitMs = throttle.waitMs(remoteAddress, user)
+      const outcome = waitMs > 0 ? await hold(waitMs, request.socket) : 'waited'
+      // A client that left is not checked: no one would hear the answer, and scrypt is not free.
+      if (outcome === 'gone') throw new HttpError(499, 'CLIENT_GONE', 'the client closed the connection')
+      if (outcome === 'stopping') throw new HttpError(503, 'UNAVAILABLE', 'the service is stopping; try again')
+      if (!(await deps.credential.verify(credentials.user, credentials.password))) {
+        throttle.recordFailure(remoteAddress, user)
+        throw new HttpError(401, 'AUTH_FAILED', 'wrong user or password')
+      }
+      throttle.recordSuccess(remoteAddress, user)
+    },
+    /** Ends every held attempt now (answered 503): the service stops. */
+    releaseHeld(): void {
+      for (const release of [...holds]) release()
+    },
+    /** Forgets quiet pairs (login-throttle.ts `tick`). */
+    tick(): void {
+      throttle.tick()
+    },
+    /** The service stopped: summaries of the throttled pairs, then the throttle forgets everything. */
+    close(): void {
+      throttle.close()
+    },
+    /** Pairs throttled now. */
+    throttledPairs(): number {
+      return throttle.stats().throttled
+    },
+  }
+}
+
+export type LoginGate = ReturnType<typeof createLoginGate>
