@@ -1,5 +1,11 @@
 import assert from 'node:assert'
 import type { Clock } from '../common/clock.js'
+import { createAuditBudget, type LoginThrottleEvent } from './login-audit.js'
+import { delayAfter, arrivalWaitMs } from './login-delay.js'
+import { createPairTable, pairKey, type ForgetReason, type Pair } from './login-pairs.js'
+
+export { loginAuditEntry, loginAuditEventsPerMinuteMax, type LoginThrottleEvent } from './login-audit.js'
+export { addressKey, loginUserCharsMax } from './login-pairs.js'
 
 /*
  * Login throttling for the HTTP API, keyed by (client address, user name), that an attacker
@@ -68,130 +74,23 @@ export const loginThrottleDefaults: Readonly<LoginThrottleOptions> = Object.free
   pairsMax: 10_000,
 })
 
-/** Events given to the audit log, across all pairs, per minute; the rest are counted. */
-export const loginAuditEventsPerMinuteMax = 30
-/** Longest user name kept, in characters (longer names are cut for the key, the log and the audit). */
-export const loginUserCharsMax = 64
-
-/** What the throttle tells the audit log and the log. Counts and names, never a password. */
-export type LoginThrottleEvent =
-  /** A failure before the pair is throttled. */
-  | { kind: 'failed'; address: string; user: string; failures: number }
-  /** The pair's failures reached `failuresBeforeDelay`: its attempts wait from now on. */
-  | { kind: 'throttled'; address: string; user: string; failures: number; delayMs: number }
-  /** A throttled pair was forgotten: quiet for `forgetAfterMs`, evicted by `pairsMax`, or the service stopped. */
-  | {
-      kind: 'throttle-ended'
-      address: string
-      user: string
-      reason: 'quiet' | 'evicted' | 'stopped'
-      failures: number
-      delayedAttempts: number
-      successes: number
-      throttledMs: number
-    }
-  /** Events not passed on in the last minute (over `loginAuditEventsPerMinuteMax`). */
-  | { kind: 'audit-suppressed'; events: number }
-
-interface Pair {
-  address: string
-  user: string
-  failures: number
-  lastFailureMs: number
-  /** A correct password since the last failure: the next attempt is checked at once. */
-  cleared: boolean
-  throttledAtMs: number | null
-  /** Attempts that waited while throttled. */
-  delayedAttempts: number
-  /** Correct passwords while throttled. */
-  successes: number
-}
-
-/** The key of a client address: IPv4 as is, IPv4-mapped IPv6 as IPv4, other IPv6 as its /64. */
-export function addressKey(address: string): string {
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address)
-  if (mapped) return mapped[1]!
-  if (!address.includes(':')) return address
-  const bare = address.split('%')[0]!.toLowerCase()
-  const [head = '', tail] = bare.split('::')
-  const groups = (text: string) => (text ? text.split(':').flatMap((group) => (group.includes('.') ? ['0', '0'] : [group])) : [])
-  const front = groups(head)
-  const back = tail === undefined ? [] : groups(tail)
-  const all = [...front, ...Array<string>(Math.max(0, 8 - front.length - back.length)).fill('0'), ...back]
-  return `${all.slice(0, 4).map((group) => (parseInt(group, 16) || 0).toString(16)).join(':')}::/64`
-}
-
 /**
  * The throttle's state and rules, without timers or sockets: the HTTP API asks `waitMs`
  * before it checks a password and reports the outcome; `tick()` (every few seconds, or
  * driven by a test) forgets quiet pairs. Events go to `onEvent` (the log and the audit log).
+ * The units: login-pairs.ts (the pair table), login-delay.ts (the delay schedule),
+ * login-audit.ts (the events and their budget).
  */
 export function createLoginThrottle(deps: { clock: Clock; onEvent?: (event: LoginThrottleEvent) => void }, options: LoginThrottleOptions) {
   assert.ok(options.failuresBeforeDelay >= 1 && options.delayMsMax >= 1 && options.pairsMax >= 1, 'login throttle options out of range')
-  const delayMsMin = Math.min(options.delayMsMin, options.delayMsMax)
-  // Both ordered by last failure, oldest first (a failure moves its pair to the end).
-  const counting = new Map<string, Pair>()
-  const throttled = new Map<string, Pair>()
-  const budget = { windowStartMs: deps.clock.monotonicMs(), passed: 0, suppressed: 0 }
+  const audit = createAuditBudget(deps)
+  const pairs = createPairTable({ clock: deps.clock, onForget }, options)
 
-  const keyOf = (address: string, user: string) => `${addressKey(address)}\u0000${user.slice(0, loginUserCharsMax)}`
-
-  function emit(event: LoginThrottleEvent): void {
-    const now = deps.clock.monotonicMs()
-    if (now - budget.windowStartMs >= 60_000) flushBudget(now)
-    if (budget.passed >= loginAuditEventsPerMinuteMax) {
-      budget.suppressed += 1
-      return
-    }
-    budget.passed += 1
-    deps.onEvent?.(event)
-  }
-
-  function flushBudget(now: number): void {
-    const suppressed = budget.suppressed
-    budget.windowStartMs = now
-    budget.passed = 0
-    budget.suppressed = 0
-    if (suppressed > 0) deps.onEvent?.({ kind: 'audit-suppressed', events: suppressed })
-  }
-
-  /** The wait a pair's attempts have after `failures` failures, in ms. */
-  function delayAfter(failures: number): number {
-    if (failures < options.failuresBeforeDelay) return 0
-    return Math.min(delayMsMin * 2 ** Math.min(failures - options.failuresBeforeDelay, 30), options.delayMsMax)
-  }
-
-  function forget(key: string, pair: Pair, reason: 'quiet' | 'evicted' | 'stopped'): void {
-    counting.delete(key)
-    throttled.delete(key)
+  function onForget(pair: Pair, reason: ForgetReason): void {
     if (pair.throttledAtMs === null) return
-    emit({
-      kind: 'throttle-ended',
-      address: pair.address,
-      user: pair.user,
-      reason,
-      failures: pair.failures,
-      delayedAttempts: pair.delayedAttempts,
-      successes: pair.successes,
-      throttledMs: Math.round(deps.clock.monotonicMs() - pair.throttledAtMs),
-    })
-  }
-
-  function lookup(key: string): Pair | undefined {
-    const pair = throttled.get(key) ?? counting.get(key)
-    if (pair && deps.clock.monotonicMs() - pair.lastFailureMs >= options.forgetAfterMs) {
-      forget(key, pair, 'quiet')
-      return undefined
-    }
-    return pair
-  }
-
-  function makeRoom(): void {
-    while (counting.size + throttled.size >= options.pairsMax) {
-      const from = counting.size > 0 ? counting : throttled
-      const [key, pair] = from.entries().next().value as [string, Pair]
-      forget(key, pair, 'evicted')
-    }
+    const { address, user, failures, delayedAttempts, successes } = pair
+    const throttledMs = Math.round(deps.clock.monotonicMs() - pair.throttledAtMs)
+    audit.emit({ kind: 'throttle-ended', address, user, reason, failures, delayedAttempts, successes, throttledMs })
   }
 
   return {
@@ -201,76 +100,49 @@ export function createLoginThrottle(deps: { clock: Clock; onEvent?: (event: Logi
      * `delayMsMax`.
      */
     waitMs(address: string, user: string): number {
-      const pair = lookup(keyOf(address, user))
-      if (!pair || pair.cleared) return 0
-      const waitMs = Math.max(0, pair.lastFailureMs + delayAfter(pair.failures) - deps.clock.monotonicMs())
-      if (waitMs > 0) pair.delayedAttempts += 1
-      return Math.ceil(waitMs)
+      const pair = pairs.lookup(pairKey(address, user))
+      const waitMs = arrivalWaitMs(pair, deps.clock.monotonicMs(), options)
+      if (pair && waitMs > 0) pair.delayedAttempts += 1
+      return waitMs
     },
     /** A wrong user name or password from this address. */
     recordFailure(address: string, user: string): void {
-      const key = keyOf(address, user)
-      let pair = lookup(key)
-      if (!pair) {
-        makeRoom()
-        pair = { address: addressKey(address), user: user.slice(0, loginUserCharsMax), failures: 0, lastFailureMs: 0, cleared: false, throttledAtMs: null, delayedAttempts: 0, successes: 0 }
-      }
+      const key = pairKey(address, user)
+      const pair = pairs.obtain(key, address, user)
       pair.failures += 1
       pair.lastFailureMs = deps.clock.monotonicMs()
       pair.cleared = false
-      counting.delete(key)
-      throttled.delete(key)
-      if (pair.failures < options.failuresBeforeDelay) {
-        counting.set(key, pair)
-        emit({ kind: 'failed', address: pair.address, user: pair.user, failures: pair.failures })
-        return
-      }
-      throttled.set(key, pair)
-      if (pair.throttledAtMs === null) {
+      const isThrottled = pair.failures >= options.failuresBeforeDelay
+      pairs.place(key, pair, isThrottled)
+      if (!isThrottled) {
+        audit.emit({ kind: 'failed', address: pair.address, user: pair.user, failures: pair.failures })
+      } else if (pair.throttledAtMs === null) {
         pair.throttledAtMs = pair.lastFailureMs
-        emit({ kind: 'throttled', address: pair.address, user: pair.user, failures: pair.failures, delayMs: delayAfter(pair.failures) })
+        audit.emit({ kind: 'throttled', address: pair.address, user: pair.user, failures: pair.failures, delayMs: delayAfter(pair.failures, options) })
       }
     },
     /** A correct password: the pair's next attempt is checked at once; its failures are kept. */
     recordSuccess(address: string, user: string): void {
-      const pair = lookup(keyOf(address, user))
+      const pair = pairs.lookup(pairKey(address, user))
       if (!pair) return
       pair.cleared = true
       if (pair.throttledAtMs !== null) pair.successes += 1
     },
     /** Forgets pairs quiet for `forgetAfterMs` (summaries for the throttled ones) and reports suppressed events. */
     tick(): void {
-      const now = deps.clock.monotonicMs()
-      for (const map of [counting, throttled]) {
-        for (const [key, pair] of map) {
-          if (now - pair.lastFailureMs < options.forgetAfterMs) break
-          forget(key, pair, 'quiet')
-        }
-      }
-      if (now - budget.windowStartMs >= 60_000) flushBudget(now)
+      pairs.sweep()
+      audit.flush()
     },
     /** The service stops: a summary for each throttled pair, then everything is forgotten. */
     close(): void {
-      for (const [key, pair] of [...throttled]) forget(key, pair, 'stopped')
-      counting.clear()
-      flushBudget(deps.clock.monotonicMs())
+      pairs.forgetAll()
+      audit.flush({ now: true })
     },
     /** Pairs tracked and pairs throttled now. */
     stats(): { pairs: number; throttled: number } {
-      return { pairs: counting.size + throttled.size, throttled: throttled.size }
+      return pairs.stats()
     },
   }
 }
 
 export type LoginThrottle = ReturnType<typeof createLoginThrottle>
-
-/**
- * A throttle event as an audit-log entry (`login.failed`, `login.throttled`,
- * `login.throttle-ended`, `login.audit-suppressed`), actor `http@ADDRESS`: addresses, user
- * names and counts, never a password.
- */
-export function loginAuditEntry(event: LoginThrottleEvent): { actor: string; action: string; details: Record<string, unknown> } {
-  if (event.kind === 'audit-suppressed') return { actor: 'http', action: 'login.audit-suppressed', details: { via: 'http', events: event.events } }
-  const { kind, address, ...counts } = event
-  return { actor: `http@${address}`, action: `login.${kind}`, details: { via: 'http', remoteAddress: address, ...counts } }
-}
