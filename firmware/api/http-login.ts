@@ -16,6 +16,35 @@ const eventMessages: Record<LoginThrottleEvent['kind'], string> = {
   'audit-suppressed': 'login audit events suppressed',
 }
 
+/** A held attempt: its pair's key, and how to end its hold early. */
+interface Hold {
+  key: string
+  release(outcome: 'waited' | 'stopping'): void
+}
+
+/**
+ * Resolves after `waitMs` ('waited'), or early when the client goes away ('gone'), when a
+ * correct password of the same pair ends the wait ('waited') or when the service stops
+ * ('stopping'). `holds` has each held attempt while it waits.
+ */
+function hold(holds: Set<Hold>, key: string, waitMs: number, socket: Socket): Promise<HoldOutcome> {
+  if (socket.destroyed) return Promise.resolve('gone')
+  return new Promise((resolve) => {
+    const done = (outcome: HoldOutcome) => {
+      clearTimeout(timer)
+      socket.off('close', gone)
+      holds.delete(held)
+      resolve(outcome)
+    }
+    const gone = () => done('gone')
+    const held: Hold = { key, release: done }
+    const timer = setTimeout(() => done('waited'), waitMs)
+    timer.unref()
+    socket.once('close', gone)
+    holds.add(held)
+  })
+}
+
 /**
  * The HTTP Basic check of every request, behind the login throttle (login-throttle.ts): an
  * attempt waits its pair's delay, then its password is checked, and the outcome is told to
@@ -38,26 +67,7 @@ export function createLoginGate(
     options,
   )
   // Attempts waiting out their pair's delay; releaseHeld() ends them at once.
-  const holds = new Set<() => void>()
-
-  /** Resolves after `waitMs` ('waited'), or early when the client goes away or the service stops. */
-  function hold(waitMs: number, socket: Socket): Promise<HoldOutcome> {
-    if (socket.destroyed) return Promise.resolve('gone')
-    return new Promise((resolve) => {
-      const done = (outcome: HoldOutcome) => {
-        clearTimeout(timer)
-        socket.off('close', gone)
-        holds.delete(stopping)
-        resolve(outcome)
-      }
-      const gone = () => done('gone')
-      const stopping = () => done('stopping')
-      const timer = setTimeout(() => done('waited'), waitMs)
-      timer.unref()
-      socket.once('close', gone)
-      holds.add(stopping)
-    })
-  }
+  const holds = new Set<Hold>()
 
   return {
     /**
@@ -70,20 +80,29 @@ export function createLoginGate(
       const user = credentials.user.slice(0, loginUserCharsMax)
       // The wait comes before the check and is the same for a right and a wrong password, so
       // the time of the answer tells nothing before the delay has passed (login-throttle.ts).
-      const waitMs = throttle.waitMs(remoteAddress, user)
-      const outcome = waitMs > 0 ? await hold(waitMs, request.socket) : 'waited'
-      // A client that left is not checked: no one would hear the answer, and scrypt is not free.
-      if (outcome === 'gone') throw new HttpError(499, 'CLIENT_GONE', 'the client closed the connection')
-      if (outcome === 'stopping') throw new HttpError(503, 'UNAVAILABLE', 'the service is stopping; try again')
-      if (!(await deps.credential.verify(credentials.user, credentials.password))) {
-        throttle.recordFailure(remoteAddress, user)
-        throw new HttpError(401, 'AUTH_FAILED', 'wrong user or password')
+      // Until it ends, the attempt counts as a failure for the pair's next arrivals, so
+      // guesses sent in parallel are delayed one after another rather than checked together.
+      const attempt = throttle.begin(remoteAddress, user)
+      try {
+        const outcome = attempt.waitMs > 0 ? await hold(holds, attempt.key, attempt.waitMs, request.socket) : 'waited'
+        // A client that left is not checked: no one would hear the answer, and scrypt is not free.
+        if (outcome === 'gone') throw new HttpError(499, 'CLIENT_GONE', 'the client closed the connection')
+        if (outcome === 'stopping') throw new HttpError(503, 'UNAVAILABLE', 'the service is stopping; try again')
+        if (!(await deps.credential.verify(credentials.user, credentials.password))) {
+          attempt.end('failed')
+          throw new HttpError(401, 'AUTH_FAILED', 'wrong user or password')
+        }
+        attempt.end('succeeded')
+        // The pair's attempts held meanwhile waited (also) for this one, presumed to fail: a
+        // correct password clears the pair's delay (login-throttle.ts), so they are checked now.
+        for (const held of [...holds]) if (held.key === attempt.key) held.release('waited')
+      } finally {
+        attempt.end('unchecked')
       }
-      throttle.recordSuccess(remoteAddress, user)
     },
     /** Ends every held attempt now (answered 503): the service stops. */
     releaseHeld(): void {
-      for (const release of [...holds]) release()
+      for (const held of [...holds]) held.release('stopping')
     },
     /** Forgets quiet pairs (login-throttle.ts `tick`). */
     tick(): void {

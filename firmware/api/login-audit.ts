@@ -1,4 +1,5 @@
 import type { Clock } from '../common/clock.js'
+import type { ForgetReason, Pair } from './login-pairs.js'
 
 /** Events given to the audit log, across all pairs, per minute; the rest are counted. */
 export const loginAuditEventsPerMinuteMax = 30
@@ -24,6 +25,12 @@ export type LoginThrottleEvent =
     }
   /** Events not passed on in the last minute (over `loginAuditEventsPerMinuteMax`). */
   | { kind: 'audit-suppressed'; events: number }
+
+/** The summary of a throttled pair that is forgotten at `nowMs` (monotonic). */
+export function throttleEndedEvent(pair: Pair & { throttledAtMs: number }, reason: ForgetReason, nowMs: number): LoginThrottleEvent {
+  const { address, user, failures, delayedAttempts, successes } = pair
+  return { kind: 'throttle-ended', address, user, reason, failures, delayedAttempts, successes, throttledMs: Math.round(nowMs - pair.throttledAtMs) }
+}
 
 /**
  * Passes events on, at most `loginAuditEventsPerMinuteMax` a minute across all pairs; the
@@ -71,3 +78,5 @@ export function loginAuditEntry(event: LoginThrottleEvent): { actor: string; act
   const { kind, address, ...counts } = event
   return { actor: `http@${address}`, action: `login.${kind}`, details: { via: 'http', remoteAddress: address, ...counts } }
 }
+
+export type AuditBudget = ReturnType<typeof createAuditBudget>
