@@ -1,5 +1,11 @@
 import assert from 'node:assert'
 import type { Clock } from '../common/clock.js'
+import { createAuditBudget, throttleEndedEvent, type AuditBudget, type LoginThrottleEvent } from './login-audit.js'
+import { arrivalWaitMs, createInFlightTable, delayAfter } from './login-delay.js'
+import { createPairTable, pairKey, type ForgetReason, type Pair, type PairTable } from './login-pairs.js'
+
+export { loginAuditEntry, loginAuditEventsPerMinuteMax, type LoginThrottleEvent } from './login-audit.js'
+export { addressKey, loginUserCharsMax } from './login-pairs.js'
 
 /*
  * Login throttling for the HTTP API, keyed by (client address, user name), that an attacker
@@ -20,10 +26,15 @@ import type { Clock } from '../common/clock.js'
  * nothing shortly after the check knows the guess was wrong and moves on.
  *
  * What that costs. A guesser on one connection gets one guess per delay (at most 2 a
- * minute at the default 30 s cap). A guesser with C connections in parallel gets C guesses
- * per delay: each held attempt costs it a connection, and the HTTP server's connection
- * cap bounds C (with 256 connections and a 30 s cap, at most ~8.5 guesses a second, while
- * holding every connection the API has). A stricter per-pair rate would have to refuse or
+ * minute at the default 30 s cap). Attempts of a pair in flight (held, or being checked:
+ * scrypt takes tens of ms) count as failures for the pair's next arrivals, which wait the
+ * delay those failures would give after the last of them is checked, capped at `delayMsMax`:
+ * so C guesses sent at once are not all checked before the first failure is recorded; only
+ * the free ones are checked at once, the next ones one delay step apart, the rest at the cap.
+ * A guesser with C connections in parallel so gets at most C guesses per `delayMsMax`: each
+ * held attempt costs it a connection, and the HTTP server's connection cap bounds C (with
+ * 256 connections and a 30 s cap, at most ~8.5 guesses a second, while holding every
+ * connection the API has). A stricter per-pair rate would have to refuse or
  * queue attempts beyond it, and the admin's attempt cannot be told apart from the
  * attacker's: that is exactly the lockout this design removes. The password hash (scrypt)
  * and, without one, the 144-bit generated password are what make guessing hopeless.
@@ -33,8 +44,12 @@ import type { Clock } from '../common/clock.js'
  * usually holds a whole /64, so its addresses are free to it), IPv4-mapped IPv6 by the
  * IPv4 address. A correct password clears the pair's pending delay (the admin who mistyped
  * is not slowed afterwards) but not its failure count: an attacker sharing the pair gets
- * no free guesses back each time the admin logs in. A pair is forgotten `forgetAfterMs`
- * after its last failure; that is when its throttling ends.
+ * no free guesses back each time the admin logs in. The pair's attempts held at that moment
+ * are checked at once (http-login.ts): they were waiting (also) for attempts presumed to
+ * fail, and a client that sends its right password on several connections at once is not
+ * held by its own attempts; an attacker sharing the pair gets its held guesses checked
+ * early, at most C once per login of the admin. A pair is forgotten `forgetAfterMs` after
+ * its last failure; that is when its throttling ends.
  *
  * Bounds. At most `pairsMax` pairs are tracked; beyond, the pair with the oldest failure
  * is forgotten, unthrottled pairs first, so a flood of new pairs does not erase a pair
@@ -68,209 +83,133 @@ export const loginThrottleDefaults: Readonly<LoginThrottleOptions> = Object.free
   pairsMax: 10_000,
 })
 
-/** Events given to the audit log, across all pairs, per minute; the rest are counted. */
-export const loginAuditEventsPerMinuteMax = 30
-/** Longest user name kept, in characters (longer names are cut for the key, the log and the audit). */
-export const loginUserCharsMax = 64
+/** How an attempt ended: a wrong or a right password, or not checked (the client left, the service stopped). */
+export type LoginAttemptOutcome = 'failed' | 'succeeded' | 'unchecked'
 
-/** What the throttle tells the audit log and the log. Counts and names, never a password. */
-export type LoginThrottleEvent =
-  /** A failure before the pair is throttled. */
-  | { kind: 'failed'; address: string; user: string; failures: number }
-  /** The pair's failures reached `failuresBeforeDelay`: its attempts wait from now on. */
-  | { kind: 'throttled'; address: string; user: string; failures: number; delayMs: number }
-  /** A throttled pair was forgotten: quiet for `forgetAfterMs`, evicted by `pairsMax`, or the service stopped. */
-  | {
-      kind: 'throttle-ended'
-      address: string
-      user: string
-      reason: 'quiet' | 'evicted' | 'stopped'
-      failures: number
-      delayedAttempts: number
-      successes: number
-      throttledMs: number
-    }
-  /** Events not passed on in the last minute (over `loginAuditEventsPerMinuteMax`). */
-  | { kind: 'audit-suppressed'; events: number }
-
-interface Pair {
-  address: string
-  user: string
-  failures: number
-  lastFailureMs: number
-  /** A correct password since the last failure: the next attempt is checked at once. */
-  cleared: boolean
-  throttledAtMs: number | null
-  /** Attempts that waited while throttled. */
-  delayedAttempts: number
-  /** Correct passwords while throttled. */
-  successes: number
-}
-
-/** The key of a client address: IPv4 as is, IPv4-mapped IPv6 as IPv4, other IPv6 as its /64. */
-export function addressKey(address: string): string {
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address)
-  if (mapped) return mapped[1]!
-  if (!address.includes(':')) return address
-  const bare = address.split('%')[0]!.toLowerCase()
-  const [head = '', tail] = bare.split('::')
-  const groups = (text: string) => (text ? text.split(':').flatMap((group) => (group.includes('.') ? ['0', '0'] : [group])) : [])
-  const front = groups(head)
-  const back = tail === undefined ? [] : groups(tail)
-  const all = [...front, ...Array<string>(Math.max(0, 8 - front.length - back.length)).fill('0'), ...back]
-  return `${all.slice(0, 4).map((group) => (parseInt(group, 16) || 0).toString(16)).join(':')}::/64`
+/** One login attempt in flight: its wait, then its end, told once. */
+export interface LoginAttempt {
+  /** The key of its (address, user) pair. */
+  readonly key: string
+  /** How long it waits before its password is checked, in ms (0: at once); at most `delayMsMax`. */
+  readonly waitMs: number
+  /** Records the outcome and ends the attempt; later calls do nothing. */
+  end(outcome: LoginAttemptOutcome): void
 }
 
 /**
- * The throttle's state and rules, without timers or sockets: the HTTP API asks `waitMs`
- * before it checks a password and reports the outcome; `tick()` (every few seconds, or
- * driven by a test) forgets quiet pairs. Events go to `onEvent` (the log and the audit log).
+ * The throttle's state and rules, without timers or sockets: the HTTP API begins an
+ * attempt (`begin`), holds it its `waitMs`, checks the password and ends the attempt with
+ * the outcome (`waitMs`, `recordFailure` and `recordSuccess` are the same steps one by one,
+ * for attempts not in flight); `tick()` (every few seconds, or driven by a test) forgets
+ * quiet pairs. Events go to `onEvent` (the log and the audit log).
+ * The units: login-pairs.ts (the pair table), login-delay.ts (the delay schedule),
+ * login-audit.ts (the events and their budget).
  */
 export function createLoginThrottle(deps: { clock: Clock; onEvent?: (event: LoginThrottleEvent) => void }, options: LoginThrottleOptions) {
   assert.ok(options.failuresBeforeDelay >= 1 && options.delayMsMax >= 1 && options.pairsMax >= 1, 'login throttle options out of range')
-  const delayMsMin = Math.min(options.delayMsMin, options.delayMsMax)
-  // Both ordered by last failure, oldest first (a failure moves its pair to the end).
-  const counting = new Map<string, Pair>()
-  const throttled = new Map<string, Pair>()
-  const budget = { windowStartMs: deps.clock.monotonicMs(), passed: 0, suppressed: 0 }
+  const audit = createAuditBudget(deps)
+  const pairs = createPairTable({ clock: deps.clock, onForget }, options)
+  const inFlight = createInFlightTable()
 
-  const keyOf = (address: string, user: string) => `${addressKey(address)}\u0000${user.slice(0, loginUserCharsMax)}`
-
-  function emit(event: LoginThrottleEvent): void {
-    const now = deps.clock.monotonicMs()
-    if (now - budget.windowStartMs >= 60_000) flushBudget(now)
-    if (budget.passed >= loginAuditEventsPerMinuteMax) {
-      budget.suppressed += 1
-      return
-    }
-    budget.passed += 1
-    deps.onEvent?.(event)
+  function onForget(pair: Pair, reason: ForgetReason): void {
+    if (pair.throttledAtMs !== null) audit.emit(throttleEndedEvent({ ...pair, throttledAtMs: pair.throttledAtMs }, reason, deps.clock.monotonicMs()))
   }
 
-  function flushBudget(now: number): void {
-    const suppressed = budget.suppressed
-    budget.windowStartMs = now
-    budget.passed = 0
-    budget.suppressed = 0
-    if (suppressed > 0) deps.onEvent?.({ kind: 'audit-suppressed', events: suppressed })
+  /** The wait of an attempt arriving now (arrivalWaitMs); counted on its pair when it waits. */
+  function arrive(key: string): { waitMs: number; counted: boolean } {
+    const pair = pairs.lookup(key)
+    const waitMs = arrivalWaitMs(pair, inFlight.get(key), deps.clock.monotonicMs(), options)
+    if (pair && waitMs > 0) pair.delayedAttempts += 1
+    return { waitMs, counted: pair !== undefined }
   }
 
-  /** The wait a pair's attempts have after `failures` failures, in ms. */
-  function delayAfter(failures: number): number {
-    if (failures < options.failuresBeforeDelay) return 0
-    return Math.min(delayMsMin * 2 ** Math.min(failures - options.failuresBeforeDelay, 30), options.delayMsMax)
-  }
-
-  function forget(key: string, pair: Pair, reason: 'quiet' | 'evicted' | 'stopped'): void {
-    counting.delete(key)
-    throttled.delete(key)
-    if (pair.throttledAtMs === null) return
-    emit({
-      kind: 'throttle-ended',
-      address: pair.address,
-      user: pair.user,
-      reason,
-      failures: pair.failures,
-      delayedAttempts: pair.delayedAttempts,
-      successes: pair.successes,
-      throttledMs: Math.round(deps.clock.monotonicMs() - pair.throttledAtMs),
-    })
-  }
-
-  function lookup(key: string): Pair | undefined {
-    const pair = throttled.get(key) ?? counting.get(key)
-    if (pair && deps.clock.monotonicMs() - pair.lastFailureMs >= options.forgetAfterMs) {
-      forget(key, pair, 'quiet')
-      return undefined
-    }
-    return pair
-  }
-
-  function makeRoom(): void {
-    while (counting.size + throttled.size >= options.pairsMax) {
-      const from = counting.size > 0 ? counting : throttled
-      const [key, pair] = from.entries().next().value as [string, Pair]
-      forget(key, pair, 'evicted')
-    }
-  }
+  const fail = (key: string, address: string, user: string) => recordFailureOf({ pairs, audit, clock: deps.clock, options }, key, address, user)
 
   return {
     /**
-     * How long this attempt waits before its password is checked, in ms (0: check at once).
-     * Fixed at arrival: later failures of the pair do not lengthen it, so it is at most
-     * `delayMsMax`.
+     * An attempt arrives: its wait counts the pair's attempts in flight as failures (so
+     * parallel guesses are each delayed as if the ones before had failed), and it is in
+     * flight until `end`. Fixed at arrival and at most `delayMsMax`, so a correct password
+     * waits no longer than that whatever else arrives.
+     */
+    begin(address: string, user: string): LoginAttempt {
+      const key = pairKey(address, user)
+      const { waitMs, counted } = arrive(key)
+      const release = inFlight.add(key, deps.clock.monotonicMs() + waitMs)
+      let ended = false
+      return {
+        key,
+        waitMs,
+        end(outcome) {
+          if (ended) return
+          ended = true
+          release()
+          if (outcome === 'succeeded') recordSuccessOf(pairs, key)
+          // A wait before the pair had a record (its failures were still in flight) is counted now.
+          if (outcome === 'failed') fail(key, address, user).delayedAttempts += waitMs > 0 && !counted ? 1 : 0
+        },
+      }
+    },
+    /**
+     * How long an attempt arriving now waits before its password is checked, in ms (0: check
+     * at once), as `begin` without putting it in flight. Fixed at arrival: later failures of
+     * the pair do not lengthen it, so it is at most `delayMsMax`.
      */
     waitMs(address: string, user: string): number {
-      const pair = lookup(keyOf(address, user))
-      if (!pair || pair.cleared) return 0
-      const waitMs = Math.max(0, pair.lastFailureMs + delayAfter(pair.failures) - deps.clock.monotonicMs())
-      if (waitMs > 0) pair.delayedAttempts += 1
-      return Math.ceil(waitMs)
+      return arrive(pairKey(address, user)).waitMs
     },
     /** A wrong user name or password from this address. */
     recordFailure(address: string, user: string): void {
-      const key = keyOf(address, user)
-      let pair = lookup(key)
-      if (!pair) {
-        makeRoom()
-        pair = { address: addressKey(address), user: user.slice(0, loginUserCharsMax), failures: 0, lastFailureMs: 0, cleared: false, throttledAtMs: null, delayedAttempts: 0, successes: 0 }
-      }
-      pair.failures += 1
-      pair.lastFailureMs = deps.clock.monotonicMs()
-      pair.cleared = false
-      counting.delete(key)
-      throttled.delete(key)
-      if (pair.failures < options.failuresBeforeDelay) {
-        counting.set(key, pair)
-        emit({ kind: 'failed', address: pair.address, user: pair.user, failures: pair.failures })
-        return
-      }
-      throttled.set(key, pair)
-      if (pair.throttledAtMs === null) {
-        pair.throttledAtMs = pair.lastFailureMs
-        emit({ kind: 'throttled', address: pair.address, user: pair.user, failures: pair.failures, delayMs: delayAfter(pair.failures) })
-      }
+      fail(pairKey(address, user), address, user)
     },
     /** A correct password: the pair's next attempt is checked at once; its failures are kept. */
     recordSuccess(address: string, user: string): void {
-      const pair = lookup(keyOf(address, user))
-      if (!pair) return
-      pair.cleared = true
-      if (pair.throttledAtMs !== null) pair.successes += 1
+      recordSuccessOf(pairs, pairKey(address, user))
     },
     /** Forgets pairs quiet for `forgetAfterMs` (summaries for the throttled ones) and reports suppressed events. */
     tick(): void {
-      const now = deps.clock.monotonicMs()
-      for (const map of [counting, throttled]) {
-        for (const [key, pair] of map) {
-          if (now - pair.lastFailureMs < options.forgetAfterMs) break
-          forget(key, pair, 'quiet')
-        }
-      }
-      if (now - budget.windowStartMs >= 60_000) flushBudget(now)
+      pairs.sweep()
+      audit.flush()
     },
     /** The service stops: a summary for each throttled pair, then everything is forgotten. */
     close(): void {
-      for (const [key, pair] of [...throttled]) forget(key, pair, 'stopped')
-      counting.clear()
-      flushBudget(deps.clock.monotonicMs())
+      pairs.forgetAll()
+      audit.flush({ now: true })
     },
     /** Pairs tracked and pairs throttled now. */
     stats(): { pairs: number; throttled: number } {
-      return { pairs: counting.size + throttled.size, throttled: throttled.size }
+      return pairs.stats()
     },
   }
 }
 
-export type LoginThrottle = ReturnType<typeof createLoginThrottle>
+/** Records a correct password: the pair's next attempt is checked at once; its failures are kept. */
+function recordSuccessOf(pairs: PairTable, key: string): void {
+  const pair = pairs.lookup(key)
+  if (!pair) return
+  pair.cleared = true
+  if (pair.throttledAtMs !== null) pair.successes += 1
+}
 
 /**
- * A throttle event as an audit-log entry (`login.failed`, `login.throttled`,
- * `login.throttle-ended`, `login.audit-suppressed`), actor `http@ADDRESS`: addresses, user
- * names and counts, never a password.
+ * Records a failure of the pair of `key` (created when new) and tells the audit: each failure
+ * before the pair is throttled, and the start of its throttling.
  */
-export function loginAuditEntry(event: LoginThrottleEvent): { actor: string; action: string; details: Record<string, unknown> } {
-  if (event.kind === 'audit-suppressed') return { actor: 'http', action: 'login.audit-suppressed', details: { via: 'http', events: event.events } }
-  const { kind, address, ...counts } = event
-  return { actor: `http@${address}`, action: `login.${kind}`, details: { via: 'http', remoteAddress: address, ...counts } }
+function recordFailureOf(context: { pairs: PairTable; audit: AuditBudget; clock: Clock; options: LoginThrottleOptions }, key: string, address: string, user: string): Pair {
+  const { pairs, audit, options } = context
+  const pair = pairs.obtain(key, address, user)
+  pair.failures += 1
+  pair.lastFailureMs = context.clock.monotonicMs()
+  pair.cleared = false
+  const isThrottled = pair.failures >= options.failuresBeforeDelay
+  pairs.place(key, pair, isThrottled)
+  if (!isThrottled) {
+    audit.emit({ kind: 'failed', address: pair.address, user: pair.user, failures: pair.failures })
+  } else if (pair.throttledAtMs === null) {
+    pair.throttledAtMs = pair.lastFailureMs
+    audit.emit({ kind: 'throttled', address: pair.address, user: pair.user, failures: pair.failures, delayMs: delayAfter(pair.failures, options) })
+  }
+  return pair
 }
+
+export type LoginThrottle = ReturnType<typeof createLoginThrottle>

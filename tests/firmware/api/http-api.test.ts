@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto'
 import { createMemoryLogger } from '../../../firmware/common/logger.js'
 import { createManualClock, systemClock } from '../../../firmware/common/clock.js'
 import { hashPassword } from '../../../firmware/common/password.js'
-import { loadAdminCredential, initialPasswordFile } from '../../../firmware/api/auth.js'
+import { loadAdminCredential, initialPasswordFile, type AdminCredential } from '../../../firmware/api/auth.js'
 import { createHttpApi } from '../../../firmware/api/http-api.js'
 import type { LoginThrottleEvent } from '../../../firmware/api/login-throttle.js'
 import { request as httpRequest } from 'node:http'
@@ -100,11 +100,12 @@ function getFrom(base: string, localAddress: string, user: string, password: str
   })
 }
 
-async function startThrottledApi() {
+/** An API with the small throttle delays; `wrap` may stand in front of its credential. */
+async function startThrottledApi(wrap = (credential: AdminCredential) => credential) {
   const dataDir = await tempDir()
   const logger = createMemoryLogger()
   const events: LoginThrottleEvent[] = []
-  const credential = await loadAdminCredential({ clock: systemClock }, { dataDir, adminPasswordHash: null })
+  const credential = wrap(await loadAdminCredential({ clock: systemClock }, { dataDir, adminPasswordHash: null }))
   const password = (await readFile(join(dataDir, initialPasswordFile), 'utf8')).trim()
   const api = createHttpApi(
     { logger, clock: systemClock, credential, archive, status: async () => ({ state: 'ok' }), onLoginEvent: (event) => events.push(event) },
@@ -202,4 +203,61 @@ t.test('an attacker on the admin\'s own address and user name cannot keep the ad
     'the abandoned attempt and the one released by stop were not checked',
   )
   t.notMatch(JSON.stringify(events), /left|held-at-stop/)
+})
+
+/**
+ * An API whose password check takes 100 ms, as scrypt does on this hardware (without its CPU
+ * cost), so parallel attempts are in flight together; `guessCheckedMs` notes when the check
+ * of each password starting with `parallel-` starts (performance.now()).
+ */
+async function startSlowCheckApi() {
+  const guessCheckedMs: number[] = []
+  const slowCheck = (credential: AdminCredential): AdminCredential => ({
+    source: credential.source,
+    async verify(user, typed) {
+      if (typed.startsWith('parallel-')) guessCheckedMs.push(performance.now())
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      return credential.verify(user, typed)
+    },
+  })
+  return { ...(await startThrottledApi(slowCheck)), guessCheckedMs }
+}
+
+t.test('parallel guesses from one address are each counted and delayed, not checked at once', async (t) => {
+  const { api, base, password, guessCheckedMs, events } = await startSlowCheckApi()
+  t.teardown(() => api.stop())
+
+  const parallel = 50
+  const startedMs = performance.now()
+  const guessing = Promise.all(Array.from({ length: parallel }, (_, guess) => getFrom(base, '127.0.0.5', 'admin', `parallel-${guess}`)))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  const admin = await getFrom(base, '127.0.0.1', 'admin', password)
+  const guesses = await guessing
+  t.same([...new Set(guesses.map((guess) => guess.status))], [401])
+  t.equal(admin.status, 200, 'the correct password from another address is accepted meanwhile')
+  t.ok(admin.ms < 1_000, `and not held behind the guesses (${Math.round(admin.ms)} ms)`)
+
+  // Each guess in flight counts as a failure for the next one: only the free guesses are
+  // checked at once, the next ones each wait the growing delay after the one before, the
+  // rest the cap.
+  t.equal(guessCheckedMs.length, parallel, 'every guess was checked')
+  const checkedMs = guessCheckedMs.map((ms) => ms - startedMs).sort((a, b) => a - b)
+  const { failuresBeforeDelay, delayMsMin, delayMsMax } = throttleOptions
+  t.ok(checkedMs.filter((ms) => ms < delayMsMin).length <= failuresBeforeDelay, `at most ${failuresBeforeDelay} guesses checked without a delay`)
+  const floorMs = [0, 0, 0, 200, 600, 1_400, ...Array<number>(parallel - 6).fill(delayMsMax)]
+  const early = checkedMs.flatMap((ms, guess) => (ms < floorMs[guess]! - 5 ? [`guess ${guess + 1} checked at ${Math.round(ms)} ms`] : []))
+  t.same(early, [], 'no guess checked before the delay of the guesses in flight before it')
+  await api.stop()
+  t.match(events.find((event) => event.kind === 'throttle-ended'), { address: '127.0.0.5', failures: parallel, delayedAttempts: parallel - failuresBeforeDelay })
+})
+
+t.test('a client sending its right password in parallel is not held by its own attempts', async (t) => {
+  const { api, base, password } = await startSlowCheckApi()
+  t.teardown(() => api.stop())
+  // Eight requests at once from a new pair: the ones beyond the free failures wait while the
+  // first are checked, and go as soon as one of them turns out right.
+  const answers = await Promise.all(Array.from({ length: 8 }, () => getFrom(base, '127.0.0.6', 'admin', password)))
+  t.same([...new Set(answers.map((answer) => answer.status))], [200])
+  const slowestMs = Math.max(...answers.map((answer) => answer.ms))
+  t.ok(slowestMs < throttleOptions.delayMsMax / 2, `all answered within ${Math.round(slowestMs)} ms`)
 })

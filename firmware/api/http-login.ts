@@ -1,0 +1,122 @@
+import type { IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Logger } from '../common/logger.js'
+import type { Clock } from '../common/clock.js'
+import { parseBasicAuth, type AdminCredential } from './auth.js'
+import { HttpError } from './http-responses.js'
+import { createLoginThrottle, loginUserCharsMax, type LoginThrottleEvent, type LoginThrottleOptions } from './login-throttle.js'
+
+/** How an attempt's hold ended: its wait passed, its client went away, or the service stops. */
+type HoldOutcome = 'waited' | 'gone' | 'stopping'
+
+const eventMessages: Record<LoginThrottleEvent['kind'], string> = {
+  failed: 'login failed',
+  throttled: 'login throttled',
+  'throttle-ended': 'login throttling ended',
+  'audit-suppressed': 'login audit events suppressed',
+}
+
+/** A held attempt: its pair's key, and how to end its hold early. */
+interface Hold {
+  key: string
+  release(outcome: 'waited' | 'stopping'): void
+}
+
+/**
+ * Resolves after `waitMs` ('waited'), or early when the client goes away ('gone'), when a
+ * correct password of the same pair ends the wait ('waited') or when the service stops
+ * ('stopping'). `holds` has each held attempt while it waits.
+ */
+function hold(holds: Set<Hold>, key: string, waitMs: number, socket: Socket): Promise<HoldOutcome> {
+  if (socket.destroyed) return Promise.resolve('gone')
+  return new Promise((resolve) => {
+    const done = (outcome: HoldOutcome) => {
+      clearTimeout(timer)
+      socket.off('close', gone)
+      holds.delete(held)
+      resolve(outcome)
+    }
+    const gone = () => done('gone')
+    const held: Hold = { key, release: done }
+    const timer = setTimeout(() => done('waited'), waitMs)
+    timer.unref()
+    socket.once('close', gone)
+    holds.add(held)
+  })
+}
+
+/**
+ * The HTTP Basic check of every request, behind the login throttle (login-throttle.ts): an
+ * attempt waits its pair's delay, then its password is checked, and the outcome is told to
+ * the throttle. Throttle events go to the log and to `onLoginEvent` (the audit log), never
+ * with a password.
+ */
+export function createLoginGate(
+  deps: { logger: Logger; clock: Clock; credential: AdminCredential; onLoginEvent?: (event: LoginThrottleEvent) => void },
+  options: LoginThrottleOptions,
+) {
+  const { logger } = deps
+  const throttle = createLoginThrottle(
+    {
+      clock: deps.clock,
+      onEvent: (event) => {
+        logger[event.kind === 'failed' ? 'warn' : 'info'](eventMessages[event.kind], { ...event })
+        deps.onLoginEvent?.(event)
+      },
+    },
+    options,
+  )
+  // Attempts waiting out their pair's delay; releaseHeld() ends them at once.
+  const holds = new Set<Hold>()
+
+  return {
+    /**
+     * Resolves when the request carries the admin's user and password, after the pair's delay.
+     * @throws HttpError 401 (no or wrong credentials), 499 (the client left while held), 503 (stopping)
+     */
+    async authenticate(request: IncomingMessage, remoteAddress: string): Promise<void> {
+      const credentials = parseBasicAuth(request.headers.authorization)
+      if (!credentials) throw new HttpError(401, 'AUTH_REQUIRED', 'authentication required (HTTP Basic, user admin)')
+      const user = credentials.user.slice(0, loginUserCharsMax)
+      // The wait comes before the check and is the same for a right and a wrong password, so
+      // the time of the answer tells nothing before the delay has passed (login-throttle.ts).
+      // Until it ends, the attempt counts as a failure for the pair's next arrivals, so
+      // guesses sent in parallel are delayed one after another rather than checked together.
+      const attempt = throttle.begin(remoteAddress, user)
+      try {
+        const outcome = attempt.waitMs > 0 ? await hold(holds, attempt.key, attempt.waitMs, request.socket) : 'waited'
+        // A client that left is not checked: no one would hear the answer, and scrypt is not free.
+        if (outcome === 'gone') throw new HttpError(499, 'CLIENT_GONE', 'the client closed the connection')
+        if (outcome === 'stopping') throw new HttpError(503, 'UNAVAILABLE', 'the service is stopping; try again')
+        if (!(await deps.credential.verify(credentials.user, credentials.password))) {
+          attempt.end('failed')
+          throw new HttpError(401, 'AUTH_FAILED', 'wrong user or password')
+        }
+        attempt.end('succeeded')
+        // The pair's attempts held meanwhile waited (also) for this one, presumed to fail: a
+        // correct password clears the pair's delay (login-throttle.ts), so they are checked now.
+        for (const held of [...holds]) if (held.key === attempt.key) held.release('waited')
+      } finally {
+        attempt.end('unchecked')
+      }
+    },
+    /** Ends every held attempt now (answered 503): the service stops. */
+    releaseHeld(): void {
+      for (const held of [...holds]) held.release('stopping')
+    },
+    /** Forgets quiet pairs (login-throttle.ts `tick`). */
+    tick(): void {
+      throttle.tick()
+    },
+    /** The service stopped: summaries of the throttled pairs, then the throttle forgets everything. */
+    close(): void {
+      throttle.close()
+    },
+    /** Pairs throttled now. */
+    throttledPairs(): number {
+      return throttle.stats().throttled
+    },
+  }
+}
+
+export type LoginGate = ReturnType<typeof createLoginGate>
