@@ -45,13 +45,16 @@ async function main(): Promise<void> {
       throw new Error(`build of ${entry} failed`)
     }
   }
-  const startScript = '#!/bin/sh\n# Starts the mailkeep service from this image with the packaged Bun.\nhere=$(cd "$(dirname "$0")" && pwd)\nexec "$here/../node_modules/.bin/bun" "$here/mailkeep.js" "$@"\n'
+  const startScript =
+    '#!/bin/sh\n# Starts the mailkeep service from this image with the packaged Bun.\nhere=$(cd "$(dirname "$0")" && pwd)\nexec "$here/../node_modules/.bin/bun" "$here/mailkeep.js" "$@"\n'
   await writeFile(join(outdir, 'start.sh'), startScript)
   await chmod(join(outdir, 'start.sh'), 0o755)
 
   const files: Record<string, string> = {}
   for (const name of (await readdir(outdir)).sort()) {
-    files[name] = createHash('sha256').update(await readFile(join(outdir, name))).digest('hex')
+    files[name] = createHash('sha256')
+      .update(await readFile(join(outdir, name)))
+      .digest('hex')
   }
   const manifest = {
     name: packageJson.name,

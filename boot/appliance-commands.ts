@@ -18,10 +18,13 @@ function simFaults(state: ApplianceState): SimHal['faults'] {
 export function applianceCommandHandlers(state: ApplianceState): Map<string, CommandHandler> {
   const done = (message: string) => ({ message })
   return new Map<string, CommandHandler>([
-    ['show version', async () => {
-      const identity = await halOf(state).identity()
-      return { firmwareVersion: identity.firmwareVersion, model: identity.model, serial: identity.serial, hal: identity.provider }
-    }],
+    [
+      'show version',
+      async () => {
+        const identity = await halOf(state).identity()
+        return { firmwareVersion: identity.firmwareVersion, model: identity.model, serial: identity.serial, hal: identity.provider }
+      },
+    ],
     ['show status', () => applianceStatus(state)],
     ['show disks', () => halOf(state).disks()],
     ['show raid', () => halOf(state).raid()],
@@ -31,11 +34,14 @@ export function applianceCommandHandlers(state: ApplianceState): Map<string, Com
     ['sim replace-disk', ([index]) => (simFaults(state).replaceDisk(Number(index)), done(`disk ${index} replaced`))],
     ['sim link', ([nic, linkState]) => (simFaults(state).setLink(nic!, linkState === 'up'), done(`${nic} link ${linkState}`))],
     ['sim remove-nic', ([nic]) => (simFaults(state).removeNic(nic!), done(`${nic} removed`))],
-    ['sim volume-free', ([bytes]) => {
-      if (bytes !== 'real' && !/^\d+$/.test(bytes!)) throw new ControlError('USAGE', 'bytes must be a number or "real"')
-      simFaults(state).setVolumeFreeBytes(bytes === 'real' ? null : Number(bytes))
-      return done(`volume free ${bytes}`)
-    }],
+    [
+      'sim volume-free',
+      ([bytes]) => {
+        if (bytes !== 'real' && !/^\d+$/.test(bytes!)) throw new ControlError('USAGE', 'bytes must be a number or "real"')
+        simFaults(state).setVolumeFreeBytes(bytes === 'real' ? null : Number(bytes))
+        return done(`volume free ${bytes}`)
+      },
+    ],
     ['sim tick', () => (simFaults(state).tick(), done('ticked'))],
   ])
 }

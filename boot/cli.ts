@@ -285,7 +285,8 @@ async function runImport(socketPath: string, path: string, args: ParsedArgs): Pr
     else {
       const resumed = job.resumedFrom > 0 ? ` (resumed from ${job.resumedFrom})` : ''
       process.stdout.write(`import ${job.state}: ${job.imported} imported, ${job.duplicates} duplicates, ${job.flagged} flagged, ${job.failed} failed${resumed}\n`)
-      for (const failure of job.errors) process.stdout.write(`  failed: ${failure.file ?? ''}${failure.offset === undefined ? '' : `@${failure.offset}`} ${failure.code}: ${failure.reason}\n`)
+      for (const failure of job.errors)
+        process.stdout.write(`  failed: ${failure.file ?? ''}${failure.offset === undefined ? '' : `@${failure.offset}`} ${failure.code}: ${failure.reason}\n`)
       if (job.error) process.stdout.write(`  ${job.error.code}: ${job.error.message}${job.error.retryable ? ' (run the same command again to resume)' : ''}\n`)
       if (interrupted) process.stdout.write('  cancelled; run the same command again to resume\n')
     }

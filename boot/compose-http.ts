@@ -14,7 +14,14 @@ import { managed, type ManagedService } from './managed-service.js'
  */
 export function composeHttp(
   context: ComposeContext,
-  deps: { credential: AdminCredential; archive: ArchiveStore; status: () => Promise<unknown>; search: Pick<SearchIndex, 'search'>; policy: PolicyService; audit: (event: AuditEvent) => void },
+  deps: {
+    credential: AdminCredential
+    archive: ArchiveStore
+    status: () => Promise<unknown>
+    search: Pick<SearchIndex, 'search'>
+    policy: PolicyService
+    audit: (event: AuditEvent) => void
+  },
 ): ManagedService[] {
   const { config, logger, clock } = context
   if (!config.http.enabled) return []

@@ -2,7 +2,6 @@ import { join } from 'node:path'
 import { randomInt } from 'node:crypto'
 import { createRandom } from '../firmware/common/clock.js'
 import { modelProfile } from '../config/models.js'
-import type { ArchiveStore } from '../firmware/archive/types.js'
 import type { IdentityCertificate } from '../firmware/mirror/certificate.js'
 import { createMirrorService, type MirrorService } from '../firmware/mirror/mirror-service.js'
 import type { MirrorServiceOptions } from '../firmware/mirror/mirror-service-options.js'
@@ -40,7 +39,7 @@ export function mirrorDisabledReason(context: Pick<ComposeContext, 'config' | 'i
 export function composeMirror(context: ComposeContext, store: Pick<StoreStage, 'archive' | 'pipeline' | 'policy' | 'audit'>, certificate: IdentityCertificate): MirrorStage {
   const disabledReason = mirrorDisabledReason(context)
   if (disabledReason) return { mirror: undefined, disabledReason, services: [] }
-  const { config, logger, clock, identity } = context
+  const { logger, clock, identity } = context
   const mirror = createMirrorService(
     {
       logger,
@@ -71,7 +70,11 @@ export function composeMirror(context: ComposeContext, store: Pick<StoreStage, '
  */
 function retentionForMirror(policy: PolicyService) {
   return {
-    retention: { auditHead: () => policy.auditHead(), holdsKeeping: (ids: readonly string[]) => policy.holdsKeeping(ids), purgeAuditSeq: (id: string, atMs: number) => policy.purgeAuditSeq(id, atMs) },
+    retention: {
+      auditHead: () => policy.auditHead(),
+      holdsKeeping: (ids: readonly string[]) => policy.holdsKeeping(ids),
+      purgeAuditSeq: (id: string, atMs: number) => policy.purgeAuditSeq(id, atMs),
+    },
     policySettings: () => {
       const settings = policy.describe()
       return { ...settings, policies: settings.policies.map((entry) => ({ name: entry.name, retentionDays: entry.retentionDays, criteria: canonicalJson(entry.criteria) })) }

@@ -31,19 +31,41 @@ export function composeSources(
   const { config, logger, clock } = context
   const { pipeline, archive, certificate } = deps
   const smtp = config.smtp.enabled
-    ? createSmtpSource({ logger: logger.child('smtp'), clock, pipeline, tls: { key: certificate.privateKeyPem, cert: certificate.certificatePem }, archiveReadOnly: () => archive.recheckSpace(false) }, config.smtp)
+    ? createSmtpSource(
+        { logger: logger.child('smtp'), clock, pipeline, tls: { key: certificate.privateKeyPem, cert: certificate.certificatePem }, archiveReadOnly: () => archive.recheckSpace(false) },
+        config.smtp,
+      )
     : undefined
   const journals = config.journal.sources.map(({ takeoverFor: peerText, takeoverAfterMs, ...source }) =>
     createJournalSource(
-      { logger: logger.child('journal'), clock, pipeline, archiveReadOnly: () => archive.readOnly()?.reason ?? null, ...(peerText ? { takeover: journalTakeover(context, deps.mirror, peerText, takeoverAfterMs) } : {}) },
+      {
+        logger: logger.child('journal'),
+        clock,
+        pipeline,
+        archiveReadOnly: () => archive.readOnly()?.reason ?? null,
+        ...(peerText ? { takeover: journalTakeover(context, deps.mirror, peerText, takeoverAfterMs) } : {}),
+      },
       { ...source, stateDir: join(config.dataDir, 'journal'), stopTimeoutMs: config.shutdown.timeoutMs },
     ),
   )
   const imports = createImportService(
     { logger: logger.child('import'), clock, pipeline },
-    { stateDir: join(config.dataDir, 'import'), concurrency: config.import.concurrency, messageBytesMax: config.storage.messageBytesMax, jobsMax: config.import.jobsMax, stopTimeoutMs: config.shutdown.timeoutMs },
+    {
+      stateDir: join(config.dataDir, 'import'),
+      concurrency: config.import.concurrency,
+      messageBytesMax: config.storage.messageBytesMax,
+      jobsMax: config.import.jobsMax,
+      stopTimeoutMs: config.shutdown.timeoutMs,
+    },
   )
-  const services: ManagedService[] = [{ name: 'import', start: () => imports.start(), stop: () => imports.stop(), healthcheck: () => ({ ok: true, detail: `${imports.jobs().filter((job) => job.state === 'running').length} running job(s)` }) }]
+  const services: ManagedService[] = [
+    {
+      name: 'import',
+      start: () => imports.start(),
+      stop: () => imports.stop(),
+      healthcheck: () => ({ ok: true, detail: `${imports.jobs().filter((job) => job.state === 'running').length} running job(s)` }),
+    },
+  ]
   for (const journal of journals) services.push(managed(journal.name, journal))
   if (smtp) services.push(managed('smtp', smtp, () => smtp.listeners()))
   return { smtp, journals, imports, services }

@@ -22,7 +22,11 @@ import { managed, type ManagedService } from './managed-service.js'
  * the index analyse each message in its write transaction instead. The descriptor is checked
  * against the module's type: a renamed export or other options fail the typecheck.
  */
-export const indexPrepareModule = indexPreparePlugin<typeof PreparedDocumentModule, 'prepareDocument'>(new URL('../firmware/index/prepared-document.js', import.meta.url), 'prepareDocument', { ...defaultIndexOptions })
+export const indexPrepareModule = indexPreparePlugin<typeof PreparedDocumentModule, 'prepareDocument'>(
+  new URL('../firmware/index/prepared-document.js', import.meta.url),
+  'prepareDocument',
+  { ...defaultIndexOptions },
+)
 
 /** The archive and what writes into it, in one LMDB environment: what the later stages build on. */
 export interface StoreStage {
@@ -54,7 +58,10 @@ export interface StoreStageInputs {
 export function composeStore(context: ComposeContext, inputs: StoreStageInputs): StoreStage {
   const { config, logger, clock } = context
   const parser = createMimeParser({ logger: logger.child('mime'), clock }, { ...defaultMimeParserOptions })
-  const index = createIndex({ logger: logger.child('index'), clock }, { queryTimeMsMax: config.search.queryTimeMsMax, searchSliceMs: config.search.sliceMs, searchesWaitingMax: config.search.waitingMax })
+  const index = createIndex(
+    { logger: logger.child('index'), clock },
+    { queryTimeMsMax: config.search.queryTimeMsMax, searchSliceMs: config.search.sliceMs, searchesWaitingMax: config.search.waitingMax },
+  )
   const auditLog = createAuditLog({ logger: logger.child('audit'), clock, key: inputs.auditKey })
   const audit = (event: AuditEvent): void => {
     auditLog.append(event).catch((error: unknown) => logger.child('audit').error('cannot write an audit entry', { action: event.action, error }))

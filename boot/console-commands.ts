@@ -28,10 +28,13 @@ export const completionNames = [...localCommands.map((command) => command.name),
 export function helpFor(partial: string): string {
   const words = partial.split(/\s+/).filter(Boolean)
   const lines: string[] = []
-  const all = [...localCommands.map((command) => ({ ...command, usage: command.usage ?? command.name })), ...commandTable.map((spec) => ({ name: spec.name, summary: spec.summary + (spec.technician ? ' [technician]' : ''), usage: usageOf(spec) }))]
+  const all = [
+    ...localCommands.map((command) => ({ ...command, usage: command.usage ?? command.name })),
+    ...commandTable.map((spec) => ({ name: spec.name, summary: spec.summary + (spec.technician ? ' [technician]' : ''), usage: usageOf(spec) })),
+  ]
   for (const command of all) {
     const nameWords = command.name.split(' ')
-    const prefixMatches = words.every((word, index) => index < nameWords.length - 1 ? nameWords[index] === word : (nameWords[index] ?? '').startsWith(word))
+    const prefixMatches = words.every((word, index) => (index < nameWords.length - 1 ? nameWords[index] === word : (nameWords[index] ?? '').startsWith(word)))
     if (words.length <= nameWords.length && prefixMatches) lines.push(`  ${command.usage.padEnd(34)} ${command.summary}`)
   }
   return lines.length ? lines.join('\n') : `  no command starts with "${partial.trim()}"`

@@ -53,7 +53,7 @@ export function mirrorCommandHandlers(deps: MirrorCommandDeps): [string, Command
     return deps.mirror
   }
   /** Mirror changes are audited once they succeeded (control socket: the technician). */
-  const audited = <T,>(action: string, peer: string | undefined, result: T): T => {
+  const audited = <T>(action: string, peer: string | undefined, result: T): T => {
     deps.audit({ actor: 'technician', action, details: { peer } })
     return result
   }
@@ -74,17 +74,23 @@ export function mirrorCommandHandlers(deps: MirrorCommandDeps): [string, Command
 export function sourceCommandHandlers(imports: ImportService, journals: readonly JournalSource[]): [string, CommandHandler][] {
   const journalByName = new Map(journals.map((journal) => [journal.name.replace(/^journal:/, ''), journal]))
   return [
-    ['import start', ([path]) => {
-      if (!isAbsolute(path!)) throw new ControlError('USAGE', 'the import path must be absolute (the CLI resolves it)')
-      return imports.startJob(path!)
-    }],
+    [
+      'import start',
+      ([path]) => {
+        if (!isAbsolute(path!)) throw new ControlError('USAGE', 'the import path must be absolute (the CLI resolves it)')
+        return imports.startJob(path!)
+      },
+    ],
     ['import status', ([job]) => (job ? imports.jobStatus(job) : imports.jobs())],
     ['import cancel', ([job]) => imports.cancelJob(job!)],
-    ['journal pull', ([name]) => {
-      const journal = journalByName.get(name!)
-      if (!journal) throw new ControlError('USAGE', `no journal source named ${name}; configured: ${[...journalByName.keys()].join(', ') || 'none'}`)
-      return journal.pullOnce()
-    }],
+    [
+      'journal pull',
+      ([name]) => {
+        const journal = journalByName.get(name!)
+        if (!journal) throw new ControlError('USAGE', `no journal source named ${name}; configured: ${[...journalByName.keys()].join(', ') || 'none'}`)
+        return journal.pullOnce()
+      },
+    ],
   ]
 }
 
@@ -108,10 +114,13 @@ export function serviceCommandHandlers(deps: ServiceCommandDeps): Map<string, Co
     showMirror!,
     ...mirrorChanges,
     ...policyCommandHandlers(deps.policy),
-    ['search', (args) => {
-      const { query, limit, cursor } = searchArguments(args)
-      return deps.search.search(query, { limit, cursor })
-    }],
+    [
+      'search',
+      (args) => {
+        const { query, limit, cursor } = searchArguments(args)
+        return deps.search.search(query, { limit, cursor })
+      },
+    ],
     ['index verify', () => deps.indexRun.verify()],
     ['index rebuild', async () => ({ indexed: await deps.indexRun.rebuild('asked for by a technician') })],
     ...sourceCommandHandlers(deps.imports, deps.journals),

@@ -87,9 +87,7 @@ export function validateConfig(raw: unknown, workingDirectory = process.cwd()): 
   const crossProblems = crossCheck(config)
   if (crossProblems.length > 0) throw new ConfigError(`configuration has ${crossProblems.length} problem(s)`, crossProblems)
   config.dataDir = resolve(workingDirectory, config.dataDir)
-  config.control.socketPath = config.control.socketPath
-    ? resolve(workingDirectory, config.control.socketPath)
-    : join(config.dataDir, 'run', 'mailkeep.sock')
+  config.control.socketPath = config.control.socketPath ? resolve(workingDirectory, config.control.socketPath) : join(config.dataDir, 'run', 'mailkeep.sock')
   return deepFreeze(config)
 }
 
@@ -142,9 +140,7 @@ export async function loadConfig(file?: string, workingDirectory = process.cwd()
   try {
     const bytes = await readFile(path)
     if (bytes.byteLength > configFileBytesMax) {
-      throw new ConfigError('configuration file too large', [
-        { path: '', reason: `file must be at most ${configFileBytesMax} bytes`, value: bytes.byteLength },
-      ])
+      throw new ConfigError('configuration file too large', [{ path: '', reason: `file must be at most ${configFileBytesMax} bytes`, value: bytes.byteLength }])
     }
     text = bytes.toString('utf8')
   } catch (error) {
@@ -156,9 +152,7 @@ export async function loadConfig(file?: string, workingDirectory = process.cwd()
   try {
     raw = JSON.parse(text)
   } catch (error) {
-    throw new ConfigError(`configuration file ${path} is not JSON`, [
-      { path: '', reason: `not valid JSON: ${(error as Error).message}`, value: path },
-    ])
+    throw new ConfigError(`configuration file ${path} is not JSON`, [{ path: '', reason: `not valid JSON: ${(error as Error).message}`, value: path }])
   }
   return validateConfig(raw, workingDirectory)
 }

@@ -20,10 +20,7 @@ export interface ModelProfile {
 export const mirroringModelMin = 450
 
 const profiles: ReadonlyMap<number, ModelProfile> = new Map(
-  Object.entries(models).map(([model, profile]) => [
-    Number(model),
-    Object.freeze({ model: Number(model), ...profile } as ModelProfile),
-  ]),
+  Object.entries(models).map(([model, profile]) => [Number(model), Object.freeze({ model: Number(model), ...profile } as ModelProfile)]),
 )
 
 /** The profile of `model`, or undefined for a model this firmware does not know. */

@@ -106,7 +106,13 @@ async function main(argv: string[]): Promise<number> {
  * degradation: any failing round, or the median write throughput of the last third of the
  * rounds falling below burnInThroughputRatioMin of the first third's.
  */
-async function burnIn(context: Parameters<FactoryCheck['run']>[0], minutes: number, volumeBytes: number | undefined, volumeMegabytesPerSecondMin: number | undefined, print: (result: CheckResult) => void): Promise<CheckResult[]> {
+async function burnIn(
+  context: Parameters<FactoryCheck['run']>[0],
+  minutes: number,
+  volumeBytes: number | undefined,
+  volumeMegabytesPerSecondMin: number | undefined,
+  print: (result: CheckResult) => void,
+): Promise<CheckResult[]> {
   const deadlineMs = performance.now() + minutes * 60_000
   const rates: number[] = []
   let failures = 0

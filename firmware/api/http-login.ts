@@ -51,10 +51,7 @@ function hold(holds: Set<Hold>, key: string, waitMs: number, socket: Socket): Pr
  * the throttle. Throttle events go to the log and to `onLoginEvent` (the audit log), never
  * with a password.
  */
-export function createLoginGate(
-  deps: { logger: Logger; clock: Clock; credential: AdminCredential; onLoginEvent?: (event: LoginThrottleEvent) => void },
-  options: LoginThrottleOptions,
-) {
+export function createLoginGate(deps: { logger: Logger; clock: Clock; credential: AdminCredential; onLoginEvent?: (event: LoginThrottleEvent) => void }, options: LoginThrottleOptions) {
   const { logger } = deps
   const throttle = createLoginThrottle(
     {

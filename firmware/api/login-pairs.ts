@@ -33,7 +33,10 @@ export function addressKey(address: string): string {
   const front = groups(head)
   const back = tail === undefined ? [] : groups(tail)
   const all = [...front, ...Array<string>(Math.max(0, 8 - front.length - back.length)).fill('0'), ...back]
-  return `${all.slice(0, 4).map((group) => (parseInt(group, 16) || 0).toString(16)).join(':')}::/64`
+  return `${all
+    .slice(0, 4)
+    .map((group) => (parseInt(group, 16) || 0).toString(16))
+    .join(':')}::/64`
 }
 
 /** The key of an (address, user) pair. */

@@ -120,7 +120,11 @@ function checkRemoteEntries(node: Differing, entries: readonly DigestEntry[]): v
     }
   }
   if (problem || !nodesAgree({ count: entries.length, bytes, hash }, node.remote)) {
-    throw digestInvalid(`the peer's ids under digest prefix '${node.prefix}' contradict its digest${problem ? `: ${problem}` : ''}`, { prefix: node.prefix, count: entries.length, expectedCount: node.remote.count })
+    throw digestInvalid(`the peer's ids under digest prefix '${node.prefix}' contradict its digest${problem ? `: ${problem}` : ''}`, {
+      prefix: node.prefix,
+      count: entries.length,
+      expectedCount: node.remote.count,
+    })
   }
 }
 

@@ -147,7 +147,9 @@ export function combineNodes(nodes: readonly DigestNode[]): DigestNode {
 
 /** True when two nodes agree: same count and bytes, same hash over the wire's 16 bytes. */
 export function nodesAgree(a: DigestNode, b: DigestNode): boolean {
-  return a.count === b.count && a.bytes === b.bytes && a.hash.byteLength >= digestWireHashBytes && b.hash.byteLength >= digestWireHashBytes && hashesEqual(a.hash, b.hash, digestWireHashBytes)
+  return (
+    a.count === b.count && a.bytes === b.bytes && a.hash.byteLength >= digestWireHashBytes && b.hash.byteLength >= digestWireHashBytes && hashesEqual(a.hash, b.hash, digestWireHashBytes)
+  )
 }
 
 /**
@@ -156,6 +158,10 @@ export function nodesAgree(a: DigestNode, b: DigestNode): boolean {
  */
 export function checkIdsCallable(prefixHex: string, count: number): void {
   if (count > digestIdsPerResponseMax) {
-    throw digestInvalid(`${count} ids are under digest prefix '${prefixHex}', more than the ${digestIdsPerResponseMax} one call may list; ask for its children`, { prefix: prefixHex, count, idsMax: digestIdsPerResponseMax })
+    throw digestInvalid(`${count} ids are under digest prefix '${prefixHex}', more than the ${digestIdsPerResponseMax} one call may list; ask for its children`, {
+      prefix: prefixHex,
+      count,
+      idsMax: digestIdsPerResponseMax,
+    })
   }
 }

@@ -144,7 +144,9 @@ export function updatedLeafValue(stored: Uint8Array | undefined, id: Uint8Array,
   xorInto(value, 12, idDigestHash(id), 0, digestHashBytes)
   const emptied = count === 0 && bytes === 0 && value.subarray(12).every((byte) => byte === 0)
   if (count < 0 || bytes < 0 || (count === 0 && !emptied) || count > 0xffffffff) {
-    throw new ArchiveError('STORE_CORRUPT', `digest leaf ${prefixOf(digestLeafLevel, bucket)} disagrees with the archive (count ${count}, bytes ${bytes})`, { fields: { bucket, count, bytes } })
+    throw new ArchiveError('STORE_CORRUPT', `digest leaf ${prefixOf(digestLeafLevel, bucket)} disagrees with the archive (count ${count}, bytes ${bytes})`, {
+      fields: { bucket, count, bytes },
+    })
   }
   if (count === 0) return null
   value.writeUInt32BE(count, 0)

@@ -249,7 +249,10 @@ export function answerChildren(view: DigestView, request: Uint8Array): Uint8Arra
  */
 export function answerIds(view: DigestView, request: Uint8Array): Uint8Array {
   const prefixes = decodePrefixes(request)
-  checkIdsCallable(prefixes.join(','), prefixes.reduce((sum, prefix) => sum + view.node(prefix).count, 0))
+  checkIdsCallable(
+    prefixes.join(','),
+    prefixes.reduce((sum, prefix) => sum + view.node(prefix).count, 0),
+  )
   return encodeIds(prefixes.map((prefix) => view.idsInBucket(prefix)))
 }
 

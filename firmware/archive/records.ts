@@ -79,9 +79,22 @@ export function decodeMessageRecord(value: unknown): MessageRecord {
   const [, sequence, codec, storedBytes, parts, sizeBytes, messageId, dateMs, from, to, cc, bcc, subject, attachments, flags, firstArchivedAtMs, origin] = fields(value, 'message', 17)
   const codecName = codecs[codec as number]
   if (
-    !isNumber(sequence) || !codecName || !isNumber(storedBytes) || !isNumber(parts) || !isNumber(sizeBytes) || !isNullableString(messageId) ||
-    !(dateMs === null || isNumber(dateMs)) || !isStrings(from) || !isStrings(to) || !isStrings(cc) || !isStrings(bcc) || !isNullableString(subject) ||
-    !Array.isArray(attachments) || !isStrings(flags) || !isNumber(firstArchivedAtMs) || !isNullableString(origin)
+    !isNumber(sequence) ||
+    !codecName ||
+    !isNumber(storedBytes) ||
+    !isNumber(parts) ||
+    !isNumber(sizeBytes) ||
+    !isNullableString(messageId) ||
+    !(dateMs === null || isNumber(dateMs)) ||
+    !isStrings(from) ||
+    !isStrings(to) ||
+    !isStrings(cc) ||
+    !isStrings(bcc) ||
+    !isNullableString(subject) ||
+    !Array.isArray(attachments) ||
+    !isStrings(flags) ||
+    !isNumber(firstArchivedAtMs) ||
+    !isNullableString(origin)
   ) {
     throw new RecordShapeError('message')
   }

@@ -167,7 +167,8 @@ export interface EnsureDigestContext {
 function staleReason(databases: DigestDatabases, counters: EnsureDigestContext['counters']): string | null {
   const record = databases.state.get('digest') as DigestRecord | undefined
   if (record === undefined) return 'the archive has no id digest yet'
-  if (record === null || typeof record !== 'object' || record.version !== digestVersion) return `the id digest has another version (${String((record as DigestRecord | null)?.version)}, expected ${digestVersion})`
+  if (record === null || typeof record !== 'object' || record.version !== digestVersion)
+    return `the id digest has another version (${String((record as DigestRecord | null)?.version)}, expected ${digestVersion})`
   let totals: { count: number; bytes: number }
   try {
     totals = leafTotals(readDigestLeaves(databases.digest, createDigestLeaves()))
@@ -268,7 +269,9 @@ function idsAt(messages: DigestDatabases['messages'], transaction: Transaction, 
     entries.push({ id, sizeBytes })
   }
   if (entries.length !== node.count) {
-    throw new ArchiveError('STORE_CORRUPT', `the id digest counts ${node.count} ids under '${prefixHex}', the archive holds ${entries.length}`, { fields: { prefix: prefixHex, digestCount: node.count, messages: entries.length } })
+    throw new ArchiveError('STORE_CORRUPT', `the id digest counts ${node.count} ids under '${prefixHex}', the archive holds ${entries.length}`, {
+      fields: { prefix: prefixHex, digestCount: node.count, messages: entries.length },
+    })
   }
   return entries
 }

@@ -117,7 +117,14 @@ function usableEncoding(context: StoreContext, id: string, request: IngestReques
 }
 
 /** The body of one ingest's transaction. Runs synchronously inside the write transaction. */
-function ingestInTransaction(context: StoreContext, databases: Databases, id: string, request: IngestRequest, blob: EncodedBlob | undefined, indexing: boolean): IngestResult | typeof needsBlob {
+function ingestInTransaction(
+  context: StoreContext,
+  databases: Databases,
+  id: string,
+  request: IngestRequest,
+  blob: EncodedBlob | undefined,
+  indexing: boolean,
+): IngestResult | typeof needsBlob {
   const key = idKey(id)
   const delivery = deliveryOf(request.delivery)
   const storedValue = databases.messages.get(key)

@@ -272,9 +272,13 @@ async function validate(context: StoreContext, databases: Databases): Promise<vo
   let lastBlobSequence = 0
   for (const key of databases.blobs.getKeys({ reverse: true, limit: 1 })) lastBlobSequence = readSequence(key)
   if (counters.lastSequence !== lastSequence || lastBlobSequence > lastSequence || counters.messages !== entryCount(databases.messages)) {
-    throw new ArchiveError('STORE_CORRUPT', `the archive's counters disagree with its contents (sequence ${counters.lastSequence} vs log ${lastSequence}, last blob ${lastBlobSequence}, messages ${counters.messages} vs ${entryCount(databases.messages)})`, {
-      fields: { path, countersLastSequence: counters.lastSequence, lastSequence, lastBlobSequence },
-    })
+    throw new ArchiveError(
+      'STORE_CORRUPT',
+      `the archive's counters disagree with its contents (sequence ${counters.lastSequence} vs log ${lastSequence}, last blob ${lastBlobSequence}, messages ${counters.messages} vs ${entryCount(databases.messages)})`,
+      {
+        fields: { path, countersLastSequence: counters.lastSequence, lastSequence, lastBlobSequence },
+      },
+    )
   }
 }
 

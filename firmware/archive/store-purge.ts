@@ -30,7 +30,10 @@ export function purge(context: StoreContext, id: string): Promise<PurgeResult> {
   } catch (error) {
     return Promise.reject(error)
   }
-  return track(context, withoutIndexerOnFailure(context, id, (indexing) => inTransaction(context, databases, () => purgeInTransaction(context, databases, id, indexing))))
+  return track(
+    context,
+    withoutIndexerOnFailure(context, id, (indexing) => inTransaction(context, databases, () => purgeInTransaction(context, databases, id, indexing))),
+  )
 }
 
 /** The body of one purge's transaction. Runs synchronously inside the write transaction. */

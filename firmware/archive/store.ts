@@ -100,7 +100,6 @@ import { recheckReadOnly, startWatchedStore, stopWatchedStore } from './store-re
  * digestSnapshotAgeMsMax and by stop().
  */
 
-
 export {
   digestSnapshotAgeMsMaxDefault,
   freeSpaceCacheMsDefault,

@@ -96,8 +96,7 @@ export function createLogger(namespace: string, options: LoggerOptions = {}, fix
     info: (msg, fields) => emit('info', msg, fields),
     warn: (msg, fields) => emit('warn', msg, fields),
     error: (msg, fields) => emit('error', msg, fields),
-    child: (child, fields) =>
-      createLogger(namespace ? `${namespace}.${child}` : child, options, { ...fixed, ...(fields ?? {}) }),
+    child: (child, fields) => createLogger(namespace ? `${namespace}.${child}` : child, options, { ...fixed, ...(fields ?? {}) }),
   }
 }
 

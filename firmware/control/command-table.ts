@@ -33,7 +33,11 @@ function table(rows: Row[], columns: string[]): string {
   if (rows.length === 0) return '(none)'
   const cells = rows.map((row) => columns.map((column) => formatCell(row[column])))
   const widths = columns.map((column, index) => Math.max(column.length, ...cells.map((line) => line[index]!.length)))
-  const line = (values: string[]) => values.map((value, index) => value.padEnd(widths[index]!)).join('  ').trimEnd()
+  const line = (values: string[]) =>
+    values
+      .map((value, index) => value.padEnd(widths[index]!))
+      .join('  ')
+      .trimEnd()
   return [line(columns), ...cells.map(line)].join('\n')
 }
 
@@ -81,8 +85,18 @@ const renderStatus = (result: unknown): string => {
   const { reasons, services, listeners, completeness, ...rest } = status
   const lines = [keyValues(rest), ...completenessLines(completeness)]
   lines.push(`reasons     ${reasons.length ? reasons.join('; ') : '-'}`)
-  lines.push('services    ' + Object.entries(services).map(([name, state]) => `${name}=${formatCell(state)}`).join(' '))
-  lines.push('listeners   ' + Object.entries(listeners).map(([name, address]) => `${name}=${formatCell(address)}`).join(' '))
+  lines.push(
+    'services    ' +
+      Object.entries(services)
+        .map(([name, state]) => `${name}=${formatCell(state)}`)
+        .join(' '),
+  )
+  lines.push(
+    'listeners   ' +
+      Object.entries(listeners)
+        .map(([name, address]) => `${name}=${formatCell(address)}`)
+        .join(' '),
+  )
   return lines.join('\n')
 }
 
@@ -120,7 +134,13 @@ const renderSearch = (result: unknown): string => {
     completeness?: CompletenessView
   }
   const lines = search.hits.map((hit) => {
-    const snippet = hit.snippet.replace(/<\/?mark>/g, '*').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, '&')
+    const snippet = hit.snippet
+      .replace(/<\/?mark>/g, '*')
+      .replace(/&lt;/g, '<')
+      .replace(/&gt;/g, '>')
+      .replace(/&quot;/g, '"')
+      .replace(/&#39;/g, "'")
+      .replace(/&amp;/g, '&')
     return `${new Date(hit.dateMs).toISOString().slice(0, 16).replace('T', ' ')}  ${hit.from.slice(0, 30).padEnd(30)}  ${hit.subject.slice(0, 60)}\n    ${hit.id}\n    ${snippet}`
   })
   lines.push(`${search.total} message(s)${search.nextCursor ? `; more with --cursor ${search.nextCursor}` : ''}`)
@@ -175,7 +195,9 @@ const renderMirror = (result: unknown): string => {
   }
   for (const join of mirror.pendingJoins ?? []) {
     lines.push(`pending join from ${String(join.address)}:${String(join.listenPort)} (model ${String(join.model)}, firmware ${String(join.firmwareVersion)}): ${identityLine(join)}`)
-    lines.push(`  first seen ${new Date(Number(join.firstSeenAtMs)).toISOString()}, last seen ${new Date(Number(join.lastSeenAtMs)).toISOString()}; accept with: mirror accept ${String(join.address)}:${String(join.listenPort)}`)
+    lines.push(
+      `  first seen ${new Date(Number(join.firstSeenAtMs)).toISOString()}, last seen ${new Date(Number(join.lastSeenAtMs)).toISOString()}; accept with: mirror accept ${String(join.address)}:${String(join.listenPort)}`,
+    )
   }
   return lines.join('\n')
 }
@@ -227,7 +249,9 @@ const renderAuditVerify = (result: unknown): string => {
 }
 
 const renderAudit = (result: unknown): string =>
-  (result as Row[]).map((entry) => `${entry.seq}  ${new Date(entry.atMs as number).toISOString()}  ${entry.actor}  ${entry.action}  ${JSON.stringify(entry.details).slice(0, 200)}`).join('\n') || '(none)'
+  (result as Row[])
+    .map((entry) => `${entry.seq}  ${new Date(entry.atMs as number).toISOString()}  ${entry.actor}  ${entry.action}  ${JSON.stringify(entry.details).slice(0, 200)}`)
+    .join('\n') || '(none)'
 
 export const commandTable: readonly CommandSpec[] = [
   { name: 'show version', summary: 'firmware version, model and serial', args: [], technician: false, render: renderObject },
@@ -284,15 +308,24 @@ export const commandTable: readonly CommandSpec[] = [
   },
   { name: 'hold release', summary: 'release a hold (its mail is subject to retention again)', args: [{ name: 'name', kind: 'string' }], technician: true, render: renderObject },
   { name: 'purge run', summary: 'run the retention purge now (in audited batches)', args: [], technician: true, render: renderPurge },
-  { name: 'audit verify', summary: 'check the audit log\'s hash chain', args: [], technician: false, render: renderAuditVerify },
-  { name: 'audit show', summary: 'audit entries: [--limit N] [--after SEQ]', args: [{ name: 'options', kind: 'string', optional: true, rest: true }], technician: false, render: renderAudit },
+  { name: 'audit verify', summary: "check the audit log's hash chain", args: [], technician: false, render: renderAuditVerify },
+  {
+    name: 'audit show',
+    summary: 'audit entries: [--limit N] [--after SEQ]',
+    args: [{ name: 'options', kind: 'string', optional: true, rest: true }],
+    technician: false,
+    render: renderAudit,
+  },
   { name: 'auth', summary: 'unlock technician commands on this connection', args: [], technician: false, render: renderMessage },
   { name: 'sim fail-disk', summary: 'simulator: fail a disk', args: [{ name: 'index', kind: 'integer' }], technician: true, render: renderMessage },
   { name: 'sim replace-disk', summary: 'simulator: replace a disk (starts a rebuild)', args: [{ name: 'index', kind: 'integer' }], technician: true, render: renderMessage },
   {
     name: 'sim link',
     summary: 'simulator: set a NIC link up or down',
-    args: [{ name: 'nic', kind: 'string' }, { name: 'state', kind: 'choice', choices: ['up', 'down'] }],
+    args: [
+      { name: 'nic', kind: 'string' },
+      { name: 'state', kind: 'choice', choices: ['up', 'down'] },
+    ],
     technician: true,
     render: renderMessage,
   },

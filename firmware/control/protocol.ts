@@ -20,9 +20,7 @@ export interface ControlErrorBody {
   fields?: Record<string, unknown>
 }
 
-export type ControlResponse =
-  | { id: number; ok: true; result: unknown }
-  | { id: number; ok: false; error: ControlErrorBody }
+export type ControlResponse = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: ControlErrorBody }
 
 /** Splits a byte stream into lines, refusing a line longer than `lineBytesMax`. */
 export function createLineSplitter(lineBytesMax: number, onLine: (line: string) => void, onOverflow: () => void) {

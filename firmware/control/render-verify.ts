@@ -27,7 +27,9 @@ export function renderVerify(result: unknown): string {
     sideLine('peer', report.responder),
     `  differences: ${counts}`,
     `  re-queued: ${report.requeued.initiator} here, ${report.requeued.responder} on the peer`,
-    report.policyAgree ? '  retention and holds: same settings' : `  retention and holds: DIFFERENT (fingerprints ${short(report.initiator.policyFingerprint)} here, ${short(report.responder.policyFingerprint)} on the peer)`,
+    report.policyAgree
+      ? '  retention and holds: same settings'
+      : `  retention and holds: DIFFERENT (fingerprints ${short(report.initiator.policyFingerprint)} here, ${short(report.responder.policyFingerprint)} on the peer)`,
     `  exchanged: ${report.roundTrips} round trips, ${report.bytesExchanged} bytes`,
     `  signed by both (${signatures.initiator.length > 0 && signatures.responder.length > 0 ? 'here and peer' : 'incomplete'}); kept in both audit logs as mirror.verify`,
   ]

@@ -54,7 +54,11 @@ export function* buildFlush(
   yield* groups.arrange(tokens, flushStepPostings)
   // Tokens and chunks are encoded into reused buffers: no allocation per token.
   const blocks: BuiltFlush['blocks'] = []
-  const writer = createBlockWriter(pageSizeBytes, (tokenBytes) => 4 + tokenBytes, (firstToken, block) => blocks.push({ firstToken, block }))
+  const writer = createBlockWriter(
+    pageSizeBytes,
+    (tokenBytes) => 4 + tokenBytes,
+    (firstToken, block) => blocks.push({ firstToken, block }),
+  )
   const tokenBuffer = Buffer.allocUnsafe(blockTokenBytesMax)
   let chunkBuffer = Buffer.allocUnsafe(64 * 1024)
   for (let index = 0; index < tokens.length; index++) {

@@ -36,7 +36,6 @@ export interface DocumentLimits {
   futureDateSkewMsMax: number
 }
 
-
 /**
  * The index input of an archived message: its parsed form plus the envelope of every
  * delivery (so recipients known only from an envelope, BCC included, are searchable).

@@ -2,7 +2,20 @@
  * firmware/index public surface: the search index service, its query language and
  * tokenizer, and the errors they throw. Importing this file does nothing by itself.
  */
-export { createIndex, defaultIndexOptions, indexDatabaseNames, indexLayoutVersion, type IndexOptions, type IndexStats, type SearchHit, type SearchIndex, type SearchOptions, type SearchResult, type Source, type VerifyReport } from './search-index.js'
+export {
+  createIndex,
+  defaultIndexOptions,
+  indexDatabaseNames,
+  indexLayoutVersion,
+  type IndexOptions,
+  type IndexStats,
+  type SearchHit,
+  type SearchIndex,
+  type SearchOptions,
+  type SearchResult,
+  type Source,
+  type VerifyReport,
+} from './search-index.js'
 export type { SearchCounters } from './query-executor.js'
 export { indexInputFromMeta, type IndexInput } from './index-input.js'
 export { parseQuery, queryCharsMax, queryNestingMax, queryTermsMax, phraseTokensMax, type QueryNode, type TextField } from './query.js'

@@ -95,7 +95,21 @@ export function queryCacheFor(previous: QueryCache | undefined, epoch: number, s
   const patched = state.patched ?? 0
   let cache = previous
   if (!cache || cache.epoch !== epoch || cache.patched !== patched || state.chunks < cache.chunks || state.flushed < cache.flushed) {
-    cache = { epoch, patched, chunks: state.chunks, flushed: state.flushed, sets: new Map(), docids: 0, dates: new Map(), tailDates: new Map(), tailDatesNext: state.next, tailDatesGeneration: state.generation, tailPhrases: new Map(), records: new Map(), recordsGeneration: state.generation }
+    cache = {
+      epoch,
+      patched,
+      chunks: state.chunks,
+      flushed: state.flushed,
+      sets: new Map(),
+      docids: 0,
+      dates: new Map(),
+      tailDates: new Map(),
+      tailDatesNext: state.next,
+      tailDatesGeneration: state.generation,
+      tailPhrases: new Map(),
+      records: new Map(),
+      recordsGeneration: state.generation,
+    }
   }
   cache.chunks = state.chunks
   cache.flushed = state.flushed

@@ -181,10 +181,11 @@ function* evaluateAnd(evaluator: Evaluator, queryNode: AndNode): Paced<Uint32Arr
       if (result.length === 0) break
       result = intersect(result, set)
     }
-    if (dates.length > 0) result = result.filter((docid) => {
-      const dateMs = evaluator.dates.dateOf(docid)
-      return dateMs >= fromMs && dateMs < toMs
-    })
+    if (dates.length > 0)
+      result = result.filter((docid) => {
+        const dateMs = evaluator.dates.dateOf(docid)
+        return dateMs >= fromMs && dateMs < toMs
+      })
   }
   for (const child of negated) {
     if (result.length === 0) break

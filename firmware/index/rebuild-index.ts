@@ -45,7 +45,10 @@ export async function rebuildIndex(db: Databases, deps: RebuildDeps, messages: S
   }
   for await (const input of messages) {
     if (signal?.aborted) {
-      throw new IndexError('INDEX_UNAVAILABLE', `the index rebuild was stopped after ${indexed} messages: the index stays incomplete until a rebuild finishes`, { retryable: true, fields: { indexed } })
+      throw new IndexError('INDEX_UNAVAILABLE', `the index rebuild was stopped after ${indexed} messages: the index stays incomplete until a rebuild finishes`, {
+        retryable: true,
+        fields: { indexed },
+      })
     }
     batch.push(input)
     if (batch.length >= deps.limits.rebuildBatchMessages) await write()

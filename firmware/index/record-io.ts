@@ -110,7 +110,8 @@ export function readChunks(db: Databases, tokenBytes: Buffer, bits: number, from
     for (const { key, value } of db.postings.getRange({ start: postingKey(chunk, tokenBytes), reverse: true, limit: 1 })) {
       if (key.readUInt32BE(0) !== chunk) break
       const found = findInBlock(value, tokenBytes)
-      if (found === false || (found !== null && !decodeChunkInto(found, bits, docids))) throw new IndexError('INDEX_CORRUPT', 'a posting block could not be decoded: rebuild the index', { fields: { chunk } })
+      if (found === false || (found !== null && !decodeChunkInto(found, bits, docids)))
+        throw new IndexError('INDEX_CORRUPT', 'a posting block could not be decoded: rebuild the index', { fields: { chunk } })
     }
   }
 }

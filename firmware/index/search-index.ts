@@ -209,7 +209,12 @@ export function createIndex(deps: { logger: Logger; clock: Clock }, options: Par
 const preparedOrNone = (prepared: unknown): PreparedDocument | undefined => (isPreparedDocument(prepared) ? prepared : undefined)
 
 /** The façade's writes: databases, indexing, removal, flushes. */
-function writeMethods(wiring: IndexWiring): Pick<SearchIndex, 'databases' | 'indexMessage' | 'indexMessageInTransaction' | 'prepare' | 'removeMessage' | 'removeMessageInTransaction' | 'flush' | 'flushPendingInBackground' | 'settled'> {
+function writeMethods(
+  wiring: IndexWiring,
+): Pick<
+  SearchIndex,
+  'databases' | 'indexMessage' | 'indexMessageInTransaction' | 'prepare' | 'removeMessage' | 'removeMessageInTransaction' | 'flush' | 'flushPendingInBackground' | 'settled'
+> {
   const { limits, writes, flush, open } = wiring
   return {
     databases(root: RootDatabase): void {

@@ -19,7 +19,8 @@ export function createSearchRoute(index: Pick<SearchIndex, 'search'>): (request:
     let limit: number | undefined
     if (limitText !== null) {
       limit = Number(limitText)
-      if (!/^\d{1,6}$/.test(limitText) || limit < 1) throw new IndexError('BAD_LIMIT', `limit must be a positive integer, got '${limitText.slice(0, 20)}'`, { fields: { limit: limitText.slice(0, 20) } })
+      if (!/^\d{1,6}$/.test(limitText) || limit < 1)
+        throw new IndexError('BAD_LIMIT', `limit must be a positive integer, got '${limitText.slice(0, 20)}'`, { fields: { limit: limitText.slice(0, 20) } })
     }
     return index.search(query, { limit, cursor: url.searchParams.get('cursor') })
   }

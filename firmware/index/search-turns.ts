@@ -41,7 +41,10 @@ export function createSearchTurns(limits: Pick<IndexOptions, 'searchesWaitingMax
     }
     if (queue.length >= limits.searchesWaitingMax) {
       counters.busy += 1
-      throw new IndexError('SEARCH_BUSY', `${queue.length} searches are already waiting (search.waitingMax); try again in a moment`, { retryable: true, fields: { waitingMax: limits.searchesWaitingMax } })
+      throw new IndexError('SEARCH_BUSY', `${queue.length} searches are already waiting (search.waitingMax); try again in a moment`, {
+        retryable: true,
+        fields: { waitingMax: limits.searchesWaitingMax },
+      })
     }
     counters.waiting = queue.length + 1
     await new Promise<void>((resolve) => queue.push(resolve))

@@ -54,7 +54,10 @@ export function addressTaker(addressesMax: number, take: (text: string) => strin
 
 /** Adds the word and exact tokens of sender and recipient addresses with the from and to bits. */
 export function addAddressTerms(table: TermTable, from: readonly TakenAddress[], to: readonly TakenAddress[]): void {
-  for (const [list, bit] of [[from, fieldBits.from], [to, fieldBits.to]] as const) {
+  for (const [list, bit] of [
+    [from, fieldBits.from],
+    [to, fieldBits.to],
+  ] as const) {
     for (const address of list) {
       table.addAll(address.tokens, bit)
       table.addAll(address.exact, bit)

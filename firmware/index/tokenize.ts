@@ -191,7 +191,12 @@ export function hasTokens(text: string): boolean {
 export function addressExactTokens(address: string): string[] {
   // Control characters are dropped: they never belong in an address, and the stored form
   // of the forward record uses two of them as separators.
-  const folded = foldText(address.trim().replace(/^<|>$/g, '').replace(/[\u0000-\u001f]/g, ''))
+  const folded = foldText(
+    address
+      .trim()
+      .replace(/^<|>$/g, '')
+      .replace(/[\u0000-\u001f]/g, ''),
+  )
   if (folded.length === 0) return []
   const tokens = new Set<string>()
   const add = (token: string): void => {

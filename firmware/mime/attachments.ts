@@ -46,10 +46,9 @@ async function attachmentText(context: ParseContext, attachment: PostalAttachmen
   if (type.startsWith('text/')) return cutToChars(decodeTextBytes(bytes.subarray(0, charsMax * 4)), charsMax)
   if (type === 'message/rfc822' && depth < attachedMessageTextDepthMax) {
     const inner = await parseNested(context, bytes, depth + 1, deadlineMs)
-    const heading = [
-      inner.from.length > 0 ? `From: ${inner.from.map((address) => address.address).join(', ')}` : null,
-      inner.subject !== null ? `Subject: ${inner.subject}` : null,
-    ].filter((line): line is string => line !== null)
+    const heading = [inner.from.length > 0 ? `From: ${inner.from.map((address) => address.address).join(', ')}` : null, inner.subject !== null ? `Subject: ${inner.subject}` : null].filter(
+      (line): line is string => line !== null,
+    )
     return cutToChars([...heading, '', inner.text].join('\n'), charsMax)
   }
   return null

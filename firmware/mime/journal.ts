@@ -44,10 +44,7 @@ export interface JournalCutLimits {
 }
 
 /** The outcome of cutJournalReport (see there). */
-export type JournalCut =
-  | { kind: 'not-journal' }
-  | { kind: 'malformed'; reason: string }
-  | { kind: 'journal'; original: Uint8Array; envelope: JournalEnvelope }
+export type JournalCut = { kind: 'not-journal' } | { kind: 'malformed'; reason: string } | { kind: 'journal'; original: Uint8Array; envelope: JournalEnvelope }
 
 /** True when the outer headers mark the message as an Exchange journal report. */
 export function isJournalReport(headers: readonly ScannedHeader[]): boolean {

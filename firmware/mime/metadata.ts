@@ -90,9 +90,7 @@ export function metadataOf(scanned: readonly ScannedHeader[]): Metadata {
 export function mergedHeaders(scan: HeaderScan, email: Email | null): ScannedHeader[] {
   if (!scan.truncated || email === null) return scan.headers
   const seen = new Set(scan.headers.map((header) => header.key))
-  const extra = email.headers
-    .filter((header) => !seen.has(header.key))
-    .map((header) => ({ name: header.originalKey, key: header.key, value: header.value }))
+  const extra = email.headers.filter((header) => !seen.has(header.key)).map((header) => ({ name: header.originalKey, key: header.key, value: header.value }))
   return [...scan.headers, ...extra]
 }
 

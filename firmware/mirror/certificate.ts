@@ -157,10 +157,7 @@ async function quarantine(path: string, nowMs: number, logger: Logger): Promise<
  * @throws MirrorError CERTIFICATE_INVALID when the serial is empty; fs errors (EACCES, ENOSPC)
  *   as they come
  */
-export async function loadOrCreateIdentityCertificate(
-  deps: { logger: Logger; clock: Clock },
-  options: IdentityCertificateOptions,
-): Promise<IdentityCertificate> {
+export async function loadOrCreateIdentityCertificate(deps: { logger: Logger; clock: Clock }, options: IdentityCertificateOptions): Promise<IdentityCertificate> {
   const { logger, clock } = deps
   if (options.serial.length === 0 || options.serial.length > 64) {
     throw new MirrorError('CERTIFICATE_INVALID', 'the serial for the mirror certificate must be 1–64 characters', {

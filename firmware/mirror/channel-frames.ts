@@ -43,7 +43,7 @@ export function interceptControlFrames(framed: FramedSocket, ending: ChannelEndi
 /** Why a closed channel ended: the peer's refusal, else the socket's failure unless the close was clean; null for a clean close. */
 export function channelEndReason(framed: FramedSocket, ending: ChannelEnding): MirrorError | null {
   const failure = framed.failure
-  return ending.peerReason ?? (ending.closingCleanly && (!failure || failure.code === 'CLOSED' || failure.code === 'CONNECTION_CLOSED') ? null : failure ?? null)
+  return ending.peerReason ?? (ending.closingCleanly && (!failure || failure.code === 'CLOSED' || failure.code === 'CONNECTION_CLOSED') ? null : (failure ?? null))
 }
 
 /**

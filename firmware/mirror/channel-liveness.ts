@@ -12,9 +12,12 @@ const keepalivesPerIdleTimeout = 3
  */
 export function startChannelLiveness(framed: FramedSocket, idleTimeoutMs: number): { stop(): void } {
   const idleTimer = setTimeout(onIdle, idleTimeoutMs).unref()
-  const keepaliveTimer = setInterval(() => {
-    framed.send(FrameType.keepalive).catch(() => undefined)
-  }, Math.floor(idleTimeoutMs / keepalivesPerIdleTimeout)).unref()
+  const keepaliveTimer = setInterval(
+    () => {
+      framed.send(FrameType.keepalive).catch(() => undefined)
+    },
+    Math.floor(idleTimeoutMs / keepalivesPerIdleTimeout),
+  ).unref()
 
   function onIdle(): void {
     // Reading is paused while our consumer is behind: silence is then ours, not the peer's.

@@ -68,12 +68,7 @@ export interface MirrorChannelOptions {
  * Wraps a framed socket whose handshake has succeeded into a MirrorChannel: keepalives and the
  * idle timeout (channel-liveness.ts), control frames and receiving (channel-frames.ts).
  */
-export function createMirrorChannel(
-  deps: { logger: Logger },
-  framed: FramedSocket,
-  peer: MirrorPeer,
-  options: MirrorChannelOptions,
-): MirrorChannel {
+export function createMirrorChannel(deps: { logger: Logger }, framed: FramedSocket, peer: MirrorPeer, options: MirrorChannelOptions): MirrorChannel {
   assert.ok(options.idleTimeoutMs >= 100, 'idleTimeoutMs must be at least 100 ms')
   const logger = deps.logger.child('channel', { peerSerial: peer.serial, direction: options.direction })
   const ending: ChannelEnding = { closingCleanly: false, peerReason: undefined }

@@ -41,12 +41,7 @@ export const refusalStateCodes: ReadonlySet<string> = new Set<MirrorErrorCode>([
  * capped delay): a fix is a technician's job, but the sender must notice it.
  * @throws AssertionError for failures < 1 or inconsistent limits
  */
-export function retryDelayMs(
-  failures: number,
-  limits: { retryDelayMsMin: number; retryDelayMsMax: number },
-  random: Random,
-  refused = false,
-): number {
+export function retryDelayMs(failures: number, limits: { retryDelayMsMin: number; retryDelayMsMax: number }, random: Random, refused = false): number {
   assert.ok(Number.isInteger(failures) && failures >= 1, 'failures must be a positive integer')
   assert.ok(limits.retryDelayMsMin > 0 && limits.retryDelayMsMax >= limits.retryDelayMsMin, 'retry delay limits')
   const exponential = refused ? limits.retryDelayMsMax : Math.min(limits.retryDelayMsMax, limits.retryDelayMsMin * 2 ** Math.min(failures - 1, 40))

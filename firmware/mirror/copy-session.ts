@@ -165,8 +165,7 @@ async function sendBatches(session: SessionState): Promise<void> {
   // The next batch of a lane, read from the archive while the previous one is being written out.
   let prefetched: { key: string; batch: Promise<PlannedBatch | undefined> } | undefined
   const laneKey = (lane: CopyLane, after: number): string => `${lane} ${after} ${lane === 'backfill' ? record.liveFrom : null}`
-  const readLane = (lane: 'live' | 'backfill', after: number): Promise<PlannedBatch | undefined> =>
-    batches.plan(lane, after, lane === 'backfill' ? record.liveFrom : null, host.returnOwn())
+  const readLane = (lane: 'live' | 'backfill', after: number): Promise<PlannedBatch | undefined> => batches.plan(lane, after, lane === 'backfill' ? record.liveFrom : null, host.returnOwn())
   const planLane = (lane: 'live' | 'backfill', after: number): Promise<PlannedBatch | undefined> => {
     const ready = prefetched?.key === laneKey(lane, after) ? prefetched.batch : undefined
     prefetched = undefined

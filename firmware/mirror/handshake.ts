@@ -151,7 +151,10 @@ export function parseHello(payload: Buffer): HelloMessage {
   if (typeof model !== 'number' || !Number.isInteger(model) || model < 0 || model > 1_000_000) {
     throw new MirrorError('PROTOCOL', 'malformed HELLO: model is not a model number')
   }
-  for (const [name, value] of [['firmwareVersion', firmwareVersion], ['serial', serial]] as const) {
+  for (const [name, value] of [
+    ['firmwareVersion', firmwareVersion],
+    ['serial', serial],
+  ] as const) {
     if (typeof value !== 'string' || value.length > helloTextLengthMax || !printableText.test(value)) {
       throw new MirrorError('PROTOCOL', `malformed HELLO: ${name} must be 1–${helloTextLengthMax} printable characters`)
     }
@@ -194,11 +197,10 @@ export function compareIdentities(own: MirrorIdentity, peer: MirrorIdentity): Mi
     })
   }
   if (peer.firmwareVersion !== own.firmwareVersion) {
-    return new MirrorError(
-      'FIRMWARE_MISMATCH',
-      `peers must run the same firmware: expected ${own.firmwareVersion}, got ${peer.firmwareVersion}`,
-      { expected: own.firmwareVersion, actual: peer.firmwareVersion },
-    )
+    return new MirrorError('FIRMWARE_MISMATCH', `peers must run the same firmware: expected ${own.firmwareVersion}, got ${peer.firmwareVersion}`, {
+      expected: own.firmwareVersion,
+      actual: peer.firmwareVersion,
+    })
   }
   if (peer.serial === own.serial) {
     return new MirrorError('SERIAL_CONFLICT', `the peer has this appliance's own serial ${own.serial}`, {
@@ -293,8 +295,7 @@ function exporterOf(framed: FramedSocket): Buffer {
 
 /** Ends a failed handshake: a refusal this side decided is sent to the peer; otherwise the connection is dropped. */
 function abandon(framed: FramedSocket, error: unknown): MirrorError {
-  const failure =
-    error instanceof MirrorError ? error : new MirrorError('PROTOCOL', 'internal failure during the mirror handshake', { cause: error })
+  const failure = error instanceof MirrorError ? error : new MirrorError('PROTOCOL', 'internal failure during the mirror handshake', { cause: error })
   if (failure.origin === 'local' && ['CONNECTION_CLOSED', 'TLS_FAILED', 'CLOSED'].every((code) => code !== failure.code)) {
     framed.refuse(failure)
   } else {

@@ -43,7 +43,13 @@ export function createInboundAuthLimits(clock: Clock, unpinnedPerAddressMax: num
 export type InboundAuthLimits = ReturnType<typeof createInboundAuthLimits>
 
 /** Refuses a rate-limited address and certificate at once, without reading a frame. @returns true when refused */
-function refuseIfLimited(context: ListenerContext, state: ConnectionState, framed: FramedSocket, progress: HandshakeProgress, certificate: { fingerprint: string; pinned: boolean }): boolean {
+function refuseIfLimited(
+  context: ListenerContext,
+  state: ConnectionState,
+  framed: FramedSocket,
+  progress: HandshakeProgress,
+  certificate: { fingerprint: string; pinned: boolean },
+): boolean {
   const limited = context.limits.limitedCount(state.address, certificate.fingerprint, certificate.pinned)
   if (limited === 0) return false
   // Refused without reading a frame or computing anything.

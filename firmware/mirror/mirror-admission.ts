@@ -61,7 +61,11 @@ export function createMirrorAdmission(context: MirrorAdmissionContext) {
     const seen = seenIdentityOf(candidate, existing, context.clock.now())
     if (context.acceptJoins && candidate.listenPort > 0) {
       const added = await context.operations.run(() => context.operations.addPinnedPeer(seen))
-      context.writeAudit({ action: 'mirror.join-accepted', actor: candidate.address, details: { peer: `${seen.address}:${seen.listenPort}`, by: 'mirror.acceptJoins', identity: identityOf(seen) } })
+      context.writeAudit({
+        action: 'mirror.join-accepted',
+        actor: candidate.address,
+        details: { peer: `${seen.address}:${seen.listenPort}`, by: 'mirror.acceptJoins', identity: identityOf(seen) },
+      })
       logger.warn('an appliance that proved the mirror secret was added as a peer (mirror.acceptJoins)', { peer: `${seen.address}:${seen.listenPort}`, identity: describeIdentity(seen) })
       return added.admit(candidate)
     }

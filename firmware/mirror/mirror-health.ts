@@ -4,13 +4,7 @@ import type { EffectivePeer, SeenIdentity } from './peer-state.js'
 import type { Completeness, InboundPeerStatus, PeerStatus } from './types.js'
 
 /** One peer's full status: the sender's view, its queue figures and last verification. Pure. */
-export function toPeerStatus(
-  peer: EffectivePeer,
-  status: PeerSenderStatus,
-  depth: BacklogDepth,
-  lastSequence: number,
-  lastVerify: PeerStatus['lastVerify'],
-): PeerStatus {
+export function toPeerStatus(peer: EffectivePeer, status: PeerSenderStatus, depth: BacklogDepth, lastSequence: number, lastVerify: PeerStatus['lastVerify']): PeerStatus {
   return {
     host: status.host,
     port: status.port,

@@ -30,8 +30,7 @@ export const inboundRefusalsRememberedMax = 32
 export function ineligibleModelWarning(model: number): string {
   return `model ${model} may not mirror (models ${mirroringModelMin} and up do): this system does not listen and its peers refuse it (MODEL_NOT_ELIGIBLE)`
 }
-export const noLocalSourceWarning =
-  'no local mail source is enabled: mirroring only copies mail this system archives itself (SMTP, journal or import), so peers receive nothing from it'
+export const noLocalSourceWarning = 'no local mail source is enabled: mirroring only copies mail this system archives itself (SMTP, journal or import), so peers receive nothing from it'
 
 /** Injected collaborators of the mirror service. */
 export interface MirrorServiceDeps {

@@ -206,4 +206,3 @@ export function parsePeerRecord(text: string, peer: PeerAddress): PeerRecord | u
     updatedAtMs,
   }
 }
-

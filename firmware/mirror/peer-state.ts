@@ -242,4 +242,3 @@ export function createPeerStateStore(deps: { logger: Logger; clock: Clock }, opt
 
 /** A store as createPeerStateStore makes it. */
 export type PeerStateStore = ReturnType<typeof createPeerStateStore>
-

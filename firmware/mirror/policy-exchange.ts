@@ -7,7 +7,13 @@ const warningsRememberedMax = 1_024
 
 /** The settings of a system with no retention policy and no hold (used when none are injected). */
 export function emptyPolicySettings(): PolicySettings {
-  return { fingerprint: createHash('sha256').update(JSON.stringify({ policies: [], holds: [] })).digest('hex'), policies: [], holds: [] }
+  return {
+    fingerprint: createHash('sha256')
+      .update(JSON.stringify({ policies: [], holds: [] }))
+      .digest('hex'),
+    policies: [],
+    holds: [],
+  }
 }
 
 /**

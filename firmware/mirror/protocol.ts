@@ -344,8 +344,7 @@ export class FramedSocket {
 
   #write(type: number, payload: Uint8Array): Promise<void> {
     return new Promise((resolve, reject) => {
-      const done = (error?: Error | null): void =>
-        error ? reject(new MirrorError('CLOSED', 'the mirror connection closed while sending', { retryable: true, cause: error })) : resolve()
+      const done = (error?: Error | null): void => (error ? reject(new MirrorError('CLOSED', 'the mirror connection closed while sending', { retryable: true, cause: error })) : resolve())
       const header = encodeFrameHeader(type, payload.byteLength)
       // Small frames go out in one write (one TLS record); big ones avoid a copy of the payload.
       if (payload.byteLength <= readBufferBytesHighWater) {
@@ -377,9 +376,7 @@ export class FramedSocket {
   /** Decodes as far as wanted, hands a frame to a waiter, and pauses or resumes reading. */
   #pump(): void {
     while (this.#fatal === undefined) {
-      const wanted = this.#eager
-        ? this.#queue.length < receiveQueueFramesMax && this.#queuedBytes < receiveQueueBytesMax
-        : this.#waiter !== undefined && this.#queue.length === 0
+      const wanted = this.#eager ? this.#queue.length < receiveQueueFramesMax && this.#queuedBytes < receiveQueueBytesMax : this.#waiter !== undefined && this.#queue.length === 0
       if (!wanted) break
       let frame: MirrorFrame | undefined
       try {
@@ -411,9 +408,7 @@ export class FramedSocket {
 
   #flowControl(): void {
     if (this.#fatal || this.#inputClosed) return
-    const full = this.#eager
-      ? this.#queue.length >= receiveQueueFramesMax || this.#queuedBytes >= receiveQueueBytesMax
-      : this.#waiter === undefined || this.#queue.length > 0
+    const full = this.#eager ? this.#queue.length >= receiveQueueFramesMax || this.#queuedBytes >= receiveQueueBytesMax : this.#waiter === undefined || this.#queue.length > 0
     const pause = full && this.#decoder.bufferedBytes >= readBufferBytesHighWater
     if (pause && !this.#paused) {
       this.#paused = true

@@ -45,9 +45,7 @@ export async function storeCopy(host: StoreCopyHost, channel: MirrorChannel, hea
     return { kind: 'duplicate', bytes: raw.length }
   }
   const deliveries =
-    header.deliveries.length > 0
-      ? header.deliveries.map((delivery) => copiedDelivery(serial, delivery))
-      : [bareCopiedDelivery(serial, header.id, channel.peer.address, deps.clock.now())]
+    header.deliveries.length > 0 ? header.deliveries.map((delivery) => copiedDelivery(serial, delivery)) : [bareCopiedDelivery(serial, header.id, channel.peer.address, deps.clock.now())]
   let duplicate = true
   try {
     // One submit per delivery, in order: the first stores the bytes, the others only record a delivery.

@@ -126,17 +126,13 @@ export function proofKeysOf(secret: MirrorSecret): MirrorProofKeys {
 function stretch(secret: string): Promise<Buffer> {
   const { N, r, p } = secretStretchCost
   return new Promise((resolve, reject) => {
-    scrypt(secret, `${mirrorKeyLabel} secret`, proofKeyBytes, { N, r, p, maxmem: 256 * N * r + 1024 * 1024 }, (error, key) =>
-      error ? reject(error) : resolve(key),
-    )
+    scrypt(secret, `${mirrorKeyLabel} secret`, proofKeyBytes, { N, r, p, maxmem: 256 * N * r + 1024 * 1024 }, (error, key) => (error ? reject(error) : resolve(key)))
   })
 }
 
 function expand(stretched: Buffer, role: 'client' | 'server'): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    hkdf('sha256', stretched, mirrorKeyLabel, `${mirrorKeyLabel} ${role} proof`, proofKeyBytes, (error, key) =>
-      error ? reject(error) : resolve(Buffer.from(key)),
-    )
+    hkdf('sha256', stretched, mirrorKeyLabel, `${mirrorKeyLabel} ${role} proof`, proofKeyBytes, (error, key) => (error ? reject(error) : resolve(Buffer.from(key))))
   })
 }
 

@@ -37,7 +37,10 @@ export function acknowledgeBatch(context: SenderContext, batch: AcknowledgedBatc
   const { record } = context
   if (rejected.length > 0) {
     const atMs = context.deps.clock.now()
-    record.rejected = addRejected(record.rejected, rejected.map(({ id, code, message }) => ({ id, code, message, atMs })))
+    record.rejected = addRejected(
+      record.rejected,
+      rejected.map(({ id, code, message }) => ({ id, code, message, atMs })),
+    )
   }
   if (batch.lane === 'requeue') {
     // A requeued copy never moves a cursor: only the list shrinks.

@@ -29,7 +29,8 @@ export function classifyDifference(present: PresentFacts, missing: MissingFacts,
     return { class: 'purged', detail: differenceDetail(`purged by policy on the other side ${when} (${cited})`) }
   }
   if (present.refused !== null) return { class: 'refused', detail: differenceDetail(`the other side refused the copy: ${present.refused}`) }
-  if (present.origin !== null && present.origin !== missingSerial) return { class: 'other-origin', detail: differenceDetail(`copied here by ${present.origin}, which copies it to the other side itself`) }
+  if (present.origin !== null && present.origin !== missingSerial)
+    return { class: 'other-origin', detail: differenceDetail(`copied here by ${present.origin}, which copies it to the other side itself`) }
   return { class: 'unexplained', detail: 'no copy queued, no purge, no hold, no refusal: missing' }
 }
 

@@ -123,7 +123,10 @@ export async function runVerify(deps: VerifyRunDeps, channel: MirrorChannel, lim
       limits,
     )
     const asked = { missingHere: comparison.onlyLocal, presentHere: comparison.onlyRemote }
-    const remote = asked.missingHere.length + asked.presentHere.length > 0 ? decodeExplainAnswer(await client.request(VerifyOp.explain, encodeJsonBody(asked)), asked) : { missingHere: [], presentHere: [] }
+    const remote =
+      asked.missingHere.length + asked.presentHere.length > 0
+        ? decodeExplainAnswer(await client.request(VerifyOp.explain, encodeJsonBody(asked)), asked)
+        : { missingHere: [], presentHere: [] }
     const presentHere = await explainPresent(local, deps.queue, cut, initiator.lastSequence, comparison.onlyLocal)
     const missingHere = explainMissing(local, comparison.onlyRemote)
     const differences = classifyAll(

@@ -196,9 +196,12 @@ export function createVerifyCoordinator(deps: VerifyCoordinatorDeps, options: { 
     async start(): Promise<void> {
       await state.summaries.load()
       if (options.intervalMs > 0) {
-        timer = setInterval(() => {
-          if (!stopped) startDueVerifies(state, options.intervalMs)
-        }, Math.min(options.intervalMs, scheduleTickMsMax)).unref()
+        timer = setInterval(
+          () => {
+            if (!stopped) startDueVerifies(state, options.intervalMs)
+          },
+          Math.min(options.intervalMs, scheduleTickMsMax),
+        ).unref()
       }
     },
 

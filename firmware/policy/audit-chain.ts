@@ -84,7 +84,8 @@ export function verifyAuditChain(stored: Iterable<{ key: number; value: string }
     const hash = hashOf(entry)
     if (hash !== entry.hash) problem(storedSeq, 'HASH_MISMATCH', `entry ${storedSeq} does not hash to its recorded hash (altered)`)
     if (entry.prevHash !== prevHash) problem(storedSeq, 'CHAIN_BROKEN', `entry ${storedSeq} does not follow the entry before it (prevHash differs: removed, inserted or reordered)`)
-    if (key && !sameHex(entry.mac, hmacHex(key, `entry:${entry.hash}`))) problem(storedSeq, 'MAC_MISMATCH', `entry ${storedSeq} has no valid HMAC under this appliance's audit key (rewritten)`)
+    if (key && !sameHex(entry.mac, hmacHex(key, `entry:${entry.hash}`)))
+      problem(storedSeq, 'MAC_MISMATCH', `entry ${storedSeq} has no valid HMAC under this appliance's audit key (rewritten)`)
     prevHash = entry.hash
     expectedSeq = storedSeq + 1
     report.lastSeq = storedSeq
@@ -93,8 +94,9 @@ export function verifyAuditChain(stored: Iterable<{ key: number; value: string }
   if (!head) {
     if (report.entries > 0) problem(null, 'HEAD_MISSING', `the log has ${report.entries} entries but no head record`)
   } else {
-    if (head.seq !== report.lastSeq || head.hash !== prevHash) problem(head.seq, 'TRUNCATED', `the head record names entry ${head.seq}, the log ends at ${report.lastSeq} (entries removed from the end, or the head altered)`)
-    if (key && !sameHex(head.mac, hmacHex(key, `head:${head.seq}:${head.hash}`))) problem(head.seq, 'HEAD_MAC_MISMATCH', 'the head record has no valid HMAC under this appliance\'s audit key')
+    if (head.seq !== report.lastSeq || head.hash !== prevHash)
+      problem(head.seq, 'TRUNCATED', `the head record names entry ${head.seq}, the log ends at ${report.lastSeq} (entries removed from the end, or the head altered)`)
+    if (key && !sameHex(head.mac, hmacHex(key, `head:${head.seq}:${head.hash}`))) problem(head.seq, 'HEAD_MAC_MISMATCH', "the head record has no valid HMAC under this appliance's audit key")
   }
   return report
 }

@@ -25,6 +25,7 @@ export async function loadOrCreateAuditKey(dataDir: string): Promise<Buffer> {
     await writeFileDurable(path, key.toString('hex') + '\n', 0o600)
     return key
   }
-  if (!/^[0-9a-f]{64}$/.test(text)) throw new PolicyError('CORRUPT', `${path} does not hold an audit key (64 hex digits); restore it from backup: without it every audit entry fails its HMAC check`, { fields: { path } })
+  if (!/^[0-9a-f]{64}$/.test(text))
+    throw new PolicyError('CORRUPT', `${path} does not hold an audit key (64 hex digits); restore it from backup: without it every audit entry fails its HMAC check`, { fields: { path } })
   return Buffer.from(text, 'hex')
 }

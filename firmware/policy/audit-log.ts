@@ -76,7 +76,10 @@ function auditReadMembers(deps: { logger: Logger; key: Uint8Array | null }, data
   return {
     /** Entries with seq above `afterSeq`, oldest first, at most `limit` (≤ auditPageEntriesMax). @throws PolicyError UNAVAILABLE, CORRUPT */
     entries(afterSeq: number, limit: number): AuditEntry[] {
-      assert.ok(Number.isSafeInteger(afterSeq) && afterSeq >= 0 && Number.isSafeInteger(limit) && limit > 0 && limit <= auditPageEntriesMax, 'entries(afterSeq ≥ 0, 1 ≤ limit ≤ auditPageEntriesMax)')
+      assert.ok(
+        Number.isSafeInteger(afterSeq) && afterSeq >= 0 && Number.isSafeInteger(limit) && limit > 0 && limit <= auditPageEntriesMax,
+        'entries(afterSeq ≥ 0, 1 ≤ limit ≤ auditPageEntriesMax)',
+      )
       const { entries } = databases()
       const list: AuditEntry[] = []
       for (const { key: seq, value } of entries.getRange({ start: afterSeq + 1, limit })) {

@@ -33,12 +33,18 @@ function parseFlags(args: readonly string[], allowed: readonly string[]): { posi
 
 const one = (flags: Flags, name: string) => flags.get(name)?.at(-1)
 /** `a,b` or repeated flags. */
-const list = (flags: Flags, name: string) => flags.get(name)?.flatMap((value) => value.split(',')).map((value) => value.trim()).filter(Boolean)
+const list = (flags: Flags, name: string) =>
+  flags
+    .get(name)
+    ?.flatMap((value) => value.split(','))
+    .map((value) => value.trim())
+    .filter(Boolean)
 
 /** `policy add NAME --days N|forever [--sender A] [--recipient A] [--source S] [--query Q]` → the API body. */
 export function policyFromArgs(args: readonly string[]): unknown {
   const { positional, flags } = parseFlags(args, ['days', 'sender', 'recipient', 'source', 'query'])
-  if (positional.length !== 1) throw new ControlError('USAGE', 'usage: policy add NAME --days N|forever [--sender ADDR|DOMAIN]… [--recipient ADDR|DOMAIN]… [--source smtp|journal|import|mirror]… [--query Q]')
+  if (positional.length !== 1)
+    throw new ControlError('USAGE', 'usage: policy add NAME --days N|forever [--sender ADDR|DOMAIN]… [--recipient ADDR|DOMAIN]… [--source smtp|journal|import|mirror]… [--query Q]')
   const days = one(flags, 'days')
   if (days === undefined) throw new ControlError('USAGE', 'policy add needs --days N (or --days forever for the default policy)')
   if (days !== 'forever' && !/^\d{1,6}$/.test(days)) throw new ControlError('USAGE', `--days must be a whole number of days or "forever" (got ${JSON.stringify(days)})`)
@@ -53,7 +59,8 @@ export function policyFromArgs(args: readonly string[]): unknown {
 /** `hold add NAME --reason R [--by WHO] [--query Q] [--custodian A]… [--from DATE] [--until DATE]` → the API body. */
 export function holdFromArgs(args: readonly string[]): unknown {
   const { positional, flags } = parseFlags(args, ['reason', 'by', 'query', 'custodian', 'from', 'until'])
-  if (positional.length !== 1) throw new ControlError('USAGE', 'usage: hold add NAME --reason TEXT [--by WHO] [--query Q] [--custodian ADDR|DOMAIN]… [--from YYYY-MM-DD] [--until YYYY-MM-DD]')
+  if (positional.length !== 1)
+    throw new ControlError('USAGE', 'usage: hold add NAME --reason TEXT [--by WHO] [--query Q] [--custodian ADDR|DOMAIN]… [--from YYYY-MM-DD] [--until YYYY-MM-DD]')
   const body: Record<string, unknown> = { name: positional[0], reason: one(flags, 'reason') }
   if (flags.has('by')) body.placedBy = one(flags, 'by')
   if (flags.has('query')) body.query = one(flags, 'query')
@@ -83,12 +90,15 @@ export function policyCommandHandlers(policy: PolicyService, actor = 'technician
     ['hold add', (args) => policy.placeHold(holdFromArgs(args), actor)],
     ['hold release', ([name]) => policy.releaseHold(name!, actor)],
     ['purge run', () => policy.runPurge(actor)],
-    ['audit verify', () => {
-      const report = policy.auditVerify()
-      if (report.ok) return report
-      const problems = report.problems.slice(0, 10).map((problem) => `${problem.code} at ${problem.seq ?? '-'}: ${problem.message}`)
-      throw new PolicyError('AUDIT_DAMAGED', `the audit log is damaged (${report.entries} entries):\n  ${problems.join('\n  ')}`, { fields: { report } })
-    }],
+    [
+      'audit verify',
+      () => {
+        const report = policy.auditVerify()
+        if (report.ok) return report
+        const problems = report.problems.slice(0, 10).map((problem) => `${problem.code} at ${problem.seq ?? '-'}: ${problem.message}`)
+        throw new PolicyError('AUDIT_DAMAGED', `the audit log is damaged (${report.entries} entries):\n  ${problems.join('\n  ')}`, { fields: { report } })
+      },
+    ],
     ['audit show', (args) => policy.auditEntries(auditQuery(args))],
   ])
 }

@@ -32,7 +32,8 @@ export function diffPolicySettings(a: PolicySettingsDescription, b: PolicySettin
     if (!other) lines.push(`policy ${name} (${days(policy.retentionDays)}) only here`)
     else {
       if (other.retentionDays !== policy.retentionDays) lines.push(`policy ${name}: retention ${days(policy.retentionDays)} here, ${days(other.retentionDays)} on the peer`)
-      if (canonicalJson(other.criteria) !== canonicalJson(policy.criteria)) lines.push(`policy ${name}: criteria ${canonicalJson(policy.criteria)} here, ${canonicalJson(other.criteria)} on the peer`)
+      if (canonicalJson(other.criteria) !== canonicalJson(policy.criteria))
+        lines.push(`policy ${name}: criteria ${canonicalJson(policy.criteria)} here, ${canonicalJson(other.criteria)} on the peer`)
     }
   }
   for (const [name, policy] of policiesB) if (!policiesA.has(name)) lines.push(`policy ${name} (${days(policy.retentionDays)}) only on the peer`)

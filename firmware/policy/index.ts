@@ -7,7 +7,21 @@ export { policyDatabaseName } from './policy-settings.js'
 export { previewItemsMax } from './purge-planner.js'
 export { createAuditLog, auditDatabaseNames, genesisHash, type AuditLog } from './audit-log.js'
 export { describePolicySettings, diffPolicySettings } from './fingerprint.js'
-export { planPurge, validatePolicy, validateHold, factsOf, governingPolicy, holdCovers, defaultPolicyName, policyInputSchema, holdInputSchema, dayMs, type PlanInput, type PolicyInput, type HoldInput } from './rules.js'
+export {
+  planPurge,
+  validatePolicy,
+  validateHold,
+  factsOf,
+  governingPolicy,
+  holdCovers,
+  defaultPolicyName,
+  policyInputSchema,
+  holdInputSchema,
+  dayMs,
+  type PlanInput,
+  type PolicyInput,
+  type HoldInput,
+} from './rules.js'
 export { withArchiveDatabases, type ArchiveDatabaseUser } from './storage-hook.js'
 export { canonicalJson } from '../common/canonical.js'
 export { PolicyError, type PolicyErrorCode } from './errors.js'

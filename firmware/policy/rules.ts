@@ -131,7 +131,8 @@ export function validatePolicy(input: unknown, meta: { nowMs: number; actor: str
   const hasCriteria = Object.values(criteria).some((value) => value !== undefined)
   const problems: string[] = []
   if (body.name === defaultPolicyName && hasCriteria) problems.push('criteria: the default policy applies to every message no other policy selects, so it takes no criteria')
-  if (body.name !== defaultPolicyName && !hasCriteria) problems.push(`criteria: a named policy needs at least one criterion (to set the retention of all other mail, use the name "${defaultPolicyName}")`)
+  if (body.name !== defaultPolicyName && !hasCriteria)
+    problems.push(`criteria: a named policy needs at least one criterion (to set the retention of all other mail, use the name "${defaultPolicyName}")`)
   if (body.name !== defaultPolicyName && body.retentionDays === null) problems.push('retentionDays: only the default policy may keep forever (null)')
   checkQuery(criteria.query, 'criteria.query', problems)
   if (problems.length > 0) throw invalid('policy', problems)

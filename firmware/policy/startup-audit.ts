@@ -34,7 +34,11 @@ export async function recoverUnauditedPurges(deps: { logger: Logger; archive: Pi
   })
   await root.childTransaction(() => {
     if (orphans.length > 0) {
-      audit.appendInTransaction({ actor: 'system', action: 'purge.recovered', details: { reason: 'purged before an interruption, before the batch was audited; policy not recorded', messages: orphans } })
+      audit.appendInTransaction({
+        actor: 'system',
+        action: 'purge.recovered',
+        details: { reason: 'purged before an interruption, before the batch was audited; policy not recorded', messages: orphans },
+      })
     }
     stateDb.putSync(purgeCursorKey, last)
   })
@@ -73,7 +77,11 @@ export async function recordConfigChange(deps: { audit: AuditLog; root: RootData
   if (previous?.hash === hash) return
   const changed = previous ? changedConfigPaths(previous.digests, digests) : []
   await deps.root.childTransaction(() => {
-    audit.appendInTransaction({ actor: 'system', action: previous ? 'config.changed' : 'config.initial', details: previous ? { previousHash: previous.hash, hash, changedPaths: changed } : { hash } })
+    audit.appendInTransaction({
+      actor: 'system',
+      action: previous ? 'config.changed' : 'config.initial',
+      details: previous ? { previousHash: previous.hash, hash, changedPaths: changed } : { hash },
+    })
     stateDb.putSync(configStateKey, { hash, digests })
   })
 }

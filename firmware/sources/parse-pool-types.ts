@@ -36,7 +36,11 @@ export type PrepareOptionsOf<Prepare> = Prepare extends (parsed: ParsedMessage, 
  * An IndexPreparePlugin whose export and options the typecheck verifies: `Module` is the
  * module's type (`typeof import(...)`), `Name` an export of it taking `(parsed, options)`.
  */
-export function indexPreparePlugin<Module, Name extends keyof Module & string>(moduleUrl: URL, exportName: Name, options: PrepareOptionsOf<Module[Name]>): IndexPreparePlugin<PrepareOptionsOf<Module[Name]>> {
+export function indexPreparePlugin<Module, Name extends keyof Module & string>(
+  moduleUrl: URL,
+  exportName: Name,
+  options: PrepareOptionsOf<Module[Name]>,
+): IndexPreparePlugin<PrepareOptionsOf<Module[Name]>> {
   return { moduleUrl, exportName, options }
 }
 

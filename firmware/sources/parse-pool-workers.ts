@@ -14,7 +14,11 @@ function startWorker(core: PoolCore, slot: WorkerSlot): void {
   if (core.state !== 'running' || slot.givenUp) return
   const { options } = core
   const plugin = options.indexPrepare
-  const data: ParseWorkerData = { workerNumber: slot.number, mime: options.mime, indexPrepare: plugin && { moduleUrl: plugin.moduleUrl.href, exportName: plugin.exportName, options: plugin.options } }
+  const data: ParseWorkerData = {
+    workerNumber: slot.number,
+    mime: options.mime,
+    indexPrepare: plugin && { moduleUrl: plugin.moduleUrl.href, exportName: plugin.exportName, options: plugin.options },
+  }
   let worker: Worker
   try {
     worker = new Worker(core.workerUrl, { workerData: data, resourceLimits: { maxOldGenerationSizeMb: options.heapMbMax } })

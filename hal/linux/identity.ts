@@ -16,7 +16,8 @@ import { createHash } from 'node:crypto'
 export const unknownModel = 0
 
 /** Values firmware vendors leave in DMI fields that are not set; they identify nothing. */
-const placeholderPattern = /^(|-|0+|none|n\/a|not (specified|applicable|available|settable|present)|to be filled by o\.?e\.?m\.?|default string|system serial number|system product name|0123456789|123456789|x+|[0f-]{32,36}|03000200-0400-0500-0006-000700080009)$/i
+const placeholderPattern =
+  /^(|-|0+|none|n\/a|not (specified|applicable|available|settable|present)|to be filled by o\.?e\.?m\.?|default string|system serial number|system product name|0123456789|123456789|x+|[0f-]{32,36}|03000200-0400-0500-0006-000700080009)$/i
 
 /** `value` trimmed, or null when it is empty or a known DMI placeholder. */
 export function meaningfulDmiValue(value: string | null | undefined): string | null {

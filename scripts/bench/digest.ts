@@ -86,7 +86,15 @@ export async function runDigestBench(options: DigestBenchOptions = {}): Promise<
     const compareMs = performance.now() - startedMs
     const expected = [...missing].map((index) => ids.toString('hex', index * idBytes, (index + 1) * idBytes)).sort()
     const exact = !result.truncated && result.onlyRemote.length === 0 && result.onlyLocal.join() === expected.join()
-    runs.push({ differences, roundTrips: result.roundTrips, bytesExchanged: result.bytesExchanged, compareMs: Number(compareMs.toFixed(1)), found: result.onlyLocal.length, exact, truncated: result.truncated })
+    runs.push({
+      differences,
+      roundTrips: result.roundTrips,
+      bytesExchanged: result.bytesExchanged,
+      compareMs: Number(compareMs.toFixed(1)),
+      found: result.onlyLocal.length,
+      exact,
+      truncated: result.truncated,
+    })
   }
   const bun = (globalThis as { Bun?: { version: string } }).Bun
   return { runtime: bun ? `bun ${bun.version}` : `node ${process.versions.node}`, ids: total, buildMs: Number(buildMs.toFixed(0)), runs }

@@ -213,7 +213,13 @@ export async function runMirrorCopyBench(options: MirrorBenchOptions = {}): Prom
     // 2. Catch-up: A holds the backlog; B is added as a new peer (the same path as a peer back from offline).
     send({ command: 'start', service })
     const port = (await reply('started', 60_000)).port
-    a = await createTestNode({ serial: 'MK650-BENCH-A', secret: await deriveMirrorSecret(secretText), archive: archiveA, pipeline: createMemoryPipeline(archiveA, { commit: diskA.commit }), service })
+    a = await createTestNode({
+      serial: 'MK650-BENCH-A',
+      secret: await deriveMirrorSecret(secretText),
+      archive: archiveA,
+      pipeline: createMemoryPipeline(archiveA, { commit: diskA.commit }),
+      service,
+    })
     const catchUpCpu = process.cpuUsage()
     const catchUpStarted = nowMs()
     await a.service.addPeer({ host: '127.0.0.1', port })
@@ -248,7 +254,13 @@ export async function runMirrorCopyBench(options: MirrorBenchOptions = {}): Prom
       })
     listen(a)
     const { lags } = await ingestAtRate(a, makeRaws('steady', steadyCount))
-    const lagFigures = (sorted: number[]) => ({ messages: sorted.length, p50Ms: round(percentile(sorted, 0.5)), p95Ms: round(percentile(sorted, 0.95)), maxMs: round(sorted[sorted.length - 1] ?? 0), ratePerSecond: rate })
+    const lagFigures = (sorted: number[]) => ({
+      messages: sorted.length,
+      p50Ms: round(percentile(sorted, 0.5)),
+      p95Ms: round(percentile(sorted, 0.95)),
+      maxMs: round(sorted[sorted.length - 1] ?? 0),
+      ratePerSecond: rate,
+    })
 
     // 4. New mail first: a backlog for B (paused on A), drained beside new mail at the steady rate.
     const backlog: BacklogLagResult[] = []
@@ -267,10 +279,14 @@ export async function runMirrorCopyBench(options: MirrorBenchOptions = {}): Prom
       // Mail archived before the sender is back in session belongs to the backlog (the split is
       // at the head then): new mail starts once it is (and, with two lanes, has split).
       const splits = lanes === 'two' && backlogCount > laneSplitThresholdEntries(settings.batchMessagesMax)
-      await waitFor(() => {
-        const status = node.peer(port)!
-        return status.state === 'connected' && status.connectedSinceMs !== null && (!splits || status.backfillThroughSequence !== null)
-      }, 'back in session', 60_000)
+      await waitFor(
+        () => {
+          const status = node.peer(port)!
+          return status.state === 'connected' && status.connectedSinceMs !== null && (!splits || status.backfillThroughSequence !== null)
+        },
+        'back in session',
+        60_000,
+      )
       // New mail at the steady rate for as long as the backlog drains (at least one message).
       const fresh: Array<{ id: string; backlogLeft: number }> = []
       const submits: Promise<unknown>[] = []
@@ -303,7 +319,15 @@ export async function runMirrorCopyBench(options: MirrorBenchOptions = {}): Prom
       if (options.compareSingleLane) {
         // The same archive and peer, a sender that never splits: new mail waits behind the backlog.
         await a.stop()
-        a = await createTestNode({ serial: 'MK650-BENCH-A', secret: await deriveMirrorSecret(secretText), archive: archiveA, pipeline: a.pipeline, stateDir: a.stateDir, peers: [peer], service: { ...service, laneSplitThresholdEntries: Infinity } })
+        a = await createTestNode({
+          serial: 'MK650-BENCH-A',
+          secret: await deriveMirrorSecret(secretText),
+          archive: archiveA,
+          pipeline: a.pipeline,
+          stateDir: a.stateDir,
+          peers: [peer],
+          service: { ...service, laneSplitThresholdEntries: Infinity },
+        })
         listen(a)
         await waitFor(() => a!.peer(port)?.state === 'connected', 'one-lane sender connected', 60_000)
         backlog.push(await backlogPhase(a, 'one'))

@@ -69,7 +69,9 @@ async function benchMessages(count: number): Promise<Buffer[]> {
 /** A steady-phase message dated now (search lists newest first by date). */
 function steadyMessage(index: number, filler: Buffer): Buffer {
   return Buffer.concat([
-    Buffer.from(`From: sender@bench.local\r\nTo: journal@bench.local\r\nSubject: benchsteadyword ${index}\r\nDate: ${new Date().toUTCString().replace('GMT', '+0000')}\r\nMessage-ID: <steady-${index}@bench.local>\r\n\r\n`),
+    Buffer.from(
+      `From: sender@bench.local\r\nTo: journal@bench.local\r\nSubject: benchsteadyword ${index}\r\nDate: ${new Date().toUTCString().replace('GMT', '+0000')}\r\nMessage-ID: <steady-${index}@bench.local>\r\n\r\n`,
+    ),
     filler,
   ])
 }
@@ -175,7 +177,10 @@ export async function runMirrorBench(options: MirrorBenchOptions = {}): Promise<
     session.close()
     polling = false
     await poller
-    const lags = [...ackedAt].filter(([id]) => seenAt.has(id)).map(([id, at]) => Math.max(0, seenAt.get(id)! - at)).sort((x, y) => x - y)
+    const lags = [...ackedAt]
+      .filter(([id]) => seenAt.has(id))
+      .map(([id, at]) => Math.max(0, seenAt.get(id)! - at))
+      .sort((x, y) => x - y)
     const bun = (globalThis as { Bun?: { version: string } }).Bun
     return {
       runtime: bun ? `bun ${bun.version}` : `node ${process.versions.node}`,

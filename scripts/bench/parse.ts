@@ -35,7 +35,10 @@ export function stripMboxFromLine(raw: Uint8Array): Uint8Array {
  */
 export async function loadCorpus(directory = corpusDirectoryDefault, limit = Number.POSITIVE_INFINITY): Promise<Uint8Array[]> {
   const messages: Uint8Array[] = []
-  const groups = (await readdir(directory, { withFileTypes: true })).filter((entry) => entry.isDirectory()).map((entry) => entry.name).sort()
+  const groups = (await readdir(directory, { withFileTypes: true }))
+    .filter((entry) => entry.isDirectory())
+    .map((entry) => entry.name)
+    .sort()
   for (const group of groups) {
     const files = (await readdir(join(directory, group))).filter((name) => name.endsWith('.txt')).sort()
     for (const file of files) {

@@ -82,7 +82,12 @@ async function phase(service: RunningService, durationMs: number, ratePerSecond:
     for (let index = 0; running(); index++) {
       const waitMs = startedMs + (index * 1000) / ratePerSecond - performance.now()
       if (waitMs > 0) await sleep(waitMs)
-      const raw = Buffer.concat([Buffer.from(`From: relay@bench.local\r\nTo: journal@bench.local\r\nSubject: under load ${startedMs.toFixed(0)} ${index}\r\nMessage-ID: <load-${startedMs.toFixed(0)}-${index}@bench.local>\r\n\r\n`), filler])
+      const raw = Buffer.concat([
+        Buffer.from(
+          `From: relay@bench.local\r\nTo: journal@bench.local\r\nSubject: under load ${startedMs.toFixed(0)} ${index}\r\nMessage-ID: <load-${startedMs.toFixed(0)}-${index}@bench.local>\r\n\r\n`,
+        ),
+        filler,
+      ])
       const sentMs = performance.now()
       const reply = await session.send('relay@bench.local', ['journal@bench.local'], raw)
       ackMs.push(performance.now() - sentMs)
@@ -137,7 +142,10 @@ export async function runSearchLoadBench(options: { factor?: number; phaseMs?: n
     const answerMs: number[] = []
     const bombs = await phase(service, phaseMs, ratePerSecond, filler, async (running) => {
       while (running()) {
-        const phrases = Array.from({ length: 32 }, () => `"${commonWords[random.int(commonWords.length)]} ${commonWords[random.int(commonWords.length)]} ${commonWords[random.int(commonWords.length)]}"`)
+        const phrases = Array.from(
+          { length: 32 },
+          () => `"${commonWords[random.int(commonWords.length)]} ${commonWords[random.int(commonWords.length)]} ${commonWords[random.int(commonWords.length)]}"`,
+        )
         const askedMs = performance.now()
         const response = await apiGet(service, `/api/v1/search?q=${encodeURIComponent(phrases.join(' OR '))}&limit=20`)
         const body = (await response?.json().catch(() => ({}))) as { error?: { code: string } }
@@ -160,7 +168,11 @@ export function printSearchLoad(report: SearchLoadReport, ratePerSecond: number,
   write(`search under load: ${report.messages} messages (loaded over SMTP in ${report.loadSeconds.toFixed(0)} s); a relay at ${ratePerSecond} msg/s, status every 100 ms`)
   write(`  quiet: SMTP ack ${line(report.quiet.ack)}; status ${line(report.quiet.status)}`)
   write(`  bombs: SMTP ack ${line(report.bombs.ack)}; status ${line(report.bombs.status)}`)
-  write(`  bombs sent: ${Object.entries(report.bombs.outcomes).map(([outcome, count]) => `${outcome} x${count}`).join(', ')}; answered after ${line(report.bombs.answerMs)} (budget ${report.budgetMs} ms)`)
+  write(
+    `  bombs sent: ${Object.entries(report.bombs.outcomes)
+      .map(([outcome, count]) => `${outcome} x${count}`)
+      .join(', ')}; answered after ${line(report.bombs.answerMs)} (budget ${report.budgetMs} ms)`,
+  )
   const met = report.bombs.ack.p99Ms < 500 && report.bombs.status.p99Ms < 200
   write(`  target during the bombs: SMTP ack p99 < 500 ms, status p99 < 200 ms: ${met ? 'MET' : 'NOT MET'}`)
 }

@@ -169,7 +169,16 @@ function benchArchive(directory: string, withIndex: boolean): { archive: Archive
 }
 
 /** Every bench message arrives as one import delivery. */
-const benchDelivery: Delivery = { source: 'import', sourceName: 'bench', receivedAtMs: Date.parse('2024-06-01T00:00:00Z'), envelopeFrom: null, envelopeTo: [], envelopeBcc: [], remoteAddress: null, journalEnvelopeText: null }
+const benchDelivery: Delivery = {
+  source: 'import',
+  sourceName: 'bench',
+  receivedAtMs: Date.parse('2024-06-01T00:00:00Z'),
+  envelopeFrom: null,
+  envelopeTo: [],
+  envelopeBcc: [],
+  remoteAddress: null,
+  journalEnvelopeText: null,
+}
 
 async function ingest(
   directory: string,
@@ -218,7 +227,10 @@ async function openPipeline(directory: string, withIndex: boolean, concurrency: 
   const { archive, index } = benchArchive(directory, withIndex)
   const parser = createMimeParser({ logger }, defaultMimeParserOptions)
   // The parse pool as boot/services.ts builds it: the same prepare module with the index's limits.
-  const pool = createParsePool({ logger, inProcess: createPrepareJob({ logger, parser }) }, { ...parsePoolDefaults, mime: { ...defaultMimeParserOptions }, indexPrepare: withIndex ? indexPrepareModule : undefined })
+  const pool = createParsePool(
+    { logger, inProcess: createPrepareJob({ logger, parser }) },
+    { ...parsePoolDefaults, mime: { ...defaultMimeParserOptions }, indexPrepare: withIndex ? indexPrepareModule : undefined },
+  )
   const pipeline = createIngestPipeline({ logger, parser, archive, prepare: pool.prepare }, { messageBytesMax: 64 * 1024 * 1024 })
   await archive.start()
   await pool.start()
@@ -358,7 +370,11 @@ async function runNotmuch(workDirectory: string, raws: readonly Uint8Array[], fa
   // The system Python carries the Debian bindings (a pyenv python on PATH may not).
   const python = ['/usr/bin/python3', 'python3'].find((candidate) => spawnSync(candidate, ['-c', 'import notmuch2'], { env: environment }).status === 0)
   if (!python) throw new Error('the notmuch2 Python bindings are missing (apt-get install python3-notmuch2)')
-  const measured = spawnSync(python, ['-c', notmuchHelper, maildir, JSON.stringify(benchQueries.map((query) => query.notmuch)), String(repeat), String(warmupRounds)], { env: environment, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })
+  const measured = spawnSync(python, ['-c', notmuchHelper, maildir, JSON.stringify(benchQueries.map((query) => query.notmuch)), String(repeat), String(warmupRounds)], {
+    env: environment,
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  })
   if (measured.status !== 0) throw new Error(`notmuch queries failed: ${measured.stderr}`)
   const coldMeasured = spawnSync(python, ['-c', notmuchHelper, maildir, JSON.stringify(cold), '1', '-1'], { env: environment, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })
   if (coldMeasured.status !== 0) throw new Error(`notmuch cold phrases failed: ${coldMeasured.stderr}`)
@@ -420,7 +436,9 @@ async function benchDataset(
     const segments = Math.max(1, Math.round(pipelineRaws.length / 25_000))
     const runs = { without: [] as number[], with: [] as number[], workers: 0 }
     for (let round = 0; round < rounds; round++) {
-      write(`${name}: appliance pipeline (parse pool, store${round === 0 ? '' : ', again'}) without and with the index, ${segments === 1 ? `one run each, ${round % 2 === 0 ? 'without' : 'with'} first` : `${segments} alternating segments`}…`)
+      write(
+        `${name}: appliance pipeline (parse pool, store${round === 0 ? '' : ', again'}) without and with the index, ${segments === 1 ? `one run each, ${round % 2 === 0 ? 'without' : 'with'} first` : `${segments} alternating segments`}…`,
+      )
       const run = await ingestPipelines(join(workDirectory, `pipeline-${round}`), pipelineRaws, segments, options.concurrency, raws, round % 2 === 0 ? 'without' : 'with')
       runs.without.push(run.withoutPerS)
       runs.with.push(run.withPerS)
@@ -434,7 +452,13 @@ async function benchDataset(
     // spell's run with a slow one's.
     const byRatio = runs.with.map((withPerS, round) => ({ withPerS, withoutPerS: runs.without[round]!, ratio: withPerS / runs.without[round]! })).sort((a, b) => a.ratio - b.ratio)
     const median = byRatio[Math.floor(byRatio.length / 2)]!
-    const pipelineFigures: DatasetReport['pipeline'] = { withoutIndexPerS: median.withoutPerS, withIndexPerS: median.withPerS, ratio: median.ratio, parseWorkers: runs.workers, rounds: byRatio.length }
+    const pipelineFigures: DatasetReport['pipeline'] = {
+      withoutIndexPerS: median.withoutPerS,
+      withIndexPerS: median.withPerS,
+      ratio: median.ratio,
+      parseWorkers: runs.workers,
+      rounds: byRatio.length,
+    }
     write(`${name}: ingest without the index…`)
     const without = await ingest(join(workDirectory, 'without'), messages, false, options.concurrency)
     await without.archive.stop()
@@ -515,8 +539,14 @@ function printReport(report: DatasetReport, rounds: { repeat: number; warmupRoun
   write(
     `ingest msg/s, appliance pipeline (raw bytes → parse pool of ${pipeline.parseWorkers} worker(s) → durable, parsing counted; ${pipeline.rounds === 1 ? 'one round' : `the median of ${pipeline.rounds} rounds`}, the two sides alternating): without index ${number(pipeline.withoutIndexPerS, 0)}, with index ${number(pipeline.withIndexPerS, 0)} (${number(pipeline.ratio * 100, 0)}%; target ≥ 60%${pipeline.ratio >= 0.6 ? ' MET' : ' NOT MET'})`,
   )
-  write(`ingest msg/s, store only (parsed beforehand, not counted; index analysis in the transaction on the event loop): without index ${number(report.ingestWithoutIndexPerS, 0)}, with index ${number(report.ingestWithIndexPerS, 0)} (${number(report.ingestRatio * 100, 0)}%); notmuch new ${number(report.notmuchIndexPerS, 0)}`)
-  write(`index bytes per raw byte: ${number(report.indexBytesPerRawByte, 3)} (${Object.entries(report.indexBytes).map(([name, bytes]) => `${name} ${number(bytes / 1e6, 1)} MB`).join(', ')})`)
+  write(
+    `ingest msg/s, store only (parsed beforehand, not counted; index analysis in the transaction on the event loop): without index ${number(report.ingestWithoutIndexPerS, 0)}, with index ${number(report.ingestWithIndexPerS, 0)} (${number(report.ingestRatio * 100, 0)}%); notmuch new ${number(report.notmuchIndexPerS, 0)}`,
+  )
+  write(
+    `index bytes per raw byte: ${number(report.indexBytesPerRawByte, 3)} (${Object.entries(report.indexBytes)
+      .map(([name, bytes]) => `${name} ${number(bytes / 1e6, 1)} MB`)
+      .join(', ')})`,
+  )
   write(`query latency: ${rounds.repeat} timed rounds of every query, after its first run (the last column) and ${rounds.warmupRounds} untimed rounds; notmuch's alike`)
   write(`class     mailkeep p50/p95 ms   notmuch p50/p95 ms   mailkeep first run p50/worst ms`)
   for (const kind of ['term', 'phrase', 'field', 'boolean', 'date'] as const) {
@@ -524,7 +554,9 @@ function printReport(report: DatasetReport, rounds: { repeat: number; warmupRoun
     const theirs = report.notmuch?.[kind]
     const first = report.oursFirstRun[kind]
     const below = theirs ? (ours.p95Ms < theirs.p95Ms ? ' (p95 below)' : ' (p95 NOT below)') : ''
-    write(`${kind.padEnd(9)} ${`${number(ours.p50Ms, 2)} / ${number(ours.p95Ms, 2)}`.padEnd(21)} ${(theirs ? `${number(theirs.p50Ms, 2)} / ${number(theirs.p95Ms, 2)}${below}` : '—').padEnd(36)} ${number(first.p50Ms, 2)} / ${number(first.p95Ms, 2)}`)
+    write(
+      `${kind.padEnd(9)} ${`${number(ours.p50Ms, 2)} / ${number(ours.p95Ms, 2)}`.padEnd(21)} ${(theirs ? `${number(theirs.p50Ms, 2)} / ${number(theirs.p95Ms, 2)}${below}` : '—').padEnd(36)} ${number(first.p50Ms, 2)} / ${number(first.p95Ms, 2)}`,
+    )
   }
   const cold = report.coldPhrase
   write(

@@ -225,7 +225,11 @@ export async function runSmtpBench(options: { messages?: number; sessions?: numb
       indexPrepareOnWorkers: after.parsePool?.indexPrepare ?? false,
       applianceCpuMsPerMessage: (report.applianceCpuMs ?? 0) / report.messages,
       senderCpuMsPerMessage: report.cpuMs / report.messages,
-      threadCpuMsPerMessage: (report.threads ?? []).map((thread) => ({ thread: `${thread.name} ${thread.tid}`, userMs: thread.userMs / report.messages, systemMs: thread.systemMs / report.messages })),
+      threadCpuMsPerMessage: (report.threads ?? []).map((thread) => ({
+        thread: `${thread.name} ${thread.tid}`,
+        userMs: thread.userMs / report.messages,
+        systemMs: thread.systemMs / report.messages,
+      })),
     }
   } finally {
     await appliance.stop()
@@ -239,6 +243,10 @@ if ((import.meta as { main?: boolean }).main) {
     await senderMain(Number(process.argv[3]), Number(process.argv[4]), Number(process.argv[5]), Number(process.argv[6] ?? 0))
     process.exit(0)
   }
-  const result = await runSmtpBench({ messages: Number(process.argv[2] ?? Number.POSITIVE_INFINITY), sessions: Number(process.argv[3] ?? 10), warmupMessages: process.argv[4] === undefined ? undefined : Number(process.argv[4]) })
+  const result = await runSmtpBench({
+    messages: Number(process.argv[2] ?? Number.POSITIVE_INFINITY),
+    sessions: Number(process.argv[3] ?? 10),
+    warmupMessages: process.argv[4] === undefined ? undefined : Number(process.argv[4]),
+  })
   process.stdout.write(JSON.stringify(result, null, 2) + '\n')
 }

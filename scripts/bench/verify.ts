@@ -121,7 +121,14 @@ function memoryArchive(ids: Buffer, sizes: Float64Array, storeId: string): Verif
     storeId: () => storeId,
     purgedAt: () => undefined,
     async digestSnapshot(): Promise<DigestSnapshot> {
-      return { storeId, lastSequence: 0, node: (prefix) => digest.node(prefix), children: (prefix) => digest.children(prefix), idsInBucket: (prefix) => digest.idsInBucket(prefix), close: () => undefined }
+      return {
+        storeId,
+        lastSequence: 0,
+        node: (prefix) => digest.node(prefix),
+        children: (prefix) => digest.children(prefix),
+        idsInBucket: (prefix) => digest.idsInBucket(prefix),
+        close: () => undefined,
+      }
     },
   }
 }
@@ -174,7 +181,14 @@ export async function runVerifyBench(options: { ids?: number; differences?: numb
       await pair.a.close()
       await serving
       await responder.close()
-      runs.push({ differences, outcome: report.outcome, unexplained: report.counts.unexplained, frames: pair.traffic.frames, bytes: pair.traffic.bytes, verifyMs: Number(verifyMs.toFixed(1)) })
+      runs.push({
+        differences,
+        outcome: report.outcome,
+        unexplained: report.counts.unexplained,
+        frames: pair.traffic.frames,
+        bytes: pair.traffic.bytes,
+        verifyMs: Number(verifyMs.toFixed(1)),
+      })
     }
     const bun = (globalThis as { Bun?: { version: string } }).Bun
     return { runtime: bun ? `bun ${bun.version}` : `node ${process.versions.node}`, ids: total, runs }

@@ -64,7 +64,10 @@ export const firmwareLoopbackCheck: FactoryCheck = {
   name: 'firmware-loopback',
   async run({ dataDir }) {
     return withPrivateFirmware(dataDir, async ({ port, http, password }) => {
-      const token = createHash('sha256').update(String(Date.now()) + Math.random()).digest('hex').slice(0, 16)
+      const token = createHash('sha256')
+        .update(String(Date.now()) + Math.random())
+        .digest('hex')
+        .slice(0, 16)
       const problems: string[] = []
       const session = await SmtpSession.open(port)
       const sent = new Map<string, Buffer>()
@@ -148,12 +151,20 @@ export const mirrorLoopbackCheck: FactoryCheck = {
             }
             return { ok: false, message: `no copy on the second instance within ${mirrorLoopbackTimeoutMs} ms`, value: null, limit: { lagMsMax: mirrorLoopbackTimeoutMs } }
           },
-          { ...common, identity: { model: identity.model, serial: `${identity.serial}-L1`.slice(0, 64) }, mirror: { host: '127.0.0.1', port: 0, sharedSecret: secret, peers: [{ host, port }] } },
+          {
+            ...common,
+            identity: { model: identity.model, serial: `${identity.serial}-L1`.slice(0, 64) },
+            mirror: { host: '127.0.0.1', port: 0, sharedSecret: secret, peers: [{ host, port }] },
+          },
         )
       },
       // The second instance does not know the first's port in advance: it takes it as a join
       // (a private pair on loopback with a secret made for this run).
-      { ...common, identity: { model: identity.model, serial: `${identity.serial}-L2`.slice(0, 64) }, mirror: { host: '127.0.0.1', port: 0, sharedSecret: secret, peers: [], acceptJoins: true } },
+      {
+        ...common,
+        identity: { model: identity.model, serial: `${identity.serial}-L2`.slice(0, 64) },
+        mirror: { host: '127.0.0.1', port: 0, sharedSecret: secret, peers: [], acceptJoins: true },
+      },
     )
   },
 }

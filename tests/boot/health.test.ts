@@ -5,8 +5,31 @@ import { modelProfile } from '../../config/models.js'
 const facts = (over: Partial<HardwareFacts> = {}): HardwareFacts => ({
   identity: { model: 450, serial: 'S1', firmwareVersion: '1.0.0', provider: 'sim' },
   profile: modelProfile(450),
-  disks: [0, 1].map((index) => ({ id: `d${index}`, device: `/dev/sd${'ab'[index]}`, sizeBytes: 8e12, vendorModel: null, health: 'ok' as const, smart: 'passed' as const, temperatureCelsius: null })),
-  raid: { present: true, arrays: [{ name: 'md0', level: 'raid1', state: 'clean', memberCountExpected: 2, members: [{ device: '/dev/sda', state: 'active' }, { device: '/dev/sdb', state: 'active' }], rebuildPercent: null }] },
+  disks: [0, 1].map((index) => ({
+    id: `d${index}`,
+    device: `/dev/sd${'ab'[index]}`,
+    sizeBytes: 8e12,
+    vendorModel: null,
+    health: 'ok' as const,
+    smart: 'passed' as const,
+    temperatureCelsius: null,
+  })),
+  raid: {
+    present: true,
+    arrays: [
+      {
+        name: 'md0',
+        level: 'raid1',
+        state: 'clean',
+        memberCountExpected: 2,
+        members: [
+          { device: '/dev/sda', state: 'active' },
+          { device: '/dev/sdb', state: 'active' },
+        ],
+        rebuildPercent: null,
+      },
+    ],
+  },
   nics: ['eth0', 'eth1'].map((name) => ({ name, mac: '02:00:00:00:00:01', link: 'up' as const, speedMbps: 1000, addresses: [] })),
   volume: { totalBytes: 1e12, freeBytes: 5e11 },
   freeBytesMin: 1e9,
@@ -20,9 +43,34 @@ t.test('healthy appliance', async (t) => {
 
 t.test('each non-fatal problem degrades with its reason', async (t) => {
   const base = facts()
-  const degradedRaid = { present: true, arrays: [{ ...base.raid.arrays[0]!, state: 'degraded' as const, members: [{ device: '/dev/sda', state: 'active' as const }, { device: '/dev/sdb', state: 'faulty' as const }] }] }
+  const degradedRaid = {
+    present: true,
+    arrays: [
+      {
+        ...base.raid.arrays[0]!,
+        state: 'degraded' as const,
+        members: [
+          { device: '/dev/sda', state: 'active' as const },
+          { device: '/dev/sdb', state: 'faulty' as const },
+        ],
+      },
+    ],
+  }
   t.same(evaluateHealth(facts({ raid: degradedRaid })).reasons, ['raid md0 degraded (/dev/sdb faulty)'])
-  const rebuilding = { present: true, arrays: [{ ...base.raid.arrays[0]!, state: 'rebuilding' as const, rebuildPercent: 40, members: [{ device: '/dev/sda', state: 'active' as const }, { device: '/dev/sdb', state: 'rebuilding' as const }] }] }
+  const rebuilding = {
+    present: true,
+    arrays: [
+      {
+        ...base.raid.arrays[0]!,
+        state: 'rebuilding' as const,
+        rebuildPercent: 40,
+        members: [
+          { device: '/dev/sda', state: 'active' as const },
+          { device: '/dev/sdb', state: 'rebuilding' as const },
+        ],
+      },
+    ],
+  }
   t.same(evaluateHealth(facts({ raid: rebuilding })).reasons, ['raid md0 rebuilding 40% (/dev/sdb rebuilding)'])
   t.same(evaluateHealth(facts({ nics: [{ ...base.nics[0]!, link: 'down' }, base.nics[1]!] })).reasons, ['nic eth0 link down'])
   t.same(evaluateHealth(facts({ nics: [base.nics[0]!] })).reasons, ['1 NIC(s), model 450 has 2'])

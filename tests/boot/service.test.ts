@@ -107,7 +107,10 @@ t.test('show commands, sim faults and degraded state without a restart', async (
   t.ok(raid.arrays[0]!.members.some((member) => member.state === 'faulty'))
   const status = (await cliJson(config, ['show', 'status'])).json as { state: string; reasons: string[] }
   t.equal(status.state, 'degraded')
-  t.ok(status.reasons.some((reason) => /raid md\d+ degraded/.test(reason)), status.reasons.join('; '))
+  t.ok(
+    status.reasons.some((reason) => /raid md\d+ degraded/.test(reason)),
+    status.reasons.join('; '),
+  )
 
   const link = await runCli(['--config', config, 'sim', 'link', 'eth1', 'down', '--password-stdin'], { input: technicianPassword + '\n' })
   t.equal(link.code, 0)
@@ -168,7 +171,11 @@ t.test('HTTP login throttling: audited with counts, never the technician locked 
 
   const shown = (await cliJson(config, ['audit', 'show', '--limit', '50'])).json as { actor: string; action: string; details: Record<string, unknown> }[]
   const logins = shown.filter((entry) => entry.action.startsWith('login.'))
-  t.same(logins.map((entry) => entry.action), ['login.failed', 'login.throttled', 'login.throttle-ended'], 'three entries for six failures')
+  t.same(
+    logins.map((entry) => entry.action),
+    ['login.failed', 'login.throttled', 'login.throttle-ended'],
+    'three entries for six failures',
+  )
   t.match(logins[1], { actor: 'http@127.0.0.2', details: { via: 'http', remoteAddress: '127.0.0.2', user: 'admin', failures: 2, delayMs: 100 } })
   t.match(logins[2]!.details, { reason: 'quiet', failures: 6, delayedAttempts: 4, successes: 0 })
   t.notMatch(JSON.stringify(shown), /http-guess/, 'no password in the audit log')
@@ -275,7 +282,13 @@ t.test('build produces a bootable image with a manifest', async (t) => {
   t.same(manifest.mirroringModels, [450, 650, 850, 950, 1050])
   const { createHash } = await import('node:crypto')
   for (const [file, hash] of Object.entries(manifest.files as Record<string, string>)) {
-    t.equal(createHash('sha256').update(await readFile(join(repoRoot, 'dist', file))).digest('hex'), hash, `hash of ${file}`)
+    t.equal(
+      createHash('sha256')
+        .update(await readFile(join(repoRoot, 'dist', file)))
+        .digest('hex'),
+      hash,
+      `hash of ${file}`,
+    )
   }
   const dir = await tempDir()
   await mkdir(join(dir, 'data'), { recursive: true })

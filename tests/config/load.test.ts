@@ -30,9 +30,7 @@ t.test('a partial file is merged over defaults', async (t) => {
 })
 
 t.test('every error is reported with path, reason and value', async (t) => {
-  const error = t.throws(() =>
-    validateConfig({ smtp: { port: 70000, bogus: true }, hal: { provider: 'vmware' }, identity: { serial: 'bad serial!' } }),
-  ) as ConfigError
+  const error = t.throws(() => validateConfig({ smtp: { port: 70000, bogus: true }, hal: { provider: 'vmware' }, identity: { serial: 'bad serial!' } })) as ConfigError
   t.type(error, ConfigError)
   const lines = error.problems.map(formatProblem)
   t.same(lines.sort(), [
@@ -55,7 +53,10 @@ t.test('secrets are never echoed in errors', async (t) => {
 t.test('journal sources need unique names', async (t) => {
   const source = { name: 'j1', protocol: 'imap', host: 'h', user: 'u', password: 'p' }
   const error = t.throws(() => validateConfig({ journal: { sources: [source, source] } })) as ConfigError
-  t.same(error.problems.map((p) => p.path), ['journal.sources.1.name'])
+  t.same(
+    error.problems.map((p) => p.path),
+    ['journal.sources.1.name'],
+  )
   const ok = validateConfig({ journal: { sources: [source] } })
   t.equal(ok.journal.sources[0]!.afterArchive, 'delete', 'item defaults are filled')
 })

@@ -10,7 +10,9 @@ import { waitUntil } from '../helpers/wait.js'
 const technicianPassword = 'e2e-index-upgrade-pass'
 
 const message = (subject: string) =>
-  Buffer.from(`From: alice@corp.example\r\nTo: bob@corp.example\r\nSubject: ${subject}\r\nDate: Sun, 29 Nov 2026 01:00:00 +0000\r\nMessage-ID: <${subject.replace(/\W/g, '')}@e2e>\r\n\r\nbody of ${subject}\r\n`)
+  Buffer.from(
+    `From: alice@corp.example\r\nTo: bob@corp.example\r\nSubject: ${subject}\r\nDate: Sun, 29 Nov 2026 01:00:00 +0000\r\nMessage-ID: <${subject.replace(/\W/g, '')}@e2e>\r\n\r\nbody of ${subject}\r\n`,
+  )
 
 /** Rewrites the index's state record of a stopped service (what older firmware, or a rebuild cut short, leaves). */
 async function setIndexState(dataDir: string, change: Record<string, unknown>): Promise<void> {
@@ -52,10 +54,21 @@ t.test('an index of another layout, or a rebuild cut short, is rebuilt at start;
   t.same(await indexStatus(), { documents: 3, rebuilding: false, layoutCurrent: true, pending: 3, flushes: 0, removedSinceRebuild: 0, rebuildIndexed: null, searches: noSearches })
   // A planned stop writes the pending tail's postings: nothing is left to load after the start.
   await service.stop()
-  t.ok(service.lines.some((line) => line.includes('search index tail flushed at stop')), 'the flush at stop is logged')
+  t.ok(
+    service.lines.some((line) => line.includes('search index tail flushed at stop')),
+    'the flush at stop is logged',
+  )
   service = await startService(config)
-  t.same(await indexStatus(), { documents: 3, rebuilding: false, layoutCurrent: true, pending: 0, flushes: 1, removedSinceRebuild: 0, rebuildIndexed: null, searches: noSearches }, 'the tail was flushed at stop')
-  t.same(((await cliJson(config, ['search', 'subject:merger'])).json as { hits: Array<{ id: string }> }).hits.map((hit) => hit.id), [ids[1]], 'found in the flushed postings')
+  t.same(
+    await indexStatus(),
+    { documents: 3, rebuilding: false, layoutCurrent: true, pending: 0, flushes: 1, removedSinceRebuild: 0, rebuildIndexed: null, searches: noSearches },
+    'the tail was flushed at stop',
+  )
+  t.same(
+    ((await cliJson(config, ['search', 'subject:merger'])).json as { hits: Array<{ id: string }> }).hits.map((hit) => hit.id),
+    [ids[1]],
+    'found in the flushed postings',
+  )
 
   // An unplanned stop (SIGKILL) leaves a tail: the next start writes it in the background.
   const again = await SmtpSession.open(portOf(service, 'smtp'))
@@ -76,8 +89,15 @@ t.test('an index of another layout, or a rebuild cut short, is rebuilt at start;
     { what: 'the tail left by the crash flushed', timeoutMs: 10_000, intervalMs: 100, observe: indexStatus },
   )
   t.match(afterCrash, { documents: 5, pending: 0, flushes: 2 }, 'the tail left by the crash was flushed after the start')
-  t.ok(service.lines.some((line) => line.includes('search index tail left by an unplanned stop') && line.includes('"documents":2')), 'and that is logged')
-  t.same(((await cliJson(config, ['search', 'subject:minutes'])).json as { hits: Array<{ id: string }> }).hits.map((hit) => hit.id), [ids[3]], 'found in the postings written after the crash')
+  t.ok(
+    service.lines.some((line) => line.includes('search index tail left by an unplanned stop') && line.includes('"documents":2')),
+    'and that is logged',
+  )
+  t.same(
+    ((await cliJson(config, ['search', 'subject:minutes'])).json as { hits: Array<{ id: string }> }).hits.map((hit) => hit.id),
+    [ids[3]],
+    'found in the postings written after the crash',
+  )
 
   for (const [label, change] of [
     ['layout of older firmware', { v: indexLayoutVersion - 1 }],
@@ -96,9 +116,16 @@ t.test('an index of another layout, or a rebuild cut short, is rebuilt at start;
     )
     t.equal(status.rebuilding, false, `${label}: rebuilt at start`)
     t.equal(status.documents, 5, `${label}: every archived message indexed again`)
-    t.ok(service.lines.some((line) => line.includes('search index rebuild started')), `${label}: the rebuild is logged`)
+    t.ok(
+      service.lines.some((line) => line.includes('search index rebuild started')),
+      `${label}: the rebuild is logged`,
+    )
     const search = (await cliJson(config, ['search', 'subject:merger'])).json as { total: number; hits: Array<{ id: string }> }
-    t.same(search.hits.map((hit) => hit.id), [ids[1]], `${label}: searchable again`)
+    t.same(
+      search.hits.map((hit) => hit.id),
+      [ids[1]],
+      `${label}: searchable again`,
+    )
     const preview = await cliJson(config, ['policy', 'preview'])
     t.equal(preview.code, 0, `${label}: the purge preview (which evaluates the hold's query) runs again: ${preview.stderr}`)
   }

@@ -60,7 +60,10 @@ t.test('SMTP deliveries (raw client, nodemailer, swaks) are retrievable byte-ide
   session.close()
   const meta = (await client.meta(id)) as { deliveries: { envelopeFrom: string; envelopeTo: string[] }[] }
   t.equal(meta.deliveries.length, 2, 'both deliveries are recorded')
-  t.same(meta.deliveries.map((delivery) => delivery.envelopeFrom), ['sender@example.com', 'other-sender@example.com'])
+  t.same(
+    meta.deliveries.map((delivery) => delivery.envelopeFrom),
+    ['sender@example.com', 'other-sender@example.com'],
+  )
   t.ok(meta.deliveries[0]!.envelopeTo.includes('hidden-bcc@example.com'), 'envelope recipients (BCC) recorded')
 
   // nodemailer, a real client library.
@@ -75,7 +78,11 @@ t.test('SMTP deliveries (raw client, nodemailer, swaks) are retrievable byte-ide
   t.ok(nodemailerMeta.deliveries[0]!.envelopeTo.includes('secret@example.com'), 'BCC from the envelope')
 
   // swaks, the command-line SMTP tester from Debian.
-  const swaks = spawnSync('swaks', ['--server', `127.0.0.1:${smtpPort}`, '--to', 'journal@archive.local', '--from', 's@example.com', '--header', 'Subject: from swaks', '--body', 'hello from swaks'], { encoding: 'utf8', timeout: 30000 })
+  const swaks = spawnSync(
+    'swaks',
+    ['--server', `127.0.0.1:${smtpPort}`, '--to', 'journal@archive.local', '--from', 's@example.com', '--header', 'Subject: from swaks', '--body', 'hello from swaks'],
+    { encoding: 'utf8', timeout: 30000 },
+  )
   t.equal(swaks.status, 0, `swaks ran (CI installs it): ${swaks.stderr}`)
   const swaksId = /archived ([0-9a-f]{64})/.exec(swaks.stdout)?.[1]
   t.ok(swaksId, 'swaks got the archive id')
@@ -215,7 +222,21 @@ t.test('journal pull from a real Dovecot over IMAP archives every message once a
   await seedMailbox(dovecot, user, messages)
   const dir = await tempDir()
   const config = await writeConfig(dir, {
-    journal: { sources: [{ name: 'exchange', protocol: 'imap', host: '127.0.0.1', port: dovecot.ports.imaps, tls: 'implicit', tlsRejectUnauthorized: false, user: user.name, password: user.password, intervalMs: 3600000 }] },
+    journal: {
+      sources: [
+        {
+          name: 'exchange',
+          protocol: 'imap',
+          host: '127.0.0.1',
+          port: dovecot.ports.imaps,
+          tls: 'implicit',
+          tlsRejectUnauthorized: false,
+          user: user.name,
+          password: user.password,
+          intervalMs: 3600000,
+        },
+      ],
+    },
   })
   const service = await startService(config)
   t.teardown(() => service.stop())
@@ -278,12 +299,27 @@ t.test('search through the CLI and the API: fields, BCC, attachments, pagination
   t.ok(replies.every((reply) => reply.code === 250))
   const [attachmentId, budgetId] = replies.map((reply) => archivedId(reply)!)
 
-  const search = async (query: string, extra: string[] = []) => (await cliJson(config, ['search', query, ...extra])).json as { total: number; hits: { id: string; snippet: string }[]; nextCursor: string | null }
-  t.same((await search('zanzibarquux')).hits.map((hit) => hit.id), [attachmentId], 'a word only inside an attachment finds its message')
-  t.same((await search('attachment:notes.txt')).hits.map((hit) => hit.id), [attachmentId])
-  t.same((await search('to:grace.bcc@example.com')).hits.map((hit) => hit.id), [budgetId], 'an envelope (BCC) recipient is found with to:')
+  const search = async (query: string, extra: string[] = []) =>
+    (await cliJson(config, ['search', query, ...extra])).json as { total: number; hits: { id: string; snippet: string }[]; nextCursor: string | null }
+  t.same(
+    (await search('zanzibarquux')).hits.map((hit) => hit.id),
+    [attachmentId],
+    'a word only inside an attachment finds its message',
+  )
+  t.same(
+    (await search('attachment:notes.txt')).hits.map((hit) => hit.id),
+    [attachmentId],
+  )
+  t.same(
+    (await search('to:grace.bcc@example.com')).hits.map((hit) => hit.id),
+    [budgetId],
+    'an envelope (BCC) recipient is found with to:',
+  )
   const phrase = await search('"budget meeting" from:alice')
-  t.same(phrase.hits.map((hit) => hit.id), [budgetId])
+  t.same(
+    phrase.hits.map((hit) => hit.id),
+    [budgetId],
+  )
   t.match(phrase.hits[0]!.snippet, /<mark>budget<\/mark>/)
   t.equal((await search('subject:weekly -status')).total, 0)
   const pageOne = await search('subject:weekly', ['--limit', '2'])
@@ -306,7 +342,10 @@ t.test('search through the CLI and the API: fields, BCC, attachments, pagination
     headers: { authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` },
   })
   t.equal(response.status, 200)
-  t.same(((await response.json()) as { hits: { id: string }[] }).hits.map((hit) => hit.id), [budgetId])
+  t.same(
+    ((await response.json()) as { hits: { id: string }[] }).hits.map((hit) => hit.id),
+    [budgetId],
+  )
   const malformed = await fetch(`http://127.0.0.1:${portOf(service, 'http')}/api/v1/search?q=${encodeURIComponent('"unclosed')}`, {
     headers: { authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` },
   })

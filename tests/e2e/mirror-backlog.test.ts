@@ -47,12 +47,22 @@ t.test('a paused peer is reported behind; during the catch-up new mail reaches t
 
   t.equal((await technician(configA, ['mirror', 'pause', `${host}:${portB}`])).code, 0)
   const raws = Array.from({ length: backlog }, (_, index) => testMessage(`backlog message ${index}`, 200))
-  await Promise.all([0, 1, 2, 3].map((part) => sendMail(a, raws.filter((_, index) => index % 4 === part))))
+  await Promise.all(
+    [0, 1, 2, 3].map((part) =>
+      sendMail(
+        a,
+        raws.filter((_, index) => index % 4 === part),
+      ),
+    ),
+  )
   // Finding 5: B's search answers say they may be incomplete, with how much A still holds for it.
-  const behind = await waitUntil(async () => {
-    const answer = await search(b, 'subject:backlog')
-    return !answer.completeness.complete && answer.completeness.peers[0]?.queuedMessages === backlog ? answer : undefined
-  }, { ...appliancePolling, what: 'B reports the backlog while A is paused' })
+  const behind = await waitUntil(
+    async () => {
+      const answer = await search(b, 'subject:backlog')
+      return !answer.completeness.complete && answer.completeness.peers[0]?.queuedMessages === backlog ? answer : undefined
+    },
+    { ...appliancePolling, what: 'B reports the backlog while A is paused' },
+  )
   t.match(behind.completeness.peers, [{ serial: 'MK650-LA', queuedMessages: backlog }])
   t.equal(behind.total, 0, 'nothing of the backlog on B yet')
   const text = await cliJson(configB, ['show', 'status'])
@@ -61,22 +71,31 @@ t.test('a paused peer is reported behind; during the catch-up new mail reaches t
   // Finding 6: resume; once the sender has split its queue, new mail goes first.
   t.equal((await technician(configA, ['mirror', 'resume', `${host}:${portB}`])).code, 0)
   // Polled over HTTP (cheaper than a CLI process): the split must be seen before the backlog drains.
-  await waitUntil(async () => {
-    const response = await apiGet(a, '/api/v1/status')
-    const peer = response?.status === 200 ? ((await response.json()) as { mirror: { peers: PeerView[] } }).mirror.peers[0] : undefined
-    return peer?.state === 'connected' && peer.backfillThroughSequence !== null ? peer : undefined
-  }, { ...appliancePolling, what: 'A split the queue into backlog and new mail' })
+  await waitUntil(
+    async () => {
+      const response = await apiGet(a, '/api/v1/status')
+      const peer = response?.status === 200 ? ((await response.json()) as { mirror: { peers: PeerView[] } }).mirror.peers[0] : undefined
+      return peer?.state === 'connected' && peer.backfillThroughSequence !== null ? peer : undefined
+    },
+    { ...appliancePolling, what: 'A split the queue into backlog and new mail' },
+  )
   const [probeId] = [...(await sendMail(a, [testMessage('fresh probe during catch-up')])).keys()]
-  const seenWith = await waitUntil(async () => {
-    const answer = await search(b, 'subject:"fresh probe"')
-    return answer.total === 1 ? await storeCount(configB) : undefined
-  }, { ...appliancePolling, what: 'the probe searchable on B', timeoutMs: 60_000 })
+  const seenWith = await waitUntil(
+    async () => {
+      const answer = await search(b, 'subject:"fresh probe"')
+      return answer.total === 1 ? await storeCount(configB) : undefined
+    },
+    { ...appliancePolling, what: 'the probe searchable on B', timeoutMs: 60_000 },
+  )
   t.ok(probeId)
   t.ok(seenWith < backlog, `the probe was searchable on B while the backlog was still arriving (${seenWith - 2} of ${backlog} there)`)
-  const done = await waitUntil(async () => {
-    const answer = await search(b, 'subject:backlog')
-    return answer.completeness.complete && answer.total === backlog ? answer : undefined
-  }, { ...appliancePolling, what: 'B complete', timeoutMs: 120_000 })
+  const done = await waitUntil(
+    async () => {
+      const answer = await search(b, 'subject:backlog')
+      return answer.completeness.complete && answer.total === backlog ? answer : undefined
+    },
+    { ...appliancePolling, what: 'B complete', timeoutMs: 120_000 },
+  )
   t.match(done.completeness.peers, [{ serial: 'MK650-LA', queuedMessages: 0 }])
   t.equal(await storeCount(configB), backlog + 2, 'everything once')
 })

@@ -47,10 +47,13 @@ t.test('B killed with SIGKILL mid-transfer three times: every message arrives on
     b = await startService(configB)
     const before = (await statusOf(b)).store.messages
     // Kill as soon as copies start landing: the rest of the backlog is then in flight.
-    const seen = await waitUntil(async () => {
-      const count = (await statusOf(b!).catch(() => undefined))?.store.messages
-      return count !== undefined && count > before ? count : undefined
-    }, { ...appliancePolling, what: 'copies landing on B' })
+    const seen = await waitUntil(
+      async () => {
+        const count = (await statusOf(b!).catch(() => undefined))?.store.messages
+        return count !== undefined && count > before ? count : undefined
+      },
+      { ...appliancePolling, what: 'copies landing on B' },
+    )
     await b.stop('SIGKILL')
     killedAt.push(`${seen}/${sent.size}`)
     if (seen < sent.size) partialKills += 1
@@ -58,25 +61,41 @@ t.test('B killed with SIGKILL mid-transfer three times: every message arrives on
   t.comment(`B's store when killed (stored/held by A): ${killedAt.join(', ')}`)
   t.ok(partialKills >= 1, 'at least one kill hit B in the middle of a transfer')
   b = await startService(configB)
-  await waitUntil(async () => {
-    const peer = (await statusOf(a)).mirror.peers[0]!
-    return peer.queueMessages === 0 && peer.state === 'connected' ? peer : undefined
-  }, { ...appliancePolling, what: 'A caught up' })
+  await waitUntil(
+    async () => {
+      const peer = (await statusOf(a)).mirror.peers[0]!
+      return peer.queueMessages === 0 && peer.state === 'connected' ? peer : undefined
+    },
+    { ...appliancePolling, what: 'A caught up' },
+  )
   await holdsExactlyOnce(t, b, sent, sent.size, 'killround')
   const onA = await statusOf(a)
   t.equal(onA.store.messages, sent.size, 'nothing came back to A')
-  t.equal(onA.mirror.inbound.reduce((sum, peer) => sum + peer.messagesStored, 0), 0, 'B forwarded none of the copies back')
+  t.equal(
+    onA.mirror.inbound.reduce((sum, peer) => sum + peer.messagesStored, 0),
+    0,
+    'B forwarded none of the copies back',
+  )
 })
 
 t.test('three appliances in a full mesh: each message on all three, nothing forwarded twice', async (t) => {
   const dir = await tempDir('mailkeep-mirror-mesh-')
   const ports = [await freePort(), await freePort(), await freePort()]
   const names = ['MK650-MA', 'MK650-MB', 'MK650-MC']
-  const configs = await Promise.all(names.map((serial, index) => writeApplianceConfig(dir, `n${index}`, { serial, mirrorPort: ports[index]!, peers: ports.filter((_, other) => other !== index) })))
+  const configs = await Promise.all(
+    names.map((serial, index) => writeApplianceConfig(dir, `n${index}`, { serial, mirrorPort: ports[index]!, peers: ports.filter((_, other) => other !== index) })),
+  )
   const nodes = await Promise.all(configs.map((config) => startService(config)))
   t.teardown(() => Promise.all(nodes.map((node) => node.stop())))
   const sent = new Map<string, Buffer>()
-  const byOrigin = await Promise.all(nodes.map((node, index) => sendMail(node, Array.from({ length: 5 }, (_, n) => testMessage(`meshword from ${names[index]} ${n}`)))))
+  const byOrigin = await Promise.all(
+    nodes.map((node, index) =>
+      sendMail(
+        node,
+        Array.from({ length: 5 }, (_, n) => testMessage(`meshword from ${names[index]} ${n}`)),
+      ),
+    ),
+  )
   for (const batch of byOrigin) for (const [id, raw] of batch) sent.set(id, raw)
   for (const node of nodes) {
     await waitUntil(async () => (await statusOf(node)).store.messages === 15, { ...appliancePolling, what: 'mesh converged' })
@@ -124,10 +143,13 @@ t.test('a fault proxy between A and B resets, stalls and truncates connections: 
     for (const [id, raw] of await sendMail(a, raws)) sent.set(id, raw)
     await new Promise((resolve) => setTimeout(resolve, 150))
   }
-  await waitUntil(async () => {
-    const peer = (await statusOf(a)).mirror.peers[0]!
-    return peer.queueMessages === 0 && peer.cursor === (await statusOf(a)).mirror.lastSequence ? peer : undefined
-  }, { ...appliancePolling, what: 'A caught up through the proxy' })
+  await waitUntil(
+    async () => {
+      const peer = (await statusOf(a)).mirror.peers[0]!
+      return peer.queueMessages === 0 && peer.cursor === (await statusOf(a)).mirror.lastSequence ? peer : undefined
+    },
+    { ...appliancePolling, what: 'A caught up through the proxy' },
+  )
   t.comment(`${sent.size} messages, ${proxy.connections} connections, ${proxy.faultsTriggered} faults, ${Date.now() - started} ms`)
   t.ok(proxy.faultsTriggered >= faults.length, 'every planned fault fired')
   await holdsExactlyOnce(t, b, sent, sent.size, 'proxyword')

@@ -11,7 +11,11 @@ import { waitUntil } from '../helpers/wait.js'
  */
 
 const host = '127.0.0.1'
-const send = (service: RunningService, subjects: string[]) => sendMail(service, subjects.map((subject) => testMessage(subject)))
+const send = (service: RunningService, subjects: string[]) =>
+  sendMail(
+    service,
+    subjects.map((subject) => testMessage(subject)),
+  )
 
 interface PeerView {
   host: string
@@ -41,10 +45,13 @@ const auditActions = async (config: string): Promise<{ action: string; details: 
   return (Array.isArray(result) ? result : (result.entries ?? [])) as { action: string; details: Record<string, unknown> }[]
 }
 const copyOn = (service: RunningService, id: string) =>
-  waitUntil(async () => {
-    const raw = await rawFrom(service, id)
-    return Buffer.isBuffer(raw) ? raw : undefined
-  }, { ...appliancePolling, what: `copy ${id.slice(0, 12)} on ${service.dataDir}` })
+  waitUntil(
+    async () => {
+      const raw = await rawFrom(service, id)
+      return Buffer.isBuffer(raw) ? raw : undefined
+    },
+    { ...appliancePolling, what: `copy ${id.slice(0, 12)} on ${service.dataDir}` },
+  )
 
 t.test('an impostor at a peer address gets nothing and the real peer gets everything; a wiped peer waits for mirror accept, then is backfilled', async (t) => {
   const dir = await tempDir('mailkeep-mirror-identity-')
@@ -77,27 +84,36 @@ t.test('an impostor at a peer address gets nothing and the real peer gets everyt
   await stop(b)
   const whileDown = await send(a, ['while b was away 1', 'while b was away 2', 'while b was away 3'])
   const d = await start(configD)
-  const refused = await waitUntil(async () => {
-    const peer = (await mirrorOf(configA)).peers[0]!
-    return peer.reasonCode === 'IDENTITY_CHANGED' ? peer : undefined
-  }, { ...appliancePolling, what: 'A refuses D' })
+  const refused = await waitUntil(
+    async () => {
+      const peer = (await mirrorOf(configA)).peers[0]!
+      return peer.reasonCode === 'IDENTITY_CHANGED' ? peer : undefined
+    },
+    { ...appliancePolling, what: 'A refuses D' },
+  )
   t.equal(refused.state, 'refused')
   t.match(String(refused.expected), new RegExp(`^serial MK650-B, store ${storeIdB.slice(0, 16)}`), 'expected: the pinned identity')
   const storeIdD = (await mirrorOf(configD)).storeId
   t.match(String(refused.actual), new RegExp(`^serial MK650-B, store ${storeIdD.slice(0, 16)}`), 'actual: what D presented')
   t.equal(refused.pendingIdentity?.storeId, storeIdD)
   t.equal(refused.queueMessages, 3, 'the 3 stay queued for B')
-  const onD = await waitUntil(async () => {
-    const peer = (await mirrorOf(configD)).peers[0]
-    return peer?.reasonCode === 'IDENTITY_CHANGED' ? peer : undefined
-  }, { ...appliancePolling, what: 'D sees the refusal too' })
+  const onD = await waitUntil(
+    async () => {
+      const peer = (await mirrorOf(configD)).peers[0]
+      return peer?.reasonCode === 'IDENTITY_CHANGED' ? peer : undefined
+    },
+    { ...appliancePolling, what: 'D sees the refusal too' },
+  )
   t.equal(onD.state, 'refused')
   t.equal(await storeCount(configD), 0, 'D stored nothing from A')
   const human = await runCli(['--config', configA, 'show', 'mirror'])
   t.match(human.stdout, /IDENTITY CHANGED at 127\.0\.0\.1:\d+/, 'show mirror says it in words')
   t.match(human.stdout, new RegExp(`presented: serial MK650-B  store ${storeIdD}`))
   const audit = await auditActions(configA)
-  t.ok(audit.some((entry) => entry.action === 'mirror.identity-changed'), 'the change is audited on A')
+  t.ok(
+    audit.some((entry) => entry.action === 'mirror.identity-changed'),
+    'the change is audited on A',
+  )
   const status = (await cliJson(configA, ['show', 'status'])).json as { state: string; reasons: string[] }
   t.equal(status.state, 'degraded', 'A is degraded while a peer is refused')
   t.match(status.reasons.join('\n'), /IDENTITY_CHANGED/)
@@ -106,19 +122,25 @@ t.test('an impostor at a peer address gets nothing and the real peer gets everyt
   await stop(d)
   b = await start(configB)
   for (const [id, raw] of whileDown) t.same(await copyOn(b, id), raw, 'B got the message A archived while it was away')
-  const healthy = await waitUntil(async () => {
-    const peer = (await mirrorOf(configA)).peers[0]!
-    return peer.state === 'connected' && peer.queueMessages === 0 ? peer : undefined
-  }, { ...appliancePolling, what: 'A healthy again' })
+  const healthy = await waitUntil(
+    async () => {
+      const peer = (await mirrorOf(configA)).peers[0]!
+      return peer.state === 'connected' && peer.queueMessages === 0 ? peer : undefined
+    },
+    { ...appliancePolling, what: 'A healthy again' },
+  )
   t.equal(healthy.pendingIdentity, null)
   t.equal(healthy.storeId, storeIdB)
   // B's search answers say it holds everything A has (A told it its queue is empty).
-  const answer = await waitUntil(async () => {
-    const body = (await (await apiGet(b, `/api/v1/search?q=${encodeURIComponent('subject:"while b was away"')}`))?.json()) as
-      | { total: number; completeness: { complete: boolean; peers: { serial: string; queuedMessages: number }[] } }
-      | undefined
-    return body?.completeness.complete && body.completeness.peers.length === 1 ? body : undefined
-  }, { ...appliancePolling, what: 'B complete' })
+  const answer = await waitUntil(
+    async () => {
+      const body = (await (await apiGet(b, `/api/v1/search?q=${encodeURIComponent('subject:"while b was away"')}`))?.json()) as
+        | { total: number; completeness: { complete: boolean; peers: { serial: string; queuedMessages: number }[] } }
+        | undefined
+      return body?.completeness.complete && body.completeness.peers.length === 1 ? body : undefined
+    },
+    { ...appliancePolling, what: 'B complete' },
+  )
   t.equal(answer.total, 3)
   t.match(answer.completeness.peers, [{ serial: 'MK650-A', queuedMessages: 0 }])
 
@@ -142,7 +164,10 @@ t.test('an impostor at a peer address gets nothing and the real peer gets everyt
     const stored = await copyOn(b, id)
     if (raw) t.same(stored, raw)
   }
-  t.ok((await auditActions(configA)).some((entry) => entry.action === 'mirror.identity-accepted' && entry.details.cursorReset === true), 'the accept is audited')
+  t.ok(
+    (await auditActions(configA)).some((entry) => entry.action === 'mirror.identity-accepted' && entry.details.cursorReset === true),
+    'the accept is audited',
+  )
 })
 
 t.test('an appliance with the secret that is not a peer pushes nothing in until accepted; a wrong-secret appliance never delays the real peer', async (t) => {
@@ -152,7 +177,13 @@ t.test('an appliance with the secret that is not a peer pushes nothing in until 
   const configB = await node(dir, 'b', { mirrorPort: portB, peers: [portA], serial: 'MK650-B' })
   const configE = await node(dir, 'e', { mirrorPort: portE, peers: [portA], serial: 'MK650-E' })
   // W has the wrong secret and retries as fast as the schema allows.
-  const configW = await node(dir, 'w', { mirrorPort: portW, peers: [portA], serial: 'MK650-W', secret: 'WRONGWRONGWRONGWRONGWRONG234567', mirror: { retryDelayMsMin: 10, retryDelayMsMax: 10 } })
+  const configW = await node(dir, 'w', {
+    mirrorPort: portW,
+    peers: [portA],
+    serial: 'MK650-W',
+    secret: 'WRONGWRONGWRONGWRONGWRONG234567',
+    mirror: { retryDelayMsMin: 10, retryDelayMsMax: 10 },
+  })
   const services: RunningService[] = []
   t.teardown(() => Promise.all(services.map((service) => service.stop())))
   const a = await startService(configA, { timeoutMs: 60_000 })
@@ -162,13 +193,19 @@ t.test('an appliance with the secret that is not a peer pushes nothing in until 
   const fromE = await send(e, ['from an unconfigured appliance'])
   const join = await waitUntil(async () => (await mirrorOf(configA)).pendingJoins[0], { ...appliancePolling, what: 'a pending join on A' })
   t.match(join, { serial: 'MK650-E', address: host, listenPort: portE, storeId: (await mirrorOf(configE)).storeId })
-  const onE = await waitUntil(async () => {
-    const peer = (await mirrorOf(configE)).peers[0]
-    return peer?.reasonCode === 'NOT_A_PEER' ? peer : undefined
-  }, { ...appliancePolling, what: 'E refused NOT_A_PEER' })
+  const onE = await waitUntil(
+    async () => {
+      const peer = (await mirrorOf(configE)).peers[0]
+      return peer?.reasonCode === 'NOT_A_PEER' ? peer : undefined
+    },
+    { ...appliancePolling, what: 'E refused NOT_A_PEER' },
+  )
   t.equal(onE.state, 'refused')
   t.equal(await storeCount(configA), 0, "nothing of E's was archived on A")
-  t.ok((await auditActions(configA)).some((entry) => entry.action === 'mirror.join-requested'), 'the join is audited')
+  t.ok(
+    (await auditActions(configA)).some((entry) => entry.action === 'mirror.join-requested'),
+    'the join is audited',
+  )
   const accepted = await runCli(['--config', configA, 'mirror', 'accept', `${host}:${portE}`, '--password-stdin'], { input: `${technicianPassword}\n` })
   t.equal(accepted.code, 0, accepted.stderr)
   t.match(accepted.stdout, /accepted the join of 127\.0\.0\.1:\d+/)
@@ -179,7 +216,10 @@ t.test('an appliance with the secret that is not a peer pushes nothing in until 
   // on the same address and copies to A: it must not be held back by W's failures.
   const w = await startService(configW, { timeoutMs: 60_000 })
   services.push(w)
-  await waitUntil(async () => (await mirrorOf(configA)).inboundRefusals.some((refusal) => refusal.code === 'RATE_LIMITED' && refusal.serial === null), { ...appliancePolling, what: 'W rate-limited on A' })
+  await waitUntil(async () => (await mirrorOf(configA)).inboundRefusals.some((refusal) => refusal.code === 'RATE_LIMITED' && refusal.serial === null), {
+    ...appliancePolling,
+    what: 'W rate-limited on A',
+  })
   const b = await startService(configB, { timeoutMs: 60_000 })
   services.push(b)
   const lags: number[] = []
@@ -194,6 +234,12 @@ t.test('an appliance with the secret that is not a peer pushes nothing in until 
   // The old per-address limit held B back for ~44 s; a bound far above a normal lag catches that.
   t.ok(lags[9]! < 10_000, `no lockout: the slowest copy took ${lags[9]} ms`)
   const refusals = (await mirrorOf(configA)).inboundRefusals
-  t.notOk(refusals.some((refusal) => refusal.serial === 'MK650-B'), 'B was never refused')
-  t.ok(refusals.some((refusal) => refusal.code === 'AUTH_FAILED' && refusal.serial === 'MK650-W'), "W's failures are on record")
+  t.notOk(
+    refusals.some((refusal) => refusal.serial === 'MK650-B'),
+    'B was never refused',
+  )
+  t.ok(
+    refusals.some((refusal) => refusal.code === 'AUTH_FAILED' && refusal.serial === 'MK650-W'),
+    "W's failures are on record",
+  )
 })

@@ -21,13 +21,23 @@ async function journalOf(config: string): Promise<JournalView> {
   return ((await cliJson(config, ['show', 'journal'])).json as JournalView[])[0]!
 }
 
-t.test('B pulls A\'s journal source only while A is offline; the overlap is absorbed by dedup', async (t) => {
+t.test("B pulls A's journal source only while A is offline; the overlap is absorbed by dedup", async (t) => {
   const user = { name: 'journal', password: 'journal-pass-123' }
   const dovecot = await startDovecot({ users: [user] })
   t.teardown(() => dovecot.stop())
   const dir = await tempDir('mailkeep-mirror-takeover-')
   const [portA, portB] = [await freePort(), await freePort()]
-  const source = { name: 'exchange', protocol: 'imap', host: '127.0.0.1', port: dovecot.ports.imap, tls: 'none', user: user.name, password: user.password, intervalMs: 1000, afterArchive: 'delete' }
+  const source = {
+    name: 'exchange',
+    protocol: 'imap',
+    host: '127.0.0.1',
+    port: dovecot.ports.imap,
+    tls: 'none',
+    user: user.name,
+    password: user.password,
+    intervalMs: 1000,
+    afterArchive: 'delete',
+  }
   const configA = await writeApplianceConfig(dir, 'a', { serial: 'MK650-TA', mirrorPort: portA, peers: [portB], extra: { journal: { sources: [source] } } })
   const configB = await writeApplianceConfig(dir, 'b', {
     serial: 'MK650-TB',
@@ -59,16 +69,22 @@ t.test('B pulls A\'s journal source only while A is offline; the overlap is abso
   await a.stop()
   const during = Array.from({ length: 4 }, (_, index) => testMessage(`takeoverword during ${index}`))
   await seedMailbox(dovecot, user, [...during, overlap])
-  journalB = await waitUntil(async () => {
-    const journal = await journalOf(configB)
-    return journal.totals.archived >= 5 ? journal : undefined
-  }, { ...appliancePolling, what: 'B took over' })
+  journalB = await waitUntil(
+    async () => {
+      const journal = await journalOf(configB)
+      return journal.totals.archived >= 5 ? journal : undefined
+    },
+    { ...appliancePolling, what: 'B took over' },
+  )
   t.equal(journalB.takeover?.active, true, 'B shows the takeover')
   t.equal(journalB.totals.archived, 5, 'B archived all five (archived counts duplicates too)')
   t.equal(journalB.totals.duplicates, 1, 'X, already here, is a duplicate: stored once')
   t.equal(await storeCount(b), 8)
   t.same(await readMailbox(dovecot, user), [], 'B emptied the mailbox (after archiving)')
-  t.ok(b.lines.some((line) => line.includes('pulling its journal source here (takeover)')), 'the takeover is logged')
+  t.ok(
+    b.lines.some((line) => line.includes('pulling its journal source here (takeover)')),
+    'the takeover is logged',
+  )
 
   // 3. A returns: B stops pulling, A pulls again, and B's takeover mail reaches A once.
   a = await startService(configA)
@@ -78,7 +94,10 @@ t.test('B pulls A\'s journal source only while A is offline; the overlap is abso
   await waitUntil(async () => (await storeCount(a)) === 10 && (await storeCount(b)) === 10, { ...appliancePolling, what: 'both hold all 10' })
   const finalB = await journalOf(configB)
   t.equal(finalB.totals.archived, 5, 'B pulled nothing after A returned')
-  t.ok(b.lines.some((line) => line.includes('its journal source is no longer pulled here')), 'the end of the takeover is logged')
+  t.ok(
+    b.lines.some((line) => line.includes('its journal source is no longer pulled here')),
+    'the end of the takeover is logged',
+  )
   for (const service of [a, b]) {
     const ids = await searchIds(service, 'takeoverword')
     t.equal(ids.length, 10, 'every message found once')

@@ -78,10 +78,13 @@ t.test('mirror verify: agreement, purged and held differences explained, a copy 
     const result = await technician(config, [...args])
     t.equal(result.code, 0, `${args.join(' ')}: ${result.stderr}`)
   }
-  await waitUntil(async () => {
-    await technician(configB, ['purge', 'run'])
-    return (await storeCount(configB)) === 5
-  }, { ...appliancePolling, what: 'B purges both newsletters' })
+  await waitUntil(
+    async () => {
+      await technician(configB, ['purge', 'run'])
+      return (await storeCount(configB)) === 5
+    },
+    { ...appliancePolling, what: 'B purges both newsletters' },
+  )
   t.equal((await technician(configA, ['purge', 'run'])).code, 0)
   t.equal(await storeCount(configA), 7, 'the hold keeps held@ on A; gone@ has no policy on A')
 
@@ -90,10 +93,13 @@ t.test('mirror verify: agreement, purged and held differences explained, a copy 
   running.delete(b)
   await removeMessageByHand(b.dataDir, plain[1]!)
   b = await start(configB)
-  await waitUntil(async () => {
-    const peers = ((await cliJson(configA, ['show', 'mirror'])).json as { peers: { state: string }[] }).peers
-    return peers[0]?.state === 'connected'
-  }, { ...appliancePolling, what: 'A reconnected to B' })
+  await waitUntil(
+    async () => {
+      const peers = ((await cliJson(configA, ['show', 'mirror'])).json as { peers: { state: string }[] }).peers
+      return peers[0]?.state === 'connected'
+    },
+    { ...appliancePolling, what: 'A reconnected to B' },
+  )
 
   const found = await verify(configA, portB)
   t.equal(found.outcome, 'unexplained', JSON.stringify(found.counts))

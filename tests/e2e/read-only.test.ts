@@ -106,12 +106,18 @@ t.test('boot on a full volume: read-only, search and /raw answer, SMTP gets 452 
 
   const service = await startService(config)
   t.teardown(() => service.stop())
-  t.ok(service.lines.some((line) => line.includes('data volume full: booting read-only')), 'the boot says why')
+  t.ok(
+    service.lines.some((line) => line.includes('data volume full: booting read-only')),
+    'the boot says why',
+  )
   const status = await showStatus(config)
   t.equal(status.mode, 'read-only', 'show status says read-only')
   t.match(status.readOnly, { cause: 'volume-full', reason: /below the minimum of 4194304 bytes/ }, 'and why')
   t.equal(status.state, 'degraded')
-  t.ok(status.reasons.some((reason) => /^service archive: read-only: /.test(reason)), status.reasons.join('; '))
+  t.ok(
+    status.reasons.some((reason) => /^service archive: read-only: /.test(reason)),
+    status.reasons.join('; '),
+  )
   const api = await http(service)
   t.match(await api.status(), { mode: 'read-only', readOnly: { cause: 'volume-full' } }, '/api/v1/status says it too')
   for (const [id, raw] of stored) t.same(await api.raw(id), raw, `/raw ${id.slice(0, 8)} byte-identical`)
@@ -168,7 +174,10 @@ t.test('the volume fills during SMTP ingest: every 250 is intact, the rest got 4
   // full disk for real (ext4 answers EIO or ENOSPC), which is the case under test.
   t.equal(during.readOnly?.cause, 'commit-failed', `read-only after a real commit failure: ${during.readOnly?.reason}`)
   const libraryLines = service.lines.filter((line) => line.includes('"ns":"mailkeep.console"')).map((line) => JSON.parse(line) as { error?: { message?: string } })
-  t.ok(libraryLines.length > 0 && libraryLines.every((record) => typeof record.error?.message === 'string'), `lmdb's own report of the failed commit is a JSON field: ${libraryLines[0]?.error?.message}`)
+  t.ok(
+    libraryLines.length > 0 && libraryLines.every((record) => typeof record.error?.message === 'string'),
+    `lmdb's own report of the failed commit is a JSON field: ${libraryLines[0]?.error?.message}`,
+  )
   const nativeLines = service.lines.filter((line) => line.includes('"msg":"native code wrote to stderr"'))
   t.comment(`native LMDB lines relayed as JSON records: ${nativeLines.length}${nativeLines[0] ? ` (${nativeLines[0]})` : ''}`)
 

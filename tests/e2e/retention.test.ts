@@ -20,7 +20,9 @@ async function apiOf(service: RunningService) {
 }
 
 const message = (from: string, subject: string) =>
-  Buffer.from(`From: ${from}\r\nTo: bob@corp.example\r\nSubject: ${subject}\r\nDate: Sun, 29 Nov 2026 01:00:00 +0000\r\nMessage-ID: <${subject.replace(/\W/g, '')}@e2e>\r\n\r\nbody of ${subject}\r\n`)
+  Buffer.from(
+    `From: ${from}\r\nTo: bob@corp.example\r\nSubject: ${subject}\r\nDate: Sun, 29 Nov 2026 01:00:00 +0000\r\nMessage-ID: <${subject.replace(/\W/g, '')}@e2e>\r\n\r\nbody of ${subject}\r\n`,
+  )
 
 t.test('retention end to end: SMTP in, policy and hold over the CLI, preview, purge, /raw, audit verify, tampering caught', async (t) => {
   const dir = await tempDir()
@@ -31,7 +33,11 @@ t.test('retention end to end: SMTP in, policy and hold over the CLI, preview, pu
 
   const session = await SmtpSession.open(portOf(service, 'smtp'))
   const ids: Record<string, string> = {}
-  for (const [name, from, subject] of [['sale', 'promo@news.example', 'weekly sale'], ['merger', 'promo@news.example', 'merger rumours'], ['personal', 'alice@corp.example', 'hello']] as const) {
+  for (const [name, from, subject] of [
+    ['sale', 'promo@news.example', 'weekly sale'],
+    ['merger', 'promo@news.example', 'merger rumours'],
+    ['personal', 'alice@corp.example', 'hello'],
+  ] as const) {
     const reply = await session.send(from, ['bob@corp.example'], message(from, subject))
     t.equal(reply.code, 250, reply.text)
     ids[name] = archivedId(reply)!
@@ -53,8 +59,14 @@ t.test('retention end to end: SMTP in, policy and hold over the CLI, preview, pu
   const preview = await cliJson(config, ['policy', 'preview'])
   t.equal(preview.code, 0, preview.stderr)
   const plan = preview.json as { due: { id: string; policy: string }[]; kept: { id: string; holds: string[] }[] }
-  t.same(plan.due.map((item) => [item.id, item.policy]), [[ids.sale, 'newsletters']])
-  t.same(plan.kept.map((item) => [item.id, item.holds]), [[ids.merger, ['inquiry']]])
+  t.same(
+    plan.due.map((item) => [item.id, item.policy]),
+    [[ids.sale, 'newsletters']],
+  )
+  t.same(
+    plan.kept.map((item) => [item.id, item.holds]),
+    [[ids.merger, ['inquiry']]],
+  )
   const human = await runCli(['--config', config, 'policy', 'preview'])
   t.match(human.stdout, /due 1 .*held 1/)
 
@@ -73,7 +85,11 @@ t.test('retention end to end: SMTP in, policy and hold over the CLI, preview, pu
   t.match(verified.json, { ok: true, macChecked: true })
   t.match((await api('/api/v1/audit/verify')).body, { ok: true })
   const shown = (await cliJson(config, ['audit', 'show', '--limit', '50'])).json as { action: string; details: Record<string, unknown> }[]
-  t.same(shown.map((entry) => entry.action), ['config.initial', 'policy.set', 'login.failed', 'hold.place', 'purge.batch'], 'config, the changes, the refused technician login, the purge')
+  t.same(
+    shown.map((entry) => entry.action),
+    ['config.initial', 'policy.set', 'login.failed', 'hold.place', 'purge.batch'],
+    'config, the changes, the refused technician login, the purge',
+  )
   t.match(shown.at(-1)!.details, { messages: [{ id: ids.sale, sha256: ids.sale, policy: 'newsletters' }] })
 
   // Tamper with the audit log in the LMDB file while the service is down.

@@ -110,7 +110,11 @@ t.test('a phrase bomb ends within its budget while SMTP delivers and status answ
   for (const answer of bombAnswers) kinds.set(`${answer.status} ${answer.code ?? ''}`, (kinds.get(`${answer.status} ${answer.code ?? ''}`) ?? 0) + 1)
   t.comment(`bomb answers: ${JSON.stringify(Object.fromEntries(kinds))}`)
   t.ok((kinds.get('503 QUERY_TOO_EXPENSIVE') ?? 0) >= 2, 'bombs were evaluated and stopped at their budget')
-  t.same([...kinds.keys()].filter((kind) => kind !== '503 QUERY_TOO_EXPENSIVE' && kind !== '503 SEARCH_BUSY'), [], 'every bomb ends as too expensive or busy')
+  t.same(
+    [...kinds.keys()].filter((kind) => kind !== '503 QUERY_TOO_EXPENSIVE' && kind !== '503 SEARCH_BUSY'),
+    [],
+    'every bomb ends as too expensive or busy',
+  )
   // One evaluates, two wait: the slowest answer waited for at most three budgets.
   const slowestBombMs = Math.max(...bombAnswers.map((answer) => answer.elapsedMs))
   t.ok(slowestBombMs < 3 * budgetMs + 2_000, `the slowest bomb answer took ${slowestBombMs.toFixed(0)} ms`)

@@ -94,7 +94,10 @@ t.test('200 slow clients do not keep a trusted relay out; each is closed by its 
   const records = service.lines.map((line) => JSON.parse(line) as Record<string, unknown>)
   const closes = records.filter((record) => record.msg === 'session closed: deadline passed')
   t.equal(closes.length, 180, 'every deadline close is logged as JSON')
-  t.ok(closes.every((record) => record.trusted === false && typeof record.remoteAddress === 'string' && typeof record.reply === 'string'), 'with the client, its trust and the reply')
+  t.ok(
+    closes.every((record) => record.trusted === false && typeof record.remoteAddress === 'string' && typeof record.reply === 'string'),
+    'with the client, its trust and the reply',
+  )
   // The client's clock starts when it reads the greeting, late when it is busy; the service's is exact.
   const serverMs = (deadline: string, field: string): number[] => closes.filter((record) => record.deadline === deadline).map((record) => Number(record[field]))
   t.ok(Math.min(...serverMs('COMMAND_TIMEOUT', 'sessionMs')) >= commandTimeoutMs, 'no command trickler was closed before its deadline (service clock)')

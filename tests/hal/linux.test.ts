@@ -54,20 +54,28 @@ t.test('parseMdstat on every fixture', async (t) => {
   t.same(parseMdstat(fixture('mdstat-raid1-faulty.txt')), [
     { name: 'md0', level: 'raid1', state: 'degraded', memberCountExpected: 2, members: [active('/dev/sda1'), { device: '/dev/sdb1', state: 'faulty' }], rebuildPercent: null },
   ])
-  t.same(parseMdstat(fixture('mdstat-raid1-resync.txt')), [
-    { name: 'md1', level: 'raid1', state: 'rebuilding', memberCountExpected: 2, members: [active('/dev/sda2'), active('/dev/sdb2')], rebuildPercent: 0 },
-    { name: 'md0', level: 'raid1', state: 'rebuilding', memberCountExpected: 2, members: [active('/dev/sda1'), active('/dev/sdb1')], rebuildPercent: 12.6 },
-  ], 'resync=DELAYED is a rebuild at 0%')
-  t.same(parseMdstat(fixture('mdstat-raid5-recovery.txt')), [
-    {
-      name: 'md0',
-      level: 'raid5',
-      state: 'rebuilding',
-      memberCountExpected: 4,
-      members: [active('/dev/sda1'), active('/dev/sdb1'), active('/dev/sdc1'), { device: '/dev/sde1', state: 'rebuilding' }],
-      rebuildPercent: 37.5,
-    },
-  ], 'the newly added member (highest descriptor) is the one rebuilding')
+  t.same(
+    parseMdstat(fixture('mdstat-raid1-resync.txt')),
+    [
+      { name: 'md1', level: 'raid1', state: 'rebuilding', memberCountExpected: 2, members: [active('/dev/sda2'), active('/dev/sdb2')], rebuildPercent: 0 },
+      { name: 'md0', level: 'raid1', state: 'rebuilding', memberCountExpected: 2, members: [active('/dev/sda1'), active('/dev/sdb1')], rebuildPercent: 12.6 },
+    ],
+    'resync=DELAYED is a rebuild at 0%',
+  )
+  t.same(
+    parseMdstat(fixture('mdstat-raid5-recovery.txt')),
+    [
+      {
+        name: 'md0',
+        level: 'raid5',
+        state: 'rebuilding',
+        memberCountExpected: 4,
+        members: [active('/dev/sda1'), active('/dev/sdb1'), active('/dev/sdc1'), { device: '/dev/sde1', state: 'rebuilding' }],
+        rebuildPercent: 37.5,
+      },
+    ],
+    'the newly added member (highest descriptor) is the one rebuilding',
+  )
   t.same(parseMdstat(fixture('mdstat-raid5-spare.txt')), [
     {
       name: 'md0',
@@ -80,43 +88,71 @@ t.test('parseMdstat on every fixture', async (t) => {
   ])
 
   const several = parseMdstat(fixture('mdstat-several.txt'))
-  t.same(several.map((array) => [array.name, array.level, array.state, array.rebuildPercent]), [
-    ['md3', 'raid1', 'clean', null],
-    ['md2', 'raid1', 'clean', null],
-    ['md1', 'raid6', 'degraded', null],
-    ['md0', 'raid1', 'clean', null],
-  ], 'auto-read-only is skipped to find the level; a check is not a rebuild')
-  t.same(several[2]?.members.filter((member) => member.state !== 'active'), [{ device: '/dev/sde2', state: 'faulty' }])
+  t.same(
+    several.map((array) => [array.name, array.level, array.state, array.rebuildPercent]),
+    [
+      ['md3', 'raid1', 'clean', null],
+      ['md2', 'raid1', 'clean', null],
+      ['md1', 'raid6', 'degraded', null],
+      ['md0', 'raid1', 'clean', null],
+    ],
+    'auto-read-only is skipped to find the level; a check is not a rebuild',
+  )
+  t.same(
+    several[2]?.members.filter((member) => member.state !== 'active'),
+    [{ device: '/dev/sde2', state: 'faulty' }],
+  )
   t.equal(several[2]?.members.length, 6)
 
   const raid10 = parseMdstat(fixture('mdstat-raid10.txt'))
-  t.same(raid10.map((array) => [array.name, array.state, array.memberCountExpected, array.members.length]), [
-    ['md1', 'degraded', 4, 4],
-    ['md0', 'clean', 12, 12],
-  ])
+  t.same(
+    raid10.map((array) => [array.name, array.state, array.memberCountExpected, array.members.length]),
+    [
+      ['md1', 'degraded', 4, 4],
+      ['md0', 'clean', 12, 12],
+    ],
+  )
   t.equal(raid10[0]?.members.find((member) => member.device === '/dev/sdn1')?.state, 'faulty')
   t.equal(raid10[1]?.members[11]?.device, '/dev/sdl1', 'members sorted naturally')
 
-  t.same(parseMdstat(fixture('mdstat-failed.txt')), [
-    {
-      name: 'md127',
-      level: 'unknown',
-      state: 'failed',
-      memberCountExpected: 3,
-      members: [{ device: '/dev/sda1', state: 'spare' }, { device: '/dev/sdb1', state: 'spare' }, { device: '/dev/sdc1', state: 'spare' }],
-      rebuildPercent: null,
-    },
-    {
-      name: 'md1',
-      level: 'raid5',
-      state: 'failed',
-      memberCountExpected: 3,
-      members: [{ device: '/dev/sdd1', state: 'faulty' }, { device: '/dev/sde1', state: 'faulty' }, active('/dev/sdf1')],
-      rebuildPercent: null,
-    },
-  ], 'an inactive array and a raid5 with two faulty members are failed')
+  t.same(
+    parseMdstat(fixture('mdstat-failed.txt')),
+    [
+      {
+        name: 'md127',
+        level: 'unknown',
+        state: 'failed',
+        memberCountExpected: 3,
+        members: [
+          { device: '/dev/sda1', state: 'spare' },
+          { device: '/dev/sdb1', state: 'spare' },
+          { device: '/dev/sdc1', state: 'spare' },
+        ],
+        rebuildPercent: null,
+      },
+      {
+        name: 'md1',
+        level: 'raid5',
+        state: 'failed',
+        memberCountExpected: 3,
+        members: [{ device: '/dev/sdd1', state: 'faulty' }, { device: '/dev/sde1', state: 'faulty' }, active('/dev/sdf1')],
+        rebuildPercent: null,
+      },
+    ],
+    'an inactive array and a raid5 with two faulty members are failed',
+  )
 
-  for (const name of ['mdstat-raid1-clean.txt', 'mdstat-raid1-degraded.txt', 'mdstat-raid1-faulty.txt', 'mdstat-raid1-resync.txt', 'mdstat-raid5-recovery.txt', 'mdstat-raid5-spare.txt', 'mdstat-several.txt', 'mdstat-raid10.txt', 'mdstat-failed.txt']) {
+  for (const name of [
+    'mdstat-raid1-clean.txt',
+    'mdstat-raid1-degraded.txt',
+    'mdstat-raid1-faulty.txt',
+    'mdstat-raid1-resync.txt',
+    'mdstat-raid5-recovery.txt',
+    'mdstat-raid5-spare.txt',
+    'mdstat-several.txt',
+    'mdstat-raid10.txt',
+    'mdstat-failed.txt',
+  ]) {
     for (const array of parseMdstat(fixture(name))) checkArrayConsistency(t, array)
   }
 })
@@ -126,7 +162,9 @@ t.test('parseMdstat corner cases', async (t) => {
   t.match(raid0, [{ level: 'raid0', state: 'clean', memberCountExpected: 2 }], 'raid0 prints no role string')
   const journal = parseMdstat('md0 : active raid5 sdd1[3](J) sdc1[2] sdb1[1] sda1[0]\n      100 blocks super 1.2 level 5, 512k chunk, algorithm 2 [3/3] [UUU]\n')
   t.equal(journal[0]?.members.length, 3, 'a journal device is not a member')
-  const replacement = parseMdstat('md0 : active raid1 sdc1[2](R) sdb1[1] sda1[0]\n      100 blocks super 1.2 [2/2] [UU]\n      [=>...................]  recovery =  9.0% (9/100) finish=1.0min speed=1K/sec\n')
+  const replacement = parseMdstat(
+    'md0 : active raid1 sdc1[2](R) sdb1[1] sda1[0]\n      100 blocks super 1.2 [2/2] [UU]\n      [=>...................]  recovery =  9.0% (9/100) finish=1.0min speed=1K/sec\n',
+  )
   t.match(replacement, [{ state: 'rebuilding', rebuildPercent: 9 }])
   t.equal(replacement[0]?.members.find((member) => member.device === '/dev/sdc1')?.state, 'rebuilding', 'a replacement device is rebuilding')
 })
@@ -174,7 +212,10 @@ t.test('parseMdadmDetail on every fixture', async (t) => {
   })
   const failed = parseMdadmDetail(fixture('mdadm-detail-failed.txt'))
   t.match(failed, { name: 'md1', level: 'raid5', state: 'failed', rebuildPercent: null })
-  t.same(failed.members.map((member) => member.state), ['missing', 'missing', 'active', 'faulty', 'faulty'])
+  t.same(
+    failed.members.map((member) => member.state),
+    ['missing', 'missing', 'active', 'faulty', 'faulty'],
+  )
   for (const name of ['clean', 'degraded', 'rebuilding', 'faulty', 'failed']) checkArrayConsistency(t, parseMdadmDetail(fixture(`mdadm-detail-${name}.txt`)))
 
   t.throws(() => parseMdadmDetail('mdadm: cannot open /dev/md0: Permission denied\n'), { code: 'HAL_PROBE_FAILED' }, 'an error message is not a description')
@@ -208,7 +249,16 @@ t.test('disk conversion', async (t) => {
   t.equal(diskNameOfPartition('vdb'), 'vdb')
   t.same([...faultyDiskNames(parseMdstat(fixture('mdstat-several.txt')))], ['sde'])
 
-  const layoutDisk = (over: Partial<LayoutDisk>): LayoutDisk => ({ device: '/dev/sda', name: 'WDC WD80EFZZ-68BTXN0', vendor: 'Western Digital', size: 8001563222016, serialNum: 'WD-CA1', smartStatus: 'Ok', temperature: 34, ...over })
+  const layoutDisk = (over: Partial<LayoutDisk>): LayoutDisk => ({
+    device: '/dev/sda',
+    name: 'WDC WD80EFZZ-68BTXN0',
+    vendor: 'Western Digital',
+    size: 8001563222016,
+    serialNum: 'WD-CA1',
+    smartStatus: 'Ok',
+    temperature: 34,
+    ...over,
+  })
   const block = (over: Partial<BlockDevice>): BlockDevice => ({ name: 'vda', type: 'disk', size: 274877906944, model: '', serial: '', removable: false, device: '/dev/vda', ...over })
   const disks = toDisks(
     [
@@ -227,12 +277,16 @@ t.test('disk conversion', async (t) => {
     ],
     new Set(['sde']),
   )
-  t.same(disks.map((disk) => [disk.device, disk.id, disk.health, disk.smart]), [
-    ['/dev/sda', 'WD-CA1', 'ok', 'passed'],
-    ['/dev/sdb', 'WD-CA2', 'failing', 'failed'],
-    ['/dev/sde', '/dev/sde', 'failed', 'unavailable'],
-    ['/dev/vda', '/dev/vda', 'unknown', 'unavailable'],
-  ], 'SMART and md marks give health; loop, zram, removable, optical and empty devices are left out')
+  t.same(
+    disks.map((disk) => [disk.device, disk.id, disk.health, disk.smart]),
+    [
+      ['/dev/sda', 'WD-CA1', 'ok', 'passed'],
+      ['/dev/sdb', 'WD-CA2', 'failing', 'failed'],
+      ['/dev/sde', '/dev/sde', 'failed', 'unavailable'],
+      ['/dev/vda', '/dev/vda', 'unknown', 'unavailable'],
+    ],
+    'SMART and md marks give health; loop, zram, removable, optical and empty devices are left out',
+  )
   t.equal(disks[0]?.vendorModel, 'Western Digital WDC WD80EFZZ-68BTXN0')
   t.equal(disks[1]?.vendorModel, 'WDC WD80EFZZ-68BTXN0', 'the vendor is not repeated')
   t.equal(disks[0]?.temperatureCelsius, 34)
@@ -240,7 +294,17 @@ t.test('disk conversion', async (t) => {
 })
 
 t.test('NIC conversion', async (t) => {
-  const entry = (over: Partial<SiInterface>): SiInterface => ({ iface: 'eth0', mac: '02:FC:00:00:00:01', internal: false, virtual: false, operstate: 'up', speed: 1000, ip4: '192.0.2.2', ip6: 'fd00::2', ...over })
+  const entry = (over: Partial<SiInterface>): SiInterface => ({
+    iface: 'eth0',
+    mac: '02:FC:00:00:00:01',
+    internal: false,
+    virtual: false,
+    operstate: 'up',
+    speed: 1000,
+    ip4: '192.0.2.2',
+    ip6: 'fd00::2',
+    ...over,
+  })
   const nics = toNics(
     [
       entry({ iface: 'lo', mac: '00:00:00:00:00:00', internal: true }),
@@ -250,13 +314,22 @@ t.test('NIC conversion', async (t) => {
       entry({ iface: 'docker0', virtual: true }),
       entry({ iface: 'tun0', mac: '' }),
     ],
-    { eth0: [{ address: '192.0.2.2', netmask: '255.255.255.0', family: 'IPv4', mac: '02:fc:00:00:00:01', internal: false, cidr: '192.0.2.2/24' }, { address: 'fe80::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '02:fc:00:00:00:01', internal: false, cidr: 'fe80::1/64', scopeid: 2 }] },
+    {
+      eth0: [
+        { address: '192.0.2.2', netmask: '255.255.255.0', family: 'IPv4', mac: '02:fc:00:00:00:01', internal: false, cidr: '192.0.2.2/24' },
+        { address: 'fe80::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '02:fc:00:00:00:01', internal: false, cidr: 'fe80::1/64', scopeid: 2 },
+      ],
+    },
   )
-  t.same(nics, [
-    { name: 'eth0', mac: '02:fc:00:00:00:01', link: 'up', speedMbps: 1000, addresses: ['192.0.2.2', 'fe80::1'] },
-    { name: 'eth1', mac: '02:fc:00:00:00:02', link: 'down', speedMbps: null, addresses: [] },
-    { name: 'eth2', mac: '02:fc:00:00:00:03', link: 'up', speedMbps: null, addresses: ['192.0.2.2', 'fd00::2'] },
-  ], 'loopback, virtual and MAC-less interfaces are no ports; MACs lower-cased; unknown speed is null')
+  t.same(
+    nics,
+    [
+      { name: 'eth0', mac: '02:fc:00:00:00:01', link: 'up', speedMbps: 1000, addresses: ['192.0.2.2', 'fe80::1'] },
+      { name: 'eth1', mac: '02:fc:00:00:00:02', link: 'down', speedMbps: null, addresses: [] },
+      { name: 'eth2', mac: '02:fc:00:00:00:03', link: 'up', speedMbps: null, addresses: ['192.0.2.2', 'fd00::2'] },
+    ],
+    'loopback, virtual and MAC-less interfaces are no ports; MACs lower-cased; unknown speed is null',
+  )
 })
 
 t.test('contract: linux on this machine', (t) => halContract(t, (firmwareVersion) => createLinuxHal({ logger: createMemoryLogger() }, linuxOptions({ firmwareVersion })), volumePath))
@@ -314,7 +387,11 @@ t.test('linux RAID through mdstat and mdadm (fixtures, fake mdadm)', async (t) =
 
   const failingDir = join(root, 'refusing')
   const refusing = createLinuxHal({ logger: createMemoryLogger() }, linuxOptions({ mdstatPath: join(failingDir, 'mdstat'), mdadmPath: await fakeMdadm(failingDir, {}) }))
-  t.match((await refusing.raid()).arrays, [{ state: 'degraded', members: [{ device: '/dev/sda1' }, { device: '/dev/sdb1', state: 'faulty' }] }], 'mdadm exiting 1 (not root): the mdstat view')
+  t.match(
+    (await refusing.raid()).arrays,
+    [{ state: 'degraded', members: [{ device: '/dev/sda1' }, { device: '/dev/sdb1', state: 'faulty' }] }],
+    'mdadm exiting 1 (not root): the mdstat view',
+  )
 })
 
 t.test('linux volume errors are typed', async (t) => {

@@ -28,7 +28,11 @@ function stateOf(array: RaidArray, device: string): string | undefined {
 
 for (const model of [...knownModels(), 999]) {
   t.test(`contract: sim model ${model}`, (t) =>
-    halContract(t, (firmwareVersion) => createSimHal({ logger: createMemoryLogger() }, { firmwareVersion, model, serial: null, seed: 3, tickMs: 1000, rebuildTicks: 3, dataDir: volumePath }), volumePath),
+    halContract(
+      t,
+      (firmwareVersion) => createSimHal({ logger: createMemoryLogger() }, { firmwareVersion, model, serial: null, seed: 3, tickMs: 1000, rebuildTicks: 3, dataDir: volumePath }),
+      volumePath,
+    ),
   )
 }
 
@@ -52,14 +56,26 @@ t.test('layout follows the model profile', async (t) => {
   const disks = await hal.disks()
   t.equal(disks.length, 12, '1050 has 12 disks')
   t.same(disks.map((disk) => disk.device).slice(0, 3), ['/dev/sda', '/dev/sdb', '/dev/sdc'])
-  t.ok(disks.every((disk) => disk.sizeBytes === 16_000_000_000_000 && disk.health === 'ok' && disk.smart === 'passed'), '16 TB disks, healthy')
+  t.ok(
+    disks.every((disk) => disk.sizeBytes === 16_000_000_000_000 && disk.health === 'ok' && disk.smart === 'passed'),
+    '16 TB disks, healthy',
+  )
   const array = await onlyArray(hal)
   t.match(array, { name: 'md0', level: 'raid10', state: 'clean', memberCountExpected: 12, rebuildPercent: null })
   const nics = await hal.nics()
-  t.same(nics.map((nic) => nic.name), ['eth0', 'eth1', 'eth2', 'eth3'])
+  t.same(
+    nics.map((nic) => nic.name),
+    ['eth0', 'eth1', 'eth2', 'eth3'],
+  )
   t.equal(new Set(nics.map((nic) => nic.mac)).size, 4, 'MACs are unique')
-  t.ok(nics.every((nic) => nic.link === 'up' && nic.speedMbps === 1000), 'links up at 1000 Mbps')
-  t.ok(nics.every((nic) => nic.addresses.some((address) => address.startsWith('10.'))), 'each NIC has a 10.x address')
+  t.ok(
+    nics.every((nic) => nic.link === 'up' && nic.speedMbps === 1000),
+    'links up at 1000 Mbps',
+  )
+  t.ok(
+    nics.every((nic) => nic.addresses.some((address) => address.startsWith('10.'))),
+    'each NIC has a 10.x address',
+  )
 })
 
 t.test('model 150 has no RAID at all', async (t) => {
@@ -153,7 +169,10 @@ t.test('links and NICs', async (t) => {
   t.match((await hal.nics())[1], { link: 'up', speedMbps: 1000 })
   hal.faults.removeNic('eth0')
   nics = await hal.nics()
-  t.same(nics.map((nic) => nic.name), ['eth1'])
+  t.same(
+    nics.map((nic) => nic.name),
+    ['eth1'],
+  )
   t.throws(() => hal.faults.removeNic('eth0'), { code: 'SIM_NO_SUCH_NIC' }, 'a removed NIC is gone')
   t.throws(() => hal.faults.setLink('eth7', true), { code: 'SIM_NO_SUCH_NIC' })
 })
@@ -217,7 +236,10 @@ t.test('unknown model: minimal layout, model reported as given', async (t) => {
   t.equal((await hal.disks()).length, 1)
   t.equal((await hal.nics()).length, 1)
   t.same(await hal.raid(), { present: false, arrays: [] })
-  t.ok(logger.records.some((record) => record.level === 'warn' && /unknown model/.test(record.msg)), 'start() warns about the unknown model')
+  t.ok(
+    logger.records.some((record) => record.level === 'warn' && /unknown model/.test(record.msg)),
+    'start() warns about the unknown model',
+  )
 })
 
 t.test('disk and NIC count overrides', async (t) => {
@@ -231,7 +253,13 @@ t.test('disk and NIC count overrides', async (t) => {
   t.equal(stateOf(array, '/dev/sde'), 'spare', 'an extra disk is a spare')
   t.equal((await long.disks()).length, 5)
   t.equal((await makeSim({ nicCount: 1 }).nics()).length, 1)
-  t.same(await makeSim({ model: 450, diskCount: 0 }).raid().then((raid) => raid.arrays[0]?.state), 'failed', 'no disks at all: failed')
+  t.same(
+    await makeSim({ model: 450, diskCount: 0 })
+      .raid()
+      .then((raid) => raid.arrays[0]?.state),
+    'failed',
+    'no disks at all: failed',
+  )
 })
 
 t.test('start() drives the clock, stop() halts it', async (t) => {

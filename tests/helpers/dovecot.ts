@@ -60,7 +60,7 @@ async function findDovecot(): Promise<string> {
   }
   throw new Error(
     'dovecot is not installed, and the journal tests need a real IMAP/POP3 server: ' +
-      'run `apt-get update && apt-get install -y --no-install-recommends dovecot-imapd dovecot-pop3d` (CI\'s .ci/run does this)',
+      "run `apt-get update && apt-get install -y --no-install-recommends dovecot-imapd dovecot-pop3d` (CI's .ci/run does this)",
   )
 }
 
@@ -141,9 +141,23 @@ export async function startDovecot(options: DovecotOptions): Promise<RunningDove
   const keyPath = join(dir, 'key.pem')
   const certificatePath = join(dir, 'cert.pem')
   await execFileAsync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', keyPath, '-out', certificatePath, '-days', '2', '-subj', '/CN=localhost',
-    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    keyPath,
+    '-out',
+    certificatePath,
+    '-days',
+    '2',
+    '-subj',
+    '/CN=localhost',
+    '-addext',
+    'subjectAltName=DNS:localhost,IP:127.0.0.1',
   ])
 
   await writeFile(join(dir, 'passwd'), options.users.map((user) => `${user.name}:{PLAIN}${user.password}\n`).join(''), { mode: 0o644 })

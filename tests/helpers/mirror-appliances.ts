@@ -22,7 +22,6 @@ export async function freePort(): Promise<number> {
   return port
 }
 
-
 /**
  * `waitUntil` options for a probe that asks a running appliance (HTTP or the CLI): every
  * 50 ms rather than 10, and 30 s, since a probe costs a request and two appliances share
@@ -140,7 +139,19 @@ export async function searchIds(service: RunningService, query: string): Promise
 export interface MirrorStatusView {
   lastSequence: number
   warning: string | null
-  peers: { host: string; port: number; serial: string | null; state: string; reasonCode: string | null; expected: unknown; actual: unknown; queueMessages: number; cursor: number; connectedSinceMs: number | null; policyMismatch: string[] }[]
+  peers: {
+    host: string
+    port: number
+    serial: string | null
+    state: string
+    reasonCode: string | null
+    expected: unknown
+    actual: unknown
+    queueMessages: number
+    cursor: number
+    connectedSinceMs: number | null
+    policyMismatch: string[]
+  }[]
   inbound: { serial: string; messagesStored: number; messagesDuplicate: number; policyMismatch: string[] }[]
   inboundRefusals: { code: string; expected: unknown; actual: unknown; serial: string | null }[]
 }

@@ -13,7 +13,9 @@ async function factoryTest(config: Record<string, unknown>, volumeMegabytesPerSe
   const configPath = join(dir, 'config.json')
   const reportPath = join(dir, 'report.json')
   await (await import('node:fs/promises')).writeFile(configPath, JSON.stringify({ dataDir: join(dir, 'data'), ...config }))
-  const child = spawn(bunPath, [script, '--config', configPath, '--report', reportPath, '--volume-bytes', '4000000', '--volume-mbps-min', volumeMegabytesPerSecondMin, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(bunPath, [script, '--config', configPath, '--report', reportPath, '--volume-bytes', '4000000', '--volume-mbps-min', volumeMegabytesPerSecondMin, ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   const parser = new Parser()
   const asserts: Result[] = []
   parser.on('assert', (result: Result) => asserts.push(result))
@@ -23,7 +25,12 @@ async function factoryTest(config: Record<string, unknown>, volumeMegabytesPerSe
   child.stderr.on('data', (chunk) => (stderr += chunk.toString()))
   const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))
   const summary = await completed
-  const report = JSON.parse(await readFile(reportPath, 'utf8')) as { passed: boolean; serial: string; model: number; checks: { name: string; ok: boolean; message: string; value: unknown; limit: unknown; durationMs: number }[] }
+  const report = JSON.parse(await readFile(reportPath, 'utf8')) as {
+    passed: boolean
+    serial: string
+    model: number
+    checks: { name: string; ok: boolean; message: string; value: unknown; limit: unknown; durationMs: number }[]
+  }
   return { code, asserts, summary, report, stderr }
 }
 
@@ -34,7 +41,10 @@ t.test('passes end to end on a healthy simulated 650', async (t) => {
   const run = await factoryTest({})
   t.equal(run.code, 0, run.stderr)
   t.equal(run.summary.ok, true)
-  t.same(run.asserts.map((result) => result.name.split(':')[0]), ['identity', 'disks', 'raid', 'nics', 'data-volume', 'firmware-loopback', 'mirror-loopback'])
+  t.same(
+    run.asserts.map((result) => result.name.split(':')[0]),
+    ['identity', 'disks', 'raid', 'nics', 'data-volume', 'firmware-loopback', 'mirror-loopback'],
+  )
   t.equal(run.report.passed, true)
   t.equal(run.report.model, 650)
   t.match(run.report.serial, /^MK650-/)
@@ -47,8 +57,18 @@ t.test('passes end to end on a healthy simulated 650', async (t) => {
 })
 
 const faults: { name: string; config: Record<string, unknown>; fails: string[]; message: Record<string, RegExp> }[] = [
-  { name: 'failed disk', config: { hal: { sim: { faults: { failedDisks: [2] } } } }, fails: ['disks', 'raid'], message: { disks: /\/dev\/sdc health failed/, raid: /md0 degraded: \/dev\/sdc faulty/ } },
-  { name: 'degraded array rebuilding', config: { hal: { sim: { faults: { failedDisks: [1], replacedDisks: [1] } } } }, fails: ['raid'], message: { raid: /md0 rebuilding 0%: \/dev\/sdb rebuilding/ } },
+  {
+    name: 'failed disk',
+    config: { hal: { sim: { faults: { failedDisks: [2] } } } },
+    fails: ['disks', 'raid'],
+    message: { disks: /\/dev\/sdc health failed/, raid: /md0 degraded: \/dev\/sdc faulty/ },
+  },
+  {
+    name: 'degraded array rebuilding',
+    config: { hal: { sim: { faults: { failedDisks: [1], replacedDisks: [1] } } } },
+    fails: ['raid'],
+    message: { raid: /md0 rebuilding 0%: \/dev\/sdb rebuilding/ },
+  },
   { name: 'missing NIC', config: { hal: { sim: { faults: { nicCount: 1 } } } }, fails: ['nics'], message: { nics: /1 NIC\(s\) found, model 650 has 2/ } },
   { name: 'link down', config: { hal: { sim: { faults: { linksDown: ['eth0'] } } } }, fails: ['nics'], message: { nics: /eth0 link down/ } },
   { name: 'wrong disk count', config: { hal: { sim: { faults: { diskCount: 3 } } } }, fails: ['disks', 'raid'], message: { disks: /3 disk\(s\) found, model 650 has 4/ } },
@@ -63,7 +83,10 @@ for (const fault of faults) {
     t.same(failing(run.asserts), fault.fails, 'exactly the expected checks fail')
     for (const [check, pattern] of Object.entries(fault.message)) t.match(messageOf(run.asserts, check), pattern)
     t.equal(run.report.passed, false)
-    t.same(run.report.checks.filter((check) => !check.ok).map((check) => check.name), fault.fails)
+    t.same(
+      run.report.checks.filter((check) => !check.ok).map((check) => check.name),
+      fault.fails,
+    )
   })
 }
 

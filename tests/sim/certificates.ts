@@ -22,7 +22,11 @@ export function certificatePool(): Promise<IdentityCertificate[]> {
   making ??= (async () => {
     const dir = await mkdtemp(join(tmpdir(), 'mailkeep-sim-certificates-'))
     try {
-      const made = await Promise.all(Array.from({ length: poolSize }, (_, index) => loadOrCreateIdentityCertificate({ logger: createMemoryLogger('error'), clock: systemClock }, { dataDir: join(dir, String(index)), serial: `SIM-POOL-${index}` })))
+      const made = await Promise.all(
+        Array.from({ length: poolSize }, (_, index) =>
+          loadOrCreateIdentityCertificate({ logger: createMemoryLogger('error'), clock: systemClock }, { dataDir: join(dir, String(index)), serial: `SIM-POOL-${index}` }),
+        ),
+      )
       pool = made
       return made
     } finally {

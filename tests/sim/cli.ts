@@ -30,7 +30,9 @@ function tagOf(violation: SeedResult['violations'][number]): string {
 }
 
 function describeFailure(result: SeedResult): string {
-  const lines = result.violations.slice(0, 20).map((violation) => `  ${tagOf(violation)}${violation.kind} on ${violation.node}${violation.id ? ` ${violation.id.slice(0, 12)}` : ''}: ${violation.detail}`)
+  const lines = result.violations
+    .slice(0, 20)
+    .map((violation) => `  ${tagOf(violation)}${violation.kind} on ${violation.node}${violation.id ? ` ${violation.id.slice(0, 12)}` : ''}: ${violation.detail}`)
   if (result.violations.length > 20) lines.push(`  … and ${result.violations.length - 20} more`)
   return `seed ${result.seed} FAILED (${result.violations.length} violations)\n${lines.join('\n')}\n  replay: ${replayCommand(result.seed)}\n`
 }

@@ -82,8 +82,7 @@ export function createSimWorld(options: SimWorldOptions) {
       trace.push(`${time.now} ${event}`)
       write?.(`${stamp()} sim: ${event}`)
     },
-    logger: (node) =>
-      write ? createLogger(node, { level: 'debug', format: 'pretty', write: (line) => write(`${stamp()} ${line}`), now: () => new Date(time.clock.now()) }) : silentLogger,
+    logger: (node) => (write ? createLogger(node, { level: 'debug', format: 'pretty', write: (line) => write(`${stamp()} ${line}`), now: () => new Date(time.clock.now()) }) : silentLogger),
   }
   const names = ['a', 'b', 'c', 'd'].slice(0, options.nodeCount)
   const nodes = names.map((name, index) => new SimNode(world, name, `SIM-${name.toUpperCase()}`, (options.seed * 31 + index) >>> 0, options.limits))
@@ -141,10 +140,18 @@ async function realVerify(nodes: readonly SimNode[], time: VirtualTime): Promise
       await time.runUntilTrue(() => outcome !== undefined, time.now + verifyLimitMs)
       const where = `${from.name}/${to.name}`
       if (!outcome) violations.push({ kind: 'verify-disagrees', node: where, detail: `mirror verify did not finish within ${verifyLimitMs} ms of virtual time` })
-      else if (outcome.error !== undefined) violations.push({ kind: 'verify-disagrees', node: where, detail: `mirror verify failed: ${(outcome.error as Error)?.message ?? String(outcome.error)}` })
+      else if (outcome.error !== undefined)
+        violations.push({ kind: 'verify-disagrees', node: where, detail: `mirror verify failed: ${(outcome.error as Error)?.message ?? String(outcome.error)}` })
       else if (outcome.report!.counts.unexplained > 0 || outcome.report!.truncated || outcome.report!.counts.queued > 0) {
         const report = outcome.report!
-        violations.push({ kind: 'verify-disagrees', node: where, detail: `mirror verify: ${report.outcome} ${JSON.stringify(report.counts)}: ${report.differences.slice(0, 3).map((difference) => `${difference.id.slice(0, 12)} ${difference.class} on ${difference.presentOn}`).join(', ')}` })
+        violations.push({
+          kind: 'verify-disagrees',
+          node: where,
+          detail: `mirror verify: ${report.outcome} ${JSON.stringify(report.counts)}: ${report.differences
+            .slice(0, 3)
+            .map((difference) => `${difference.id.slice(0, 12)} ${difference.class} on ${difference.presentOn}`)
+            .join(', ')}`,
+        })
       }
     }
   }

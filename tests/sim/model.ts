@@ -99,7 +99,15 @@ export function createLedger() {
     /** A delivery was archived on `node` (existed: the message was there before it). */
     onIngest(node: { name: string; serial: string }, storeId: string, id: string, delivery: Delivery, existed: boolean, nowMs: number): void {
       if (delivery.source !== 'mirror') {
-        localDeliveries.push({ node: node.name, serial: node.serial, storeId, id, appliedAtMs: nowMs, receivedAtMs: delivery.receivedAtMs - virtualEpochMs, fingerprint: deliveryFingerprint(delivery) })
+        localDeliveries.push({
+          node: node.name,
+          serial: node.serial,
+          storeId,
+          id,
+          appliedAtMs: nowMs,
+          receivedAtMs: delivery.receivedAtMs - virtualEpochMs,
+          fingerprint: deliveryFingerprint(delivery),
+        })
         return
       }
       let seen = firstSeen.get(storeId)

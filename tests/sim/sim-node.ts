@@ -137,7 +137,9 @@ export class SimNode {
     const origin = delivery.source === 'mirror' ? delivery.sourceName : null
     const result = archive.ingest(raw, delivery, origin)
     this.world.ledger.onIngest(this, archive.storeId(), id, delivery, existed, this.world.time.now)
-    this.world.detail?.(`${this.name}: stored ${id.slice(0, 8)} from ${delivery.source === 'mirror' ? delivery.sourceName : 'local'} (${existed ? 'known' : 'new'}, sequence ${archive.lastSequence()})`)
+    this.world.detail?.(
+      `${this.name}: stored ${id.slice(0, 8)} from ${delivery.source === 'mirror' ? delivery.sourceName : 'local'} (${existed ? 'known' : 'new'}, sequence ${archive.lastSequence()})`,
+    )
     // As the mirror service's notify(): local mail wakes every sender; copies are never forwarded.
     if (delivery.source !== 'mirror') for (const sender of this.senders.values()) sender.wake()
     return result
@@ -280,10 +282,7 @@ export class SimNode {
   /** Admission of an inbound appliance, as the mirror service does it: the peer's own sender decides. */
   admitInbound(candidate: AdmissionCandidate): MirrorError | undefined {
     const senders = [...this.senders.values()]
-    const sender =
-      senders.find((entry) => entry.isPinned(candidate)) ??
-      senders.find((entry) => entry.pinned().serial === candidate.serial) ??
-      this.senders.get(candidate.address)
+    const sender = senders.find((entry) => entry.isPinned(candidate)) ?? senders.find((entry) => entry.pinned().serial === candidate.serial) ?? this.senders.get(candidate.address)
     if (!sender) return new MirrorError('NOT_A_PEER', `${candidate.serial} is not a peer of ${this.serial}`)
     return sender.admit(candidate)
   }
@@ -328,7 +327,13 @@ export class SimNode {
   async verifyWith(peerName: string): Promise<SignedVerifyReport> {
     const sender = this.senders.get(peerName)
     assert.ok(sender, `${this.name} has no sender for ${peerName}`)
-    const channel = await this.connector()(undefined as unknown as MirrorTransportDeps, { host: peerName, port: simPort, sharedSecret: undefined as unknown as MirrorSecret, timeoutMs: 10_000, admit: sender.admit })
+    const channel = await this.connector()(undefined as unknown as MirrorTransportDeps, {
+      host: peerName,
+      port: simPort,
+      sharedSecret: undefined as unknown as MirrorSecret,
+      timeoutMs: 10_000,
+      admit: sender.admit,
+    })
     try {
       return await runVerify({ logger: this.world.logger(`${this.name}.verify`), clock: this.world.time.clock, local: this.verifyLocal(), queue: senderQueue(sender) }, channel)
     } finally {

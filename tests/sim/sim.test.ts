@@ -90,7 +90,11 @@ t.test('the checks find a missing copy, a doubled delivery and a returned purge'
     const copy = b.archive.messages.get(second!)!
     copy.meta.deliveries.push({ ...copy.meta.deliveries[0]!, deliveryKey: 'another key' })
     const kinds = (await sim.check(true)).map((violation) => violation.kind).sort()
-    t.same(kinds, ['duplicate-delivery', 'missing', 'verify-disagrees', 'verify-disagrees'], 'tampering is found: a lost copy (by the digest check and the real mirror verify) and a doubled delivery')
+    t.same(
+      kinds,
+      ['duplicate-delivery', 'missing', 'verify-disagrees', 'verify-disagrees'],
+      'tampering is found: a lost copy (by the digest check and the real mirror verify) and a doubled delivery',
+    )
   } finally {
     VirtualTime.uninstall()
   }
@@ -113,7 +117,11 @@ t.test('F1 fixed: a batch sent again after its acknowledgement was lost does not
     await sim.time.runUntil(500)
     t.ok(b.archive.messages.has(id), 'b stored the copy before the reset')
     t.equal(a.senders.get('b')!.cursor, 0, 'a never saw the acknowledgement')
-    t.same(b.purge(1, () => 0), [id], "b's retention purges the copy (its watermark allows it)")
+    t.same(
+      b.purge(1, () => 0),
+      [id],
+      "b's retention purges the copy (its watermark allows it)",
+    )
     const violations = await sim.check(await sim.heal())
     t.notOk(b.archive.messages.has(id), 'the purged copy stays purged on b')
     t.same(violations, [], describeViolations(violations))

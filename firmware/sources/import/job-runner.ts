@@ -182,7 +182,11 @@ export class JobRun {
       if (error instanceof MailkeepError && error.retryable) {
         // The store cannot take messages now: stop at this message, keep it unfinished so
         // the checkpoint stays before it, and let the technician run the path again.
-        job.requestStop({ code: error.code, message: `${error.message} (at ${item.file}${item.offset === null ? '' : ` offset ${item.offset}`}); import the path again to resume`, retryable: true })
+        job.requestStop({
+          code: error.code,
+          message: `${error.message} (at ${item.file}${item.offset === null ? '' : ` offset ${item.offset}`}); import the path again to resume`,
+          retryable: true,
+        })
         return
       }
       this.#fail(item, ticket, error)

@@ -205,7 +205,8 @@ export async function runImapPass(context: PassContext, state: ImapSourceState):
     await passBatch(run, mailbox, batch, await readSizes(run, batch))
     if (!control.abandoned && client.usable) await client.logout().catch(() => undefined)
   } catch (error) {
-    if (report.error === null) report.error = control.abandoned ? new JournalError('STOPPED', 'the pass was abandoned by stop()') : toImapError(error ?? lastClientError, run.step, options.password)
+    if (report.error === null)
+      report.error = control.abandoned ? new JournalError('STOPPED', 'the pass was abandoned by stop()') : toImapError(error ?? lastClientError, run.step, options.password)
   } finally {
     unregister()
     client.close()

@@ -184,10 +184,7 @@ export async function archiveMessage(context: PassContext, raw: Uint8Array, key:
       holdMessage(context, key, 'REFUSED', raw.byteLength, error.message, error.code)
       return 'next'
     }
-    report.error =
-      error instanceof MailkeepError
-        ? error
-        : new JournalError('INGEST_FAILED', `the ingest pipeline failed: ${error instanceof Error ? error.message : String(error)}`)
+    report.error = error instanceof MailkeepError ? error : new JournalError('INGEST_FAILED', `the ingest pipeline failed: ${error instanceof Error ? error.message : String(error)}`)
     return 'stop'
   }
   if (context.control.abandoned) {

@@ -289,10 +289,7 @@ export class Pop3Session {
     // From here the TLS socket wrapping it reports its failures; keep a late error of the
     // plain socket from being an unhandled 'error' event.
     plain.on('error', () => undefined)
-    const secure = await handshake(
-      connectTls({ socket: plain, servername: serverName(this.options.host), rejectUnauthorized: this.options.tlsRejectUnauthorized }),
-      this.options,
-    )
+    const secure = await handshake(connectTls({ socket: plain, servername: serverName(this.options.host), rejectUnauthorized: this.options.tlsRejectUnauthorized }), this.options)
     this.socket = secure
     this.attach(secure)
     // Capabilities learnt in cleartext may have been tampered with (RFC 2595 §4): ask again.
@@ -451,10 +448,7 @@ function handshake(socket: TLSSocket, options: Pop3ClientOptions): Promise<TLSSo
 /** Opens the TCP (and for 'implicit', TLS) connection, bounded by the connect timeout. */
 function connectSocket(options: Pop3ClientOptions): Promise<Socket> {
   if (options.tls === 'implicit') {
-    return handshake(
-      connectTls({ host: options.host, port: options.port, servername: serverName(options.host), rejectUnauthorized: options.tlsRejectUnauthorized }),
-      options,
-    )
+    return handshake(connectTls({ host: options.host, port: options.port, servername: serverName(options.host), rejectUnauthorized: options.tlsRejectUnauthorized }), options)
   }
   return whenReady(connectTcp({ host: options.host, port: options.port }), 'connect', `connecting to ${options.host}:${options.port}`, options.connectTimeoutMs)
 }

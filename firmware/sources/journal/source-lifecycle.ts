@@ -32,7 +32,14 @@ export async function startSource(context: JournalSourceContext): Promise<void> 
     return
   }
   const firstDelayMs = Math.round(context.random.next() * options.firstPullDelayMsMax)
-  logger.info('journal source started', { protocol: options.protocol, host: options.host, port: options.port, tls: options.tls, afterArchive: options.afterArchive, firstPullInMs: firstDelayMs })
+  logger.info('journal source started', {
+    protocol: options.protocol,
+    host: options.host,
+    port: options.port,
+    tls: options.tls,
+    afterArchive: options.afterArchive,
+    firstPullInMs: firstDelayMs,
+  })
   schedule(context, firstDelayMs)
 }
 

@@ -75,7 +75,8 @@ export function validateJournalOptions(options: ResolvedJournalOptions): string[
   // Line breaks in credentials would smuggle extra protocol commands.
   if (!options.user || /[\r\n\0]/.test(options.user)) problems.push('user: must be non-empty without line breaks')
   if (!options.password || /[\r\n\0]/.test(options.password)) problems.push('password: must be non-empty without line breaks (value not shown)')
-  if (options.protocol === 'imap' && (!options.mailbox || /[\r\n\0]/.test(options.mailbox))) problems.push(`mailbox: must be non-empty without line breaks (got ${JSON.stringify(options.mailbox)})`)
+  if (options.protocol === 'imap' && (!options.mailbox || /[\r\n\0]/.test(options.mailbox)))
+    problems.push(`mailbox: must be non-empty without line breaks (got ${JSON.stringify(options.mailbox)})`)
   positiveInteger(options.intervalMs, 'intervalMs', 1000)
   positiveInteger(options.batchMessagesMax, 'batchMessagesMax')
   positiveInteger(options.messageBytesMax, 'messageBytesMax')

@@ -129,7 +129,7 @@ export interface JournalSourceStatus {
   nextPullAtMs: number | null
   totals: { passes: number; archived: number; duplicates: number; acknowledged: number }
   held: HeldMessage[]
-  lastReport: Omit<PullReport, 'error' | 'ids' | 'held'> & { error: JournalFailure | null } | null
+  lastReport: (Omit<PullReport, 'error' | 'ids' | 'held'> & { error: JournalFailure | null }) | null
   /** For a source configured with `takeoverFor`: the mirror peer it belongs to, and whether it is being pulled here now. */
   takeover: { peer: string; active: boolean } | null
 }

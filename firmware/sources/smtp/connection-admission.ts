@@ -35,9 +35,7 @@ export interface AdmissionRequest {
 export type AdmissionLimit = 'connectionsMax' | 'untrustedConnectionsMax' | 'untrustedConnectionsPerAddressMax'
 
 /** The decision: admitted, or refused by one limit (`limitValue` is that limit's value). */
-export type AdmissionVerdict =
-  | { admitted: true }
-  | { admitted: false; code: 'TOO_MANY_CONNECTIONS' | 'TOO_MANY_CONNECTIONS_FROM_ADDRESS'; limit: AdmissionLimit; limitValue: number }
+export type AdmissionVerdict = { admitted: true } | { admitted: false; code: 'TOO_MANY_CONNECTIONS' | 'TOO_MANY_CONNECTIONS_FROM_ADDRESS'; limit: AdmissionLimit; limitValue: number }
 
 /** Slots that clients outside the trusted networks may hold together. */
 export function untrustedConnectionsMax(limits: AdmissionLimits): number {
@@ -82,7 +80,12 @@ export function clientAddressKey(remoteAddress: string): string {
   const address = normalizeClientAddress(remoteAddress).toLowerCase()
   if (!isIPv6(address)) return address
   const groups = ipv6Groups(address)
-  return groups ? `${groups.slice(0, 4).map((group) => group.toString(16)).join(':')}::/64` : address
+  return groups
+    ? `${groups
+        .slice(0, 4)
+        .map((group) => group.toString(16))
+        .join(':')}::/64`
+    : address
 }
 
 /** Connections of untrusted clients open now, in total and per address key. Pure bookkeeping. */

@@ -9,10 +9,7 @@ import type { SmtpMessageRefusal } from './types.js'
 type DataCallback = (error?: Error | null, message?: string) => void
 
 /** What the DATA handler uses of the listener. */
-export type DataHandlerContext = Pick<
-  ListenerState,
-  'logger' | 'clock' | 'pipeline' | 'options' | 'counters' | 'inFlight' | 'deadlines' | 'bufferedBytes' | 'bound' | 'lastArchiveFailure'
->
+export type DataHandlerContext = Pick<ListenerState, 'logger' | 'clock' | 'pipeline' | 'options' | 'counters' | 'inFlight' | 'deadlines' | 'bufferedBytes' | 'bound' | 'lastArchiveFailure'>
 
 /** Archive failures worth a warning and a mention in healthcheck; the other refusals are the sender's doing. */
 const archiveFailures: ReadonlySet<SmtpMessageRefusal> = new Set<SmtpMessageRefusal>(['STORE_FULL', 'ARCHIVE_UNAVAILABLE', 'MESSAGE_REFUSED'])
@@ -99,7 +96,11 @@ export class MessageReception {
   #streamClosed(): void {
     if (this.#ended || this.#replied) return
     this.#context.counters.messagesAborted++
-    this.#context.logger.info('message aborted: client went away during DATA', { session: this.#sessionId, remoteAddress: this.#envelope.remoteAddress, receivedBytes: this.#stream.byteLength })
+    this.#context.logger.info('message aborted: client went away during DATA', {
+      session: this.#sessionId,
+      remoteAddress: this.#envelope.remoteAddress,
+      receivedBytes: this.#stream.byteLength,
+    })
     this.#reply(new SmtpError('ARCHIVE_UNAVAILABLE', 'client went away during DATA', { replyText: 'Message incomplete' }))
   }
 

@@ -30,10 +30,7 @@ export type SmtpDeadlineCode = 'MAIL_FROM_TIMEOUT' | 'COMMAND_TIMEOUT' | 'DATA_T
  * `dataBytesPerSecondMin` is the average since DATA, checked once `dataRateGraceMs` has
  * passed; 0 = no minimum.
  */
-export type SessionDeadlineLimits = Pick<
-  Config['smtp'],
-  'mailFromTimeoutMs' | 'commandTimeoutMs' | 'dataTimeoutMs' | 'dataBytesPerSecondMin' | 'dataRateGraceMs' | 'sessionTimeoutMs'
->
+export type SessionDeadlineLimits = Pick<Config['smtp'], 'mailFromTimeoutMs' | 'commandTimeoutMs' | 'dataTimeoutMs' | 'dataBytesPerSecondMin' | 'dataRateGraceMs' | 'sessionTimeoutMs'>
 
 /** What happened in one session and when, in monotonic milliseconds. Changed only by the note* functions. */
 export interface SessionTimeline {

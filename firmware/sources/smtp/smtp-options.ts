@@ -1,10 +1,4 @@
-import {
-  smtpBufferedBytesMaxDefault,
-  smtpCommandLineBytesMaxDefault,
-  smtpStopTimeoutMsDefault,
-  smtpSubmitTimeoutMsDefault,
-  type SmtpSourceOptions,
-} from './types.js'
+import { smtpBufferedBytesMaxDefault, smtpCommandLineBytesMaxDefault, smtpStopTimeoutMsDefault, smtpSubmitTimeoutMsDefault, type SmtpSourceOptions } from './types.js'
 
 /** The listener's options with every default applied. */
 export type ResolvedSmtpOptions = Required<Omit<SmtpSourceOptions, 'enabled'>>

@@ -62,6 +62,12 @@ export function createSmtpSource(deps: SmtpSourceDeps, options: SmtpSourceOption
       return listener.phase === 'listening' && listener.bound ? { smtp: `${listener.bound.host}:${listener.bound.port}` } : {}
     },
     healthcheck: () => listenerHealth(listener),
-    stats: () => smtpStatsOf(listener.counters, { sessionsActive: listener.sessions.size, sessionsUntrusted: listener.untrusted.total, messagesInFlight: listener.inFlight.size, bufferedBytes: listener.bufferedBytes }),
+    stats: () =>
+      smtpStatsOf(listener.counters, {
+        sessionsActive: listener.sessions.size,
+        sessionsUntrusted: listener.untrusted.total,
+        messagesInFlight: listener.inFlight.size,
+        bufferedBytes: listener.bufferedBytes,
+      }),
   }
 }

@@ -75,10 +75,7 @@ export interface SmtpSourceDeps {
 }
 
 /** Why a message was not archived (the reply codes are in errors.ts). */
-export type SmtpMessageRefusal = Extract<
-  SmtpErrorCode,
-  'MESSAGE_TOO_LARGE' | 'STORE_FULL' | 'BUFFER_FULL' | 'ARCHIVE_UNAVAILABLE' | 'MESSAGE_REFUSED'
->
+export type SmtpMessageRefusal = Extract<SmtpErrorCode, 'MESSAGE_TOO_LARGE' | 'STORE_FULL' | 'BUFFER_FULL' | 'ARCHIVE_UNAVAILABLE' | 'MESSAGE_REFUSED'>
 /** Why a recipient was refused. */
 export type SmtpRecipientRefusal = Extract<SmtpErrorCode, 'RELAY_DENIED' | 'TOO_MANY_RECIPIENTS'>
 /** Why a connection was refused before its greeting. */

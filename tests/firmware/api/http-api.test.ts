@@ -120,7 +120,11 @@ t.test('failed logins: the delay grows and is capped; other addresses and users 
   t.teardown(() => api.stop())
   const guesses: Awaited<ReturnType<typeof getFrom>>[] = []
   for (let attempt = 0; attempt < 8; attempt += 1) guesses.push(await getFrom(base, '127.0.0.2', 'admin', `guess-${attempt}`))
-  t.same(guesses.map((guess) => guess.status), [401, 401, 401, 401, 401, 401, 401, 401], 'wrong passwords are answered 401, never 429')
+  t.same(
+    guesses.map((guess) => guess.status),
+    [401, 401, 401, 401, 401, 401, 401, 401],
+    'wrong passwords are answered 401, never 429',
+  )
   const expected = [0, 0, 0, 200, 400, 800, 1_600, 1_600]
   guesses.forEach((guess, attempt) => {
     // The delay runs from the previous failure, recorded after the previous attempt started
@@ -152,20 +156,29 @@ t.test('failed logins: the delay grows and is capped; other addresses and users 
 
   // Audit events: each free failure, one when throttling starts, no event per later failure.
   const forAdmin2 = events.filter((event) => 'address' in event && event.address === '127.0.0.2')
-  t.same(forAdmin2.map((event) => event.kind), ['failed', 'failed', 'throttled'])
+  t.same(
+    forAdmin2.map((event) => event.kind),
+    ['failed', 'failed', 'throttled'],
+  )
   t.match(forAdmin2[2], { user: 'admin', failures: 3, delayMs: 200 })
   t.match(api.healthcheck().detail, /2 login pair\(s\) throttled/)
   await api.stop()
   const ended = events.filter((event) => event.kind === 'throttle-ended')
   t.equal(ended.length, 2, 'a summary for each throttled pair when the service stops')
-  t.match(ended.find((event) => event.address === '127.0.0.2'), { user: 'admin', reason: 'stopped', failures: 9, delayedAttempts: 6, successes: 0 })
-  t.match(ended.find((event) => event.address === '127.0.0.3'), { user: 'operator', failures: 6 })
+  t.match(
+    ended.find((event) => event.address === '127.0.0.2'),
+    { user: 'admin', reason: 'stopped', failures: 9, delayedAttempts: 6, successes: 0 },
+  )
+  t.match(
+    ended.find((event) => event.address === '127.0.0.3'),
+    { user: 'operator', failures: 6 },
+  )
   const written = JSON.stringify([events, logger.records])
   t.notMatch(written, /guess-|typo/, 'no wrong password in the events or the log')
   t.notMatch(written, password, 'no right password either')
 })
 
-t.test('an attacker on the admin\'s own address and user name cannot keep the admin out', async (t) => {
+t.test("an attacker on the admin's own address and user name cannot keep the admin out", async (t) => {
   const { api, base, password, events } = await startThrottledApi()
   t.teardown(() => api.stop())
   for (let attempt = 0; attempt < 7; attempt += 1) await getFrom(base, '127.0.0.4', 'admin', `guess-${attempt}`)
@@ -248,7 +261,10 @@ t.test('parallel guesses from one address are each counted and delayed, not chec
   const early = checkedMs.flatMap((ms, guess) => (ms < floorMs[guess]! - 5 ? [`guess ${guess + 1} checked at ${Math.round(ms)} ms`] : []))
   t.same(early, [], 'no guess checked before the delay of the guesses in flight before it')
   await api.stop()
-  t.match(events.find((event) => event.kind === 'throttle-ended'), { address: '127.0.0.5', failures: parallel, delayedAttempts: parallel - failuresBeforeDelay })
+  t.match(
+    events.find((event) => event.kind === 'throttle-ended'),
+    { address: '127.0.0.5', failures: parallel, delayedAttempts: parallel - failuresBeforeDelay },
+  )
 })
 
 t.test('a client sending its right password in parallel is not held by its own attempts', async (t) => {

@@ -116,7 +116,10 @@ t.test('at most pairsMax pairs; a flood of new pairs forgets quiet ones before t
   // An evicted throttled pair gets its summary.
   const small = throttleWith({ pairsMax: 3, failuresBeforeDelay: 1 })
   for (const address of ['192.0.2.1', '192.0.2.2', '192.0.2.3', '192.0.2.4']) small.throttle.recordFailure(address, 'admin')
-  t.same(small.events.map((event) => event.kind), ['throttled', 'throttled', 'throttled', 'throttle-ended', 'throttled'])
+  t.same(
+    small.events.map((event) => event.kind),
+    ['throttled', 'throttled', 'throttled', 'throttle-ended', 'throttled'],
+  )
   t.match(small.events[3], { address: '192.0.2.1', reason: 'evicted', failures: 1 })
   t.same(small.throttle.stats(), { pairs: 3, throttled: 3 })
 })

@@ -124,9 +124,16 @@ t.test('SIGKILL at random points: every acknowledged message is present and inta
     const root = snapshot.node('')
     snapshot.close()
     const recomputed = recomputedDigest(store)
-    t.ok(root.count === recomputed.root.count && root.bytes === recomputed.root.bytes && Buffer.from(root.hash).equals(Buffer.from(recomputed.root.hash)), `round ${round} (seed ${seed}): the id digest equals one recomputed from the ${root.count} ids`)
+    t.ok(
+      root.count === recomputed.root.count && root.bytes === recomputed.root.bytes && Buffer.from(root.hash).equals(Buffer.from(recomputed.root.hash)),
+      `round ${round} (seed ${seed}): the id digest equals one recomputed from the ${root.count} ids`,
+    )
     const changes = store.changes(0, 10_000)
-    t.same(changes.map((entry) => entry.sequence), Array.from({ length: changes.length }, (_, index) => index + 1), `round ${round}: change log has no gaps`)
+    t.same(
+      changes.map((entry) => entry.sequence),
+      Array.from({ length: changes.length }, (_, index) => index + 1),
+      `round ${round}: change log has no gaps`,
+    )
     await store.stop()
   }
 })
@@ -136,11 +143,19 @@ t.test('an injected fdatasync failure rejects the ingest and stops writes (strac
   const before = await runChild({ mode: 'write', path, seed: 201, count: 3 })
   t.equal(before.code, 0)
   const run = await runChild({ mode: 'faults', path, seed: 202 }, ['-f', '-o', '/dev/null', '-e', 'trace=fdatasync', '-e', 'inject=fdatasync:error=EIO'])
-  const { results, health, activity } = lastJson(run) as { results: Array<{ ok: boolean; code: string; retryable: boolean }>; health: { ok: boolean; detail: string }; activity: { ingests: number; failedCommits: number } }
-  t.same(results.map((result) => [result.ok, result.code, result.retryable]), [
-    [false, 'STORE_UNAVAILABLE', true],
-    [false, 'STORE_UNAVAILABLE', true],
-  ], 'the ingest under a failing sync rejects; the next one is refused')
+  const { results, health, activity } = lastJson(run) as {
+    results: Array<{ ok: boolean; code: string; retryable: boolean }>
+    health: { ok: boolean; detail: string }
+    activity: { ingests: number; failedCommits: number }
+  }
+  t.same(
+    results.map((result) => [result.ok, result.code, result.retryable]),
+    [
+      [false, 'STORE_UNAVAILABLE', true],
+      [false, 'STORE_UNAVAILABLE', true],
+    ],
+    'the ingest under a failing sync rejects; the next one is refused',
+  )
   t.equal(health.ok, false)
   t.match(health.detail, /Input\/output error/)
   t.same([activity.ingests, activity.failedCommits], [0, 1])
@@ -172,7 +187,15 @@ t.test('acknowledgement never comes before the sync that covers it, and concurre
   const syncDelayMs = 150
   const trace = join(await tempDir('mailkeep-strace-'), 'trace')
   const count = 40
-  const run = await runChild({ mode: 'latency', path, seed: 402, count, writers: 10 }, ['-f', '-o', trace, '-e', 'trace=fdatasync,fsync', '-e', `inject=fdatasync:delay_exit=${syncDelayMs * 1000}`])
+  const run = await runChild({ mode: 'latency', path, seed: 402, count, writers: 10 }, [
+    '-f',
+    '-o',
+    trace,
+    '-e',
+    'trace=fdatasync,fsync',
+    '-e',
+    `inject=fdatasync:delay_exit=${syncDelayMs * 1000}`,
+  ])
   t.equal(run.code, 0, run.stderr.slice(0, 400))
   const { latenciesMs, activity } = lastJson(run) as { latenciesMs: number[]; activity: { ingests: number; commits: number } }
   t.equal(latenciesMs.length, count)

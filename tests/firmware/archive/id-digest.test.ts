@@ -55,7 +55,10 @@ function randomEntries(random: Random, count: number): DigestEntry[] {
 }
 
 function digestOf(entries: readonly DigestEntry[]): MemoryDigest {
-  return createMemoryDigest(Buffer.concat(entries.map((entry) => Buffer.from(entry.id, 'hex'))), entries.map((entry) => entry.sizeBytes))
+  return createMemoryDigest(
+    Buffer.concat(entries.map((entry) => Buffer.from(entry.id, 'hex'))),
+    entries.map((entry) => entry.sizeBytes),
+  )
 }
 
 /** The peer's digest over the real wire format, counting calls and bytes as a transport would. */
@@ -125,7 +128,10 @@ t.test('the tree: each node combines its children; leaves hold their bucket ids;
   const entries = randomEntries(random, 3000)
   const digest = digestOf(entries)
   t.equal(digest.root.count, 3000)
-  t.equal(digest.root.bytes, entries.reduce((sum, entry) => sum + entry.sizeBytes, 0))
+  t.equal(
+    digest.root.bytes,
+    entries.reduce((sum, entry) => sum + entry.sizeBytes, 0),
+  )
   const check = (prefix: string, depth: number) => {
     const children = digest.children(prefix)
     const combined = combineNodes(children)
@@ -139,7 +145,10 @@ t.test('the tree: each node combines its children; leaves hold their bucket ids;
   t.same(digest.idsInBucket(leafPrefix), inLeaf, 'a leaf lists its ids with sizes, in id order')
   t.same(combineNodes([digestOf(inLeaf).node('')]), { ...digest.node(leafPrefix), hash: digest.node(leafPrefix).hash }, 'a leaf equals the digest of its ids alone')
   t.same(digest.idsInBucket(''), entries, 'the root lists every id in order')
-  t.same(digest.idsInBucket('7'), entries.filter((entry) => entry.id.startsWith('7')))
+  t.same(
+    digest.idsInBucket('7'),
+    entries.filter((entry) => entry.id.startsWith('7')),
+  )
   throwsCode(t, () => digest.children(leafPrefix), 'DIGEST_INVALID', 'a leaf has no children')
   t.throws(() => digestOf([entries[0]!, entries[0]!]), /a set/, 'a repeated id is a programmer error')
   const empty = digestOf([])
@@ -165,7 +174,9 @@ t.test('wire format: round trips and strict refusals', async (t) => {
   const answer = encodeChildren(groups)
   const decoded = decodeChildren(answer, groups.length)
   groups.forEach((group, index) =>
-    group.forEach((node, child) => t.ok(nodesAgree(node, decoded[index]![child]!) && decoded[index]![child]!.hash.byteLength === 16, `children ${index}/${child} round-trip with 16-byte hashes`)),
+    group.forEach((node, child) =>
+      t.ok(nodesAgree(node, decoded[index]![child]!) && decoded[index]![child]!.hash.byteLength === 16, `children ${index}/${child} round-trip with 16-byte hashes`),
+    ),
   )
   t.equal(encodeChildren([Array.from({ length: 16 }, (): DigestNode => ({ count: 0, bytes: 0, hash: new Uint8Array(32) }))]).byteLength, 16, 'an empty node is one byte')
   throwsCode(t, () => decodeChildren(answer, groups.length + 1), 'DIGEST_INVALID', 'an answer with fewer groups than asked')

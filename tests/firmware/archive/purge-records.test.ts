@@ -56,7 +56,10 @@ t.test('purge records: written with the purge, kept across restarts, rebuilt fro
   t.equal(store.purgedAt(ids[1]!)?.sequence, second.sequence, 'rebuilt from the purge entries of the change log')
   t.equal(store.purgedAt(ids[0]!)?.sequence, purge.sequence)
   t.equal(store.purgedAt(ids[2]!), undefined)
-  t.ok(logger.records.some((record) => record.msg === 'purge records built from the change log'), 'the build is logged')
+  t.ok(
+    logger.records.some((record) => record.msg === 'purge records built from the change log'),
+    'the build is logged',
+  )
 })
 
 t.test("a peer's copy of a message purged here is stored only for a delivery received after the purge", async (t) => {

@@ -85,7 +85,10 @@ t.test('a commit that fails on a full ext4 is STORE_FULL; the store recovers wit
     }),
   )
   t.ok(refused.length > 0 && acknowledgedDuring > 0, `${acknowledgedDuring} of 24 acknowledged, ${refused.length} refused as the volume filled`)
-  t.ok(refused.every((error) => hasCode(error, 'STORE_FULL')), `every refusal is STORE_FULL: ${[...new Set(refused.map((error) => (error as { code?: string }).code))].join(', ')}`)
+  t.ok(
+    refused.every((error) => hasCode(error, 'STORE_FULL')),
+    `every refusal is STORE_FULL: ${[...new Set(refused.map((error) => (error as { code?: string }).code))].join(', ')}`,
+  )
   t.ok(store.writeActivity().failedCommits > 0, `a real commit failed (${store.writeActivity().failedCommits})`)
   t.equal(store.readOnly()?.cause, 'commit-failed')
   t.match(store.healthcheck(), { ok: false, detail: /^read-only: a commit failed with the data volume full/ })

@@ -44,12 +44,17 @@ async function digestMatchesIds(t: TestContext, store: ArchiveStore, label: stri
   const snapshot = await store.digestSnapshot()
   try {
     const root = snapshot.node('')
-    t.same([root.count, root.bytes, Buffer.from(root.hash).toString('hex')], [expected.root.count, expected.root.bytes, Buffer.from(expected.root.hash).toString('hex')], `${label}: the root equals the digest of listIds (${root.count} ids)`)
+    t.same(
+      [root.count, root.bytes, Buffer.from(root.hash).toString('hex')],
+      [expected.root.count, expected.root.bytes, Buffer.from(expected.root.hash).toString('hex')],
+      `${label}: the root equals the digest of listIds (${root.count} ids)`,
+    )
     const comparison = await compareDigests(snapshot, remoteOf(expected))
     t.same([comparison.agree, comparison.onlyLocal, comparison.onlyRemote], [true, [], []], `${label}: compareDigests agrees with the recomputed digest`)
     const leaves = new Set(entries.map((entry) => entry.id.slice(0, 4)))
     for (const leaf of leaves) {
-      if (!Buffer.from(snapshot.node(leaf).hash).equals(Buffer.from(expected.node(leaf).hash)) || snapshot.node(leaf).count !== expected.node(leaf).count) t.fail(`${label}: leaf ${leaf} differs`)
+      if (!Buffer.from(snapshot.node(leaf).hash).equals(Buffer.from(expected.node(leaf).hash)) || snapshot.node(leaf).count !== expected.node(leaf).count)
+        t.fail(`${label}: leaf ${leaf} differs`)
     }
     t.same(snapshot.idsInBucket(''), entries, `${label}: the snapshot lists every id with its size`)
   } finally {
@@ -120,7 +125,10 @@ t.test('a restart keeps the digest; an archive without one, or with a stale or d
 
   const restarted = await newStore(t, { path })
   t.same(await rootOf(restarted.store), expected, 'the same digest after a restart')
-  t.notOk(restarted.logger.records.some((record) => record.msg.includes('building the id digest')), 'and no rebuild')
+  t.notOk(
+    restarted.logger.records.some((record) => record.msg.includes('building the id digest')),
+    'and no rebuild',
+  )
   await restarted.store.stop()
 
   /** Edits the stopped archive with lmdb directly, then starts it and returns what start logged. */
@@ -146,10 +154,16 @@ t.test('a restart keeps the digest; an archive without one, or with a stale or d
   t.match(upgraded.reason, /no id digest/, 'the upgrade builds the digest at start')
   t.same(await rootOf(upgraded.store), expected, 'the built digest equals the one kept by the ingests')
   await digestMatchesIds(t, upgraded.store, 'built at the upgrade')
-  t.ok(upgraded.logger.records.some((record) => record.msg === 'id digest built' && record.messages === 75), 'the build is logged with its count')
+  t.ok(
+    upgraded.logger.records.some((record) => record.msg === 'id digest built' && record.messages === 75),
+    'the build is logged with its count',
+  )
   await upgraded.store.stop()
   const afterUpgrade = await newStore(t, { path })
-  t.notOk(afterUpgrade.logger.records.some((record) => record.msg.includes('building the id digest')), 'built once: the next start keeps it')
+  t.notOk(
+    afterUpgrade.logger.records.some((record) => record.msg.includes('building the id digest')),
+    'built once: the next start keeps it',
+  )
   await afterUpgrade.store.stop()
 
   // A build cut short: leaves half written, no record. (The build writes both in one
@@ -202,12 +216,18 @@ t.test('a leaf found damaged while the store runs refuses no mail: the digest is
   for (let index = 0; index < 10; index++) ids.push((await store.ingest(requestFor(generatedMessage(508, index)))).id)
   await store.delete(ids[4]!)
   t.equal(store.has(ids[4]!), false, 'the purge went through')
-  t.ok(logger.records.some((record) => record.level === 'error' && record.msg.includes('id digest is damaged')), 'the damage is logged')
+  t.ok(
+    logger.records.some((record) => record.level === 'error' && record.msg.includes('id digest is damaged')),
+    'the damage is logged',
+  )
   await t.rejects(store.digestSnapshot(), { code: 'DIGEST_UNAVAILABLE', retryable: true }, 'snapshots are refused meanwhile')
   t.equal((await store.ingest(requestFor(generatedMessage(508, 10)))).duplicate, false, 'mail is still archived')
   await store.stop()
   const restarted = await newStore(t, { path })
-  t.ok(restarted.logger.records.some((record) => record.msg.includes('building the id digest')), 'the next start rebuilds it')
+  t.ok(
+    restarted.logger.records.some((record) => record.msg.includes('building the id digest')),
+    'the next start rebuilds it',
+  )
   await digestMatchesIds(t, restarted.store, 'rebuilt after damage found at run time')
 })
 
@@ -231,9 +251,15 @@ t.test('a snapshot answers from one point in time while ingests and purges commi
   t.same(snapshot.node(''), root, 'the snapshot root is unchanged')
   t.same(snapshot.idsInBucket(''), listed, 'the snapshot lists the ids of its own time: the purged one still, the new ones not')
   for (const id of addedIds.slice(0, 5)) {
-    t.notOk(snapshot.idsInBucket(id.slice(0, 4)).some((entry) => entry.id === id), `a new id is not in its bucket in the old snapshot (${id.slice(0, 4)})`)
+    t.notOk(
+      snapshot.idsInBucket(id.slice(0, 4)).some((entry) => entry.id === id),
+      `a new id is not in its bucket in the old snapshot (${id.slice(0, 4)})`,
+    )
   }
-  t.ok(snapshot.idsInBucket(purged.slice(0, 4)).some((entry) => entry.id === purged), 'the purged id is still in its bucket in the old snapshot')
+  t.ok(
+    snapshot.idsInBucket(purged.slice(0, 4)).some((entry) => entry.id === purged),
+    'the purged id is still in its bucket in the old snapshot',
+  )
 
   const now = await store.digestSnapshot()
   t.equal(now.lastSequence, store.lastSequence())
@@ -281,7 +307,8 @@ t.test('snapshots are bounded: closed, expired, limited in number, closed by sto
   const opening = Array.from({ length: digestSnapshotsOpenMax - 1 }, () => store.digestSnapshot())
   await t.rejects(store.digestSnapshot(), { code: 'DIGEST_SNAPSHOTS_BUSY' }, 'snapshots still opening count against the bound')
   await store.stop()
-  for (const outcome of await Promise.allSettled(opening)) t.ok(outcome.status === 'rejected' && hasCode(outcome.reason, 'DIGEST_SNAPSHOT_CLOSED'), 'a snapshot opening when the store stops is refused')
+  for (const outcome of await Promise.allSettled(opening))
+    t.ok(outcome.status === 'rejected' && hasCode(outcome.reason, 'DIGEST_SNAPSHOT_CLOSED'), 'a snapshot opening when the store stops is refused')
 
   // The maximum age is enforced by a timer too, without any call.
   const quick = await newStore(t, { digestSnapshotAgeMsMax: 500 })

@@ -77,7 +77,10 @@ t.test('round trip is byte-identical for binary, 8-bit, NUL, CRLF, empty, incomp
   }
   const stats = store.stats()
   t.equal(stats.messages, messages.length)
-  t.equal(stats.rawBytes, messages.reduce((sum, raw) => sum + raw.byteLength, 0))
+  t.equal(
+    stats.rawBytes,
+    messages.reduce((sum, raw) => sum + raw.byteLength, 0),
+  )
   t.ok(stats.storedBytes < stats.rawBytes / 2, `compressed: ${stats.storedBytes} of ${stats.rawBytes} bytes`)
   t.equal(await store.getRaw('0'.repeat(64)), undefined, 'absent id')
   t.equal(store.getMeta('not-an-id'), undefined, 'malformed id is simply absent')
@@ -97,7 +100,10 @@ t.test('precompressed bytes (from a parse worker) are used only when bound to th
   const wrong = { codec: 'deflate-raw' as const, bytes: deflateRawSync(generatedMessage(11, 5)), rawSha256: sha256(generatedMessage(11, 5)) }
   const ignored = await store.ingest({ ...requestFor(other, {}, 'mismatched'), encoded: wrong })
   t.ok(Buffer.from((await store.getRaw(ignored.id))!).equals(other), 'a mismatched blob is ignored: the raw bytes are compressed again and come back exactly')
-  t.ok(logger.records.some((record) => record.level === 'warn' && /precompressed/.test(record.msg)), 'and the mix-up is logged')
+  t.ok(
+    logger.records.some((record) => record.level === 'warn' && /precompressed/.test(record.msg)),
+    'and the mix-up is logged',
+  )
   const identity = generatedMessage(11, 6)
   const shortIdentity = await store.ingest({ ...requestFor(identity, {}, 'identity'), encoded: { codec: 'identity', bytes: identity.subarray(1), rawSha256: sha256(identity) } })
   t.ok(Buffer.from((await store.getRaw(shortIdentity.id))!).equals(identity), 'an identity blob of the wrong length is ignored too')
@@ -113,7 +119,15 @@ t.test('a duplicate is stored once and every delivery is recorded, with envelope
   const second = await store.ingest({
     raw: Buffer.from(raw),
     parsed: parsedFor('dup', ['no-date']),
-    delivery: deliveryFor({ source: 'journal', sourceName: 'exchange', envelopeFrom: 'carol@x.test', envelopeTo: ['a@x.test', 'secret@x.test'], envelopeBcc: ['secret@x.test'], journalEnvelopeText: 'Sender: carol@x.test', deliveryKey: 'imap:inbox:1:42' }),
+    delivery: deliveryFor({
+      source: 'journal',
+      sourceName: 'exchange',
+      envelopeFrom: 'carol@x.test',
+      envelopeTo: ['a@x.test', 'secret@x.test'],
+      envelopeBcc: ['secret@x.test'],
+      journalEnvelopeText: 'Sender: carol@x.test',
+      deliveryKey: 'imap:inbox:1:42',
+    }),
   })
   t.same([first.duplicate, second.duplicate], [false, true])
   t.equal(second.id, first.id)
@@ -124,7 +138,11 @@ t.test('a duplicate is stored once and every delivery is recorded, with envelope
 
   const meta = store.getMeta(first.id) as MessageMeta
   t.equal(meta.deliveries.length, 2)
-  t.same(meta.deliveries.map((delivery) => delivery.source), ['smtp', 'journal'], 'oldest first')
+  t.same(
+    meta.deliveries.map((delivery) => delivery.source),
+    ['smtp', 'journal'],
+    'oldest first',
+  )
   t.same(meta.deliveries[1]!.envelopeBcc, ['secret@x.test'])
   t.equal(meta.deliveries[1]!.journalEnvelopeText, 'Sender: carol@x.test')
   t.same(meta.flags, ['no-date'])
@@ -154,14 +172,33 @@ t.test('change log: contiguous sequences in order with kind, id, time and origin
   const fromPeer = generatedMessage(21, 99)
   await store.ingest(requestFor(fromPeer, { source: 'mirror', sourceName: 'SN650-2' }, 'peer', 'SN650-2'))
   const all = store.changes(0, 100)
-  t.same(all.map((entry) => entry.sequence), [1, 2, 3, 4, 5, 6, 7])
-  t.same(all.map((entry) => entry.kind), ['ingest', 'ingest', 'ingest', 'ingest', 'ingest', 'delivery', 'ingest'])
-  t.same(all.slice(0, 5).map((entry) => entry.id), ids)
+  t.same(
+    all.map((entry) => entry.sequence),
+    [1, 2, 3, 4, 5, 6, 7],
+  )
+  t.same(
+    all.map((entry) => entry.kind),
+    ['ingest', 'ingest', 'ingest', 'ingest', 'ingest', 'delivery', 'ingest'],
+  )
+  t.same(
+    all.slice(0, 5).map((entry) => entry.id),
+    ids,
+  )
   t.equal(all[5]!.id, ids[0])
-  t.same(all.map((entry) => entry.atMs - 1_700_000_000_000), [1000, 2000, 3000, 4000, 5000, 6000, 6000])
-  t.same(all.map((entry) => entry.origin), [null, null, null, null, null, null, 'SN650-2'])
+  t.same(
+    all.map((entry) => entry.atMs - 1_700_000_000_000),
+    [1000, 2000, 3000, 4000, 5000, 6000, 6000],
+  )
+  t.same(
+    all.map((entry) => entry.origin),
+    [null, null, null, null, null, null, 'SN650-2'],
+  )
   t.equal(store.getMeta(sha256(fromPeer))?.origin, 'SN650-2')
-  t.same(store.changes(2, 3).map((entry) => entry.sequence), [3, 4, 5], 'after and limit')
+  t.same(
+    store.changes(2, 3).map((entry) => entry.sequence),
+    [3, 4, 5],
+    'after and limit',
+  )
   t.same(store.changes(7, 10), [], 'nothing after the last')
   t.equal(store.lastSequence(), 7)
 })
@@ -174,7 +211,10 @@ t.test('stats are kept in the transaction, survive a restart, and listIds pages 
   await first.store.ingest(requestFor(raws[0]!))
   const before = first.store.stats()
   t.same([before.messages, before.deliveries, before.flaggedMessages, before.lastSequence], [30, 31, 10, 31])
-  t.equal(before.rawBytes, raws.reduce((sum, raw) => sum + raw.byteLength, 0))
+  t.equal(
+    before.rawBytes,
+    raws.reduce((sum, raw) => sum + raw.byteLength, 0),
+  )
   t.ok(before.fileBytes > before.storedBytes, 'file size reported')
   t.equal(first.store.healthcheck().ok, true)
   await first.store.stop()
@@ -233,7 +273,10 @@ t.test('corruption: a flipped byte or a lost part is detected on read and by ver
   t.equal(report.corrupt, 4)
   t.same([report.checked, report.countersConsistent], [5, true], 'corrupt messages are checked and counted')
   t.same(report.corruptIds.sort(), [compressible, incompressible, missingPart, damagedRecord].map(sha256).sort())
-  t.ok(reopened.logger.records.some((record) => record.level === 'error' && record.msg.includes('integrity')), 'corruption is logged')
+  t.ok(
+    reopened.logger.records.some((record) => record.level === 'error' && record.msg.includes('integrity')),
+    'corruption is logged',
+  )
 })
 
 t.test('concurrent ingests share commits (group commit)', async (t) => {
@@ -267,7 +310,10 @@ t.test('STORE_FULL when the volume is low (cached for freeSpaceCacheMs) or the a
   freeBytes = -1
   clock.advance(1000)
   await store.ingest(requestFor(generatedMessage(61, 1)))
-  t.ok(logger.records.some((record) => record.level === 'warn' && record.msg.includes('free space')), 'an unreadable volume is logged, mail still accepted')
+  t.ok(
+    logger.records.some((record) => record.level === 'warn' && record.msg.includes('free space')),
+    'an unreadable volume is logged, mail still accepted',
+  )
 
   const small = await newStore(t, { mapSizeBytes: 2 * mib, freeBytesMin: 0 })
   let full: unknown
@@ -294,7 +340,11 @@ t.test('limits and lifecycle: MESSAGE_TOO_LARGE, not started, stop waits for wri
   const inFlight = Array.from({ length: 20 }, (_, index) => store.ingest(requestFor(Buffer.from(`message ${index}`))))
   await store.stop()
   const settled = await Promise.allSettled(inFlight)
-  t.same(settled.map((outcome) => outcome.status), Array(20).fill('fulfilled'), 'writes accepted before stop complete')
+  t.same(
+    settled.map((outcome) => outcome.status),
+    Array(20).fill('fulfilled'),
+    'writes accepted before stop complete',
+  )
   await store.start()
   t.equal(store.stats().messages, 20, 'and are there after a restart')
   await store.stop()
@@ -322,7 +372,14 @@ t.test('the indexer writes in the message transaction; a failing indexer rolls b
   const { store, logger } = await newStore(t, { indexer })
   const good = await store.ingest(requestFor(generatedMessage(71, 0), {}, 'hello'))
   await store.ingest(requestFor(generatedMessage(71, 0), { sourceName: 'again' }, 'hello'))
-  t.same(seen, [{ id: good.id, deliveries: 1 }, { id: good.id, deliveries: 2 }], 'the indexer sees every delivery so far')
+  t.same(
+    seen,
+    [
+      { id: good.id, deliveries: 1 },
+      { id: good.id, deliveries: 2 },
+    ],
+    'the indexer sees every delivery so far',
+  )
   t.equal(postings!.get(`${good.id}:1`), 'hello', 'postings committed with the message')
   const bad = await store.ingest(requestFor(generatedMessage(71, 1), {}, 'explode'))
   t.equal(store.has(bad.id), true, 'the message is archived although the indexer threw')
@@ -371,9 +428,15 @@ t.test('delete is the purge primitive: blob, metadata and deliveries go, a purge
   t.equal(await store.getRaw(gone.id), undefined)
   t.equal(store.getMeta(gone.id), undefined)
   const last = store.changes(result.sequence - 1, 10)
-  t.same(last.map((entry) => [entry.sequence, entry.kind, entry.id]), [[result.sequence, 'purge', gone.id]])
+  t.same(
+    last.map((entry) => [entry.sequence, entry.kind, entry.id]),
+    [[result.sequence, 'purge', gone.id]],
+  )
   const after = store.stats()
-  t.same([after.messages, after.deliveries, after.rawBytes, after.flaggedMessages], [before.messages - 1, before.deliveries - 2, before.rawBytes - raw.byteLength, before.flaggedMessages - 1])
+  t.same(
+    [after.messages, after.deliveries, after.rawBytes, after.flaggedMessages],
+    [before.messages - 1, before.deliveries - 2, before.rawBytes - raw.byteLength, before.flaggedMessages - 1],
+  )
   t.ok(after.storedBytes < before.storedBytes)
   await rejectsWith(t, store.delete(gone.id), 'NOT_FOUND', false, 'purging twice')
   const again = await store.ingest({ raw, parsed: parsedFor('x'), delivery: deliveryFor({ deliveryKey: 'pop3:uidl:1' }) })
@@ -407,7 +470,13 @@ t.test('start fails early with typed errors on a foreign or damaged environment'
 
   const garbage = await tempDir('mailkeep-archive-')
   await writeFile(join(garbage, 'data.mdb'), Buffer.alloc(64 * 1024, 0x5a))
-  await rejectsWith(t, createArchiveStore({ logger, clock: createManualClock() }, { ...options, path: garbage }).start(), 'STORE_CORRUPT', false, 'a file that is not LMDB is refused before LMDB opens it')
+  await rejectsWith(
+    t,
+    createArchiveStore({ logger, clock: createManualClock() }, { ...options, path: garbage }).start(),
+    'STORE_CORRUPT',
+    false,
+    'a file that is not LMDB is refused before LMDB opens it',
+  )
   const notWritable = createArchiveStore({ logger, clock: createManualClock() }, { ...options, path: join(garbage, 'data.mdb', 'archive') }).start()
   await rejectsWith(t, notWritable, 'STORE_UNAVAILABLE', true, 'directory cannot be created')
 })
@@ -426,7 +495,10 @@ t.test('store id: random per archive, stable across restarts, given at first sta
   t.not(other.store.storeId(), id, 'another archive has another id')
 
   const fixed = Buffer.from('00112233445566778899aabbccddeeff', 'hex')
-  const injected = createArchiveStore({ logger: createMemoryLogger(), clock: createManualClock(), randomBytes: () => Buffer.from(fixed) }, { path: await tempDir('mailkeep-archive-'), mapSizeBytes: 64 * mib, freeBytesMin: 0, messageBytesMax: mib })
+  const injected = createArchiveStore(
+    { logger: createMemoryLogger(), clock: createManualClock(), randomBytes: () => Buffer.from(fixed) },
+    { path: await tempDir('mailkeep-archive-'), mapSizeBytes: 64 * mib, freeBytesMin: 0, messageBytesMax: mib },
+  )
   await injected.start()
   t.equal(injected.storeId(), fixed.toString('hex'), 'made from the injected random source')
   await injected.stop()
@@ -440,7 +512,10 @@ t.test('store id: random per archive, stable across restarts, given at first sta
   const given = upgraded.store.storeId()
   t.match(given, /^[0-9a-f]{32}$/)
   t.not(given, id, 'a new id: the archive lost its identity (as a wiped volume would)')
-  t.ok(upgraded.logger.records.some((record) => record.msg.includes('store id')), 'the new id is logged')
+  t.ok(
+    upgraded.logger.records.some((record) => record.msg.includes('store id')),
+    'the new id is logged',
+  )
   t.equal(upgraded.store.stats().messages, 1, 'the messages are untouched')
   await upgraded.store.stop()
   const afterUpgrade = await newStore(t, { path })
@@ -450,5 +525,11 @@ t.test('store id: random per archive, stable across restarts, given at first sta
   const root2 = open({ path, maxDbs: 12 })
   await root2.openDB(databaseNames.state, {}).put('identity', { storeId: 'not hex', createdAtMs: 0 })
   await root2.close()
-  await rejectsWith(t, createArchiveStore({ logger: createMemoryLogger(), clock: createManualClock() }, { path, mapSizeBytes: 64 * mib, freeBytesMin: 0, messageBytesMax: mib }).start(), 'STORE_CORRUPT', false, 'a damaged identity is refused, not replaced')
+  await rejectsWith(
+    t,
+    createArchiveStore({ logger: createMemoryLogger(), clock: createManualClock() }, { path, mapSizeBytes: 64 * mib, freeBytesMin: 0, messageBytesMax: mib }).start(),
+    'STORE_CORRUPT',
+    false,
+    'a damaged identity is refused, not replaced',
+  )
 })

@@ -64,7 +64,10 @@ t.test('seeded random is reproducible', async (t) => {
   const a = createRandom(42)
   const b = createRandom(42)
   const seqA = Array.from({ length: 5 }, () => a.int(1000))
-  t.same(seqA, Array.from({ length: 5 }, () => b.int(1000)))
+  t.same(
+    seqA,
+    Array.from({ length: 5 }, () => b.int(1000)),
+  )
   t.not(seqA.join(), Array.from({ length: 5 }, () => createRandom(43).int(1000)).join())
   t.ok(hasCode(new MailkeepError('A', 'a'), 'A'))
   t.notOk(hasCode(new Error('a'), 'A'))

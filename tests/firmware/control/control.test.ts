@@ -37,7 +37,10 @@ t.test('show mirror: one line per peer for its copy lanes, requeued and refused 
   const quiet = render({ peers: [peer] })
   t.notMatch(quiet, /backlog|requeued|refused/, 'nothing to say: no line')
   const busy = render({ peers: [{ ...peer, backfillThroughSequence: 100_000, liveCursor: 100_042, requeuedMessages: 3, rejectedCopies: 1 }] })
-  t.match(busy, 'b.example:9443: backlog copied beside new mail: change log (120, 100000] to go, new mail acknowledged through 100042; 3 message(s) requeued; 1 copy(ies) refused by the peer')
+  t.match(
+    busy,
+    'b.example:9443: backlog copied beside new mail: change log (120, 100000] to go, new mail acknowledged through 100042; 3 message(s) requeued; 1 copy(ies) refused by the peer',
+  )
 })
 
 t.test('server answers commands over a 0600 socket; technician commands need the password', async (t) => {
@@ -133,7 +136,11 @@ t.test('protocol edges: garbage, oversize, stale socket, second server, not runn
   raw.write('not json\n')
   raw.write('x'.repeat(2000))
   await new Promise((resolve) => raw.on('close', resolve))
-  const replies = received.join('').trim().split('\n').map((line) => JSON.parse(line).error.code)
+  const replies = received
+    .join('')
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line).error.code)
   t.same(replies, ['PROTOCOL', 'REQUEST_TOO_LARGE'])
   t.equal(await (await connectControl(socketPath)).call('show version'), 'v', 'still serving')
 

@@ -156,7 +156,10 @@ const queries = [
 ]
 
 t.test('index results equal a brute-force reference on the real corpus', async (t) => {
-  const groups = (await readdir(corpusDirectory, { withFileTypes: true })).filter((entry) => entry.isDirectory()).map((entry) => entry.name).sort()
+  const groups = (await readdir(corpusDirectory, { withFileTypes: true }))
+    .filter((entry) => entry.isDirectory())
+    .map((entry) => entry.name)
+    .sort()
   const raws: Uint8Array[] = []
   for (const group of groups) {
     const files = (await readdir(join(corpusDirectory, group))).filter((name) => name.endsWith('.txt')).sort()
@@ -199,7 +202,11 @@ t.test('index results equal a brute-force reference on the real corpus', async (
   // reference does not. No message of this corpus reaches it; if one ever does, it is
   // named here rather than hidden.
   const overBudget = [...references.values()].filter((doc) => doc.tokenCount > defaultIndexOptions.tokensPerDocumentMax)
-  t.same(overBudget.map((doc) => doc.id), [], 'no corpus message exceeds the per-message token budget')
+  t.same(
+    overBudget.map((doc) => doc.id),
+    [],
+    'no corpus message exceeds the per-message token budget',
+  )
 
   const docs = [...references.values()]
   for (const query of queries) {
@@ -231,6 +238,13 @@ t.test('index results equal a brute-force reference on the real corpus', async (
   }
   // The queries must exercise the index, not pass vacuously.
   const sizes = queries.map((query) => docs.filter((doc) => matches(parseQuery(query), doc)).length)
-  t.same(queries.filter((_, index) => sizes[index] === 0), ['zzzzzzzzzzzz'], 'every reference query but the control has hits')
-  t.ok(sizes.some((size) => size > 1_000), 'some queries match over a thousand messages')
+  t.same(
+    queries.filter((_, index) => sizes[index] === 0),
+    ['zzzzzzzzzzzz'],
+    'every reference query but the control has hits',
+  )
+  t.ok(
+    sizes.some((size) => size > 1_000),
+    'some queries match over a thousand messages',
+  )
 })

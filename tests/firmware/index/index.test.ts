@@ -194,7 +194,11 @@ const turns = async (count = 20): Promise<void> => {
   for (let turn = 0; turn < count; turn++) await new Promise((resolve) => setImmediate(resolve))
 }
 
-for (const [pendingDocumentsMax, flushInBackground] of [[1_000, false], [2, false], [2, true]] as const) {
+for (const [pendingDocumentsMax, flushInBackground] of [
+  [1_000, false],
+  [2, false],
+  [2, true],
+] as const) {
   t.test(`every query form (pending tail of ${pendingDocumentsMax}${flushInBackground ? ', flushes built in the background' : ''})`, async (t) => {
     const harness = makeHarness(t, { pendingDocumentsMax, flushInBackground })
     if (flushInBackground) {
@@ -391,7 +395,10 @@ t.test('a tail left by an unplanned stop is flushed in the background on request
   const queries = ['quarterly', 'from:alice@example.com', '"quarterly report"', 'has:attachment', 'zurich']
   const answers = queries.map((query) => before.searchBlocking(query, { limit: 100 }).hits.map((hit) => hit.id))
   t.equal(before.stats().pending, names.length, 'all in the tail')
-  t.ok(answers.every((ids) => ids.length > 0), 'every query has hits')
+  t.ok(
+    answers.every((ids) => ids.length > 0),
+    'every query has hits',
+  )
   // The process "crashed": a new index object over the same environment, nothing in memory.
   const after = createIndex({ logger: createMemoryLogger('error'), clock: systemClock }, { pendingDocumentsMax: 1_000 })
   after.databases(root)
@@ -399,7 +406,11 @@ t.test('a tail left by an unplanned stop is flushed in the background on request
   t.equal(after.flushPendingInBackground(), 0, 'not a second one while it runs')
   await after.settled()
   t.match(after.stats(), { pending: 0, flushes: 1, documents: names.length })
-  t.same(queries.map((query) => after.searchBlocking(query, { limit: 100 }).hits.map((hit) => hit.id)), answers, 'the same answers from the flushed postings')
+  t.same(
+    queries.map((query) => after.searchBlocking(query, { limit: 100 }).hits.map((hit) => hit.id)),
+    answers,
+    'the same answers from the flushed postings',
+  )
   t.equal(after.flushPendingInBackground(), 0, 'nothing left to flush')
   const off = createIndex({ logger: createMemoryLogger('error'), clock: systemClock }, { flushInBackground: false })
   off.databases(root)
@@ -408,7 +419,7 @@ t.test('a tail left by an unplanned stop is flushed in the background on request
   t.equal(off.stats().pending, 1)
 })
 
-t.test("prepare: the module boot hands the parse workers is this prepareDocument", async (t) => {
+t.test('prepare: the module boot hands the parse workers is this prepareDocument', async (t) => {
   // The workers load it by path: a path left behind by a move would only make them skip the
   // step (logged), and the index would analyse every message in the write transaction.
   const source = fileURLToPath(indexPrepareModule.moduleUrl).replace(/\.js$/, '.ts')
@@ -434,7 +445,11 @@ t.test('prepare: a prepared document (cloned, as from a worker) indexes exactly 
           if (terms !== undefined) t.equal(forward.body, '', 'no body stream carried')
           const derived = { ...forward, body: terms === undefined ? forward.body : bodyStreamOf({ text, segments: record.segments }) }
           const sequential = analyzeSequential(input, limits)
-          t.same({ forward: derived, record: { ...shown, text }, truncated }, sequential, `${name}, ${tokensPerDocumentMax} tokens, ${addressesPerDocumentMax} addresses, envelope ${JSON.stringify(envelope)}`)
+          t.same(
+            { forward: derived, record: { ...shown, text }, truncated },
+            sequential,
+            `${name}, ${tokensPerDocumentMax} tokens, ${addressesPerDocumentMax} addresses, envelope ${JSON.stringify(envelope)}`,
+          )
           if (terms !== undefined) {
             // The postings it brings (a token listed twice ORs its bits) are the one-pass document's, each with its hash.
             const list = terms.tokens === '' ? [] : terms.tokens.split(' ')
@@ -498,7 +513,14 @@ for (const flushInBackground of [false, true]) {
     }
     for (let message = 0; message < 14; message++) {
       harness.root.transactionSync(() => {
-        harness.index.indexMessage(inputOf(`M${message}`, { from: `x@sender${message % 3}.example`, subject: texts[(message + 1) % texts.length], text: texts[message % texts.length], date: `2024-01-${String(message + 1).padStart(2, '0')}` }))
+        harness.index.indexMessage(
+          inputOf(`M${message}`, {
+            from: `x@sender${message % 3}.example`,
+            subject: texts[(message + 1) % texts.length],
+            text: texts[message % texts.length],
+            date: `2024-01-${String(message + 1).padStart(2, '0')}`,
+          }),
+        )
       })
       step++
       await check(`after message ${message}`)
@@ -538,16 +560,31 @@ t.test('snippets without marks (date-only queries) are kept per hit and follow a
   harness.root.transactionSync(() => {
     for (const name of ['A', 'B', 'C']) harness.index.indexMessage(inputOf(name, corpus[name]!))
   })
-  const snippetsOf = (query: string): Record<string, string> =>
-    Object.fromEntries(harness.index.searchBlocking(query, { limit: 10 }).hits.map((hit) => [nameOfId.get(hit.id)!, hit.snippet]))
+  const snippetsOf = (query: string): Record<string, string> => Object.fromEntries(harness.index.searchBlocking(query, { limit: 10 }).hits.map((hit) => [nameOfId.get(hit.id)!, hit.snippet]))
   const dateOnly = 'after:2024-01-01 before:2024-03-01'
-  t.same(snippetsOf(dateOnly), { C: 'Lunch friday at the café &lt;b&gt;tomorrow&lt;/b&gt; pizza margherita special', B: 'Thanks, the numbers look good. Lunch on Friday?', A: 'The quarterly numbers are in. Revenue grew in Zürich.' }, 'A and B flushed, C in the tail (the text includes the attachment\'s)')
+  t.same(
+    snippetsOf(dateOnly),
+    {
+      C: 'Lunch friday at the café &lt;b&gt;tomorrow&lt;/b&gt; pizza margherita special',
+      B: 'Thanks, the numbers look good. Lunch on Friday?',
+      A: 'The quarterly numbers are in. Revenue grew in Zürich.',
+    },
+    "A and B flushed, C in the tail (the text includes the attachment's)",
+  )
   t.same(snippetsOf(dateOnly), snippetsOf(dateOnly), 'the same again, from the cache')
-  t.same(snippetsOf(`lunch ${dateOnly}`), { C: '<mark>Lunch</mark> friday at the café &lt;b&gt;tomorrow&lt;/b&gt; pizza margherita special', B: 'Thanks, the numbers look good. <mark>Lunch</mark> on Friday?' }, 'a query with words marks them in the same hits')
+  t.same(
+    snippetsOf(`lunch ${dateOnly}`),
+    { C: '<mark>Lunch</mark> friday at the café &lt;b&gt;tomorrow&lt;/b&gt; pizza margherita special', B: 'Thanks, the numbers look good. <mark>Lunch</mark> on Friday?' },
+    'a query with words marks them in the same hits',
+  )
   harness.root.transactionSync(() => harness.index.indexMessage(inputOf('C', { ...corpus.C!, text: 'Lunch moved to Thursday' })))
   t.same(snippetsOf(dateOnly).C, 'Lunch moved to Thursday pizza margherita special', 'a re-indexed tail document shows its new text')
   harness.root.transactionSync(() => harness.index.indexMessage(inputOf('A', { ...corpus.A!, text: 'Figures & forecasts for Q1.' })))
-  t.same(snippetsOf(dateOnly), { C: 'Lunch moved to Thursday pizza margherita special', B: 'Thanks, the numbers look good. Lunch on Friday?', A: 'Figures &amp; forecasts for Q1.' }, 'a re-indexed flushed document too')
+  t.same(
+    snippetsOf(dateOnly),
+    { C: 'Lunch moved to Thursday pizza margherita special', B: 'Thanks, the numbers look good. Lunch on Friday?', A: 'Figures &amp; forecasts for Q1.' },
+    'a re-indexed flushed document too',
+  )
 })
 t.test('neither the tail nor a flush takes postings from an ingest that was rolled back', async (t) => {
   const harness = makeHarness(t, { pendingDocumentsMax: 2 })
@@ -737,7 +774,10 @@ t.test('a background flush that cannot read the tail leaves the flush to an inge
   await harness.root.openDB<Buffer, number>('index-forward', { encoding: 'binary', keyEncoding: 'uint32', compression: true }).put(2, Buffer.from('not a forward record'))
   index.indexMessage(inputOf('charlie', spec('charlie')))
   await turns()
-  t.ok(logger.records.some((record) => record.level === 'warn' && /building or writing a flush in the background failed/.test(record.msg)), 'the failed build is logged')
+  t.ok(
+    logger.records.some((record) => record.level === 'warn' && /building or writing a flush in the background failed/.test(record.msg)),
+    'the failed build is logged',
+  )
   t.throws(() => index.indexMessage(inputOf('delta', spec('delta'))), { code: 'INDEX_CORRUPT' }, 'the next ingest flushes in its transaction and reports the damage')
   t.equal(index.stats().documents, 3, 'the failed ingest wrote nothing')
 })
@@ -780,7 +820,14 @@ for (const flushInBackground of [false, true]) {
     await turns()
     harness.root.transactionSync(() => harness.index.indexMessage(inputOf('H', { from: 'hal@example.com', subject: 'after', text: 'after the rebuild quarterly', date: '2024-02-21' })))
     t.same(harness.query('quarterly'), ['H', 'B', 'E', 'A'], 'an ingest after the rebuild (writing any flush built meanwhile)')
-    t.ok((await harness.index.verify([...archive.keys(), idOf('H')], (id) => archive.get(id) ?? inputOf('H', { from: 'hal@example.com', subject: 'after', text: 'after the rebuild quarterly', date: '2024-02-21' }))).ok)
+    t.ok(
+      (
+        await harness.index.verify(
+          [...archive.keys(), idOf('H')],
+          (id) => archive.get(id) ?? inputOf('H', { from: 'hal@example.com', subject: 'after', text: 'after the rebuild quarterly', date: '2024-02-21' }),
+        )
+      ).ok,
+    )
   })
 }
 
@@ -922,13 +969,38 @@ t.test('createArchiveIndexer: the archive hook indexes stored messages and remov
   const hook = createArchiveIndexer(index, { logger })
   t.equal(hook.databasesNeeded, 6)
   hook.open(root)
-  const delivery = { source: 'smtp' as const, sourceName: 'smtp', receivedAtMs: archivedAtMs, envelopeFrom: 'alice@example.com', envelopeTo: ['hidden@example.com'], envelopeBcc: [], remoteAddress: '127.0.0.1', journalEnvelopeText: null }
+  const delivery = {
+    source: 'smtp' as const,
+    sourceName: 'smtp',
+    receivedAtMs: archivedAtMs,
+    envelopeFrom: 'alice@example.com',
+    envelopeTo: ['hidden@example.com'],
+    envelopeBcc: [],
+    remoteAddress: '127.0.0.1',
+    journalEnvelopeText: null,
+  }
   const meta = {
-    id: idOf('A'), sizeBytes: 10, messageId: null, dateMs: day('2024-01-10'), from: ['alice@example.com'], to: ['bob@example.org'], cc: [], bcc: [], subject: 'Quarterly report',
-    attachments: [], flags: [], deliveries: [delivery], firstArchivedAtMs: archivedAtMs, origin: null,
+    id: idOf('A'),
+    sizeBytes: 10,
+    messageId: null,
+    dateMs: day('2024-01-10'),
+    from: ['alice@example.com'],
+    to: ['bob@example.org'],
+    cc: [],
+    bcc: [],
+    subject: 'Quarterly report',
+    attachments: [],
+    flags: [],
+    deliveries: [delivery],
+    firstArchivedAtMs: archivedAtMs,
+    origin: null,
   }
   root.transactionSync(() => hook.messageStored(meta, parsedOf(corpus.A!)))
-  t.same(index.searchBlocking('to:hidden@example.com').hits.map((hit) => hit.id), [idOf('A')], 'an envelope-only recipient is searchable')
+  t.same(
+    index.searchBlocking('to:hidden@example.com').hits.map((hit) => hit.id),
+    [idOf('A')],
+    'an envelope-only recipient is searchable',
+  )
   root.transactionSync(() => hook.messageRemoved(idOf('A')))
   t.equal(index.searchBlocking('quarterly').total, 0)
 
@@ -992,7 +1064,10 @@ t.test('search route: query string to a page, errors typed for the API', async (
   t.equal(first.total, 3)
   t.equal(first.hits.length, 2)
   const second = await route(url(`q=quarterly&limit=2&cursor=${first.nextCursor}`))
-  t.same(second.hits.map((hit) => hit.id), [idOf('A')])
+  t.same(
+    second.hits.map((hit) => hit.id),
+    [idOf('A')],
+  )
   t.equal(second.nextCursor, null)
   await t.rejects(route(url('q=%22open')), { code: 'QUERY_SYNTAX', position: 0 })
   await t.rejects(route(url('limit=5')), { code: 'QUERY_SYNTAX' }, 'no q: empty query')
@@ -1011,20 +1086,52 @@ t.test('with the real archive store: searchable once ingest resolves, BCC of a j
   await archive.start()
   t.teardown(() => archive.stop())
   const pipeline = createIngestPipeline({ logger, parser, archive }, { messageBytesMax: 1024 * 1024 })
-  const delivery = { source: 'journal' as const, sourceName: 'exchange', receivedAtMs: archivedAtMs, envelopeFrom: null, envelopeTo: [], envelopeBcc: [], remoteAddress: null, journalEnvelopeText: null }
+  const delivery = {
+    source: 'journal' as const,
+    sourceName: 'exchange',
+    receivedAtMs: archivedAtMs,
+    envelopeFrom: null,
+    envelopeTo: [],
+    envelopeBcc: [],
+    remoteAddress: null,
+    journalEnvelopeText: null,
+  }
   const { report } = journalReport('Budget', 'mallory@contoso.com', 'The wombat budget is approved.')
   const journaled = await pipeline.submit(report, delivery)
   // No waiting: the ingest promise resolved after the durable commit that held the postings.
-  t.same(index.searchBlocking('to:mallory@contoso.com').hits.map((hit) => hit.id), [journaled.id], 'the BCC recipient finds it with to:')
-  t.same(index.searchBlocking('wombat').hits.map((hit) => hit.id), [journaled.id])
-  const plain = await pipeline.submit(crlf('From: carl@example.com\nTo: dana@example.com\nSubject: hello\nDate: Wed, 02 Oct 2024 10:00:00 +0000\n\nA note about wombat food.\n'), { ...delivery, source: 'smtp', sourceName: 'smtp' })
-  t.same(index.searchBlocking('wombat').hits.map((hit) => hit.id), [plain.id, journaled.id], 'newest first')
+  t.same(
+    index.searchBlocking('to:mallory@contoso.com').hits.map((hit) => hit.id),
+    [journaled.id],
+    'the BCC recipient finds it with to:',
+  )
+  t.same(
+    index.searchBlocking('wombat').hits.map((hit) => hit.id),
+    [journaled.id],
+  )
+  const plain = await pipeline.submit(crlf('From: carl@example.com\nTo: dana@example.com\nSubject: hello\nDate: Wed, 02 Oct 2024 10:00:00 +0000\n\nA note about wombat food.\n'), {
+    ...delivery,
+    source: 'smtp',
+    sourceName: 'smtp',
+  })
+  t.same(
+    index.searchBlocking('wombat').hits.map((hit) => hit.id),
+    [plain.id, journaled.id],
+    'newest first',
+  )
 
   const maintenance = createIndexMaintenance({ index, archive, parser })
   t.ok((await maintenance.verify({ deep: true })).ok, 'index and archive agree')
   await archive.delete(plain.id)
-  t.same(index.searchBlocking('wombat').hits.map((hit) => hit.id), [journaled.id], 'a purged message leaves the results')
+  t.same(
+    index.searchBlocking('wombat').hits.map((hit) => hit.id),
+    [journaled.id],
+    'a purged message leaves the results',
+  )
   t.ok((await maintenance.verify()).ok, 'still in agreement after the purge')
   t.equal(await maintenance.rebuild(), 1)
-  t.same(index.searchBlocking('to:mallory').hits.map((hit) => hit.id), [journaled.id], 'rebuilt from the archive, envelope BCC included')
+  t.same(
+    index.searchBlocking('to:mallory').hits.map((hit) => hit.id),
+    [journaled.id],
+    'rebuilt from the archive, envelope BCC included',
+  )
 })

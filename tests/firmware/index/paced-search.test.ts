@@ -83,7 +83,10 @@ t.test('a paced search answers as the blocking one, and lets the event loop run 
 t.test('over its budget a search ends with QUERY_TOO_EXPENSIVE, counted, and the next one runs', async (t) => {
   const { index } = indexWith(t, 300, steppingClock(25), { queryTimeMsMax: 400 })
   const bomb = Array.from({ length: 12 }, (_, i) => `"${words[i]} ${words[(i + 1) % 12]} ${words[(i + 2) % 12]}"`).join(' OR ')
-  const error = await index.search(bomb).then(() => undefined, (caught: unknown) => caught)
+  const error = await index.search(bomb).then(
+    () => undefined,
+    (caught: unknown) => caught,
+  )
   t.ok(error instanceof IndexError && error.code === 'QUERY_TOO_EXPENSIVE', 'stopped over the budget')
   t.match((error as IndexError).message, /stopped after 400 ms \(search\.queryTimeMsMax\)/, 'a sentence naming the limit')
   t.equal((error as IndexError).retryable, true, 'retryable: the API answers 503')

@@ -1,5 +1,16 @@
 import t from 'tap'
-import { addressExactTokens, addressQueryToken, isAddressLike, tokenCharsMax, spansAny, spansAscii, tokenize, tokenizeAny, tokenizeAscii, tokenizeWithSpans } from '../../../firmware/index/tokenize.js'
+import {
+  addressExactTokens,
+  addressQueryToken,
+  isAddressLike,
+  tokenCharsMax,
+  spansAny,
+  spansAscii,
+  tokenize,
+  tokenizeAny,
+  tokenizeAscii,
+  tokenizeWithSpans,
+} from '../../../firmware/index/tokenize.js'
 import { parseQuery, phraseTokensMax, queryCharsMax, queryNestingMax, queryTermsMax, type QueryNode } from '../../../firmware/index/query.js'
 import { QuerySyntaxError } from '../../../firmware/index/errors.js'
 import { makeSnippet } from '../../../firmware/index/snippet.js'
@@ -235,11 +246,16 @@ function chunksOf(flush: FlushPostings, step = 1000): { chunks: Map<string, Buff
 function listsOf(groups: PostingGroups): Map<string, string> {
   const lists = new Map<string, string>()
   for (const token of groups.tokens()) {
-    lists.set(token, JSON.stringify([1, 2, 4, 8, 16].map((bit) => {
-      const out: number[] = []
-      groups.collect(token, bit, out)
-      return out
-    })))
+    lists.set(
+      token,
+      JSON.stringify(
+        [1, 2, 4, 8, 16].map((bit) => {
+          const out: number[] = []
+          groups.collect(token, bit, out)
+          return out
+        }),
+      ),
+    )
   }
   return lists
 }
@@ -266,7 +282,11 @@ t.test('flush postings: postings gathered as they come give, token by token in U
   let mismatches = 0
   for (const [token, entries] of expected) if (!chunks.get(token)?.equals(encodeChunk(entries))) mismatches++
   t.equal(mismatches, 0, 'every chunk as encodeChunk encodes it')
-  t.same([...chunks.keys()].map((token) => Buffer.from(token)), [...chunks.keys()].map((token) => Buffer.from(token)).sort(Buffer.compare), 'chunks in UTF-8 byte order of their tokens')
+  t.same(
+    [...chunks.keys()].map((token) => Buffer.from(token)),
+    [...chunks.keys()].map((token) => Buffer.from(token)).sort(Buffer.compare),
+    'chunks in UTF-8 byte order of their tokens',
+  )
   t.ok(yields >= Math.floor((flush.sizes().postings + flush.sizes().tokens) / 997) - 1, `arrange yielded ${yields} times`)
   t.throws(() => flush.add('late', 401, 1), /docid order, before arrange/, 'nothing is added after arrange')
 
@@ -352,7 +372,11 @@ t.test('posting groups as the search tail: collect by field bits, drop a flushed
       }
     }
     t.equal(mismatches, 0, `${label}: every token's docids, per field bits`)
-    t.equal(groups.held().postings, [...expected.values()].reduce((sum, entries) => sum + entries.length, 0), `${label}: postings held`)
+    t.equal(
+      groups.held().postings,
+      [...expected.values()].reduce((sum, entries) => sum + entries.length, 0),
+      `${label}: postings held`,
+    )
   }
   let docid = 0
   const addDocuments = (count: number): void => {
@@ -368,7 +392,11 @@ t.test('posting groups as the search tail: collect by field bits, drop a flushed
   t.same(empty, [], 'an unknown token has none')
   for (const through of [50, 50, 180, 200]) {
     groups.dropThrough(through)
-    for (const [token, entries] of expected) expected.set(token, entries.filter(([id]) => id > through))
+    for (const [token, entries] of expected)
+      expected.set(
+        token,
+        entries.filter(([id]) => id > through),
+      )
     check(`dropped through ${through}`)
     addDocuments(30)
     check(`then 30 more documents`)
@@ -390,7 +418,10 @@ t.test('posting blocks: every token found in the one block that can hold it, blo
     const inline = inlineValueBytesMax(pageSize, keyBytesOf(first.byteLength))
     if (block.byteLength > inline) t.ok(Math.ceil((block.byteLength + 24) / pageSize) * pageSize - 24 - block.byteLength < pageSize, 'overflow block within its pages')
   }
-  t.ok(blocks.some(({ block, first }) => block.byteLength > inlineValueBytesMax(pageSize, keyBytesOf(first.byteLength))), 'big chunks make overflow blocks')
+  t.ok(
+    blocks.some(({ block, first }) => block.byteLength > inlineValueBytesMax(pageSize, keyBytesOf(first.byteLength))),
+    'big chunks make overflow blocks',
+  )
   const lookup = (token: Buffer): Uint8Array | null | false => {
     // The last block whose first token is not after `token`, as the index seeks it.
     let found: Buffer | undefined
@@ -412,7 +443,19 @@ t.test('posting blocks: every token found in the one block that can hold it, blo
 })
 
 t.test('forward and display records round-trip; phrases stay inside a segment', async (t) => {
-  const forward = { subject: streamOf([['hello', 'world']]), body: streamOf([['a', 'b'], ['c', 'd']]), from: '', to: streamOf([['x']]), attachmentNames: '', fromExact: ['bob@example.com', 'example.com'], toExact: [], hasAttachment: 1 as const }
+  const forward = {
+    subject: streamOf([['hello', 'world']]),
+    body: streamOf([
+      ['a', 'b'],
+      ['c', 'd'],
+    ]),
+    from: '',
+    to: streamOf([['x']]),
+    attachmentNames: '',
+    fromExact: ['bob@example.com', 'example.com'],
+    toExact: [],
+    hasAttachment: 1 as const,
+  }
   t.same(decodeForward(encodeForward(forward)), { ...forward, body: '' }, 'the body stream is not stored in the forward record')
   t.ok(streamHasPhrase(forward.body, ['a', 'b']))
   t.notOk(streamHasPhrase(forward.body, ['b', 'c']), 'no phrase across two segments')
@@ -455,7 +498,16 @@ t.test('body text: the body stream is derived from the stored text; phrases are 
   for (const phrase of phrases) t.equal(bodyPhraseTest(phrase)(bytes), streamHasPhrase(stream, phrase), `"${phrase.join(' ')}" as in the stream (${streamHasPhrase(stream, phrase)})`)
   // One text per record: accents that fold away, non-ASCII separators and letters next to a word.
   const single = ['Clíck thére, then ＣＬＩＣＫ here', 'éclick here', 'click×here and click\u00a0now', 'click — here', 'ǅclick here', 'click_here', 'Straße click here']
-  const singlePhrases: string[][] = [['click', 'there'], ['click', 'here'], ['eclick', 'here'], ['click', 'now'], ['here', 'and'], ['strasse', 'click'], ['then', 'click'], ['dzclick', 'here']]
+  const singlePhrases: string[][] = [
+    ['click', 'there'],
+    ['click', 'here'],
+    ['eclick', 'here'],
+    ['click', 'now'],
+    ['here', 'and'],
+    ['strasse', 'click'],
+    ['then', 'click'],
+    ['dzclick', 'here'],
+  ]
   for (const text of single) {
     const one = { text, segments: [text.length, tokenize(text).length] }
     const oneBytes = encodeRecord({ id: 'e'.repeat(64), dateMs: 0, from: '', subject: '', ...one })
@@ -465,9 +517,24 @@ t.test('body text: the body stream is derived from the stored text; phrases are 
     }
   }
   // A budget that runs out inside a text: the record keeps the text up to its last indexed token.
-  const parsed = { messageId: null, dateMs: null, from: [], to: [], cc: [], bcc: [], subject: null, text: 'Alpha, beta; gamma delta', attachments: [{ filename: null, contentType: 'text/plain', sizeBytes: 9, sha256: 'b'.repeat(64), text: 'epsilon' }], flags: [] }
+  const parsed = {
+    messageId: null,
+    dateMs: null,
+    from: [],
+    to: [],
+    cc: [],
+    bcc: [],
+    subject: null,
+    text: 'Alpha, beta; gamma delta',
+    attachments: [{ filename: null, contentType: 'text/plain', sizeBytes: 9, sha256: 'b'.repeat(64), text: 'epsilon' }],
+    flags: [],
+  }
   const analyzed = analyzeSequential({ id: 'e'.repeat(64), parsed, archivedAtMs: 0 }, { ...defaultIndexOptions, tokensPerDocumentMax: 3 })
-  t.same({ text: analyzed.record.text, segments: analyzed.record.segments }, { text: 'Alpha, beta; gamma', segments: [18, 3] }, 'cut after the third token; the attachment text past the budget is left out')
+  t.same(
+    { text: analyzed.record.text, segments: analyzed.record.segments },
+    { text: 'Alpha, beta; gamma', segments: [18, 3] },
+    'cut after the third token; the attachment text past the budget is left out',
+  )
   t.equal(bodyStreamOf({ text: analyzed.record.text!, segments: analyzed.record.segments }), analyzed.forward.body)
   // A text with few tokens and much else (punctuation): the character budget bounds what is kept, cut before a word.
   const noisy = { ...parsed, text: `${'!'.repeat(50)} alpha ${'-'.repeat(50)} betagamma delta`, attachments: [] }
@@ -551,7 +618,14 @@ t.test("flush build, alone: the blocks of given terms hold every token's docids 
     for (const bit of [1, 2, 4, 8, 16]) {
       const docids: number[] = []
       decodeChunkInto(chunk as Uint8Array, bit, docids)
-      if (docids.join() !== list.filter(([, mask]) => (mask & bit) !== 0).map(([docid]) => docid).join()) t.fail(`${token}, bit ${bit}`)
+      if (
+        docids.join() !==
+        list
+          .filter(([, mask]) => (mask & bit) !== 0)
+          .map(([docid]) => docid)
+          .join()
+      )
+        t.fail(`${token}, bit ${bit}`)
     }
   }
   // Run straight through, as a flush inside a transaction does: the same blocks.
@@ -590,7 +664,14 @@ t.test('result page: newest first after the cursor, bounded to the limit; remove
 t.test("cursor: round-trips a position; anything else, another layout's included, is BAD_CURSOR", async (t) => {
   t.same(decodeCursor(encodeCursor(1_700_000_000_000, 42)), { dateMs: 1_700_000_000_000, docid: 42 })
   t.same(decodeCursor(encodeCursor(-5, 0)), { dateMs: -5, docid: 0 })
-  for (const cursor of ['', 'not a cursor!', 'x'.repeat(65), Buffer.from('3.1.2').toString('base64url'), Buffer.from('4.1').toString('base64url'), Buffer.from('4.1.-2').toString('base64url')]) {
+  for (const cursor of [
+    '',
+    'not a cursor!',
+    'x'.repeat(65),
+    Buffer.from('3.1.2').toString('base64url'),
+    Buffer.from('4.1').toString('base64url'),
+    Buffer.from('4.1.-2').toString('base64url'),
+  ]) {
     t.throws(() => decodeCursor(cursor), { code: 'BAD_CURSOR' }, JSON.stringify(cursor))
   }
 })

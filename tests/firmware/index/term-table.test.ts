@@ -16,7 +16,36 @@ t.test('term table: addText gives exactly the distinct tokens tokenize gives, AS
   // longer than tokenCharsMax. The seed is printed so a failure replays.
   const { seed, random: draws } = testSeed(t, 'the texts')
   const random = (below: number): number => draws.int(below)
-  const pieces = ['word', 'Word', 'WORD', 'a1', '42', ' ', '\n', '.', '-', '@', 'é', 'E\u0301', 'café', '日本', 'カナ', '\u212Aelvin', 'İ', 'ΟΔΟΣ', 'σ', '😀', '\ud800', '\udc00', '\u00a0', 'x'.repeat(70), 'é'.repeat(70), '\u0301', 'ﬁ', '⑴']
+  const pieces = [
+    'word',
+    'Word',
+    'WORD',
+    'a1',
+    '42',
+    ' ',
+    '\n',
+    '.',
+    '-',
+    '@',
+    'é',
+    'E\u0301',
+    'café',
+    '日本',
+    'カナ',
+    '\u212Aelvin',
+    'İ',
+    'ΟΔΟΣ',
+    'σ',
+    '😀',
+    '\ud800',
+    '\udc00',
+    '\u00a0',
+    'x'.repeat(70),
+    'é'.repeat(70),
+    '\u0301',
+    'ﬁ',
+    '⑴',
+  ]
   for (let round = 0; round < 400; round++) {
     let text = ''
     for (let length = random(30); length > 0; length--) text += random(4) === 0 ? String.fromCharCode(random(128)) : pieces[random(pieces.length)]!
@@ -59,7 +88,10 @@ t.test('term table: bits OR per token across fields, order of first occurrence k
   t.equal(big.addText(words.slice().reverse().join(' ').toUpperCase(), 8, 100_000), 5_000)
   const grown = big.pack()
   t.same(grown.tokens.split(' '), words)
-  t.ok(grown.masks.every((bits) => bits === 10), 'every repeat found (bits ORed), none added twice')
+  t.ok(
+    grown.masks.every((bits) => bits === 10),
+    'every repeat found (bits ORed), none added twice',
+  )
   t.equal(big.addText('new', 2, 0), 1, 'a budget of 0 with a token left says there is more')
   t.equal(big.addText(' ,; ', 2, 0), 0, 'and nothing when no token is left')
   t.equal(big.size(), 5_000)

@@ -41,7 +41,11 @@ t.test('the whole real corpus parses without throwing, with plausible metadata',
   t.equal(flagCounts['deep-nesting'] ?? 0, 0, 'no real message trips the nesting limit')
   t.ok((flagCounts['eight-bit-headers'] ?? 0) > 0, 'raw 8-bit headers occur in real spam')
   t.ok((flagCounts['unterminated-multipart'] ?? 0) > 0, 'unclosed multiparts occur in real spam')
-  t.same(logger.records.filter((record) => record.level === 'error'), [], 'no unexpected internal errors')
+  t.same(
+    logger.records.filter((record) => record.level === 'error'),
+    [],
+    'no unexpected internal errors',
+  )
 })
 
 t.test('the Blob-free decoders give the same result as postal-mime itself', async (t) => {

@@ -66,7 +66,10 @@ t.test('malformed fixtures parse to the right flags and readable metadata', asyn
       flags: [],
       check: (parsed) => {
         t.same(parsed.from, [{ name: 'Alice Example', address: 'alice@example.com' }], 'address lower-cased')
-        t.same(parsed.to.map((address) => address.address), ['bob@example.com', 'carol@example.org'])
+        t.same(
+          parsed.to.map((address) => address.address),
+          ['bob@example.com', 'carol@example.org'],
+        )
         t.same(parsed.cc, [], 'an empty group names nobody')
         t.equal(parsed.subject, 'Grüße from the lab', 'encoded words decoded')
         t.equal(parsed.dateMs, Date.UTC(2024, 9, 1, 7, 30, 0))
@@ -88,7 +91,10 @@ t.test('malformed fixtures parse to the right flags and readable metadata', asyn
       check: (parsed) => {
         t.equal(parsed.subject, 'hasnul', 'NUL dropped from the subject text')
         t.notMatch(parsed.text, /\0/)
-        t.same(parsed.from.map((address) => address.address), ['nul@example.com'])
+        t.same(
+          parsed.from.map((address) => address.address),
+          ['nul@example.com'],
+        )
       },
     },
     {
@@ -97,7 +103,10 @@ t.test('malformed fixtures parse to the right flags and readable metadata', asyn
       check: (parsed) => {
         t.same(parsed.from, [{ name: 'Jörg Müller', address: 'joerg@example.de' }])
         t.equal(parsed.subject, 'Grüße aus Köln')
-        t.same(parsed.to.map((address) => address.address), ['zoë@example.de'])
+        t.same(
+          parsed.to.map((address) => address.address),
+          ['zoë@example.de'],
+        )
       },
     },
     {
@@ -133,7 +142,10 @@ t.test('malformed fixtures parse to the right flags and readable metadata', asyn
       flags: ['no-from', 'no-date', 'no-message-id'],
       check: (parsed) => {
         t.equal(parsed.subject, 'Who sent this, and when?')
-        t.same(parsed.to.map((address) => address.address), ['rcpt@example.com'])
+        t.same(
+          parsed.to.map((address) => address.address),
+          ['rcpt@example.com'],
+        )
         t.equal(parsed.dateMs, null)
       },
     },
@@ -208,7 +220,10 @@ t.test('generated hostile input: nesting, part count, huge header, garbage, empt
   const wide = await parseUnchanged(t, crlf(many))
   t.ok(wide.flags.includes('too-many-parts'), '10,000 parts flagged')
   t.same(wide.attachments, [])
-  t.same(wide.from.map((address) => address.address), ['gen@example.com'])
+  t.same(
+    wide.from.map((address) => address.address),
+    ['gen@example.com'],
+  )
   t.ok(performance.now() - started < 2_000, 'skipping the deep parse keeps it quick')
   // The same message parses in depth when the limit allows it.
   const allowed = await parseUnchanged(t, crlf(many), { partsMax: 20_000 })
@@ -240,11 +255,16 @@ t.test('generated hostile input: nesting, part count, huge header, garbage, empt
 })
 
 t.test('oversize input gets only the crude header scan', async (t) => {
-  const raw = crlf(`From: Big Sender <BIG@example.com>\nTo: a@example.com, b@example.com\nSubject: Large\nDate: Tue, 01 Oct 2024 09:30:00 +0000\nMessage-ID: <big@example.com>\n\n${'line of body text\n'.repeat(1_000)}`)
+  const raw = crlf(
+    `From: Big Sender <BIG@example.com>\nTo: a@example.com, b@example.com\nSubject: Large\nDate: Tue, 01 Oct 2024 09:30:00 +0000\nMessage-ID: <big@example.com>\n\n${'line of body text\n'.repeat(1_000)}`,
+  )
   const parsed = await parseUnchanged(t, raw, { parseBytesMax: 4_096 })
   t.same(parsed.flags, ['oversize-for-parse'])
   t.same(parsed.from, [{ name: 'Big Sender', address: 'big@example.com' }])
-  t.same(parsed.to.map((address) => address.address), ['a@example.com', 'b@example.com'])
+  t.same(
+    parsed.to.map((address) => address.address),
+    ['a@example.com', 'b@example.com'],
+  )
   t.equal(parsed.subject, 'Large')
   t.equal(parsed.text, '', 'body not parsed')
 })
@@ -274,12 +294,17 @@ t.test('time budget: the line loop stops, and late steps are skipped', async (t)
   const late = await parseUnchanged(t, await fixture('text-and-html-attachments.eml'), { parseTimeoutMs: 1_000 }, jumpClock)
   t.same(late.flags, ['parse-timeout'])
   t.equal(late.attachments.length, 2)
-  t.same(late.attachments.map((attachment) => attachment.text), [null, null])
+  t.same(
+    late.attachments.map((attachment) => attachment.text),
+    [null, null],
+  )
   t.match(late.attachments[0]!.sha256, /^[0-9a-f]{64}$/)
 })
 
 t.test('limits on text', async (t) => {
-  const raw = crlf(`From: a@example.com\nDate: Tue, 01 Oct 2024 09:30:00 +0000\nMessage-ID: <l@example.com>\nContent-Type: multipart/mixed; boundary="x"\n\n--x\nContent-Type: text/plain\n\n${'body '.repeat(100)}\n--x\nContent-Type: text/plain\nContent-Disposition: attachment; filename="a.txt"\n\n${'attached '.repeat(100)}\n--x--\n`)
+  const raw = crlf(
+    `From: a@example.com\nDate: Tue, 01 Oct 2024 09:30:00 +0000\nMessage-ID: <l@example.com>\nContent-Type: multipart/mixed; boundary="x"\n\n--x\nContent-Type: text/plain\n\n${'body '.repeat(100)}\n--x\nContent-Type: text/plain\nContent-Disposition: attachment; filename="a.txt"\n\n${'attached '.repeat(100)}\n--x--\n`,
+  )
   const parsed = await parseUnchanged(t, raw, { textCharsMax: 50, attachmentTextCharsMax: 20 })
   t.equal(parsed.text.length, 50)
   t.equal(parsed.attachments[0]!.text!.length, 20)
@@ -288,7 +313,9 @@ t.test('limits on text', async (t) => {
 
 t.test('an attached message contributes its text to the attachment', async (t) => {
   const inner = `From: Inner <inner@example.com>\nSubject: Forwarded minutes\nDate: Tue, 01 Oct 2024 09:30:00 +0000\n\nMinutes of the board meeting.\n`
-  const raw = crlf(`From: a@example.com\nDate: Tue, 01 Oct 2024 09:30:00 +0000\nMessage-ID: <fw@example.com>\nContent-Type: multipart/mixed; boundary="x"\n\n--x\nContent-Type: text/plain\n\nSee attached.\n--x\nContent-Type: message/rfc822\nContent-Disposition: attachment; filename="minutes.eml"\n\n${inner}\n--x--\n`)
+  const raw = crlf(
+    `From: a@example.com\nDate: Tue, 01 Oct 2024 09:30:00 +0000\nMessage-ID: <fw@example.com>\nContent-Type: multipart/mixed; boundary="x"\n\n--x\nContent-Type: text/plain\n\nSee attached.\n--x\nContent-Type: message/rfc822\nContent-Disposition: attachment; filename="minutes.eml"\n\n${inner}\n--x--\n`,
+  )
   const parsed = await parseUnchanged(t, raw)
   t.equal(parsed.attachments.length, 1)
   t.equal(parsed.attachments[0]!.contentType, 'message/rfc822')
@@ -305,7 +332,13 @@ t.test('helpers', async (t) => {
   t.test('scanHeaders unfolds, skips an mbox From line, reports truncation', async (t) => {
     const scan = scanHeaders(crlf('From someone@example.com Thu Aug 22 12:36:23 2002\nSubject: one\n two\nbogus line\nX-A : b\n\nbody'), 1_000)
     t.ok(scan.mboxFromLine)
-    t.same(scan.headers.map((header) => [header.key, header.value]), [['subject', 'one two'], ['x-a', 'b']])
+    t.same(
+      scan.headers.map((header) => [header.key, header.value]),
+      [
+        ['subject', 'one two'],
+        ['x-a', 'b'],
+      ],
+    )
     t.equal(scan.malformedLineCount, 1)
     t.equal(scan.bodyOffset, crlf('From someone@example.com Thu Aug 22 12:36:23 2002\nSubject: one\n two\nbogus line\nX-A : b\n\n').byteLength)
     const cut = scanHeaders(crlf('Subject: a\nX-B: bbbbbbbbbbbbbbbbbbbb\n\nbody'), 20)
@@ -401,7 +434,9 @@ ${rfc822Part.headers}
 }
 
 function base64Lines(bytes: Uint8Array): Uint8Array {
-  const text = Buffer.from(bytes).toString('base64').replace(/.{1,76}/g, '$&\n')
+  const text = Buffer.from(bytes)
+    .toString('base64')
+    .replace(/.{1,76}/g, '$&\n')
   return crlf(text)
 }
 
@@ -417,10 +452,16 @@ t.test('journal report: original cut byte-exact, envelope recipients with BCC an
   const envelope = unwrapped!.envelope
   t.equal(envelope.sender, 'alice@contoso.com')
   t.equal(envelope.messageId, '<q3-figures@contoso.com>')
-  t.same(
-    [...envelope.recipients].sort(),
-    ['auditors@contoso.com', 'bob@contoso.com', 'carol@contoso.com', 'dave@contoso.com', 'eve@contoso.com', 'frank@contoso.com', 'grace@contoso.com', 'team@contoso.com'],
-  )
+  t.same([...envelope.recipients].sort(), [
+    'auditors@contoso.com',
+    'bob@contoso.com',
+    'carol@contoso.com',
+    'dave@contoso.com',
+    'eve@contoso.com',
+    'frank@contoso.com',
+    'grace@contoso.com',
+    'team@contoso.com',
+  ])
   t.same([...envelope.bcc].sort(), ['auditors@contoso.com', 'eve@contoso.com', 'frank@contoso.com'])
   t.equal(envelope.recipientsTruncated, false)
   t.match(envelope.envelopeText, /^Sender: alice@contoso\.com\r\nSubject: Quarterly figures\r\n/)
@@ -447,7 +488,9 @@ t.test('journal report with a base64-encoded rfc822 part', async (t) => {
 
 t.test('journal report with a quoted-printable envelope and an 8bit original with bare LF', async (t) => {
   const original = encoder.encode('From: a@contoso.com\nTo: b@contoso.com\nSubject: caf\u00e9\n\nbody\n')
-  const head = crlf(`X-MS-Journal-Report: \nContent-Type: multipart/mixed; boundary=jb\n\n--jb\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\nSender: a@contoso.com\nSubject: caf=C3=A9\nMessage-Id: <x@contoso.com>\nTo: b@contoso.com\nBcc: hidden@contoso.com\n\n--jb\nContent-Type: message/rfc822\nContent-Transfer-Encoding: 8bit\n\n`)
+  const head = crlf(
+    `X-MS-Journal-Report: \nContent-Type: multipart/mixed; boundary=jb\n\n--jb\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\nSender: a@contoso.com\nSubject: caf=C3=A9\nMessage-Id: <x@contoso.com>\nTo: b@contoso.com\nBcc: hidden@contoso.com\n\n--jb\nContent-Type: message/rfc822\nContent-Transfer-Encoding: 8bit\n\n`,
+  )
   const report = concatBytes(head, original, crlf('\n--jb--\n'))
   const { parser } = makeParser()
   const unwrapped = await parser.unwrapJournal(report)
@@ -468,7 +511,9 @@ t.test('a multipart with a message/rfc822 attachment but no journal header is no
 
 t.test('malformed journal reports are not unwrapped and are flagged by parse', async (t) => {
   const { parser, logger } = makeParser()
-  const noOriginal = crlf(`X-MS-Journal-Report: \nFrom: alice@contoso.com\nSubject: Quarterly figures\nDate: Tue, 01 Oct 2024 09:30:05 +0000\nMessage-ID: <j2@contoso.com>\nContent-Type: multipart/mixed; boundary="jr"\n\n--jr\nContent-Type: text/plain\n\n${journalEnvelopeText}\n--jr--\n`)
+  const noOriginal = crlf(
+    `X-MS-Journal-Report: \nFrom: alice@contoso.com\nSubject: Quarterly figures\nDate: Tue, 01 Oct 2024 09:30:05 +0000\nMessage-ID: <j2@contoso.com>\nContent-Type: multipart/mixed; boundary="jr"\n\n--jr\nContent-Type: text/plain\n\n${journalEnvelopeText}\n--jr--\n`,
+  )
   const truncated = journalReport({ headers: 'Content-Type: message/rfc822\n', body: journalOriginal }).subarray(0, 900)
   const badBase64 = journalReport({ headers: 'Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n', body: crlf('not base64 at all!\n') })
   const notMultipart = crlf('X-MS-Journal-Report: \nFrom: alice@contoso.com\nContent-Type: text/plain\n\nSender: alice@contoso.com\n')
@@ -499,7 +544,11 @@ t.test('journal envelope variants and the recipient bound', async (t) => {
   )
   t.equal(envelope.sender, 'boss@contoso.com')
   t.equal(envelope.onBehalfOf, 'ceo@contoso.com')
-  t.same(envelope.recipients, ['list@contoso.com', 'a@contoso.com', 'b@contoso.com', 'c@contoso.com', 'd@contoso.com', 'fwd@contoso.com', 'user@contoso.com'], 'X.500 names are not addresses')
+  t.same(
+    envelope.recipients,
+    ['list@contoso.com', 'a@contoso.com', 'b@contoso.com', 'c@contoso.com', 'd@contoso.com', 'fwd@contoso.com', 'user@contoso.com'],
+    'X.500 names are not addresses',
+  )
   t.same(envelope.bcc, [])
   const many = Array.from({ length: 50 }, (_, index) => `Bcc: user${index}@contoso.com`).join('\n')
   const bounded = parseJournalEnvelope(`Sender: a@contoso.com\n${many}\n`, 10)

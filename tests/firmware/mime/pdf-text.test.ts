@@ -10,9 +10,31 @@ const slack = { ...defaultPdfTextLimits, timeoutMs: 20_000 }
 
 /** A multipart message whose attachments are given as [content type, filename, bytes]. */
 function messageWith(parts: Array<[string, string, Uint8Array]>): Uint8Array {
-  const lines = ['From: a@example.com', 'To: b@example.com', 'Subject: documents', 'Date: Tue, 01 Oct 2024 09:30:00 +0000', 'Message-ID: <docs@example.com>', 'MIME-Version: 1.0', 'Content-Type: multipart/mixed; boundary="x"', '', '--x', 'Content-Type: text/plain', '', 'see attached', '']
+  const lines = [
+    'From: a@example.com',
+    'To: b@example.com',
+    'Subject: documents',
+    'Date: Tue, 01 Oct 2024 09:30:00 +0000',
+    'Message-ID: <docs@example.com>',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/mixed; boundary="x"',
+    '',
+    '--x',
+    'Content-Type: text/plain',
+    '',
+    'see attached',
+    '',
+  ]
   for (const [type, name, bytes] of parts) {
-    lines.push('--x', `Content-Type: ${type}; name="${name}"`, `Content-Disposition: attachment; filename="${name}"`, 'Content-Transfer-Encoding: base64', '', Buffer.from(bytes).toString('base64'), '')
+    lines.push(
+      '--x',
+      `Content-Type: ${type}; name="${name}"`,
+      `Content-Disposition: attachment; filename="${name}"`,
+      'Content-Transfer-Encoding: base64',
+      '',
+      Buffer.from(bytes).toString('base64'),
+      '',
+    )
   }
   lines.push('--x--', '')
   return encoder.encode(lines.join('\r\n'))
@@ -51,7 +73,10 @@ t.test('extract: no more workers at once than concurrentMax; all finish', async 
   const pending = [extractor.extract(tinyPdf('one')), extractor.extract(tinyPdf('two')), extractor.extract(tinyPdf('three'))]
   t.same(extractor.load(), { running: 1, waiting: 2 })
   const results = await Promise.all(pending)
-  t.same(results.map((result) => result.text?.trim()), ['one', 'two', 'three'])
+  t.same(
+    results.map((result) => result.text?.trim()),
+    ['one', 'two', 'three'],
+  )
   t.same(extractor.load(), { running: 0, waiting: 0 })
 })
 
@@ -67,12 +92,18 @@ t.test('parse: a PDF attachment (typed or octet-stream) gets its text; a damaged
     ]),
   )
   t.same(parsed.flags, [])
-  t.same(parsed.attachments.map((attachment) => attachment.filename), ['report.pdf', 'scan.bin', 'broken.pdf', 'notes.txt'])
+  t.same(
+    parsed.attachments.map((attachment) => attachment.filename),
+    ['report.pdf', 'scan.bin', 'broken.pdf', 'notes.txt'],
+  )
   t.match(parsed.attachments[0]!.text, /Quarterly wombat figures/)
   t.match(parsed.attachments[1]!.text, /Octet numbat/)
   t.equal(parsed.attachments[2]!.text, null)
   t.equal(parsed.attachments[3]!.text, 'plain notes')
-  t.ok(logger.records.some((record) => record.msg === 'pdf text not extracted' && record.outcome === 'failed'), 'the damaged PDF is logged')
+  t.ok(
+    logger.records.some((record) => record.msg === 'pdf text not extracted' && record.outcome === 'failed'),
+    'the damaged PDF is logged',
+  )
 })
 
 t.test('parse: the attachment text bound applies to PDF text', async (t) => {

@@ -9,16 +9,7 @@ import type { ChangeEntry, Delivery, MessageMeta } from '../../../firmware/archi
 import { decodeDelivery, encodeDelivery } from '../../../firmware/archive/records.js'
 import { deliveryFields } from '../../../firmware/archive/delivery-fields.js'
 import { deriveMirrorSecret, generateSharedSecret } from '../../../firmware/mirror/secret.js'
-import {
-  bareCopiedDelivery,
-  copiedDelivery,
-  fitHeader,
-  isCopied,
-  mirrorDeliveryKey,
-  retryDelayMs,
-  selectDeliveries,
-  toWireDelivery,
-} from '../../../firmware/mirror/copy-plan.js'
+import { bareCopiedDelivery, copiedDelivery, fitHeader, isCopied, mirrorDeliveryKey, retryDelayMs, selectDeliveries, toWireDelivery } from '../../../firmware/mirror/copy-plan.js'
 import {
   decodeAck,
   decodeBatchEnd,
@@ -44,11 +35,25 @@ import { testSeed } from '../../helpers/random.js'
 const { seed, random } = testSeed(t)
 const host = '127.0.0.1'
 
-const messages = (tag: string, count: number, sizeMax = 4_000): Buffer[] =>
-  Array.from({ length: count }, (_, index) => makeMessage(`${tag}-${index}`, 200 + random.int(sizeMax), random))
+const messages = (tag: string, count: number, sizeMax = 4_000): Buffer[] => Array.from({ length: count }, (_, index) => makeMessage(`${tag}-${index}`, 200 + random.int(sizeMax), random))
 
 function meta(deliveries: Delivery[]): MessageMeta {
-  return { id: 'x', sizeBytes: 1, messageId: null, dateMs: null, from: [], to: [], cc: [], bcc: [], subject: null, attachments: [], flags: [], deliveries, firstArchivedAtMs: 0, origin: null }
+  return {
+    id: 'x',
+    sizeBytes: 1,
+    messageId: null,
+    dateMs: null,
+    from: [],
+    to: [],
+    cc: [],
+    bcc: [],
+    subject: null,
+    attachments: [],
+    flags: [],
+    deliveries,
+    firstArchivedAtMs: 0,
+    origin: null,
+  }
 }
 
 // ---------------------------------------------------------------- pure parts
@@ -109,7 +114,18 @@ t.test('a delivery through both encoders (stored record, copy to a peer): one fi
   // No deliveryKey at all: both encodings write null.
   const smtp: Delivery = { source: 'smtp', sourceName: null, receivedAtMs: 5, envelopeFrom: null, envelopeTo: [], envelopeBcc: [], remoteAddress: null, journalEnvelopeText: null }
   // The stored record (on disk): version 1, the fields in order, the source by its position.
-  t.same(encodeDelivery(journal), [1, 1, 'exchange-1', 1_700_000_000_123, 'Émile <emile@example.com>', ['a@example.com', 'list-member@example.com'], ['secret@example.com'], '2001:db8::7', 'Sender: emile@example.com\r\nRecipient: a@example.com', 'imap:exchange-1:INBOX:17:42'])
+  t.same(encodeDelivery(journal), [
+    1,
+    1,
+    'exchange-1',
+    1_700_000_000_123,
+    'Émile <emile@example.com>',
+    ['a@example.com', 'list-member@example.com'],
+    ['secret@example.com'],
+    '2001:db8::7',
+    'Sender: emile@example.com\r\nRecipient: a@example.com',
+    'imap:exchange-1:INBOX:17:42',
+  ])
   t.same(encodeDelivery(smtp), [1, 0, null, 5, null, [], [], null, null, null])
   // Delivery keys of copies (on disk at every peer): the digest of the fields in the same order.
   const keys = { journal: 'mirror:MK650-A:journal:37bd4e95a2346a57ecd5d3d982cd7e65', smtp: 'mirror:MK650-A:smtp:45695c26415d59ee12e3af2b86fbfc14' }
@@ -136,7 +152,8 @@ t.test('a delivery through both encoders (stored record, copy to a peer): one fi
   // Both decoders check the same fields the same way.
   t.throws(() => decodeDelivery([1, 4, ...encodeDelivery(smtp).slice(2)]), { name: 'RecordShapeError' }, 'stored: unknown source position')
   t.throws(() => decodeDelivery([1, ...encodeDelivery(smtp).slice(1, -1)]), { name: 'RecordShapeError' }, 'stored: a field missing')
-  const badWire = (change: Record<string, unknown>) => encodeMessageFrame(Buffer.from(JSON.stringify({ sequence: 3, id: 'a'.repeat(64), kind: 'ingest', sizeBytes: 1, deliveries: [{ ...toWireDelivery(smtp), ...change }] })), raw)
+  const badWire = (change: Record<string, unknown>) =>
+    encodeMessageFrame(Buffer.from(JSON.stringify({ sequence: 3, id: 'a'.repeat(64), kind: 'ingest', sizeBytes: 1, deliveries: [{ ...toWireDelivery(smtp), ...change }] })), raw)
   t.throws(() => decodeMessageFrame(badWire({ source: 'fax' })), { code: 'PROTOCOL' }, 'wire: unknown source')
   t.throws(() => decodeMessageFrame(badWire({ receivedAtMs: null })), { code: 'PROTOCOL' }, 'wire: a field of the wrong type')
   t.same(decodeMessageFrame(badWire({ deliveryKey: undefined })).header.deliveries[0]!.deliveryKey, null, 'wire: an absent deliveryKey is null')
@@ -157,14 +174,21 @@ t.test('copy frames: round trip, strict decoding, oversized headers trimmed', as
   t.throws(() => decodeMessageFrame(encodeMessageFrame(encodeMessageHeader({ ...header, sizeBytes: 10 }), raw)), protocolError, 'more bytes than announced')
   t.throws(() => decodeMessageFrame(Buffer.from([0, 0, 0, 200, 1, 2])), protocolError, 'header length beyond the frame')
   t.throws(() => decodeBatchEnd(encodeBatchEnd({ batch: 1, afterSequence: 20, throughSequence: 10, messages: 0 })), protocolError, 'range backwards')
-  t.throws(() => decodeMessageFrame(encodeMessageFrame(encodeMessageHeader({ ...header, deliveries: [{ ...header.deliveries[0]!, envelopeTo: 'x' as unknown as string[] }] }), raw)), protocolError)
+  t.throws(
+    () => decodeMessageFrame(encodeMessageFrame(encodeMessageHeader({ ...header, deliveries: [{ ...header.deliveries[0]!, envelopeTo: 'x' as unknown as string[] }] }), raw)),
+    protocolError,
+  )
 
   const settings = { fingerprint: 'f1', policies: [{ name: 'default', retentionDays: 365, criteria: 'from:*@acme.example' }], holds: [{ name: 'case-12', active: false }] }
   t.same(decodePolicy(encodePolicy(settings)), settings, 'POLICY round trip')
   const policyJson = (value: unknown) => Buffer.from(JSON.stringify(value))
   t.throws(() => decodePolicy(policyJson({ policyFingerprint: 'f', policies: [{ name: 'x', retentionDays: -1, criteria: '' }], holds: [] })), protocolError, 'negative retention')
   t.throws(() => decodePolicy(policyJson({ policyFingerprint: 'f', policies: [], holds: [{ name: 'x' }] })), protocolError, 'hold without active')
-  t.throws(() => decodePolicy(policyJson({ policyFingerprint: 'f', policies: Array.from({ length: 1_025 }, () => ({ name: 'x', retentionDays: 1, criteria: '' })), holds: [] })), protocolError, 'too many policies')
+  t.throws(
+    () => decodePolicy(policyJson({ policyFingerprint: 'f', policies: Array.from({ length: 1_025 }, () => ({ name: 'x', retentionDays: 1, criteria: '' })), holds: [] })),
+    protocolError,
+    'too many policies',
+  )
   t.throws(() => decodePolicy(policyJson({ policyFingerprint: 'f' })), protocolError, 'lists missing')
 
   const huge = { ...toWireDelivery(localDelivery(2)), journalEnvelopeText: 'x'.repeat(messageHeaderBytesMax) }
@@ -215,13 +239,23 @@ t.test('peer state: durable records, technician overlay, corrupt files quarantin
   const [file] = (await readdir(stateDir)).filter((name) => name.startsWith('peer-'))
   await writeFile(join(stateDir, file!), '{"version":1,"cursor":')
   t.match(await store.read(peer), { cursor: 0 }, 'corrupt: fresh (backfill)')
-  t.ok((await readdir(stateDir)).some((name) => name.includes('.corrupt-')), 'corrupt file set aside')
+  t.ok(
+    (await readdir(stateDir)).some((name) => name.includes('.corrupt-')),
+    'corrupt file set aside',
+  )
   t.ok(logger.records.some((record) => record.level === 'error' && /unusable/.test(record.msg)))
 
   await store.writeOverlay({ added: [{ host: 'c', port: 1 }], removed: [{ host: 'A', port: 2 }] })
   const overlay = await store.readOverlay()
   t.same(
-    effectivePeers([{ host: 'a', port: 2 }, { host: 'b', port: 3 }, { host: 'B', port: 3 }], overlay),
+    effectivePeers(
+      [
+        { host: 'a', port: 2 },
+        { host: 'b', port: 3 },
+        { host: 'B', port: 3 },
+      ],
+      overlay,
+    ),
     [
       { host: 'b', port: 3, configuredBy: 'config' },
       { host: 'c', port: 1, configuredBy: 'added' },
@@ -231,10 +265,13 @@ t.test('peer state: durable records, technician overlay, corrupt files quarantin
   const written: number[] = []
   let release!: () => void
   const gate = new Promise<void>((resolve) => (release = resolve))
-  const writer = createCoalescingWriter<number>(async (value) => {
-    written.push(value)
-    if (value === 1) await gate
-  }, () => undefined)
+  const writer = createCoalescingWriter<number>(
+    async (value) => {
+      written.push(value)
+      if (value === 1) await gate
+    },
+    () => undefined,
+  )
   writer.schedule(1)
   writer.schedule(2)
   writer.schedule(3)
@@ -255,8 +292,14 @@ t.test('two nodes: local mail crosses both ways byte-identical, with origin, BCC
   const fromB = messages('b', 10)
   await Promise.all([...fromA.map((raw) => a.ingest(raw)), ...fromB.map((raw) => b.ingest(raw))])
   await waitUntil(() => copiesFrom(b, 'MK650-A').length === 30 && copiesFrom(a, 'MK650-B').length === 10, { what: 'copies both ways' })
-  t.ok(fromA.every((raw) => Buffer.from(b.archive.messages.get(sha256Hex(raw))!.raw).equals(raw)), 'A → B byte-identical')
-  t.ok(fromB.every((raw) => Buffer.from(a.archive.messages.get(sha256Hex(raw))!.raw).equals(raw)), 'B → A byte-identical')
+  t.ok(
+    fromA.every((raw) => Buffer.from(b.archive.messages.get(sha256Hex(raw))!.raw).equals(raw)),
+    'A → B byte-identical',
+  )
+  t.ok(
+    fromB.every((raw) => Buffer.from(a.archive.messages.get(sha256Hex(raw))!.raw).equals(raw)),
+    'B → A byte-identical',
+  )
   const copy = b.archive.messages.get(sha256Hex(fromA[3]!))!.meta
   t.equal(copy.origin, 'MK650-A')
   t.equal(copy.deliveries.length, 1)
@@ -276,7 +319,10 @@ t.test('two nodes: local mail crosses both ways byte-identical, with origin, BCC
   const status = a.service.status()
   t.match(status.peers[0], { state: 'connected', serial: 'MK650-B', queueMessages: 0, queueBytes: 0, messagesSent: 31, configuredBy: 'added', reasonCode: null })
   t.ok(status.peers[0]!.lastSuccessAtMs! > 0)
-  t.match(b.service.status().inbound.find((peer) => peer.serial === 'MK650-A'), { connected: true, messagesStored: 30, messagesDuplicate: 1 })
+  t.match(
+    b.service.status().inbound.find((peer) => peer.serial === 'MK650-A'),
+    { connected: true, messagesStored: 30, messagesDuplicate: 1 },
+  )
   t.equal(status.warning, null)
   t.match(a.service.healthcheck(), { ok: true, detail: /1 connected/ })
 })
@@ -294,7 +340,10 @@ t.test('three nodes, full mesh: copies reach every peer from their origin and ar
   // C got each of A's messages from A only: one delivery, sourceName A, one submit.
   const submitsOnC = c.pipeline.submits.filter((submit) => submit.delivery.source === 'mirror')
   t.equal(submitsOnC.length, 20, 'C stored each message once (no copy via B)')
-  t.ok(submitsOnC.every((submit) => fromA.some((raw) => sha256Hex(raw) === submit.id) === (submit.delivery.sourceName === 'MK650-A')), 'from the origin')
+  t.ok(
+    submitsOnC.every((submit) => fromA.some((raw) => sha256Hex(raw) === submit.id) === (submit.delivery.sourceName === 'MK650-A')),
+    'from the origin',
+  )
   t.equal(c.service.status().inbound.find((peer) => peer.serial === 'MK650-B')!.messagesStored, 5, 'B sent C only its own mail')
   t.ok(b.archive.log.filter((entry) => entry.origin === 'MK650-A').length === 15, "B's change log marks A's copies with their origin")
   t.equal(b.service.status().peers.find((peer) => peer.port === c.port)!.messagesSent, 5, "B's sender skipped A's copies")
@@ -311,11 +360,18 @@ t.test('a peer that is down gets everything once when it returns; queue figures 
   for (const raw of raws) await a.ingest(raw)
   // B's stop answers a session it is in with BUSY ("the mirror listener is stopping"); the
   // attempts after that meet the proxy with nothing behind it. Wait for one of those.
-  const down = await waitUntil(() => {
-    const peer = a.peer(proxy.port)!
-    return peer.state === 'retrying' && peer.queueMessages === 60 && !peer.queueEstimated && peer.reasonCode !== 'BUSY' && peer
-  }, { what: 'retrying with a queue of 60, after an attempt with B gone' })
-  t.equal(down.queueBytes, raws.reduce((total, raw) => total + raw.length, 0), 'queue bytes = raw sizes')
+  const down = await waitUntil(
+    () => {
+      const peer = a.peer(proxy.port)!
+      return peer.state === 'retrying' && peer.queueMessages === 60 && !peer.queueEstimated && peer.reasonCode !== 'BUSY' && peer
+    },
+    { what: 'retrying with a queue of 60, after an attempt with B gone' },
+  )
+  t.equal(
+    down.queueBytes,
+    raws.reduce((total, raw) => total + raw.length, 0),
+    'queue bytes = raw sizes',
+  )
   t.match(down.reasonCode, /^(TLS_FAILED|CONNECTION_CLOSED)$/, 'the proxy accepts, the peer behind it is gone')
   t.ok(down.nextRetryAtMs! > 0 && down.lastError !== null)
   await failedAttempts(a, proxy.port, 1, 'another attempt with B gone')
@@ -372,7 +428,19 @@ t.test('restart of the sender: the cursor survives, nothing acknowledged is sent
   await a.stop()
   await a.stop()
   const saved = JSON.parse(await readFile(join(stateDir, `peer-127.0.0.1-${b.port}.json`), 'utf8'))
-  t.match(saved, { version: 3, cursor: 40, liveFrom: null, liveCursor: null, requeued: [], rejected: [], serial: 'MK650-B', storeId: b.archive.storeId(), fingerprint: /^[0-9a-f]{64}$/, pendingIdentity: null, paused: false })
+  t.match(saved, {
+    version: 3,
+    cursor: 40,
+    liveFrom: null,
+    liveCursor: null,
+    requeued: [],
+    rejected: [],
+    serial: 'MK650-B',
+    storeId: b.archive.storeId(),
+    fingerprint: /^[0-9a-f]{64}$/,
+    pendingIdentity: null,
+    paused: false,
+  })
   const submitsBefore = b.pipeline.submits.length
   const restartedAtMs = Date.now()
   a = await createTestNode({ serial: 'MK650-A', seed, stateDir, archive: a.archive, pipeline: a.pipeline, peers: [{ host, port: b.port }] })
@@ -399,21 +467,28 @@ t.test('refusals: model, firmware and secret mismatches show their reason on bot
   t.teardown(() => proxy.close())
   for (const port of [otherModel.port, proxy.port, otherSecret.port]) await a.service.addPeer({ host, port })
   const refused = (node: TestNode, port: number, code: string) =>
-    waitUntil(() => {
-      const peer = node.peer(port)
-      return peer?.state === 'refused' && peer.reasonCode === code && peer
-    }, { what: `${node.serial} → ${port} refused ${code}` })
+    waitUntil(
+      () => {
+        const peer = node.peer(port)
+        return peer?.state === 'refused' && peer.reasonCode === code && peer
+      },
+      { what: `${node.serial} → ${port} refused ${code}` },
+    )
   t.match(await refused(a, otherModel.port, 'MODEL_MISMATCH'), { expected: 850, actual: 650 })
   t.match(await refused(a, proxy.port, 'FIRMWARE_MISMATCH'), { expected: '1.0.1', actual: '1.0.0' })
   t.match(await refused(a, otherSecret.port, 'AUTH_FAILED'), { serial: null })
   // The other side of each: the listener's refusal, and C's own sender to A.
   t.match(await refused(otherModel, a.port, 'MODEL_MISMATCH'), { expected: 650, actual: 850 })
-  const inboundOf = (node: TestNode, code: string) => waitUntil(() => node.service.status().inboundRefusals.find((refusal) => refusal.code === code), { what: `${node.serial} inbound ${code}` })
+  const inboundOf = (node: TestNode, code: string) =>
+    waitUntil(() => node.service.status().inboundRefusals.find((refusal) => refusal.code === code), { what: `${node.serial} inbound ${code}` })
   t.match(await inboundOf(otherModel, 'MODEL_MISMATCH'), { serial: 'MK650-A', expected: 850, actual: 650 })
   t.match(await inboundOf(otherFirmware, 'FIRMWARE_MISMATCH'), { serial: 'MK650-A', expected: '1.0.1', actual: '1.0.0' })
   t.match(await inboundOf(otherSecret, 'AUTH_FAILED'), { serial: 'MK650-A' })
   t.match(await inboundOf(a, 'MODEL_MISMATCH'), { serial: 'MK850-C', expected: 650, actual: 850 })
-  t.ok(a.audits.some((event) => event.direction === 'outbound' && event.code === 'FIRMWARE_MISMATCH'), 'audited')
+  t.ok(
+    a.audits.some((event) => event.direction === 'outbound' && event.code === 'FIRMWARE_MISMATCH'),
+    'audited',
+  )
 
   // D is updated to the same firmware: A notices on its next (capped) retry and copies.
   await a.ingest(makeMessage('after-fix', 500, random))
@@ -431,7 +506,10 @@ t.test('pause and resume survive a restart; removed and added peers too', async 
   const b = await createTestNode({ serial: 'MK650-B', seed })
   const c = await createTestNode({ serial: 'MK650-C', seed })
   const stateDir = await mkdtemp(join(tmpdir(), 'mailkeep-mirror-ops-'))
-  const config = [{ host, port: b.port }, { host, port: c.port }]
+  const config = [
+    { host, port: b.port },
+    { host, port: c.port },
+  ]
   let a = await createTestNode({ serial: 'MK650-A', seed, stateDir, peers: config })
   await waitUntil(() => a.peer(b.port)?.state === 'connected', { what: 'connected' })
   t.match(await a.service.pausePeer({ host, port: b.port }), { state: 'paused' })
@@ -486,7 +564,13 @@ t.test('policy settings: exchanged only after the proof, differences shown per p
     service: { sharedSecret: secretText },
   })
   // D has the wrong secret: it must learn nothing of B's settings.
-  const d = await createTestNode({ serial: 'MK650-D', seed, policySettings: settingsA, peers: [{ host, port: b.port }], service: { sharedSecret: generateSharedSecret(), retryDelayMsMin: 60_000, retryDelayMsMax: 60_000 } })
+  const d = await createTestNode({
+    serial: 'MK650-D',
+    seed,
+    policySettings: settingsA,
+    peers: [{ host, port: b.port }],
+    service: { sharedSecret: generateSharedSecret(), retryDelayMsMin: 60_000, retryDelayMsMax: 60_000 },
+  })
   stopAll(t, a, b, d)
   await waitUntil(() => a.peer(b.port)?.peerPolicyFingerprint === 'retention-7y', { what: 'policy exchanged' })
   t.same(a.peer(b.port)!.policyMismatch, ['retention-10y here, retention-7y on the peer', 'hold acme-litigation only on the peer'], 'A shows the differences per peer')
@@ -499,7 +583,7 @@ t.test('policy settings: exchanged only after the proof, differences shown per p
   const warnings = a.logger.records.filter((record) => /different retention or hold/.test(record.msg))
   t.equal(warnings.length, 1, 'logged once')
   t.match(warnings[0], { differences: ['retention-10y here, retention-7y on the peer', 'hold acme-litigation only on the peer'] })
-  t.ok(diffCalls.includes('retention-10y~retention-7y') && diffCalls.includes('retention-7y~retention-10y'), 'the injected diff compares ours with the peer\'s')
+  t.ok(diffCalls.includes('retention-10y~retention-7y') && diffCalls.includes('retention-7y~retention-10y'), "the injected diff compares ours with the peer's")
   // Never before the proof: D was refused and holds nothing of B's settings.
   await waitUntil(() => d.peer(b.port)?.state === 'refused', { what: 'D refused' })
   t.equal(d.peer(b.port)!.reasonCode, 'AUTH_FAILED')
@@ -576,7 +660,10 @@ t.test('a different appliance at a peer address is refused IDENTITY_CHANGED unti
   await a.ingest(makeMessage('while-refused', 300, random))
   await failedAttempts(a, proxy.port, 2, 'two more attempts, refused')
   t.equal(second.pipeline.submits.length, 0, 'nothing reaches the other appliance')
-  t.ok(a.auditEntries.some((entry) => entry.action === 'mirror.identity-changed' && (entry.details.actual as { serial: string }).serial === 'MK650-B2'), 'audited')
+  t.ok(
+    a.auditEntries.some((entry) => entry.action === 'mirror.identity-changed' && (entry.details.actual as { serial: string }).serial === 'MK650-B2'),
+    'audited',
+  )
 
   const accepted = await a.service.acceptPeer({ host, port: proxy.port })
   t.match(accepted, { kind: 'identity', backfill: true, previous: { serial: 'MK650-B1' }, accepted: { serial: 'MK650-B2' } })
@@ -604,9 +691,12 @@ t.test('an appliance that proves the secret but is not a peer is a pending join:
   t.match(join, { serial: 'MK650-E', storeId: e.archive.storeId(), address: host, listenPort: e.port, model: 650, firmwareVersion: '1.0.0' })
   t.ok(join.lastSeenAtMs >= join.firstSeenAtMs)
   // E tries again (and is refused again): seen later, still one join.
-  await waitUntil(() => a.service.status().pendingJoins.some((pending) => pending.lastSeenAtMs > join.lastSeenAtMs), { what: 'a later attempt of E', observe: () => a.service.status().pendingJoins })
+  await waitUntil(() => a.service.status().pendingJoins.some((pending) => pending.lastSeenAtMs > join.lastSeenAtMs), {
+    what: 'a later attempt of E',
+    observe: () => a.service.status().pendingJoins,
+  })
   t.equal(copiesFrom(a, 'MK650-E').length, 0, 'nothing from the join was archived')
-  t.equal(a.pipeline.submits.length, 1, 'only A\'s own message went through its pipeline')
+  t.equal(a.pipeline.submits.length, 1, "only A's own message went through its pipeline")
   t.equal(a.service.status().pendingJoins.length, 1, 'listed once however often it retries')
   t.equal(a.auditEntries.filter((entry) => entry.action === 'mirror.join-requested').length, 1, 'the join is audited once')
   // Saved: a restart still lists it.
@@ -677,21 +767,27 @@ t.test('completeness: a receiver behind its peer says so (queued count, as of), 
   const raws = messages('behind', 400, 500)
   for (const raw of raws) await a.ingest(raw)
   // Paused, A still tells B how much waits for it: B must not look caught up.
-  const whilePaused = await waitUntil(() => {
-    const completeness = b.service.completeness()
-    return !completeness.complete && completeness.peers[0]?.queuedMessages === 400 && completeness
-  }, { what: 'B knows it is 400 behind while A is paused' })
+  const whilePaused = await waitUntil(
+    () => {
+      const completeness = b.service.completeness()
+      return !completeness.complete && completeness.peers[0]?.queuedMessages === 400 && completeness
+    },
+    { what: 'B knows it is 400 behind while A is paused' },
+  )
   t.match(whilePaused.peers[0], { serial: 'MK650-A', connected: true })
   t.equal(copiesFrom(b, 'MK650-A').length, 0, 'and nothing was copied while paused')
   t.equal(a.peer(b.port)!.state, 'paused')
   await a.service.resumePeer({ host, port: b.port })
-  const behind = await waitUntil(() => {
-    const completeness = b.service.completeness()
-    return !completeness.complete && completeness.peers[0]!.queuedMessages > 0 && completeness
-  }, { what: 'B knows it is behind' })
+  const behind = await waitUntil(
+    () => {
+      const completeness = b.service.completeness()
+      return !completeness.complete && completeness.peers[0]!.queuedMessages > 0 && completeness
+    },
+    { what: 'B knows it is behind' },
+  )
   t.match(behind.peers[0], { serial: 'MK650-A', queueEstimated: false, connected: true })
   t.ok(behind.peers[0]!.queuedMessages <= 400)
-  t.ok(Math.abs(behind.peers[0]!.asOfMs - Date.now()) < 5_000, 'as of now, by this system\'s clock')
+  t.ok(Math.abs(behind.peers[0]!.asOfMs - Date.now()) < 5_000, "as of now, by this system's clock")
   t.ok(copiesFrom(b, 'MK650-A').length < 400, 'observed while copies were still missing')
   await waitUntil(() => copiesFrom(b, 'MK650-A').length === 400, { what: 'caught up', timeoutMs: 60_000 })
   const done = await waitUntil(() => b.service.completeness().complete && b.service.completeness(), { what: 'complete once caught up' })
@@ -719,7 +815,14 @@ t.test('a policy change on either side is exchanged again while the channel stan
 t.test('peerUnreachableForMs (source takeover): grows while a peer does not answer, null while it answers or refuses', async (t) => {
   const b = await createTestNode({ serial: 'MK650-B', seed })
   const other = await createTestNode({ serial: 'MK850-O', model: 850, seed })
-  const a = await createTestNode({ serial: 'MK650-A', seed, peers: [{ host, port: b.port }, { host, port: other.port }] })
+  const a = await createTestNode({
+    serial: 'MK650-A',
+    seed,
+    peers: [
+      { host, port: b.port },
+      { host, port: other.port },
+    ],
+  })
   stopAll(t, a, other)
   t.equal(a.service.peerUnreachableForMs({ host, port: 9 }), null, 'not a peer')
   await waitUntil(() => a.peer(b.port)?.state === 'connected', { what: 'connected' })

@@ -114,7 +114,10 @@ export function createMemoryArchive(now: () => number = Date.now, storeIdHex?: s
     async digestSnapshot() {
       const entries = [...messages.entries()]
       const ids = Buffer.concat(entries.map(([id]) => Buffer.from(id, 'hex')))
-      const digest = createMemoryDigest(ids, entries.map(([, message]) => message.raw.byteLength))
+      const digest = createMemoryDigest(
+        ids,
+        entries.map(([, message]) => message.raw.byteLength),
+      )
       return {
         storeId,
         lastSequence: log.length,

@@ -17,8 +17,14 @@ const host = '127.0.0.1'
 function exactlyOnce(t: Pick<typeof tap, 'equal' | 'ok'>, node: TestNode, origin: string, raws: Buffer[]): void {
   const copies = copiesFrom(node, origin)
   t.equal(copies.length, raws.length, `${raws.length} copies`)
-  t.ok(raws.every((raw) => Buffer.from(node.archive.messages.get(sha256Hex(raw))?.raw ?? []).equals(raw)), 'all byte-identical')
-  t.ok(copies.every((copy) => copy.meta.deliveries.length === 1), 'one delivery each: resends were not recorded twice')
+  t.ok(
+    raws.every((raw) => Buffer.from(node.archive.messages.get(sha256Hex(raw))?.raw ?? []).equals(raw)),
+    'all byte-identical',
+  )
+  t.ok(
+    copies.every((copy) => copy.meta.deliveries.length === 1),
+    'one delivery each: resends were not recorded twice',
+  )
   const ingests = node.archive.log.filter((entry) => entry.kind === 'ingest' && entry.origin === origin).length
   t.equal(ingests, raws.length, 'one ingest entry each')
 }
@@ -94,7 +100,10 @@ t.test('a receiver that cannot store: the batch fails, is retried, and nothing i
   // The failures were retried and the peer is healthy again: the error is cleared, its recovery kept.
   t.equal(status.lastError, null, 'lastError cleared once healthy')
   t.ok(status.lastRecoveredAtMs !== null && status.lastRecoveredAtMs > 0, 'lastRecoveredAtMs kept')
-  t.ok(a.logger.records.some((record) => record.code === 'BATCH_FAILED' && /STORE_UNAVAILABLE/.test(String(record.error))), 'the failure was logged')
+  t.ok(
+    a.logger.records.some((record) => record.code === 'BATCH_FAILED' && /STORE_UNAVAILABLE/.test(String(record.error))),
+    'the failure was logged',
+  )
   t.ok(a.logger.records.some((record) => record.level === 'error' && /refused a copy for good/.test(record.msg) && record.code === 'MESSAGE_TOO_LARGE'))
   t.match(b.service.status().inbound[0], { messagesRejected: 1 })
 })

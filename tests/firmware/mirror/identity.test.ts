@@ -7,30 +7,9 @@ import { inspect } from 'node:util'
 import { createMemoryLogger } from '../../../firmware/common/logger.js'
 import { createManualClock, systemClock } from '../../../firmware/common/clock.js'
 import { loadOrCreateIdentityCertificate } from '../../../firmware/mirror/certificate.js'
-import {
-  checkSharedSecret,
-  deriveMirrorSecret,
-  generateSharedSecret,
-  proofKeysOf,
-  sharedSecretLengthMin,
-} from '../../../firmware/mirror/secret.js'
-import {
-  FrameDecoder,
-  FrameType,
-  decodeRefusal,
-  encodeFrame,
-  encodeJson,
-  encodeRefusal,
-  handshakeFramePayloadBytesMax,
-} from '../../../firmware/mirror/protocol.js'
-import {
-  compareIdentities,
-  computeProof,
-  encodeHello,
-  handshakeTranscript,
-  parseHello,
-  protocolVersion,
-} from '../../../firmware/mirror/handshake.js'
+import { checkSharedSecret, deriveMirrorSecret, generateSharedSecret, proofKeysOf, sharedSecretLengthMin } from '../../../firmware/mirror/secret.js'
+import { FrameDecoder, FrameType, decodeRefusal, encodeFrame, encodeJson, encodeRefusal, handshakeFramePayloadBytesMax } from '../../../firmware/mirror/protocol.js'
+import { compareIdentities, computeProof, encodeHello, handshakeTranscript, parseHello, protocolVersion } from '../../../firmware/mirror/handshake.js'
 import { createAuthFailureLimiter, authFailuresMax, authFailureWindowMs } from '../../../firmware/mirror/listener.js'
 import { MirrorError } from '../../../firmware/mirror/errors.js'
 
@@ -46,7 +25,10 @@ t.test('identity certificate: created once with a 0600 key, reused with the same
   t.equal((await stat(keyPath)).mode & 0o777, 0o600, 'private key is 0600')
   t.equal((await stat(join(dataDir, 'mirror'))).mode & 0o777, 0o700, 'mirror directory is 0700')
   const certificate = new X509Certificate(await readFile(certificatePath, 'utf8'))
-  t.equal(certificate.subject.split('\n').find((line) => line.startsWith('CN=')), 'CN=MK650-0001')
+  t.equal(
+    certificate.subject.split('\n').find((line) => line.startsWith('CN=')),
+    'CN=MK650-0001',
+  )
   t.equal(certificate.issuer, certificate.subject, 'self-signed')
   t.ok(certificate.verify(certificate.publicKey), 'signature verifies with its own key')
   t.equal(createHash('sha256').update(certificate.raw).digest('hex'), first.fingerprint, 'fingerprint = SHA-256 of the DER')
@@ -201,11 +183,7 @@ t.test('transcript binds every part, unambiguously', async (t) => {
 })
 
 t.test('frame decoder: any chunking, strict limits and types', async (t) => {
-  const frames = [
-    encodeFrame(FrameType.hello, encodeJson({ x: 1 })),
-    encodeFrame(FrameType.ready),
-    encodeFrame(200, randomBytes(5_000)),
-  ]
+  const frames = [encodeFrame(FrameType.hello, encodeJson({ x: 1 })), encodeFrame(FrameType.ready), encodeFrame(200, randomBytes(5_000))]
   const stream = Buffer.concat(frames)
   for (const chunkBytes of [1, 3, 5, 4096, stream.length]) {
     const decoder = new FrameDecoder()

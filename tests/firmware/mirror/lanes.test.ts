@@ -31,8 +31,7 @@ import { testSeed } from '../../helpers/random.js'
 
 const { seed, random } = testSeed(t)
 const host = '127.0.0.1'
-const messages = (tag: string, count: number, sizeMax = 400): Buffer[] =>
-  Array.from({ length: count }, (_, index) => makeMessage(`${tag}-${index}`, 200 + random.int(sizeMax), random))
+const messages = (tag: string, count: number, sizeMax = 400): Buffer[] => Array.from({ length: count }, (_, index) => makeMessage(`${tag}-${index}`, 200 + random.int(sizeMax), random))
 
 // ---------------------------------------------------------------- pure parts
 
@@ -108,7 +107,13 @@ t.test('requeue and rejected lists: each id once, bounded, newest refusals kept'
     'the newest',
   )
   t.equal(kept[0]!.message.length, rejectedMessageLengthMax)
-  t.equal(addRejected([], Array.from({ length: rejectedCopiesMax + 5 }, (_, index) => refusal(index))).length, rejectedCopiesMax)
+  t.equal(
+    addRejected(
+      [],
+      Array.from({ length: rejectedCopiesMax + 5 }, (_, index) => refusal(index)),
+    ).length,
+    rejectedCopiesMax,
+  )
 })
 
 t.test('batches: a backfill batch stops at the split, also on a sparse change log; requeue batches', async (t) => {
@@ -118,7 +123,11 @@ t.test('batches: a backfill batch stops at the split, also on a sparse change lo
   // Sequences 10, 20, … 50: the real store's need not be dense.
   const sparse: MirrorArchive = {
     ...memory,
-    changes: (after, limit) => memory.log.map((entry): ChangeEntry => ({ ...entry, sequence: entry.sequence * 10 })).filter((entry) => entry.sequence > after).slice(0, limit),
+    changes: (after, limit) =>
+      memory.log
+        .map((entry): ChangeEntry => ({ ...entry, sequence: entry.sequence * 10 }))
+        .filter((entry) => entry.sequence > after)
+        .slice(0, limit),
     lastSequence: () => memory.log.length * 10,
   }
   const wide = createCopyBatches({ archive: sparse, logger: createMemoryLogger(), batchMessagesMax: 100, batchBytesMax: 1 << 20 })
@@ -147,7 +156,11 @@ t.test('batches: a backfill batch stops at the split, also on a sparse change lo
   t.match(header, { sequence: 1, kind: 'ingest', deliveries: [{ source: 'smtp', envelopeBcc: ['hidden0@example.com'] }] }, 'the first delivery; sequence at least 1')
   t.equal((await narrow.planRequeue(requeue.requeued, 7, 'MK650-B')).requeued.length, 2, 'bounded by batchMessagesMax')
   const home = await wide.planRequeue([sha256Hex(foreign)], 0, 'MK650-C')
-  t.same(home.copies.map((copy) => copy.id), [sha256Hex(foreign)], "the peer's own message goes back to it (a repair)")
+  t.same(
+    home.copies.map((copy) => copy.id),
+    [sha256Hex(foreign)],
+    "the peer's own message goes back to it (a repair)",
+  )
   t.same(JSON.parse(home.copies[0]!.headerJson.toString('utf8')).deliveries, [], 'without deliveries: the receiver records a bare copy')
 })
 
@@ -178,7 +191,19 @@ t.test('peer state version 3: lanes and lists kept; version 2 files read as one 
   const store = createPeerStateStore({ logger, clock: systemClock }, { stateDir })
   const peer = { host: 'peer.example', port: 9443 }
   const path = join(stateDir, 'peer-peer.example-9443.json')
-  const version2 = { version: 2, host: 'peer.example', port: 9443, serial: 'MK650-B', storeId: 'ab'.repeat(16), fingerprint: 'cd'.repeat(32), pendingIdentity: null, cursor: 42, paused: false, previousSerials: [], updatedAtMs: 1 }
+  const version2 = {
+    version: 2,
+    host: 'peer.example',
+    port: 9443,
+    serial: 'MK650-B',
+    storeId: 'ab'.repeat(16),
+    fingerprint: 'cd'.repeat(32),
+    pendingIdentity: null,
+    cursor: 42,
+    paused: false,
+    previousSerials: [],
+    updatedAtMs: 1,
+  }
   await writeFile(path, JSON.stringify(version2))
   t.match(await store.read(peer), { cursor: 42, serial: 'MK650-B', liveFrom: null, liveCursor: null, requeued: [], rejected: [] }, 'version 2: one lane, empty lists')
   const id = 'e'.repeat(64)
@@ -234,11 +259,14 @@ t.test('a peer back with a large backlog gets new mail first, the backlog beside
   t.ok(backlogOnB < backlogCount - 1_500, `new mail stored while ${backlogCount - backlogOnB} of the backlog were still to come`)
 
   // Queue figures count both lanes: the acknowledged live entries are not queued.
-  const figures = await waitUntil(() => {
-    const peer = a.peer(b.port)!
-    if (peer.backfillThroughSequence === null || peer.liveCursor! <= peer.backfillThroughSequence || peer.queueEstimated) return undefined
-    return { peer, expected: unacknowledgedIngests(a, peer), fromCursor: a.archive.log.filter((entry) => entry.sequence > peer.cursor).length }
-  }, { what: 'live lane acknowledged while the backfill runs' })
+  const figures = await waitUntil(
+    () => {
+      const peer = a.peer(b.port)!
+      if (peer.backfillThroughSequence === null || peer.liveCursor! <= peer.backfillThroughSequence || peer.queueEstimated) return undefined
+      return { peer, expected: unacknowledgedIngests(a, peer), fromCursor: a.archive.log.filter((entry) => entry.sequence > peer.cursor).length }
+    },
+    { what: 'live lane acknowledged while the backfill runs' },
+  )
   t.equal(figures.peer.queueMessages, figures.expected, 'queue = backfill range + live range')
   t.ok(figures.peer.queueMessages < figures.fromCursor, 'not everything after the cursor')
   t.same(a.service.peerSender({ host, port: b.port }).pendingRanges(), [
@@ -247,7 +275,9 @@ t.test('a peer back with a large backlog gets new mail first, the backlog beside
   ])
 
   await waitUntil(() => copiesFrom(b, 'MK650-A').length === backlogCount + fresh.length, { what: 'everything on B', timeoutMs: 120_000 })
-  const merged = await waitUntil(() => a.peer(b.port)!.backfillThroughSequence === null && a.peer(b.port)!.cursor === a.archive.lastSequence() && a.peer(b.port)!, { what: 'lanes merged at the end' })
+  const merged = await waitUntil(() => a.peer(b.port)!.backfillThroughSequence === null && a.peer(b.port)!.cursor === a.archive.lastSequence() && a.peer(b.port)!, {
+    what: 'lanes merged at the end',
+  })
   t.match(merged, { liveCursor: null, queueMessages: 0 })
   t.equal(b.pipeline.submits.filter((submit) => submit.delivery.source === 'mirror').length, backlogCount + fresh.length, 'each exactly once')
   const lastFresh = Math.max(...storedOrder.map((id, index) => (freshIds.has(id) ? index : -1)))
@@ -288,15 +318,22 @@ t.test('a crash while the lanes are split loses nothing: the restarted sender re
 
   const a2 = await createTestNode({ serial: 'MK650-A', seed, stateDir, archive: a.archive, pipeline: a.pipeline, peers: [{ host, port: b.port }] })
   t.teardown(() => a2.stop())
-  t.same(a2.service.peerSender({ host, port: b.port }).pendingRanges(), [
-    { afterSequence: snapshot!.cursor, throughSequence: snapshot!.liveFrom },
-    { afterSequence: snapshot!.liveCursor, throughSequence: null },
-  ], 'resumed from the persisted positions')
+  t.same(
+    a2.service.peerSender({ host, port: b.port }).pendingRanges(),
+    [
+      { afterSequence: snapshot!.cursor, throughSequence: snapshot!.liveFrom },
+      { afterSequence: snapshot!.liveCursor, throughSequence: null },
+    ],
+    'resumed from the persisted positions',
+  )
   const total = backlog.length + fresh.length + later.length
   await waitUntil(() => copiesFrom(b, 'MK650-A').length === total, { what: 'everything on B', timeoutMs: 120_000 })
   await waitUntil(() => a2.peer(b.port)!.backfillThroughSequence === null && a2.peer(b.port)!.cursor === a2.archive.lastSequence(), { what: 'merged, caught up' })
   t.equal(b.archive.messages.size, total, 'each message once')
-  t.ok([...backlog, ...fresh, ...later].every((raw) => b.archive.messages.has(sha256Hex(raw))), 'nothing lost')
+  t.ok(
+    [...backlog, ...fresh, ...later].every((raw) => b.archive.messages.has(sha256Hex(raw))),
+    'nothing lost',
+  )
 })
 
 t.test('requeue: a message the peer lost is sent again without moving the cursor; the list survives a restart', async (t) => {

@@ -10,15 +10,7 @@ import { createMemoryLogger } from '../../../firmware/common/logger.js'
 import { createManualClock, systemClock, type Clock } from '../../../firmware/common/clock.js'
 import { loadOrCreateIdentityCertificate, type IdentityCertificate } from '../../../firmware/mirror/certificate.js'
 import { deriveMirrorSecret, generateSharedSecret, proofKeysOf } from '../../../firmware/mirror/secret.js'
-import {
-  FrameType,
-  FramedSocket,
-  decodeRefusal,
-  encodeFrame,
-  encodeJson,
-  handshakeFramePayloadBytesMax,
-  type MirrorFrame,
-} from '../../../firmware/mirror/protocol.js'
+import { FrameType, FramedSocket, decodeRefusal, encodeFrame, encodeJson, handshakeFramePayloadBytesMax, type MirrorFrame } from '../../../firmware/mirror/protocol.js'
 import { clientHandshake, encodeHello, type AdmissionCandidate, type AdmitPeer, type MirrorIdentity } from '../../../firmware/mirror/handshake.js'
 import {
   authFailuresMax,
@@ -34,14 +26,11 @@ import type { MirrorChannel } from '../../../firmware/mirror/channel.js'
 import { MirrorError } from '../../../firmware/mirror/errors.js'
 
 // Two appliances (A listens, B connects) and a third certificate for an attacker in the middle.
-const [certificateA, certificateB, certificateC] = await Promise.all(
+const [certificateA, certificateB, certificateC] = (await Promise.all(
   ['MK650-A0001', 'MK650-B0002', 'ATTACKER'].map(async (serial) =>
-    loadOrCreateIdentityCertificate(
-      { logger: createMemoryLogger(), clock: systemClock },
-      { dataDir: await mkdtemp(join(tmpdir(), 'mailkeep-mirror-transport-')), serial },
-    ),
+    loadOrCreateIdentityCertificate({ logger: createMemoryLogger(), clock: systemClock }, { dataDir: await mkdtemp(join(tmpdir(), 'mailkeep-mirror-transport-')), serial }),
   ),
-) as [IdentityCertificate, IdentityCertificate, IdentityCertificate]
+)) as [IdentityCertificate, IdentityCertificate, IdentityCertificate]
 const identityA: MirrorIdentity = { model: 650, serial: 'MK650-A0001', firmwareVersion: '1.0.0', storeId: 'a1'.repeat(16) }
 const identityB: MirrorIdentity = { model: 650, serial: 'MK650-B0002', firmwareVersion: '1.0.0', storeId: 'b2'.repeat(16) }
 const goodSecretText = `good-${generateSharedSecret()}`
@@ -285,7 +274,10 @@ t.test('compatibility refusals carry the same reason code and expected/actual on
       server.logger.records.some((record) => record.code === testCase.code && record.expected === testCase.expected && record.actual === testCase.actual),
       `${testCase.name}: listener log has the reason`,
     )
-    t.ok(client.logger.records.some((record) => record.code === testCase.code && record.actual === testCase.actual), `${testCase.name}: client log has the reason`)
+    t.ok(
+      client.logger.records.some((record) => record.code === testCase.code && record.actual === testCase.actual),
+      `${testCase.name}: client log has the reason`,
+    )
   }
   t.equal(server.channels.length, 0, 'no channel from any refused handshake')
 
@@ -326,7 +318,10 @@ t.test('a wrong secret is AUTH_FAILED on both sides, audited, and no secret is e
   for (const secret of [goodSecretText, wrongSecretText, proofKeysOf(goodSecret).client.toString('hex'), proofKeysOf(goodSecret).server.toString('hex')]) {
     t.notOk(everything.includes(secret), 'secret material absent from logs, audits and errors')
   }
-  t.ok(server.logger.records.some((record) => record.code === 'AUTH_FAILED'), 'the failure itself is logged')
+  t.ok(
+    server.logger.records.some((record) => record.code === 'AUTH_FAILED'),
+    'the failure itself is logged',
+  )
 })
 
 t.test('failed proofs are rate-limited per source address, then allowed again after the window', async (t) => {
@@ -541,7 +536,10 @@ t.test('garbage, plain-text and stalled clients are dropped in time while a real
 
   const tcpClosedAfterMs = await stalledTcpClosed
   const tls = await stalledTlsDrained
-  for (const [name, closedAfterMs] of [['stalled TCP', tcpClosedAfterMs], ['stalled TLS', tls.closedAfterMs]] as const) {
+  for (const [name, closedAfterMs] of [
+    ['stalled TCP', tcpClosedAfterMs],
+    ['stalled TLS', tls.closedAfterMs],
+  ] as const) {
     t.ok(closedAfterMs >= handshakeTimeoutMs - 50 && closedAfterMs < handshakeTimeoutMs + 1_000, `${name} dropped after the handshake timeout (${closedAfterMs} ms)`)
   }
   t.match(decodeRefusal(tls.frames[0]!.payload), { code: 'TIMEOUT' }, 'a stalled TLS peer is told why')
@@ -593,7 +591,13 @@ t.test('channels: keepalives hold a quiet channel, a black-holed peer is dropped
   }
   await sending
   t.equal(hashes.length, frameCount)
-  t.equal(hashes[7], createHash('sha256').update(Buffer.alloc(1024 * 1024, 7)).digest('hex'), 'payload intact')
+  t.equal(
+    hashes[7],
+    createHash('sha256')
+      .update(Buffer.alloc(1024 * 1024, 7))
+      .digest('hex'),
+    'payload intact',
+  )
 })
 
 t.test('connect failures are typed and retryable', async (t) => {

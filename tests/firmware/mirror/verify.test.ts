@@ -26,7 +26,11 @@ import { testSeed } from '../../helpers/random.js'
 
 const { random } = testSeed(t, 'the random content')
 const host = '127.0.0.1'
-const hex = (byte: number, length = 64): string => byte.toString(16).padStart(2, '0').repeat(length / 2)
+const hex = (byte: number, length = 64): string =>
+  byte
+    .toString(16)
+    .padStart(2, '0')
+    .repeat(length / 2)
 
 function side(serial: string, root = hex(1)): VerifySide {
   return { serial, storeId: hex(2, 32), fingerprint: hex(3), lastSequence: 10, messages: 5, bytes: 500, root, auditHead: { seq: 4, hash: hex(4) }, policyFingerprint: 'p1' }
@@ -57,19 +61,51 @@ t.test('classification: queued, held, purged, refused, other origin, unexplained
 t.test('report: counts all, lists unexplained first and at most the listed maximum, outcome', async (t) => {
   const initiator = side('A')
   const responder = side('B')
-  const many = Array.from({ length: reportDifferencesListedMax + 5 }, (_, index) => ({ present: present(index.toString(16).padStart(64, '0'), { queued: true }), missing: missing(index.toString(16).padStart(64, '0')) }))
+  const many = Array.from({ length: reportDifferencesListedMax + 5 }, (_, index) => ({
+    present: present(index.toString(16).padStart(64, '0'), { queued: true }),
+    missing: missing(index.toString(16).padStart(64, '0')),
+  }))
   const lost = { present: present(hex(0xff)), missing: missing(hex(0xff)) }
   const differences = classifyAll({ onlyInitiator: [...many, lost], onlyResponder: [{ present: present(hex(0xee)), missing: missing(hex(0xee)) }] }, { initiator, responder })
-  const report = buildReport({ verifyId: 'v', startedAtMs: 1, finishedAtMs: 2, initiator, responder, truncated: false, roundTrips: 3, bytesExchanged: 100, differences, requeued: { initiator: 1, responder: 1 } })
+  const report = buildReport({
+    verifyId: 'v',
+    startedAtMs: 1,
+    finishedAtMs: 2,
+    initiator,
+    responder,
+    truncated: false,
+    roundTrips: 3,
+    bytesExchanged: 100,
+    differences,
+    requeued: { initiator: 1, responder: 1 },
+  })
   t.equal(report.counts.queued, reportDifferencesListedMax + 5)
   t.equal(report.counts.unexplained, 2)
   t.equal(report.differences.length, reportDifferencesListedMax)
-  t.same(report.differences.slice(0, 2).map((difference) => difference.id).sort(), [hex(0xee), hex(0xff)], 'unexplained first')
+  t.same(
+    report.differences
+      .slice(0, 2)
+      .map((difference) => difference.id)
+      .sort(),
+    [hex(0xee), hex(0xff)],
+    'unexplained first',
+  )
   t.equal(report.outcome, 'unexplained')
   t.same(unexplainedOn(differences, 'initiator'), [hex(0xff)])
   t.same(unexplainedOn(differences, 'responder'), [hex(0xee)])
   t.equal(report.rootsAgree, true, 'equal roots, counts and bytes')
-  const explained = buildReport({ verifyId: 'v', startedAtMs: 1, finishedAtMs: 2, initiator, responder: side('B', hex(7)), truncated: false, roundTrips: 1, bytesExchanged: 1, differences: [], requeued: { initiator: 0, responder: 0 } })
+  const explained = buildReport({
+    verifyId: 'v',
+    startedAtMs: 1,
+    finishedAtMs: 2,
+    initiator,
+    responder: side('B', hex(7)),
+    truncated: false,
+    roundTrips: 1,
+    bytesExchanged: 1,
+    differences: [],
+    requeued: { initiator: 0, responder: 0 },
+  })
   t.equal(explained.outcome, 'explained')
   t.equal(buildReport({ ...explained, initiator, responder: side('B', hex(7)), differences: [], truncated: true }).outcome, 'incomplete')
   t.equal(buildReport({ ...explained, initiator, responder, differences: [] }).outcome, 'agree')
@@ -96,7 +132,18 @@ t.test('wire: requests and answers round-trip; malformed ones are PROTOCOL error
 t.test('signatures: both keys sign the canonical report; another key or a changed report fails', async (t) => {
   const a = await certificateFor('VERIFY-SIGN-A')
   const b = await certificateFor('VERIFY-SIGN-B')
-  const report = buildReport({ verifyId: 'v1', startedAtMs: 1, finishedAtMs: 2, initiator: { ...side('A'), fingerprint: a.fingerprint }, responder: { ...side('B'), fingerprint: b.fingerprint }, truncated: false, roundTrips: 1, bytesExchanged: 1, differences: [], requeued: { initiator: 0, responder: 0 } })
+  const report = buildReport({
+    verifyId: 'v1',
+    startedAtMs: 1,
+    finishedAtMs: 2,
+    initiator: { ...side('A'), fingerprint: a.fingerprint },
+    responder: { ...side('B'), fingerprint: b.fingerprint },
+    truncated: false,
+    roundTrips: 1,
+    bytesExchanged: 1,
+    differences: [],
+    requeued: { initiator: 0, responder: 0 },
+  })
   const signature = signReport(report, a.privateKeyPem)
   t.doesNotThrow(() => checkReportSignature(decodeReport(JSON.parse(JSON.stringify(report))), signature, a.certificatePem, a.fingerprint), 'checks after a JSON round trip')
   t.throws(() => checkReportSignature(report, signature, b.certificatePem, a.fingerprint), { code: 'VERIFY_FAILED' }, 'the certificate must be the pinned one')
@@ -110,7 +157,12 @@ t.test('signatures: both keys sign the canonical report; another key or a change
 /** A and B, peers of each other, each with some local mail, fully copied. */
 async function pair(t: { teardown(fn: () => unknown): void }, options: { retentionB?: Parameters<typeof createTestNode>[0]['retention'] } = {}): Promise<{ a: TestNode; b: TestNode }> {
   const a = await createTestNode({ serial: `VA${random.int(1e6)}`, service: { verifyIntervalMs: 0 } })
-  const b = await createTestNode({ serial: `VB${random.int(1e6)}`, peers: [{ host, port: a.port }], service: { verifyIntervalMs: 0 }, ...(options.retentionB ? { retention: options.retentionB } : {}) })
+  const b = await createTestNode({
+    serial: `VB${random.int(1e6)}`,
+    peers: [{ host, port: a.port }],
+    service: { verifyIntervalMs: 0 },
+    ...(options.retentionB ? { retention: options.retentionB } : {}),
+  })
   await a.service.addPeer({ host, port: b.port })
   t.teardown(() => Promise.all([a.stop(), b.stop()]))
   for (let index = 0; index < 40; index++) await a.ingest(makeMessage(`a-${index}`, 300 + random.int(3000), random))
@@ -170,14 +222,20 @@ t.test('verify classifies: queued while paused, purged by policy with its audit 
   t.equal(report.counts.purged, 1)
   t.equal(report.counts.held, 1)
   t.equal(report.counts.unexplained, 0)
-  t.same(report.differences.filter((difference) => difference.class === 'queued').map((difference) => difference.id).sort(), queued.sort())
-  t.ok(report.differences.every((difference) => difference.class === 'queued' ? difference.presentOn === 'responder' : difference.presentOn === 'initiator'))
+  t.same(
+    report.differences
+      .filter((difference) => difference.class === 'queued')
+      .map((difference) => difference.id)
+      .sort(),
+    queued.sort(),
+  )
+  t.ok(report.differences.every((difference) => (difference.class === 'queued' ? difference.presentOn === 'responder' : difference.presentOn === 'initiator')))
   t.match(report.differences.find((difference) => difference.class === 'held')!.detail, /case-7/)
   t.equal(report.initiator.auditHead.seq, 77, "the initiator's audit head is in the report")
   t.equal(b.service.healthcheck().ok, true, 'explained differences do not degrade')
   await a.service.resumePeer({ host, port: b.port })
   await waitUntil(() => queued.every((id) => b.archive.messages.has(id)), { what: 'the queued messages to arrive' })
-  t.equal(b.archive.messages.has(fromB[0]!), true, "B keeps its own message that A purged")
+  t.equal(b.archive.messages.has(fromB[0]!), true, 'B keeps its own message that A purged')
   t.equal(a.archive.messages.has(fromB[0]!), false, 'and it does not come back to A')
 })
 
@@ -194,7 +252,14 @@ t.test('a copy lost on the peer is unexplained, re-queued, degrades health, and 
   t.equal(report.outcome, 'unexplained')
   t.equal(report.counts.unexplained, 3)
   t.same(report.requeued, { initiator: 2, responder: 1 }, 'each side re-queues what it holds')
-  t.same(report.differences.map((difference) => [difference.id, difference.presentOn]).sort(), [[lostOnA, 'responder'], [lostOnB, 'initiator'], [ownLostOnB, 'initiator']].sort())
+  t.same(
+    report.differences.map((difference) => [difference.id, difference.presentOn]).sort(),
+    [
+      [lostOnA, 'responder'],
+      [lostOnB, 'initiator'],
+      [ownLostOnB, 'initiator'],
+    ].sort(),
+  )
   t.equal(a.service.healthcheck().ok, false)
   t.match(a.service.healthcheck().detail, /unexplained/)
   await waitUntil(() => b.archive.messages.has(lostOnB) && b.archive.messages.has(ownLostOnB) && a.archive.messages.has(lostOnA), { what: 'the re-queued copies to arrive on both sides' })
@@ -215,7 +280,11 @@ t.test('scheduled verify: each connected peer is verified every verifyIntervalMs
   t.equal(entry.details.outcome, 'agree')
   const runs = a.auditEntries.filter((candidate) => candidate.action === 'mirror.verify').length
   await waitUntil(() => a.auditEntries.filter((candidate) => candidate.action === 'mirror.verify').length > runs, { what: 'the next scheduled verify after the interval' })
-  t.equal(b.auditEntries.some((candidate) => candidate.action === 'mirror.verify'), true, 'B (schedule off) answered and kept the report')
+  t.equal(
+    b.auditEntries.some((candidate) => candidate.action === 'mirror.verify'),
+    true,
+    'B (schedule off) answered and kept the report',
+  )
   await a.stop()
   const restarted = await createTestNode({ serial: a.serial, stateDir: a.stateDir, archive: a.archive, pipeline: a.pipeline, service: { verifyIntervalMs: 0 } })
   t.teardown(() => restarted.stop())
@@ -238,4 +307,3 @@ t.test('a resent copy of a message purged on the receiver is not archived again;
   await a.pipeline.submit(raw, localDelivery(10_000 + random.int(1e6)))
   await waitUntil(() => b.archive.messages.has(purged.meta.id), { what: 'the newer delivery to be archived on B' })
 })
-

@@ -61,16 +61,28 @@ t.test('expiry by age and criteria; the longest retention wins; preview equals e
   const report = await policy.runPurge('tester')
   t.equal(report.purged, 4)
   t.equal(report.batches, 2, 'batches of batchMessagesMax (2)')
-  const purged = purgeEntries(world.audit.entries(0, 1000)).flatMap((entry) => (entry.details.messages as { id: string; policy: string; sha256: string }[]))
+  const purged = purgeEntries(world.audit.entries(0, 1000)).flatMap((entry) => entry.details.messages as { id: string; policy: string; sha256: string }[])
   t.same(purged.map((item) => item.id).sort(), planned.due.map((item) => item.id).sort(), 'execution purged exactly what the preview showed')
   for (const item of purged) {
     t.equal(item.sha256, item.id, 'audit records the content hash')
     t.equal(await archive.getRaw(item.id), undefined, 'purged message is gone')
-    t.equal(world.index.searchBlocking(`subject:${item.id === invoice ? 'invoice' : 'sale'}`).hits.some((hit) => hit.id === item.id), false, 'and out of the index')
+    t.equal(
+      world.index.searchBlocking(`subject:${item.id === invoice ? 'invoice' : 'sale'}`).hits.some((hit) => hit.id === item.id),
+      false,
+      'and out of the index',
+    )
   }
   t.ok(await archive.getRaw(newsToLegal), 'the legal message stays')
   t.notOk(JSON.stringify(world.audit.entries(0, 1000)).includes('Invoice 42'), 'no content in the audit log')
-  t.same(archive.changes(0, 100).filter((change) => change.kind === 'purge').map((change) => change.id).sort(), purged.map((item) => item.id).sort(), 'a purge change entry per message')
+  t.same(
+    archive
+      .changes(0, 100)
+      .filter((change) => change.kind === 'purge')
+      .map((change) => change.id)
+      .sort(),
+    purged.map((item) => item.id).sort(),
+    'a purge change entry per message',
+  )
   t.same((await policy.preview()).due, [], 'nothing left to purge')
   t.equal(world.audit.verify().ok, true)
 })
@@ -95,9 +107,17 @@ t.test('holds: placed before and after arrival, hold beats policy, date range on
 
   clock.advance(20 * dayMs)
   const preview = await policy.preview()
-  t.same(preview.due.map((item) => item.id), [toDave], 'only unheld mail is due')
+  t.same(
+    preview.due.map((item) => item.id),
+    [toDave],
+    'only unheld mail is due',
+  )
   const held = Object.fromEntries(preview.kept.map((item) => [item.id, item.holds]))
-  t.same(held, { [toCarol]: ['case-1'], [mergerBefore]: ['case-2'], [mergerAfter]: ['case-2'], [forged]: ['case-3'] }, 'hold placed before arrival, after arrival, and mail arriving after the hold are all held')
+  t.same(
+    held,
+    { [toCarol]: ['case-1'], [mergerBefore]: ['case-2'], [mergerAfter]: ['case-2'], [forged]: ['case-3'] },
+    'hold placed before arrival, after arrival, and mail arriving after the hold are all held',
+  )
   await policy.runPurge('tester')
   t.equal(await archive.getRaw(toDave), undefined)
   for (const id of [toCarol, mergerBefore, mergerAfter, forged]) t.ok(await archive.getRaw(id), 'held mail survives the purge')
@@ -110,8 +130,19 @@ t.test('holds: placed before and after arrival, hold beats policy, date range on
   t.equal(await archive.getRaw(mergerBefore), undefined)
   t.ok(await archive.getRaw(toCarol), 'still held by case-1')
   const actions = world.audit.entries(0, 1000).map((entry) => entry.action)
-  t.same(actions.filter((action) => action.startsWith('hold.')), ['hold.place', 'hold.place', 'hold.place', 'hold.release'])
-  t.same(policy.holds().map((hold) => [hold.name, hold.active]), [['case-1', true], ['case-2', false], ['case-3', true]], 'released holds stay listed')
+  t.same(
+    actions.filter((action) => action.startsWith('hold.')),
+    ['hold.place', 'hold.place', 'hold.place', 'hold.release'],
+  )
+  t.same(
+    policy.holds().map((hold) => [hold.name, hold.active]),
+    [
+      ['case-1', true],
+      ['case-2', false],
+      ['case-3', true],
+    ],
+    'released holds stay listed',
+  )
 })
 
 t.test('a hold placed while a purge runs protects the batches that follow', async (t) => {
@@ -149,7 +180,11 @@ t.test('no purge of a message a mirror peer has not acknowledged yet', async (t)
   clock.advance(dayMs)
   watermark = 1
   let preview = await policy.preview()
-  t.same(preview.due.map((item) => item.id), [first], 'only the message at or below the lowest acknowledged sequence is due')
+  t.same(
+    preview.due.map((item) => item.id),
+    [first],
+    'only the message at or below the lowest acknowledged sequence is due',
+  )
   t.equal(preview.mirrorPendingMessages, 3)
   t.ok(preview.kept.every((item) => item.reason === 'mirror-pending'))
   await policy.runPurge('tester')
@@ -171,7 +206,10 @@ t.test('the scheduled job purges on its interval, audited as the system', async 
   // Done once a run that purged something has finished (deletion comes before its audit entry).
   await waitUntil(() => (world.policy.lastRun()?.report?.purged ?? 0) > 0, { what: 'a scheduled run that purged', timeoutMs: 5_000, intervalMs: 20, observe: () => world.policy.lastRun() })
   t.notOk(world.archive.has(id), 'purged by the schedule')
-  t.match(world.audit.entries(0, 100).find((entry) => entry.action === 'purge.batch'), { actor: 'system', details: { purged: 1, failed: [] } })
+  t.match(
+    world.audit.entries(0, 100).find((entry) => entry.action === 'purge.batch'),
+    { actor: 'system', details: { purged: 1, failed: [] } },
+  )
   t.match(world.policy.lastRun(), { report: { purged: 1 } })
   t.equal(world.policy.healthcheck().ok, true)
 })
@@ -235,7 +273,10 @@ t.test('audit verify: passes untouched; catches altered, reordered, removed, tru
   // Restarting with another configuration audits which paths changed (never values).
   world = await retentionWorld({ key, path, config: { smtp: { port: 26 }, secret: 'y' } })
   const last = world.audit.entries(5, 10)
-  t.same(last.map((entry) => [entry.action, entry.details.changedPaths]), [['config.changed', ['secret', 'smtp.port']]])
+  t.same(
+    last.map((entry) => [entry.action, entry.details.changedPaths]),
+    [['config.changed', ['secret', 'smtp.port']]],
+  )
   t.notOk(JSON.stringify(last).includes('"y"'), 'no config value in the entry')
   await world.stop()
 
@@ -251,7 +292,11 @@ t.test('audit verify: passes untouched; catches altered, reordered, removed, tru
     const result = check.audit.verify()
     await check.stop()
     t.equal(result.ok, false, `${label}: detected`)
-    for (const code of codes) t.ok(result.problems.some((problem) => problem.code === code), `${label}: ${code} (${JSON.stringify(result.problems.map((problem) => problem.code))})`)
+    for (const code of codes)
+      t.ok(
+        result.problems.some((problem) => problem.code === code),
+        `${label}: ${code} (${JSON.stringify(result.problems.map((problem) => problem.code))})`,
+      )
     const restore = open({ path, maxDbs: 64 })
     const restoreEntries = openEntries(restore)
     await restore.transaction(() => {
@@ -268,23 +313,42 @@ t.test('audit verify: passes untouched; catches altered, reordered, removed, tru
     return canonicalJson(entry)
   }
 
-  await tampered('altered details', (entries) => void entries.putSync(3, edit(entries.get(3)!, (entry) => (entry.details.hold = { name: 'h1', query: 'nothing' }))), ['HASH_MISMATCH'])
-  await tampered('reordered', (entries) => {
-    const [a, b] = [entries.get(2)!, entries.get(3)!]
-    entries.transactionSync(() => {
-      entries.putSync(2, b)
-      entries.putSync(3, a)
-    })
-  }, ['OUT_OF_ORDER', 'CHAIN_BROKEN'])
+  await tampered(
+    'altered details',
+    (entries) =>
+      void entries.putSync(
+        3,
+        edit(entries.get(3)!, (entry) => (entry.details.hold = { name: 'h1', query: 'nothing' })),
+      ),
+    ['HASH_MISMATCH'],
+  )
+  await tampered(
+    'reordered',
+    (entries) => {
+      const [a, b] = [entries.get(2)!, entries.get(3)!]
+      entries.transactionSync(() => {
+        entries.putSync(2, b)
+        entries.putSync(3, a)
+      })
+    },
+    ['OUT_OF_ORDER', 'CHAIN_BROKEN'],
+  )
   await tampered('removed from the middle', (entries) => void entries.removeSync(3), ['SEQUENCE_GAP', 'CHAIN_BROKEN'])
   await tampered('truncated tail', (entries) => void entries.removeSync(6), ['TRUNCATED'])
-  await tampered('altered and re-hashed without the key', (entries) => {
-    entries.putSync(2, edit(entries.get(2)!, (entry) => {
-      entry.actor = 'someone-else'
-      const { seq, atMs, actor, action, details, prevHash } = entry
-      entry.hash = createHash('sha256').update(canonicalJson({ seq, atMs, actor, action, details, prevHash })).digest('hex')
-    }))
-  }, ['MAC_MISMATCH'])
+  await tampered(
+    'altered and re-hashed without the key',
+    (entries) => {
+      entries.putSync(
+        2,
+        edit(entries.get(2)!, (entry) => {
+          entry.actor = 'someone-else'
+          const { seq, atMs, actor, action, details, prevHash } = entry
+          entry.hash = createHash('sha256').update(canonicalJson({ seq, atMs, actor, action, details, prevHash })).digest('hex')
+        }),
+      )
+    },
+    ['MAC_MISMATCH'],
+  )
 
   const clean = await retentionWorld({ key, path })
   t.teardown(clean.stop)
@@ -314,7 +378,11 @@ t.test('API and commands: validated bodies, admin-only, audited failures, no rou
   const base = `http://127.0.0.1:${api.address().port}`
   const auth = { authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` }
   const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = auth) => {
-    const response = await fetch(`${base}${path}`, { method, headers: { ...headers, 'content-type': 'application/json' }, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) })
+    const response = await fetch(`${base}${path}`, {
+      method,
+      headers: { ...headers, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    })
     // biome-ignore lint/suspicious/noExplicitAny: the test reads nested fields of the API's JSON answers.
     return { status: response.status, json: (await response.json().catch(() => undefined)) as Record<string, any> }
   }
@@ -333,7 +401,11 @@ t.test('API and commands: validated bodies, admin-only, audited failures, no rou
   const listed = await call('GET', '/api/v1/policies')
   t.match(listed.json, { fingerprint: /^[0-9a-f]{64}$/, policies: [{ name: 'default', retentionDays: 0, createdBy: /^admin@127\.0\.0\.1$/ }] })
   const preview = await call('GET', '/api/v1/policies/preview')
-  t.same(preview.json.kept.map((item: { id: string }) => item.id), [id], 'held by the hold placed over the API')
+  t.same(
+    preview.json.kept.map((item: { id: string }) => item.id),
+    [id],
+    'held by the hold placed over the API',
+  )
   t.equal((await call('POST', '/api/v1/holds/keep/release')).status, 200)
   t.equal((await call('POST', '/api/v1/holds/nope/release')).status, 404)
   t.equal((await call('POST', '/api/v1/policies/default/remove')).status, 200)
@@ -361,7 +433,11 @@ t.test('API and commands: validated bodies, admin-only, audited failures, no rou
   const added = (await handlers.get('policy add')!(['lists', '--days', '7', '--sender', '@lists.example,@news.example', '--source', 'smtp'])) as { criteria: unknown; createdBy: string }
   t.same(added.criteria, { senders: ['lists.example', 'news.example'].map((domain) => `@${domain}`), sources: ['smtp'] })
   t.equal(added.createdBy, 'technician')
-  for (const [args, pattern] of [[['x'], /--days/], [['x', '--days', 'soon'], /--days must be/], [['x', '--days', '3', '--bogus', '1'], /unknown option --bogus/]] as const) {
+  for (const [args, pattern] of [
+    [['x'], /--days/],
+    [['x', '--days', 'soon'], /--days must be/],
+    [['x', '--days', '3', '--bogus', '1'], /unknown option --bogus/],
+  ] as const) {
     try {
       await handlers.get('policy add')!([...args])
       t.fail('accepted bad arguments')
@@ -370,7 +446,10 @@ t.test('API and commands: validated bodies, admin-only, audited failures, no rou
       t.match((error as Error).message, pattern)
     }
   }
-  const hold = (await handlers.get('hold add')!(['case', '--reason', 'why', '--custodian', 'a@b.example', '--from', '2024-01-01', '--until', '2024-12-31'])) as { fromMs: number; untilMs: number }
+  const hold = (await handlers.get('hold add')!(['case', '--reason', 'why', '--custodian', 'a@b.example', '--from', '2024-01-01', '--until', '2024-12-31'])) as {
+    fromMs: number
+    untilMs: number
+  }
   t.equal(hold.fromMs, Date.parse('2024-01-01T00:00:00Z'))
   t.equal(hold.untilMs, Date.parse('2025-01-01T00:00:00Z'), 'an end date covers its whole day')
   t.match(await handlers.get('audit show')!(['--limit', '2']), [{ action: 'policy.set' }, { action: 'hold.place' }])

@@ -1,5 +1,15 @@
 import t from 'tap'
-import { canonicalJson, describePolicySettings, diffPolicySettings, planPurge, validateHold, validatePolicy, type Hold, type MessageFacts, type Policy } from '../../../firmware/policy/index.js'
+import {
+  canonicalJson,
+  describePolicySettings,
+  diffPolicySettings,
+  planPurge,
+  validateHold,
+  validatePolicy,
+  type Hold,
+  type MessageFacts,
+  type Policy,
+} from '../../../firmware/policy/index.js'
 import { hasCode } from '../../../firmware/common/errors.js'
 import { testSeed } from '../../helpers/random.js'
 
@@ -26,7 +36,8 @@ t.test('plan: due exactly at the end of retention, never before; longest retenti
     policy({ name: 'long', retentionDays: 50, criteria: { recipients: ['b@corp.example'], sources: ['smtp'] } }),
   ]
   const messages = [facts('both'), facts('short-only', { recipients: ['c@corp.example'] }), facts('neither', { senders: ['x@corp.example'], recipients: ['y@corp.example'] })]
-  const at = (days: number, offsetMs = 0) => planPurge({ messages, policies, holds: [], nowMs: t0 + days * dayMs + offsetMs, matches: new Map(), mirrorPending: null }).due.map((item) => `${item.id}:${item.policy}`)
+  const at = (days: number, offsetMs = 0) =>
+    planPurge({ messages, policies, holds: [], nowMs: t0 + days * dayMs + offsetMs, matches: new Map(), mirrorPending: null }).due.map((item) => `${item.id}:${item.policy}`)
   t.same(at(10, -1), [], '1 ms before 10 days: nothing')
   t.same(at(10), ['short-only:short'])
   t.same(at(50, -1), ['short-only:short'], 'both policies select it: the 50-day one governs')
@@ -54,7 +65,11 @@ t.test('plan: holds win over any policy, by custodian, query, and date range (Da
     facts('plain'),
   ]
   const plan = planPurge({ messages, policies, holds, nowMs: t0 + 2 * dayMs, matches: new Map([['subject:merger', new Set(['merger'])]]), mirrorPending: null })
-  t.same(plan.due.map((item) => item.id), ['july', 'plain'], 'a released hold protects nothing')
+  t.same(
+    plan.due.map((item) => item.id),
+    ['july', 'plain'],
+    'a released hold protects nothing',
+  )
   t.same(Object.fromEntries(plan.kept.map((item) => [item.id, item.holds])), { 'to-legal': ['custodian'], merger: ['query'], 'june-date': ['range'], 'june-archived': ['range'] })
 })
 
@@ -63,9 +78,23 @@ t.test('plan: a message the index failed on is kept while any query is in use (a
   const messages = [facts('unindexed', { indexed: false }), facts('indexed')]
   const nowMs = t0 + 2 * dayMs
   const noQueries = planPurge({ messages, policies, holds: [hold({ name: 'c', custodians: ['z@z.example'], reason: 'r' })], nowMs, matches: new Map(), mirrorPending: null })
-  t.same(noQueries.due.map((item) => item.id), ['unindexed', 'indexed'], 'no query anywhere: the index does not matter')
-  const withQuery = planPurge({ messages, policies, holds: [hold({ name: 'q', query: 'subject:merger', reason: 'r' })], nowMs, matches: new Map([['subject:merger', new Set<string>()]]), mirrorPending: null })
-  t.same(withQuery.due.map((item) => item.id), ['indexed'])
+  t.same(
+    noQueries.due.map((item) => item.id),
+    ['unindexed', 'indexed'],
+    'no query anywhere: the index does not matter',
+  )
+  const withQuery = planPurge({
+    messages,
+    policies,
+    holds: [hold({ name: 'q', query: 'subject:merger', reason: 'r' })],
+    nowMs,
+    matches: new Map([['subject:merger', new Set<string>()]]),
+    mirrorPending: null,
+  })
+  t.same(
+    withQuery.due.map((item) => item.id),
+    ['indexed'],
+  )
   t.same(withQuery.kept, [{ id: 'unindexed', policy: 'default', reason: 'unindexed' }])
 })
 
@@ -99,26 +128,55 @@ t.test('validation: every problem named; default takes no criteria; named needs 
       return (error as { fields: { problems: string[] } }).fields.problems
     }
   }
-  t.match(problems(() => policy({ name: 'default', retentionDays: 5, criteria: { senders: ['a@b.example'] } })), [/default policy .* no criteria/])
-  t.match(problems(() => policy({ name: 'p', retentionDays: null, criteria: { sources: ['smtp'] } })), [/only the default policy may keep forever/])
-  t.match(problems(() => policy({ name: 'p', retentionDays: 1.5, criteria: { sources: ['fax'] } })), [/retentionDays: must be integer/, /sources.0: must be equal to one of the allowed values/])
-  t.match(problems(() => hold({ name: 'h', reason: 'r' })), [/needs a query, custodians or a date range/])
-  t.match(problems(() => hold({ name: 'h', reason: 'r', from: '2024-02-01', until: '2024-01-01' })), [/until: must be after from/])
-  t.match(problems(() => hold({ name: 'h', reason: 'r', query: 'from:' })), [/^query: /])
-  t.same(policy({ name: 'p', retentionDays: 3, criteria: { senders: ['B@Corp.Example', 'b@corp.example'] } }).criteria, { senders: ['b@corp.example'] }, 'addresses lower-cased and deduplicated')
+  t.match(
+    problems(() => policy({ name: 'default', retentionDays: 5, criteria: { senders: ['a@b.example'] } })),
+    [/default policy .* no criteria/],
+  )
+  t.match(
+    problems(() => policy({ name: 'p', retentionDays: null, criteria: { sources: ['smtp'] } })),
+    [/only the default policy may keep forever/],
+  )
+  t.match(
+    problems(() => policy({ name: 'p', retentionDays: 1.5, criteria: { sources: ['fax'] } })),
+    [/retentionDays: must be integer/, /sources.0: must be equal to one of the allowed values/],
+  )
+  t.match(
+    problems(() => hold({ name: 'h', reason: 'r' })),
+    [/needs a query, custodians or a date range/],
+  )
+  t.match(
+    problems(() => hold({ name: 'h', reason: 'r', from: '2024-02-01', until: '2024-01-01' })),
+    [/until: must be after from/],
+  )
+  t.match(
+    problems(() => hold({ name: 'h', reason: 'r', query: 'from:' })),
+    [/^query: /],
+  )
+  t.same(
+    policy({ name: 'p', retentionDays: 3, criteria: { senders: ['B@Corp.Example', 'b@corp.example'] } }).criteria,
+    { senders: ['b@corp.example'] },
+    'addresses lower-cased and deduplicated',
+  )
 })
 
 t.test('describePolicySettings and diffPolicySettings', async (t) => {
   const base: Policy[] = [policy({ name: 'default', retentionDays: 365 }), policy({ name: 'news', retentionDays: 30, criteria: { senders: ['@news.example'] } })]
   const holds = [hold({ name: 'case', custodians: ['a@b.example'], reason: 'secret case name' })]
   const here = describePolicySettings(base, holds)
-  const later = describePolicySettings([...base].reverse().map((item) => ({ ...item, createdAtMs: 1, createdBy: 'someone else' })), holds)
+  const later = describePolicySettings(
+    [...base].reverse().map((item) => ({ ...item, createdAtMs: 1, createdBy: 'someone else' })),
+    holds,
+  )
   t.equal(here.fingerprint, later.fingerprint, 'order, time and author do not change the fingerprint')
   t.match(here.fingerprint, /^[0-9a-f]{64}$/)
   t.notOk(JSON.stringify(here).includes('secret case name'), 'hold reasons are not exchanged')
   t.same(diffPolicySettings(here, later), [])
   const peer = describePolicySettings(
-    [policy({ name: 'default', retentionDays: 730 }), policy({ name: 'news', retentionDays: 30, criteria: { senders: ['@news2.example'] } }), policy({ name: 'extra', retentionDays: 5, criteria: { sources: ['import'] } })],
+    [
+      policy({ name: 'default', retentionDays: 730 }),
+      policy({ name: 'news', retentionDays: 30, criteria: { senders: ['@news2.example'] } }),
+      policy({ name: 'extra', retentionDays: 5, criteria: { sources: ['import'] } }),
+    ],
     [{ ...holds[0]!, active: false }, hold({ name: 'other', query: 'x', reason: 'r' })],
   )
   t.not(peer.fingerprint, here.fingerprint)

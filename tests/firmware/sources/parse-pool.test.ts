@@ -24,7 +24,10 @@ const fixtureModule = new URL('./fixtures/prepare-index.ts', import.meta.url)
 const mimeFixture = (name: string) => readFile(new URL(`../mime/fixtures/${name}`, import.meta.url))
 
 function message(subject: string, body = 'Hello there.\r\n'): Buffer {
-  return Buffer.from(`From: Alice <alice@example.com>\r\nTo: bob@example.com\r\nSubject: ${subject}\r\nDate: Tue, 14 Nov 2023 10:00:00 +0000\r\nMessage-ID: <${sha256(Buffer.from(subject)).slice(0, 12)}@example.com>\r\n\r\n${body}`, 'latin1')
+  return Buffer.from(
+    `From: Alice <alice@example.com>\r\nTo: bob@example.com\r\nSubject: ${subject}\r\nDate: Tue, 14 Nov 2023 10:00:00 +0000\r\nMessage-ID: <${sha256(Buffer.from(subject)).slice(0, 12)}@example.com>\r\n\r\n${body}`,
+    'latin1',
+  )
 }
 
 const journalOriginal = message('quarterly numbers', 'The numbers.\r\n')
@@ -38,7 +41,13 @@ async function startedPool(t: TestContext, overrides: Partial<ParsePoolOptions> 
   const logger = createMemoryLogger()
   const pool = createParsePool(
     { logger, inProcess: inProcessJob(logger) },
-    { ...parsePoolDefaults, workers: 1, mime: { ...defaultMimeParserOptions }, indexPrepare: { moduleUrl: fixtureModule, exportName: 'prepareSubjectWords', options: { limit: 7 } }, ...overrides },
+    {
+      ...parsePoolDefaults,
+      workers: 1,
+      mime: { ...defaultMimeParserOptions },
+      indexPrepare: { moduleUrl: fixtureModule, exportName: 'prepareSubjectWords', options: { limit: 7 } },
+      ...overrides,
+    },
   )
   await pool.start()
   t.teardown(() => pool.stop())
@@ -78,7 +87,11 @@ t.test('a worker prepares what the event loop would: parse and flags, journal un
     t.same(prepared.parsed, expected.parsed, `${label}: same parse result and flags as on the event loop`)
     t.equal(Buffer.compare(Buffer.from(prepared.bytes), Buffer.from(expected.bytes)), 0, `${label}: same bytes to archive`)
     await assertEncodedMatches(t, prepared, label)
-    t.same(prepared.indexPrepared, { words: (expected.parsed.subject ?? '').toLowerCase().split(/\s+/).filter(Boolean), options: { limit: 7 }, thread: (prepared.indexPrepared as { thread: number }).thread }, `${label}: index prepared on the worker with its options`)
+    t.same(
+      prepared.indexPrepared,
+      { words: (expected.parsed.subject ?? '').toLowerCase().split(/\s+/).filter(Boolean), options: { limit: 7 }, thread: (prepared.indexPrepared as { thread: number }).thread },
+      `${label}: index prepared on the worker with its options`,
+    )
     t.not((prepared.indexPrepared as { thread: number }).thread, 0, `${label}: on a worker thread, not the event loop`)
   }
   const journal = results[samples.length - 1]!
@@ -94,7 +107,10 @@ t.test('a worker prepares what the event loop would: parse and flags, journal un
   const throwing = await pool.prepare(message('THROW-PREPARE now'))
   t.equal(throwing.indexPrepared, undefined, 'a prepare step that throws gives no prepared result (the index works in the transaction)')
   t.equal(throwing.parsed.subject, 'THROW-PREPARE now', 'the message is parsed anyway')
-  t.ok(logger.records.some((record) => record.level === 'warn' && /index prepare failed/.test(record.msg)), 'and it is logged')
+  t.ok(
+    logger.records.some((record) => record.level === 'warn' && /index prepare failed/.test(record.msg)),
+    'and it is logged',
+  )
 })
 
 t.test('a message that crashes its worker twice, or outlives jobTimeoutMs, is archived with headers only; the others it shared the worker with are not harmed', async (t) => {
@@ -118,7 +134,10 @@ t.test('a message that crashes its worker twice, or outlives jobTimeoutMs, is ar
   const stats = pool.stats()
   t.equal(stats.poisoned, 1, 'one message was taken as the cause')
   t.ok(stats.crashes >= 2, `the worker crashed twice and was restarted (${stats.crashes} crashes)`)
-  t.ok(logger.records.some((record) => record.level === 'error' && /crashed or outlived/.test(record.msg)), 'the poisoned message is logged as an error')
+  t.ok(
+    logger.records.some((record) => record.level === 'error' && /crashed or outlived/.test(record.msg)),
+    'the poisoned message is logged as an error',
+  )
   await ready(pool)
   const after = await pool.prepare(message('after the crashes'))
   t.equal(after.parsed.subject, 'after the crashes', 'the restarted worker parses the next message')
@@ -138,7 +157,11 @@ t.test('jobTimeoutMs counts from the last result of the worker: messages queued 
   const { pool } = await startedPool(t, { jobTimeoutMs: 1_500, jobsPerWorkerMax: 4 })
   await ready(pool)
   const results = await Promise.all([1, 2, 3, 4].map((n) => pool.prepare(message(`SLOW-WORKER ${n}`))))
-  t.same(results.map((result) => result.parsed.flags), [[], [], [], []], 'all parsed, none taken for stuck')
+  t.same(
+    results.map((result) => result.parsed.flags),
+    [[], [], [], []],
+    'all parsed, none taken for stuck',
+  )
   t.equal(pool.stats().poisoned, 0)
   t.equal(pool.stats().crashes, 0)
 })
@@ -165,11 +188,18 @@ t.test('when workers cannot start, every message is prepared on the event loop',
   const { pool, logger } = await startedPool(t, { workerUrl: new URL('./fixtures/no-such-worker.ts', import.meta.url), restartDelayMs: 1, startFailuresMax: 1 })
   const raws = [message('first'), message('second'), journalReport]
   const results = await Promise.all(raws.map((raw) => pool.prepare(raw)))
-  t.same(results.map((result) => result.parsed.subject), ['first', 'second', 'quarterly numbers'], 'each message parsed')
+  t.same(
+    results.map((result) => result.parsed.subject),
+    ['first', 'second', 'quarterly numbers'],
+    'each message parsed',
+  )
   for (const result of results) await assertEncodedMatches(t, result, String(result.parsed.subject))
   t.equal(pool.stats().inProcess, raws.length, 'on the event loop')
   t.equal(pool.stats().completed, 0)
-  t.ok(logger.records.some((record) => /cannot start/.test(record.msg)), 'the log says why')
+  t.ok(
+    logger.records.some((record) => /cannot start/.test(record.msg)),
+    'the log says why',
+  )
   t.equal(pool.healthcheck().ok, true, 'the pool stays healthy: mail is still archived')
   t.match(pool.healthcheck().detail, /event loop/)
 })
@@ -186,14 +216,29 @@ t.test('bounded queue, stop() finishing what waits, and workers without an index
     t.equal((error as { retryable: boolean }).retryable, true, 'retryable: the SMTP sender gets 4xx')
   }
   const results = await Promise.all(accepted)
-  t.same(results.map((result) => result.parsed.subject), ['one', 'two'], 'the queued messages complete')
-  t.same(results.map((result) => result.indexPrepared), [undefined, undefined], 'no prepared result when the module exports no function')
+  t.same(
+    results.map((result) => result.parsed.subject),
+    ['one', 'two'],
+    'the queued messages complete',
+  )
+  t.same(
+    results.map((result) => result.indexPrepared),
+    [undefined, undefined],
+    'no prepared result when the module exports no function',
+  )
   t.equal(pool.stats().indexPrepare, false, 'stats say the workers do not prepare')
-  t.ok(logger.records.some((record) => /index prepare step is not available/.test(record.msg)), 'logged')
+  t.ok(
+    logger.records.some((record) => /index prepare step is not available/.test(record.msg)),
+    'logged',
+  )
 
   const pending = [pool.prepare(message('before stop 1')), pool.prepare(message('before stop 2'))]
   await pool.stop()
-  t.same((await Promise.all(pending)).map((result) => result.parsed.subject), ['before stop 1', 'before stop 2'], 'stop() finishes what waits')
+  t.same(
+    (await Promise.all(pending)).map((result) => result.parsed.subject),
+    ['before stop 1', 'before stop 2'],
+    'stop() finishes what waits',
+  )
   const after = await pool.prepare(message('after stop'))
   t.equal(after.parsed.subject, 'after stop', 'after stop, prepare runs on the event loop')
   t.equal(pool.stats().ready, 0, 'no worker left running')
@@ -211,11 +256,17 @@ t.test('pipeline with a pool: the store takes the worker’s blob and index prep
     },
     messageRemoved() {},
   }
-  const archive = createArchiveStore({ logger, clock: { now: () => Date.now(), monotonicMs: () => performance.now() } }, { path, mapSizeBytes: 256 * 1024 * 1024, freeBytesMin: 0, messageBytesMax: 8 * 1024 * 1024, indexer })
+  const archive = createArchiveStore(
+    { logger, clock: { now: () => Date.now(), monotonicMs: () => performance.now() } },
+    { path, mapSizeBytes: 256 * 1024 * 1024, freeBytesMin: 0, messageBytesMax: 8 * 1024 * 1024, indexer },
+  )
   await archive.start()
   t.teardown(() => archive.stop())
   const { pool } = await startedPool(t)
-  const pipeline = createIngestPipeline({ logger, parser: createMimeParser({ logger }, { ...defaultMimeParserOptions }), archive, prepare: pool.prepare }, { messageBytesMax: 8 * 1024 * 1024 })
+  const pipeline = createIngestPipeline(
+    { logger, parser: createMimeParser({ logger }, { ...defaultMimeParserOptions }), archive, prepare: pool.prepare },
+    { messageBytesMax: 8 * 1024 * 1024 },
+  )
   const raws = [message('stored via the pool'), await mimeFixture('text-and-html-attachments.eml'), journalReport]
   const results = await Promise.all(raws.map((raw) => pipeline.submit(raw, deliveryFor())))
   t.equal(results[0]!.id, sha256(raws[0]!), 'the id is the SHA-256 of the bytes')
@@ -224,7 +275,11 @@ t.test('pipeline with a pool: the store takes the worker’s blob and index prep
     const expected = index === 2 ? Buffer.from(journalOriginal.toString('latin1').replace(/\r\n$/, ''), 'latin1') : raws[index]!
     t.equal(Buffer.compare(Buffer.from(stored!), expected), 0, `message ${index + 1}: byte-identical from the store`)
   }
-  t.match(seen[0], { id: results[0]!.id, prepared: { words: ['stored', 'via', 'the', 'pool'], options: { limit: 7 }, thread: Number }, subject: 'stored via the pool' }, 'the indexer got the worker’s prepare result')
+  t.match(
+    seen[0],
+    { id: results[0]!.id, prepared: { words: ['stored', 'via', 'the', 'pool'], options: { limit: 7 }, thread: Number }, subject: 'stored via the pool' },
+    'the indexer got the worker’s prepare result',
+  )
   t.same(archive.getMeta(results[2]!.id)?.deliveries[0]?.envelopeBcc, ['carol.hidden@example.com'], 'the journal envelope BCC is recorded')
   t.ok(archive.stats().storedBytes < archive.stats().rawBytes, 'blobs are stored compressed')
   t.equal(pool.stats().completed, raws.length)

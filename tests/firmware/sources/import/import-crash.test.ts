@@ -27,7 +27,7 @@ const killRoundsMax = 5
 /** Longest a child may take to finish the final run, in milliseconds. */
 const finalRunTimeoutMs = 60_000
 
-const { seed } = testSeed(t, 'the kill points and the children\'s delays')
+const { seed } = testSeed(t, "the kill points and the children's delays")
 
 let workDir: string
 t.before(async () => {
@@ -117,7 +117,11 @@ async function crashScenario(t: Tap, name: string, path: string, expected: Buffe
       const archived = new Set(await archivedIds(archivePath))
       const mustBeDurable = await durableBefore(checkpoint.checkpoint.position)
       const lost = mustBeDurable.filter((id) => !archived.has(id))
-      t.equal(lost.length, 0, `${name}: round ${round} (killed after ${killAfter} new ids): the ${mustBeDurable.length} messages before checkpoint ${checkpoint.checkpoint.position} are all durable`)
+      t.equal(
+        lost.length,
+        0,
+        `${name}: round ${round} (killed after ${killAfter} new ids): the ${mustBeDurable.length} messages before checkpoint ${checkpoint.checkpoint.position} are all durable`,
+      )
     }
   }
   if (!completedEarly) {
@@ -125,7 +129,10 @@ async function crashScenario(t: Tap, name: string, path: string, expected: Buffe
     t.equal(final.exitCode, 0, `${name}: the final run finishes the job (stderr: ${final.stderr.slice(0, 300)})`)
     const prepared = final.lines.find((line) => line.event === 'prepared')
     if (prepared) resumedFrom.push(Number(prepared.resumedFrom))
-    t.match(final.lines.find((line) => line.event === 'finished'), { state: 'done', failed: 0 })
+    t.match(
+      final.lines.find((line) => line.event === 'finished'),
+      { state: 'done', failed: 0 },
+    )
   }
   t.ok(kills >= 1, `${name}: the child was killed mid-run ${kills} times`)
   t.ok(

@@ -89,12 +89,21 @@ t.test('readMbox: LF and CRLF files give every message byte-exact, quoting kept,
     await writeFile(path, built.bytes)
     const entries = await readAll(path, { messageBytesMax: 10_000_000 })
     t.equal(entries.length, built.expected.length, `${crlf ? 'CRLF' : 'LF'}: one entry per message`)
-    t.same(entries.map((entry) => sha256(rawOf(entry))), built.expected.map(sha256), `${crlf ? 'CRLF' : 'LF'}: every message byte-exact, in order`)
+    t.same(
+      entries.map((entry) => sha256(rawOf(entry))),
+      built.expected.map(sha256),
+      `${crlf ? 'CRLF' : 'LF'}: every message byte-exact, in order`,
+    )
     assertContiguous(t, entries, built.bytes.length)
     const quoted = rawOf(entries[0]).toString('latin1')
     t.match(quoted, crlf ? /\r\n>From the desk of the CEO\r\n>>From an mboxrd writer\r\n/ : /\n>From the desk of the CEO\n>>From an mboxrd writer\n/, '>From lines are not un-quoted')
     t.match(rawOf(entries[1]).toString('latin1'), /From now on the office opens/, 'a From line inside a paragraph does not split the message')
-    t.ok(rawOf(entries[2]).toString('latin1').endsWith(crlf ? 'empty lines\r\n\r\n\r\n' : 'empty lines\n\n\n'), 'trailing empty lines of a message are kept; only the framing line is dropped')
+    t.ok(
+      rawOf(entries[2])
+        .toString('latin1')
+        .endsWith(crlf ? 'empty lines\r\n\r\n\r\n' : 'empty lines\n\n\n'),
+      'trailing empty lines of a message are kept; only the framing line is dropped',
+    )
   }
 })
 
@@ -102,7 +111,10 @@ t.test('readMbox: the result does not depend on where reads cut the file', async
   const random = createRandom(seed)
   const small = buildMbox([...handMadeMessages('chunks').slice(0, 3), ...smallMessages('chunks', 4)], { crlf: false })
   const smallCrlf = buildMbox(smallMessages('chunks-crlf', 5), { crlf: true, lastWithoutNewline: true })
-  for (const [name, built] of [['lf', small], ['crlf', smallCrlf]] as const) {
+  for (const [name, built] of [
+    ['lf', small],
+    ['crlf', smallCrlf],
+  ] as const) {
     const path = join(await place('chunks'), `${name}.mbox`)
     await writeFile(path, built.bytes)
     const expected = built.expected.map(sha256)
@@ -122,7 +134,11 @@ t.test('readMbox: the result does not depend on where reads cut the file', async
   for (let round = 0; round < 4; round++) {
     const chunkBytes = 16 + random.int(20_000)
     const entries = await readAll(path, { messageBytesMax: 1_000_000, chunkBytes })
-    t.same(entries.map((entry) => sha256(rawOf(entry))), large.expected.map(sha256), `corpus with chunks of ${chunkBytes} bytes`)
+    t.same(
+      entries.map((entry) => sha256(rawOf(entry))),
+      large.expected.map(sha256),
+      `corpus with chunks of ${chunkBytes} bytes`,
+    )
   }
 })
 
@@ -136,17 +152,33 @@ t.test('readMbox: edges of the framing', async (t) => {
   const texts = async (path: string, messageBytesMax = 1_000): Promise<(string | null)[]> =>
     (await readAll(path, { messageBytesMax })).map((entry) => (entry.kind === 'message' ? Buffer.from(entry.raw).toString('latin1') : null))
 
-  t.same(await texts(await write('no-newline.mbox', 'From a\nSubject: one\n\nbody\n\nFrom b\nSubject: two\n\nlast line')), ['Subject: one\n\nbody\n', 'Subject: two\n\nlast line'], 'a final message without a trailing newline is kept as it is')
+  t.same(
+    await texts(await write('no-newline.mbox', 'From a\nSubject: one\n\nbody\n\nFrom b\nSubject: two\n\nlast line')),
+    ['Subject: one\n\nbody\n', 'Subject: two\n\nlast line'],
+    'a final message without a trailing newline is kept as it is',
+  )
   t.same(await texts(await write('no-framing.mbox', 'From a\nSubject: one\n\nbody\n')), ['Subject: one\n\nbody\n'], 'a final message without the framing empty line keeps its last line end')
-  t.same(await texts(await write('empty.mbox', 'From a\n\nFrom b\nSubject: b\n\nx\n\n')), ['', 'Subject: b\n\nx\n'], 'two separators in a row give an empty message (reported by the service)')
+  t.same(
+    await texts(await write('empty.mbox', 'From a\n\nFrom b\nSubject: b\n\nx\n\n')),
+    ['', 'Subject: b\n\nx\n'],
+    'two separators in a row give an empty message (reported by the service)',
+  )
   t.same(await texts(await write('bare-from.mbox', 'From a\nSubject: a\n\nx\n\nFrom b')), ['Subject: a\n\nx\n', ''], 'a From line cut before its line end is an empty message')
-  t.same(await texts(await write('no-blank.mbox', 'From a\nSubject: a\n\nline\nFrom b\nstill a\n')), ['Subject: a\n\nline\nFrom b\nstill a\n'], 'a From line without an empty line before it is no separator')
+  t.same(
+    await texts(await write('no-blank.mbox', 'From a\nSubject: a\n\nline\nFrom b\nstill a\n')),
+    ['Subject: a\n\nline\nFrom b\nstill a\n'],
+    'a From line without an empty line before it is no separator',
+  )
   t.same(
     await texts(await write('unquoted.mbox', 'From a\nSubject: a\n\npara\n\nFrom the desk: split here\nmore\n\n')),
     ['Subject: a\n\npara\n', 'more\n'],
     'an unquoted From line after an empty line is a separator (RFC 4155; writers quote it)',
   )
-  t.same(await texts(await write('mixed.mbox', 'From a\r\nSubject: a\r\n\r\nx\r\n\nFrom b\nSubject: b\n\ny\n')), ['Subject: a\r\n\r\nx\r\n', 'Subject: b\n\ny\n'], 'a LF empty line after a CRLF message is framing too')
+  t.same(
+    await texts(await write('mixed.mbox', 'From a\r\nSubject: a\r\n\r\nx\r\n\nFrom b\nSubject: b\n\ny\n')),
+    ['Subject: a\r\n\r\nx\r\n', 'Subject: b\n\ny\n'],
+    'a LF empty line after a CRLF message is framing too',
+  )
 
   const sizes = await write('sizes.mbox', 'From a\nSubject: small\n\nx\n\nFrom b\nSubject: big\n\n' + 'y'.repeat(300) + '\n\nFrom c\nSubject: after\n\nz\n')
   for (const chunkBytes of [7, 64, 4096]) {
@@ -168,10 +200,18 @@ t.test('readMbox: resuming from an entry offset, and refusing other offsets', as
   const all = await readAll(path, { messageBytesMax: 1_000_000 })
   const middle = all[7]!
   const rest = await readAll(path, { messageBytesMax: 1_000_000, fromOffset: middle.startOffset, chunkBytes: 333 })
-  t.same(rest.map((entry) => sha256(rawOf(entry))), built.expected.slice(7).map(sha256), 'from an entry offset: the remaining messages, byte-exact')
+  t.same(
+    rest.map((entry) => sha256(rawOf(entry))),
+    built.expected.slice(7).map(sha256),
+    'from an entry offset: the remaining messages, byte-exact',
+  )
   assertContiguous(t, rest, built.bytes.length, middle.startOffset)
   const upTo = await readAll(path, { messageBytesMax: 1_000_000, toOffset: all[3]!.endOffset })
-  t.same(upTo.map((entry) => sha256(rawOf(entry))), built.expected.slice(0, 4).map(sha256), 'toOffset at a boundary stops there with whole messages')
+  t.same(
+    upTo.map((entry) => sha256(rawOf(entry))),
+    built.expected.slice(0, 4).map(sha256),
+    'toOffset at a boundary stops there with whole messages',
+  )
   t.same(await readAll(path, { messageBytesMax: 1_000_000, fromOffset: built.bytes.length }), [], 'from the end of the file: nothing')
   await t.rejects(readAll(path, { messageBytesMax: 1_000_000, fromOffset: middle.startOffset + 3 }), { code: 'OFFSET_NOT_AT_MESSAGE' }, 'an offset inside a message is refused')
   const notMbox = join(await place('resume'), 'plain.txt')
@@ -232,16 +272,40 @@ t.test('detectImportFormat and the folder listings', async (t) => {
 
   const listing = await listMessageFiles(maildir.root, 'maildir', { filesMax: 100 })
   t.equal(listing.files.length, 9, 'maildir: every message of cur/ and new/ in every folder, nothing from tmp/ or side files')
-  t.same(listing.files.map((file) => file.relativePath), [...listing.files.map((file) => file.relativePath)].sort(), 'sorted by relative path')
-  t.ok(listing.files.some((file) => file.relativePath.startsWith('.Sent.2020/cur/')), 'Maildir++ sub-sub-folder included')
-  t.ok(listing.files.some((file) => file.relativePath.startsWith('Archive/2019/new/')), 'nested file-system layout included')
-  t.notOk(listing.files.some((file) => /(^|\/)tmp\//.test(file.relativePath)), 'tmp/ skipped')
-  t.ok(listing.files.every((file) => !file.deliveryName.includes(':') && !/(^|\/)(cur|new)\//.test(file.deliveryName)), 'delivery names carry neither cur/new nor flags')
-  t.equal(listing.bytesTotal, maildir.expected.reduce((sum, raw) => sum + raw.length, 0), 'bytesTotal is the sum of the message files')
+  t.same(
+    listing.files.map((file) => file.relativePath),
+    [...listing.files.map((file) => file.relativePath)].sort(),
+    'sorted by relative path',
+  )
+  t.ok(
+    listing.files.some((file) => file.relativePath.startsWith('.Sent.2020/cur/')),
+    'Maildir++ sub-sub-folder included',
+  )
+  t.ok(
+    listing.files.some((file) => file.relativePath.startsWith('Archive/2019/new/')),
+    'nested file-system layout included',
+  )
+  t.notOk(
+    listing.files.some((file) => /(^|\/)tmp\//.test(file.relativePath)),
+    'tmp/ skipped',
+  )
+  t.ok(
+    listing.files.every((file) => !file.deliveryName.includes(':') && !/(^|\/)(cur|new)\//.test(file.deliveryName)),
+    'delivery names carry neither cur/new nor flags',
+  )
+  t.equal(
+    listing.bytesTotal,
+    maildir.expected.reduce((sum, raw) => sum + raw.length, 0),
+    'bytesTotal is the sum of the message files',
+  )
   await t.rejects(listMessageFiles(maildir.root, 'maildir', { filesMax: 5 }), { code: 'TOO_MANY_FILES' })
 
   const emlListing = await listMessageFiles(emlFolder.root, 'eml-folder', { filesMax: 100 })
-  t.same(emlListing.files.map((file) => file.relativePath).filter((path) => !/\.eml$/i.test(path)), [], 'only .eml files')
+  t.same(
+    emlListing.files.map((file) => file.relativePath).filter((path) => !/\.eml$/i.test(path)),
+    [],
+    'only .eml files',
+  )
   t.equal(emlListing.files.length, 6, 'every .eml file, nested and upper-case ones included, AppleDouble skipped')
 
   const flagged = listing.files.find((file) => file.relativePath.includes(':2,S'))!
@@ -354,15 +418,26 @@ t.test('service: mbox imported byte-exact with exact counts; importing it again 
   t.ok(pipeline.inFlightMax > 1 && pipeline.inFlightMax <= 8, `submits ran in parallel within the concurrency (max ${pipeline.inFlightMax})`)
   const delivery = pipeline.accepted[0]!.delivery
   t.match(delivery, { source: 'import', sourceName: path, envelopeFrom: null, envelopeTo: [], envelopeBcc: [], remoteAddress: null, journalEnvelopeText: null })
-  t.ok(pipeline.accepted.every((entry) => /^import:.+:\d+$/.test(entry.delivery.deliveryKey ?? '')), 'delivery keys are import:<path>:<offset>')
+  t.ok(
+    pipeline.accepted.every((entry) => /^import:.+:\d+$/.test(entry.delivery.deliveryKey ?? '')),
+    'delivery keys are import:<path>:<offset>',
+  )
   t.equal(pipeline.deliveryKeys.size, messages.length, 'one distinct delivery key per message')
   t.same(await readdir(stateDir), [], 'a finished import leaves no checkpoint')
 
   const again = await runImport(service, path)
-  t.match(again, { state: 'done', processed: messages.length, imported: 0, duplicates: messages.length, failed: 0, resumedFrom: 0 }, 'a finished path runs again in full; dedup counts duplicates')
+  t.match(
+    again,
+    { state: 'done', processed: messages.length, imported: 0, duplicates: messages.length, failed: 0, resumedFrom: 0 },
+    'a finished path runs again in full; dedup counts duplicates',
+  )
   t.not(again.id, first.id)
   t.equal(pipeline.deliveryKeys.size, messages.length, 'the re-import used the same delivery keys')
-  t.same(service.jobs().map((job) => job.id), [first.id, again.id], 'jobs() lists both, oldest first')
+  t.same(
+    service.jobs().map((job) => job.id),
+    [first.id, again.id],
+    'jobs() lists both, oldest first',
+  )
   await service.stop()
 })
 
@@ -383,7 +458,11 @@ t.test('service: CRLF mbox with an oversize message, an empty one and a refused 
   const status = await runImport(service, path)
   const good = built.expected.filter((raw) => !raw.includes('Subject: huge') && !raw.includes('refuse me'))
   t.match(status, { state: 'done', imported: good.length, duplicates: 0, failed: 3, processed: good.length + 3, bytesProcessed: bytes.length })
-  t.same(status.errors.map((error) => error.code), ['MESSAGE_TOO_LARGE', 'MESSAGE_EMPTY', 'MESSAGE_TOO_LARGE'], 'each failure is reported with its code, in order')
+  t.same(
+    status.errors.map((error) => error.code),
+    ['MESSAGE_TOO_LARGE', 'MESSAGE_EMPTY', 'MESSAGE_TOO_LARGE'],
+    'each failure is reported with its code, in order',
+  )
   t.equal(status.errors[0]!.offset, bytes.lastIndexOf('From ', bigAt), 'the oversize message is reported with its mbox offset')
   t.match(status.errors[0]!.reason, /over the limit of 20000 bytes/)
   t.equal(status.errors[2]!.reason, 'the store refuses this message', 'the refusal keeps the pipeline reason')
@@ -398,7 +477,10 @@ t.test('service: maildir, folder of .eml files and one .eml file', async (t) => 
   const status = await runImport(service, maildir.root)
   t.match(status, { format: 'maildir', state: 'done', total: 30, totalUnit: 'messages', imported: 30, duplicates: 0, failed: 0, bytesTotal: status.bytesProcessed })
   assertArchived(t, pipeline, maildir.expected, maildir.excluded)
-  t.ok(pipeline.accepted.every((entry) => !/:2,|\/(cur|new)\//.test(entry.delivery.deliveryKey ?? '')), 'maildir delivery keys without flags or cur/new')
+  t.ok(
+    pipeline.accepted.every((entry) => !/:2,|\/(cur|new)\//.test(entry.delivery.deliveryKey ?? '')),
+    'maildir delivery keys without flags or cur/new',
+  )
   t.ok(pipeline.inFlightMax <= 3, 'concurrency respected')
 
   const emls = await buildEmlFolder(join(await place('svc-eml'), 'export'), corpus.slice(30, 50), smallMessages('svc-eml-skip', 2))
@@ -483,10 +565,16 @@ t.test('service: STORE_FULL fails the job with its checkpoint kept before the re
     const entries = await readAll(path, { messageBytesMax: 1_000_000 })
     const refused = entries[refusedAt]!
     t.ok(position > 0 && position <= refused.startOffset, `${mode}: the checkpoint (${position}) advanced, and stayed before the refused message (${refused.startOffset})`)
-    t.ok(entries.filter((entry) => entry.endOffset <= position).every((entry) => pipeline.store.has(sha256(rawOf(entry)))), `${mode}: every message before the checkpoint is archived`)
+    t.ok(
+      entries.filter((entry) => entry.endOffset <= position).every((entry) => pipeline.store.has(sha256(rawOf(entry)))),
+      `${mode}: every message before the checkpoint is archived`,
+    )
     t.notOk(pipeline.store.has(sha256(rawOf(refused))), `${mode}: the refused message is not archived`)
     if (mode === 'one') {
-      t.ok(entries.slice(refusedAt + 1).some((entry) => pipeline.store.has(sha256(rawOf(entry)))), 'one: later messages became durable while the refused one was in flight')
+      t.ok(
+        entries.slice(refusedAt + 1).some((entry) => pipeline.store.has(sha256(rawOf(entry)))),
+        'one: later messages became durable while the refused one was in flight',
+      )
     }
 
     pipeline.storeFull = () => false
@@ -647,7 +735,10 @@ t.test('checkpoint files: corrupt or foreign ones are ignored', async (t) => {
   await writeFile(join(stateDir, checkpointFileName(path)), '{not json')
   const status = await runImport(service, path)
   t.match(status, { state: 'done', resumedFrom: 0, imported: 6 })
-  t.ok(logger.records.some((record) => record.msg === 'checkpoint unusable, importing from the start'), 'the unusable checkpoint is logged')
+  t.ok(
+    logger.records.some((record) => record.msg === 'checkpoint unusable, importing from the start'),
+    'the unusable checkpoint is logged',
+  )
   const text = await readFile(join(stateDir, checkpointFileName(path)), 'utf8').catch(() => null)
   t.equal(text, null, 'and removed when the import finished')
   assertArchived(t, pipeline, built.expected)

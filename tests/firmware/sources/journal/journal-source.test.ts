@@ -54,8 +54,7 @@ type Overrides = Partial<JournalSourceOptions> & Pick<JournalSourceOptions, 'pro
 function sourceOptions(user: DovecotUser, overrides: Overrides): JournalSourceOptions {
   const tls = overrides.tls ?? 'implicit'
   const protocol = overrides.protocol
-  const port =
-    protocol === 'imap' ? (tls === 'implicit' ? dovecot.ports.imaps : dovecot.ports.imap) : tls === 'implicit' ? dovecot.ports.pop3s : dovecot.ports.pop3
+  const port = protocol === 'imap' ? (tls === 'implicit' ? dovecot.ports.imaps : dovecot.ports.imap) : tls === 'implicit' ? dovecot.ports.pop3s : dovecot.ports.pop3
   return {
     name: user.name,
     host: dovecot.host,
@@ -137,8 +136,14 @@ t.test('IMAP, STARTTLS, flag: messages stay flagged, later passes archive only n
   t.match(first, { archived: 4, acknowledged: 4, remaining: 0, error: null })
   const onServer = await readMailbox(dovecot, user)
   t.equal(onServer.length, 4, 'messages stay on the server')
-  t.ok(onServer.every((message) => message.flags.includes(archivedKeyword)), `each carries ${archivedKeyword}`)
-  t.ok(onServer.every((message) => !message.flags.includes('\\Seen')), 'fetching did not mark them seen')
+  t.ok(
+    onServer.every((message) => message.flags.includes(archivedKeyword)),
+    `each carries ${archivedKeyword}`,
+  )
+  t.ok(
+    onServer.every((message) => !message.flags.includes('\\Seen')),
+    'fetching did not mark them seen',
+  )
 
   const second = await source.pullOnce()
   t.match(second, { archived: 0, acknowledged: 0, error: null }, 'a second pass archives nothing new')
@@ -371,7 +376,10 @@ t.test('scheduled passes wait while the archive is read-only (nothing fetched or
   t.match(source.status(), { state: 'read-only', lastPullAtMs: null }, 'the first scheduled pass waits')
   t.equal(pipeline.accepted.length, 0)
   t.equal((await readMailbox(dovecot, users.readOnly)).length, 3, 'nothing deleted at the server')
-  t.ok(logger.records.some((record) => record.level === 'warn' && record.msg.startsWith('archive read-only: journal pulls wait')), 'the wait is logged with its reason')
+  t.ok(
+    logger.records.some((record) => record.level === 'warn' && record.msg.startsWith('archive read-only: journal pulls wait')),
+    'the wait is logged with its reason',
+  )
 
   readOnly = null
   for (let waitedMs = 0; pipeline.accepted.length < 3 && waitedMs < 10_000; waitedMs += 100) await new Promise((resolve) => setTimeout(resolve, 100))
@@ -410,7 +418,10 @@ t.test('a message over the size limit, or refused for good, is left on the serve
     const third = await source.pullOnce()
     t.match(third, { archived: 0, error: null }, `${protocol}: a non-retryable refusal does not fail the pass`)
     t.equal(third.held.length, 2)
-    t.match(third.held.find((entry) => entry.reason === 'REFUSED'), { errorCode: 'STORE_CORRUPT' })
+    t.match(
+      third.held.find((entry) => entry.reason === 'REFUSED'),
+      { errorCode: 'STORE_CORRUPT' },
+    )
     t.equal((await readMailbox(dovecot, user)).length, 2, `${protocol}: both left on the server`)
 
     // Once removed at the server, a held message is no longer reported.

@@ -93,7 +93,11 @@ t.test('pure: admission, address keys, replies, options', async (t) => {
     limitValue: 2,
   })
   t.same(decideAdmission({ ...request, connectionsOpen: 7, untrustedOpen: 7 }, admission), { admitted: false, code: 'TOO_MANY_CONNECTIONS', limit: 'untrustedConnectionsMax', limitValue: 7 })
-  t.same(decideAdmission({ ...request, trusted: true, connectionsOpen: 9, untrustedOpen: 7, untrustedOpenFromAddress: 5 }, admission), { admitted: true }, 'a trusted client takes a kept slot')
+  t.same(
+    decideAdmission({ ...request, trusted: true, connectionsOpen: 9, untrustedOpen: 7, untrustedOpenFromAddress: 5 }, admission),
+    { admitted: true },
+    'a trusted client takes a kept slot',
+  )
   t.same(decideAdmission({ ...request, trusted: true, connectionsOpen: 10 }, admission), { admitted: false, code: 'TOO_MANY_CONNECTIONS', limit: 'connectionsMax', limitValue: 10 })
   t.same(decideAdmission(request, { ...admission, trustedConnectionsReserved: 10 }).admitted, false, 'all slots kept: no untrusted client')
 
@@ -191,7 +195,10 @@ t.test('each phase deadline closes a trickler with its 421', { timeout: 20_000 }
   })
   const records = logger.records.filter((record) => record.msg === 'session closed: deadline passed')
   t.equal(records.length, 4, 'each close is logged')
-  t.match(records.find((record) => record.deadline === 'DATA_TIMEOUT'), { level: 'info', remoteAddress: '127.0.0.5', trusted: false, phase: 'data', reply: /^421 4\.4\.2 / })
+  t.match(
+    records.find((record) => record.deadline === 'DATA_TIMEOUT'),
+    { level: 'info', remoteAddress: '127.0.0.5', trusted: false, phase: 'data', reply: /^421 4\.4\.2 / },
+  )
   t.notMatch(JSON.stringify(logger.records), /yyyy|Subject: slow/, 'no message content in the log')
 
   // A client within the limits is not touched.
@@ -253,7 +260,10 @@ t.test('admission: per-address cap and slots kept for trusted networks', { timeo
   // Four more untrusted addresses fill the untrusted share (10 - 3 kept = 7).
   const others = []
   for (const address of ['127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7']) others.push(await openFrom(address))
-  t.same(others.map((entry) => entry.greeting.slice(0, 3)), ['220', '220', '220', '220', '421'])
+  t.same(
+    others.map((entry) => entry.greeting.slice(0, 3)),
+    ['220', '220', '220', '220', '421'],
+  )
   t.equal(others[4]!.greeting, '421 4.7.0 Too many connections from outside the trusted networks, try again later')
   t.equal(source.stats().sessionsUntrusted, 7)
 
@@ -263,7 +273,10 @@ t.test('admission: per-address cap and slots kept for trusted networks', { timeo
   t.match((await transaction(trusted[0]!.client, 'relay@example.test', ['anyone@example.test'], simpleMessage('kept slot'))).last, /^250 /)
   const overAll = await openFrom('127.0.0.1')
   t.equal(overAll.greeting, '421 4.7.0 Too many connections, try again later', 'connectionsMax bounds trusted clients too')
-  t.match(logger.records.find((record) => record.limit === 'untrustedConnectionsMax'), { level: 'warn', remoteAddress: '127.0.0.7', trusted: false, limitValue: 7 })
+  t.match(
+    logger.records.find((record) => record.limit === 'untrustedConnectionsMax'),
+    { level: 'warn', remoteAddress: '127.0.0.7', trusted: false, limitValue: 7 },
+  )
 
   // A slot freed by one address is usable by it again.
   fromOne[0]!.client.end()

@@ -110,7 +110,10 @@ t.test('raw socket: byte-exact DATA, envelope, archive id in the 250', async (t)
   const { client, ehlo } = await greeted(port)
   t.ok(ehlo.lines.includes('ENHANCEDSTATUSCODES'), 'enhanced status codes advertised')
   t.ok(ehlo.lines.includes('SIZE 65536'), 'SIZE advertised with the limit in bytes')
-  t.notOk(ehlo.lines.some((line) => line.startsWith('AUTH')), 'no AUTH offered')
+  t.notOk(
+    ehlo.lines.some((line) => line.startsWith('AUTH')),
+    'no AUTH offered',
+  )
   t.notOk(ehlo.lines.includes('STARTTLS'), 'no STARTTLS without a certificate')
 
   // Lines that start with dots (one of them a lone dot), 8-bit bytes, a NUL, a bare LF and
@@ -156,7 +159,11 @@ t.test('raw socket: byte-exact DATA, envelope, archive id in the 250', async (t)
   const { client: pipelining } = await greeted(port)
   pipelining.write(`MAIL FROM:<p@example.test>\r\nRCPT TO:<${archiveRecipient}>\r\nDATA\r\n`)
   const pipelined = [await pipelining.readReply(), await pipelining.readReply(), await pipelining.readReply()]
-  t.same(pipelined.map((entry) => entry.code), [250, 250, 354], 'pipelined replies in order')
+  t.same(
+    pipelined.map((entry) => entry.code),
+    [250, 250, 354],
+    'pipelined replies in order',
+  )
   pipelining.write(dotStuff(Buffer.from('Subject: pipelined\r\n\r\nbody\r\n', 'latin1')))
   t.match((await pipelining.readReply()).last, /^250 2\.0\.0 Ok: archived [0-9a-f]{64}$/, 'and the message is archived')
   t.equal((await pipelining.command('QUIT')).code, 221)
