@@ -83,7 +83,15 @@ export async function mountSmallVolume(t: Teardown, sizeBytes: number): Promise<
     async fill(leaveBytes) {
       // Most of it at once with fallocate, the rest in chunks until the file system refuses.
       const bulk = (await freeBytes()) - leaveBytes - 4 * fillChunkBytes
-      if (bulk > 0) execFileSync('fallocate', ['-l', String(bulk), `${filler}-bulk`], { timeout: commandTimeoutMs, stdio: 'ignore' })
+      // While mail is being written the free space shrinks meanwhile, and fallocate of what
+      // was free a moment ago may fail with ENOSPC: the chunks below then fill the volume.
+      if (bulk > 0) {
+        try {
+          execFileSync('fallocate', ['-l', String(bulk), `${filler}-bulk`], { timeout: commandTimeoutMs, stdio: 'ignore' })
+        } catch {
+          await unlink(`${filler}-bulk`).catch(() => undefined)
+        }
+      }
       const chunk = Buffer.alloc(fillChunkBytes, 0x5a)
       for (let size = fillChunkBytes; size >= 512; size /= 8) {
         while ((await freeBytes()) > leaveBytes) {
