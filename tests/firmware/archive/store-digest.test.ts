@@ -296,7 +296,7 @@ t.test('snapshots are bounded: closed, expired, limited in number, closed by sto
   await t.rejects(store.digestSnapshot(), { code: 'DIGEST_SNAPSHOTS_BUSY' }, `at most ${digestSnapshotsOpenMax} open at once`)
   open.pop()!.close()
   open.push(await store.digestSnapshot())
-  t.pass('closing one makes room')
+  t.equal(open.at(-1)!.node('').count, 1, 'closing one makes room: a new snapshot opens and answers')
   await store.stop()
   closedWith(open[0]!, 'after the store stopped')
   await t.rejects(store.digestSnapshot(), { code: 'STORE_UNAVAILABLE' }, 'no snapshot while stopped')
@@ -319,7 +319,7 @@ t.test('snapshots are bounded: closed, expired, limited in number, closed by sto
     timeoutMs: 5_000,
     intervalMs: 50,
   })
-  t.pass('forgotten snapshots were released by their timers')
+  t.equal(fresh.node('').count, quick.store.stats().messages, 'forgotten snapshots were released by their timers: a new one opens and answers')
   closedWith(forgotten[0]!, 'a forgotten snapshot')
   fresh.close()
 })
