@@ -13,6 +13,7 @@ import { joinStreams, streamOf, type ForwardRecord } from './forward-record.js'
 import { addAddressTerms, addressLabel, addressTaker, envelopeAddress, exactTokensOf, type TakenAddress } from './taken-addresses.js'
 import { tokenBudget } from './token-budget.js'
 import { prepareDocument, type PreparedDocument } from './prepared-document.js'
+import { phraseStreamOf } from './phrase-stream.js'
 
 /** A message as the index keeps it: see analyzeDocument. */
 export interface AnalyzedDocument {
@@ -30,6 +31,8 @@ export interface AnalyzedDocument {
    * are then the OR of both).
    */
   terms?: PackedTerms
+  /** The body's phrase stream (phrase-stream.ts). */
+  phraseStream: Uint8Array
   /** True when the token budget cut the document short. */
   truncated: boolean
 }
@@ -107,6 +110,7 @@ export function completeDocument(prepared: PreparedDocument, input: IndexInput, 
       textDeflated: prepared.textDeflated,
       segments: prepared.segments,
     },
+    phraseStream: prepared.phraseStream,
     truncated: false,
   }
 }
@@ -166,6 +170,7 @@ export function analyzeSequential(input: IndexInput, limits: DocumentLimits): An
       text: taken.text,
       segments: taken.counts,
     },
+    phraseStream: phraseStreamOf(bodySegments),
     truncated: truncated || budget.truncated(),
   }
 }

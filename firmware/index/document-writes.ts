@@ -14,7 +14,8 @@ import { encodeRecord } from './display-record.js'
 import { packTerms } from './packed-terms.js'
 import { analyzeDocument, analyzeSequential } from './document-analysis.js'
 import type { PreparedDocument } from './prepared-document.js'
-import { getForward, getRecord, putPatch, putRecord, removeRecord } from './record-io.js'
+import { getForward, getRecord, putPatch, putPhraseStream, putRecord, readPhraseStream, removePhraseStream, removeRecord } from './record-io.js'
+import { samePhraseStream } from './phrase-stream.js'
 import { createDateWriter } from './date-column.js'
 import type { PendingTail } from './pending-tail.js'
 import type { TailFlush } from './tail-flush.js'
@@ -59,6 +60,7 @@ export function createDocumentWrites(deps: { logger: Logger; limits: IndexOption
     db.keys.putSync(idKeyPrefix + input.id, docid)
     putNew(db.forward, docid, encodeForward(analyzed.forward))
     putRecord(db, docid, encodeRecord(analyzed.record), true)
+    putPhraseStream(db, docid, analyzed.phraseStream, true)
     dates.setDate(db, docid, analyzed.record.dateMs)
     writeState(db, state)
     tail.remember(docid, input.id, analyzed.terms ?? packTerms(postingsOf(analyzed.forward)))
@@ -70,12 +72,14 @@ export function createDocumentWrites(deps: { logger: Logger; limits: IndexOption
   function reindexInTransaction(db: Databases, docid: number, analyzed: ReturnType<typeof analyzeSequential>, state: IndexState): { docid: number; changed: boolean } {
     const oldRecord = getRecord(db, docid)
     const old = getForward(db, docid, oldRecord)
-    if (old !== undefined && sameForward(old, analyzed.forward)) return { docid, changed: false }
+    // A document indexed before phrase streams were kept gets its stream here.
+    if (old !== undefined && sameForward(old, analyzed.forward) && samePhraseStream(readPhraseStream(db, docid), analyzed.phraseStream)) return { docid, changed: false }
     // The order of a document never changes once indexed, so cursors stay valid.
     const record = { ...analyzed.record, dateMs: oldRecord?.dateMs ?? analyzed.record.dateMs }
     tail.forget(docid)
     db.forward.putSync(docid, encodeForward(analyzed.forward))
     putRecord(db, docid, encodeRecord(record), false)
+    putPhraseStream(db, docid, analyzed.phraseStream, false)
     if (docid <= state.flushed) {
       // Already in chunks: add patch entries for what is new (a later delivery's envelope
       // recipients, typically). Nothing is taken away: a re-index only ever adds here.
@@ -102,6 +106,7 @@ export function createDocumentWrites(deps: { logger: Logger; limits: IndexOption
     db.keys.removeSync(idKeyPrefix + id)
     db.forward.removeSync(docid)
     removeRecord(db, docid)
+    removePhraseStream(db, docid)
     tail.forget(docid)
     dates.setDate(db, docid, Number.NaN)
     state.documents--

@@ -1,5 +1,5 @@
 /**
- * The index's six databases in the archive's LMDB environment, and its state record (in
+ * The index's seven databases in the archive's LMDB environment, and its state record (in
  * `index-keys`, beside the id mapping). The layout is in docs/index-layout.md.
  */
 
@@ -15,6 +15,7 @@ export const indexDatabaseNames = {
   documents: 'index-documents',
   dates: 'index-dates',
   keys: 'index-keys',
+  phrases: 'index-phrases',
 } as const
 
 /** Layout version stored in the index; a different one makes `search` ask for a rebuild. */
@@ -33,6 +34,12 @@ export interface Databases {
   pageSizeBytes: number
   dates: Database<Buffer, number>
   keys: Database<unknown, string>
+  /**
+   * Phrase streams of the documents' bodies (phrase-stream.ts), keyed by docid, LZ4-compressed. Added to
+   * layout 4 without a new version: a document indexed before it has none, and its phrases
+   * are checked on its text (phrase-filter.ts).
+   */
+  phrases: Database<Buffer, number>
 }
 
 /** Opens (creating when missing) the index's databases in `root`. */
@@ -46,12 +53,13 @@ export function openIndexDatabases(root: RootDatabase): Databases {
     pageSizeBytes: (root.getStats() as { pageSize: number }).pageSize,
     dates: root.openDB<Buffer, number>(indexDatabaseNames.dates, { encoding: 'binary', keyEncoding: 'uint32' }),
     keys: root.openDB<unknown, string>(indexDatabaseNames.keys, { encoding: 'msgpack' }),
+    phrases: root.openDB<Buffer, number>(indexDatabaseNames.phrases, { encoding: 'binary', keyEncoding: 'uint32', compression: true }),
   }
 }
 
 /** Empties every index database (a rebuild). Runs inside a write transaction. */
 export function clearIndexDatabases(db: Databases): void {
-  for (const store of [db.postings, db.patches, db.forward, db.documents, db.dates, db.keys] as Database<unknown, string>[]) store.clearSync()
+  for (const store of [db.postings, db.patches, db.forward, db.documents, db.dates, db.keys, db.phrases] as Database<unknown, string>[]) store.clearSync()
 }
 
 /**
@@ -63,7 +71,15 @@ export function indexDiskBytes(db: Databases): Record<keyof typeof indexDatabase
     const stats = store.getStats() as { pageSize: number; treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number }
     return (stats.treeBranchPageCount + stats.treeLeafPageCount + stats.overflowPages) * stats.pageSize
   }
-  return { postings: bytesOf(db.postings), patches: bytesOf(db.patches), forward: bytesOf(db.forward), documents: bytesOf(db.documents), dates: bytesOf(db.dates), keys: bytesOf(db.keys) }
+  return {
+    postings: bytesOf(db.postings),
+    patches: bytesOf(db.patches),
+    forward: bytesOf(db.forward),
+    documents: bytesOf(db.documents),
+    dates: bytesOf(db.dates),
+    keys: bytesOf(db.keys),
+    phrases: bytesOf(db.phrases),
+  }
 }
 
 /**

@@ -1,15 +1,21 @@
 /**
  * Phrase queries: the candidates (the intersection of a phrase's tokens) that have the
- * phrase, verified on their stored records (phrase-match.ts) and cached across searches.
+ * phrase, verified on their stored records and cached across searches: the header fields
+ * in the forward record (phrase-match.ts), the body in its phrase stream (phrase-stream.ts),
+ * or in its text for a document indexed before phrase streams were kept.
  */
 
 import type { TextField } from './query.js'
 import { forwardFieldIndex } from './forward-record.js'
 import { bodyPhraseTest, encodedForwardHasPhrase, phrasePattern } from './phrase-match.js'
-import { readRecord } from './record-io.js'
+import { readPhraseStream, readRecord } from './record-io.js'
 import { concatenated } from './docid-sets.js'
 import { cacheSet, queryCacheRecordsMax, type SearchContext } from './query-cache.js'
 import type { Paced } from './search-pacing.js'
+import { phraseStreamHas, phraseStreamPattern } from './phrase-stream.js'
+
+/** Candidates checked on their phrase streams between two yields. */
+const streamChecksPerYield = 64
 
 /** The consecutive fields of the forward layout a phrase in `field` is looked for in. */
 export function fieldRangeOf(field: TextField): [number, number] {
@@ -32,8 +38,9 @@ export function fieldRangeOf(field: TextField): [number, number] {
  * or for the body in the display record's text; the flushed ones' answer is cached per
  * phrase, the tail's per phrase and tail generation.
  *
- * Paced (search-pacing.ts): it yields after every candidate (one may be a whole inflated
- * text; 64 between yields made runs of 100-240 ms). Shared entries of the cache are changed
+ * Paced (search-pacing.ts): it yields after every candidate checked on its text (one may be
+ * a whole inflated text; 64 between yields made runs of 100-240 ms), and after every
+ * `streamChecksPerYield` checked on their streams (~1-3 µs each). Shared entries of the cache are changed
  * only between yields, after a verification has finished, so a search paused in
  * the middle never leaves half an answer in the cache.
  *
@@ -45,19 +52,31 @@ export function* phraseFilter(context: SearchContext, candidates: Uint32Array, f
   const inBody = firstField <= forwardFieldIndex.body && forwardFieldIndex.body <= lastField
   const pattern = phrasePattern(tokens)
   const bodyHasPhrase = bodyPhraseTest(tokens)
+  const streamPattern = phraseStreamPattern(tokens)
   function* verify(from: number, to: number): Paced<Uint32Array> {
     const out = new Uint32Array(Math.max(0, to - from))
     let count = 0
+    let streamChecks = 0
     for (let index = from; index < to; index++) {
-      yield
+      if (++streamChecks >= streamChecksPerYield) {
+        streamChecks = 0
+        yield
+      }
       const docid = candidates[index]!
       // getBinaryFast's buffer is reused by the next read: it is searched at once.
       const bytes = db.forward.getBinaryFast(docid)
       if (!bytes) continue
       if (encodedForwardHasPhrase(bytes, firstField, lastField, pattern)) out[count++] = docid
       else if (inBody) {
+        const stream = readPhraseStream(db, docid)
+        if (stream !== undefined) {
+          if (phraseStreamHas(stream, streamPattern)) out[count++] = docid
+          continue
+        }
+        // Indexed before phrase streams: its text is inflated and searched.
         const record = readRecord(db, docid)
         if (record && bodyHasPhrase(record)) out[count++] = docid
+        streamChecks = streamChecksPerYield
       }
     }
     return out.subarray(0, count)

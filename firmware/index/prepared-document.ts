@@ -12,6 +12,7 @@ import { deflateText } from './display-record.js'
 import { joinStreams, streamOf } from './forward-record.js'
 import { addAddressTerms, addressLabel, addressTaker, exactTokensOf } from './taken-addresses.js'
 import { tokenBudget } from './token-budget.js'
+import { createPhraseStreamWriter } from './phrase-stream.js'
 
 /**
  * What indexing a message needs that depends on the parsed message alone: tokens per
@@ -52,6 +53,8 @@ export interface PreparedDocument {
   segments: number[]
   /** ForwardRecord.hasAttachment. */
   hasAttachment: 0 | 1
+  /** The body's phrase stream (phrase-stream.ts), as `index-phrases` stores it. */
+  phraseStream: Uint8Array
   /**
    * Distinct tokens of the subject, body, attachment names, the attachment marker and the
    * header addresses, space-separated (a token never holds a space)…
@@ -70,7 +73,7 @@ export interface PreparedDocument {
  * per corpus message for the whole result with arrays, 0.06 ms packed; the split back is
  * 0.008 ms). The snippet text travels only deflated, as it is stored.
  */
-const preparedKind = 'mailkeep.index.prepared.5'
+const preparedKind = 'mailkeep.index.prepared.6'
 
 /** True when `value` is a PreparedDocument (of this firmware's shape). */
 export function isPreparedDocument(value: unknown): value is PreparedDocument {
@@ -92,6 +95,7 @@ export function isPreparedDocument(value: unknown): value is PreparedDocument {
     candidate.masks instanceof Uint8Array &&
     candidate.hashes instanceof Int32Array &&
     candidate.textDeflated instanceof Uint8Array &&
+    candidate.phraseStream instanceof Uint8Array &&
     Array.isArray(candidate.segments) &&
     typeof candidate.subject === 'string'
   )
@@ -118,7 +122,8 @@ export function prepareDocument(parsed: ParsedMessage, limits: DocumentLimits): 
   // Subject, body, file names, marker: the order terms were always packed in.
   const terms = createTermTable()
   terms.addAll(subjectTokens, fieldBits.subject)
-  const taken = budget.takeBody([parsed.text, ...parsed.attachments.map((attachment) => attachment.text ?? '')], terms)
+  const stream = createPhraseStreamWriter()
+  const taken = budget.takeBody([parsed.text, ...parsed.attachments.map((attachment) => attachment.text ?? '')], terms, stream)
   for (const segment of nameSegments) terms.addAll(segment, fieldBits.attachment)
   if (hasAttachment === 1) terms.add(hasAttachmentToken, fieldBits.marker)
   addAddressTerms(terms, from, to)
@@ -142,6 +147,7 @@ export function prepareDocument(parsed: ParsedMessage, limits: DocumentLimits): 
     textDeflated: deflateText(taken.text),
     segments: taken.counts,
     hasAttachment,
+    phraseStream: stream.finish(),
     terms: packedTerms.tokens,
     masks: packedTerms.masks,
     hashes: packedTerms.hashes,

@@ -1,4 +1,5 @@
 import { foldRun, tokenCharsMax, tokenize, wordRunPattern } from './tokenize.js'
+import type { PhraseStreamWriter } from './phrase-stream.js'
 
 /**
  * The distinct tokens of one document with the field bits each occurs in, in order of first
@@ -20,11 +21,11 @@ export interface TermTable {
   addAll(tokens: readonly string[], bit: number): void
   /**
    * Adds the tokens of `text` (exactly what `tokenize(text)` gives, in that order) with
-   * `bit`, at most `tokensMax` of them.
+   * `bit`, at most `tokensMax` of them; each token added is also pushed to `stream` when given.
    *
    * @returns the tokens added, repeats counted; `tokensMax + 1` when the text holds more
    */
-  addText(text: string, bit: number, tokensMax: number): number
+  addText(text: string, bit: number, tokensMax: number, stream?: PhraseStreamWriter): number
   /** The tokens joined by spaces, their bits one byte each, and their tokenHash (the PackedTerms form). */
   pack(): { tokens: string; masks: Uint8Array; hashes: Int32Array }
 }
@@ -116,13 +117,17 @@ function createTermSlots(): TermSlots {
  * a character above U+007F goes through the Unicode pattern and foldRun as tokenize's
  * general path does.
  */
-function addTextTo(table: TermSlots, text: string, bit: number, tokensMax: number): number {
+function addTextTo(table: TermSlots, text: string, bit: number, tokensMax: number, stream?: PhraseStreamWriter): number {
   const { add, addSpan } = table
   const lower = text.toLowerCase()
   if (lower.length !== text.length) {
     // Lower-casing changed the length (U+0130 does): offsets differ, so the general path.
     const tokens = tokenize(text, tokensMax + 1)
-    for (let index = 0; index < tokens.length && index < tokensMax; index++) add(tokens[index]!, bit)
+    for (let index = 0; index < tokens.length && index < tokensMax; index++) {
+      const token = tokens[index]!
+      add(token, bit)
+      stream?.push(tokenHash(token, 0, token.length))
+    }
     return tokens.length
   }
   let count = 0
@@ -130,6 +135,7 @@ function addTextTo(table: TermSlots, text: string, bit: number, tokensMax: numbe
   const emit = (token: string): void => {
     if (count < tokensMax) {
       add(token, bit)
+      stream?.push(tokenHash(token, 0, token.length))
       count++
     } else over = true
   }
@@ -154,6 +160,7 @@ function addTextTo(table: TermSlots, text: string, bit: number, tokensMax: numbe
         if (count >= tokensMax) return tokensMax + 1
         count++
         addSpan(lower, start, Math.min(at, cutAt), hash, bit)
+        stream?.push(hash)
         continue
       }
     }
@@ -182,7 +189,7 @@ export function createTermTable(): TermTable {
     addAll(tokens, bit) {
       for (let index = 0; index < tokens.length; index++) add(tokens[index]!, bit)
     },
-    addText: (text, bit, tokensMax) => addTextTo(table, text, bit, tokensMax),
+    addText: (text, bit, tokensMax, stream) => addTextTo(table, text, bit, tokensMax, stream),
     pack: table.pack,
   }
 }

@@ -8,6 +8,7 @@ import { hasTokens, tokenize, tokenizeWithSpans } from './tokenize.js'
 import type { TermTable } from './term-table.js'
 import { fieldBits } from './field-bits.js'
 import { bodySeparator } from './display-record.js'
+import type { PhraseStreamWriter } from './phrase-stream.js'
 
 const wordStart = /^[\p{L}\p{N}\p{M}]/u
 const trailingWord = /[\p{L}\p{N}\p{M}]+$/u
@@ -26,7 +27,7 @@ export function cutBeforeWord(text: string, charsMax: number): string {
 export function tokenBudget(
   tokensMax: number,
   textCharsMax: number,
-): { take(text: string): string[]; takeBody(texts: readonly string[], into?: TermTable): BodyTaken; used(): number; truncated(): boolean } {
+): { take(text: string): string[]; takeBody(texts: readonly string[], into?: TermTable, stream?: PhraseStreamWriter): BodyTaken; used(): number; truncated(): boolean } {
   let left = tokensMax
   let charsLeft = textCharsMax
   let truncated = false
@@ -47,12 +48,12 @@ export function tokenBudget(
     return { tokens, complete }
   }
   /** As takeCounted, the tokens added to `table` with the body bit instead of returned in an array. */
-  const takeInto = (text: string, table: TermTable): { count: number; complete: boolean } => {
+  const takeInto = (text: string, table: TermTable, stream?: PhraseStreamWriter): { count: number; complete: boolean } => {
     if (left <= 0) {
       const { complete } = takeCounted(text)
       return { count: 0, complete }
     }
-    const added = table.addText(text, fieldBits.body, left)
+    const added = table.addText(text, fieldBits.body, left, stream)
     const complete = added <= left
     if (!complete) truncated = true
     const count = complete ? added : left
@@ -61,7 +62,7 @@ export function tokenBudget(
   }
   return {
     take: (text) => takeCounted(text).tokens,
-    takeBody(texts, into) {
+    takeBody(texts, into, stream) {
       const segments: string[][] = []
       const kept: string[] = []
       const counts: number[] = []
@@ -71,8 +72,10 @@ export function tokenBudget(
         if (text.length < whole.length && hasTokens(whole.slice(text.length))) truncated = true
         let count: number
         let complete: boolean
-        if (into) ({ count, complete } = takeInto(text, into))
-        else {
+        if (into) {
+          ;({ count, complete } = takeInto(text, into, stream))
+          stream?.endText()
+        } else {
           const taken = takeCounted(text)
           segments.push(taken.tokens)
           count = taken.tokens.length

@@ -2,15 +2,16 @@ import type { Logger } from '../common/logger.js'
 import { idKeyPrefix, type Databases } from './index-databases.js'
 import type { IndexOptions, Source, VerifyReport } from './index-types.js'
 import type { IndexInput } from './index-input.js'
-import { getForward } from './record-io.js'
+import { getForward, readPhraseStream } from './record-io.js'
+import { samePhraseStream } from './phrase-stream.js'
 import { analyzeSequential } from './document-analysis.js'
 import { sameForward } from './document-writes.js'
 
 /**
  * Checks the index against the archive: messages the archive has and the index lacks
  * (missing), documents for messages the archive no longer has (extra) and, when
- * `getInput` is given, documents whose indexed content differs from a fresh analysis of
- * the stored message (stale; e.g. indexed by an older tokenizer). Reads only. Memory: one
+ * `getInput` is given, documents whose indexed content (forward record, phrase stream)
+ * differs from a fresh analysis of the stored message (stale; e.g. indexed by an older tokenizer). Reads only. Memory: one
  * set of the archive's ids (~100 bytes per message).
  *
  * @param listIds every archive id
@@ -42,7 +43,10 @@ export async function verifyIndex(
     if (getInput) {
       const input = await getInput(id)
       const forward = getForward(db, value as number)
-      if (input && (!forward || !sameForward(forward, analyzeSequential(input, limits).forward))) {
+      const analyzed = input ? analyzeSequential(input, limits) : undefined
+      // A document without a phrase stream (indexed before they were kept) is not stale: its text answers.
+      const stream = readPhraseStream(db, value as number)
+      if (analyzed && (!forward || !sameForward(forward, analyzed.forward) || (stream !== undefined && !samePhraseStream(stream, analyzed.phraseStream)))) {
         report.staleCount++
         note(report.stale, id)
       }

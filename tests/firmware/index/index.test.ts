@@ -1,4 +1,5 @@
 import t from 'tap'
+import { phraseStreamOf } from '../../../firmware/index/phrase-stream.js'
 import { createHash } from 'node:crypto'
 import { inflateRawSync } from 'node:zlib'
 import { join } from 'node:path'
@@ -437,7 +438,7 @@ t.test('prepare: a prepared document (cloned, as from a worker) indexes exactly 
           const input = { ...inputOf(name, corpus[name]!, envelope), envelopeFrom: 'Bounce@Example.org' }
           const prepared = structuredClone(prepareDocument(input.parsed, limits))
           t.ok(isPreparedDocument(prepared), 'plain data survives a structured clone')
-          const { forward, record, truncated, terms } = analyzeDocument(input, limits, prepared)
+          const { forward, record, truncated, terms, phraseStream } = analyzeDocument(input, limits, prepared)
           // A prepared document carries its text only compressed, as stored, and no body
           // stream: the one the index derives from the stored text must be the one-pass one.
           const { textDeflated, ...shown } = record
@@ -446,8 +447,8 @@ t.test('prepare: a prepared document (cloned, as from a worker) indexes exactly 
           const derived = { ...forward, body: terms === undefined ? forward.body : bodyStreamOf({ text, segments: record.segments }) }
           const sequential = analyzeSequential(input, limits)
           t.same(
-            { forward: derived, record: { ...shown, text }, truncated },
-            sequential,
+            { forward: derived, record: { ...shown, text }, truncated, phraseStream: Buffer.from(phraseStream) },
+            { ...sequential, phraseStream: Buffer.from(sequential.phraseStream) },
             `${name}, ${tokensPerDocumentMax} tokens, ${addressesPerDocumentMax} addresses, envelope ${JSON.stringify(envelope)}`,
           )
           if (terms !== undefined) {
@@ -831,6 +832,43 @@ for (const flushInBackground of [false, true]) {
   })
 }
 
+t.test('phrase streams: the body phrase is checked on the stream; a document without one on its text; verify and re-index', async (t) => {
+  for (const pendingDocumentsMax of [2, 1_000]) {
+    const harness = makeHarness(t, { pendingDocumentsMax })
+    indexAll(harness)
+    const archive = new Map(names.map((name) => [idOf(name), inputOf(name, corpus[name]!)]))
+    const phrases = harness.root.openDB<Buffer, number>('index-phrases', { encoding: 'binary', keyEncoding: 'uint32', compression: true })
+    const docidOf = (name: string): number => harness.root.openDB<unknown, string>('index-keys', { encoding: 'msgpack' }).get(`id:${idOf(name)}`) as number
+    t.ok(phrases.get(docidOf('A')), 'each document has its stream')
+    // A as indexed before streams were kept; B's stream holds another text (corrupt, or an
+    // older tokenizer's): the search follows the stream, verify calls it stale.
+    await harness.root.transaction(() => {
+      phrases.removeSync(docidOf('A'))
+      phrases.putSync(docidOf('B'), Buffer.from(phraseStreamOf([['numbers', 'good', 'look']])))
+    })
+    const fresh = createIndex({ logger: createMemoryLogger(), clock: systemClock }, { flushInBackground: false, pendingDocumentsMax })
+    fresh.databases(harness.root)
+    const query = (text: string): string[] => fresh.searchBlocking(text, { limit: 50 }).hits.map((hit) => nameOfId.get(hit.id) ?? hit.id)
+    t.same(query('"numbers are"'), ['A'], `${pendingDocumentsMax}: A answers from its text`)
+    t.same(query('"quarterly numbers"'), ['A'])
+    t.same(query('"numbers look"'), [], "B's body is checked on its (wrong) stream, not on its text")
+    const report = await fresh.verify(archive.keys(), (id) => archive.get(id))
+    t.same(
+      report.stale.map((id) => nameOfId.get(id)),
+      ['B'],
+      'a stream unlike the fresh analysis is stale; no stream is not',
+    )
+    // Indexing a message again writes its stream where it was missing or different.
+    await harness.root.transaction(() => {
+      fresh.indexMessage(inputOf('A', corpus.A!))
+      fresh.indexMessage(inputOf('B', corpus.B!))
+    })
+    t.ok(phrases.get(docidOf('A')), 'A has its stream now')
+    t.ok((await fresh.verify(archive.keys(), (id) => archive.get(id))).ok, 'clean after the re-index')
+    t.same(query('"numbers look"'), ['B'])
+  }
+})
+
 t.test('errors: not open, time budget, syntax', async (t) => {
   const closed = createIndex({ logger: createMemoryLogger(), clock: systemClock })
   t.throws(() => closed.searchBlocking('x'), { code: 'INDEX_UNAVAILABLE' })
@@ -967,7 +1005,7 @@ t.test('createArchiveIndexer: the archive hook indexes stored messages and remov
   const index = createIndex({ logger: createMemoryLogger(), clock: systemClock })
   const logger = createMemoryLogger()
   const hook = createArchiveIndexer(index, { logger })
-  t.equal(hook.databasesNeeded, 6)
+  t.equal(hook.databasesNeeded, 7)
   hook.open(root)
   const delivery = {
     source: 'smtp' as const,
