@@ -35,7 +35,7 @@ export interface Databases {
   dates: Database<Buffer, number>
   keys: Database<unknown, string>
   /**
-   * Phrase streams of the documents' bodies (phrase-stream.ts), keyed by docid, LZ4-compressed. Added to
+   * Phrase streams of the documents' bodies (phrase-stream.ts), keyed by docid. Added to
    * layout 4 without a new version: a document indexed before it has none, and its phrases
    * are checked on its text (phrase-filter.ts).
    */
@@ -53,7 +53,7 @@ export function openIndexDatabases(root: RootDatabase): Databases {
     pageSizeBytes: (root.getStats() as { pageSize: number }).pageSize,
     dates: root.openDB<Buffer, number>(indexDatabaseNames.dates, { encoding: 'binary', keyEncoding: 'uint32' }),
     keys: root.openDB<unknown, string>(indexDatabaseNames.keys, { encoding: 'msgpack' }),
-    phrases: root.openDB<Buffer, number>(indexDatabaseNames.phrases, { encoding: 'binary', keyEncoding: 'uint32', compression: true }),
+    phrases: root.openDB<Buffer, number>(indexDatabaseNames.phrases, { encoding: 'binary', keyEncoding: 'uint32' }),
   }
 }
 

@@ -9,10 +9,12 @@ import type { TextField } from './query.js'
 import { forwardFieldIndex } from './forward-record.js'
 import { bodyPhraseTest, encodedForwardHasPhrase, phrasePattern } from './phrase-match.js'
 import { readPhraseStream, readRecord } from './record-io.js'
-import { concatenated } from './docid-sets.js'
+import { concatenated, intersect } from './docid-sets.js'
 import { cacheSet, queryCacheRecordsMax, type SearchContext } from './query-cache.js'
 import type { Paced } from './search-pacing.js'
 import { phraseStreamHas, phraseStreamPattern } from './phrase-stream.js'
+import { postingSet } from './posting-sets.js'
+import { anyTextBits, fieldBits } from './field-bits.js'
 
 /** Candidates checked on their phrase streams between two yields. */
 const streamChecksPerYield = 64
@@ -53,21 +55,46 @@ export function* phraseFilter(context: SearchContext, candidates: Uint32Array, f
   const pattern = phrasePattern(tokens)
   const bodyHasPhrase = bodyPhraseTest(tokens)
   const streamPattern = phraseStreamPattern(tokens)
+  // For a phrase in any field: the candidates with every token in a header field (subject,
+  // addresses, file names), usually few; the others' forward records are not read. Made
+  // when a first candidate is to be verified (an answer in the cache needs none).
+  let inHeaders: Uint32Array | undefined | null = field === 'any' ? null : undefined
+  function* headerCandidates(): Paced<Uint32Array> {
+    let set: Uint32Array | undefined
+    for (const token of new Set(tokens)) {
+      const tokenSet = postingSet(context, token, anyTextBits & ~fieldBits.body)
+      set = set === undefined ? tokenSet : intersect(set, tokenSet)
+      yield
+    }
+    return set!
+  }
   function* verify(from: number, to: number): Paced<Uint32Array> {
+    if (inHeaders === null && from < to) inHeaders = yield* headerCandidates()
     const out = new Uint32Array(Math.max(0, to - from))
     let count = 0
     let streamChecks = 0
+    let header = 0
     for (let index = from; index < to; index++) {
       if (++streamChecks >= streamChecksPerYield) {
         streamChecks = 0
         yield
       }
       const docid = candidates[index]!
+      let headersMayHave = true
+      if (inHeaders) {
+        while (header < inHeaders.length && inHeaders[header]! < docid) header++
+        headersMayHave = inHeaders[header] === docid
+      }
       // getBinaryFast's buffer is reused by the next read: it is searched at once.
-      const bytes = db.forward.getBinaryFast(docid)
-      if (!bytes) continue
-      if (encodedForwardHasPhrase(bytes, firstField, lastField, pattern)) out[count++] = docid
-      else if (inBody) {
+      if (headersMayHave) {
+        const bytes = db.forward.getBinaryFast(docid)
+        if (!bytes) continue
+        if (encodedForwardHasPhrase(bytes, firstField, lastField, pattern)) {
+          out[count++] = docid
+          continue
+        }
+      }
+      if (inBody) {
         const stream = readPhraseStream(db, docid)
         if (stream !== undefined) {
           if (phraseStreamHas(stream, streamPattern)) out[count++] = docid

@@ -322,7 +322,11 @@ t.test('search through the CLI and the API: fields, BCC, attachments, pagination
   )
   t.match(phrase.hits[0]!.snippet, /<mark>budget<\/mark>/)
   // In the body only: checked on the message's phrase stream, under Bun as the appliance runs.
-  t.same((await search('"meeting moved to friday"')).hits.map((hit) => hit.id), [budgetId], 'a body phrase')
+  t.same(
+    (await search('"meeting moved to friday"')).hits.map((hit) => hit.id),
+    [budgetId],
+    'a body phrase',
+  )
   t.equal((await search('"moved meeting"')).total, 0, 'its words in another order are no phrase')
   t.equal((await search('"budget friday"')).total, 0, 'nor its words apart')
   t.equal((await search('subject:weekly -status')).total, 0)

@@ -240,7 +240,7 @@ t.test('index results equal a brute-force reference on the real corpus', async (
 
   // Documents indexed before phrase streams were kept have none: their phrases are checked
   // on their text. The same answers with every stream gone, read by a new index (no cache).
-  const phrases = root.openDB<Buffer, number>('index-phrases', { encoding: 'binary', keyEncoding: 'uint32', compression: true })
+  const phrases = root.openDB<Buffer, number>('index-phrases', { encoding: 'binary', keyEncoding: 'uint32' })
   t.ok(phrases.getCount() >= references.size, 'a phrase stream per document')
   await root.transaction(() => phrases.clearSync())
   const withoutStreams = createIndex({ logger: createMemoryLogger('error'), clock: systemClock }, { pendingDocumentsMax: 1_000, queryTimeMsMax: 600_000 })

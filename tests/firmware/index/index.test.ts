@@ -837,7 +837,7 @@ t.test('phrase streams: the body phrase is checked on the stream; a document wit
     const harness = makeHarness(t, { pendingDocumentsMax })
     indexAll(harness)
     const archive = new Map(names.map((name) => [idOf(name), inputOf(name, corpus[name]!)]))
-    const phrases = harness.root.openDB<Buffer, number>('index-phrases', { encoding: 'binary', keyEncoding: 'uint32', compression: true })
+    const phrases = harness.root.openDB<Buffer, number>('index-phrases', { encoding: 'binary', keyEncoding: 'uint32' })
     const docidOf = (name: string): number => harness.root.openDB<unknown, string>('index-keys', { encoding: 'msgpack' }).get(`id:${idOf(name)}`) as number
     t.ok(phrases.get(docidOf('A')), 'each document has its stream')
     // A as indexed before streams were kept; B's stream holds another text (corrupt, or an
