@@ -71,7 +71,11 @@ t.test('a phrase bomb ends within its budget while SMTP delivers and status answ
 
   // The bomb alone: stopped at its budget, with a sentence naming the limit.
   const alone = await search(bomb)
-  t.same([alone.status, alone.code], [503, 'QUERY_TOO_EXPENSIVE'], `the bomb alone is stopped over its budget (answered in ${alone.elapsedMs.toFixed(0)} ms)`)
+  // Since phrase streams the bomb may finish inside its budget (200); otherwise it is stopped (503).
+  t.ok(
+    alone.status === 200 || (alone.status === 503 && alone.code === 'QUERY_TOO_EXPENSIVE'),
+    `the bomb alone ends within its budget (answered ${alone.status} in ${alone.elapsedMs.toFixed(0)} ms)`,
+  )
   t.ok(alone.elapsedMs < budgetMs + 1_000, 'and answered soon after the budget ran out')
 
   // Under load: four clients keep sending the bomb for 8 s; a relay delivers and an operator polls status.
@@ -109,11 +113,11 @@ t.test('a phrase bomb ends within its budget while SMTP delivers and status answ
   const kinds = new Map<string, number>()
   for (const answer of bombAnswers) kinds.set(`${answer.status} ${answer.code ?? ''}`, (kinds.get(`${answer.status} ${answer.code ?? ''}`) ?? 0) + 1)
   t.comment(`bomb answers: ${JSON.stringify(Object.fromEntries(kinds))}`)
-  t.ok((kinds.get('503 QUERY_TOO_EXPENSIVE') ?? 0) >= 2, 'bombs were evaluated and stopped at their budget')
+  t.ok((kinds.get('503 QUERY_TOO_EXPENSIVE') ?? 0) + (kinds.get('200 ') ?? 0) >= 2, 'bombs were evaluated')
   t.same(
-    [...kinds.keys()].filter((kind) => kind !== '503 QUERY_TOO_EXPENSIVE' && kind !== '503 SEARCH_BUSY'),
+    [...kinds.keys()].filter((kind) => kind !== '503 QUERY_TOO_EXPENSIVE' && kind !== '503 SEARCH_BUSY' && kind !== '200 '),
     [],
-    'every bomb ends as too expensive or busy',
+    'every bomb ends answered, too expensive or busy',
   )
   // One evaluates, two wait: the slowest answer waited for at most three budgets.
   const slowestBombMs = Math.max(...bombAnswers.map((answer) => answer.elapsedMs))
@@ -131,7 +135,8 @@ t.test('a phrase bomb ends within its budget while SMTP delivers and status answ
   const response = await fetch(`${httpBase}/api/v1/status`, { headers })
   const status = (await response.json()) as { index: { searches: { running: number; waiting: number; tooExpensive: number; busy: number } } }
   t.match(status.index.searches, { running: 0, waiting: 0 }, 'no search is left behind')
-  t.ok(status.index.searches.tooExpensive >= 3, 'the stopped searches are counted')
+  const stopped = [alone, ...bombAnswers].filter((answer) => answer.code === 'QUERY_TOO_EXPENSIVE').length
+  t.equal(status.index.searches.tooExpensive, stopped, 'the stopped searches are counted')
   const everything = await search('from:example.com')
   t.same([everything.status, everything.total], [200, seeded + ackMs.length], 'a normal search answers and finds every message')
 })
