@@ -9,7 +9,8 @@ import { testSeed } from '../helpers/random.js'
  * Issue 20, finding 1, against the real firmware under Bun: queries of 32 three-word phrases
  * joined with OR (the reported phrase bomb) from several clients at once, while a relay
  * keeps delivering over SMTP and an operator polls /api/v1/status. Each bomb ends within its
- * budget (503 QUERY_TOO_EXPENSIVE) or is refused at once (503 SEARCH_BUSY); mail and status
+ * budget (answered, or 503 QUERY_TOO_EXPENSIVE) or is refused at once (503 SEARCH_BUSY); then,
+ * restarted with a 100 ms budget, the bomb is stopped at it end to end; mail and status
  * keep being answered between the search's slices.
  *
  * The latency bounds discriminate: a search that held the event loop would hold every SMTP
@@ -42,7 +43,7 @@ t.test('a phrase bomb ends within its budget while SMTP delivers and status answ
   // An archive where every three-word phrase of a small vocabulary has many candidates.
   const { random } = testSeed(t, 'the message words')
   const messageOf = (n: number): Buffer => {
-    const body = Array.from({ length: 12 }, () => Array.from({ length: 25 }, () => words[random.int(words.length)]).join(' ')).join('\r\n')
+    const body = Array.from({ length: 40 }, () => Array.from({ length: 25 }, () => words[random.int(words.length)]).join(' ')).join('\r\n')
     return Buffer.from(`From: sender${n % 9}@example.com\r\nTo: team@example.net\r\nSubject: note ${n}\r\nMessage-ID: <note-${n}@example.com>\r\n\r\n${body}\r\n`, 'latin1')
   }
   const seeded = 2_000
@@ -139,4 +140,24 @@ t.test('a phrase bomb ends within its budget while SMTP delivers and status answ
   t.equal(status.index.searches.tooExpensive, stopped, 'the stopped searches are counted')
   const everything = await search('from:example.com')
   t.same([everything.status, everything.total], [200, seeded + ackMs.length], 'a normal search answers and finds every message')
+
+  // The same archive with the smallest budget the config allows: the bomb is stopped at it,
+  // answered 503 with a sentence naming the limit, counted, and leaves nothing running.
+  t.equal(await service.stop(), 0, 'the service stops cleanly')
+  const tight = await writeConfig(dir, {
+    smtp: { archiveRecipients: ['journal@archive.local'] },
+    search: { queryTimeMsMax: 100, sliceMs: 10, waitingMax: 2 },
+  })
+  const restarted = await startService(tight)
+  t.teardown(() => restarted.stop())
+  const tightBase = `http://127.0.0.1:${portOf(restarted, 'http')}`
+  const startedTightMs = performance.now()
+  const stoppedResponse = await fetch(`${tightBase}/api/v1/search?q=${encodeURIComponent(bombOf())}&limit=5`, { headers })
+  const stoppedMs = performance.now() - startedTightMs
+  const stoppedBody = (await stoppedResponse.json()) as { error?: { code: string; message: string; queryTimeMsMax: number } }
+  t.equal(stoppedResponse.status, 503, `the bomb over a 100 ms budget is stopped (${stoppedMs.toFixed(0)} ms)`)
+  t.match(stoppedBody.error, { code: 'QUERY_TOO_EXPENSIVE', message: /100 ms/, queryTimeMsMax: 100 }, 'with a sentence naming the budget')
+  t.ok(stoppedMs < 100 + 1_000, 'and soon after the budget ran out')
+  const after = (await (await fetch(`${tightBase}/api/v1/status`, { headers })).json()) as typeof status
+  t.match(after.index.searches, { running: 0, waiting: 0, tooExpensive: 1 }, 'counted, and nothing left running')
 })
