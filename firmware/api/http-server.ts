@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http'
+import { createServer as createTlsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { MailkeepError } from '../common/errors.js'
 
@@ -15,7 +16,18 @@ export interface HttpServerOptions {
   keepAliveTimeoutMs?: number
   /** Bound on how long close() waits for in-flight requests, in ms. Default 5 s. */
   stopTimeoutMs?: number
+  /** Serve HTTPS with this key and certificate chain (TLS 1.2 and later only). */
+  tls?: TlsMaterial
 }
+
+/** A key and the certificate chain (leaf first) a TLS listener serves, PEM. */
+export interface TlsMaterial {
+  readonly privateKeyPem: string
+  readonly certificatePem: string
+}
+
+/** The oldest TLS version a client may speak. */
+export const tlsVersionMin = 'TLSv1.2'
 
 /** Time to receive a request's headers, in ms. */
 const headersTimeoutMs = 20_000
@@ -24,7 +36,8 @@ const headersTimeoutMs = 20_000
  * The listening socket's lifecycle: listen on host:port, stop accepting, let in-flight
  * requests finish within `stopTimeoutMs`, then destroy the connections left.
  */
-export function createHttpServer(onRequest: (request: IncomingMessage, response: ServerResponse) => void, options: HttpServerOptions) {
+export function createHttpServer(onRequest: (request: IncomingMessage, response: ServerResponse) => void, serverOptions: HttpServerOptions) {
+  let options = serverOptions
   const sockets = new Set<Socket>()
   let server: Server | undefined
 
@@ -35,10 +48,11 @@ export function createHttpServer(onRequest: (request: IncomingMessage, response:
     },
     /** Binds host:port. @throws the listen error (EADDRINUSE…) */
     async listen(): Promise<void> {
-      const listening = createServer(
-        { requestTimeout: options.requestTimeoutMs ?? 60_000, headersTimeout: headersTimeoutMs, keepAliveTimeout: options.keepAliveTimeoutMs ?? 5_000 },
-        onRequest,
-      )
+      const timeouts = { requestTimeout: options.requestTimeoutMs ?? 60_000, headersTimeout: headersTimeoutMs, keepAliveTimeout: options.keepAliveTimeoutMs ?? 5_000 }
+      const tls = options.tls
+      const listening: Server = tls
+        ? createTlsServer({ ...timeouts, key: tls.privateKeyPem, cert: tls.certificatePem, minVersion: tlsVersionMin }, onRequest)
+        : createServer(timeouts, onRequest)
       listening.maxConnections = options.connectionsMax ?? 256
       listening.on('connection', (socket: Socket) => {
         sockets.add(socket)
@@ -68,6 +82,17 @@ export function createHttpServer(onRequest: (request: IncomingMessage, response:
       await closed
       clearTimeout(timer)
       return true
+    },
+    /**
+     * Serves another key and certificate from now on: stops accepting, lets requests in
+     * flight finish (as close does), and listens again on the same bound port. (Bun's TLS
+     * server cannot swap its secure context in place.)
+     */
+    async replaceTls(tls: TlsMaterial): Promise<void> {
+      const { port } = this.address()
+      await this.close(() => undefined)
+      options = { ...options, port, tls }
+      await this.listen()
     },
     /** The bound address. @throws MailkeepError NOT_STARTED before listen() */
     address(): { host: string; port: number } {

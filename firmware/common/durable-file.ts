@@ -1,4 +1,4 @@
-import { open, rename, mkdir, unlink } from 'node:fs/promises'
+import { open, readFile, rename, mkdir, unlink } from 'node:fs/promises'
 import { dirname, basename, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 
@@ -38,5 +38,15 @@ export async function fsyncDirectory(directory: string): Promise<void> {
     await handle.sync()
   } finally {
     await handle.close()
+  }
+}
+
+/** A file's text, or undefined when it does not exist. @throws fs errors other than ENOENT */
+export async function readTextIfPresent(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw error
   }
 }

@@ -1,11 +1,13 @@
-import { generateKeyPair, createHash, createPrivateKey, randomBytes, X509Certificate } from 'node:crypto'
-import { chmod, mkdir, readFile, rename, stat } from 'node:fs/promises'
+import { createPrivateKey, X509Certificate } from 'node:crypto'
+import { chmod, mkdir, rename, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import forge from 'node-forge'
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
-import { writeFileDurable } from '../common/durable-file.js'
+import { writeFileDurable, readTextIfPresent } from '../common/durable-file.js'
+import { certificateFingerprint, generateRsaKeyPem, generatedKeyBits, issueSelfSignedCertificatePem } from '../common/self-signed.js'
 import { MirrorError } from './errors.js'
+
+export { certificateClockSkewMs, certificateFingerprint } from '../common/self-signed.js'
 
 /**
  * The appliance's mirror identity: an RSA key pair and a self-signed certificate whose
@@ -16,14 +18,12 @@ import { MirrorError } from './errors.js'
  */
 
 /** RSA modulus size, in bits. node-forge signs certificates with RSA only. */
-export const identityKeyBits = 2048
+export const identityKeyBits = generatedKeyBits
 /**
  * Validity of the certificate, in years. Long on purpose: nothing checks expiry (no CA), and
  * an appliance must not stop mirroring on a date nobody remembers.
  */
 export const identityCertificateValidityYears = 100
-/** Allowance for a peer whose clock is behind, in milliseconds (notBefore is set this far back). */
-export const certificateClockSkewMs = 24 * 60 * 60 * 1000
 
 /** The appliance's mirror key pair and certificate, as loaded or created. */
 export interface IdentityCertificate {
@@ -52,58 +52,14 @@ const keyFileMode = 0o600
 const certificateFileMode = 0o644
 const directoryMode = 0o700
 
-/** SHA-256 fingerprint of a certificate, 64 lower-case hex digits. */
-export function certificateFingerprint(certificate: X509Certificate): string {
-  return createHash('sha256').update(certificate.raw).digest('hex')
-}
-
-function generateRsaKeyPem(): Promise<string> {
-  // node:crypto generates in the libuv thread pool, so the ~1 s of key search does not block
-  // the event loop during boot; node-forge's pure-JS generator would.
-  return new Promise((resolve, reject) => {
-    generateKeyPair(
-      'rsa',
-      { modulusLength: identityKeyBits, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } },
-      (error, _publicKey, privateKey) => (error ? reject(error) : resolve(privateKey)),
-    )
-  })
-}
-
 function issueCertificatePem(keyPem: string, serial: string, nowMs: number): string {
-  const privateKey = forge.pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey
-  const certificate = forge.pki.createCertificate()
-  certificate.publicKey = forge.pki.setRsaPublicKey(privateKey.n, privateKey.e)
-  // A positive 16-byte serial number (RFC 5280: at most 20 bytes, non-negative).
-  const serialNumber = randomBytes(16)
-  serialNumber[0] = serialNumber[0]! & 0x7f
-  certificate.serialNumber = serialNumber.toString('hex')
-  certificate.validity.notBefore = new Date(nowMs - certificateClockSkewMs)
-  const notAfter = new Date(nowMs)
-  notAfter.setUTCFullYear(notAfter.getUTCFullYear() + identityCertificateValidityYears)
-  certificate.validity.notAfter = notAfter
-  const name = [
-    { name: 'commonName', value: serial },
-    { name: 'organizationName', value: 'mailkeep appliance' },
-  ]
-  certificate.setSubject(name)
-  certificate.setIssuer(name)
-  certificate.setExtensions([
-    { name: 'basicConstraints', cA: false, critical: true },
-    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
-    { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
-    { name: 'subjectKeyIdentifier' },
-  ])
-  certificate.sign(privateKey, forge.md.sha256.create())
-  return forge.pki.certificateToPem(certificate)
-}
-
-async function readOptional(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8')
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw error
-  }
+  return issueSelfSignedCertificatePem(keyPem, {
+    commonName: serial,
+    organization: 'mailkeep appliance',
+    nowMs,
+    validityYears: identityCertificateValidityYears,
+    clientAuth: true,
+  })
 }
 
 /** The parsed key, or undefined when the PEM is unusable. */
@@ -169,7 +125,7 @@ export async function loadOrCreateIdentityCertificate(deps: { logger: Logger; cl
   const certificatePath = join(directory, certificateFileName)
   await mkdir(directory, { recursive: true, mode: directoryMode })
 
-  let keyPem = await readOptional(keyPath)
+  let keyPem = await readTextIfPresent(keyPath)
   let created = false
   if (parseKey(keyPem) === undefined) {
     if (keyPem !== undefined) await quarantine(keyPath, clock.now(), logger)
@@ -188,7 +144,7 @@ export async function loadOrCreateIdentityCertificate(deps: { logger: Logger; cl
     }
   }
 
-  let certificatePem = await readOptional(certificatePath)
+  let certificatePem = await readTextIfPresent(certificatePath)
   const problem = certificateProblem(certificatePem, keyPem!, options.serial)
   if (problem !== undefined) {
     if (problem !== 'missing') {

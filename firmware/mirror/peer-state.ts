@@ -1,8 +1,8 @@
-import { readFile, rename, unlink } from 'node:fs/promises'
+import { rename, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
-import { writeFileDurable } from '../common/durable-file.js'
+import { writeFileDurable, readTextIfPresent } from '../common/durable-file.js'
 import { MirrorError } from './errors.js'
 import { freshPeerRecord, parsePeerRecord, parseSeenIdentity, peerKey, peerRecordVersion, type PeerRecord, type SeenIdentity } from './peer-record.js'
 import type { PeerAddress, PeerOrigin } from './types.js'
@@ -112,16 +112,6 @@ function recordPath(files: StateFiles, peer: PeerAddress): string {
   return join(files.stateDir, `peer-${encodeURIComponent(peer.host.toLowerCase())}-${peer.port}.json`)
 }
 
-/** A file's text, or undefined when it does not exist. @throws fs errors other than ENOENT */
-async function readText(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8')
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw error
-  }
-}
-
 /** Sets an unusable file aside (`<path>.corrupt-<ms>`), logged as an error. */
 async function quarantine(files: StateFiles, path: string, reason: string): Promise<void> {
   const aside = `${path}.corrupt-${files.clock.now()}`
@@ -147,7 +137,7 @@ async function writeState(path: string, value: unknown): Promise<void> {
  */
 async function readStateFile<T>(files: StateFiles, name: string, parse: (value: Record<string, unknown>) => T | undefined, empty: T): Promise<T> {
   const path = join(files.stateDir, name)
-  const text = await readText(path)
+  const text = await readTextIfPresent(path)
   if (text === undefined) return empty
   try {
     const parsed = parse(JSON.parse(text) as Record<string, unknown>)
@@ -176,7 +166,7 @@ function parseJoins(value: Record<string, unknown>): SeenIdentity[] | undefined 
 /** The state of one peer, fresh (cursor 0) when none was saved or its file is quarantined. @throws fs errors other than ENOENT */
 async function readPeerRecord(files: StateFiles, peer: PeerAddress): Promise<PeerRecord> {
   const path = recordPath(files, peer)
-  const text = await readText(path)
+  const text = await readTextIfPresent(path)
   if (text !== undefined) {
     let record: PeerRecord | undefined
     let reason = 'unexpected content'
