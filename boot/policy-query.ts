@@ -1,5 +1,5 @@
-import { PolicyError } from '../policy/errors.js'
-import type { SearchIndex } from './search-index.js'
+import { PolicyError } from '../firmware/policy/errors.js'
+import type { SearchIndex } from '../firmware/index/search-index.js'
 
 /**
  * Budget of one page of a retention or hold query, in ms: these walk the whole archive page
@@ -11,7 +11,8 @@ export const policyQueryTimeMsMax = 60_000
  * Ids of every archived message a query matches, page by page through the search index:
  * how retention and holds evaluate a `query` criterion (firmware/policy's `matchQuery`).
  * Each page is one paced search of at most `policyQueryTimeMsMax`; the event loop gets a
- * turn between pages. It throws firmware/policy's error because retention is its one
+ * turn between pages. It joins the two layers here, in boot, so that the index never
+ * imports the policy layer; it throws firmware/policy's error because retention is its one
  * caller: the API answers it 503 (retryable), as for any retention that must wait.
  * @throws PolicyError UNAVAILABLE while the index has another layout or is being rebuilt
  * @throws IndexError from a page's search (QUERY_SYNTAX, QUERY_TOO_EXPENSIVE, SEARCH_BUSY)
