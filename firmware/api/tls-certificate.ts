@@ -20,8 +20,8 @@ import { certificateFingerprint, generateRsaKeyPem, issueSelfSignedCertificatePe
 
 /** Validity of the generated certificate, in years; reissued (same key) when it runs out. */
 export const generatedHttpsValidityYears = 10
-/** Largest certificate chain or key file accepted, in bytes. */
-export const tlsFileBytesMax = 64 * 1024
+/** A generated certificate this close to its end is reissued at boot, in ms. */
+const reissueBeforeExpiryMs = 24 * 60 * 60 * 1000
 
 /** The certificate the HTTPS listener serves, as loaded, created or installed. */
 export interface HttpsCertificate {
@@ -81,11 +81,8 @@ function parseKey(keyPem: string): KeyObject {
  * @throws TlsCertificateError with the reason: CERTIFICATE_UNREADABLE, KEY_UNREADABLE,
  *   KEY_MISMATCH, CERTIFICATE_EXPIRED, CERTIFICATE_NOT_YET_VALID, CHAIN_BROKEN
  */
-export function checkCertificate(chainPem: string, keyPem: string, nowMs: number, source: HttpsCertificate['source'] = 'installed'): HttpsCertificate {
-  const chain = parseChain(chainPem)
-  const key = parseKey(keyPem)
-  const leaf = chain[0]!
-  if (!leaf.checkPrivateKey(key)) throw new TlsCertificateError('KEY_MISMATCH', "the key does not belong to the certificate (the chain's first certificate)")
+export function checkCertificate(chainPem: string, keyPem: string, nowMs: number): HttpsCertificate {
+  const chain = matchedChain(chainPem, keyPem, "the key does not belong to the certificate (the chain's first certificate)")
   chain.forEach((certificate, index) => {
     const notBeforeMs = Date.parse(certificate.validFrom)
     const notAfterMs = Date.parse(certificate.validTo)
@@ -98,7 +95,14 @@ export function checkCertificate(chainPem: string, keyPem: string, nowMs: number
       throw new TlsCertificateError('CHAIN_BROKEN', `certificate ${index + 1} of the chain is not issued and signed by certificate ${index + 2}`, { position: index + 1 })
     }
   })
-  return describe(chain, keyPem, source)
+  return describe(chain, keyPem, 'installed')
+}
+
+/** The chain, once its leaf is known to belong to the key. @throws TlsCertificateError */
+function matchedChain(chainPem: string, keyPem: string, mismatch: string): X509Certificate[] {
+  const chain = parseChain(chainPem)
+  if (!chain[0]!.checkPrivateKey(parseKey(keyPem))) throw new TlsCertificateError('KEY_MISMATCH', mismatch)
+  return chain
 }
 
 function describe(chain: X509Certificate[], keyPem: string, source: HttpsCertificate['source']): HttpsCertificate {
@@ -184,7 +188,7 @@ export async function loadOrCreateHttpsCertificate(deps: { logger: Logger; clock
   const reason =
     current === undefined
       ? 'none usable'
-      : current.notAfterMs <= clock.now() + 24 * 60 * 60 * 1000
+      : current.notAfterMs <= clock.now() + reissueBeforeExpiryMs
         ? 'expiring'
         : !sameNames(current.altNames, wantedNames) || !current.subject.includes(`CN=${options.serial}`)
           ? 'names changed'
@@ -207,10 +211,7 @@ export async function loadOrCreateHttpsCertificate(deps: { logger: Logger; clock
 }
 
 function describeStored(chainPem: string, keyPem: string, source: HttpsCertificate['source']): HttpsCertificate {
-  const chain = parseChain(chainPem)
-  const key = parseKey(keyPem)
-  if (!chain[0]!.checkPrivateKey(key)) throw new TlsCertificateError('KEY_MISMATCH', 'the installed https key does not belong to its certificate')
-  return describe(chain, keyPem, source)
+  return describe(matchedChain(chainPem, keyPem, 'the installed https key does not belong to its certificate'), keyPem, source)
 }
 
 function tryDescribe(chainPem: string, keyPem: string): HttpsCertificate | undefined {
@@ -238,7 +239,7 @@ function sameNames(altNames: string, names: readonly string[]): boolean {
  * @throws TlsCertificateError with the reason (nothing is written then); fs errors as they come
  */
 export async function installHttpsCertificate(deps: { logger: Logger; clock: Clock }, options: { dataDir: string }, chainPem: string, keyPem: string): Promise<HttpsCertificate> {
-  const certificate = checkCertificate(chainPem, keyPem, deps.clock.now(), 'installed')
+  const certificate = checkCertificate(chainPem, keyPem, deps.clock.now())
   const directory = directoryOf(options.dataDir)
   await mkdir(directory, { recursive: true, mode: 0o700 })
   // Without the marker a crash between the two files leaves a generated-looking pair that
