@@ -10,7 +10,7 @@ import { ConfigError, formatProblem } from '../config/errors.js'
 import { configSchema } from '../config/schema.js'
 import { exitCodes } from '../firmware/common/errors.js'
 import { hashPassword } from '../firmware/common/password.js'
-import { commandTable, resolveCommand, checkArguments, usageOf } from '../firmware/control/command-table.js'
+import { commandTable, resolveCommand, checkArguments, usageOf, resolvePathArguments } from '../firmware/control/command-table.js'
 import { connectControl } from '../firmware/control/client.js'
 import { ControlError } from '../firmware/control/errors.js'
 import { runConsole } from './console.js'
@@ -64,13 +64,21 @@ function parseArgs(argv: string[]): ParsedArgs {
   return { words, json, passwordStdin, configFile: configPathFrom(argv) }
 }
 
-async function readStdinLine(): Promise<string> {
+/** The first `count` lines of stdin (missing ones empty), read through one reader so none is lost in its buffer. */
+async function readStdinLines(count: number): Promise<string[]> {
+  const lines: string[] = []
   const rl = createInterface({ input: process.stdin, terminal: false })
   for await (const line of rl) {
-    rl.close()
-    return line
+    lines.push(line)
+    if (lines.length === count) break
   }
-  return ''
+  rl.close()
+  while (lines.length < count) lines.push('')
+  return lines
+}
+
+async function readStdinLine(): Promise<string> {
+  return (await readStdinLines(1))[0]!
 }
 
 async function readHidden(prompt: string): Promise<string> {
@@ -180,14 +188,29 @@ async function main(argv: string[]): Promise<number> {
     return exitCodes.usage
   }
   let password: string | undefined
-  if (resolved.spec.technician) {
-    if (args.passwordStdin) password = await readStdinLine()
-    else if (process.stdin.isTTY) password = await readHidden('technician password: ')
+  let secret: string | undefined
+  const secretName = resolved.spec.secret
+  if (args.passwordStdin) {
+    const lines = await readStdinLines(secretName ? 2 : 1)
+    if (resolved.spec.technician) password = lines[0]
+    if (secretName) secret = lines[resolved.spec.technician ? 1 : 0]
+  } else if (process.stdin.isTTY) {
+    if (resolved.spec.technician) password = await readHidden('technician password: ')
+    if (secretName) {
+      secret = await readHidden(`${secretName}: `)
+      if ((await readHidden(`${secretName} again: `)) !== secret) {
+        process.stderr.write('mailkeep: the two entries differ; nothing changed\n')
+        return exitCodes.usage
+      }
+    }
+  } else if (secretName) {
+    process.stderr.write(`mailkeep: ${resolved.spec.name} reads the ${secretName} from a terminal, or with --password-stdin (technician password, then the ${secretName}, one line each)\n`)
+    return exitCodes.usage
   }
   try {
     const client = await connectControl(config.control.socketPath, config.control.requestTimeoutMs + 5000)
     try {
-      const result = await client.call(resolved.spec.name, resolved.args, password)
+      const result = await client.call(resolved.spec.name, resolvePathArguments(resolved.spec, resolved.args, process.cwd()), password, secret)
       process.stdout.write((args.json ? JSON.stringify(result, null, 2) : resolved.spec.render(result)) + '\n')
       return exitCodes.ok
     } finally {

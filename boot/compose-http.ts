@@ -1,46 +1,84 @@
 import { createHttpApi } from '../firmware/api/http-api.js'
 import type { AdminCredential } from '../firmware/api/auth.js'
+import type { HttpsCertificate } from '../firmware/api/tls-certificate.js'
+import type { TlsMaterial } from '../firmware/api/http-server.js'
 import { loginAuditEntry } from '../firmware/api/login-throttle.js'
 import type { ArchiveStore } from '../firmware/archive/types.js'
 import { createSearchRoute, type SearchIndex } from '../firmware/index/index.js'
 import { policyApiRoutes, type AuditEvent, type PolicyService } from '../firmware/policy/index.js'
 import type { ComposeContext } from './compose-context.js'
 import { managed, type ManagedService } from './managed-service.js'
+import type { AccountStore } from '../firmware/access/accounts.js'
+import { searchScopeFor } from '../firmware/access/roles.js'
+import type { ApiRoute } from '../firmware/api/http-routes.js'
 
 /**
- * The HTTP stage: the API (status, messages, search, policies, holds, audit) when
- * `http.enabled`; failed logins go to the audit log. Returns its service entry, or none.
- * Pure: the credential was loaded by the caller.
+ * The routes beyond status and messages: search (narrowed to a `user`'s own mail) and
+ * retention, holds and audit. Exported for the role table's test, which walks every route.
+ */
+export function extraRoutes(deps: { archive: Pick<ArchiveStore, 'getMeta'>; search: Pick<SearchIndex, 'search'>; policy: PolicyService }): ApiRoute[] {
+  const search = createSearchRoute(deps.search)
+  return [
+    {
+      method: 'GET',
+      pattern: /^\/api\/v1\/search$/,
+      permission: 'mail.search',
+      handle: ({ url, principal }) => search({ url, scope: searchScopeFor(principal, (id) => deps.archive.getMeta(id)) }),
+    },
+    ...policyApiRoutes(deps.policy),
+  ]
+}
+
+/**
+ * The HTTP stage: the API (status, messages, search, policies, holds, audit) over HTTPS
+ * when `https.enabled` and plain HTTP when `http.enabled` (loopback clients only while
+ * HTTPS is on); failed logins go to the audit log. Returns its service entry (or none) and how to swap the HTTPS certificate.
+ * Pure: the credential and the certificate were loaded by the caller.
  */
 export function composeHttp(
   context: ComposeContext,
   deps: {
     credential: AdminCredential
+    accounts: AccountStore
+    /** When `https.enabled`: the certificate, or why it cannot be used (HTTPS stays down until `tls install`). */
+    https?: { certificate: HttpsCertificate } | { unavailableReason: string }
     archive: ArchiveStore
     status: () => Promise<unknown>
     search: Pick<SearchIndex, 'search'>
     policy: PolicyService
     audit: (event: AuditEvent) => void
   },
-): ManagedService[] {
+): { services: ManagedService[]; replaceTls?: (material: TlsMaterial) => Promise<void> } {
   const { config, logger, clock } = context
-  if (!config.http.enabled) return []
+  const https = config.https.enabled ? deps.https : undefined
+  if (!config.http.enabled && !https) return { services: [] }
+  const stopTimeoutMs = config.shutdown.timeoutMs
   const http = createHttpApi(
     {
       logger: logger.child('http'),
       clock,
-      credential: deps.credential,
+      signIn: { firstAdmin: deps.credential, accounts: deps.accounts },
       archive: deps.archive,
       status: deps.status,
-      routes: new Map([['/api/v1/search', createSearchRoute(deps.search)]]),
-      methodRoutes: policyApiRoutes(deps.policy),
+      routes: extraRoutes(deps),
       onLoginEvent: (event) => deps.audit(loginAuditEntry(event)),
     },
-    { host: config.http.host, port: config.http.port, stopTimeoutMs: config.shutdown.timeoutMs, loginThrottle: config.http.loginThrottle },
+    {
+      ...(config.http.enabled ? { http: { host: config.http.host, port: config.http.port, stopTimeoutMs } } : {}),
+      ...(https
+        ? {
+            https: {
+              host: config.https.host,
+              port: config.https.port,
+              stopTimeoutMs,
+              hstsMaxAgeSeconds: config.https.hstsMaxAgeSeconds,
+              ...('certificate' in https ? { tls: https.certificate } : { unavailableReason: https.unavailableReason }),
+            },
+          }
+        : {}),
+      plainNetworks: config.http.plainNetworks,
+      loginThrottle: config.http.loginThrottle,
+    },
   )
-  const listeners = (): Record<string, string> => {
-    const address = http.address()
-    return { http: `${address.host}:${address.port}` }
-  }
-  return [managed('http', http, listeners)]
+  return { services: [managed('http', http, () => http.listeners())], replaceTls: (material) => http.replaceTls(material) }
 }

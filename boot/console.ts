@@ -1,6 +1,6 @@
 import { createInterface, type Interface } from 'node:readline'
 import { Writable } from 'node:stream'
-import { completeWords, resolveCommand, checkArguments } from '../firmware/control/command-table.js'
+import { completeWords, resolveCommand, checkArguments, resolvePathArguments } from '../firmware/control/command-table.js'
 import { connectControl, type ControlClient } from '../firmware/control/client.js'
 import { ControlError } from '../firmware/control/errors.js'
 import { completionNames, helpFor } from './console-commands.js'
@@ -98,9 +98,9 @@ async function connection(session: ConsoleSession): Promise<ControlClient> {
 }
 
 /** One command on the service; a lost connection is dropped, so that the next command reconnects. */
-async function call(session: ConsoleSession, command: string, args: string[]): Promise<unknown> {
+async function call(session: ConsoleSession, command: string, args: string[], secret?: string): Promise<unknown> {
   try {
-    return await (await connection(session)).call(command, args)
+    return await (await connection(session)).call(command, args, undefined, secret)
   } catch (error) {
     if (error instanceof ControlError && error.code === 'NOT_RUNNING') {
       session.client?.close()
@@ -184,7 +184,12 @@ async function runTableCommand(session: ConsoleSession, words: string[], json: b
   const usage = checkArguments(resolved.spec, resolved.args)
   if (usage) return say(session, usage)
   try {
-    const result = await call(session, resolved.spec.name, resolved.args)
+    let secret: string | undefined
+    if (resolved.spec.secret) {
+      secret = await question(session, `${resolved.spec.secret}: `, true)
+      if ((await question(session, `${resolved.spec.secret} again: `, true)) !== secret) return say(session, 'the two entries differ; nothing changed')
+    }
+    const result = await call(session, resolved.spec.name, resolvePathArguments(resolved.spec, resolved.args, process.cwd()), secret)
     say(session, json ? JSON.stringify(result, null, 2) : resolved.spec.render(result))
   } catch (error) {
     const code = (error as ControlError).code

@@ -3,6 +3,7 @@ import type { ArchiveStore, ReadOnlyStatus } from '../firmware/archive/types.js'
 import { loadOrCreateIdentityCertificate } from '../firmware/mirror/certificate.js'
 import type { MirrorService } from '../firmware/mirror/mirror-service.js'
 import { loadAdminCredential } from '../firmware/api/auth.js'
+import { loadOrCreateHttpsCertificate, TlsCertificateError, type HttpsCertificate } from '../firmware/api/tls-certificate.js'
 import { loadOrCreateAuditKey, type AuditEvent } from '../firmware/policy/index.js'
 import type { SearchIndex } from '../firmware/index/index.js'
 import type { ComposeContext } from './compose-context.js'
@@ -10,6 +11,9 @@ import { composeStore, type StoreStage } from './compose-store.js'
 import { composeSources } from './compose-sources.js'
 import { composeMirror, type MirrorStage } from './compose-mirror.js'
 import { composeHttp } from './compose-http.js'
+import { tlsCommandHandlers, type HttpsState } from './tls-commands.js'
+import { createAccountStore } from '../firmware/access/accounts.js'
+import { accountCommandHandlers } from './account-commands.js'
 import { serviceCommandHandlers } from './service-commands.js'
 import type { ManagedService } from './managed-service.js'
 
@@ -39,9 +43,10 @@ export function storageMode(archive: Pick<ArchiveStore, 'readOnly'>): { mode: 'r
  * composition root: the one place that picks implementations.
  *
  * Creating the services is pure (their I/O happens in start()); this function itself does
- * I/O in three places only, all under `dataDir`: it reads (or at first boot creates) the
- * appliance's identity certificate, the audit log's key and the HTTP admin credential
- * (`initial-admin-password` when no hash is configured).
+ * I/O in five places only, all under `dataDir`: it reads (or at first boot creates) the
+ * appliance's identity certificate, the audit log's key, the HTTP admin credential
+ * (`initial-admin-password` when no hash is configured), the HTTPS certificate, and reads
+ * the local accounts.
  */
 export async function composeServices(context: ComposeContext & { applianceStatus: () => Promise<unknown> }): Promise<ComposedServices> {
   const { config, logger, clock } = context
@@ -54,14 +59,28 @@ export async function composeServices(context: ComposeContext & { applianceStatu
   mirrorLink.mirror = mirrorStage.mirror
   const sources = composeSources(context, { pipeline: store.pipeline, archive: store.archive, certificate, mirror: mirrorStage.mirror })
   const credential = await loadAdminCredential({ clock }, { dataDir: config.dataDir, adminPasswordHash: config.http.adminPasswordHash })
+  const accounts = createAccountStore({ clock, logger: logger.child('accounts') }, { dataDir: config.dataDir })
+  await accounts.load()
+  const https = config.https.enabled ? await httpsCertificate(context) : undefined
+  const httpsState: HttpsState = { enabled: config.https.enabled, ...https }
   const search = searchWithCompleteness(store.index, mirrorStage)
   const status = (): Promise<Record<string, unknown>> => servicesStatus(store, mirrorStage)
   const http = composeHttp(context, {
     credential,
+    accounts,
+    ...(https ? { https } : {}),
     archive: store.archive,
     status: async () => ({ ...((await context.applianceStatus()) as object), ...(await status()) }),
     search,
     policy: store.policy,
+    audit: store.audit,
+  })
+  const tlsHandlers = tlsCommandHandlers({
+    logger: logger.child('https'),
+    clock,
+    dataDir: config.dataDir,
+    state: httpsState,
+    ...(http.replaceTls ? { replaceTls: http.replaceTls } : {}),
     audit: store.audit,
   })
   const handlers = serviceCommandHandlers({
@@ -73,8 +92,26 @@ export async function composeServices(context: ComposeContext & { applianceStatu
     indexRun: store.indexRun,
     mirror: { mirror: mirrorStage.mirror, disabledReason: mirrorStage.disabledReason, status: () => mirrorStatus(mirrorStage), audit: store.audit },
   })
-  const services = [...store.services, ...sources.services, ...http, ...mirrorStage.services]
+  for (const [name, handler] of [...tlsHandlers, ...accountCommandHandlers({ accounts, audit: store.audit })]) handlers.set(name, handler)
+  const services = [...store.services, ...sources.services, ...http.services, ...mirrorStage.services]
   return { services, handlers, status, audit: store.audit }
+}
+
+/**
+ * The HTTPS certificate (generated at first boot). An installed one that cannot be used
+ * does not stop the appliance archiving: HTTPS stays down, the http service reports why
+ * (degraded), and a technician installs a good one. @throws fs errors other than that
+ */
+async function httpsCertificate(context: ComposeContext): Promise<{ certificate: HttpsCertificate } | { unavailableReason: string }> {
+  const { config, logger, clock } = context
+  const httpsLogger = logger.child('https')
+  try {
+    return { certificate: await loadOrCreateHttpsCertificate({ logger: httpsLogger, clock }, { dataDir: config.dataDir, serial: context.identity.serial, altNames: [config.https.host] }) }
+  } catch (error) {
+    if (!(error instanceof TlsCertificateError)) throw error
+    httpsLogger.error('installed https certificate unusable', { code: error.code, reason: error.message })
+    return { unavailableReason: `installed certificate unusable (${error.code}): ${error.message}` }
+  }
 }
 
 /** `show mirror`: the mirror service's status, or why mirroring is off. */

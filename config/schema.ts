@@ -264,6 +264,13 @@ export const configSchema = {
         host: host('127.0.0.1'),
         port: port(8080),
         adminPasswordHash: scryptHash,
+        plainNetworks: {
+          type: 'array',
+          items: cidr,
+          maxItems: 1000,
+          default: ['127.0.0.0/8', '::1/128'],
+          description: 'clients (CIDR) served the API over plain HTTP while HTTPS is on; any other client is redirected (308) to HTTPS',
+        },
         loginThrottle: {
           type: 'object',
           additionalProperties: false,
@@ -289,6 +296,24 @@ export const configSchema = {
             },
             pairsMax: { type: 'integer', minimum: 1, maximum: 1000000, default: 10000, description: 'most pairs tracked; beyond, the oldest unthrottled pair is forgotten first' },
           },
+        },
+      },
+    },
+    https: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'the API over TLS 1.2+ with the appliance certificate (generated at first boot; `mailkeep tls install` replaces it)',
+      properties: {
+        enabled: { type: 'boolean', default: true },
+        host: host('127.0.0.1'),
+        port: port(8443),
+        hstsMaxAgeSeconds: {
+          type: 'integer',
+          minimum: 0,
+          maximum: 63072000,
+          default: 31536000,
+          description: 'Strict-Transport-Security max-age of every HTTPS answer, in seconds (0 tells browsers to forget it)',
         },
       },
     },

@@ -82,9 +82,13 @@ export interface Config {
     host: string
     port: number
     adminPasswordHash: string | null
+    /** Clients (CIDR) served over plain HTTP while HTTPS is on; others are redirected. */
+    plainNetworks: string[]
     /** Failed-login throttling per (address, user): firmware/api/login-throttle.ts. */
     loginThrottle: { failuresBeforeDelay: number; delayMsMin: number; delayMsMax: number; forgetAfterMs: number; pairsMax: number }
   }
+  /** The API over TLS (firmware/api/tls-certificate.ts has the certificate). */
+  https: { enabled: boolean; host: string; port: number; hstsMaxAgeSeconds: number }
   mirror: {
     enabled: boolean
     host: string

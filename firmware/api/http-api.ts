@@ -1,19 +1,47 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
-import type { AdminCredential } from './auth.js'
-import { sendError } from './http-responses.js'
-import { routeRequest, type ApiMethodRoute, type ApiRoute, type ArchiveReader } from './http-routes.js'
-import { createHttpServer, type HttpServerOptions } from './http-server.js'
+import type { SignInSources } from '../access/sign-in.js'
+import { HttpError, sendError } from './http-responses.js'
+import { routeRequest, type ApiRoute, type ArchiveReader } from './http-routes.js'
+import { coreRoutes } from './message-routes.js'
+import { createHttpServer, type HttpServerOptions, type TlsMaterial } from './http-server.js'
+import { parseNetworks, type NetworkSet } from '../common/networks.js'
+import { MailkeepError } from '../common/errors.js'
 import { createLoginGate } from './http-login.js'
 import { loginThrottleDefaults, type LoginThrottleEvent, type LoginThrottleOptions } from './login-throttle.js'
 
-export { requestBodyBytesMax, type ApiMethodRoute, type ApiRoute, type ArchiveReader } from './http-routes.js'
+export { requestBodyBytesMax, BinaryAnswer, type ApiRoute, type ArchiveReader, type RouteRequest } from './http-routes.js'
 
 /** How often quiet login-throttle pairs are forgotten (and their summaries audited), in ms. */
 export const loginThrottleSweepMs = 10_000
 
-export interface HttpApiOptions extends HttpServerOptions {
+/** The HTTPS listener: where, its key and certificate chain, and the HSTS lifetime it announces. */
+export interface HttpsListenerOptions extends HttpServerOptions {
+  /**
+   * The key and chain served. Absent when the certificate is unusable: HTTPS stays down
+   * (`unavailableReason` says why, in the health check) until replaceTls gives one, and the
+   * plain listener still serves only `plainNetworks`.
+   */
+  tls?: TlsMaterial
+  unavailableReason?: string
+  /** `Strict-Transport-Security: max-age` of every HTTPS answer, in seconds. */
+  hstsMaxAgeSeconds: number
+}
+
+/** Clients served the API over plain HTTP when HTTPS is on: loopback only. */
+export const plainNetworksDefault: readonly string[] = ['127.0.0.0/8', '::1/128']
+
+export interface HttpApiOptions {
+  /** The plain HTTP listener, when enabled. */
+  http?: HttpServerOptions
+  /** The HTTPS listener, when enabled. */
+  https?: HttpsListenerOptions
+  /**
+   * With both listeners: the clients (CIDR) the plain listener serves the API to; every
+   * other client is redirected (308) to HTTPS. Default plainNetworksDefault (loopback).
+   */
+  plainNetworks?: readonly string[]
   /** Failed-login throttling per (address, user) (login-throttle.ts); defaults: loginThrottleDefaults. */
   loginThrottle?: LoginThrottleOptions
 }
@@ -21,11 +49,12 @@ export interface HttpApiOptions extends HttpServerOptions {
 export interface HttpApiDeps {
   logger: Logger
   clock: Clock
-  credential: AdminCredential
+  /** Where user names and passwords are checked: the first admin, local accounts, the directory. */
+  signIn: SignInSources
   archive: ArchiveReader
   status: () => Promise<unknown>
-  routes?: ReadonlyMap<string, ApiRoute>
-  methodRoutes?: readonly ApiMethodRoute[]
+  /** Routes beyond status and messages: search (the index module), policies, holds, audit (firmware/policy). */
+  routes?: readonly ApiRoute[]
   /**
    * Told of login-throttle events for the audit log: failures before a pair is throttled,
    * the start and the end (with counts) of its throttling; bounded per minute. Never a password.
@@ -34,8 +63,12 @@ export interface HttpApiDeps {
 }
 
 /**
- * The HTTP JSON API (ARCHITECTURE contract): every route needs HTTP Basic authentication
- * as `admin`. Failed logins are throttled per (remote address, user name): after a few,
+ * The HTTP JSON API (ARCHITECTURE contract), over HTTPS (TLS 1.2+, HSTS) and over plain
+ * HTTP for local scripts: the plain listener serves only clients in `plainNetworks`
+ * (loopback) and redirects the others to HTTPS. Every route needs HTTP Basic authentication
+ * (the first admin, a local account or a directory account: firmware/access/sign-in.ts)
+ * and the one permission its route names (firmware/access/roles.ts: 403 without it); a
+ * `user` sees only their own mail (404 for anything else). Failed logins are throttled per (remote address, user name): after a few,
  * that pair's attempts wait a growing, capped delay before their password is checked, and
  * none is refused, so a guesser cannot lock the admin out (login-throttle.ts says why).
  * Failures are logged and audited without the password. Stateless apart from the throttle,
@@ -51,42 +84,132 @@ export interface HttpApiDeps {
  */
 export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
   const { logger } = deps
-  const login = createLoginGate(deps, options.loginThrottle ?? loginThrottleDefaults)
-  const routeDeps = { ...deps, authenticate: login.authenticate }
-  const server = createHttpServer(onRequest, options)
+  if (!options.http && !options.https) throw new MailkeepError('INVALID_OPTIONS', 'the http api needs a listener (http or https)')
+  const plainClients = plainNetworkSet(options)
+  const login = createLoginGate({ ...deps, accounts: deps.signIn }, options.loginThrottle ?? loginThrottleDefaults)
+  const routes = [...coreRoutes(deps), ...(deps.routes ?? [])]
+  const routeDeps = { routes, authenticate: login.authenticate }
+  const httpsOptions = options.https
+  const hsts = `max-age=${httpsOptions?.hstsMaxAgeSeconds ?? 0}`
+  const plain = options.http ? createHttpServer((request, response) => onRequest(request, response, false), options.http) : undefined
+  const secureServer = (https: HttpsListenerOptions, tls: TlsMaterial) => createHttpServer((request, response) => onRequest(request, response, true), { ...https, tls })
+  let secure = httpsOptions?.tls ? secureServer(httpsOptions, httpsOptions.tls) : undefined
+  let unavailableReason = httpsOptions && !httpsOptions.tls ? (httpsOptions.unavailableReason ?? 'no certificate') : undefined
+  const servers = () => [plain, secure].filter((server) => server !== undefined)
+  let started = false
   let sweep: NodeJS.Timeout | undefined
   let requestsServed = 0
 
-  function onRequest(request: IncomingMessage, response: ServerResponse): void {
+  function onRequest(request: IncomingMessage, response: ServerResponse, overTls: boolean): void {
     requestsServed += 1
+    if (overTls) response.setHeader('strict-transport-security', hsts)
+    else if (httpsOptions && !plainClients.contains(request.socket.remoteAddress ?? '')) {
+      if (secure?.listening) return redirectToHttps(request, response, secure.address().port, httpsOptions.host)
+      return sendError(
+        response,
+        new HttpError(503, 'HTTPS_UNAVAILABLE', `HTTPS is down (${unavailableReason ?? 'not listening'}); plain HTTP serves local clients only`),
+        logger,
+        request.url,
+      )
+    }
     routeRequest(routeDeps, request, response).catch((error: unknown) => sendError(response, error, logger, request.url))
   }
 
   return {
-    /** Binds host:port. @throws the listen error (EADDRINUSE…) */
+    /** Binds the listeners. @throws the listen error (EADDRINUSE…); none is left listening */
     async start(): Promise<void> {
-      if (server.listening) return
-      await server.listen()
+      if (started) return
+      try {
+        for (const server of servers()) await server.listen()
+      } catch (error) {
+        for (const server of servers()) await server.close(() => undefined)
+        throw error
+      }
+      started = true
       sweep = setInterval(() => login.tick(), loginThrottleSweepMs)
       sweep.unref()
-      logger.info('http listening', { address: server.address() })
+      logger.info('http listening', this.listeners())
+      if (unavailableReason) logger.error('https is down', { reason: unavailableReason })
     },
     /** Stops accepting, lets in-flight requests finish within stopTimeoutMs, then closes the rest; idempotent. */
     async stop(): Promise<void> {
-      if (!server.listening) return
+      if (!started) return
+      started = false
       clearInterval(sweep)
       // Held login attempts are answered at once (503) rather than waited for.
-      await server.close(() => login.releaseHeld())
+      await Promise.all(servers().map((server) => server.close(() => login.releaseHeld())))
       login.close()
     },
-    /** The bound address. @throws MailkeepError NOT_STARTED before start */
-    address(): { host: string; port: number } {
+    /** The bound address of the plain (default) or the HTTPS listener. @throws MailkeepError NOT_STARTED when that one is not listening */
+    address(listener: 'http' | 'https' = 'http'): { host: string; port: number } {
+      const server = listener === 'http' ? plain : secure
+      if (!server) throw new MailkeepError('NOT_STARTED', `the ${listener} listener is not listening`)
       return server.address()
     },
+    /** `host:port` of each listening listener, by name (`http`, `https`). */
+    listeners(): Record<string, string> {
+      const bound: Record<string, string> = {}
+      for (const [name, server] of [
+        ['http', plain],
+        ['https', secure],
+      ] as const) {
+        if (!server?.listening) continue
+        const { host, port } = server.address()
+        bound[name] = `${host}:${port}`
+      }
+      return bound
+    },
+    /**
+     * The HTTPS listener serves another key and certificate from now on, on the same port
+     * (or starts, when its certificate was unusable). @throws MailkeepError NOT_STARTED
+     * when HTTPS is off or the API is stopped; the listen error as it comes
+     */
+    async replaceTls(material: TlsMaterial): Promise<void> {
+      if (!httpsOptions || !started) throw new MailkeepError('NOT_STARTED', 'https is not enabled or the api is stopped')
+      if (secure) await secure.replaceTls(material)
+      else {
+        const server = secureServer(httpsOptions, material)
+        await server.listen()
+        secure = server
+      }
+      unavailableReason = undefined
+      logger.info('https certificate replaced', this.listeners())
+    },
+    /** Every route served, in the order they are matched (the role table's test walks them). */
+    routes(): readonly ApiRoute[] {
+      return routes
+    },
     healthcheck() {
-      return { ok: server.listening, detail: server.listening ? `${requestsServed} request(s) served; ${login.throttledPairs()} login pair(s) throttled` : 'not listening' }
+      if (!started) return { ok: false, detail: 'not listening' }
+      if (unavailableReason) return { ok: false, detail: `https is down: ${unavailableReason}` }
+      return { ok: true, detail: `${requestsServed} request(s) served; ${login.throttledPairs()} login pair(s) throttled` }
     },
   }
+}
+
+/** The clients the plain listener serves. @throws MailkeepError INVALID_OPTIONS naming each bad entry */
+function plainNetworkSet(options: HttpApiOptions): NetworkSet {
+  const parsed = parseNetworks(options.plainNetworks ?? plainNetworksDefault, 'http.plainNetworks')
+  if (!parsed.networks) throw new MailkeepError('INVALID_OPTIONS', parsed.problems.join('; '), { fields: { problems: parsed.problems } })
+  return parsed.networks
+}
+
+/** A host name as a client may write it in `Host` (a name, an IPv4 address or a bracketed IPv6 one). */
+const hostNamePattern = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])$/
+
+/**
+ * 308 to the same path on the HTTPS port of the host the client asked for (its `Host`
+ * header without the port), or of `fallbackHost` when that header is missing or not a
+ * host name. 308 keeps the method and body; nothing of the request is read or served.
+ */
+function redirectToHttps(request: IncomingMessage, response: ServerResponse, httpsPort: number, fallbackHost: string): void {
+  const asked = (request.headers.host ?? '').replace(/:\d+$/, '')
+  const host = hostNamePattern.test(asked) ? asked : fallbackHost.includes(':') ? `[${fallbackHost}]` : fallbackHost
+  const path = (request.url ?? '/').startsWith('/') ? (request.url ?? '/') : '/'
+  const location = `https://${host}:${httpsPort}${path}`
+  const body = `plain HTTP serves local clients only; use ${location}\n`
+  response.writeHead(308, { location, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', connection: 'close' })
+  response.end(body)
 }
 
 export type HttpApi = ReturnType<typeof createHttpApi>

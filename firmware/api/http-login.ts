@@ -2,7 +2,9 @@ import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
-import { parseBasicAuth, type AdminCredential } from './auth.js'
+import { parseBasicAuth } from './auth.js'
+import { signIn, type SignInSources } from '../access/sign-in.js'
+import type { Principal } from '../access/roles.js'
 import { HttpError } from './http-responses.js'
 import { createLoginThrottle, loginUserCharsMax, type LoginThrottleEvent, type LoginThrottleOptions } from './login-throttle.js'
 
@@ -51,7 +53,7 @@ function hold(holds: Set<Hold>, key: string, waitMs: number, socket: Socket): Pr
  * the throttle. Throttle events go to the log and to `onLoginEvent` (the audit log), never
  * with a password.
  */
-export function createLoginGate(deps: { logger: Logger; clock: Clock; credential: AdminCredential; onLoginEvent?: (event: LoginThrottleEvent) => void }, options: LoginThrottleOptions) {
+export function createLoginGate(deps: { logger: Logger; clock: Clock; accounts: SignInSources; onLoginEvent?: (event: LoginThrottleEvent) => void }, options: LoginThrottleOptions) {
   const { logger } = deps
   const throttle = createLoginThrottle(
     {
@@ -68,12 +70,13 @@ export function createLoginGate(deps: { logger: Logger; clock: Clock; credential
 
   return {
     /**
-     * Resolves when the request carries the admin's user and password, after the pair's delay.
-     * @throws HttpError 401 (no or wrong credentials), 499 (the client left while held), 503 (stopping)
+     * The account whose user and password the request carries, after the pair's delay.
+     * @throws HttpError 401 (no or wrong credentials, a disabled account), 499 (the client
+     *   left while held), 503 (stopping; DIRECTORY_UNAVAILABLE)
      */
-    async authenticate(request: IncomingMessage, remoteAddress: string): Promise<void> {
+    async authenticate(request: IncomingMessage, remoteAddress: string): Promise<Principal> {
       const credentials = parseBasicAuth(request.headers.authorization)
-      if (!credentials) throw new HttpError(401, 'AUTH_REQUIRED', 'authentication required (HTTP Basic, user admin)')
+      if (!credentials) throw new HttpError(401, 'AUTH_REQUIRED', 'authentication required (HTTP Basic)')
       const user = credentials.user.slice(0, loginUserCharsMax)
       // The wait comes before the check and is the same for a right and a wrong password, so
       // the time of the answer tells nothing before the delay has passed (login-throttle.ts).
@@ -85,14 +88,18 @@ export function createLoginGate(deps: { logger: Logger; clock: Clock; credential
         // A client that left is not checked: no one would hear the answer, and scrypt is not free.
         if (outcome === 'gone') throw new HttpError(499, 'CLIENT_GONE', 'the client closed the connection')
         if (outcome === 'stopping') throw new HttpError(503, 'UNAVAILABLE', 'the service is stopping; try again')
-        if (!(await deps.credential.verify(credentials.user, credentials.password))) {
+        const result = await signIn(deps.accounts, credentials.user, credentials.password)
+        if (result.outcome === 'unavailable') throw new HttpError(503, 'DIRECTORY_UNAVAILABLE', `directory unavailable: ${result.reason}`)
+        if (result.outcome === 'failed') {
           attempt.end('failed')
+          if (result.reason === 'disabled') throw new HttpError(401, 'ACCOUNT_DISABLED', 'the account is disabled')
           throw new HttpError(401, 'AUTH_FAILED', 'wrong user or password')
         }
         attempt.end('succeeded')
         // The pair's attempts held meanwhile waited (also) for this one, presumed to fail: a
         // correct password clears the pair's delay (login-throttle.ts), so they are checked now.
         for (const held of [...holds]) if (held.key === attempt.key) held.release('waited')
+        return result.principal
       } finally {
         attempt.end('unchecked')
       }

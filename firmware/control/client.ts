@@ -10,7 +10,7 @@ export const responseBytesMax = 64 * 1024 * 1024
  * with its JSON result or rejects with a ControlError carrying the service's code.
  */
 export interface ControlClient {
-  call(command: string, args?: string[], password?: string): Promise<unknown>
+  call(command: string, args?: string[], password?: string, secret?: string): Promise<unknown>
   close(): void
 }
 
@@ -62,7 +62,7 @@ export async function connectControl(socketPath: string, timeoutMs = 30_000): Pr
     failAll(new ControlError('NOT_RUNNING', 'mailkeep is not running (the service closed the control connection)'))
   })
   return {
-    call(command, args = [], password) {
+    call(command, args = [], password, secret) {
       const id = nextId++
       if (closed) return Promise.reject(new ControlError('NOT_RUNNING', 'mailkeep is not running (the control connection is closed)'))
       return new Promise((resolve, reject) => {
@@ -71,7 +71,7 @@ export async function connectControl(socketPath: string, timeoutMs = 30_000): Pr
           reject(new ControlError('TIMEOUT', `no answer to ${command} within ${timeoutMs} ms`))
         }, timeoutMs)
         waiting.set(id, { resolve, reject, timer })
-        socket.write(JSON.stringify({ id, command, args, ...(password === undefined ? {} : { password }) }) + '\n')
+        socket.write(JSON.stringify({ id, command, args, ...(password === undefined ? {} : { password }), ...(secret === undefined ? {} : { secret }) }) + '\n')
       })
     },
     close() {

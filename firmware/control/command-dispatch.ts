@@ -5,7 +5,8 @@ import type { ControlErrorBody, ControlRequest } from './protocol.js'
 import { commandTable, checkArguments, type CommandSpec } from './command-table.js'
 
 /** A command handler: runs in the service, returns JSON-serialisable data. */
-export type CommandHandler = (args: string[]) => Promise<unknown> | unknown
+/** A command's handler: its arguments, and the request's secret when the command takes one (CommandSpec.secret). */
+export type CommandHandler = (args: string[], request: { secret?: string }) => Promise<unknown> | unknown
 
 /** What one connection remembers between its requests. */
 export interface ControlSession {
@@ -53,7 +54,7 @@ export function createCommandDispatch(deps: CommandDispatchDeps, options: { requ
       timer.unref()
     })
     try {
-      const result = await Promise.race([Promise.resolve().then(() => handler(request.args)), timeout])
+      const result = await Promise.race([Promise.resolve().then(() => handler(request.args, typeof request.secret === 'string' ? { secret: request.secret } : {})), timeout])
       if (spec.technician) logger.info('technician command', { command: spec.name, args: request.args })
       return result
     } finally {

@@ -1,3 +1,4 @@
+import { resolve as resolvePath } from 'node:path'
 import { renderVerify } from './render-verify.js'
 
 /**
@@ -9,7 +10,8 @@ import { renderVerify } from './render-verify.js'
 
 export interface ArgumentSpec {
   name: string
-  kind: 'integer' | 'string' | 'choice'
+  /** `path`: a file the service reads; clients resolve it against their working directory (resolvePathArguments). */
+  kind: 'integer' | 'string' | 'choice' | 'path'
   choices?: readonly string[]
   optional?: boolean
   /** The last argument may take every remaining word (a search query). */
@@ -23,6 +25,12 @@ export interface CommandSpec {
   args: readonly ArgumentSpec[]
   /** Changes state: needs the technician password. */
   technician: boolean
+  /**
+   * The command takes a secret (a new account's password), asked for by the client — hidden
+   * on a terminal, or the line after the technician password with `--password-stdin` — and
+   * sent apart from the arguments, so it is never logged. The text names it.
+   */
+  secret?: string
   /** Human-readable rendering of the handler's JSON result. */
   render(result: unknown): string
 }
@@ -125,6 +133,12 @@ const renderMessage = (result: unknown): string => {
   return typeof message === 'string' ? message : JSON.stringify(result, null, 2)
 }
 const renderObject = (result: unknown): string => keyValues(result as Row)
+
+/** `show tls` / `tls install`: the message, whether HTTPS is on, then the certificate line by line. */
+const renderTls = (result: unknown): string => {
+  const { message, certificate, ...rest } = result as Row & { message?: string; certificate?: Row }
+  return [message, keyValues(rest), certificate ? keyValues(certificate) : 'certificate  (none)'].filter((part) => part !== undefined).join('\n')
+}
 
 const renderSearch = (result: unknown): string => {
   const search = result as {
@@ -261,6 +275,49 @@ export const commandTable: readonly CommandSpec[] = [
   { name: 'show nics', summary: 'network interfaces, link, speed and addresses', args: [], technician: false, render: renderNics },
   { name: 'show config', summary: 'effective configuration (secrets redacted)', args: [], technician: false, render: (result) => JSON.stringify(result, null, 2) },
   { name: 'show store', summary: 'archive figures: messages, deliveries, bytes, last sequence', args: [], technician: false, render: renderObject },
+  {
+    name: 'user list',
+    summary: 'local accounts: name, role, addresses, disabled',
+    args: [],
+    technician: false,
+    render: (result) => table(result as Row[], ['name', 'role', 'disabled', 'addresses']),
+  },
+  {
+    name: 'user add',
+    summary: 'add a local account: NAME --role admin|auditor|user [--address ADDR]... (asks for its password)',
+    args: [{ name: 'name-and-options', kind: 'string', rest: true }],
+    technician: true,
+    secret: 'new account password',
+    render: (result) => `added ${keyValues(result as Row)}`,
+  },
+  { name: 'user remove', summary: 'remove a local account', args: [{ name: 'name', kind: 'string' }], technician: true, render: (result) => `removed ${(result as Row).name}` },
+  {
+    name: 'user passwd',
+    summary: "set a local account's password (asks for it)",
+    args: [{ name: 'name', kind: 'string' }],
+    technician: true,
+    secret: 'new account password',
+    render: (result) => `password set for ${(result as Row).name}`,
+  },
+  {
+    name: 'user disable',
+    summary: 'disable a local account (it cannot sign in)',
+    args: [{ name: 'name', kind: 'string' }],
+    technician: true,
+    render: (result) => `disabled ${(result as Row).name}`,
+  },
+  { name: 'user enable', summary: 'enable a disabled local account', args: [{ name: 'name', kind: 'string' }], technician: true, render: (result) => `enabled ${(result as Row).name}` },
+  { name: 'show tls', summary: 'the HTTPS certificate: source, subject, names, validity, fingerprint', args: [], technician: false, render: renderTls },
+  {
+    name: 'tls install',
+    summary: 'install a certificate chain (PEM, leaf first) and its key for HTTPS; checked first, served at once',
+    args: [
+      { name: 'cert', kind: 'path' },
+      { name: 'key', kind: 'path' },
+    ],
+    technician: true,
+    render: renderTls,
+  },
   { name: 'show mirror', summary: 'mirror peers: state, reason code, queue depth, last success and error', args: [], technician: false, render: renderMirror },
   { name: 'mirror add', summary: 'add a mirror peer (backfills it with the whole archive)', args: [{ name: 'host:port', kind: 'string' }], technician: true, render: renderMessage },
   { name: 'mirror remove', summary: 'remove a mirror peer', args: [{ name: 'host:port', kind: 'string' }], technician: true, render: renderMessage },
@@ -368,6 +425,11 @@ export function checkArguments(spec: CommandSpec, args: readonly string[]): stri
     }
   }
   return undefined
+}
+
+/** The arguments with each `path` one made absolute against `cwd` (the service only takes absolute paths). */
+export function resolvePathArguments(spec: CommandSpec, args: readonly string[], cwd: string): string[] {
+  return args.map((value, index) => (spec.args[index]?.kind === 'path' ? resolvePath(cwd, value) : value))
 }
 
 /** `sim link <nic> <up|down>` */

@@ -12,6 +12,8 @@ export interface ControlRequest {
   args: string[]
   /** Technician password for a one-shot state-changing command; never logged. */
   password?: string
+  /** A secret the command takes (a new account's password); never logged, never an argument. */
+  secret?: string
 }
 
 export interface ControlErrorBody {

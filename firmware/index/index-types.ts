@@ -78,6 +78,22 @@ export interface SearchOptions {
   cursor?: string | null
   /** This search's budget in ms instead of `queryTimeMsMax` (retention's queries over a whole archive). */
   timeMsMax?: number
+  /** Only messages inside this scope count: hits, total and cursor (a `user`'s own mail). */
+  scope?: SearchScope
+}
+
+/**
+ * A search narrowed to the messages of some addresses: the query is joined (AND) with
+ * `from:ADDRESS OR to:ADDRESS` for each of them (every recipient field: To, Cc, Bcc,
+ * envelope and journal BCC), then every match is put to `admits` — the scope rule over the
+ * message's metadata (firmware/access/scope.ts), which has the last word, since the index
+ * folds addresses (case, diacritics, very long ones cut) and the rule compares them exactly.
+ */
+export interface SearchScope {
+  /** Normalized addresses; none: nothing matches. */
+  addresses: readonly string[]
+  /** Whether the message with this archive id is inside the scope. */
+  admits(id: string): boolean
 }
 
 export interface VerifyReport {

@@ -14,6 +14,7 @@ import { makeSnippet } from './snippet.js'
 import { readState, type Databases, type IndexState } from './index-databases.js'
 import type { IndexOptions, SearchHit, SearchOptions, SearchResult } from './index-types.js'
 import { getRecord } from './record-io.js'
+import { addressQueryToken } from './tokenize.js'
 import type { PendingTail } from './pending-tail.js'
 import { queryCacheFor, queryCacheRecordsMax, type QueryCache, type SearchContext } from './query-cache.js'
 import { createEvaluation, type Evaluation } from './query-evaluation.js'
@@ -39,7 +40,11 @@ export type QueryExecutor = ReturnType<typeof createQueryExecutor>
 /** A parsed search: what every attempt at it uses. */
 interface PlannedSearch {
   query: string
+  /** What is evaluated: the query, joined with the scope's addresses when there is a scope. */
   node: QueryNode
+  /** The query as typed: its words are highlighted in snippets (never the scope's addresses). */
+  queryNode: QueryNode
+  admits: ((id: string) => boolean) | undefined
   limit: number
   after: ReturnType<typeof decodeCursor> | null
 }
@@ -128,10 +133,37 @@ export function createQueryExecutor(deps: QueryExecutorDeps) {
 
 /** @throws QuerySyntaxError, IndexError BAD_CURSOR */
 function planSearch(query: string, searchOptions: SearchOptions, limits: QueryExecutorDeps['limits']): PlannedSearch {
-  const node = parseQuery(query)
+  const queryNode = parseQuery(query)
   const limit = Math.min(Math.max(1, Math.floor(searchOptions.limit ?? limits.searchLimitDefault)), limits.searchLimitMax)
   const after = searchOptions.cursor ? decodeCursor(searchOptions.cursor) : null
-  return { query, node, limit, after }
+  const scope = searchOptions.scope
+  const node = scope ? scopedNode(queryNode, scope.addresses) : queryNode
+  return { query, node, queryNode, admits: scope?.admits, limit, after }
+}
+
+/** `query AND (from:a OR to:a OR from:b OR to:b …)`; with no address, a node nothing matches. */
+function scopedNode(query: QueryNode, addresses: readonly string[]): QueryNode {
+  const position = 0
+  const either: QueryNode[] = addresses.flatMap((address) => {
+    const token = addressQueryToken(address)
+    return [
+      { kind: 'address', field: 'from', token, position },
+      { kind: 'address', field: 'to', token, position },
+    ] as const
+  })
+  // An address token no message can have (exact address tokens never hold a newline).
+  if (either.length === 0) either.push({ kind: 'address', field: 'to', token: '\n', position })
+  return { kind: 'and', children: [query, { kind: 'or', children: either, position }], position }
+}
+
+/** The matches the scope admits (the rule over each message's metadata), in their order. */
+function admitted(context: SearchContext, matching: Uint32Array, admits: (id: string) => boolean): Uint32Array {
+  const kept: number[] = []
+  for (const docid of matching) {
+    const id = getRecord(context.db, docid)?.id
+    if (id !== undefined && admits(id)) kept.push(docid)
+  }
+  return Uint32Array.from(kept)
 }
 
 /** Whether what a paused evaluation read (the databases, the epoch, the state) is still the index's now. */
@@ -155,9 +187,9 @@ function stoppedOverBudget(deps: QueryExecutorDeps, counters: SearchCounters, er
 
 /** The page of an evaluated search: order, cut, hits with snippets. Runs on one turn with the evaluation's end. */
 function pageOf(deps: QueryExecutorDeps, context: SearchContext, evaluation: Evaluation, matching: Uint32Array, planned: PlannedSearch, startedMs: number): SearchResult {
-  const { node, limit, after } = planned
-  const page = selectPage(matching, evaluation.dateOf, after, limit)
-  const hits = hitsOf(context, page.docids, page.dates, positiveTokens(node), deps.limits.snippetTextCharsMax)
+  const { queryNode, limit, after, admits } = planned
+  const page = selectPage(admits ? admitted(context, matching, admits) : matching, evaluation.dateOf, after, limit)
+  const hits = hitsOf(context, page.docids, page.dates, positiveTokens(queryNode), deps.limits.snippetTextCharsMax)
   const last = page.docids.length - 1
   const nextCursor = page.remaining > limit && last >= 0 ? encodeCursor(page.dates[last]!, page.docids[last]!) : null
   deps.logger.debug('search', { query: planned.query.slice(0, 200), total: page.total, hits: hits.length, elapsedMs: Math.round(deps.clock.monotonicMs() - startedMs) })

@@ -107,6 +107,8 @@ export function policyCommandHandlers(policy: PolicyService, actor = 'technician
 export interface PolicyApiRoute {
   method: 'GET' | 'POST'
   pattern: RegExp
+  /** What the caller's role must allow (firmware/access/roles.ts). */
+  permission: 'policy.read' | 'policy.write' | 'audit.read'
   /** Status of a successful answer; 200 when absent. */
   status?: number
   handle(request: { url: URL; params: string[]; body: unknown; actor: string }): Promise<unknown> | unknown
@@ -129,17 +131,18 @@ export interface PolicyApiRoute {
 export function policyApiRoutes(policy: PolicyService): PolicyApiRoute[] {
   const name = '([a-z0-9][a-z0-9._-]{0,63})'
   return [
-    { method: 'GET', pattern: /^\/api\/v1\/policies$/, handle: () => ({ ...policy.describe(), policies: policy.policies() }) },
-    { method: 'POST', pattern: /^\/api\/v1\/policies$/, status: 201, handle: ({ body, actor }) => policy.setPolicy(body, actor) },
-    { method: 'GET', pattern: /^\/api\/v1\/policies\/preview$/, handle: () => policy.preview() },
-    { method: 'POST', pattern: new RegExp(`^/api/v1/policies/${name}/remove$`), handle: ({ params, actor }) => policy.removePolicy(params[0]!, actor) },
-    { method: 'GET', pattern: /^\/api\/v1\/holds$/, handle: () => policy.holds() },
-    { method: 'POST', pattern: /^\/api\/v1\/holds$/, status: 201, handle: ({ body, actor }) => policy.placeHold(body, actor) },
-    { method: 'POST', pattern: new RegExp(`^/api/v1/holds/${name}/release$`), handle: ({ params, actor }) => policy.releaseHold(params[0]!, actor) },
-    { method: 'GET', pattern: /^\/api\/v1\/audit\/verify$/, handle: () => policy.auditVerify() },
+    { method: 'GET', pattern: /^\/api\/v1\/policies$/, permission: 'policy.read', handle: () => ({ ...policy.describe(), policies: policy.policies() }) },
+    { method: 'POST', pattern: /^\/api\/v1\/policies$/, permission: 'policy.write', status: 201, handle: ({ body, actor }) => policy.setPolicy(body, actor) },
+    { method: 'GET', pattern: /^\/api\/v1\/policies\/preview$/, permission: 'policy.read', handle: () => policy.preview() },
+    { method: 'POST', pattern: new RegExp(`^/api/v1/policies/${name}/remove$`), permission: 'policy.write', handle: ({ params, actor }) => policy.removePolicy(params[0]!, actor) },
+    { method: 'GET', pattern: /^\/api\/v1\/holds$/, permission: 'policy.read', handle: () => policy.holds() },
+    { method: 'POST', pattern: /^\/api\/v1\/holds$/, permission: 'policy.write', status: 201, handle: ({ body, actor }) => policy.placeHold(body, actor) },
+    { method: 'POST', pattern: new RegExp(`^/api/v1/holds/${name}/release$`), permission: 'policy.write', handle: ({ params, actor }) => policy.releaseHold(params[0]!, actor) },
+    { method: 'GET', pattern: /^\/api\/v1\/audit\/verify$/, permission: 'audit.read', handle: () => policy.auditVerify() },
     {
       method: 'GET',
       pattern: /^\/api\/v1\/audit$/,
+      permission: 'audit.read',
       handle: ({ url }) => {
         const limit = Number(url.searchParams.get('limit') ?? '100')
         const afterText = url.searchParams.get('after')

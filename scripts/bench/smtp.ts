@@ -191,7 +191,14 @@ export async function runSmtpBench(options: { messages?: number; sessions?: numb
   const warmupMessages = options.warmupMessages ?? 6000
   const limit = options.messages ?? Number.POSITIVE_INFINITY
   const dataDir = await mkdtemp(join(tmpdir(), 'mailkeep-bench-smtp-'))
-  const config = validateConfig({ dataDir, smtp: { port: 0, archiveRecipients: ['journal@bench.local'] }, http: { port: 0 }, mirror: { port: 0 }, logging: { level: 'warn' } })
+  const config = validateConfig({
+    dataDir,
+    smtp: { port: 0, archiveRecipients: ['journal@bench.local'] },
+    http: { port: 0 },
+    https: { port: 0 },
+    mirror: { port: 0 },
+    logging: { level: 'warn' },
+  })
   const appliance = createAppliance({ config, logger: createLogger('bench', { level: 'error', write: () => undefined }) })
   await appliance.boot()
   try {

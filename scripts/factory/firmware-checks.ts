@@ -31,6 +31,7 @@ async function withPrivateFirmware<T>(dataDir: string, use: (firmware: PrivateFi
     dataDir: directory,
     smtp: { host: '127.0.0.1', port: 0, archiveRecipients: ['factory@loopback.invalid'], trustedNetworks: [] },
     http: { host: '127.0.0.1', port: 0 },
+    https: { host: '127.0.0.1', port: 0 },
     mirror: { host: '127.0.0.1', port: 0 },
     storage: { freeBytesMin: 0 },
     ...overrides,

@@ -34,6 +34,7 @@ t.test('boots on embedded defaults and answers show status', async (t) => {
   t.equal(status.firmwareVersion, JSON.parse(await readFile(join(repoRoot, 'package.json'), 'utf8')).version)
   t.type(status.uptimeSeconds, 'number')
   t.equal(status.dataDir, join(cwd, 'var'))
+  t.match(status.listeners, { smtp: '127.0.0.1:2525', http: '127.0.0.1:8080', https: '127.0.0.1:8443' }, 'the contract ports of npm start')
   t.equal((await stat(join(cwd, 'var', 'run', 'mailkeep.sock'))).mode & 0o777, 0o600)
   child.kill('SIGTERM')
   const code = await new Promise((resolve) => child.on('exit', resolve))

@@ -62,6 +62,7 @@ export async function writeApplianceConfig(dir: string, name: string, options: A
       ...(options.firmwareVersion ? { hal: { sim: { firmwareVersion: options.firmwareVersion } } } : {}),
       smtp: { port: 0, archiveRecipients: ['journal@archive.local'] },
       http: { port: 0 },
+      https: { port: 0 },
       mirror: {
         port: options.mirrorPort,
         sharedSecret: options.secret ?? testSharedSecret,

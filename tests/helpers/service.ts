@@ -39,6 +39,7 @@ export async function writeConfig(dir: string, config: Record<string, unknown>):
     dataDir: join(dir, 'data'),
     smtp: { port: 0 },
     http: { port: 0 },
+    https: { port: 0 },
     mirror: { port: 0 },
   }
   const merged: Record<string, unknown> = { ...defaults }

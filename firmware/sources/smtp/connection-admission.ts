@@ -1,5 +1,5 @@
 import { isIPv6 } from 'node:net'
-import { normalizeClientAddress } from './recipient-policy.js'
+import { normalizeClientAddress } from '../../common/networks.js'
 
 /**
  * Who gets a connection slot. Pure: the decision and its bookkeeping, no sockets.

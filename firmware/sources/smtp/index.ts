@@ -6,7 +6,7 @@ export { createSmtpSource } from './smtp-source.js'
 export { resolveSmtpOptions, validateSmtpOptions } from './smtp-options.js'
 export { smtpCloseGraceMs } from './listener-lifecycle.js'
 export { SmtpError, formatReply, smtpErrorForIngestFailure, type SmtpErrorCode, type SmtpReply } from './errors.js'
-export { createRecipientPolicy, normalizeClientAddress, type RecipientPolicy } from './recipient-policy.js'
+export { createRecipientPolicy, type RecipientPolicy } from './recipient-policy.js'
 export {
   smtpStopTimeoutMsDefault,
   smtpSubmitTimeoutMsDefault,

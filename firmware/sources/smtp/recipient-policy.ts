@@ -1,4 +1,4 @@
-import { BlockList, isIP } from 'node:net'
+import { parseNetworks } from '../../common/networks.js'
 
 /**
  * Who may send what to the listener. Two deployments share one rule:
@@ -20,31 +20,14 @@ export interface RecipientPolicy {
 /** The result of parsing the policy options: the policy, or every problem found. */
 export type RecipientPolicyResult = { policy: RecipientPolicy; problems: [] } | { policy: null; problems: string[] }
 
-const ipv4MappedPrefix = /^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i
-
-/** `::ffff:10.0.0.1` → `10.0.0.1`, so IPv4 networks match clients of a dual-stack listener. */
-export function normalizeClientAddress(remoteAddress: string): string {
-  return remoteAddress.trim().replace(ipv4MappedPrefix, '')
-}
-
 /**
  * Builds the policy from the `smtp` options. A CIDR is `address/prefix` (a bare address
  * means one host); each problem names the option path and the value.
  */
 export function createRecipientPolicy(options: { archiveRecipients: readonly string[]; trustedNetworks: readonly string[] }): RecipientPolicyResult {
   const problems: string[] = []
-  const networks = new BlockList()
-  options.trustedNetworks.forEach((entry, index) => {
-    const [network = '', prefixText, ...rest] = entry.trim().split('/')
-    const family = isIP(network)
-    const prefixMax = family === 6 ? 128 : 32
-    const prefix = prefixText === undefined ? prefixMax : Number(prefixText)
-    if (family === 0 || rest.length > 0 || !Number.isInteger(prefix) || prefix < 0 || prefix > prefixMax || prefixText === '') {
-      problems.push(`smtp.trustedNetworks[${index}]: not a CIDR network (got ${JSON.stringify(entry)})`)
-      return
-    }
-    networks.addSubnet(network, prefix, family === 6 ? 'ipv6' : 'ipv4')
-  })
+  const parsed = parseNetworks(options.trustedNetworks, 'smtp.trustedNetworks')
+  problems.push(...parsed.problems)
   const recipients = new Set<string>()
   options.archiveRecipients.forEach((entry, index) => {
     const address = entry.trim().toLowerCase()
@@ -54,14 +37,10 @@ export function createRecipientPolicy(options: { archiveRecipients: readonly str
     }
     recipients.add(address)
   })
-  if (problems.length > 0) return { policy: null, problems }
+  const networks = parsed.networks
+  if (problems.length > 0 || !networks) return { policy: null, problems }
 
-  const isTrustedClient = (remoteAddress: string): boolean => {
-    const address = normalizeClientAddress(remoteAddress)
-    const family = isIP(address)
-    if (family === 0) return false
-    return networks.check(address, family === 6 ? 'ipv6' : 'ipv4')
-  }
+  const isTrustedClient = (remoteAddress: string): boolean => networks.contains(remoteAddress)
   const isArchiveRecipient = (address: string): boolean => recipients.has(address.trim().toLowerCase())
   return {
     policy: {

@@ -21,8 +21,15 @@ async function startApi(credentialOptions: { dataDir: string; adminPasswordHash:
   const logger = createMemoryLogger()
   const credential = await loadAdminCredential({ clock: systemClock }, credentialOptions)
   const api = createHttpApi(
-    { logger, clock, credential, archive, status: async () => ({ state: 'ok' }), routes: new Map([['/api/v1/echo', async ({ url }) => ({ q: url.searchParams.get('q') })]]) },
-    { host: '127.0.0.1', port: 0 },
+    {
+      logger,
+      clock,
+      signIn: { firstAdmin: credential },
+      archive,
+      status: async () => ({ state: 'ok' }),
+      routes: [{ method: 'GET', pattern: /^\/api\/v1\/echo$/, permission: 'mail.search', handle: ({ url }) => ({ q: url.searchParams.get('q') }) }],
+    },
+    { http: { host: '127.0.0.1', port: 0 } },
   )
   await api.start()
   const base = `http://127.0.0.1:${api.address().port}`
@@ -108,8 +115,8 @@ async function startThrottledApi(wrap = (credential: AdminCredential) => credent
   const credential = wrap(await loadAdminCredential({ clock: systemClock }, { dataDir, adminPasswordHash: null }))
   const password = (await readFile(join(dataDir, initialPasswordFile), 'utf8')).trim()
   const api = createHttpApi(
-    { logger, clock: systemClock, credential, archive, status: async () => ({ state: 'ok' }), onLoginEvent: (event) => events.push(event) },
-    { host: '127.0.0.1', port: 0, loginThrottle: throttleOptions },
+    { logger, clock: systemClock, signIn: { firstAdmin: credential }, archive, status: async () => ({ state: 'ok' }), onLoginEvent: (event) => events.push(event) },
+    { http: { host: '127.0.0.1', port: 0 }, loginThrottle: throttleOptions },
   )
   await api.start()
   return { api, base: `http://127.0.0.1:${api.address().port}`, password, logger, events }

@@ -1,5 +1,4 @@
 import t from 'tap'
-import { execFileSync } from 'node:child_process'
 import { X509Certificate, createHash } from 'node:crypto'
 import { mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/promises'
 import { get as httpsGet } from 'node:https'
@@ -12,20 +11,9 @@ import { generateRsaKeyPem, issueSelfSignedCertificatePem } from '../../../firmw
 import { createHttpServer } from '../../../firmware/api/http-server.js'
 import { checkCertificate, installHttpsCertificate, loadOrCreateHttpsCertificate, TlsCertificateError } from '../../../firmware/api/tls-certificate.js'
 
-const deps = () => ({ logger: createMemoryLogger(), clock: systemClock })
+import { opensslChain } from '../../helpers/tls.js'
 
-/** A CA and a server certificate it issued, made by the openssl command line tool. */
-async function opensslChain(dir: string): Promise<{ caPem: string; leafPem: string; leafKeyPem: string; otherCaPem: string }> {
-  const run = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
-  for (const name of ['ca', 'other-ca']) {
-    run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', '30', '-subj', `/CN=${name} test authority`)
-  }
-  run('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', '/CN=archive.example.com')
-  await writeFile(join(dir, 'leaf.ext'), 'subjectAltName=DNS:archive.example.com\n')
-  run('x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'leaf.pem', '-days', '10', '-extfile', 'leaf.ext')
-  const read = (name: string) => readFile(join(dir, name), 'utf8')
-  return { caPem: await read('ca.pem'), leafPem: await read('leaf.pem'), leafKeyPem: await read('leaf.key'), otherCaPem: await read('other-ca.pem') }
-}
+const deps = () => ({ logger: createMemoryLogger(), clock: systemClock })
 
 t.test('generated: names the serial and loopback, 0600 key, reused across loads, reissued when the names change', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'mailkeep-https-cert-'))

@@ -9,7 +9,7 @@ import { hashPassword } from '../../../firmware/common/password.js'
 import { createControlServer, authFailuresMax, type CommandHandler } from '../../../firmware/control/server.js'
 import { connectControl } from '../../../firmware/control/client.js'
 import { ControlError } from '../../../firmware/control/errors.js'
-import { commandTable, resolveCommand, checkArguments, completeWords, usageOf } from '../../../firmware/control/command-table.js'
+import { commandTable, resolveCommand, checkArguments, resolvePathArguments, completeWords, usageOf } from '../../../firmware/control/command-table.js'
 
 t.test('command table resolution, arguments and completion', async (t) => {
   t.equal(resolveCommand(['show', 'status'])!.spec.name, 'show status')
@@ -26,8 +26,11 @@ t.test('command table resolution, arguments and completion', async (t) => {
   const names = commandTable.map((spec) => spec.name)
   t.same(completeWords(names, 'sh'), ['show'])
   t.same(completeWords(names, 'show r'), ['raid'])
-  t.same(completeWords(names, 'show '), ['config', 'disks', 'journal', 'mirror', 'nics', 'raid', 'status', 'store', 'version'])
+  t.same(completeWords(names, 'show '), ['config', 'disks', 'journal', 'mirror', 'nics', 'raid', 'status', 'store', 'tls', 'version'])
   t.same(completeWords(names, 'show status '), [])
+  const install = commandTable.find((spec) => spec.name === 'tls install')!
+  t.same(resolvePathArguments(install, ['cert.pem', '/etc/ssl/key.pem'], '/home/tech'), ['/home/tech/cert.pem', '/etc/ssl/key.pem'], 'path arguments are made absolute by the client')
+  t.same(resolvePathArguments(fail, ['2'], '/home/tech'), ['2'], 'other kinds are left as typed')
   t.same(completeWords(names, 'zz'), [])
 })
 

@@ -142,3 +142,33 @@ t.test('the real clock: a paced search of many phrases keeps timers firing', asy
   // fires at every pause.
   t.ok(elapsedMs <= 50 || ticks >= 1, 'a search longer than ten slices let timers fire')
 })
+
+t.test('a scoped search counts only what the scope admits: narrowed by address, then each match put to the rule', async (t) => {
+  const { index, add } = indexWith(t, 0, systemClock)
+  add(0, 70)
+  const idOf = (n: number) => createHash('sha256').update(`message ${n}`).digest('hex')
+  const everyone = await index.search('note')
+  t.equal(everyone.total, 70)
+  // sender3 sent messages 3, 10, 17, … (n % 7 === 3): ten of them.
+  const byAddress = await index.search('note', { limit: 4, scope: { addresses: ['sender3@example.com'], admits: () => true } })
+  t.equal(byAddress.total, 10, 'narrowed to the scope addresses in the index')
+  t.ok(
+    byAddress.hits.every((hit) => Number.parseInt(hit.subject.split(' ')[1]!, 10) % 7 === 3),
+    'only their messages',
+  )
+  t.notMatch(JSON.stringify(byAddress.hits.map((hit) => hit.snippet)), /sender3/, 'the scope address is not highlighted as if searched for')
+  const refused = new Set([idOf(3), idOf(10)])
+  const ruled = await index.search('note', { limit: 4, scope: { addresses: ['sender3@example.com'], admits: (id) => !refused.has(id) } })
+  t.equal(ruled.total, 8, 'matches the rule refuses are not counted')
+  const pages = [...ruled.hits]
+  let cursor = ruled.nextCursor
+  while (cursor) {
+    const page = await index.search('note', { limit: 4, cursor, scope: { addresses: ['sender3@example.com'], admits: (id) => !refused.has(id) } })
+    pages.push(...page.hits)
+    cursor = page.nextCursor
+  }
+  t.equal(pages.length, 8, 'nor paged')
+  t.notOk(pages.some((hit) => refused.has(hit.id)))
+  const none = await index.search('note', { scope: { addresses: [], admits: () => true } })
+  t.same([none.total, none.hits.length], [0, 0], 'a scope without addresses sees nothing')
+})

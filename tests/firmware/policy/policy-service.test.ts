@@ -365,13 +365,13 @@ t.test('API and commands: validated bodies, admin-only, audited failures, no rou
     {
       logger: world.logger,
       clock: world.clock,
-      credential,
+      signIn: { firstAdmin: credential },
       archive: world.archive,
       status: async () => ({}),
-      methodRoutes: policyApiRoutes(world.policy),
+      routes: policyApiRoutes(world.policy),
       onLoginEvent: (event) => void world.audit.append(loginAuditEntry(event)),
     },
-    { host: '127.0.0.1', port: 0 },
+    { http: { host: '127.0.0.1', port: 0 } },
   )
   await api.start()
   t.teardown(() => api.stop())

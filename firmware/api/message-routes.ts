@@ -1,0 +1,45 @@
+import { inScope } from '../access/scope.js'
+import { scopeOf } from '../access/roles.js'
+import { BinaryAnswer, type ApiRoute, type ArchiveReader } from './http-routes.js'
+import { HttpError } from './http-responses.js'
+
+const messageIdPattern = /^[0-9a-f]{64}$/
+
+/**
+ * The appliance's own routes:
+ *   GET /api/v1/status             appliance status and store figures
+ *   GET /api/v1/messages/{id}      metadata of one archived message
+ *   GET /api/v1/messages/{id}/raw  the original bytes, byte-identical (message/rfc822)
+ * A message outside the caller's scope (scope.ts) answers 404 exactly as one that does not
+ * exist: a `user` cannot tell whether someone else's message is archived.
+ */
+export function coreRoutes(deps: { archive: ArchiveReader; status: () => Promise<unknown> }): ApiRoute[] {
+  /** @throws HttpError 400 (not an id), 404 (absent or outside the scope) */
+  const visibleMeta = async (idText: string, principal: Parameters<typeof scopeOf>[0]) => {
+    const id = idText.toLowerCase()
+    if (!messageIdPattern.test(id)) throw new HttpError(400, 'BAD_ID', 'a message id is 64 hex digits (SHA-256)')
+    const meta = await deps.archive.getMeta(id)
+    if (!meta || !inScope(scopeOf(principal), meta)) throw new HttpError(404, 'NOT_FOUND', `no message ${id}`)
+    return meta
+  }
+  return [
+    { method: 'GET', pattern: /^\/api\/v1\/status$/, permission: 'status.read', handle: () => deps.status() },
+    { method: 'GET', pattern: /^\/api\/v1\/messages\/([^/]+)$/, permission: 'mail.read', handle: ({ params, principal }) => visibleMeta(params[0]!, principal) },
+    {
+      method: 'GET',
+      pattern: /^\/api\/v1\/messages\/([^/]+)\/raw$/,
+      permission: 'mail.read',
+      handle: async ({ params, principal }) => {
+        const { id } = await visibleMeta(params[0]!, principal)
+        const bytes = await deps.archive.getRaw(id)
+        if (!bytes) throw new HttpError(404, 'NOT_FOUND', `no message ${id}`)
+        return new BinaryAnswer(bytes, {
+          'content-type': 'message/rfc822',
+          etag: `"${id}"`,
+          'content-disposition': `attachment; filename="${id}.eml"`,
+          'cache-control': 'private, max-age=31536000, immutable',
+        })
+      },
+    },
+  ]
+}

@@ -1,0 +1,217 @@
+import t from 'tap'
+import { X509Certificate, createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { hashPassword } from '../../firmware/common/password.js'
+import { roles, type Role } from '../../firmware/access/roles.js'
+import { coreRoutes } from '../../firmware/api/message-routes.js'
+import { extraRoutes } from '../../boot/compose-http.js'
+import type { PolicyService } from '../../firmware/policy/index.js'
+import { tempDir, writeConfig, startService, cliJson, runCli, portOf } from '../helpers/service.js'
+import { basicAuth, fetchAnswer, type Answer } from '../helpers/https-client.js'
+import { SmtpSession, archivedId } from '../helpers/smtp.js'
+import { exchangeJournalReport } from '../helpers/journal-report.js'
+
+const technicianPassword = 'e2e-access-pass'
+const passwords: Record<string, string> = {
+  auditor1: 'auditor-password-1',
+  admin2: 'second-admin-password',
+  bob: 'bob-password-123',
+  carol: 'carol-password-123',
+  erin: 'erin-password-123',
+}
+
+const mail = (headers: string[], body: string) => Buffer.from([...headers, 'Date: Sat, 28 Nov 2026 11:00:00 +0000', '', body, ''].join('\r\n'))
+
+t.test('accounts and roles over real HTTPS: every route × role, a user sees only their own mail', async (t) => {
+  const dir = await tempDir()
+  const config = await writeConfig(dir, { technician: { passwordHash: await hashPassword(technicianPassword) } })
+  const service = await startService(config)
+  t.teardown(() => service.stop())
+  const technician = (args: string[], secret?: string) => cliJson(config, [...args, '--password-stdin'], { input: technicianPassword + '\n' + (secret === undefined ? '' : secret + '\n') })
+
+  // Accounts, over the CLI (technician password, then the account's, one line each).
+  for (const [name, role, addresses] of [
+    ['auditor1', 'auditor', []],
+    ['admin2', 'admin', []],
+    ['bob', 'user', ['bob@example.com', 'Robert@Example.com']],
+    ['carol', 'user', ['carol.hidden@example.com']],
+    ['erin', 'user', ['erin@example.com']],
+  ] as const) {
+    const added = await technician(['user', 'add', name, '--role', role, ...addresses.flatMap((address) => ['--address', address])], passwords[name])
+    t.equal(added.code, 0, `user add ${name}: ${added.stderr}`)
+  }
+  const listed = await cliJson(config, ['user', 'list'])
+  t.match(listed.json, [{ name: 'admin2', role: 'admin' }, { name: 'auditor1' }, { name: 'bob', addresses: ['bob@example.com', 'robert@example.com'] }, { name: 'carol' }, { name: 'erin' }])
+  t.notMatch(JSON.stringify(listed.json), /scrypt|password/, 'no hash is shown')
+  const duplicate = await technician(['user', 'add', 'bob', '--role', 'user', '--address', 'x@example.com'], 'another-password-1')
+  t.match(duplicate.json, { error: { code: 'EXISTS' } })
+  const short = await technician(['user', 'add', 'zoe', '--role', 'user', '--address', 'zoe@example.com'], 'short')
+  t.match(short.json, { error: { code: 'INVALID', message: /shorter than 10 characters/ } })
+  const badRole = await technician(['user', 'add', 'zoe', '--role', 'boss', '--address', 'zoe@example.com'], 'long-enough-password')
+  t.match(badRole.json, { error: { code: 'INVALID', message: /role "boss": one of admin, auditor, user/ } })
+  const noAddress = await technician(['user', 'add', 'zoe', '--role', 'user'], 'long-enough-password')
+  t.match(noAddress.json, { error: { code: 'INVALID', message: /needs at least one address/ } })
+  const reserved = await technician(['user', 'add', 'admin', '--role', 'admin'], 'long-enough-password')
+  t.match(reserved.json, { error: { code: 'INVALID', message: /reserved/ } })
+  const log = await readFile(join(service.dataDir, '..', 'config.json'), 'utf8').catch(() => '')
+  t.notMatch(service.lines.join('\n') + log, /bob-password-123|carol-password-123/, 'no account password in the log')
+
+  // Mail: all of it says "quarterly"; who may see which is in the comments.
+  const session = await SmtpSession.open(portOf(service, 'smtp'))
+  const send = async (from: string, to: string[], raw: Buffer) => {
+    const reply = await session.send(from, to, raw)
+    t.equal(reply.code, 250, reply.text)
+    return archivedId(reply)!
+  }
+  const ids = {
+    // A journal report: alice to bob, carol.hidden in the envelope's BCC only → bob, carol.
+    journal: await send(
+      'journal@corp.example',
+      ['journal@archive.local'],
+      exchangeJournalReport(mail(['From: Alice <alice@example.com>', 'To: bob@example.com', 'Subject: quarterly numbers', 'Message-ID: <q@example.com>'], 'quarterly numbers body')),
+    ),
+    // bob's alias, in another case, as sender → bob.
+    alias: await send(
+      'robert@example.com',
+      ['zed@example.com'],
+      mail(['From: ROBERT@example.com', 'To: zed@example.com', 'Subject: quarterly alias', 'Message-ID: <alias@example.com>'], 'quarterly from the alias'),
+    ),
+    // erin → erin.
+    erin: await send(
+      'erin@example.com',
+      ['zed@example.com'],
+      mail(['From: Erin <Erin@Example.com>', 'To: zed@example.com', 'Subject: quarterly erin', 'Message-ID: <erin@example.com>'], 'quarterly by erin'),
+    ),
+    // Near misses of erin and nobody's → admins and auditors only.
+    lookalike: await send(
+      'erin@example.co',
+      ['x.erin@example.com'],
+      mail(['From: erin@example.co', 'To: x.erin@example.com, erin@example.com.evil', 'Subject: quarterly lookalike', 'Message-ID: <look@example.com>'], 'quarterly lookalike'),
+    ),
+    nobody: await send(
+      'zed@example.com',
+      ['yan@example.com'],
+      mail(['From: zed@example.com', 'To: yan@example.com', 'Subject: quarterly nobody', 'Message-ID: <nobody@example.com>'], 'quarterly nobody secret'),
+    ),
+  }
+  session.close()
+  const sees: Record<string, string[]> = {
+    admin: Object.values(ids),
+    admin2: Object.values(ids),
+    auditor1: Object.values(ids),
+    bob: [ids.journal, ids.alias],
+    carol: [ids.journal],
+    erin: [ids.erin],
+  }
+
+  const certificatePem = await readFile(join(service.dataDir, 'tls', 'cert.pem'), 'utf8')
+  const pinned = { certificatePem, fingerprint: createHash('sha256').update(new X509Certificate(certificatePem).raw).digest('hex') }
+  const base = `https://127.0.0.1:${portOf(service, 'https')}`
+  passwords.admin = (await readFile(join(service.dataDir, 'initial-admin-password'), 'utf8')).trim()
+  const as = (name: string, path: string, options: { method?: string; body?: unknown } = {}): Promise<Answer> =>
+    fetchAnswer(base + path, {
+      pinned,
+      method: options.method ?? 'GET',
+      headers: { ...basicAuth(name, passwords[name]!), ...(options.body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(options.body === undefined ? {} : { body: JSON.stringify(options.body) }),
+    })
+
+  // Scope through search: hits, totals and snippets hold only the caller's mail.
+  for (const [name, visible] of Object.entries(sees)) {
+    const answer = await as(name, '/api/v1/search?q=quarterly&limit=2')
+    t.equal(answer.status, 200, `${name} searches`)
+    const result = answer.json as { total: number; hits: { id: string; snippet: string }[]; nextCursor: string | null }
+    t.equal(result.total, visible.length, `${name}: the total counts only their mail`)
+    const all = [...result.hits]
+    let cursor = result.nextCursor
+    while (cursor) {
+      const next = (await as(name, `/api/v1/search?q=quarterly&limit=2&cursor=${encodeURIComponent(cursor)}`)).json as typeof result
+      all.push(...next.hits)
+      cursor = next.nextCursor
+    }
+    t.same(all.map((hit) => hit.id).sort(), [...visible].sort(), `${name}: every page holds exactly their mail`)
+    if (!visible.includes(ids.nobody)) t.notMatch(JSON.stringify(all), /secret/, `${name}: no snippet of another's mail`)
+    const counted = (await as(name, '/api/v1/search?q=nobody')).json as { total: number }
+    t.equal(counted.total, visible.includes(ids.nobody) ? 1 : 0, `${name}: a word only in another's mail counts nothing`)
+  }
+  const bcc = (await as('carol', '/api/v1/search?q=to:carol.hidden@example.com')).json as { total: number }
+  t.equal(bcc.total, 1, 'carol finds the message she was a journal BCC of')
+
+  // Scope through reads: another's message is 404, the same answer as one that does not exist.
+  const absent = 'f'.repeat(64)
+  for (const [name, visible] of Object.entries(sees)) {
+    for (const id of Object.values(ids)) {
+      for (const suffix of ['', '/raw']) {
+        const answer = await as(name, `/api/v1/messages/${id}${suffix}`)
+        t.equal(answer.status, visible.includes(id) ? 200 : 404, `${name} ${suffix || 'meta'} ${id.slice(0, 8)}`)
+      }
+    }
+  }
+  const foreign = await as('erin', `/api/v1/messages/${ids.nobody}/raw`)
+  const missing = await as('erin', `/api/v1/messages/${absent}/raw`)
+  t.same(foreign.json, { error: { code: 'NOT_FOUND', message: `no message ${ids.nobody}` } })
+  t.same(missing.json, { error: { code: 'NOT_FOUND', message: `no message ${absent}` } }, 'the same answer as for an id nobody archived')
+
+  // Every route × every role. The table names a request and the status per role; a route
+  // the API serves without a row here fails the test (a new route must say who may use it).
+  const table: { method: 'GET' | 'POST'; path: string; body?: unknown; expect: Record<Role, number> }[] = [
+    { method: 'GET', path: '/api/v1/status', expect: { admin: 200, auditor: 200, user: 403 } },
+    { method: 'GET', path: `/api/v1/messages/${ids.journal}`, expect: { admin: 200, auditor: 200, user: 200 } },
+    { method: 'GET', path: `/api/v1/messages/${ids.journal}/raw`, expect: { admin: 200, auditor: 200, user: 200 } },
+    { method: 'GET', path: '/api/v1/search?q=quarterly', expect: { admin: 200, auditor: 200, user: 200 } },
+    { method: 'GET', path: '/api/v1/policies', expect: { admin: 200, auditor: 200, user: 403 } },
+    { method: 'POST', path: '/api/v1/policies', body: { name: 'role-test', retentionDays: 3650, criteria: { senders: ['@news.example'] } }, expect: { admin: 201, auditor: 403, user: 403 } },
+    { method: 'GET', path: '/api/v1/policies/preview', expect: { admin: 200, auditor: 200, user: 403 } },
+    { method: 'POST', path: '/api/v1/policies/role-test/remove', expect: { admin: 200, auditor: 403, user: 403 } },
+    { method: 'GET', path: '/api/v1/holds', expect: { admin: 200, auditor: 200, user: 403 } },
+    { method: 'POST', path: '/api/v1/holds', body: { name: 'role-hold', reason: 'role table', custodians: ['zed@example.com'] }, expect: { admin: 201, auditor: 403, user: 403 } },
+    { method: 'POST', path: '/api/v1/holds/role-hold/release', expect: { admin: 200, auditor: 403, user: 403 } },
+    { method: 'GET', path: '/api/v1/audit/verify', expect: { admin: 200, auditor: 200, user: 403 } },
+    { method: 'GET', path: '/api/v1/audit?limit=5', expect: { admin: 200, auditor: 200, user: 403 } },
+  ]
+  const served = [
+    ...coreRoutes({ archive: { getMeta: () => undefined, getRaw: () => undefined }, status: async () => ({}) }),
+    ...extraRoutes({ archive: { getMeta: () => undefined }, search: { search: async () => ({ total: 0, hits: [], nextCursor: null }) }, policy: {} as PolicyService }),
+  ]
+  for (const route of served) {
+    const rows = table.filter((row) => row.method === route.method && route.pattern.test(row.path.split('?')[0]!))
+    t.ok(rows.length > 0, `${route.method} ${route.pattern.source} has a row in the role table`)
+  }
+  const accountOf: Record<Role, string[]> = { user: ['bob'], auditor: ['auditor1'], admin: ['admin2', 'admin'] }
+  // Refusals first (they change nothing), then the admin, whose POSTs create and remove.
+  for (const role of ['user', 'auditor', 'admin'] as const) {
+    t.ok(roles.includes(role))
+    for (const row of table) {
+      const name = role === 'admin' ? (row.method === 'POST' && row.path.includes('hold') ? 'admin2' : 'admin') : accountOf[role][0]!
+      const answer = await as(name, row.path, { method: row.method, body: row.body })
+      t.equal(answer.status, row.expect[role], `${role} (${name}) ${row.method} ${row.path}: ${answer.body.toString().slice(0, 160)}`)
+      if (answer.status === 403) t.match(answer.json, { error: { code: 'FORBIDDEN', message: new RegExp(`the ${role} role may not`) } })
+    }
+  }
+
+  // Disabled, re-enabled, a new password; wrong passwords.
+  t.equal((await technician(['user', 'disable', 'erin'])).code, 0)
+  const disabled = await as('erin', '/api/v1/search?q=quarterly')
+  t.equal(disabled.status, 401)
+  t.match(disabled.json, { error: { code: 'ACCOUNT_DISABLED' } })
+  t.equal((await technician(['user', 'enable', 'erin'])).code, 0)
+  t.equal((await as('erin', '/api/v1/search?q=quarterly')).status, 200, 'enabled again')
+  t.equal((await technician(['user', 'passwd', 'erin'], 'erin-new-password-1')).code, 0)
+  t.equal((await as('erin', '/api/v1/search?q=quarterly')).status, 401, 'the old password no longer works')
+  passwords.erin = 'erin-new-password-1'
+  t.equal((await as('erin', '/api/v1/search?q=quarterly')).status, 200, 'the new one does')
+  passwords.ghost = 'whatever-password'
+  t.match((await as('ghost', '/api/v1/status')).json, { error: { code: 'AUTH_FAILED' } }, 'an unknown user: the same answer as a wrong password')
+  t.equal((await technician(['user', 'remove', 'erin'])).code, 0)
+  t.match((await as('erin', '/api/v1/status')).json, { error: { code: 'AUTH_FAILED' } }, 'a removed account cannot sign in')
+  const noSecret = await runCli(['--config', config, 'user', 'passwd', 'bob'], { input: '' })
+  t.equal(noSecret.code, 2, 'user passwd without a terminal or --password-stdin is a usage error')
+
+  const audit = JSON.stringify((await cliJson(config, ['audit', 'show', '--limit', '200'])).json)
+  for (const action of ['account.add', 'account.disable', 'account.enable', 'account.password', 'account.remove'])
+    t.match(audit, new RegExp(`"action":"${action.replace('.', '\\.')}"`), `${action} audited`)
+  t.notMatch(audit, /erin-new-password|bob-password/, 'no password in the audit log')
+  const verified = await cliJson(config, ['audit', 'verify'])
+  t.equal(verified.code, 0, 'the audit chain verifies')
+})
