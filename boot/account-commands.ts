@@ -1,4 +1,5 @@
 import type { AccountStore, AccountView } from '../firmware/access/accounts.js'
+import type { TokenStore, TokenView } from '../firmware/access/tokens.js'
 import type { CommandHandler } from '../firmware/control/server.js'
 import { ControlError } from '../firmware/control/errors.js'
 import type { AuditEvent } from '../firmware/policy/index.js'
@@ -23,6 +24,40 @@ export function userAddArguments(words: readonly string[]): { name: string; role
   if (!name || name.startsWith('--')) throw new ControlError('USAGE', 'user add NAME --role admin|auditor|user [--address ADDR]...')
   if (!role) throw new ControlError('USAGE', 'user add needs --role admin|auditor|user')
   return { name, role, addresses }
+}
+
+/**
+ * `token create --name NAME --role R [--address A]...`: the name, role and addresses.
+ * @throws ControlError USAGE naming what is wrong
+ */
+export function tokenCreateArguments(words: readonly string[]): { name: string; role: string; addresses: string[] } {
+  let name: string | undefined
+  let role: string | undefined
+  const addresses: string[] = []
+  for (let position = 0; position < words.length; position += 2) {
+    const [word, value] = [words[position]!, words[position + 1]]
+    if (!['--name', '--role', '--address'].includes(word))
+      throw new ControlError('USAGE', `unexpected ${JSON.stringify(word.slice(0, 80))}: token create --name NAME --role admin|auditor|user [--address ADDR]...`)
+    if (value === undefined) throw new ControlError('USAGE', `${word} needs a value`)
+    if (word === '--name') name = value
+    else if (word === '--role') role = value
+    else addresses.push(value)
+  }
+  if (!name || !role) throw new ControlError('USAGE', 'token create --name NAME --role admin|auditor|user [--address ADDR]...')
+  return { name, role, addresses }
+}
+
+/** `token create|list|revoke` (changes: technician, audited; the token itself is shown once and never audited). */
+export function tokenCommandHandlers(deps: { tokens: TokenStore; audit(event: AuditEvent): void }): [string, CommandHandler][] {
+  const audited = <T extends TokenView>(action: string, token: T): T => {
+    deps.audit({ actor: 'technician', action, details: { token: token.name, role: token.role, addresses: token.addresses } })
+    return token
+  }
+  return [
+    ['token list', () => deps.tokens.list()],
+    ['token create', async (args) => audited('token.create', await deps.tokens.create(tokenCreateArguments(args)))],
+    ['token revoke', async ([name]) => audited('token.revoke', await deps.tokens.revoke(name!))],
+  ]
 }
 
 /** The new password a command was sent apart from its arguments. @throws ControlError USAGE without one */

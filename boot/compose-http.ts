@@ -9,21 +9,31 @@ import { policyApiRoutes, type AuditEvent, type PolicyService } from '../firmwar
 import type { ComposeContext } from './compose-context.js'
 import { managed, type ManagedService } from './managed-service.js'
 import type { AccountStore } from '../firmware/access/accounts.js'
+import type { TokenStore } from '../firmware/access/tokens.js'
 import { searchScopeFor } from '../firmware/access/roles.js'
-import type { ApiRoute } from '../firmware/api/http-routes.js'
+import type { ApiRoute, ReadAudit } from '../firmware/api/http-routes.js'
 
 /**
  * The routes beyond status and messages: search (narrowed to a `user`'s own mail) and
  * retention, holds and audit. Exported for the role table's test, which walks every route.
  */
-export function extraRoutes(deps: { archive: Pick<ArchiveStore, 'getMeta'>; search: Pick<SearchIndex, 'search'>; policy: PolicyService }): ApiRoute[] {
+export function extraRoutes(deps: { archive: Pick<ArchiveStore, 'getMeta'>; search: Pick<SearchIndex, 'search'>; policy: PolicyService; audit?: ReadAudit }): ApiRoute[] {
   const search = createSearchRoute(deps.search)
   return [
     {
       method: 'GET',
       pattern: /^\/api\/v1\/search$/,
       permission: 'mail.search',
-      handle: ({ url, principal }) => search({ url, scope: searchScopeFor(principal, (id) => deps.archive.getMeta(id)) }),
+      // Audited with the query and the ids of the hits shown (their snippets are content).
+      handle: async ({ url, principal, actor }) => {
+        const result = await search({ url, scope: searchScopeFor(principal, (id) => deps.archive.getMeta(id)) })
+        deps.audit?.({
+          actor,
+          action: 'mail.search',
+          details: { role: principal.role, query: (url.searchParams.get('q') ?? '').slice(0, 1024), total: result.total, ids: result.hits.map((hit) => hit.id) },
+        })
+        return result
+      },
     },
     ...policyApiRoutes(deps.policy),
   ]
@@ -40,6 +50,7 @@ export function composeHttp(
   deps: {
     credential: AdminCredential
     accounts: AccountStore
+    tokens: TokenStore
     /** When `https.enabled`: the certificate, or why it cannot be used (HTTPS stays down until `tls install`). */
     https?: { certificate: HttpsCertificate } | { unavailableReason: string }
     archive: ArchiveStore
@@ -57,10 +68,11 @@ export function composeHttp(
     {
       logger: logger.child('http'),
       clock,
-      signIn: { firstAdmin: deps.credential, accounts: deps.accounts },
+      signIn: { firstAdmin: deps.credential, accounts: deps.accounts, tokens: deps.tokens },
       archive: deps.archive,
       status: deps.status,
       routes: extraRoutes(deps),
+      audit: deps.audit,
       onLoginEvent: (event) => deps.audit(loginAuditEntry(event)),
     },
     {

@@ -13,7 +13,8 @@ import { composeMirror, type MirrorStage } from './compose-mirror.js'
 import { composeHttp } from './compose-http.js'
 import { tlsCommandHandlers, type HttpsState } from './tls-commands.js'
 import { createAccountStore } from '../firmware/access/accounts.js'
-import { accountCommandHandlers } from './account-commands.js'
+import { accountCommandHandlers, tokenCommandHandlers } from './account-commands.js'
+import { createTokenStore } from '../firmware/access/tokens.js'
 import { serviceCommandHandlers } from './service-commands.js'
 import type { ManagedService } from './managed-service.js'
 
@@ -61,6 +62,8 @@ export async function composeServices(context: ComposeContext & { applianceStatu
   const credential = await loadAdminCredential({ clock }, { dataDir: config.dataDir, adminPasswordHash: config.http.adminPasswordHash })
   const accounts = createAccountStore({ clock, logger: logger.child('accounts') }, { dataDir: config.dataDir })
   await accounts.load()
+  const tokens = createTokenStore({ clock, logger: logger.child('tokens') }, { dataDir: config.dataDir })
+  await tokens.load()
   const https = config.https.enabled ? await httpsCertificate(context) : undefined
   const httpsState: HttpsState = { enabled: config.https.enabled, ...https }
   const search = searchWithCompleteness(store.index, mirrorStage)
@@ -68,6 +71,7 @@ export async function composeServices(context: ComposeContext & { applianceStatu
   const http = composeHttp(context, {
     credential,
     accounts,
+    tokens,
     ...(https ? { https } : {}),
     archive: store.archive,
     status: async () => ({ ...((await context.applianceStatus()) as object), ...(await status()) }),
@@ -92,7 +96,8 @@ export async function composeServices(context: ComposeContext & { applianceStatu
     indexRun: store.indexRun,
     mirror: { mirror: mirrorStage.mirror, disabledReason: mirrorStage.disabledReason, status: () => mirrorStatus(mirrorStage), audit: store.audit },
   })
-  for (const [name, handler] of [...tlsHandlers, ...accountCommandHandlers({ accounts, audit: store.audit })]) handlers.set(name, handler)
+  for (const [name, handler] of [...tlsHandlers, ...accountCommandHandlers({ accounts, audit: store.audit }), ...tokenCommandHandlers({ tokens, audit: store.audit })])
+    handlers.set(name, handler)
   const services = [...store.services, ...sources.services, ...http.services, ...mirrorStage.services]
   return { services, handlers, status, audit: store.audit }
 }

@@ -24,6 +24,8 @@ export interface SignInSources {
   /** Local accounts. */
   accounts?: { has(name: string): boolean; check(name: string, password: string): Promise<AccountCheck> }
   directory?: DirectorySource
+  /** API tokens (`Authorization: Bearer`). */
+  tokens?: { check(bearer: string): Principal | undefined }
 }
 
 /** The name of the first admin. */

@@ -3,7 +3,7 @@ import type { Logger } from '../common/logger.js'
 import type { Clock } from '../common/clock.js'
 import type { SignInSources } from '../access/sign-in.js'
 import { HttpError, sendError } from './http-responses.js'
-import { routeRequest, type ApiRoute, type ArchiveReader } from './http-routes.js'
+import { routeRequest, type ApiRoute, type ArchiveReader, type ReadAudit } from './http-routes.js'
 import { coreRoutes } from './message-routes.js'
 import { createHttpServer, type HttpServerOptions, type TlsMaterial } from './http-server.js'
 import { parseNetworks, type NetworkSet } from '../common/networks.js'
@@ -11,7 +11,7 @@ import { MailkeepError } from '../common/errors.js'
 import { createLoginGate } from './http-login.js'
 import { loginThrottleDefaults, type LoginThrottleEvent, type LoginThrottleOptions } from './login-throttle.js'
 
-export { requestBodyBytesMax, BinaryAnswer, type ApiRoute, type ArchiveReader, type RouteRequest } from './http-routes.js'
+export { requestBodyBytesMax, BinaryAnswer, type ApiRoute, type ArchiveReader, type ReadAudit, type RouteRequest } from './http-routes.js'
 
 /** How often quiet login-throttle pairs are forgotten (and their summaries audited), in ms. */
 export const loginThrottleSweepMs = 10_000
@@ -53,6 +53,8 @@ export interface HttpApiDeps {
   signIn: SignInSources
   archive: ArchiveReader
   status: () => Promise<unknown>
+  /** Told of every read of message content (chain of custody). */
+  audit?: ReadAudit
   /** Routes beyond status and messages: search (the index module), policies, holds, audit (firmware/policy). */
   routes?: readonly ApiRoute[]
   /**

@@ -75,8 +75,15 @@ export function createLoginGate(deps: { logger: Logger; clock: Clock; accounts: 
      *   left while held), 503 (stopping; DIRECTORY_UNAVAILABLE)
      */
     async authenticate(request: IncomingMessage, remoteAddress: string): Promise<Principal> {
-      const credentials = parseBasicAuth(request.headers.authorization)
-      if (!credentials) throw new HttpError(401, 'AUTH_REQUIRED', 'authentication required (HTTP Basic)')
+      const header = request.headers.authorization
+      // A token is 256 random bits: nothing to throttle, and checking it costs one hash.
+      if (header && /^Bearer /i.test(header)) {
+        const principal = deps.accounts.tokens?.check(header.slice(7))
+        if (!principal) throw new HttpError(401, 'TOKEN_INVALID', 'the token is not valid (revoked, or never issued here)')
+        return principal
+      }
+      const credentials = parseBasicAuth(header)
+      if (!credentials) throw new HttpError(401, 'AUTH_REQUIRED', 'authentication required (HTTP Basic or a Bearer token)')
       const user = credentials.user.slice(0, loginUserCharsMax)
       // The wait comes before the check and is the same for a right and a wrong password, so
       // the time of the answer tells nothing before the delay has passed (login-throttle.ts).

@@ -36,6 +36,12 @@ export interface ApiRoute {
   handle(request: RouteRequest): Promise<unknown> | unknown
 }
 
+/**
+ * Chain of custody: told of every read of message content and every search (who, from
+ * where, which ids or which query) for the audit log. Never a password, never content.
+ */
+export type ReadAudit = (event: { actor: string; action: string; details: Record<string, unknown> }) => void
+
 /** An answer that is not JSON: a message's original bytes. */
 export class BinaryAnswer {
   constructor(

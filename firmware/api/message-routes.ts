@@ -1,6 +1,6 @@
 import { inScope } from '../access/scope.js'
 import { scopeOf } from '../access/roles.js'
-import { BinaryAnswer, type ApiRoute, type ArchiveReader } from './http-routes.js'
+import { BinaryAnswer, type ApiRoute, type ArchiveReader, type ReadAudit, type RouteRequest } from './http-routes.js'
 import { HttpError } from './http-responses.js'
 
 const messageIdPattern = /^[0-9a-f]{64}$/
@@ -11,9 +11,12 @@ const messageIdPattern = /^[0-9a-f]{64}$/
  *   GET /api/v1/messages/{id}      metadata of one archived message
  *   GET /api/v1/messages/{id}/raw  the original bytes, byte-identical (message/rfc822)
  * A message outside the caller's scope (scope.ts) answers 404 exactly as one that does not
- * exist: a `user` cannot tell whether someone else's message is archived.
+ * exist: a `user` cannot tell whether someone else's message is archived. Each read
+ * served is audited (`mail.read` with `part` metadata or raw).
  */
-export function coreRoutes(deps: { archive: ArchiveReader; status: () => Promise<unknown> }): ApiRoute[] {
+export function coreRoutes(deps: { archive: ArchiveReader; status: () => Promise<unknown>; audit?: ReadAudit }): ApiRoute[] {
+  const audited = (request: RouteRequest, part: 'metadata' | 'raw', id: string): void =>
+    deps.audit?.({ actor: request.actor, action: 'mail.read', details: { role: request.principal.role, part, ids: [id] } })
   /** @throws HttpError 400 (not an id), 404 (absent or outside the scope) */
   const visibleMeta = async (idText: string, principal: Parameters<typeof scopeOf>[0]) => {
     const id = idText.toLowerCase()
@@ -24,15 +27,25 @@ export function coreRoutes(deps: { archive: ArchiveReader; status: () => Promise
   }
   return [
     { method: 'GET', pattern: /^\/api\/v1\/status$/, permission: 'status.read', handle: () => deps.status() },
-    { method: 'GET', pattern: /^\/api\/v1\/messages\/([^/]+)$/, permission: 'mail.read', handle: ({ params, principal }) => visibleMeta(params[0]!, principal) },
+    {
+      method: 'GET',
+      pattern: /^\/api\/v1\/messages\/([^/]+)$/,
+      permission: 'mail.read',
+      handle: async (request) => {
+        const meta = await visibleMeta(request.params[0]!, request.principal)
+        audited(request, 'metadata', meta.id)
+        return meta
+      },
+    },
     {
       method: 'GET',
       pattern: /^\/api\/v1\/messages\/([^/]+)\/raw$/,
       permission: 'mail.read',
-      handle: async ({ params, principal }) => {
-        const { id } = await visibleMeta(params[0]!, principal)
+      handle: async (request) => {
+        const { id } = await visibleMeta(request.params[0]!, request.principal)
         const bytes = await deps.archive.getRaw(id)
         if (!bytes) throw new HttpError(404, 'NOT_FOUND', `no message ${id}`)
+        audited(request, 'raw', id)
         return new BinaryAnswer(bytes, {
           'content-type': 'message/rfc822',
           etag: `"${id}"`,

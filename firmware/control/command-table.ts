@@ -307,6 +307,27 @@ export const commandTable: readonly CommandSpec[] = [
     render: (result) => `disabled ${(result as Row).name}`,
   },
   { name: 'user enable', summary: 'enable a disabled local account', args: [{ name: 'name', kind: 'string' }], technician: true, render: (result) => `enabled ${(result as Row).name}` },
+  {
+    name: 'token list',
+    summary: 'API tokens: name, role, created, last used',
+    args: [],
+    technician: false,
+    render: (result) => table(result as Row[], ['name', 'role', 'createdAt', 'lastUsedAt', 'addresses']),
+  },
+  {
+    name: 'token create',
+    summary: 'create an API token: --name NAME --role admin|auditor|user [--address ADDR]... (shown once)',
+    args: [{ name: 'options', kind: 'string', rest: true }],
+    technician: true,
+    render: (result) => `token ${(result as Row).name} (${(result as Row).role}); shown this once, keep it secret:\n${(result as Row).token}`,
+  },
+  {
+    name: 'token revoke',
+    summary: 'revoke an API token (it stops working at once)',
+    args: [{ name: 'name', kind: 'string' }],
+    technician: true,
+    render: (result) => `revoked ${(result as Row).name}`,
+  },
   { name: 'show tls', summary: 'the HTTPS certificate: source, subject, names, validity, fingerprint', args: [], technician: false, render: renderTls },
   {
     name: 'tls install',
@@ -368,7 +389,7 @@ export const commandTable: readonly CommandSpec[] = [
   { name: 'audit verify', summary: "check the audit log's hash chain", args: [], technician: false, render: renderAuditVerify },
   {
     name: 'audit show',
-    summary: 'audit entries: [--limit N] [--after SEQ]',
+    summary: 'audit entries: [--limit N] [--after SEQ] [--actor NAME]',
     args: [{ name: 'options', kind: 'string', optional: true, rest: true }],
     technician: false,
     render: renderAudit,

@@ -14,6 +14,13 @@ export const auditDatabaseNames = { entries: 'audit/entries', state: 'audit/stat
 export const pendingEventsMaxDefault = 1_000
 /** Most entries one entries() call returns. */
 export const auditPageEntriesMax = 1_000
+/** Most entries one search by actor reads before it answers with what it found. */
+export const auditActorScanEntriesMax = 1_000_000
+
+/** Whether an entry's actor is `name`: `name` itself, or `name@ADDRESS` (HTTP actors). */
+export function actorIs(actor: string, name: string): boolean {
+  return actor === name || actor.startsWith(`${name}@`)
+}
 
 export type AuditLog = ReturnType<typeof createAuditLog>
 
@@ -90,6 +97,30 @@ function auditReadMembers(deps: { logger: Logger; key: Uint8Array | null }, data
         }
       }
       return list
+    },
+
+    /**
+     * The entries of one actor (actorIs): after `afterSeq` oldest first, else the last ones;
+     * at most `limit`, reading at most auditActorScanEntriesMax entries.
+     * @throws PolicyError UNAVAILABLE, CORRUPT
+     */
+    entriesOf(actor: string, afterSeq: number | undefined, limit: number): AuditEntry[] {
+      assert.ok(Number.isSafeInteger(limit) && limit > 0 && limit <= auditPageEntriesMax, '1 ≤ limit ≤ auditPageEntriesMax')
+      const { entries } = databases()
+      const range = afterSeq === undefined ? entries.getRange({ reverse: true, limit: auditActorScanEntriesMax }) : entries.getRange({ start: afterSeq + 1, limit: auditActorScanEntriesMax })
+      const list: AuditEntry[] = []
+      for (const { key: seq, value } of range) {
+        let entry: AuditEntry
+        try {
+          entry = JSON.parse(value) as AuditEntry
+        } catch (error) {
+          throw new PolicyError('CORRUPT', `audit entry ${seq} is undecodable`, { fields: { seq }, cause: error })
+        }
+        if (!actorIs(entry.actor, actor)) continue
+        list.push(entry)
+        if (list.length === limit) break
+      }
+      return afterSeq === undefined ? list.reverse() : list
     },
 
     /** Sequence of the last entry per the head record (0 when empty). */

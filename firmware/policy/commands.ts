@@ -70,13 +70,14 @@ export function holdFromArgs(args: readonly string[]): unknown {
   return body
 }
 
-function auditQuery(args: readonly string[]): { afterSeq?: number; limit: number } {
-  const { flags } = parseFlags(args, ['limit', 'after'])
+function auditQuery(args: readonly string[]): { afterSeq?: number; limit: number; actor?: string } {
+  const { flags } = parseFlags(args, ['limit', 'after', 'actor'])
   const limitText = one(flags, 'limit') ?? '20'
   const afterText = one(flags, 'after')
   if (!/^\d{1,6}$/.test(limitText) || Number(limitText) < 1 || Number(limitText) > auditShowEntriesMax) throw new ControlError('USAGE', `--limit must be 1…${auditShowEntriesMax}`)
   if (afterText !== undefined && !/^\d{1,15}$/.test(afterText)) throw new ControlError('USAGE', '--after must be an audit sequence number')
-  return { limit: Number(limitText), afterSeq: afterText === undefined ? undefined : Number(afterText) }
+  const actor = one(flags, 'actor')
+  return { limit: Number(limitText), afterSeq: afterText === undefined ? undefined : Number(afterText), ...(actor === undefined ? {} : { actor }) }
 }
 
 /** Control handlers by command name. `actor` names who acts over the control socket. */
@@ -149,7 +150,8 @@ export function policyApiRoutes(policy: PolicyService): PolicyApiRoute[] {
         if (!Number.isSafeInteger(limit) || limit < 1 || limit > auditShowEntriesMax) throw new PolicyError('INVALID', `limit must be 1…${auditShowEntriesMax}`)
         const afterSeq = afterText === null ? undefined : Number(afterText)
         if (afterSeq !== undefined && (!Number.isSafeInteger(afterSeq) || afterSeq < 0)) throw new PolicyError('INVALID', 'after must be an audit sequence number')
-        return policy.auditEntries({ afterSeq, limit })
+        const actor = url.searchParams.get('actor')
+        return policy.auditEntries({ afterSeq, limit, ...(actor ? { actor } : {}) })
       },
     },
   ]

@@ -115,8 +115,9 @@ function auditMembers(audit: AuditLog) {
     auditHead: () => audit.head(),
     /** @throws PolicyError UNAVAILABLE */
     auditVerify: (): AuditVerifyReport => audit.verify(),
-    /** The last `limit` entries (or those after `afterSeq`). @throws PolicyError UNAVAILABLE */
-    auditEntries(query: { afterSeq?: number; limit: number }): AuditEntry[] {
+    /** The last `limit` entries (or those after `afterSeq`), of one `actor` when given. @throws PolicyError UNAVAILABLE */
+    auditEntries(query: { afterSeq?: number; limit: number; actor?: string }): AuditEntry[] {
+      if (query.actor !== undefined) return audit.entriesOf(query.actor, query.afterSeq, query.limit)
       const afterSeq = query.afterSeq ?? Math.max(0, audit.lastSeq() - query.limit)
       return audit.entries(afterSeq, query.limit)
     },

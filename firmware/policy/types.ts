@@ -106,7 +106,7 @@ export interface PurgePlan {
 
 /** What audit entries are made of before they are chained. */
 export interface AuditEvent {
-  /** Who: `technician` (control socket), `admin@ADDRESS` (HTTP), `system` (scheduled job, boot). */
+  /** Who: `technician` (control socket), `NAME@ADDRESS` (an account over HTTP), `system` (scheduled job, boot). */
   actor: string
   /** Dotted name, e.g. `policy.add`, `hold.release`, `purge.batch`, `config.changed`, `login.failed`. */
   action: string

@@ -153,6 +153,25 @@ t.test('accounts and roles over real HTTPS: every route × role, a user sees onl
   t.same(foreign.json, { error: { code: 'NOT_FOUND', message: `no message ${ids.nobody}` } })
   t.same(missing.json, { error: { code: 'NOT_FOUND', message: `no message ${absent}` } }, 'the same answer as for an id nobody archived')
 
+  // Chain of custody: each search and each content read is an audit entry of its account.
+  const carolTrail = (await cliJson(config, ['audit', 'show', '--actor', 'carol', '--limit', '100'])).json as { actor: string; action: string; details: Record<string, unknown> }[]
+  t.ok(carolTrail.length > 0 && carolTrail.every((entry) => /^carol@127\.0\.0\.1$/.test(entry.actor)), 'audit show --actor carol: only carol, with her address')
+  t.match(
+    carolTrail.find((entry) => entry.action === 'mail.search' && entry.details.query === 'quarterly'),
+    { details: { role: 'user', total: 1, ids: [ids.journal] } },
+    'her search: the query, the total and the ids she was shown',
+  )
+  t.match(
+    carolTrail.filter((entry) => entry.action === 'mail.read').map((entry) => entry.details),
+    [
+      { part: 'metadata', ids: [ids.journal] },
+      { part: 'raw', ids: [ids.journal] },
+    ],
+    'her reads: exactly the two she was served, none of the 404s',
+  )
+  const auditorTrail = (await cliJson(config, ['audit', 'show', '--actor', 'auditor1', '--limit', '100'])).json as { action: string }[]
+  t.equal(auditorTrail.filter((entry) => entry.action === 'mail.read').length, 2 * Object.keys(ids).length, 'every read by the auditor')
+
   // Every route × every role. The table names a request and the status per role; a route
   // the API serves without a row here fails the test (a new route must say who may use it).
   const table: { method: 'GET' | 'POST'; path: string; body?: unknown; expect: Record<Role, number> }[] = [
@@ -208,10 +227,40 @@ t.test('accounts and roles over real HTTPS: every route × role, a user sees onl
   const noSecret = await runCli(['--config', config, 'user', 'passwd', 'bob'], { input: '' })
   t.equal(noSecret.code, 2, 'user passwd without a terminal or --password-stdin is a usage error')
 
+  // API tokens: shown once, act with their role (and scope), revoked at once.
+  const created = await technician(['token', 'create', '--name', 'nightly', '--role', 'auditor'])
+  t.equal(created.code, 0, created.stderr)
+  const token = (created.json as { token: string }).token
+  t.match(token, /^mkt_nightly_[A-Za-z0-9_-]{43}$/)
+  const scoped = ((await technician(['token', 'create', '--name', 'carol-script', '--role', 'user', '--address', 'carol.hidden@example.com'])).json as { token: string }).token
+  const bearer = (value: string, path: string, method = 'GET', body?: unknown) =>
+    fetchAnswer(base + path, {
+      pinned,
+      method,
+      headers: { authorization: `Bearer ${value}`, 'content-type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    })
+  t.equal(((await bearer(token, '/api/v1/search?q=quarterly')).json as { total: number }).total, 5, 'an auditor token searches everything')
+  t.equal((await bearer(token, '/api/v1/policies', 'POST', { name: 'nope', retentionDays: 1, criteria: { senders: ['@x.example'] } })).status, 403, 'and changes nothing')
+  t.equal(((await bearer(scoped, '/api/v1/search?q=quarterly')).json as { total: number }).total, 1, 'a user token sees its addresses only')
+  t.equal((await bearer(scoped, `/api/v1/messages/${ids.nobody}`)).status, 404)
+  t.match(
+    (await bearer(token.slice(0, -1) + (token.endsWith('A') ? 'B' : 'A'), '/api/v1/status')).json,
+    { error: { code: 'TOKEN_INVALID' } },
+    'a token with one character changed is refused',
+  )
+  const tokenList = JSON.stringify((await cliJson(config, ['token', 'list'])).json)
+  t.match(tokenList, /"name":"nightly".*"lastUsedAt":"20/, 'listed with when it was last used')
+  t.notOk(tokenList.includes(token.slice('mkt_nightly_'.length)), 'the list never shows the secret')
+  t.equal((await technician(['token', 'revoke', 'nightly'])).code, 0)
+  t.match((await bearer(token, '/api/v1/status')).json, { error: { code: 'TOKEN_INVALID' } }, 'a revoked token stops working at once')
+  t.equal((await bearer(scoped, '/api/v1/search?q=quarterly')).status, 200, 'other tokens keep working')
+
   const audit = JSON.stringify((await cliJson(config, ['audit', 'show', '--limit', '200'])).json)
-  for (const action of ['account.add', 'account.disable', 'account.enable', 'account.password', 'account.remove'])
+  for (const action of ['account.add', 'account.disable', 'account.enable', 'account.password', 'account.remove', 'token.create', 'token.revoke'])
     t.match(audit, new RegExp(`"action":"${action.replace('.', '\\.')}"`), `${action} audited`)
   t.notMatch(audit, /erin-new-password|bob-password/, 'no password in the audit log')
+  t.notOk(audit.includes(token.slice('mkt_nightly_'.length)) || service.lines.join('\n').includes(token.slice('mkt_nightly_'.length)), 'no token secret in the audit log or the service log')
   const verified = await cliJson(config, ['audit', 'verify'])
   t.equal(verified.code, 0, 'the audit chain verifies')
 })

@@ -419,7 +419,7 @@ t.test('API and commands: validated bodies, admin-only, audited failures, no rou
   t.equal((await call('DELETE', '/api/v1/policies/default')).status, 405, 'no DELETE route anywhere')
   for (const route of policyApiRoutes(world.policy)) t.notMatch(route.pattern.source, /messages/, `${route.method} ${route.pattern.source} does not touch messages`)
   const messageCommands = commandTable.filter((spec) => /delete|edit|message|purge|remove/.test(spec.name) && !spec.name.startsWith('sim ')).map((spec) => spec.name)
-  t.same(messageCommands, ['mirror remove', 'policy remove', 'purge run'], 'the only removal commands: a peer, a policy, and the policy purge')
+  t.same(messageCommands, ['user remove', 'mirror remove', 'policy remove', 'purge run'], 'the only removal commands: an account, a peer, a policy, and the policy purge')
   t.ok(await world.archive.getRaw(id), 'the message is still there')
 
   const failed = await call('GET', '/api/v1/policies', undefined, { authorization: `Basic ${Buffer.from('admin:wrong').toString('base64')}` })
