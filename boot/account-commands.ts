@@ -1,5 +1,6 @@
 import type { AccountStore, AccountView } from '../firmware/access/accounts.js'
 import type { TokenStore, TokenView } from '../firmware/access/tokens.js'
+import type { SessionStore } from '../firmware/access/sessions.js'
 import type { CommandHandler } from '../firmware/control/server.js'
 import { ControlError } from '../firmware/control/errors.js'
 import type { AuditEvent } from '../firmware/policy/index.js'
@@ -67,9 +68,11 @@ function secretOf(request: { secret?: string }): string {
 }
 
 /** `user add|list|remove|passwd|disable|enable`: local accounts (changes: technician, audited without passwords). */
-export function accountCommandHandlers(deps: { accounts: AccountStore; audit(event: AuditEvent): void }): [string, CommandHandler][] {
+export function accountCommandHandlers(deps: { accounts: AccountStore; sessions?: Pick<SessionStore, 'endAllOf'>; audit(event: AuditEvent): void }): [string, CommandHandler][] {
   const { accounts } = deps
   const audited = (action: string, account: AccountView): AccountView => {
+    // A removed or disabled account, or one with a new password, is signed out everywhere.
+    if (action !== 'account.add' && action !== 'account.enable') deps.sessions?.endAllOf(account.name)
     deps.audit({ actor: 'technician', action, details: { account: account.name, role: account.role, addresses: account.addresses, disabled: account.disabled } })
     return account
   }

@@ -10,6 +10,7 @@ import type { ComposeContext } from './compose-context.js'
 import { managed, type ManagedService } from './managed-service.js'
 import type { AccountStore } from '../firmware/access/accounts.js'
 import type { TokenStore } from '../firmware/access/tokens.js'
+import type { SessionStore } from '../firmware/access/sessions.js'
 import { searchScopeFor } from '../firmware/access/roles.js'
 import type { ApiRoute, ReadAudit } from '../firmware/api/http-routes.js'
 
@@ -51,6 +52,7 @@ export function composeHttp(
     credential: AdminCredential
     accounts: AccountStore
     tokens: TokenStore
+    sessions: SessionStore
     /** When `https.enabled`: the certificate, or why it cannot be used (HTTPS stays down until `tls install`). */
     https?: { certificate: HttpsCertificate } | { unavailableReason: string }
     archive: ArchiveStore
@@ -69,6 +71,7 @@ export function composeHttp(
       logger: logger.child('http'),
       clock,
       signIn: { firstAdmin: deps.credential, accounts: deps.accounts, tokens: deps.tokens },
+      sessions: deps.sessions,
       archive: deps.archive,
       status: deps.status,
       routes: extraRoutes(deps),

@@ -15,6 +15,7 @@ import { tlsCommandHandlers, type HttpsState } from './tls-commands.js'
 import { createAccountStore } from '../firmware/access/accounts.js'
 import { accountCommandHandlers, tokenCommandHandlers } from './account-commands.js'
 import { createTokenStore } from '../firmware/access/tokens.js'
+import { createSessionStore } from '../firmware/access/sessions.js'
 import { serviceCommandHandlers } from './service-commands.js'
 import type { ManagedService } from './managed-service.js'
 
@@ -62,6 +63,7 @@ export async function composeServices(context: ComposeContext & { applianceStatu
   const credential = await loadAdminCredential({ clock }, { dataDir: config.dataDir, adminPasswordHash: config.http.adminPasswordHash })
   const accounts = createAccountStore({ clock, logger: logger.child('accounts') }, { dataDir: config.dataDir })
   await accounts.load()
+  const sessions = createSessionStore({ clock }, config.auth.session)
   const tokens = createTokenStore({ clock, logger: logger.child('tokens') }, { dataDir: config.dataDir })
   await tokens.load()
   const https = config.https.enabled ? await httpsCertificate(context) : undefined
@@ -72,6 +74,7 @@ export async function composeServices(context: ComposeContext & { applianceStatu
     credential,
     accounts,
     tokens,
+    sessions,
     ...(https ? { https } : {}),
     archive: store.archive,
     status: async () => ({ ...((await context.applianceStatus()) as object), ...(await status()) }),
@@ -96,7 +99,7 @@ export async function composeServices(context: ComposeContext & { applianceStatu
     indexRun: store.indexRun,
     mirror: { mirror: mirrorStage.mirror, disabledReason: mirrorStage.disabledReason, status: () => mirrorStatus(mirrorStage), audit: store.audit },
   })
-  for (const [name, handler] of [...tlsHandlers, ...accountCommandHandlers({ accounts, audit: store.audit }), ...tokenCommandHandlers({ tokens, audit: store.audit })])
+  for (const [name, handler] of [...tlsHandlers, ...accountCommandHandlers({ accounts, sessions, audit: store.audit }), ...tokenCommandHandlers({ tokens, audit: store.audit })])
     handlers.set(name, handler)
   const services = [...store.services, ...sources.services, ...http.services, ...mirrorStage.services]
   return { services, handlers, status, audit: store.audit }

@@ -299,6 +299,24 @@ export const configSchema = {
         },
       },
     },
+    auth: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'accounts beyond the first admin: browser sessions (and the directory)',
+      properties: {
+        session: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            idleTimeoutMs: { type: 'integer', minimum: 60000, maximum: 86400000, default: 1800000, description: 'a session unused this long ends' },
+            absoluteTimeoutMs: { type: 'integer', minimum: 60000, maximum: 604800000, default: 43200000, description: 'a session ends this long after sign-in, used or not' },
+            sessionsMax: { type: 'integer', minimum: 1, maximum: 1000000, default: 10000, description: 'sessions kept at most; beyond, the one idle longest ends' },
+          },
+        },
+      },
+    },
     https: {
       type: 'object',
       additionalProperties: false,

@@ -87,6 +87,8 @@ export interface Config {
     /** Failed-login throttling per (address, user): firmware/api/login-throttle.ts. */
     loginThrottle: { failuresBeforeDelay: number; delayMsMin: number; delayMsMax: number; forgetAfterMs: number; pairsMax: number }
   }
+  /** Accounts beyond the first admin: browser sessions (firmware/access/sessions.ts). */
+  auth: { session: { idleTimeoutMs: number; absoluteTimeoutMs: number; sessionsMax: number } }
   /** The API over TLS (firmware/api/tls-certificate.ts has the certificate). */
   https: { enabled: boolean; host: string; port: number; hstsMaxAgeSeconds: number }
   mirror: {

@@ -10,6 +10,8 @@ export const roles = ['admin', 'auditor', 'user'] as const
 export type Role = (typeof roles)[number]
 
 export const permissions = [
+  /** One's own session: who am I, sign in, sign out. */
+  'session.own',
   /** Appliance status: health, listeners, store figures, mirror. */
   'status.read',
   /** Search, within the caller's scope. */
@@ -29,9 +31,9 @@ const rolePermissions: Record<Role, ReadonlySet<Permission>> = {
   // Configuration, policies, holds, users, mirror; searches everything.
   admin: new Set(permissions),
   // Searches, reads (and exports) all mail, reads policies, holds and the audit log; changes nothing.
-  auditor: new Set<Permission>(['status.read', 'mail.search', 'mail.read', 'policy.read', 'audit.read']),
+  auditor: new Set<Permission>(['session.own', 'status.read', 'mail.search', 'mail.read', 'policy.read', 'audit.read']),
   // Searches and reads their own mail only.
-  user: new Set<Permission>(['mail.search', 'mail.read']),
+  user: new Set<Permission>(['session.own', 'mail.search', 'mail.read']),
 }
 
 /** Whether `role` has `permission`. */
@@ -54,6 +56,9 @@ export interface Principal {
   /** Where the principal comes from. */
   readonly source: 'first-admin' | 'local' | 'directory' | 'token'
 }
+
+/** Who a route open to anyone (the sign-in) is handed: a user with no address, who sees nothing. */
+export const anonymous: Principal = Object.freeze({ name: 'anonymous', role: 'user', addresses: [], source: 'local' })
 
 /** The messages `principal` may see. */
 export function scopeOf(principal: Principal): Scope {

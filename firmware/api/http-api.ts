@@ -5,6 +5,8 @@ import type { SignInSources } from '../access/sign-in.js'
 import { HttpError, sendError } from './http-responses.js'
 import { routeRequest, type ApiRoute, type ArchiveReader, type ReadAudit } from './http-routes.js'
 import { coreRoutes } from './message-routes.js'
+import { sessionRoutes } from './session-routes.js'
+import type { SessionStore } from '../access/sessions.js'
 import { createHttpServer, type HttpServerOptions, type TlsMaterial } from './http-server.js'
 import { parseNetworks, type NetworkSet } from '../common/networks.js'
 import { MailkeepError } from '../common/errors.js'
@@ -53,6 +55,8 @@ export interface HttpApiDeps {
   signIn: SignInSources
   archive: ArchiveReader
   status: () => Promise<unknown>
+  /** Browser sessions; without it, no session routes and no cookie sign-in. */
+  sessions?: SessionStore
   /** Told of every read of message content (chain of custody). */
   audit?: ReadAudit
   /** Routes beyond status and messages: search (the index module), policies, holds, audit (firmware/policy). */
@@ -89,7 +93,12 @@ export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
   if (!options.http && !options.https) throw new MailkeepError('INVALID_OPTIONS', 'the http api needs a listener (http or https)')
   const plainClients = plainNetworkSet(options)
   const login = createLoginGate({ ...deps, accounts: deps.signIn }, options.loginThrottle ?? loginThrottleDefaults)
-  const routes = [...coreRoutes(deps), ...(deps.routes ?? [])]
+  const sessions = deps.sessions
+  const routes = [
+    ...(sessions ? sessionRoutes({ gate: login, sessions, absoluteTimeoutMs: sessions.options.absoluteTimeoutMs, ...(deps.audit ? { audit: deps.audit } : {}) }) : []),
+    ...coreRoutes(deps),
+    ...(deps.routes ?? []),
+  ]
   const routeDeps = { routes, authenticate: login.authenticate }
   const httpsOptions = options.https
   const hsts = `max-age=${httpsOptions?.hstsMaxAgeSeconds ?? 0}`
@@ -128,7 +137,10 @@ export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
         throw error
       }
       started = true
-      sweep = setInterval(() => login.tick(), loginThrottleSweepMs)
+      sweep = setInterval(() => {
+        login.tick()
+        sessions?.sweep()
+      }, loginThrottleSweepMs)
       sweep.unref()
       logger.info('http listening', this.listeners())
       if (unavailableReason) logger.error('https is down', { reason: unavailableReason })

@@ -5,8 +5,32 @@ import type { Clock } from '../common/clock.js'
 import { parseBasicAuth } from './auth.js'
 import { signIn, type SignInSources } from '../access/sign-in.js'
 import type { Principal } from '../access/roles.js'
+import type { SessionStore } from '../access/sessions.js'
 import { HttpError } from './http-responses.js'
 import { createLoginThrottle, loginUserCharsMax, type LoginThrottleEvent, type LoginThrottleOptions } from './login-throttle.js'
+
+/** The name of the session cookie: `__Host-` makes browsers keep it to this host, path `/`, over HTTPS. */
+export const sessionCookieName = '__Host-mailkeep-session'
+/** The header a page sends its session's CSRF token in. */
+export const csrfHeader = 'x-csrf-token'
+
+/** Who a request is, and how it said so (a session's id for sign-out). */
+export interface Authenticated {
+  principal: Principal
+  via: 'basic' | 'token' | 'session'
+  sessionId?: string
+}
+
+const headerText = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value)
+
+/** The session id in a Cookie header, if any. */
+export function sessionCookie(header: string | undefined): string | undefined {
+  for (const part of (header ?? '').split(';')) {
+    const [name, ...value] = part.trim().split('=')
+    if (name === sessionCookieName) return value.join('=')
+  }
+  return undefined
+}
 
 /** How an attempt's hold ended: its wait passed, its client went away, or the service stops. */
 type HoldOutcome = 'waited' | 'gone' | 'stopping'
@@ -53,7 +77,10 @@ function hold(holds: Set<Hold>, key: string, waitMs: number, socket: Socket): Pr
  * the throttle. Throttle events go to the log and to `onLoginEvent` (the audit log), never
  * with a password.
  */
-export function createLoginGate(deps: { logger: Logger; clock: Clock; accounts: SignInSources; onLoginEvent?: (event: LoginThrottleEvent) => void }, options: LoginThrottleOptions) {
+export function createLoginGate(
+  deps: { logger: Logger; clock: Clock; accounts: SignInSources; sessions?: SessionStore; onLoginEvent?: (event: LoginThrottleEvent) => void },
+  options: LoginThrottleOptions,
+) {
   const { logger } = deps
   const throttle = createLoginThrottle(
     {
@@ -68,49 +95,68 @@ export function createLoginGate(deps: { logger: Logger; clock: Clock; accounts: 
   // Attempts waiting out their pair's delay; releaseHeld() ends them at once.
   const holds = new Set<Hold>()
 
+  async function checkPassword(name: string, password: string, request: IncomingMessage, remoteAddress: string): Promise<Principal> {
+    const user = name.slice(0, loginUserCharsMax)
+    // The wait comes before the check and is the same for a right and a wrong password, so
+    // the time of the answer tells nothing before the delay has passed (login-throttle.ts).
+    // Until it ends, the attempt counts as a failure for the pair's next arrivals, so
+    // guesses sent in parallel are delayed one after another rather than checked together.
+    const attempt = throttle.begin(remoteAddress, user)
+    try {
+      const outcome = attempt.waitMs > 0 ? await hold(holds, attempt.key, attempt.waitMs, request.socket) : 'waited'
+      // A client that left is not checked: no one would hear the answer, and scrypt is not free.
+      if (outcome === 'gone') throw new HttpError(499, 'CLIENT_GONE', 'the client closed the connection')
+      if (outcome === 'stopping') throw new HttpError(503, 'UNAVAILABLE', 'the service is stopping; try again')
+      const result = await signIn(deps.accounts, name, password)
+      if (result.outcome === 'unavailable') throw new HttpError(503, 'DIRECTORY_UNAVAILABLE', `directory unavailable: ${result.reason}`)
+      if (result.outcome === 'failed') {
+        attempt.end('failed')
+        if (result.reason === 'disabled') throw new HttpError(401, 'ACCOUNT_DISABLED', 'the account is disabled')
+        throw new HttpError(401, 'AUTH_FAILED', 'wrong user or password')
+      }
+      attempt.end('succeeded')
+      // The pair's attempts held meanwhile waited (also) for this one, presumed to fail: a
+      // correct password clears the pair's delay (login-throttle.ts), so they are checked now.
+      for (const held of [...holds]) if (held.key === attempt.key) held.release('waited')
+      return result.principal
+    } finally {
+      attempt.end('unchecked')
+    }
+  }
+
   return {
     /**
      * The account whose user and password the request carries, after the pair's delay.
      * @throws HttpError 401 (no or wrong credentials, a disabled account), 499 (the client
      *   left while held), 503 (stopping; DIRECTORY_UNAVAILABLE)
      */
-    async authenticate(request: IncomingMessage, remoteAddress: string): Promise<Principal> {
+    async authenticate(request: IncomingMessage, remoteAddress: string): Promise<Authenticated> {
       const header = request.headers.authorization
       // A token is 256 random bits: nothing to throttle, and checking it costs one hash.
       if (header && /^Bearer /i.test(header)) {
         const principal = deps.accounts.tokens?.check(header.slice(7))
         if (!principal) throw new HttpError(401, 'TOKEN_INVALID', 'the token is not valid (revoked, or never issued here)')
-        return principal
+        return { principal, via: 'token' }
       }
       const credentials = parseBasicAuth(header)
-      if (!credentials) throw new HttpError(401, 'AUTH_REQUIRED', 'authentication required (HTTP Basic or a Bearer token)')
-      const user = credentials.user.slice(0, loginUserCharsMax)
-      // The wait comes before the check and is the same for a right and a wrong password, so
-      // the time of the answer tells nothing before the delay has passed (login-throttle.ts).
-      // Until it ends, the attempt counts as a failure for the pair's next arrivals, so
-      // guesses sent in parallel are delayed one after another rather than checked together.
-      const attempt = throttle.begin(remoteAddress, user)
-      try {
-        const outcome = attempt.waitMs > 0 ? await hold(holds, attempt.key, attempt.waitMs, request.socket) : 'waited'
-        // A client that left is not checked: no one would hear the answer, and scrypt is not free.
-        if (outcome === 'gone') throw new HttpError(499, 'CLIENT_GONE', 'the client closed the connection')
-        if (outcome === 'stopping') throw new HttpError(503, 'UNAVAILABLE', 'the service is stopping; try again')
-        const result = await signIn(deps.accounts, credentials.user, credentials.password)
-        if (result.outcome === 'unavailable') throw new HttpError(503, 'DIRECTORY_UNAVAILABLE', `directory unavailable: ${result.reason}`)
-        if (result.outcome === 'failed') {
-          attempt.end('failed')
-          if (result.reason === 'disabled') throw new HttpError(401, 'ACCOUNT_DISABLED', 'the account is disabled')
-          throw new HttpError(401, 'AUTH_FAILED', 'wrong user or password')
+      if (credentials) return { principal: await checkPassword(credentials.user, credentials.password, request, remoteAddress), via: 'basic' }
+      const sessionId = sessionCookie(request.headers.cookie)
+      if (sessionId !== undefined && deps.sessions) {
+        const resumed = deps.sessions.resume(sessionId)
+        if (!resumed) throw new HttpError(401, 'SESSION_EXPIRED', 'the session has ended (signed out, idle or too old): sign in again')
+        // A cookie is sent by the browser on its own: a change needs the page's CSRF token too.
+        if (request.method !== 'GET' && request.method !== 'HEAD' && !resumed.csrfMatches(headerText(request.headers[csrfHeader]))) {
+          throw new HttpError(403, 'CSRF_FAILED', `a change made with a session cookie needs its CSRF token in the ${csrfHeader} header`)
         }
-        attempt.end('succeeded')
-        // The pair's attempts held meanwhile waited (also) for this one, presumed to fail: a
-        // correct password clears the pair's delay (login-throttle.ts), so they are checked now.
-        for (const held of [...holds]) if (held.key === attempt.key) held.release('waited')
-        return result.principal
-      } finally {
-        attempt.end('unchecked')
+        return { principal: resumed.principal, via: 'session', sessionId }
       }
+      throw new HttpError(401, 'AUTH_REQUIRED', 'authentication required (HTTP Basic, a Bearer token or a session)')
     },
+    /**
+     * A user name and password checked behind the throttle (as Basic is): the JSON sign-in.
+     * @throws HttpError as authenticate
+     */
+    checkPassword,
     /** Ends every held attempt now (answered 503): the service stops. */
     releaseHeld(): void {
       for (const held of [...holds]) held.release('stopping')

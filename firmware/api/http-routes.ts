@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { MessageMeta } from '../archive/types.js'
-import { roleMay, type Permission, type Principal } from '../access/roles.js'
+import { anonymous, roleMay, type Permission, type Principal } from '../access/roles.js'
+import type { Authenticated } from './http-login.js'
 import { HttpError, sendJson } from './http-responses.js'
 
 /** What the HTTP API reads from the archive. */
@@ -21,6 +22,12 @@ export interface RouteRequest {
   principal: Principal
   /** `NAME@REMOTE-ADDRESS`: the actor in the audit log. */
   actor: string
+  /** How the caller authenticated (a session's id for sign-out); undefined on an open route. */
+  authenticated: Authenticated | undefined
+  /** The request itself (the sign-in checks its password behind the throttle). */
+  incoming: IncomingMessage
+  /** Sets a header of the answer (a session cookie). */
+  setHeader(name: string, value: string): void
 }
 
 /**
@@ -33,6 +40,8 @@ export interface ApiRoute {
   pattern: RegExp
   permission: Permission
   status?: number
+  /** Open to requests without credentials (the sign-in): no authentication, `anonymous` as principal. */
+  open?: true
   handle(request: RouteRequest): Promise<unknown> | unknown
 }
 
@@ -56,8 +65,8 @@ export const requestBodyBytesMax = 64 * 1024
 /** What the routing table answers from, and the login check every route passes first. */
 export interface RouteDeps {
   routes: readonly ApiRoute[]
-  /** The account the request's credentials name. @throws HttpError (401, 499, 503) */
-  authenticate(request: IncomingMessage, remoteAddress: string): Promise<Principal>
+  /** The account the request's credentials name. @throws HttpError (401, 403 CSRF, 499, 503) */
+  authenticate(request: IncomingMessage, remoteAddress: string): Promise<Authenticated>
 }
 
 /**
@@ -76,12 +85,14 @@ export async function routeRequest(deps: RouteDeps, request: IncomingMessage, re
   // Only GET (and HEAD) exist, plus the POSTs of some routes: there is no route that
   // deletes or edits an archived message (retention's purge is the only removal).
   if (!route && method !== 'GET') throw new HttpError(405, 'METHOD_NOT_ALLOWED', `${request.method} is not allowed on ${path.slice(0, 200)}`)
-  const principal = await deps.authenticate(request, remoteAddress)
+  const authenticated = route?.open ? undefined : await deps.authenticate(request, remoteAddress)
   if (!route) throw new HttpError(404, 'NOT_FOUND', `no route ${path.slice(0, 200)}`)
-  if (!roleMay(principal.role, route.permission)) throw new HttpError(403, 'FORBIDDEN', `the ${principal.role} role may not do this (${route.permission})`)
+  const principal = authenticated?.principal ?? anonymous
+  if (authenticated && !roleMay(principal.role, route.permission)) throw new HttpError(403, 'FORBIDDEN', `the ${principal.role} role may not do this (${route.permission})`)
   const body = method === 'POST' ? await readJsonBody(request) : undefined
   const params = route.pattern.exec(path)!.slice(1)
-  const result = await route.handle({ url, params, body, remoteAddress, principal, actor: `${principal.name}@${remoteAddress}` })
+  const setHeader = (name: string, value: string): void => void response.setHeader(name, value)
+  const result = await route.handle({ url, params, body, remoteAddress, principal, actor: `${principal.name}@${remoteAddress}`, authenticated, incoming: request, setHeader })
   if (result instanceof BinaryAnswer) {
     response.writeHead(route.status ?? 200, { ...result.headers, 'content-length': result.bytes.byteLength })
     response.end(request.method === 'HEAD' ? undefined : Buffer.from(result.bytes.buffer, result.bytes.byteOffset, result.bytes.byteLength))

@@ -175,6 +175,9 @@ t.test('accounts and roles over real HTTPS: every route × role, a user sees onl
   // Every route × every role. The table names a request and the status per role; a route
   // the API serves without a row here fails the test (a new route must say who may use it).
   const table: { method: 'GET' | 'POST'; path: string; body?: unknown; expect: Record<Role, number> }[] = [
+    { method: 'POST', path: '/api/v1/session', body: { user: 'bob', password: passwords.bob }, expect: { admin: 201, auditor: 201, user: 201 } },
+    { method: 'GET', path: '/api/v1/session', expect: { admin: 200, auditor: 200, user: 200 } },
+    { method: 'POST', path: '/api/v1/session/signout', expect: { admin: 200, auditor: 200, user: 200 } },
     { method: 'GET', path: '/api/v1/status', expect: { admin: 200, auditor: 200, user: 403 } },
     { method: 'GET', path: `/api/v1/messages/${ids.journal}`, expect: { admin: 200, auditor: 200, user: 200 } },
     { method: 'GET', path: `/api/v1/messages/${ids.journal}/raw`, expect: { admin: 200, auditor: 200, user: 200 } },
@@ -208,6 +211,46 @@ t.test('accounts and roles over real HTTPS: every route × role, a user sees onl
       if (answer.status === 403) t.match(answer.json, { error: { code: 'FORBIDDEN', message: new RegExp(`the ${role} role may not`) } })
     }
   }
+
+  // Browser sessions: cookie flags, CSRF on every change, sign-out, ended with the account.
+  const signIn = (user: string, password: string) =>
+    fetchAnswer(`${base}/api/v1/session`, { pinned, method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password }) })
+  t.match((await signIn('bob', 'not-his-password')).json, { error: { code: 'AUTH_FAILED' } })
+  const started = await signIn('bob', passwords.bob!)
+  t.equal(started.status, 201)
+  const setCookie = String(started.headers['set-cookie'])
+  t.match(setCookie, /^__Host-mailkeep-session=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; Secure; SameSite=Strict; Max-Age=43200$/, 'HttpOnly, Secure, SameSite=Strict, host-only')
+  const bobSession = started.json as { csrfToken: string; user: string; expiresAt: string; idleExpiresAt: string }
+  t.match(bobSession, { user: 'bob', csrfToken: /^[A-Za-z0-9_-]{32}$/ })
+  const sessionCookie = setCookie.split(';')[0]!
+  const withCookie = (path: string, method = 'GET', headers: Record<string, string> = {}, body?: unknown) =>
+    fetchAnswer(base + path, {
+      pinned,
+      method,
+      headers: { cookie: sessionCookie, 'content-type': 'application/json', ...headers },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    })
+  t.equal(((await withCookie('/api/v1/search?q=quarterly')).json as { total: number }).total, 2, 'the cookie signs bob in, scoped')
+  t.match((await withCookie('/api/v1/session')).json, { user: 'bob', via: 'session', session: { csrfToken: bobSession.csrfToken } })
+  const noCsrf = await withCookie('/api/v1/session/signout', 'POST')
+  t.equal(noCsrf.status, 403, 'sign-out with the cookie alone is refused')
+  t.match(noCsrf.json, { error: { code: 'CSRF_FAILED' } })
+  t.match((await withCookie('/api/v1/session/signout', 'POST', { 'x-csrf-token': 'x'.repeat(32) })).json, { error: { code: 'CSRF_FAILED' } }, 'a wrong token too')
+  const out = await withCookie('/api/v1/session/signout', 'POST', { 'x-csrf-token': bobSession.csrfToken })
+  t.match(out.json, { signedOut: true })
+  t.match(String(out.headers['set-cookie']), /Max-Age=0/, 'the cookie is cleared')
+  t.match((await withCookie('/api/v1/search?q=quarterly')).json, { error: { code: 'SESSION_EXPIRED' } }, 'a signed-out session is dead')
+  const adminStarted = await signIn('admin2', passwords.admin2!)
+  const adminCookie = String(adminStarted.headers['set-cookie']).split(';')[0]!
+  const adminCsrf = (adminStarted.json as { csrfToken: string }).csrfToken
+  const hold = { name: 'cookie-hold', reason: 'csrf', custodians: ['zed@example.com'] }
+  const placeHold = (headers: Record<string, string>) =>
+    fetchAnswer(`${base}/api/v1/holds`, { pinned, method: 'POST', headers: { cookie: adminCookie, 'content-type': 'application/json', ...headers }, body: JSON.stringify(hold) })
+  t.equal((await placeHold({})).status, 403, 'an admin change with the cookie alone is refused (CSRF)')
+  t.equal((await placeHold({ 'x-csrf-token': adminCsrf })).status, 201, 'with the token it is made')
+  t.equal((await technician(['user', 'disable', 'admin2'])).code, 0)
+  t.match((await fetchAnswer(`${base}/api/v1/holds`, { pinned, headers: { cookie: adminCookie } })).json, { error: { code: 'SESSION_EXPIRED' } }, 'disabling an account ends its sessions')
+  t.equal((await technician(['user', 'enable', 'admin2'])).code, 0)
 
   // Disabled, re-enabled, a new password; wrong passwords.
   t.equal((await technician(['user', 'disable', 'erin'])).code, 0)
