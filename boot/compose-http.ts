@@ -11,6 +11,7 @@ import { managed, type ManagedService } from './managed-service.js'
 import type { AccountStore } from '../firmware/access/accounts.js'
 import type { TokenStore } from '../firmware/access/tokens.js'
 import type { SessionStore } from '../firmware/access/sessions.js'
+import type { DirectorySource } from '../firmware/access/sign-in.js'
 import { searchScopeFor } from '../firmware/access/roles.js'
 import type { ApiRoute, ReadAudit } from '../firmware/api/http-routes.js'
 
@@ -53,6 +54,7 @@ export function composeHttp(
     accounts: AccountStore
     tokens: TokenStore
     sessions: SessionStore
+    directory?: DirectorySource
     /** When `https.enabled`: the certificate, or why it cannot be used (HTTPS stays down until `tls install`). */
     https?: { certificate: HttpsCertificate } | { unavailableReason: string }
     archive: ArchiveStore
@@ -70,7 +72,7 @@ export function composeHttp(
     {
       logger: logger.child('http'),
       clock,
-      signIn: { firstAdmin: deps.credential, accounts: deps.accounts, tokens: deps.tokens },
+      signIn: { firstAdmin: deps.credential, accounts: deps.accounts, tokens: deps.tokens, ...(deps.directory ? { directory: deps.directory } : {}) },
       sessions: deps.sessions,
       archive: deps.archive,
       status: deps.status,

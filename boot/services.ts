@@ -16,6 +16,10 @@ import { createAccountStore } from '../firmware/access/accounts.js'
 import { accountCommandHandlers, tokenCommandHandlers } from './account-commands.js'
 import { createTokenStore } from '../firmware/access/tokens.js'
 import { createSessionStore } from '../firmware/access/sessions.js'
+import { checkDirectoryConfig, createDirectory, DirectoryConfigError } from '../firmware/access/directory.js'
+import { BootError } from './boot-error.js'
+import { exitCodes } from '../firmware/common/errors.js'
+import type { LdapConfig } from '../config/types.js'
 import { serviceCommandHandlers } from './service-commands.js'
 import type { ManagedService } from './managed-service.js'
 
@@ -64,6 +68,8 @@ export async function composeServices(context: ComposeContext & { applianceStatu
   const accounts = createAccountStore({ clock, logger: logger.child('accounts') }, { dataDir: config.dataDir })
   await accounts.load()
   const sessions = createSessionStore({ clock }, config.auth.session)
+  const ldap = config.auth.ldap
+  const directory = ldap ? createDirectory({ clock, logger: logger.child('directory') }, ldap, await directoryTls(ldap)) : undefined
   const tokens = createTokenStore({ clock, logger: logger.child('tokens') }, { dataDir: config.dataDir })
   await tokens.load()
   const https = config.https.enabled ? await httpsCertificate(context) : undefined
@@ -75,6 +81,7 @@ export async function composeServices(context: ComposeContext & { applianceStatu
     accounts,
     tokens,
     sessions,
+    ...(directory ? { directory } : {}),
     ...(https ? { https } : {}),
     archive: store.archive,
     status: async () => ({ ...((await context.applianceStatus()) as object), ...(await status()) }),
@@ -119,6 +126,16 @@ async function httpsCertificate(context: ComposeContext): Promise<{ certificate:
     if (!(error instanceof TlsCertificateError)) throw error
     httpsLogger.error('installed https certificate unusable', { code: error.code, reason: error.message })
     return { unavailableReason: `installed certificate unusable (${error.code}): ${error.message}` }
+  }
+}
+
+/** The directory's TLS material once its configuration checks out. @throws BootError exit 78 naming each problem as `path: reason` */
+async function directoryTls(ldap: LdapConfig): Promise<{ caPem: string | undefined }> {
+  try {
+    return await checkDirectoryConfig(ldap)
+  } catch (error) {
+    if (error instanceof DirectoryConfigError) throw new BootError(error.message, exitCodes.config, error)
+    throw error
   }
 }
 

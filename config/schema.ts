@@ -315,6 +315,63 @@ export const configSchema = {
             sessionsMax: { type: 'integer', minimum: 1, maximum: 1000000, default: 10000, description: 'sessions kept at most; beyond, the one idle longest ends' },
           },
         },
+        ldap: {
+          type: ['object', 'null'],
+          additionalProperties: false,
+          default: null,
+          description: 'sign-in with directory accounts (OpenLDAP, Active Directory); null: local accounts only',
+          required: ['url', 'userBase', 'roleGroups'],
+          properties: {
+            url: { type: 'string', pattern: '^ldaps?://[^\\s/]+(:[0-9]{1,5})?/?$', description: 'ldaps://host:636, or ldap://host:389 (then set startTls)' },
+            startTls: { type: 'boolean', default: false, description: 'upgrade an ldap:// connection with StartTLS before anything is sent' },
+            caFile: { type: ['string', 'null'], minLength: 1, default: null, description: "PEM file of the CA that issued the directory's certificate (default: the system's CAs)" },
+            bindDn: { type: ['string', 'null'], minLength: 1, maxLength: 1024, default: null, description: 'account that searches for users; null: search anonymously' },
+            bindPassword: { type: ['string', 'null'], minLength: 1, maxLength: 1024, default: null },
+            userBase: { type: 'string', minLength: 1, maxLength: 1024 },
+            userFilter: {
+              type: 'string',
+              minLength: 1,
+              maxLength: 1024,
+              pattern: '\\{user\\}',
+              default: '(&(objectClass=person)(|(uid={user})(sAMAccountName={user})))',
+              description: '{user} is replaced by the typed name, escaped (RFC 4515); it must find exactly one entry',
+            },
+            mailAttribute: { type: 'string', minLength: 1, maxLength: 128, default: 'mail' },
+            aliasAttributes: {
+              type: 'array',
+              items: { type: 'string', minLength: 1, maxLength: 128 },
+              maxItems: 16,
+              default: ['proxyAddresses'],
+              description: 'values like smtp:alias@x are read as alias@x',
+            },
+            disabledFilter: {
+              type: ['string', 'null'],
+              maxLength: 1024,
+              default: '(userAccountControl:1.2.840.113556.1.4.803:=2)',
+              description: "a user entry that matches it is disabled (the default is Active Directory's ACCOUNTDISABLE bit)",
+            },
+            groupBase: { type: ['string', 'null'], maxLength: 1024, default: null, description: 'where groups are searched; null: userBase' },
+            groupFilter: {
+              type: 'string',
+              minLength: 1,
+              maxLength: 1024,
+              pattern: '\\{dn\\}',
+              default: '(|(member={dn})(uniqueMember={dn}))',
+              description: "{dn} is the user's DN, escaped",
+            },
+            roleGroups: {
+              type: 'object',
+              additionalProperties: false,
+              description: 'group DNs per role; a user in several gets the highest role (admin, auditor, user); in none: cannot sign in',
+              properties: {
+                admin: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 1024 }, maxItems: 100, default: [] },
+                auditor: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 1024 }, maxItems: 100, default: [] },
+                user: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 1024 }, maxItems: 100, default: [] },
+              },
+            },
+            timeoutMs: { type: 'integer', minimum: 100, maximum: 60000, default: 5000, description: 'connect and each operation, in ms' },
+          },
+        },
       },
     },
     https: {
@@ -401,4 +458,4 @@ export const configSchema = {
 } as const
 
 /** Config keys whose values are secrets: never echoed in errors, logs or `show config`. */
-export const secretConfigPaths: readonly RegExp[] = [/^mirror\.sharedSecret$/, /^journal\.sources\.\d+\.password$/, /passwordHash$/]
+export const secretConfigPaths: readonly RegExp[] = [/^auth\.ldap\.bindPassword$/, /^mirror\.sharedSecret$/, /^journal\.sources\.\d+\.password$/, /passwordHash$/]

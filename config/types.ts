@@ -88,7 +88,7 @@ export interface Config {
     loginThrottle: { failuresBeforeDelay: number; delayMsMin: number; delayMsMax: number; forgetAfterMs: number; pairsMax: number }
   }
   /** Accounts beyond the first admin: browser sessions (firmware/access/sessions.ts). */
-  auth: { session: { idleTimeoutMs: number; absoluteTimeoutMs: number; sessionsMax: number } }
+  auth: { session: { idleTimeoutMs: number; absoluteTimeoutMs: number; sessionsMax: number }; ldap: LdapConfig | null }
   /** The API over TLS (firmware/api/tls-certificate.ts has the certificate). */
   https: { enabled: boolean; host: string; port: number; hstsMaxAgeSeconds: number }
   mirror: {
@@ -113,4 +113,22 @@ export interface Config {
     /** From TCP connect to an authenticated channel, in milliseconds. */
     handshakeTimeoutMs: number
   }
+}
+
+/** `auth.ldap`: directory sign-in (firmware/access/directory.ts). */
+export interface LdapConfig {
+  url: string
+  startTls: boolean
+  caFile: string | null
+  bindDn: string | null
+  bindPassword: string | null
+  userBase: string
+  userFilter: string
+  mailAttribute: string
+  aliasAttributes: string[]
+  disabledFilter: string | null
+  groupBase: string | null
+  groupFilter: string
+  roleGroups: { admin: string[]; auditor: string[]; user: string[] }
+  timeoutMs: number
 }

@@ -70,7 +70,7 @@ export interface NewAccount {
 }
 
 /** The outcome of a password check: the principal, or why not. */
-export type AccountCheck = { outcome: 'ok'; principal: Principal } | { outcome: 'unknown' | 'wrong-password' | 'disabled' }
+export type AccountCheck = { outcome: 'ok'; principal: Principal } | { outcome: 'unknown' | 'wrong-password' | 'disabled' | 'no-role' }
 
 /** @throws AccountError INVALID naming the problem */
 function checkName(name: string): void {

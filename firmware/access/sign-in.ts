@@ -11,7 +11,10 @@ import type { Principal } from './roles.js'
  */
 
 /** The outcome of one sign-in. */
-export type SignInResult = { outcome: 'ok'; principal: Principal } | { outcome: 'failed'; reason: 'unknown' | 'wrong-password' | 'disabled' } | { outcome: 'unavailable'; reason: string }
+export type SignInResult =
+  | { outcome: 'ok'; principal: Principal }
+  | { outcome: 'failed'; reason: 'unknown' | 'wrong-password' | 'disabled' | 'no-role' }
+  | { outcome: 'unavailable'; reason: string }
 
 /** A source of accounts beyond the local ones (the LDAP directory). */
 export interface DirectorySource {

@@ -112,6 +112,7 @@ export function createLoginGate(
       if (result.outcome === 'failed') {
         attempt.end('failed')
         if (result.reason === 'disabled') throw new HttpError(401, 'ACCOUNT_DISABLED', 'the account is disabled')
+        if (result.reason === 'no-role') throw new HttpError(401, 'NO_ROLE', 'the directory account is in no group that has a role on this appliance')
         throw new HttpError(401, 'AUTH_FAILED', 'wrong user or password')
       }
       attempt.end('succeeded')
