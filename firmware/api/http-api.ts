@@ -96,7 +96,7 @@ export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
   const sessions = deps.sessions
   const routes = [
     ...(sessions ? sessionRoutes({ gate: login, sessions, absoluteTimeoutMs: sessions.options.absoluteTimeoutMs, ...(deps.audit ? { audit: deps.audit } : {}) }) : []),
-    ...coreRoutes(deps),
+    ...coreRoutes({ ...deps, clock: deps.clock }),
     ...(deps.routes ?? []),
   ]
   const routeDeps = { routes, authenticate: login.authenticate }

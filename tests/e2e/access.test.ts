@@ -21,6 +21,7 @@ const passwords: Record<string, string> = {
   erin: 'erin-password-123',
 }
 
+const attachmentText = 'region,total\nnorth,1200\nsouth,900\n'
 const mail = (headers: string[], body: string) => Buffer.from([...headers, 'Date: Sat, 28 Nov 2026 11:00:00 +0000', '', body, ''].join('\r\n'))
 
 t.test('accounts and roles over real HTTPS: every route × role, a user sees only their own mail', async (t) => {
@@ -69,7 +70,31 @@ t.test('accounts and roles over real HTTPS: every route × role, a user sees onl
     journal: await send(
       'journal@corp.example',
       ['journal@archive.local'],
-      exchangeJournalReport(mail(['From: Alice <alice@example.com>', 'To: bob@example.com', 'Subject: quarterly numbers', 'Message-ID: <q@example.com>'], 'quarterly numbers body')),
+      exchangeJournalReport(
+        mail(
+          [
+            'From: Alice <alice@example.com>',
+            'To: bob@example.com',
+            'Subject: quarterly numbers',
+            'Message-ID: <q@example.com>',
+            'MIME-Version: 1.0',
+            'Content-Type: multipart/mixed; boundary="att"',
+          ],
+          [
+            '--att',
+            'Content-Type: text/plain',
+            '',
+            'quarterly numbers body',
+            '--att',
+            'Content-Type: text/csv; name="numbers.csv"',
+            'Content-Disposition: attachment; filename="numbers.csv"',
+            'Content-Transfer-Encoding: base64',
+            '',
+            Buffer.from(attachmentText).toString('base64'),
+            '--att--',
+          ].join('\r\n'),
+        ),
+      ),
     ),
     // bob's alias, in another case, as sender → bob.
     alias: await send(
@@ -148,6 +173,18 @@ t.test('accounts and roles over real HTTPS: every route × role, a user sees onl
       }
     }
   }
+  // Attachments: the same scope, BCC-only recipients included; each download audited.
+  for (const [name, visible] of Object.entries(sees)) {
+    const answer = await as(name, `/api/v1/messages/${ids.journal}/attachments/0`)
+    t.equal(answer.status, visible.includes(ids.journal) ? 200 : 404, `${name}: the journal message's attachment`)
+    if (answer.status === 200) {
+      t.equal(answer.body.toString(), attachmentText, `${name}: its bytes`)
+      t.match(answer.headers, { 'content-type': 'application/octet-stream', 'x-content-type-options': 'nosniff', 'content-disposition': /^attachment; filename="numbers\.csv"/ })
+    }
+  }
+  t.equal((await as('carol', `/api/v1/messages/${ids.journal}/attachments/1`)).status, 404, 'an attachment number the message does not have')
+  t.equal((await as('carol', `/api/v1/messages/${ids.nobody}/attachments/0`)).status, 404)
+
   const foreign = await as('erin', `/api/v1/messages/${ids.nobody}/raw`)
   const missing = await as('erin', `/api/v1/messages/${absent}/raw`)
   t.same(foreign.json, { error: { code: 'NOT_FOUND', message: `no message ${ids.nobody}` } })
@@ -170,7 +207,7 @@ t.test('accounts and roles over real HTTPS: every route × role, a user sees onl
     'her reads: exactly the two she was served, none of the 404s',
   )
   const auditorTrail = (await cliJson(config, ['audit', 'show', '--actor', 'auditor1', '--limit', '100'])).json as { action: string }[]
-  t.equal(auditorTrail.filter((entry) => entry.action === 'mail.read').length, 2 * Object.keys(ids).length, 'every read by the auditor')
+  t.equal(auditorTrail.filter((entry) => entry.action === 'mail.read').length, 2 * Object.keys(ids).length + 1, 'every read by the auditor')
 
   // Every route × every role. The table names a request and the status per role; a route
   // the API serves without a row here fails the test (a new route must say who may use it).
@@ -182,6 +219,7 @@ t.test('accounts and roles over real HTTPS: every route × role, a user sees onl
     { method: 'GET', path: `/api/v1/messages/${ids.journal}`, expect: { admin: 200, auditor: 200, user: 200 } },
     { method: 'GET', path: `/api/v1/messages/${ids.journal}/raw`, expect: { admin: 200, auditor: 200, user: 200 } },
     { method: 'GET', path: '/api/v1/search?q=quarterly', expect: { admin: 200, auditor: 200, user: 200 } },
+    { method: 'GET', path: `/api/v1/messages/${ids.journal}/attachments/0`, expect: { admin: 200, auditor: 200, user: 200 } },
     { method: 'GET', path: '/api/v1/policies', expect: { admin: 200, auditor: 200, user: 403 } },
     { method: 'POST', path: '/api/v1/policies', body: { name: 'role-test', retentionDays: 3650, criteria: { senders: ['@news.example'] } }, expect: { admin: 201, auditor: 403, user: 403 } },
     { method: 'GET', path: '/api/v1/policies/preview', expect: { admin: 200, auditor: 200, user: 403 } },
