@@ -10,7 +10,7 @@ import { ConfigError, formatProblem } from '../config/errors.js'
 import { configSchema } from '../config/schema.js'
 import { exitCodes } from '../firmware/common/errors.js'
 import { hashPassword } from '../firmware/common/password.js'
-import { commandTable, resolveCommand, checkArguments, usageOf, resolvePathArguments } from '../firmware/control/command-table.js'
+import { commandTable, resolveCommand, checkArguments, usageOf, resolvePathArguments, type CommandSpec } from '../firmware/control/command-table.js'
 import { connectControl } from '../firmware/control/client.js'
 import { ControlError } from '../firmware/control/errors.js'
 import { runConsole } from './console.js'
@@ -67,6 +67,7 @@ function parseArgs(argv: string[]): ParsedArgs {
 /** The first `count` lines of stdin (missing ones empty), read through one reader so none is lost in its buffer. */
 async function readStdinLines(count: number): Promise<string[]> {
   const lines: string[] = []
+  if (count === 0) return lines
   const rl = createInterface({ input: process.stdin, terminal: false })
   for await (const line of rl) {
     lines.push(line)
@@ -79,6 +80,28 @@ async function readStdinLines(count: number): Promise<string[]> {
 
 async function readStdinLine(): Promise<string> {
   return (await readStdinLines(1))[0]!
+}
+
+/**
+ * The technician password of a technician command and the secret of a command that takes
+ * one: from stdin (one line each, in that order) with --password-stdin, else asked on the
+ * terminal (the secret twice). A sentence instead when they cannot be read.
+ */
+async function readCredentials(spec: CommandSpec, passwordStdin: boolean): Promise<{ password?: string; secret?: string } | string> {
+  const secretName = spec.secret
+  if (passwordStdin) {
+    const lines = await readStdinLines((spec.technician ? 1 : 0) + (secretName ? 1 : 0))
+    return { ...(spec.technician ? { password: lines[0] } : {}), ...(secretName ? { secret: lines[spec.technician ? 1 : 0] } : {}) }
+  }
+  if (!process.stdin.isTTY) {
+    if (secretName) return `${spec.name} reads the ${secretName} from a terminal, or with --password-stdin (technician password, then the ${secretName}, one line each)`
+    return {}
+  }
+  const password = spec.technician ? await readHidden('technician password: ') : undefined
+  if (!secretName) return password === undefined ? {} : { password }
+  const secret = await readHidden(`${secretName}: `)
+  if ((await readHidden(`${secretName} again: `)) !== secret) return 'the two entries differ; nothing changed'
+  return { ...(password === undefined ? {} : { password }), secret }
 }
 
 async function readHidden(prompt: string): Promise<string> {
@@ -187,26 +210,12 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`mailkeep: ${usage}\n`)
     return exitCodes.usage
   }
-  let password: string | undefined
-  let secret: string | undefined
-  const secretName = resolved.spec.secret
-  if (args.passwordStdin) {
-    const lines = await readStdinLines(secretName ? 2 : 1)
-    if (resolved.spec.technician) password = lines[0]
-    if (secretName) secret = lines[resolved.spec.technician ? 1 : 0]
-  } else if (process.stdin.isTTY) {
-    if (resolved.spec.technician) password = await readHidden('technician password: ')
-    if (secretName) {
-      secret = await readHidden(`${secretName}: `)
-      if ((await readHidden(`${secretName} again: `)) !== secret) {
-        process.stderr.write('mailkeep: the two entries differ; nothing changed\n')
-        return exitCodes.usage
-      }
-    }
-  } else if (secretName) {
-    process.stderr.write(`mailkeep: ${resolved.spec.name} reads the ${secretName} from a terminal, or with --password-stdin (technician password, then the ${secretName}, one line each)\n`)
+  const credentials = await readCredentials(resolved.spec, args.passwordStdin)
+  if (typeof credentials === 'string') {
+    process.stderr.write(`mailkeep: ${credentials}\n`)
     return exitCodes.usage
   }
+  const { password, secret } = credentials
   try {
     const client = await connectControl(config.control.socketPath, config.control.requestTimeoutMs + 5000)
     try {

@@ -98,6 +98,16 @@ export function checkAddresses(addresses: readonly string[]): string[] {
   return out
 }
 
+/** A new account's role and normalized addresses. @throws AccountError INVALID naming the problem */
+function checkNewAccount(input: NewAccount, password: string): { role: Role; addresses: string[] } {
+  checkName(input.name)
+  if (!isRole(input.role)) throw new AccountError('INVALID', `role ${JSON.stringify(input.role.slice(0, 40))}: one of ${roles.join(', ')}`)
+  const addresses = checkAddresses(input.addresses)
+  if (input.role === 'user' && addresses.length === 0) throw new AccountError('INVALID', 'a user account needs at least one address (--address): it sees only mail of its addresses')
+  checkPassword(password)
+  return { role: input.role, addresses }
+}
+
 const view = (account: StoredAccount): AccountView => ({
   name: account.name,
   role: account.role,
@@ -139,6 +149,47 @@ function parseAccounts(path: string, text: string): Map<string, StoredAccount> {
 }
 
 /**
+ * Password checks with scrypt, a verified one remembered for `verifiedPasswordTtlMs` as an
+ * HMAC under a per-process key; `decoy` does the same work for a name no account has.
+ */
+function passwordMemory(clock: Clock) {
+  const cacheKey = randomBytes(32)
+  const verified = new Map<string, number>()
+  let decoyHash: Promise<string> | undefined
+  const tagOf = (name: string, password: string, hash: string) => createHmac('sha256', cacheKey).update(`${name}\u0000${password}\u0000${hash}`).digest('hex')
+  return {
+    async matches(account: Pick<StoredAccount, 'name' | 'passwordHash'>, password: string): Promise<boolean> {
+      const tag = tagOf(account.name, password, account.passwordHash)
+      const until = verified.get(tag)
+      if (until !== undefined && until > clock.monotonicMs()) return true
+      if (!(await verifyPassword(password, account.passwordHash))) return false
+      if (verified.size > 1000) verified.clear()
+      verified.set(tag, clock.monotonicMs() + verifiedPasswordTtlMs)
+      return true
+    },
+    async decoy(password: string): Promise<void> {
+      decoyHash ??= hashPassword(randomBytes(18).toString('base64'))
+      await verifyPassword(password, await decoyHash)
+    },
+    forget(): void {
+      verified.clear()
+    },
+  }
+}
+
+/** The accounts file's text (version 1, accounts by name). */
+function accountsText(accounts: ReadonlyMap<string, StoredAccount>): string {
+  return JSON.stringify({ version: 1, accounts: [...accounts.values()].sort((a, b) => a.name.localeCompare(b.name)) }, null, 1) + '\n'
+}
+
+/** @throws AccountError NOT_FOUND */
+function existingIn(accounts: ReadonlyMap<string, StoredAccount>, name: string): StoredAccount {
+  const account = accounts.get(name)
+  if (!account) throw new AccountError('NOT_FOUND', `no account ${JSON.stringify(name.slice(0, 80))}`)
+  return account
+}
+
+/**
  * The local accounts. `load` reads the file (none yet: no accounts); every change is
  * written before it is answered. Verified passwords are remembered for
  * `verifiedPasswordTtlMs` as an HMAC under a per-process key (scrypt costs ~50–100 ms by
@@ -147,25 +198,15 @@ function parseAccounts(path: string, text: string): Map<string, StoredAccount> {
 export function createAccountStore(deps: { clock: Clock; logger: Logger }, options: { dataDir: string }) {
   const path = join(options.dataDir, accountsFile)
   let accounts = new Map<string, StoredAccount>()
-  const cacheKey = randomBytes(32)
-  const verified = new Map<string, number>()
-  // Checked against when the account is unknown, so the answer takes as long as for a known one.
-  let decoyHash: Promise<string> | undefined
-  const tagOf = (name: string, password: string, hash: string) => createHmac('sha256', cacheKey).update(`${name}\u0000${password}\u0000${hash}`).digest('hex')
+  const passwords = passwordMemory(deps.clock)
 
   async function save(next: Map<string, StoredAccount>): Promise<void> {
-    const text = JSON.stringify({ version: 1, accounts: [...next.values()].sort((a, b) => a.name.localeCompare(b.name)) }, null, 1)
-    await writeFileDurable(path, text + '\n', 0o600)
+    await writeFileDurable(path, accountsText(next), 0o600)
     accounts = next
-    verified.clear()
+    passwords.forget()
   }
 
-  /** @throws AccountError NOT_FOUND */
-  function existing(name: string): StoredAccount {
-    const account = accounts.get(name)
-    if (!account) throw new AccountError('NOT_FOUND', `no account ${JSON.stringify(name.slice(0, 80))}`)
-    return account
-  }
+  const existing = (name: string): StoredAccount => existingIn(accounts, name)
 
   async function change(name: string, update: (account: StoredAccount) => StoredAccount): Promise<AccountView> {
     const next = new Map(accounts)
@@ -190,15 +231,11 @@ export function createAccountStore(deps: { clock: Clock; logger: Logger }, optio
     },
     /** @throws AccountError INVALID, EXISTS, TOO_MANY */
     async add(input: NewAccount, password: string): Promise<AccountView> {
-      checkName(input.name)
-      if (!isRole(input.role)) throw new AccountError('INVALID', `role ${JSON.stringify(input.role.slice(0, 40))}: one of ${roles.join(', ')}`)
-      const addresses = checkAddresses(input.addresses)
-      if (input.role === 'user' && addresses.length === 0) throw new AccountError('INVALID', 'a user account needs at least one address (--address): it sees only mail of its addresses')
-      checkPassword(password)
+      const { role, addresses } = checkNewAccount(input, password)
       if (accounts.has(input.name)) throw new AccountError('EXISTS', `account ${input.name} exists`)
       if (accounts.size >= accountsMax) throw new AccountError('TOO_MANY', `at most ${accountsMax} local accounts`)
       const now = deps.clock.now()
-      const account: StoredAccount = { name: input.name, role: input.role, addresses, passwordHash: await hashPassword(password), disabled: false, createdAtMs: now, changedAtMs: now }
+      const account: StoredAccount = { name: input.name, role, addresses, passwordHash: await hashPassword(password), disabled: false, createdAtMs: now, changedAtMs: now }
       const next = new Map(accounts)
       next.set(account.name, account)
       await save(next)
@@ -232,17 +269,10 @@ export function createAccountStore(deps: { clock: Clock; logger: Logger }, optio
     async check(name: string, password: string): Promise<AccountCheck> {
       const account = accounts.get(name)
       if (!account) {
-        decoyHash ??= hashPassword(randomBytes(18).toString('base64'))
-        await verifyPassword(password, await decoyHash)
+        await passwords.decoy(password)
         return { outcome: 'unknown' }
       }
-      const tag = tagOf(name, password, account.passwordHash)
-      const until = verified.get(tag)
-      const ok = (until !== undefined && until > deps.clock.monotonicMs()) || (await verifyPassword(password, account.passwordHash))
-      if (!ok) return { outcome: 'wrong-password' }
-      if (accounts.get(name) !== account) return { outcome: 'wrong-password' }
-      if (verified.size > 1000) verified.clear()
-      verified.set(tag, deps.clock.monotonicMs() + verifiedPasswordTtlMs)
+      if (!(await passwords.matches(account, password)) || accounts.get(name) !== account) return { outcome: 'wrong-password' }
       if (account.disabled) return { outcome: 'disabled' }
       return { outcome: 'ok', principal: { name: account.name, role: account.role, addresses: account.addresses, source: 'local' } }
     },

@@ -122,62 +122,64 @@ function unavailableReason(error: unknown): string {
   return (code ? `${code}: ` : '') + message.replace(/\s+/g, ' ').slice(0, 200)
 }
 
+/** A connection to the directory, TLS up (LDAPS, or StartTLS before anything else is sent). */
+async function connectTo(config: LdapConfig, tlsOptions: ConnectionOptions): Promise<Client> {
+  // TLS options go to the constructor for ldaps:// only: given there, ldapts's StartTLS
+  // upgrade fails (the handshake is cut off).
+  const client = new Client({ url: config.url, timeout: config.timeoutMs, connectTimeout: config.timeoutMs, strictDN: false, ...(config.startTls ? {} : { tlsOptions }) })
+  // A copy each time: ldapts writes the plain socket into the options it is given. `host`
+  // is what the server's certificate must name.
+  if (config.startTls) await client.startTLS({ ...tlsOptions, host: new URL(config.url).hostname.replace(/^\[|\]$/g, '') })
+  return client
+}
+
+/** The password check, disabled check, role and addresses of one sign-in. @throws ldapts and socket errors (the directory is unavailable) */
+async function lookUp(deps: { logger: Logger }, config: LdapConfig, connect: () => Promise<Client>, name: string, password: string): Promise<AccountCheck> {
+  const client = await connect()
+  try {
+    if (config.bindDn !== null && config.bindPassword !== null) await client.bind(config.bindDn, config.bindPassword)
+    const filter = config.userFilter.replaceAll('{user}', escapeFilterValue(name))
+    const attributes = ['dn', config.mailAttribute, ...config.aliasAttributes]
+    const { searchEntries } = await client.search(config.userBase, { scope: 'sub', filter, attributes, sizeLimit: 2 })
+    if (searchEntries.length !== 1) {
+      if (searchEntries.length > 1) deps.logger.warn('directory: user filter matches more than one entry', { user: name })
+      return { outcome: 'unknown' }
+    }
+    const entry = searchEntries[0]!
+    // The user's own bind checks the password; a second connection keeps the search account's rights apart.
+    const own = await connect()
+    try {
+      await own.bind(entry.dn, password)
+    } catch (error) {
+      if (error instanceof InvalidCredentialsError) return { outcome: 'wrong-password' }
+      throw error
+    } finally {
+      await own.unbind().catch(() => undefined)
+    }
+    if (config.disabledFilter) {
+      const disabled = await client.search(entry.dn, { scope: 'base', filter: config.disabledFilter, attributes: ['dn'] })
+      if (disabled.searchEntries.length > 0) return { outcome: 'disabled' }
+    }
+    const groupFilter = config.groupFilter.replaceAll('{dn}', escapeFilterValue(entry.dn))
+    const groups = await client.search(config.groupBase ?? config.userBase, { scope: 'sub', filter: groupFilter, attributes: ['dn'], sizeLimit: groupsMax })
+    const role = roleOfGroups(
+      groups.searchEntries.map((group) => group.dn),
+      config.roleGroups,
+    )
+    if (!role) return { outcome: 'no-role' }
+    return { outcome: 'ok', principal: { name, role, addresses: addressesOfEntry(entry, config), source: 'directory' } }
+  } finally {
+    await client.unbind().catch(() => undefined)
+  }
+}
+
 /** The directory as a sign-in source. Call `checkDirectoryConfig` first (boot does). */
 export function createDirectory(deps: { clock: Clock; logger: Logger }, config: LdapConfig, tls: { caPem: string | undefined }): DirectorySource {
   const tlsOptions: ConnectionOptions = { minVersion: 'TLSv1.2', ...(tls.caPem ? { ca: [tls.caPem] } : {}) }
+  const connect = () => connectTo(config, tlsOptions)
   const cacheKey = randomBytes(32)
   const verified = new Map<string, { untilMs: number; check: AccountCheck }>()
   const tagOf = (name: string, password: string) => createHmac('sha256', cacheKey).update(`${name}\u0000${password}`).digest('hex')
-
-  async function connect(): Promise<Client> {
-    // TLS options go to the constructor for ldaps:// only: given there, ldapts's StartTLS
-    // upgrade fails (the handshake is cut off).
-    const client = new Client({ url: config.url, timeout: config.timeoutMs, connectTimeout: config.timeoutMs, strictDN: false, ...(config.startTls ? {} : { tlsOptions }) })
-    // A copy each time: ldapts writes the plain socket into the options it is given. `host`
-    // is what the server's certificate must name.
-    if (config.startTls) await client.startTLS({ ...tlsOptions, host: new URL(config.url).hostname.replace(/^\[|\]$/g, '') })
-    return client
-  }
-
-  async function lookUp(name: string, password: string): Promise<AccountCheck> {
-    const client = await connect()
-    try {
-      if (config.bindDn !== null && config.bindPassword !== null) await client.bind(config.bindDn, config.bindPassword)
-      const filter = config.userFilter.replaceAll('{user}', escapeFilterValue(name))
-      const attributes = ['dn', config.mailAttribute, ...config.aliasAttributes]
-      const { searchEntries } = await client.search(config.userBase, { scope: 'sub', filter, attributes, sizeLimit: 2 })
-      if (searchEntries.length !== 1) {
-        if (searchEntries.length > 1) deps.logger.warn('directory: user filter matches more than one entry', { user: name })
-        return { outcome: 'unknown' }
-      }
-      const entry = searchEntries[0]!
-      // The user's own bind checks the password; a second connection keeps the search account's rights apart.
-      const own = await connect()
-      try {
-        await own.bind(entry.dn, password)
-      } catch (error) {
-        if (error instanceof InvalidCredentialsError) return { outcome: 'wrong-password' }
-        throw error
-      } finally {
-        await own.unbind().catch(() => undefined)
-      }
-      if (config.disabledFilter) {
-        const disabled = await client.search(entry.dn, { scope: 'base', filter: config.disabledFilter, attributes: ['dn'] })
-        if (disabled.searchEntries.length > 0) return { outcome: 'disabled' }
-      }
-      const groupFilter = config.groupFilter.replaceAll('{dn}', escapeFilterValue(entry.dn))
-      const groups = await client.search(config.groupBase ?? config.userBase, { scope: 'sub', filter: groupFilter, attributes: ['dn'], sizeLimit: groupsMax })
-      const role = roleOfGroups(
-        groups.searchEntries.map((group) => group.dn),
-        config.roleGroups,
-      )
-      if (!role) return { outcome: 'no-role' }
-      const addresses = addressesOfEntry(entry, config)
-      return { outcome: 'ok', principal: { name, role, addresses, source: 'directory' } }
-    } finally {
-      await client.unbind().catch(() => undefined)
-    }
-  }
 
   return {
     async check(typed, password) {
@@ -188,7 +190,7 @@ export function createDirectory(deps: { clock: Clock; logger: Logger }, config: 
       const known = verified.get(tag)
       if (known && known.untilMs > deps.clock.monotonicMs()) return known.check
       try {
-        const check = await lookUp(name, password)
+        const check = await lookUp(deps, config, connect, name, password)
         if (check.outcome === 'ok') {
           if (verified.size > 1000) verified.clear()
           verified.set(tag, { untilMs: deps.clock.monotonicMs() + directoryVerifiedTtlMs, check })

@@ -42,6 +42,25 @@ export interface TokenView {
 
 const sha256 = (text: string): Buffer => createHash('sha256').update(text).digest()
 
+/** The tokens of a file's text. @throws AccountError ACCOUNTS_UNREADABLE with `path: reason` */
+function parseTokens(path: string, text: string): Map<string, StoredToken> {
+  let parsed: { version?: unknown; tokens?: StoredToken[] }
+  try {
+    parsed = JSON.parse(text) as typeof parsed
+  } catch {
+    throw new AccountError('ACCOUNTS_UNREADABLE', `${path}: not valid JSON`)
+  }
+  if (parsed.version !== 1 || !Array.isArray(parsed.tokens)) throw new AccountError('ACCOUNTS_UNREADABLE', `${path}: not a tokens file of version 1`)
+  const loaded = new Map<string, StoredToken>()
+  parsed.tokens.forEach((token, index) => {
+    if (typeof token?.name !== 'string' || !isRole(String(token.role)) || !/^[0-9a-f]{64}$/.test(String(token.secretHash)) || !Array.isArray(token.addresses)) {
+      throw new AccountError('ACCOUNTS_UNREADABLE', `${path}: tokens[${index}]: not a token record`)
+    }
+    loaded.set(token.name, token)
+  })
+  return loaded
+}
+
 export function createTokenStore(deps: { clock: Clock; logger: Logger }, options: { dataDir: string }) {
   const path = join(options.dataDir, tokensFile)
   let tokens = new Map<string, StoredToken>()
@@ -65,22 +84,7 @@ export function createTokenStore(deps: { clock: Clock; logger: Logger }, options
     /** @throws AccountError ACCOUNTS_UNREADABLE naming the file and the problem */
     async load(): Promise<void> {
       const text = await readTextIfPresent(path)
-      if (text === undefined) return
-      let parsed: { version?: unknown; tokens?: StoredToken[] }
-      try {
-        parsed = JSON.parse(text) as typeof parsed
-      } catch {
-        throw new AccountError('ACCOUNTS_UNREADABLE', `${path}: not valid JSON`)
-      }
-      if (parsed.version !== 1 || !Array.isArray(parsed.tokens)) throw new AccountError('ACCOUNTS_UNREADABLE', `${path}: not a tokens file of version 1`)
-      const loaded = new Map<string, StoredToken>()
-      parsed.tokens.forEach((token, index) => {
-        if (typeof token?.name !== 'string' || !isRole(String(token.role)) || !/^[0-9a-f]{64}$/.test(String(token.secretHash)) || !Array.isArray(token.addresses)) {
-          throw new AccountError('ACCOUNTS_UNREADABLE', `${path}: tokens[${index}]: not a token record`)
-        }
-        loaded.set(token.name, token)
-      })
-      tokens = loaded
+      if (text !== undefined) tokens = parseTokens(path, text)
     },
     list(): TokenView[] {
       return [...tokens.values()].map(view).sort((a, b) => a.name.localeCompare(b.name))

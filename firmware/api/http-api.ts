@@ -7,29 +7,18 @@ import { routeRequest, type ApiRoute, type ArchiveReader, type ReadAudit } from 
 import { coreRoutes } from './message-routes.js'
 import { sessionRoutes } from './session-routes.js'
 import type { SessionStore } from '../access/sessions.js'
-import { createHttpServer, type HttpServerOptions, type TlsMaterial } from './http-server.js'
+import type { HttpServerOptions, TlsMaterial } from './http-server.js'
+import { createListenerPair, type HttpsListenerOptions } from './http-listeners.js'
 import { parseNetworks, type NetworkSet } from '../common/networks.js'
 import { MailkeepError } from '../common/errors.js'
 import { createLoginGate } from './http-login.js'
 import { loginThrottleDefaults, type LoginThrottleEvent, type LoginThrottleOptions } from './login-throttle.js'
 
+export type { HttpsListenerOptions } from './http-listeners.js'
 export { requestBodyBytesMax, BinaryAnswer, type ApiRoute, type ArchiveReader, type ReadAudit, type RouteRequest } from './http-routes.js'
 
 /** How often quiet login-throttle pairs are forgotten (and their summaries audited), in ms. */
 export const loginThrottleSweepMs = 10_000
-
-/** The HTTPS listener: where, its key and certificate chain, and the HSTS lifetime it announces. */
-export interface HttpsListenerOptions extends HttpServerOptions {
-  /**
-   * The key and chain served. Absent when the certificate is unusable: HTTPS stays down
-   * (`unavailableReason` says why, in the health check) until replaceTls gives one, and the
-   * plain listener still serves only `plainNetworks`.
-   */
-  tls?: TlsMaterial
-  unavailableReason?: string
-  /** `Strict-Transport-Security: max-age` of every HTTPS answer, in seconds. */
-  hstsMaxAgeSeconds: number
-}
 
 /** Clients served the API over plain HTTP when HTTPS is on: loopback only. */
 export const plainNetworksDefault: readonly string[] = ['127.0.0.0/8', '::1/128']
@@ -102,11 +91,7 @@ export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
   const routeDeps = { routes, authenticate: login.authenticate }
   const httpsOptions = options.https
   const hsts = `max-age=${httpsOptions?.hstsMaxAgeSeconds ?? 0}`
-  const plain = options.http ? createHttpServer((request, response) => onRequest(request, response, false), options.http) : undefined
-  const secureServer = (https: HttpsListenerOptions, tls: TlsMaterial) => createHttpServer((request, response) => onRequest(request, response, true), { ...https, tls })
-  let secure = httpsOptions?.tls ? secureServer(httpsOptions, httpsOptions.tls) : undefined
-  let unavailableReason = httpsOptions && !httpsOptions.tls ? (httpsOptions.unavailableReason ?? 'no certificate') : undefined
-  const servers = () => [plain, secure].filter((server) => server !== undefined)
+  const pair = createListenerPair(onRequest, options)
   let started = false
   let sweep: NodeJS.Timeout | undefined
   let requestsServed = 0
@@ -115,13 +100,10 @@ export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
     requestsServed += 1
     if (overTls) response.setHeader('strict-transport-security', hsts)
     else if (httpsOptions && !plainClients.contains(request.socket.remoteAddress ?? '')) {
-      if (secure?.listening) return redirectToHttps(request, response, secure.address().port, httpsOptions.host)
-      return sendError(
-        response,
-        new HttpError(503, 'HTTPS_UNAVAILABLE', `HTTPS is down (${unavailableReason ?? 'not listening'}); plain HTTP serves local clients only`),
-        logger,
-        request.url,
-      )
+      const httpsPort = pair.httpsPort()
+      if (httpsPort !== undefined) return redirectToHttps(request, response, httpsPort, httpsOptions.host)
+      const down = new HttpError(503, 'HTTPS_UNAVAILABLE', `HTTPS is down (${pair.unavailableReason() ?? 'not listening'}); plain HTTP serves local clients only`)
+      return sendError(response, down, logger, request.url)
     }
     routeRequest(routeDeps, request, response).catch((error: unknown) => sendError(response, error, logger, request.url))
   }
@@ -130,20 +112,15 @@ export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
     /** Binds the listeners. @throws the listen error (EADDRINUSE…); none is left listening */
     async start(): Promise<void> {
       if (started) return
-      try {
-        for (const server of servers()) await server.listen()
-      } catch (error) {
-        for (const server of servers()) await server.close(() => undefined)
-        throw error
-      }
+      await pair.listen()
       started = true
       sweep = setInterval(() => {
         login.tick()
         sessions?.sweep()
       }, loginThrottleSweepMs)
       sweep.unref()
-      logger.info('http listening', this.listeners())
-      if (unavailableReason) logger.error('https is down', { reason: unavailableReason })
+      logger.info('http listening', pair.listeners())
+      if (pair.unavailableReason()) logger.error('https is down', { reason: pair.unavailableReason() })
     },
     /** Stops accepting, lets in-flight requests finish within stopTimeoutMs, then closes the rest; idempotent. */
     async stop(): Promise<void> {
@@ -151,43 +128,22 @@ export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
       started = false
       clearInterval(sweep)
       // Held login attempts are answered at once (503) rather than waited for.
-      await Promise.all(servers().map((server) => server.close(() => login.releaseHeld())))
+      await pair.close(() => login.releaseHeld())
       login.close()
     },
     /** The bound address of the plain (default) or the HTTPS listener. @throws MailkeepError NOT_STARTED when that one is not listening */
-    address(listener: 'http' | 'https' = 'http'): { host: string; port: number } {
-      const server = listener === 'http' ? plain : secure
-      if (!server) throw new MailkeepError('NOT_STARTED', `the ${listener} listener is not listening`)
-      return server.address()
-    },
+    address: (listener: 'http' | 'https' = 'http'): { host: string; port: number } => pair.address(listener),
     /** `host:port` of each listening listener, by name (`http`, `https`). */
-    listeners(): Record<string, string> {
-      const bound: Record<string, string> = {}
-      for (const [name, server] of [
-        ['http', plain],
-        ['https', secure],
-      ] as const) {
-        if (!server?.listening) continue
-        const { host, port } = server.address()
-        bound[name] = `${host}:${port}`
-      }
-      return bound
-    },
+    listeners: (): Record<string, string> => pair.listeners(),
     /**
      * The HTTPS listener serves another key and certificate from now on, on the same port
      * (or starts, when its certificate was unusable). @throws MailkeepError NOT_STARTED
      * when HTTPS is off or the API is stopped; the listen error as it comes
      */
     async replaceTls(material: TlsMaterial): Promise<void> {
-      if (!httpsOptions || !started) throw new MailkeepError('NOT_STARTED', 'https is not enabled or the api is stopped')
-      if (secure) await secure.replaceTls(material)
-      else {
-        const server = secureServer(httpsOptions, material)
-        await server.listen()
-        secure = server
-      }
-      unavailableReason = undefined
-      logger.info('https certificate replaced', this.listeners())
+      if (!started) throw new MailkeepError('NOT_STARTED', 'the api is stopped')
+      await pair.replaceTls(material)
+      logger.info('https certificate replaced', pair.listeners())
     },
     /** Every route served, in the order they are matched (the role table's test walks them). */
     routes(): readonly ApiRoute[] {
@@ -195,7 +151,8 @@ export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
     },
     healthcheck() {
       if (!started) return { ok: false, detail: 'not listening' }
-      if (unavailableReason) return { ok: false, detail: `https is down: ${unavailableReason}` }
+      const down = pair.unavailableReason()
+      if (down) return { ok: false, detail: `https is down: ${down}` }
       return { ok: true, detail: `${requestsServed} request(s) served; ${login.throttledPairs()} login pair(s) throttled` }
     },
   }

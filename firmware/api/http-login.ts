@@ -72,30 +72,11 @@ function hold(holds: Set<Hold>, key: string, waitMs: number, socket: Socket): Pr
 }
 
 /**
- * The HTTP Basic check of every request, behind the login throttle (login-throttle.ts): an
- * attempt waits its pair's delay, then its password is checked, and the outcome is told to
- * the throttle. Throttle events go to the log and to `onLoginEvent` (the audit log), never
- * with a password.
+ * A user name and password checked behind the throttle: the attempt waits its pair's
+ * delay, then its password is checked, and the outcome is told to the throttle.
  */
-export function createLoginGate(
-  deps: { logger: Logger; clock: Clock; accounts: SignInSources; sessions?: SessionStore; onLoginEvent?: (event: LoginThrottleEvent) => void },
-  options: LoginThrottleOptions,
-) {
-  const { logger } = deps
-  const throttle = createLoginThrottle(
-    {
-      clock: deps.clock,
-      onEvent: (event) => {
-        logger[event.kind === 'failed' ? 'warn' : 'info'](eventMessages[event.kind], { ...event })
-        deps.onLoginEvent?.(event)
-      },
-    },
-    options,
-  )
-  // Attempts waiting out their pair's delay; releaseHeld() ends them at once.
-  const holds = new Set<Hold>()
-
-  async function checkPassword(name: string, password: string, request: IncomingMessage, remoteAddress: string): Promise<Principal> {
+function passwordCheck(deps: { accounts: SignInSources }, throttle: ReturnType<typeof createLoginThrottle>, holds: Set<Hold>) {
+  return async function checkPassword(name: string, password: string, request: IncomingMessage, remoteAddress: string): Promise<Principal> {
     const user = name.slice(0, loginUserCharsMax)
     // The wait comes before the check and is the same for a right and a wrong password, so
     // the time of the answer tells nothing before the delay has passed (login-throttle.ts).
@@ -124,6 +105,33 @@ export function createLoginGate(
       attempt.end('unchecked')
     }
   }
+}
+
+/**
+ * The HTTP Basic check of every request, behind the login throttle (login-throttle.ts): an
+ * attempt waits its pair's delay, then its password is checked, and the outcome is told to
+ * the throttle. Throttle events go to the log and to `onLoginEvent` (the audit log), never
+ * with a password.
+ */
+export function createLoginGate(
+  deps: { logger: Logger; clock: Clock; accounts: SignInSources; sessions?: SessionStore; onLoginEvent?: (event: LoginThrottleEvent) => void },
+  options: LoginThrottleOptions,
+) {
+  const { logger } = deps
+  const throttle = createLoginThrottle(
+    {
+      clock: deps.clock,
+      onEvent: (event) => {
+        logger[event.kind === 'failed' ? 'warn' : 'info'](eventMessages[event.kind], { ...event })
+        deps.onLoginEvent?.(event)
+      },
+    },
+    options,
+  )
+  // Attempts waiting out their pair's delay; releaseHeld() ends them at once.
+  const holds = new Set<Hold>()
+
+  const checkPassword = passwordCheck(deps, throttle, holds)
 
   return {
     /**
