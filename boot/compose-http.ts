@@ -11,6 +11,7 @@ import { managed, type ManagedService } from './managed-service.js'
 import type { AccountStore } from '../firmware/access/accounts.js'
 import type { TokenStore } from '../firmware/access/tokens.js'
 import type { SessionStore } from '../firmware/access/sessions.js'
+import type { WebDeps } from '../firmware/web/web-routes.js'
 import type { DirectorySource } from '../firmware/access/sign-in.js'
 import { searchScopeFor } from '../firmware/access/roles.js'
 import type { ApiRoute, ReadAudit } from '../firmware/api/http-routes.js'
@@ -74,6 +75,7 @@ export function composeHttp(
       clock,
       signIn: { firstAdmin: deps.credential, accounts: deps.accounts, tokens: deps.tokens, ...(deps.directory ? { directory: deps.directory } : {}) },
       sessions: deps.sessions,
+      webSearch: (query, options) => deps.search.search(query, options) as ReturnType<WebDeps['search']>,
       archive: deps.archive,
       status: deps.status,
       routes: extraRoutes(deps),

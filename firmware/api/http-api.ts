@@ -6,12 +6,13 @@ import { HttpError, sendError } from './http-responses.js'
 import { routeRequest, type ApiRoute, type ArchiveReader, type ReadAudit } from './http-routes.js'
 import { coreRoutes } from './message-routes.js'
 import { sessionRoutes } from './session-routes.js'
+import { createWebRoutes, type WebDeps } from '../web/web-routes.js'
 import type { SessionStore } from '../access/sessions.js'
 import type { HttpServerOptions, TlsMaterial } from './http-server.js'
 import { createListenerPair, type HttpsListenerOptions } from './http-listeners.js'
 import { parseNetworks, type NetworkSet } from '../common/networks.js'
 import { MailkeepError } from '../common/errors.js'
-import { createLoginGate } from './http-login.js'
+import { createLoginGate, sessionCookieName } from './http-login.js'
 import { loginThrottleDefaults, type LoginThrottleEvent, type LoginThrottleOptions } from './login-throttle.js'
 
 export type { HttpsListenerOptions } from './http-listeners.js'
@@ -44,6 +45,8 @@ export interface HttpApiDeps {
   signIn: SignInSources
   archive: ArchiveReader
   status: () => Promise<unknown>
+  /** The web interface's search (with completeness); with `sessions`, pages are served beside the API. */
+  webSearch?: WebDeps['search']
   /** Browser sessions; without it, no session routes and no cookie sign-in. */
   sessions?: SessionStore
   /** Told of every read of message content (chain of custody). */
@@ -89,6 +92,21 @@ export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
     ...(deps.routes ?? []),
   ]
   const routeDeps = { routes, authenticate: login.authenticate }
+  const web =
+    sessions && deps.webSearch
+      ? createWebRoutes({
+          logger,
+          clock: deps.clock,
+          sessions,
+          checkPassword: login.checkPassword,
+          search: deps.webSearch,
+          archive: deps.archive,
+          status: deps.status,
+          ...(deps.audit ? { audit: deps.audit } : {}),
+          cookieName: sessionCookieName,
+          absoluteTimeoutMs: sessions.options.absoluteTimeoutMs,
+        })
+      : undefined
   const httpsOptions = options.https
   const hsts = `max-age=${httpsOptions?.hstsMaxAgeSeconds ?? 0}`
   const pair = createListenerPair(onRequest, options)
@@ -105,7 +123,8 @@ export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
       const down = new HttpError(503, 'HTTPS_UNAVAILABLE', `HTTPS is down (${pair.unavailableReason() ?? 'not listening'}); plain HTTP serves local clients only`)
       return sendError(response, down, logger, request.url)
     }
-    routeRequest(routeDeps, request, response).catch((error: unknown) => sendError(response, error, logger, request.url))
+    const api = () => routeRequest(routeDeps, request, response)
+    ;(web ? web(request, response).then((answered) => (answered ? undefined : api())) : api()).catch((error: unknown) => sendError(response, error, logger, request.url))
   }
 
   return {

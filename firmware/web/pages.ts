@@ -1,0 +1,143 @@
+import type { MessageMeta } from '../archive/types.js'
+import type { Principal } from '../access/roles.js'
+import { roleMay } from '../access/roles.js'
+import { html, trustedHtml, type Html } from './html.js'
+
+/**
+ * The pages, as pure functions of what the routes read (web-routes.ts): no archive logic,
+ * no I/O. Every archived string goes through `html`'s escaping; the only markup from
+ * elsewhere is a search snippet, admitted by `safeSnippet` only as text and <mark>.
+ */
+
+/** The signed-in reader: who, and the CSRF token the sign-out form carries. */
+export interface Viewer {
+  principal: Principal
+  csrfToken: string
+  expiresAt: string
+  idleExpiresAt: string
+}
+
+export function layout(title: string, viewer: Viewer | undefined, body: Html): Html {
+  const nav = viewer
+    ? html`<nav><a href="/search">Search</a>${roleMay(viewer.principal.role, 'status.read') ? html`<a href="/status">Status</a>` : ''}</nav>
+      <span class="who">${viewer.principal.name} (${viewer.principal.role}) · session ends ${viewer.idleExpiresAt.replace('T', ' ').slice(0, 16)} UTC if idle</span>
+      <form method="post" action="/signout"><input type="hidden" name="_csrf" value="${viewer.csrfToken}"><button class="link" type="submit">Sign out</button></form>`
+    : ''
+  return html`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${title} · mailkeep</title><link rel="stylesheet" href="/assets/app.css"></head>
+<body><header><span class="brand">mailkeep</span>${nav}</header><main>${body}</main></body></html>`
+}
+
+export function signInPage(problem: string | undefined, user: string): Html {
+  return layout(
+    'Sign in',
+    undefined,
+    html`<div class="panel narrow">
+  <h1>Sign in</h1>
+  ${problem ? html`<div class="error" role="alert">${problem}</div>` : ''}
+  <form method="post" action="/signin">
+    <p><label>User<br><input type="text" name="user" autocomplete="username" value="${user}" required autofocus></label></p>
+    <p><label>Password<br><input type="password" name="password" autocomplete="current-password" required></label></p>
+    <button type="submit">Sign in</button>
+  </form></div>`,
+  )
+}
+
+/** A snippet as the index made it (escaped text with <mark>): admitted only when it is exactly that. */
+export function safeSnippet(snippet: string): Html {
+  const parts = snippet.split(/(<\/?mark>)/)
+  const clean = parts.every((part) => part === '<mark>' || part === '</mark>' || !/[<>"]/.test(part))
+  return clean ? trustedHtml(snippet) : html`${snippet}`
+}
+
+export interface SearchView {
+  query: string
+  total: number
+  hits: { id: string; dateMs: number; from: string; subject: string; snippet: string }[]
+  nextCursor: string | null
+  incomplete: string[]
+  problem?: string
+}
+
+const day = (ms: number) => new Date(ms).toISOString().replace('T', ' ').slice(0, 16)
+
+export function searchPage(viewer: Viewer, view: SearchView | undefined, query: string): Html {
+  const results = view
+    ? html`<p class="meta">${view.total} message${view.total === 1 ? '' : 's'}</p>
+  ${view.incomplete.map((line) => html`<div class="notice">${line}</div>`)}
+  <ul class="hits">${view.hits.map(
+    (hit) => html`<li><a href="/messages/${hit.id}">${hit.subject || '(no subject)'}</a>
+    <div class="meta">${hit.from} · ${day(hit.dateMs)} UTC</div><div class="snippet">${safeSnippet(hit.snippet)}</div></li>`,
+  )}</ul>
+  ${view.nextCursor ? html`<p><a rel="next" href="/search?q=${encodeURIComponent(view.query)}&amp;cursor=${encodeURIComponent(view.nextCursor)}">Next page</a></p>` : ''}`
+    : ''
+  return layout(
+    query ? `Search: ${query}` : 'Search',
+    viewer,
+    html`<div class="panel"><form class="search-form" method="get" action="/search" role="search">
+  <input type="search" name="q" value="${query}" aria-label="Query" placeholder="from:alice@example.com after:2024-01-01 contract" autofocus>
+  <button type="submit">Search</button></form>
+  <div class="syntax">words (all must match) · "exact phrase" · a OR b · -word · from: to: subject: attachment: has:attachment · after:YYYY-MM-DD before:YYYY-MM-DD</div></div>
+  ${view?.problem ? html`<div class="error" role="alert">${view.problem}</div>` : ''}
+  ${results}`,
+  )
+}
+
+export function messagePage(viewer: Viewer, meta: MessageMeta, bodyText: string | null): Html {
+  const row = (name: string, value: Html | string | null | undefined) => (value ? html`<tr><th>${name}</th><td>${value}</td></tr>` : '')
+  const list = (values: readonly string[]) => (values.length ? values.join(', ') : null)
+  const envelopeTo = [...new Set(meta.deliveries.flatMap((delivery) => delivery.envelopeTo))]
+  const envelopeBcc = [...new Set(meta.deliveries.flatMap((delivery) => delivery.envelopeBcc))]
+  return layout(
+    meta.subject ?? '(no subject)',
+    viewer,
+    html`<div class="panel"><h1>${meta.subject ?? '(no subject)'}</h1>
+  <table>
+    ${row('From', list(meta.from))}${row('To', list(meta.to))}${row('Cc', list(meta.cc))}${row('Bcc', list(meta.bcc))}
+    ${row('Envelope recipients', list(envelopeTo))}${row('Envelope Bcc', list(envelopeBcc))}
+    ${row('Date', meta.dateMs === null ? null : `${day(meta.dateMs)} UTC`)}${row('Archived', `${day(meta.firstArchivedAtMs)} UTC`)}
+    ${row('Message-ID', meta.messageId)}${row('Size', `${meta.sizeBytes} bytes`)}
+    ${row('Deliveries', meta.deliveries.map((delivery) => `${delivery.source}${delivery.sourceName ? ` (${delivery.sourceName})` : ''} ${day(delivery.receivedAtMs)}`).join('; '))}
+    ${row('Flags', meta.flags.length ? html`<span class="flags">${meta.flags.map((flag) => html`<span>${flag}</span>`)}</span>` : null)}
+    ${row('Original', html`<a href="/api/v1/messages/${meta.id}/raw" download>Download .eml</a>`)}
+  </table></div>
+  ${
+    meta.attachments.length
+      ? html`<div class="panel"><h1>Attachments</h1><table>${meta.attachments.map(
+          (attachment, index) =>
+            html`<tr><td><a href="/api/v1/messages/${meta.id}/attachments/${index}" download>${attachment.filename ?? `attachment ${index + 1}`}</a></td><td>${attachment.contentType}</td><td>${attachment.sizeBytes} bytes</td></tr>`,
+        )}</table></div>`
+      : ''
+  }
+  <div class="panel"><pre class="body">${bodyText ?? '(no text body)'}</pre></div>`,
+  )
+}
+
+export function statusPage(viewer: Viewer, status: Record<string, unknown>): Html {
+  const reasons = (status.reasons as string[] | undefined) ?? []
+  const state = String(status.state ?? 'unknown')
+  const store = (status.store ?? {}) as Record<string, unknown>
+  const mirror = (status.mirror ?? {}) as { peers?: Record<string, unknown>[] }
+  return layout(
+    'Status',
+    viewer,
+    html`<div class="panel"><h1>Status <span class="state ${state === 'ok' ? 'ok' : 'degraded'}">${state}</span></h1>
+  ${reasons.map((reason) => html`<div class="notice">${reason}</div>`)}
+  <table>
+    <tr><th>Model</th><td>${String(status.model ?? '')}</td></tr><tr><th>Serial</th><td>${String(status.serial ?? '')}</td></tr>
+    <tr><th>Firmware</th><td>${String(status.firmwareVersion ?? '')}</td></tr><tr><th>Mode</th><td>${String(status.mode ?? '')}</td></tr>
+    <tr><th>Messages</th><td>${String(store.messages ?? '')}</td></tr><tr><th>Deliveries</th><td>${String(store.deliveries ?? '')}</td></tr>
+    <tr><th>Raw bytes</th><td>${String(store.rawBytes ?? '')}</td></tr>
+  </table></div>
+  <div class="panel"><h1>Mirror peers</h1>${
+    mirror.peers?.length
+      ? html`<table>${mirror.peers.map((peer) => html`<tr><th>${String(peer.serial ?? peer.address ?? '')}</th><td>${String(peer.state ?? '')}</td><td>${String(peer.queuedMessages ?? '')} queued</td></tr>`)}</table>`
+      : html`<p>none</p>`
+  }</div>`,
+  )
+}
+
+export function errorPage(viewer: Viewer | undefined, title: string, message: string): Html {
+  return layout(title, viewer, html`<div class="panel"><h1>${title}</h1><p>${message}</p></div>`)
+}

@@ -1,0 +1,222 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Clock } from '../common/clock.js'
+import type { Logger } from '../common/logger.js'
+import { MailkeepError } from '../common/errors.js'
+import type { MessageMeta } from '../archive/types.js'
+import { inScope } from '../access/scope.js'
+import { roleMay, scopeOf, searchScopeFor, type Principal } from '../access/roles.js'
+import type { SessionStore } from '../access/sessions.js'
+import { parseWithBudget } from '../mime/postal-adapter.js'
+import { styleSheet } from './assets.js'
+import type { Html } from './html.js'
+import { errorPage, messagePage, searchPage, signInPage, statusPage, type SearchView, type Viewer } from './pages.js'
+
+/**
+ * The web interface: server-rendered pages on the API's listeners, over the same services
+ * the JSON API uses (search with the caller's scope, metadata and raw bytes through the
+ * scope rule, status), signed in with a browser session. No script in any page; a strict
+ * Content-Security-Policy on every answer; forms post back here only, each change with the
+ * session's CSRF token. Reads are audited as the API's are.
+ */
+
+/** Sent with every page. */
+export const webSecurityHeaders: Readonly<Record<string, string>> = Object.freeze({
+  'content-security-policy': "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  // same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on the page's own forms.
+  'referrer-policy': 'same-origin',
+  'cache-control': 'no-store',
+})
+
+/** Largest form body accepted, in bytes. */
+export const formBytesMax = 16 * 1024
+/** Hits per search page. */
+export const webPageHits = 25
+/** Most characters of a message's text shown. */
+export const webBodyCharsMax = 200_000
+
+export interface WebDeps {
+  logger: Logger
+  clock: Clock
+  sessions: SessionStore
+  /** The throttled password check (firmware/api/http-login.ts). @throws HttpError-like MailkeepError with a status */
+  checkPassword(name: string, password: string, request: IncomingMessage, remoteAddress: string): Promise<Principal>
+  search(
+    query: string,
+    options: { limit: number; cursor: string | null; scope?: { addresses: readonly string[]; admits(id: string): boolean } },
+  ): Promise<{
+    total: number
+    hits: SearchView['hits']
+    nextCursor: string | null
+    completeness?: { complete: boolean; peers: { serial: string; queuedMessages: number; queueEstimated: boolean }[] }
+  }>
+  archive: { getMeta(id: string): MessageMeta | undefined | Promise<MessageMeta | undefined>; getRaw(id: string): Uint8Array | undefined | Promise<Uint8Array | undefined> }
+  status(): Promise<unknown>
+  audit?: (event: { actor: string; action: string; details: Record<string, unknown> }) => void
+  cookieName: string
+  absoluteTimeoutMs: number
+}
+
+function send(response: ServerResponse, status: number, body: Html | string, contentType = 'text/html; charset=utf-8', headers: Record<string, string> = {}): void {
+  const text = String(body)
+  response.writeHead(status, { ...webSecurityHeaders, 'content-type': contentType, 'content-length': Buffer.byteLength(text), ...headers })
+  response.end(text)
+}
+
+const redirect = (response: ServerResponse, location: string, headers: Record<string, string> = {}) => {
+  response.writeHead(303, { ...webSecurityHeaders, location, 'content-length': 0, ...headers })
+  response.end()
+}
+
+async function readForm(request: IncomingMessage): Promise<URLSearchParams | undefined> {
+  const chunks: Buffer[] = []
+  let bytes = 0
+  for await (const chunk of request) {
+    bytes += (chunk as Buffer).byteLength
+    if (bytes > formBytesMax) return undefined
+    chunks.push(chunk as Buffer)
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'))
+}
+
+/** A POST from another site's page (its Origin names another host) is refused before anything else. */
+function crossSite(request: IncomingMessage): boolean {
+  const origin = request.headers.origin
+  if (origin === undefined || origin === 'null') return origin === 'null'
+  try {
+    return new URL(origin).host !== request.headers.host
+  } catch {
+    return true
+  }
+}
+
+/** The text of a message's body, parsed again from its raw bytes (plain part, else nothing). */
+async function bodyTextOf(raw: Uint8Array, clock: Clock): Promise<string | null> {
+  try {
+    const { email } = await parseWithBudget(raw, { postal: {}, monotonicMs: () => clock.monotonicMs(), deadlineMs: clock.monotonicMs() + 5_000, budgetMs: 5_000 })
+    const text = email.text ?? null
+    return text === null ? null : text.slice(0, webBodyCharsMax)
+  } catch {
+    return null
+  }
+}
+
+/** The web handler: true when it answered (a page path), false for paths it does not serve (the API). */
+export function createWebRoutes(deps: WebDeps) {
+  const cookie = (value: string, maxAgeSeconds: number) => `${deps.cookieName}=${value}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=${maxAgeSeconds}`
+  const sessionOf = (request: IncomingMessage): { viewer: Viewer; id: string; csrfMatches(token: string | undefined): boolean } | undefined => {
+    for (const part of (request.headers.cookie ?? '').split(';')) {
+      const [name, ...value] = part.trim().split('=')
+      if (name !== deps.cookieName) continue
+      const id = value.join('=')
+      const resumed = deps.sessions.resume(id)
+      if (!resumed) return undefined
+      return {
+        id,
+        csrfMatches: resumed.csrfMatches,
+        viewer: { principal: resumed.principal, csrfToken: resumed.session.csrfToken, expiresAt: resumed.session.expiresAt, idleExpiresAt: resumed.session.idleExpiresAt },
+      }
+    }
+    return undefined
+  }
+  const actorOf = (viewer: Viewer, request: IncomingMessage) => `${viewer.principal.name}@${request.socket.remoteAddress ?? 'unknown'}`
+
+  async function signIn(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const form = await readForm(request)
+    const user = form?.get('user') ?? ''
+    const password = form?.get('password') ?? ''
+    if (!user || !password) return send(response, 400, signInPage('Type your user name and password.', user.slice(0, 200)))
+    try {
+      const remote = request.socket.remoteAddress ?? 'unknown'
+      const principal = await deps.checkPassword(user, password, request, remote)
+      const { id } = deps.sessions.create(principal)
+      deps.audit?.({ actor: `${principal.name}@${remote}`, action: 'session.start', details: { role: principal.role, source: principal.source, via: 'web' } })
+      redirect(response, '/search', { 'set-cookie': cookie(id, Math.floor(deps.absoluteTimeoutMs / 1000)) })
+    } catch (error) {
+      const status = error instanceof MailkeepError && 'status' in error ? Number((error as { status: number }).status) : 500
+      const message = status === 503 ? (error as Error).message : status === 401 ? `Sign-in refused: ${(error as Error).message}.` : 'Sign-in failed.'
+      send(response, status === 503 ? 503 : 401, signInPage(message, user.slice(0, 200)))
+    }
+  }
+
+  async function searchRoute(viewer: Viewer, url: URL, request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const query = (url.searchParams.get('q') ?? '').slice(0, 1024)
+    if (!query.trim()) return send(response, 200, searchPage(viewer, undefined, ''))
+    const scope = searchScopeFor(viewer.principal, (id) => deps.archive.getMeta(id) as MessageMeta | undefined)
+    try {
+      const result = await deps.search(query, { limit: webPageHits, cursor: url.searchParams.get('cursor'), ...(scope ? { scope } : {}) })
+      deps.audit?.({
+        actor: actorOf(viewer, request),
+        action: 'mail.search',
+        details: { role: viewer.principal.role, query, total: result.total, ids: result.hits.map((hit) => hit.id), via: 'web' },
+      })
+      const incomplete = (result.completeness?.peers ?? [])
+        .filter((peer) => peer.queuedMessages > 0)
+        .map((peer) => `Results may be incomplete: ${peer.queueEstimated ? 'about ' : ''}${peer.queuedMessages} message(s) from ${peer.serial} not yet received here.`)
+      send(response, 200, searchPage(viewer, { query, total: result.total, hits: result.hits, nextCursor: result.nextCursor, incomplete }, query))
+    } catch (error) {
+      if (!(error instanceof MailkeepError)) throw error
+      send(response, 400, searchPage(viewer, { query, total: 0, hits: [], nextCursor: null, incomplete: [], problem: error.message }, query))
+    }
+  }
+
+  async function messageRoute(viewer: Viewer, id: string, request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const meta = /^[0-9a-f]{64}$/.test(id) ? await deps.archive.getMeta(id) : undefined
+    // Another's message answers exactly as one that does not exist.
+    if (!meta || !inScope(scopeOf(viewer.principal), meta)) return send(response, 404, errorPage(viewer, 'Not found', 'There is no such message.'))
+    const raw = await deps.archive.getRaw(meta.id)
+    deps.audit?.({ actor: actorOf(viewer, request), action: 'mail.read', details: { role: viewer.principal.role, part: 'view', ids: [meta.id], via: 'web' } })
+    send(response, 200, messagePage(viewer, meta, raw ? await bodyTextOf(raw, deps.clock) : null))
+  }
+
+  /** Answers a page request; false when the path is not the web interface's. */
+  return async function handle(request: IncomingMessage, response: ServerResponse): Promise<boolean> {
+    const url = new URL(request.url ?? '/', 'https://mailkeep.invalid')
+    const path = url.pathname
+    if (path.startsWith('/api/')) return false
+    const method = request.method === 'HEAD' ? 'GET' : request.method
+    if (path === '/assets/app.css' && method === 'GET') {
+      send(response, 200, styleSheet, 'text/css; charset=utf-8', { 'cache-control': 'public, max-age=3600' })
+      return true
+    }
+    if (method === 'POST' && crossSite(request)) {
+      send(response, 403, errorPage(undefined, 'Refused', 'A form from another site cannot act here.'))
+      return true
+    }
+    if (path === '/signin') {
+      if (method === 'POST') await signIn(request, response)
+      else send(response, 200, signInPage(undefined, ''))
+      return true
+    }
+    const session = sessionOf(request)
+    if (!session) {
+      if (method === 'GET') redirect(response, '/signin')
+      else send(response, 401, errorPage(undefined, 'Signed out', 'Your session has ended; sign in again.'))
+      return true
+    }
+    const { viewer } = session
+    if (path === '/signout' && method === 'POST') {
+      const form = await readForm(request)
+      if (!session.csrfMatches(form?.get('_csrf') ?? undefined)) {
+        send(response, 403, errorPage(viewer, 'Refused', 'The form is stale or forged (CSRF token); reload the page.'))
+        return true
+      }
+      deps.sessions.end(session.id)
+      deps.audit?.({ actor: actorOf(viewer, request), action: 'session.end', details: { reason: 'signout', via: 'web' } })
+      redirect(response, '/signin', { 'set-cookie': cookie('', 0) })
+      return true
+    }
+    if (method !== 'GET') {
+      send(response, 405, errorPage(viewer, 'Not allowed', `${request.method} is not allowed here.`))
+      return true
+    }
+    const message = /^\/messages\/([^/]+)$/.exec(path)
+    if (path === '/' || path === '') redirect(response, '/search')
+    else if (path === '/search') await searchRoute(viewer, url, request, response)
+    else if (message) await messageRoute(viewer, message[1]!.toLowerCase(), request, response)
+    else if (path === '/status' && roleMay(viewer.principal.role, 'status.read')) send(response, 200, statusPage(viewer, (await deps.status()) as Record<string, unknown>))
+    else send(response, 404, errorPage(viewer, 'Not found', 'There is no such page.'))
+    return true
+  }
+}
