@@ -84,7 +84,7 @@ export function searchPage(viewer: Viewer, view: SearchView | undefined, query: 
   )
 }
 
-export function messagePage(viewer: Viewer, meta: MessageMeta, bodyText: string | null): Html {
+export function messagePage(viewer: Viewer, meta: MessageMeta, bodyText: string | null, hasHtml: boolean): Html {
   const row = (name: string, value: Html | string | null | undefined) => (value ? html`<tr><th>${name}</th><td>${value}</td></tr>` : '')
   const list = (values: readonly string[]) => (values.length ? values.join(', ') : null)
   const envelopeTo = [...new Set(meta.deliveries.flatMap((delivery) => delivery.envelopeTo))]
@@ -110,6 +110,7 @@ export function messagePage(viewer: Viewer, meta: MessageMeta, bodyText: string 
         )}</table></div>`
       : ''
   }
+  ${hasHtml ? html`<div class="panel"><h1>HTML body</h1><iframe class="html-body" sandbox src="/messages/${meta.id}/html" title="The HTML body, sanitized; no script, no remote content"></iframe></div>` : ''}
   <div class="panel"><pre class="body">${bodyText ?? '(no text body)'}</pre></div>`,
   )
 }

@@ -8,6 +8,7 @@ import { roleMay, scopeOf, searchScopeFor, type Principal } from '../access/role
 import type { SessionStore } from '../access/sessions.js'
 import { parseWithBudget } from '../mime/postal-adapter.js'
 import { styleSheet } from './assets.js'
+import { htmlBodyDocument, htmlBodyHeaders, sanitizeMailHtml } from './html-body.js'
 import type { Html } from './html.js'
 import { errorPage, messagePage, searchPage, signInPage, statusPage, type SearchView, type Viewer } from './pages.js'
 
@@ -21,7 +22,7 @@ import { errorPage, messagePage, searchPage, signInPage, statusPage, type Search
 
 /** Sent with every page. */
 export const webSecurityHeaders: Readonly<Record<string, string>> = Object.freeze({
-  'content-security-policy': "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+  'content-security-policy': "default-src 'none'; style-src 'self'; img-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   'x-content-type-options': 'nosniff',
   'x-frame-options': 'DENY',
   // same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on the page's own forms.
@@ -91,14 +92,13 @@ function crossSite(request: IncomingMessage): boolean {
   }
 }
 
-/** The text of a message's body, parsed again from its raw bytes (plain part, else nothing). */
-async function bodyTextOf(raw: Uint8Array, clock: Clock): Promise<string | null> {
+/** A message's bodies, parsed again from its raw bytes: the text, and the HTML when it has one. */
+async function bodiesOf(raw: Uint8Array, clock: Clock): Promise<{ text: string | null; html: string | null }> {
   try {
     const { email } = await parseWithBudget(raw, { postal: {}, monotonicMs: () => clock.monotonicMs(), deadlineMs: clock.monotonicMs() + 5_000, budgetMs: 5_000 })
-    const text = email.text ?? null
-    return text === null ? null : text.slice(0, webBodyCharsMax)
+    return { text: email.text === undefined ? null : email.text.slice(0, webBodyCharsMax), html: email.html ?? null }
   } catch {
-    return null
+    return { text: null, html: null }
   }
 }
 
@@ -161,13 +161,17 @@ export function createWebRoutes(deps: WebDeps) {
     }
   }
 
-  async function messageRoute(viewer: Viewer, id: string, request: IncomingMessage, response: ServerResponse): Promise<void> {
+  async function messageRoute(viewer: Viewer, id: string, htmlFrame: boolean, request: IncomingMessage, response: ServerResponse): Promise<void> {
     const meta = /^[0-9a-f]{64}$/.test(id) ? await deps.archive.getMeta(id) : undefined
     // Another's message answers exactly as one that does not exist.
     if (!meta || !inScope(scopeOf(viewer.principal), meta)) return send(response, 404, errorPage(viewer, 'Not found', 'There is no such message.'))
     const raw = await deps.archive.getRaw(meta.id)
-    deps.audit?.({ actor: actorOf(viewer, request), action: 'mail.read', details: { role: viewer.principal.role, part: 'view', ids: [meta.id], via: 'web' } })
-    send(response, 200, messagePage(viewer, meta, raw ? await bodyTextOf(raw, deps.clock) : null))
+    const bodies = raw ? await bodiesOf(raw, deps.clock) : { text: null, html: null }
+    deps.audit?.({ actor: actorOf(viewer, request), action: 'mail.read', details: { role: viewer.principal.role, part: htmlFrame ? 'html' : 'view', ids: [meta.id], via: 'web' } })
+    if (!htmlFrame) return send(response, 200, messagePage(viewer, meta, bodies.text, bodies.html !== null))
+    const document = htmlBodyDocument(bodies.html === null ? '' : sanitizeMailHtml(bodies.html))
+    response.writeHead(200, { ...htmlBodyHeaders, 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(document) })
+    response.end(document)
   }
 
   /** Answers a page request; false when the path is not the web interface's. */
@@ -211,10 +215,10 @@ export function createWebRoutes(deps: WebDeps) {
       send(response, 405, errorPage(viewer, 'Not allowed', `${request.method} is not allowed here.`))
       return true
     }
-    const message = /^\/messages\/([^/]+)$/.exec(path)
+    const message = /^\/messages\/([^/]+?)(\/html)?$/.exec(path)
     if (path === '/' || path === '') redirect(response, '/search')
     else if (path === '/search') await searchRoute(viewer, url, request, response)
-    else if (message) await messageRoute(viewer, message[1]!.toLowerCase(), request, response)
+    else if (message) await messageRoute(viewer, message[1]!.toLowerCase(), message[2] !== undefined, request, response)
     else if (path === '/status' && roleMay(viewer.principal.role, 'status.read')) send(response, 200, statusPage(viewer, (await deps.status()) as Record<string, unknown>))
     else send(response, 404, errorPage(viewer, 'Not found', 'There is no such page.'))
     return true

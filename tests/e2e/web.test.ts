@@ -177,6 +177,19 @@ t.test('the web interface in a real Chromium over HTTPS: sign in, search, read, 
 
   await page.goto(`${base}/messages/${ids.hostile}`)
   t.match(await page.textContent('h1'), /<script>window\.__pwned=1<\/script>/, 'the subject is shown as text')
+  // The HTML body: sanitized, in a sandboxed frame whose document may run nothing and fetch nothing.
+  const frame = page.frameLocator('iframe.html-body')
+  t.match(await frame.locator('body').textContent(), /quarterly/, 'the HTML body is shown in its frame')
+  for (const [selector, what] of [
+    ['script', 'script elements'],
+    ['[onerror], [onload], [onmouseover], [onclick]', 'event handlers'],
+    ['[style]', 'style attributes (CSS expressions, url())'],
+    ['img[src]', 'remote images'],
+    ['a[href^="javascript"]', 'javascript: links'],
+  ] as const) {
+    t.equal(await frame.locator(selector).count(), 0, `sanitized: no ${what}`)
+  }
+  t.equal(await page.getAttribute('iframe.html-body', 'sandbox'), '', 'the frame is sandboxed with nothing allowed')
   await page.goto(`${base}/search?q=quarterly`)
   t.equal(await page.evaluate(() => (globalThis as unknown as { __pwned?: number }).__pwned), undefined, 'no script of the message ran')
   t.same(dialogs, [], 'no dialog opened')
