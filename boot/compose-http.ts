@@ -76,6 +76,7 @@ export function composeHttp(
       signIn: { firstAdmin: deps.credential, accounts: deps.accounts, tokens: deps.tokens, ...(deps.directory ? { directory: deps.directory } : {}) },
       sessions: deps.sessions,
       webSearch: (query, options) => deps.search.search(query, options) as ReturnType<WebDeps['search']>,
+      webHolds: { list: () => deps.policy.holds(), place: (input, actor) => deps.policy.placeHold(input, actor), release: (name, actor) => deps.policy.releaseHold(name, actor) },
       archive: deps.archive,
       status: deps.status,
       routes: extraRoutes(deps),

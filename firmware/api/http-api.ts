@@ -47,6 +47,8 @@ export interface HttpApiDeps {
   status: () => Promise<unknown>
   /** The web interface's search (with completeness); with `sessions`, pages are served beside the API. */
   webSearch?: WebDeps['search']
+  /** The web interface's holds page (firmware/policy). */
+  webHolds?: WebDeps['holds']
   /** Browser sessions; without it, no session routes and no cookie sign-in. */
   sessions?: SessionStore
   /** Told of every read of message content (chain of custody). */
@@ -102,6 +104,7 @@ export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
           search: deps.webSearch,
           archive: deps.archive,
           status: deps.status,
+          ...(deps.webHolds ? { holds: deps.webHolds } : {}),
           ...(deps.audit ? { audit: deps.audit } : {}),
           cookieName: sessionCookieName,
           absoluteTimeoutMs: sessions.options.absoluteTimeoutMs,

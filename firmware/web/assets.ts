@@ -29,6 +29,9 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .35em .6em; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { color: var(--muted); font-weight: 600; width: 12em; }
 iframe.html-body { width: 100%; height: 28em; border: 1px solid var(--line); background: #fff; }
+.filters { margin-top: .6em; font-size: .9em; color: var(--muted); }
+.filters input[type=text] { width: auto; }
+.holds form { display: inline; }
 pre.body { white-space: pre-wrap; word-break: break-word; font: 14px/1.5 ui-monospace, monospace; margin: 0; }
 .flags span, .state { display: inline-block; padding: 0 .5em; border-radius: 3px; background: #eef1f6; margin-right: .3em; font-size: .88em; }
 .state.degraded { background: #fff1d6; color: var(--warn); }

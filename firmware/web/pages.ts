@@ -19,7 +19,7 @@ export interface Viewer {
 
 export function layout(title: string, viewer: Viewer | undefined, body: Html): Html {
   const nav = viewer
-    ? html`<nav><a href="/search">Search</a>${roleMay(viewer.principal.role, 'status.read') ? html`<a href="/status">Status</a>` : ''}</nav>
+    ? html`<nav><a href="/search">Search</a>${roleMay(viewer.principal.role, 'status.read') ? html`<a href="/status">Status</a>` : ''}${roleMay(viewer.principal.role, 'policy.read') ? html`<a href="/holds">Holds</a>` : ''}</nav>
       <span class="who">${viewer.principal.name} (${viewer.principal.role}) · session ends ${viewer.idleExpiresAt.replace('T', ' ').slice(0, 16)} UTC if idle</span>
       <form method="post" action="/signout"><input type="hidden" name="_csrf" value="${viewer.csrfToken}"><button class="link" type="submit">Sign out</button></form>`
     : ''
@@ -78,6 +78,10 @@ export function searchPage(viewer: Viewer, view: SearchView | undefined, query: 
     html`<div class="panel"><form class="search-form" method="get" action="/search" role="search">
   <input type="search" name="q" value="${query}" aria-label="Query" placeholder="from:alice@example.com after:2024-01-01 contract" autofocus>
   <button type="submit">Search</button></form>
+  <form class="filters" method="get" action="/search"><input type="hidden" name="q" value="${query}">
+  <label>From <input type="text" name="from" size="18"></label> <label>To <input type="text" name="to" size="18"></label>
+  <label>After <input type="date" name="after"></label> <label>Before <input type="date" name="before"></label>
+  <label><input type="checkbox" name="attachment" value="1"> has attachment</label> <button type="submit">Filter</button></form>
   <div class="syntax">words (all must match) · "exact phrase" · a OR b · -word · from: to: subject: attachment: has:attachment · after:YYYY-MM-DD before:YYYY-MM-DD</div></div>
   ${view?.problem ? html`<div class="error" role="alert">${view.problem}</div>` : ''}
   ${results}`,
@@ -112,6 +116,48 @@ export function messagePage(viewer: Viewer, meta: MessageMeta, bodyText: string 
   }
   ${hasHtml ? html`<div class="panel"><h1>HTML body</h1><iframe class="html-body" sandbox src="/messages/${meta.id}/html" title="The HTML body, sanitized; no script, no remote content"></iframe></div>` : ''}
   <div class="panel"><pre class="body">${bodyText ?? '(no text body)'}</pre></div>`,
+  )
+}
+
+/** A hold as the holds page lists it. */
+export interface HoldRow {
+  name: string
+  reason: string
+  query?: string
+  custodians?: string[]
+  placedBy: string
+  placedAtMs: number
+  active: boolean
+  releasedAtMs?: number
+  releasedBy?: string
+}
+
+export function holdsPage(viewer: Viewer, holds: readonly HoldRow[], problem: string | undefined): Html {
+  const mayChange = roleMay(viewer.principal.role, 'policy.write')
+  const csrf = html`<input type="hidden" name="_csrf" value="${viewer.csrfToken}">`
+  return layout(
+    'Litigation holds',
+    viewer,
+    html`${problem ? html`<div class="error" role="alert">${problem}</div>` : ''}
+  <div class="panel"><h1>Litigation holds</h1>
+  <table class="holds"><tr><th>Name</th><th>Reason</th><th>What it holds</th><th>Placed</th><th>State</th></tr>
+  ${holds.map(
+    (
+      hold,
+    ) => html`<tr><td>${hold.name}</td><td>${hold.reason}</td><td>${[hold.query ? `query: ${hold.query}` : '', hold.custodians?.length ? `custodians: ${hold.custodians.join(', ')}` : ''].filter(Boolean).join('; ')}</td>
+      <td>${hold.placedBy}, ${day(hold.placedAtMs)} UTC</td>
+      <td>${hold.active ? (mayChange ? html`<form method="post" action="/holds/${hold.name}/release">${csrf}<button type="submit">Release</button></form>` : 'active') : `released by ${hold.releasedBy ?? '?'} ${hold.releasedAtMs ? day(hold.releasedAtMs) : ''}`}</td></tr>`,
+  )}</table></div>
+  ${
+    mayChange
+      ? html`<div class="panel"><h1>Place a hold</h1><form method="post" action="/holds" class="place-hold">${csrf}
+    <p><label>Name (a-z 0-9 . _ -)<br><input type="text" name="name" required></label></p>
+    <p><label>Reason<br><input type="text" name="reason" required></label></p>
+    <p><label>Query (the search language)<br><input type="text" name="query"></label></p>
+    <p><label>Custodians (addresses or @domains, comma-separated)<br><input type="text" name="custodians"></label></p>
+    <button type="submit">Place hold</button></form></div>`
+      : ''
+  }`,
   )
 }
 

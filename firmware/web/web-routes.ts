@@ -10,7 +10,7 @@ import { parseWithBudget } from '../mime/postal-adapter.js'
 import { styleSheet } from './assets.js'
 import { htmlBodyDocument, htmlBodyHeaders, sanitizeMailHtml } from './html-body.js'
 import type { Html } from './html.js'
-import { errorPage, messagePage, searchPage, signInPage, statusPage, type SearchView, type Viewer } from './pages.js'
+import { errorPage, holdsPage, messagePage, searchPage, signInPage, statusPage, type HoldRow, type SearchView, type Viewer } from './pages.js'
 
 /**
  * The web interface: server-rendered pages on the API's listeners, over the same services
@@ -54,6 +54,12 @@ export interface WebDeps {
   }>
   archive: { getMeta(id: string): MessageMeta | undefined | Promise<MessageMeta | undefined>; getRaw(id: string): Uint8Array | undefined | Promise<Uint8Array | undefined> }
   status(): Promise<unknown>
+  /** Litigation holds (firmware/policy): the same rules and audit entries as the CLI and the API. */
+  holds?: {
+    list(): HoldRow[]
+    place(input: unknown, actor: string): Promise<unknown>
+    release(name: string, actor: string): Promise<unknown>
+  }
   audit?: (event: { actor: string; action: string; details: Record<string, unknown> }) => void
   cookieName: string
   absoluteTimeoutMs: number
@@ -102,6 +108,29 @@ async function bodiesOf(raw: Uint8Array, clock: Clock): Promise<{ text: string |
   }
 }
 
+/**
+ * The query the filter fields add up to, in the query language: the typed query, then
+ * `from:` `to:` `after:` `before:` `has:attachment`. Values with spaces or quotes are refused.
+ * @returns the query, or a sentence saying which field is wrong
+ */
+export function filteredQuery(params: URLSearchParams): { query: string } | { problem: string } {
+  const parts = [(params.get('q') ?? '').trim()]
+  for (const field of ['from', 'to'] as const) {
+    const value = (params.get(field) ?? '').trim()
+    if (!value) continue
+    if (/[\s"()]/.test(value)) return { problem: `${field}: one address, local part or domain, without spaces or quotes` }
+    parts.push(`${field}:${value}`)
+  }
+  for (const field of ['after', 'before'] as const) {
+    const value = (params.get(field) ?? '').trim()
+    if (!value) continue
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(value)) return { problem: `${field}: a date YYYY-MM-DD` }
+    parts.push(`${field}:${value}`)
+  }
+  if (params.get('attachment')) parts.push('has:attachment')
+  return { query: parts.filter(Boolean).join(' ') }
+}
+
 /** The web handler: true when it answered (a page path), false for paths it does not serve (the API). */
 export function createWebRoutes(deps: WebDeps) {
   const cookie = (value: string, maxAgeSeconds: number) => `${deps.cookieName}=${value}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=${maxAgeSeconds}`
@@ -141,6 +170,17 @@ export function createWebRoutes(deps: WebDeps) {
   }
 
   async function searchRoute(viewer: Viewer, url: URL, request: IncomingMessage, response: ServerResponse): Promise<void> {
+    // The filter form: its fields become the query (shown in the box), then a plain search.
+    if (['from', 'to', 'after', 'before', 'attachment'].some((field) => url.searchParams.has(field))) {
+      const filtered = filteredQuery(url.searchParams)
+      if ('problem' in filtered)
+        return send(
+          response,
+          400,
+          searchPage(viewer, { query: url.searchParams.get('q') ?? '', total: 0, hits: [], nextCursor: null, incomplete: [], problem: filtered.problem }, url.searchParams.get('q') ?? ''),
+        )
+      return redirect(response, `/search?q=${encodeURIComponent(filtered.query)}`)
+    }
     const query = (url.searchParams.get('q') ?? '').slice(0, 1024)
     if (!query.trim()) return send(response, 200, searchPage(viewer, undefined, ''))
     const scope = searchScopeFor(viewer.principal, (id) => deps.archive.getMeta(id) as MessageMeta | undefined)
@@ -174,6 +214,39 @@ export function createWebRoutes(deps: WebDeps) {
     response.end(document)
   }
 
+  /** Places a hold (name undefined) or releases one: admins only, with the form's CSRF token. */
+  async function holdChange(
+    session: { viewer: Viewer; csrfMatches(token: string | undefined): boolean },
+    release: string | undefined,
+    request: IncomingMessage,
+    response: ServerResponse,
+  ): Promise<void> {
+    const { viewer } = session
+    const form = await readForm(request)
+    if (!deps.holds || !roleMay(viewer.principal.role, 'policy.write'))
+      return send(response, 403, errorPage(viewer, 'Not allowed', `The ${viewer.principal.role} role may not change holds.`))
+    if (!session.csrfMatches(form?.get('_csrf') ?? undefined)) return send(response, 403, errorPage(viewer, 'Refused', 'The form is stale or forged (CSRF token); reload the page.'))
+    const actor = actorOf(viewer, request)
+    try {
+      if (release) await deps.holds.release(release, actor)
+      else {
+        const text = (name: string) => (form?.get(name) ?? '').trim()
+        const custodians = text('custodians')
+          .split(',')
+          .map((value) => value.trim())
+          .filter(Boolean)
+        await deps.holds.place(
+          { name: text('name'), reason: text('reason'), placedBy: viewer.principal.name, ...(text('query') ? { query: text('query') } : {}), ...(custodians.length ? { custodians } : {}) },
+          actor,
+        )
+      }
+      redirect(response, '/holds')
+    } catch (error) {
+      if (!(error instanceof MailkeepError)) throw error
+      send(response, 400, holdsPage(viewer, deps.holds.list(), error.message))
+    }
+  }
+
   /** Answers a page request; false when the path is not the web interface's. */
   return async function handle(request: IncomingMessage, response: ServerResponse): Promise<boolean> {
     const url = new URL(request.url ?? '/', 'https://mailkeep.invalid')
@@ -200,6 +273,11 @@ export function createWebRoutes(deps: WebDeps) {
       return true
     }
     const { viewer } = session
+    const holdAction = /^\/holds(?:\/([a-z0-9][a-z0-9._-]{0,63})\/release)?$/.exec(path)
+    if (holdAction && method === 'POST') {
+      await holdChange(session, holdAction[1], request, response)
+      return true
+    }
     if (path === '/signout' && method === 'POST') {
       const form = await readForm(request)
       if (!session.csrfMatches(form?.get('_csrf') ?? undefined)) {
@@ -219,6 +297,7 @@ export function createWebRoutes(deps: WebDeps) {
     if (path === '/' || path === '') redirect(response, '/search')
     else if (path === '/search') await searchRoute(viewer, url, request, response)
     else if (message) await messageRoute(viewer, message[1]!.toLowerCase(), message[2] !== undefined, request, response)
+    else if (path === '/holds' && deps.holds && roleMay(viewer.principal.role, 'policy.read')) send(response, 200, holdsPage(viewer, deps.holds.list(), undefined))
     else if (path === '/status' && roleMay(viewer.principal.role, 'status.read')) send(response, 200, statusPage(viewer, (await deps.status()) as Record<string, unknown>))
     else send(response, 404, errorPage(viewer, 'Not found', 'There is no such page.'))
     return true

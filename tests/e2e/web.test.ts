@@ -102,6 +102,7 @@ t.test('the web interface in a real Chromium over HTTPS: sign in, search, read, 
   for (const [name, role, address] of [
     ['bob', 'user', 'bob@example.com'],
     ['aud', 'auditor', null],
+    ['adm', 'admin', null],
   ] as const) {
     const added = await cliJson(config, ['user', 'add', name, '--role', role, ...(address ? ['--address', address] : []), '--password-stdin'], {
       input: `${technicianPassword}\n${name}-web-password\n`,
@@ -200,6 +201,15 @@ t.test('the web interface in a real Chromium over HTTPS: sign in, search, read, 
   t.equal((await page.goto(`${base}/status`))?.status(), 404, 'a user has no status page')
 
   // Sign out with the form (its CSRF token); the cookie no longer works.
+  // The filter fields add up to a query in the language, shown in the box.
+  await page.goto(`${base}/search?q=quarterly`)
+  await page.fill('.filters input[name=from]', 'alice@example.com')
+  await page.check('.filters input[name=attachment]')
+  await Promise.all([page.waitForURL(/q=quarterly%20from%3Aalice%40example\.com%20has%3Aattachment$/), page.click('.filters button')])
+  t.equal(await page.inputValue('input[name=q]'), 'quarterly from:alice@example.com has:attachment')
+  t.match(await page.textContent('p.meta'), /^1 message$/, 'filtered to the one from alice with an attachment')
+  t.equal((await page.goto(`${base}/holds`))?.status(), 404, 'a user has no holds page')
+
   await Promise.all([page.waitForURL(/\/signin$/), page.click('header form button')])
   await page.goto(`${base}/search`)
   t.match(page.url(), /\/signin$/, 'signed out')
@@ -212,6 +222,30 @@ t.test('the web interface in a real Chromium over HTTPS: sign in, search, read, 
   t.match(await auditor.page.textContent('h1'), /Status/)
   await auditor.page.screenshot({ path: join(shots, 'status.png'), fullPage: true })
   await auditor.context.close()
+
+  // Holds: the auditor reads them; the admin places and releases one.
+  const auditorHolds = await signedIn('aud')
+  await auditorHolds.page.goto(`${base}/holds`)
+  t.equal(await auditorHolds.page.locator('form.place-hold').count(), 0, 'an auditor sees no form to place a hold')
+  await auditorHolds.context.close()
+  const admin = await signedIn('adm')
+  await admin.page.goto(`${base}/holds`)
+  await admin.page.fill('form.place-hold input[name=name]', 'Bad Name')
+  await admin.page.fill('form.place-hold input[name=reason]', 'matter 7')
+  await admin.page.click('form.place-hold button')
+  t.match(await admin.page.textContent('.error'), /name/, 'a bad hold name is refused with the reason')
+  await admin.page.fill('form.place-hold input[name=name]', 'matter-7')
+  await admin.page.fill('form.place-hold input[name=reason]', 'regulator inquiry 7')
+  await admin.page.fill('form.place-hold input[name=query]', 'quarterly')
+  await Promise.all([admin.page.waitForURL(/\/holds$/), admin.page.click('form.place-hold button')])
+  t.match(await admin.page.textContent('table.holds'), /matter-7.*regulator inquiry 7.*query: quarterly.*adm/s, 'the hold is placed')
+  await Promise.all([admin.page.waitForURL(/\/holds$/), admin.page.click('form[action="/holds/matter-7/release"] button')])
+  t.match(await admin.page.textContent('table.holds'), /released by adm@127\.0\.0\.1/, 'and released')
+  await admin.context.close()
+  const holdsNow = (await cliJson(config, ['hold', 'list'])).json
+  t.match(holdsNow, [{ name: 'matter-7', active: false, placedBy: 'adm' }], 'the CLI sees the same hold')
+  const adminTrail = JSON.stringify((await cliJson(config, ['audit', 'show', '--actor', 'adm', '--limit', '50'])).json)
+  t.match(adminTrail, /"action":"hold\.place".*"action":"hold\.release"/s, 'placing and releasing are audited under the admin')
 
   const trail = JSON.stringify((await cliJson(config, ['audit', 'show', '--actor', 'bob', '--limit', '50'])).json)
   t.match(trail, /"action":"mail\.search".*"via":"web"/, "bob's web searches are audited")
