@@ -15,12 +15,20 @@ import type { WebDeps } from '../firmware/web/web-routes.js'
 import type { DirectorySource } from '../firmware/access/sign-in.js'
 import { searchScopeFor } from '../firmware/access/roles.js'
 import type { ApiRoute, ReadAudit } from '../firmware/api/http-routes.js'
+import { exportRoutes, type ExportDeps } from '../firmware/api/export-routes.js'
 
 /**
  * The routes beyond status and messages: search (narrowed to a `user`'s own mail) and
  * retention, holds and audit. Exported for the role table's test, which walks every route.
  */
-export function extraRoutes(deps: { archive: Pick<ArchiveStore, 'getMeta'>; search: Pick<SearchIndex, 'search'>; policy: PolicyService; audit?: ReadAudit }): ApiRoute[] {
+export function extraRoutes(deps: {
+  archive: Pick<ArchiveStore, 'getMeta' | 'getRaw'>
+  search: Pick<SearchIndex, 'search'>
+  policy: PolicyService
+  audit?: ReadAudit
+  /** What exports read, sign and audit with. */
+  exporter: ExportDeps
+}): ApiRoute[] {
   const search = createSearchRoute(deps.search)
   return [
     {
@@ -39,6 +47,7 @@ export function extraRoutes(deps: { archive: Pick<ArchiveStore, 'getMeta'>; sear
       },
     },
     ...policyApiRoutes(deps.policy),
+    ...exportRoutes(deps.exporter),
   ]
 }
 
@@ -56,6 +65,8 @@ export function composeHttp(
     tokens: TokenStore
     sessions: SessionStore
     directory?: DirectorySource
+    /** Exports: what they read, sign (the appliance's identity key) and audit with. */
+    exporter: ExportDeps
     /** When `https.enabled`: the certificate, or why it cannot be used (HTTPS stays down until `tls install`). */
     https?: { certificate: HttpsCertificate } | { unavailableReason: string }
     archive: ArchiveStore

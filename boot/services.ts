@@ -14,6 +14,8 @@ import { composeHttp } from './compose-http.js'
 import { tlsCommandHandlers, type HttpsState } from './tls-commands.js'
 import { createAccountStore } from '../firmware/access/accounts.js'
 import { accountCommandHandlers, tokenCommandHandlers } from './account-commands.js'
+import { exportCommandHandlers } from './export-command.js'
+import type { ExportDeps } from '../firmware/api/export-routes.js'
 import { createTokenStore } from '../firmware/access/tokens.js'
 import { createSessionStore } from '../firmware/access/sessions.js'
 import { checkDirectoryConfig, createDirectory, DirectoryConfigError } from '../firmware/access/directory.js'
@@ -76,8 +78,16 @@ export async function composeServices(context: ComposeContext & { applianceStatu
   const httpsState: HttpsState = { enabled: config.https.enabled, ...https }
   const search = searchWithCompleteness(store.index, mirrorStage)
   const status = (): Promise<Record<string, unknown>> => servicesStatus(store, mirrorStage)
+  const exporter: ExportDeps = {
+    archive: store.archive,
+    search: (query, options) => search.search(query, options),
+    signer: { privateKeyPem: certificate.privateKeyPem, certificatePem: certificate.certificatePem, serial: context.identity.serial },
+    clock,
+    audit: store.audit,
+  }
   const http = composeHttp(context, {
     credential,
+    exporter,
     accounts,
     tokens,
     sessions,
@@ -106,7 +116,12 @@ export async function composeServices(context: ComposeContext & { applianceStatu
     indexRun: store.indexRun,
     mirror: { mirror: mirrorStage.mirror, disabledReason: mirrorStage.disabledReason, status: () => mirrorStatus(mirrorStage), audit: store.audit },
   })
-  for (const [name, handler] of [...tlsHandlers, ...accountCommandHandlers({ accounts, sessions, audit: store.audit }), ...tokenCommandHandlers({ tokens, audit: store.audit })])
+  for (const [name, handler] of [
+    ...exportCommandHandlers(exporter),
+    ...tlsHandlers,
+    ...accountCommandHandlers({ accounts, sessions, audit: store.audit }),
+    ...tokenCommandHandlers({ tokens, audit: store.audit }),
+  ])
     handlers.set(name, handler)
   const services = [...store.services, ...sources.services, ...http.services, ...mirrorStage.services]
   return { services, handlers, status, audit: store.audit }

@@ -18,6 +18,8 @@ export const permissions = [
   'mail.search',
   /** A message's metadata, raw bytes or attachments, within the caller's scope. */
   'mail.read',
+  /** An export of a query's messages with a signed manifest, within the caller's scope. */
+  'mail.export',
   /** Retention policies, the purge preview and holds: read. */
   'policy.read',
   /** Retention policies and holds: change. */
@@ -31,9 +33,9 @@ const rolePermissions: Record<Role, ReadonlySet<Permission>> = {
   // Configuration, policies, holds, users, mirror; searches everything.
   admin: new Set(permissions),
   // Searches, reads (and exports) all mail, reads policies, holds and the audit log; changes nothing.
-  auditor: new Set<Permission>(['session.own', 'status.read', 'mail.search', 'mail.read', 'policy.read', 'audit.read']),
+  auditor: new Set<Permission>(['session.own', 'status.read', 'mail.search', 'mail.read', 'mail.export', 'policy.read', 'audit.read']),
   // Searches and reads their own mail only.
-  user: new Set<Permission>(['session.own', 'mail.search', 'mail.read']),
+  user: new Set<Permission>(['session.own', 'mail.search', 'mail.read', 'mail.export']),
 }
 
 /** Whether `role` has `permission`. */

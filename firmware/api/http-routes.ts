@@ -1,4 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import type { MessageMeta } from '../archive/types.js'
 import { anonymous, roleMay, type Permission, type Principal } from '../access/roles.js'
 import type { Authenticated } from './http-login.js'
@@ -59,6 +61,14 @@ export class BinaryAnswer {
   ) {}
 }
 
+/** An answer streamed as it is made (an export's zip); its headers come first. */
+export class StreamAnswer {
+  constructor(
+    readonly stream: Readable,
+    readonly headers: Record<string, string>,
+  ) {}
+}
+
 /** Largest JSON request body accepted, in bytes. */
 export const requestBodyBytesMax = 64 * 1024
 
@@ -93,6 +103,17 @@ export async function routeRequest(deps: RouteDeps, request: IncomingMessage, re
   const params = route.pattern.exec(path)!.slice(1)
   const setHeader = (name: string, value: string): void => void response.setHeader(name, value)
   const result = await route.handle({ url, params, body, remoteAddress, principal, actor: `${principal.name}@${remoteAddress}`, authenticated, incoming: request, setHeader })
+  if (result instanceof StreamAnswer) {
+    response.writeHead(route.status ?? 200, result.headers)
+    if (request.method === 'HEAD') {
+      result.stream.destroy()
+      response.end()
+      return
+    }
+    // A failure mid-stream cannot change the status any more: the connection is cut, so the client sees a broken download.
+    await pipeline(result.stream, response).catch(() => response.destroy())
+    return
+  }
   if (result instanceof BinaryAnswer) {
     response.writeHead(route.status ?? 200, { ...result.headers, 'content-length': result.bytes.byteLength })
     response.end(request.method === 'HEAD' ? undefined : Buffer.from(result.bytes.buffer, result.bytes.byteOffset, result.bytes.byteLength))

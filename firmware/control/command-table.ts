@@ -16,6 +16,8 @@ export interface ArgumentSpec {
   optional?: boolean
   /** The last argument may take every remaining word (a search query). */
   rest?: boolean
+  /** Among the rest words: flags whose value is a file path (resolved like a `path` argument). */
+  pathFlags?: readonly string[]
 }
 
 export interface CommandSpec {
@@ -328,6 +330,13 @@ export const commandTable: readonly CommandSpec[] = [
     technician: true,
     render: (result) => `revoked ${(result as Row).name}`,
   },
+  {
+    name: 'export',
+    summary: 'export QUERY… --out FILE: a zip of the messages with a signed manifest, written by the service',
+    args: [{ name: 'query-and-out', kind: 'string', rest: true, pathFlags: ['--out'] }],
+    technician: true,
+    render: renderMessage,
+  },
   { name: 'show tls', summary: 'the HTTPS certificate: source, subject, names, validity, fingerprint', args: [], technician: false, render: renderTls },
   {
     name: 'tls install',
@@ -450,7 +459,12 @@ export function checkArguments(spec: CommandSpec, args: readonly string[]): stri
 
 /** The arguments with each `path` one made absolute against `cwd` (the service only takes absolute paths). */
 export function resolvePathArguments(spec: CommandSpec, args: readonly string[], cwd: string): string[] {
-  return args.map((value, index) => (spec.args[index]?.kind === 'path' ? resolvePath(cwd, value) : value))
+  const last = spec.args[spec.args.length - 1]
+  const flags = last?.rest ? (last.pathFlags ?? []) : []
+  return args.map((value, index) => {
+    if (spec.args[index]?.kind === 'path' || (index > 0 && flags.includes(args[index - 1]!))) return resolvePath(cwd, value)
+    return value
+  })
 }
 
 /** `sim link <nic> <up|down>` */

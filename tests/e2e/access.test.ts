@@ -1,16 +1,18 @@
 import t from 'tap'
-import { X509Certificate, createHash } from 'node:crypto'
+import { X509Certificate, createHash, verify } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { hashPassword } from '../../firmware/common/password.js'
 import { roles, type Role } from '../../firmware/access/roles.js'
 import { coreRoutes } from '../../firmware/api/message-routes.js'
 import { extraRoutes } from '../../boot/compose-http.js'
+import type { ExportDeps } from '../../firmware/api/export-routes.js'
 import type { PolicyService } from '../../firmware/policy/index.js'
 import { tempDir, writeConfig, startService, cliJson, runCli, portOf } from '../helpers/service.js'
 import { basicAuth, fetchAnswer, type Answer } from '../helpers/https-client.js'
 import { SmtpSession, archivedId } from '../helpers/smtp.js'
 import { exchangeJournalReport } from '../helpers/journal-report.js'
+import { unzip } from '../helpers/zip.js'
 
 const technicianPassword = 'e2e-access-pass'
 const passwords: Record<string, string> = {
@@ -190,6 +192,49 @@ t.test('accounts and roles over real HTTPS: every route × role, a user sees onl
   t.same(foreign.json, { error: { code: 'NOT_FOUND', message: `no message ${ids.nobody}` } })
   t.same(missing.json, { error: { code: 'NOT_FOUND', message: `no message ${absent}` } }, 'the same answer as for an id nobody archived')
 
+  // Export: a zip of the caller's messages, byte-identical, with a manifest the appliance signed.
+  const exportOf = async (name: string) => {
+    const answer = await as(name, '/api/v1/export?q=quarterly')
+    t.equal(answer.status, 200, `${name} exports`)
+    t.equal(answer.headers['content-type'], 'application/zip')
+    const files = await unzip(answer.body)
+    const manifestBytes = files.get('manifest.json')!
+    const manifest = JSON.parse(manifestBytes.toString()) as { count: number; query: string; exportedBy: string; messages: { id: string; sizeBytes: number; deliveries: unknown[] }[] }
+    t.equal(createHash('sha256').update(manifestBytes).digest('hex'), answer.headers['x-manifest-sha256'], `${name}: the manifest's hash is in the answer's header`)
+    const signer = new X509Certificate(files.get('certificate.pem')!.toString())
+    t.ok(
+      verify('sha256', manifestBytes, signer.publicKey, Buffer.from(files.get('manifest.sig')!.toString().trim(), 'base64')),
+      `${name}: the manifest's signature verifies with the appliance's certificate`,
+    )
+    return { files, manifest }
+  }
+  const carolExport = await exportOf('carol')
+  t.same(
+    carolExport.manifest.messages.map((message) => message.id),
+    [ids.journal],
+    'carol exports only the message she was a journal BCC of',
+  )
+  t.same([...carolExport.files.keys()].sort(), ['certificate.pem', 'manifest.json', 'manifest.sig', `messages/${ids.journal}.eml`])
+  const rawJournal = (await as('carol', `/api/v1/messages/${ids.journal}/raw`)).body
+  t.same(carolExport.files.get(`messages/${ids.journal}.eml`), rawJournal, 'the .eml in the zip is the /raw bytes')
+  t.equal(createHash('sha256').update(rawJournal).digest('hex'), ids.journal, 'and its SHA-256 is its id in the manifest')
+  const auditorExport = await exportOf('auditor1')
+  t.equal(auditorExport.manifest.count, Object.keys(ids).length, 'the auditor exports every message')
+  for (const message of auditorExport.manifest.messages) {
+    const bytes = auditorExport.files.get(`messages/${message.id}.eml`)!
+    t.equal(createHash('sha256').update(bytes).digest('hex'), message.id, `${message.id.slice(0, 8)}: bytes match the manifest`)
+  }
+
+  // The technician's export: the same zip, written by the service to a file the CLI names.
+  const cliExport = await runCli(['--config', config, 'export', 'quarterly', '--out', 'case.zip', '--password-stdin'], { input: technicianPassword + '\n', cwd: dir })
+  t.equal(cliExport.code, 0, cliExport.stderr)
+  t.match(cliExport.stdout, new RegExp(`exported ${Object.keys(ids).length} message\\(s\\) to ${dir.replace(/[/\\.]/g, '\\$&')}/case\\.zip`))
+  const caseFiles = await unzip(await readFile(join(dir, 'case.zip')))
+  t.equal((JSON.parse(caseFiles.get('manifest.json')!.toString()) as { count: number; exportedBy: string }).exportedBy, 'technician')
+  t.equal([...caseFiles.keys()].filter((name) => name.startsWith('messages/')).length, Object.keys(ids).length)
+  const again = await runCli(['--config', config, 'export', 'quarterly', '--out', 'case.zip', '--password-stdin'], { input: technicianPassword + '\n', cwd: dir })
+  t.match(again.stderr, /case\.zip: exists; not overwritten/, 'an existing file is never overwritten')
+
   // Chain of custody: each search and each content read is an audit entry of its account.
   const carolTrail = (await cliJson(config, ['audit', 'show', '--actor', 'carol', '--limit', '100'])).json as { actor: string; action: string; details: Record<string, unknown> }[]
   t.ok(carolTrail.length > 0 && carolTrail.every((entry) => /^carol@127\.0\.0\.1$/.test(entry.actor)), 'audit show --actor carol: only carol, with her address')
@@ -197,6 +242,11 @@ t.test('accounts and roles over real HTTPS: every route × role, a user sees onl
     carolTrail.find((entry) => entry.action === 'mail.search' && entry.details.query === 'quarterly'),
     { details: { role: 'user', total: 1, ids: [ids.journal] } },
     'her search: the query, the total and the ids she was shown',
+  )
+  t.match(
+    carolTrail.find((entry) => entry.action === 'mail.export'),
+    { details: { role: 'user', query: 'quarterly', count: 1, manifestSha256: /^[0-9a-f]{64}$/ } },
+    'her export: the query, the count and the manifest hash',
   )
   t.match(
     carolTrail.filter((entry) => entry.action === 'mail.read').map((entry) => entry.details),
@@ -220,6 +270,7 @@ t.test('accounts and roles over real HTTPS: every route × role, a user sees onl
     { method: 'GET', path: `/api/v1/messages/${ids.journal}/raw`, expect: { admin: 200, auditor: 200, user: 200 } },
     { method: 'GET', path: '/api/v1/search?q=quarterly', expect: { admin: 200, auditor: 200, user: 200 } },
     { method: 'GET', path: `/api/v1/messages/${ids.journal}/attachments/0`, expect: { admin: 200, auditor: 200, user: 200 } },
+    { method: 'GET', path: '/api/v1/export?q=quarterly', expect: { admin: 200, auditor: 200, user: 200 } },
     { method: 'GET', path: '/api/v1/policies', expect: { admin: 200, auditor: 200, user: 403 } },
     { method: 'POST', path: '/api/v1/policies', body: { name: 'role-test', retentionDays: 3650, criteria: { senders: ['@news.example'] } }, expect: { admin: 201, auditor: 403, user: 403 } },
     { method: 'GET', path: '/api/v1/policies/preview', expect: { admin: 200, auditor: 200, user: 403 } },
@@ -232,7 +283,12 @@ t.test('accounts and roles over real HTTPS: every route × role, a user sees onl
   ]
   const served = [
     ...coreRoutes({ archive: { getMeta: () => undefined, getRaw: () => undefined }, status: async () => ({}) }),
-    ...extraRoutes({ archive: { getMeta: () => undefined }, search: { search: async () => ({ total: 0, hits: [], nextCursor: null }) }, policy: {} as PolicyService }),
+    ...extraRoutes({
+      archive: { getMeta: () => undefined, getRaw: async () => undefined },
+      search: { search: async () => ({ total: 0, hits: [], nextCursor: null }) },
+      policy: {} as PolicyService,
+      exporter: {} as ExportDeps,
+    }),
   ]
   for (const route of served) {
     const rows = table.filter((row) => row.method === route.method && route.pattern.test(row.path.split('?')[0]!))

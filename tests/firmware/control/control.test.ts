@@ -31,6 +31,12 @@ t.test('command table resolution, arguments and completion', async (t) => {
   const install = commandTable.find((spec) => spec.name === 'tls install')!
   t.same(resolvePathArguments(install, ['cert.pem', '/etc/ssl/key.pem'], '/home/tech'), ['/home/tech/cert.pem', '/etc/ssl/key.pem'], 'path arguments are made absolute by the client')
   t.same(resolvePathArguments(fail, ['2'], '/home/tech'), ['2'], 'other kinds are left as typed')
+  const exportSpec = commandTable.find((spec) => spec.name === 'export')!
+  t.same(
+    resolvePathArguments(exportSpec, ['subject:out', '--out', 'case.zip'], '/home/tech'),
+    ['subject:out', '--out', '/home/tech/case.zip'],
+    'a path flag among the rest words is resolved; other words are not',
+  )
   t.same(completeWords(names, 'zz'), [])
 })
 
