@@ -14,6 +14,9 @@
  *              default 20,000). `--only mirror-copy` runs the copy layer part alone.
  *   digest     proof of agreement: in-memory id digests of 1,000,000 ids (100,000 with --quick), one side lacking
  *              0, 1, 10 or 1,000; round trips, bytes exchanged and time to find them (no network)
+ *   export     one export of 10,000 messages (2,000 with --quick) through the API: the service's
+ *              resident and anonymous memory before and at peak beside the export's size, the rate,
+ *              the manifest's signature and every .eml hash checked
  *   verify     the whole `mirror verify` exchange (initiator and responder, RSA signatures both ways) over an
  *              in-memory channel at 1,000,000 ids (100,000 with --quick), the peer lacking 0, 1, 10 or 1,000
  * `npm run bench -- --only smtp,store` runs a subset; `--quick` uses smaller sizes.
@@ -32,6 +35,7 @@ import { runMirrorBench } from './mirror.js'
 import { runMirrorCopyBench } from './mirror-copy.js'
 import { runDigestBench } from './digest.js'
 import { runVerifyBench } from './verify.js'
+import { exportReportLines, runExportBench } from './export.js'
 
 const args = process.argv.slice(2)
 const quick = args.includes('--quick')
@@ -174,6 +178,15 @@ async function mirrorCopySection(): Promise<void> {
   }
 }
 if (only?.has('mirror-copy')) await section('mirror-copy', mirrorCopySection)
+
+await section(
+  'export',
+  async () => {
+    const report = await runExportBench({ messages: quick ? 2_000 : 10_000, write: print })
+    for (const line of exportReportLines(report)) print(line)
+  },
+  true,
+)
 
 await section('digest', async () => {
   const result = await runDigestBench({ ids: quick ? 100_000 : 1_000_000 })
