@@ -12,6 +12,7 @@ import type { AccountStore } from '../firmware/access/accounts.js'
 import type { TokenStore } from '../firmware/access/tokens.js'
 import type { SessionStore } from '../firmware/access/sessions.js'
 import type { WebDeps } from '../firmware/web/web-routes.js'
+import { createSavedSearches } from '../firmware/web/saved-searches.js'
 import type { DirectorySource } from '../firmware/access/sign-in.js'
 import { searchScopeFor } from '../firmware/access/roles.js'
 import type { ApiRoute, ReadAudit } from '../firmware/api/http-routes.js'
@@ -87,6 +88,7 @@ export function composeHttp(
       signIn: { firstAdmin: deps.credential, accounts: deps.accounts, tokens: deps.tokens, ...(deps.directory ? { directory: deps.directory } : {}) },
       sessions: deps.sessions,
       webSearch: (query, options) => deps.search.search(query, options) as ReturnType<WebDeps['search']>,
+      webSaved: createSavedSearches({ clock }, { dataDir: config.dataDir }),
       webHolds: { list: () => deps.policy.holds(), place: (input, actor) => deps.policy.placeHold(input, actor), release: (name, actor) => deps.policy.releaseHold(name, actor) },
       archive: deps.archive,
       status: deps.status,

@@ -47,6 +47,8 @@ export interface HttpApiDeps {
   status: () => Promise<unknown>
   /** The web interface's search (with completeness); with `sessions`, pages are served beside the API. */
   webSearch?: WebDeps['search']
+  /** The web interface's saved searches. */
+  webSaved?: WebDeps['saved']
   /** The web interface's holds page (firmware/policy). */
   webHolds?: WebDeps['holds']
   /** Browser sessions; without it, no session routes and no cookie sign-in. */
@@ -105,6 +107,7 @@ export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
           archive: deps.archive,
           status: deps.status,
           ...(deps.webHolds ? { holds: deps.webHolds } : {}),
+          ...(deps.webSaved ? { saved: deps.webSaved } : {}),
           ...(deps.audit ? { audit: deps.audit } : {}),
           cookieName: sessionCookieName,
           absoluteTimeoutMs: sessions.options.absoluteTimeoutMs,

@@ -32,6 +32,10 @@ iframe.html-body { width: 100%; height: 28em; border: 1px solid var(--line); bac
 .filters { margin-top: .6em; font-size: .9em; color: var(--muted); }
 .filters input[type=text] { width: auto; }
 .holds form { display: inline; }
+.save-search { margin: .4em 0 1em; font-size: .9em; color: var(--muted); }
+.save-search input[type=text] { width: auto; }
+.saved ul { padding-left: 1.2em; }
+.saved form { display: inline; }
 pre.body { white-space: pre-wrap; word-break: break-word; font: 14px/1.5 ui-monospace, monospace; margin: 0; }
 .flags span, .state { display: inline-block; padding: 0 .5em; border-radius: 3px; background: #eef1f6; margin-right: .3em; font-size: .88em; }
 .state.degraded { background: #fff1d6; color: var(--warn); }

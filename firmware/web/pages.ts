@@ -62,7 +62,19 @@ export interface SearchView {
 
 const day = (ms: number) => new Date(ms).toISOString().replace('T', ' ').slice(0, 16)
 
-export function searchPage(viewer: Viewer, view: SearchView | undefined, query: string): Html {
+export function searchPage(viewer: Viewer, view: SearchView | undefined, query: string, saved: readonly { label: string; query: string }[] = []): Html {
+  const csrf = html`<input type="hidden" name="_csrf" value="${viewer.csrfToken}">`
+  const savedPanel = saved.length
+    ? html`<div class="panel saved"><h1>Saved searches</h1><ul>${saved.map(
+        (entry) =>
+          html`<li><a href="/search?q=${encodeURIComponent(entry.query)}">${entry.label}</a> <span class="meta">${entry.query}</span>
+          <form method="post" action="/saved/delete">${csrf}<input type="hidden" name="label" value="${entry.label}"><button class="link" type="submit">delete</button></form></li>`,
+      )}</ul></div>`
+    : ''
+  const saveForm = query
+    ? html`<form class="save-search" method="post" action="/saved">${csrf}<input type="hidden" name="q" value="${query}">
+  <label>Save as <input type="text" name="label" size="24" maxlength="100" required></label> <button type="submit">Save search</button></form>`
+    : ''
   const results = view
     ? html`<p class="meta">${view.total} message${view.total === 1 ? '' : 's'}</p>
   ${view.incomplete.map((line) => html`<div class="notice">${line}</div>`)}
@@ -84,7 +96,7 @@ export function searchPage(viewer: Viewer, view: SearchView | undefined, query: 
   <label><input type="checkbox" name="attachment" value="1"> has attachment</label> <button type="submit">Filter</button></form>
   <div class="syntax">words (all must match) · "exact phrase" · a OR b · -word · from: to: subject: attachment: has:attachment · after:YYYY-MM-DD before:YYYY-MM-DD</div></div>
   ${view?.problem ? html`<div class="error" role="alert">${view.problem}</div>` : ''}
-  ${results}`,
+  ${saveForm}${results}${savedPanel}`,
   )
 }
 

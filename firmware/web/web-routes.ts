@@ -9,6 +9,7 @@ import type { SessionStore } from '../access/sessions.js'
 import { parseWithBudget } from '../mime/postal-adapter.js'
 import { styleSheet } from './assets.js'
 import { htmlBodyDocument, htmlBodyHeaders, sanitizeMailHtml } from './html-body.js'
+import type { SavedSearches } from './saved-searches.js'
 import type { Html } from './html.js'
 import { errorPage, holdsPage, messagePage, searchPage, signInPage, statusPage, type HoldRow, type SearchView, type Viewer } from './pages.js'
 
@@ -54,6 +55,8 @@ export interface WebDeps {
   }>
   archive: { getMeta(id: string): MessageMeta | undefined | Promise<MessageMeta | undefined>; getRaw(id: string): Uint8Array | undefined | Promise<Uint8Array | undefined> }
   status(): Promise<unknown>
+  /** Saved searches per account. */
+  saved?: SavedSearches
   /** Litigation holds (firmware/policy): the same rules and audit entries as the CLI and the API. */
   holds?: {
     list(): HoldRow[]
@@ -182,7 +185,8 @@ export function createWebRoutes(deps: WebDeps) {
       return redirect(response, `/search?q=${encodeURIComponent(filtered.query)}`)
     }
     const query = (url.searchParams.get('q') ?? '').slice(0, 1024)
-    if (!query.trim()) return send(response, 200, searchPage(viewer, undefined, ''))
+    const saved = (await deps.saved?.list(viewer.principal.name)) ?? []
+    if (!query.trim()) return send(response, 200, searchPage(viewer, undefined, '', saved))
     const scope = searchScopeFor(viewer.principal, (id) => deps.archive.getMeta(id) as MessageMeta | undefined)
     try {
       const result = await deps.search(query, { limit: webPageHits, cursor: url.searchParams.get('cursor'), ...(scope ? { scope } : {}) })
@@ -194,7 +198,7 @@ export function createWebRoutes(deps: WebDeps) {
       const incomplete = (result.completeness?.peers ?? [])
         .filter((peer) => peer.queuedMessages > 0)
         .map((peer) => `Results may be incomplete: ${peer.queueEstimated ? 'about ' : ''}${peer.queuedMessages} message(s) from ${peer.serial} not yet received here.`)
-      send(response, 200, searchPage(viewer, { query, total: result.total, hits: result.hits, nextCursor: result.nextCursor, incomplete }, query))
+      send(response, 200, searchPage(viewer, { query, total: result.total, hits: result.hits, nextCursor: result.nextCursor, incomplete }, query, saved))
     } catch (error) {
       if (!(error instanceof MailkeepError)) throw error
       send(response, 400, searchPage(viewer, { query, total: 0, hits: [], nextCursor: null, incomplete: [], problem: error.message }, query))
@@ -212,6 +216,28 @@ export function createWebRoutes(deps: WebDeps) {
     const document = htmlBodyDocument(bodies.html === null ? '' : sanitizeMailHtml(bodies.html))
     response.writeHead(200, { ...htmlBodyHeaders, 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(document) })
     response.end(document)
+  }
+
+  /** Saves the query of the form under its label, or deletes a saved search; back to the search page. */
+  async function savedChange(
+    session: { viewer: Viewer; csrfMatches(token: string | undefined): boolean },
+    remove: boolean,
+    response: ServerResponse,
+    request: IncomingMessage,
+  ): Promise<void> {
+    const { viewer } = session
+    const form = await readForm(request)
+    if (!session.csrfMatches(form?.get('_csrf') ?? undefined)) return send(response, 403, errorPage(viewer, 'Refused', 'The form is stale or forged (CSRF token); reload the page.'))
+    if (!deps.saved) return send(response, 404, errorPage(viewer, 'Not found', 'Saved searches are not available.'))
+    const query = form?.get('q') ?? ''
+    try {
+      if (remove) await deps.saved.remove(viewer.principal.name, form?.get('label') ?? '')
+      else await deps.saved.add(viewer.principal.name, form?.get('label') ?? '', query)
+      redirect(response, remove ? '/search' : `/search?q=${encodeURIComponent(query)}`)
+    } catch (error) {
+      if (!(error instanceof MailkeepError)) throw error
+      send(response, 400, errorPage(viewer, 'Not saved', error.message))
+    }
   }
 
   /** Places a hold (name undefined) or releases one: admins only, with the form's CSRF token. */
@@ -276,6 +302,10 @@ export function createWebRoutes(deps: WebDeps) {
     const holdAction = /^\/holds(?:\/([a-z0-9][a-z0-9._-]{0,63})\/release)?$/.exec(path)
     if (holdAction && method === 'POST') {
       await holdChange(session, holdAction[1], request, response)
+      return true
+    }
+    if ((path === '/saved' || path === '/saved/delete') && method === 'POST') {
+      await savedChange(session, path === '/saved/delete', response, request)
       return true
     }
     if (path === '/signout' && method === 'POST') {

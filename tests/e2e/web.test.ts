@@ -210,6 +210,17 @@ t.test('the web interface in a real Chromium over HTTPS: sign in, search, read, 
   t.match(await page.textContent('p.meta'), /^1 message$/, 'filtered to the one from alice with an attachment')
   t.equal((await page.goto(`${base}/holds`))?.status(), 404, 'a user has no holds page')
 
+  // Saved searches: bob's own, run from the list, deleted.
+  await page.goto(`${base}/search?q=quarterly`)
+  await page.fill('form.save-search input[name=label]', 'Q3 numbers')
+  await Promise.all([page.waitForURL(/\/search\?q=quarterly$/), page.click('form.save-search button')])
+  await page.goto(`${base}/search`)
+  t.equal(await page.textContent('.saved a'), 'Q3 numbers', 'the saved search is listed on the empty search page')
+  await Promise.all([page.waitForURL(/\/search\?q=quarterly$/), page.click('.saved a')])
+  t.match(await page.textContent('p.meta'), /^2 messages$/, 'running it searches again, in his scope')
+  await Promise.all([page.waitForURL(/\/search$/), page.click('.saved form button')])
+  t.equal(await page.locator('.saved').count(), 0, 'deleted')
+
   await Promise.all([page.waitForURL(/\/signin$/), page.click('header form button')])
   await page.goto(`${base}/search`)
   t.match(page.url(), /\/signin$/, 'signed out')
