@@ -88,6 +88,7 @@ export function composeHttp(
       signIn: { firstAdmin: deps.credential, accounts: deps.accounts, tokens: deps.tokens, ...(deps.directory ? { directory: deps.directory } : {}) },
       sessions: deps.sessions,
       webSearch: (query, options) => deps.search.search(query, options) as ReturnType<WebDeps['search']>,
+      webAuditLog: { entries: (query) => deps.policy.auditEntries(query), verify: () => deps.policy.auditVerify() },
       webSaved: createSavedSearches({ clock }, { dataDir: config.dataDir }),
       webHolds: { list: () => deps.policy.holds(), place: (input, actor) => deps.policy.placeHold(input, actor), release: (name, actor) => deps.policy.releaseHold(name, actor) },
       archive: deps.archive,

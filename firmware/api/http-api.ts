@@ -47,6 +47,8 @@ export interface HttpApiDeps {
   status: () => Promise<unknown>
   /** The web interface's search (with completeness); with `sessions`, pages are served beside the API. */
   webSearch?: WebDeps['search']
+  /** The web interface's audit page. */
+  webAuditLog?: WebDeps['auditLog']
   /** The web interface's saved searches. */
   webSaved?: WebDeps['saved']
   /** The web interface's holds page (firmware/policy). */
@@ -108,6 +110,7 @@ export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
           status: deps.status,
           ...(deps.webHolds ? { holds: deps.webHolds } : {}),
           ...(deps.webSaved ? { saved: deps.webSaved } : {}),
+          ...(deps.webAuditLog ? { auditLog: deps.webAuditLog } : {}),
           ...(deps.audit ? { audit: deps.audit } : {}),
           cookieName: sessionCookieName,
           absoluteTimeoutMs: sessions.options.absoluteTimeoutMs,

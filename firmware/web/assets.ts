@@ -36,6 +36,8 @@ iframe.html-body { width: 100%; height: 28em; border: 1px solid var(--line); bac
 .save-search input[type=text] { width: auto; }
 .saved ul { padding-left: 1.2em; }
 .saved form { display: inline; }
+table.audit code { font-size: .82em; word-break: break-all; }
+.ok-box { border-left-color: #1e6b34; background: #e6f4ea; }
 pre.body { white-space: pre-wrap; word-break: break-word; font: 14px/1.5 ui-monospace, monospace; margin: 0; }
 .flags span, .state { display: inline-block; padding: 0 .5em; border-radius: 3px; background: #eef1f6; margin-right: .3em; font-size: .88em; }
 .state.degraded { background: #fff1d6; color: var(--warn); }

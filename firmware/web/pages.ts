@@ -19,7 +19,7 @@ export interface Viewer {
 
 export function layout(title: string, viewer: Viewer | undefined, body: Html): Html {
   const nav = viewer
-    ? html`<nav><a href="/search">Search</a>${roleMay(viewer.principal.role, 'status.read') ? html`<a href="/status">Status</a>` : ''}${roleMay(viewer.principal.role, 'policy.read') ? html`<a href="/holds">Holds</a>` : ''}</nav>
+    ? html`<nav><a href="/search">Search</a>${roleMay(viewer.principal.role, 'status.read') ? html`<a href="/status">Status</a>` : ''}${roleMay(viewer.principal.role, 'policy.read') ? html`<a href="/holds">Holds</a>` : ''}${roleMay(viewer.principal.role, 'audit.read') ? html`<a href="/audit">Audit log</a>` : ''}</nav>
       <span class="who">${viewer.principal.name} (${viewer.principal.role}) · session ends ${viewer.idleExpiresAt.replace('T', ' ').slice(0, 16)} UTC if idle</span>
       <form method="post" action="/signout"><input type="hidden" name="_csrf" value="${viewer.csrfToken}"><button class="link" type="submit">Sign out</button></form>`
     : ''
@@ -170,6 +170,38 @@ export function holdsPage(viewer: Viewer, holds: readonly HoldRow[], problem: st
     <button type="submit">Place hold</button></form></div>`
       : ''
   }`,
+  )
+}
+
+/** One audit entry as the audit page lists it. */
+export interface AuditRow {
+  seq: number
+  atMs: number
+  actor: string
+  action: string
+  details: Record<string, unknown>
+}
+
+export function auditPage(
+  viewer: Viewer,
+  entries: readonly AuditRow[],
+  actor: string,
+  verify: { ok: boolean; entries: number; problems: { seq: number | null; message: string }[] } | undefined,
+): Html {
+  return layout(
+    'Audit log',
+    viewer,
+    html`<div class="panel"><h1>Audit log</h1>
+  <form class="filters" method="get" action="/audit"><label>Account <input type="text" name="actor" value="${actor}" size="24"></label> <button type="submit">Filter</button></form>
+  <form class="filters" method="get" action="/audit"><input type="hidden" name="verify" value="1"><button type="submit">Verify the chain</button></form>
+  ${
+    verify
+      ? html`<div class="${verify.ok ? 'notice ok-box' : 'error'}" role="status">${verify.ok ? `The chain verifies: ${verify.entries} entries, each hash and MAC intact.` : `The chain is damaged: ${verify.problems.map((problem) => `${problem.seq ?? '-'}: ${problem.message}`).join('; ')}`}</div>`
+      : ''
+  }
+  <table class="audit"><tr><th>#</th><th>When (UTC)</th><th>Who</th><th>What</th><th>Details</th></tr>
+  ${entries.map((entry) => html`<tr><td>${entry.seq}</td><td>${day(entry.atMs)}</td><td>${entry.actor}</td><td>${entry.action}</td><td><code>${JSON.stringify(entry.details).slice(0, 300)}</code></td></tr>`)}
+  </table></div>`,
   )
 }
 

@@ -11,7 +11,7 @@ import { styleSheet } from './assets.js'
 import { htmlBodyDocument, htmlBodyHeaders, sanitizeMailHtml } from './html-body.js'
 import type { SavedSearches } from './saved-searches.js'
 import type { Html } from './html.js'
-import { errorPage, holdsPage, messagePage, searchPage, signInPage, statusPage, type HoldRow, type SearchView, type Viewer } from './pages.js'
+import { auditPage, errorPage, holdsPage, messagePage, searchPage, signInPage, statusPage, type AuditRow, type HoldRow, type SearchView, type Viewer } from './pages.js'
 
 /**
  * The web interface: server-rendered pages on the API's listeners, over the same services
@@ -33,6 +33,8 @@ export const webSecurityHeaders: Readonly<Record<string, string>> = Object.freez
 
 /** Largest form body accepted, in bytes. */
 export const formBytesMax = 16 * 1024
+/** Audit entries shown on the audit page (newest first). */
+export const webAuditEntries = 200
 /** Hits per search page. */
 export const webPageHits = 25
 /** Most characters of a message's text shown. */
@@ -55,6 +57,11 @@ export interface WebDeps {
   }>
   archive: { getMeta(id: string): MessageMeta | undefined | Promise<MessageMeta | undefined>; getRaw(id: string): Uint8Array | undefined | Promise<Uint8Array | undefined> }
   status(): Promise<unknown>
+  /** The audit log (firmware/policy): the last entries (of one account), and its verification. */
+  auditLog?: {
+    entries(query: { limit: number; actor?: string }): AuditRow[]
+    verify(): { ok: boolean; entries: number; problems: { seq: number | null; message: string }[] }
+  }
   /** Saved searches per account. */
   saved?: SavedSearches
   /** Litigation holds (firmware/policy): the same rules and audit entries as the CLI and the API. */
@@ -327,7 +334,11 @@ export function createWebRoutes(deps: WebDeps) {
     if (path === '/' || path === '') redirect(response, '/search')
     else if (path === '/search') await searchRoute(viewer, url, request, response)
     else if (message) await messageRoute(viewer, message[1]!.toLowerCase(), message[2] !== undefined, request, response)
-    else if (path === '/holds' && deps.holds && roleMay(viewer.principal.role, 'policy.read')) send(response, 200, holdsPage(viewer, deps.holds.list(), undefined))
+    else if (path === '/audit' && deps.auditLog && roleMay(viewer.principal.role, 'audit.read')) {
+      const actor = (url.searchParams.get('actor') ?? '').trim().slice(0, 200)
+      const verify = url.searchParams.get('verify') ? deps.auditLog.verify() : undefined
+      send(response, 200, auditPage(viewer, deps.auditLog.entries({ limit: webAuditEntries, ...(actor ? { actor } : {}) }).reverse(), actor, verify))
+    } else if (path === '/holds' && deps.holds && roleMay(viewer.principal.role, 'policy.read')) send(response, 200, holdsPage(viewer, deps.holds.list(), undefined))
     else if (path === '/status' && roleMay(viewer.principal.role, 'status.read')) send(response, 200, statusPage(viewer, (await deps.status()) as Record<string, unknown>))
     else send(response, 404, errorPage(viewer, 'Not found', 'There is no such page.'))
     return true

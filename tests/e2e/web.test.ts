@@ -209,6 +209,7 @@ t.test('the web interface in a real Chromium over HTTPS: sign in, search, read, 
   t.equal(await page.inputValue('input[name=q]'), 'quarterly from:alice@example.com has:attachment')
   t.match(await page.textContent('p.meta'), /^1 message$/, 'filtered to the one from alice with an attachment')
   t.equal((await page.goto(`${base}/holds`))?.status(), 404, 'a user has no holds page')
+  t.equal((await page.goto(`${base}/audit`))?.status(), 404, 'nor an audit page')
 
   // Saved searches: bob's own, run from the list, deleted.
   await page.goto(`${base}/search?q=quarterly`)
@@ -252,6 +253,13 @@ t.test('the web interface in a real Chromium over HTTPS: sign in, search, read, 
   t.match(await admin.page.textContent('table.holds'), /matter-7.*regulator inquiry 7.*query: quarterly.*adm/s, 'the hold is placed')
   await Promise.all([admin.page.waitForURL(/\/holds$/), admin.page.click('form[action="/holds/matter-7/release"] button')])
   t.match(await admin.page.textContent('table.holds'), /released by adm@127\.0\.0\.1/, 'and released')
+  // The audit log: filtered by account, and verified from the page.
+  await admin.page.goto(`${base}/audit?actor=adm`)
+  const whos = await admin.page.$$eval('table.audit tr td:nth-child(3)', (cells) => cells.map((cell) => cell.textContent ?? ''))
+  t.ok(whos.length >= 2 && whos.every((who) => /^adm@/.test(who)), `only adm's entries (${whos.length})`)
+  t.match(await admin.page.textContent('table.audit'), /hold\.release.*hold\.place/s, 'newest first')
+  await Promise.all([admin.page.waitForURL(/verify=1/), admin.page.click('form.filters input[name=verify] + button')])
+  t.match(await admin.page.textContent('[role=status]'), /The chain verifies: \d+ entries/)
   await admin.context.close()
   const holdsNow = (await cliJson(config, ['hold', 'list'])).json
   t.match(holdsNow, [{ name: 'matter-7', active: false, placedBy: 'adm' }], 'the CLI sees the same hold')
