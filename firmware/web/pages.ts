@@ -77,6 +77,7 @@ export function searchPage(viewer: Viewer, view: SearchView | undefined, query: 
     : ''
   const results = view
     ? html`<p class="meta">${view.total} message${view.total === 1 ? '' : 's'}</p>
+  ${view.total > 0 ? html`<p class="export"><a href="/api/v1/export?q=${encodeURIComponent(view.query)}" download>Export these ${view.total} as a zip with a signed manifest</a></p>` : ''}
   ${view.incomplete.map((line) => html`<div class="notice">${line}</div>`)}
   <ul class="hits">${view.hits.map(
     (hit) => html`<li><a href="/messages/${hit.id}">${hit.subject || '(no subject)'}</a>

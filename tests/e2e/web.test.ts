@@ -7,6 +7,7 @@ import { chromium, type Browser } from 'playwright-core'
 import { hashPassword } from '../../firmware/common/password.js'
 import { tempDir, writeConfig, startService, cliJson, portOf } from '../helpers/service.js'
 import { SmtpSession, archivedId } from '../helpers/smtp.js'
+import { unzip } from '../helpers/zip.js'
 
 /** Debian's chromium (playwright-core never downloads a browser). */
 const chromiumPath = '/usr/lib/chromium/chromium'
@@ -210,6 +211,14 @@ t.test('the web interface in a real Chromium over HTTPS: sign in, search, read, 
   t.match(await page.textContent('p.meta'), /^1 message$/, 'filtered to the one from alice with an attachment')
   t.equal((await page.goto(`${base}/holds`))?.status(), 404, 'a user has no holds page')
   t.equal((await page.goto(`${base}/audit`))?.status(), 404, 'nor an audit page')
+
+  // Export from the results: the zip holds bob's two messages and a manifest naming them.
+  await page.goto(`${base}/search?q=quarterly`)
+  const [exported] = await Promise.all([page.waitForEvent('download'), page.click('p.export a')])
+  const zipFiles = await unzip(await readFile((await exported.path())!))
+  const exportedManifest = JSON.parse(zipFiles.get('manifest.json')!.toString()) as { exportedBy: string; messages: { id: string }[] }
+  t.same(exportedManifest.messages.map((message) => message.id).sort(), [ids.hostile, ids.numbers].sort(), 'the export from the page holds his two messages')
+  t.equal(exportedManifest.exportedBy, 'bob')
 
   // Saved searches: bob's own, run from the list, deleted.
   await page.goto(`${base}/search?q=quarterly`)
