@@ -11,7 +11,7 @@ import { managed, type ManagedService } from './managed-service.js'
 import type { AccountStore } from '../firmware/access/accounts.js'
 import type { TokenStore } from '../firmware/access/tokens.js'
 import type { SessionStore } from '../firmware/access/sessions.js'
-import type { WebDeps } from '../firmware/web/web-routes.js'
+import { createWebRoutes, type WebDeps } from '../firmware/web/web-routes.js'
 import { createSavedSearches } from '../firmware/web/saved-searches.js'
 import type { DirectorySource } from '../firmware/access/sign-in.js'
 import { searchScopeFor } from '../firmware/access/roles.js'
@@ -87,10 +87,20 @@ export function composeHttp(
       clock,
       signIn: { firstAdmin: deps.credential, accounts: deps.accounts, tokens: deps.tokens, ...(deps.directory ? { directory: deps.directory } : {}) },
       sessions: deps.sessions,
-      webSearch: (query, options) => deps.search.search(query, options) as ReturnType<WebDeps['search']>,
-      webAuditLog: { entries: (query) => deps.policy.auditEntries(query), verify: () => deps.policy.auditVerify() },
-      webSaved: createSavedSearches({ clock }, { dataDir: config.dataDir }),
-      webHolds: { list: () => deps.policy.holds(), place: (input, actor) => deps.policy.placeHold(input, actor), release: (name, actor) => deps.policy.releaseHold(name, actor) },
+      pages: (shared) =>
+        createWebRoutes({
+          logger: logger.child('web'),
+          clock,
+          archive: deps.archive,
+          status: deps.status,
+          audit: deps.audit,
+          search: (query, options) => deps.search.search(query, options) as ReturnType<WebDeps['search']>,
+          auditLog: { entries: (query) => deps.policy.auditEntries(query), verify: () => deps.policy.auditVerify() },
+          accounts: () => ({ accounts: deps.accounts.list(), tokens: deps.tokens.list() }),
+          saved: createSavedSearches({ clock }, { dataDir: config.dataDir }),
+          holds: { list: () => deps.policy.holds(), place: (input, actor) => deps.policy.placeHold(input, actor), release: (name, actor) => deps.policy.releaseHold(name, actor) },
+          ...shared,
+        }),
       archive: deps.archive,
       status: deps.status,
       routes: extraRoutes(deps),

@@ -26,6 +26,8 @@ export const permissions = [
   'policy.write',
   /** The audit log and its verification. */
   'audit.read',
+  /** The list of local accounts and API tokens (changes stay with the technician). */
+  'accounts.read',
 ] as const
 export type Permission = (typeof permissions)[number]
 

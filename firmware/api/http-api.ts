@@ -6,13 +6,12 @@ import { HttpError, sendError } from './http-responses.js'
 import { routeRequest, type ApiRoute, type ArchiveReader, type ReadAudit } from './http-routes.js'
 import { coreRoutes } from './message-routes.js'
 import { sessionRoutes } from './session-routes.js'
-import { createWebRoutes, type WebDeps } from '../web/web-routes.js'
 import type { SessionStore } from '../access/sessions.js'
 import type { HttpServerOptions, TlsMaterial } from './http-server.js'
 import { createListenerPair, type HttpsListenerOptions } from './http-listeners.js'
 import { parseNetworks, type NetworkSet } from '../common/networks.js'
 import { MailkeepError } from '../common/errors.js'
-import { createLoginGate, sessionCookieName } from './http-login.js'
+import { createLoginGate, sessionCookieName, type LoginGate } from './http-login.js'
 import { loginThrottleDefaults, type LoginThrottleEvent, type LoginThrottleOptions } from './login-throttle.js'
 
 export type { HttpsListenerOptions } from './http-listeners.js'
@@ -38,6 +37,14 @@ export interface HttpApiOptions {
   loginThrottle?: LoginThrottleOptions
 }
 
+/** What the web pages share with the API: sign-in behind the same throttle, the same sessions and cookie. */
+export interface PageShared {
+  checkPassword: LoginGate['checkPassword']
+  sessions: SessionStore
+  cookieName: string
+  absoluteTimeoutMs: number
+}
+
 export interface HttpApiDeps {
   logger: Logger
   clock: Clock
@@ -45,14 +52,13 @@ export interface HttpApiDeps {
   signIn: SignInSources
   archive: ArchiveReader
   status: () => Promise<unknown>
-  /** The web interface's search (with completeness); with `sessions`, pages are served beside the API. */
-  webSearch?: WebDeps['search']
-  /** The web interface's audit page. */
-  webAuditLog?: WebDeps['auditLog']
-  /** The web interface's saved searches. */
-  webSaved?: WebDeps['saved']
-  /** The web interface's holds page (firmware/policy). */
-  webHolds?: WebDeps['holds']
+  /**
+   * The web interface (firmware/web, composed in boot): given what pages share with the API
+   * (the throttled password check, the sessions, the cookie), a handler that answers a page
+   * request, or resolves false for a path that is not a page (the API then answers it).
+   * Served only when `sessions` is given.
+   */
+  pages?: (shared: PageShared) => (request: IncomingMessage, response: ServerResponse) => Promise<boolean>
   /** Browser sessions; without it, no session routes and no cookie sign-in. */
   sessions?: SessionStore
   /** Told of every read of message content (chain of custody). */
@@ -99,23 +105,7 @@ export function createHttpApi(deps: HttpApiDeps, options: HttpApiOptions) {
   ]
   const routeDeps = { routes, authenticate: login.authenticate }
   const web =
-    sessions && deps.webSearch
-      ? createWebRoutes({
-          logger,
-          clock: deps.clock,
-          sessions,
-          checkPassword: login.checkPassword,
-          search: deps.webSearch,
-          archive: deps.archive,
-          status: deps.status,
-          ...(deps.webHolds ? { holds: deps.webHolds } : {}),
-          ...(deps.webSaved ? { saved: deps.webSaved } : {}),
-          ...(deps.webAuditLog ? { auditLog: deps.webAuditLog } : {}),
-          ...(deps.audit ? { audit: deps.audit } : {}),
-          cookieName: sessionCookieName,
-          absoluteTimeoutMs: sessions.options.absoluteTimeoutMs,
-        })
-      : undefined
+    sessions && deps.pages ? deps.pages({ checkPassword: login.checkPassword, sessions, cookieName: sessionCookieName, absoluteTimeoutMs: sessions.options.absoluteTimeoutMs }) : undefined
   const httpsOptions = options.https
   const hsts = `max-age=${httpsOptions?.hstsMaxAgeSeconds ?? 0}`
   const pair = createListenerPair(onRequest, options)

@@ -19,7 +19,7 @@ export interface Viewer {
 
 export function layout(title: string, viewer: Viewer | undefined, body: Html): Html {
   const nav = viewer
-    ? html`<nav><a href="/search">Search</a>${roleMay(viewer.principal.role, 'status.read') ? html`<a href="/status">Status</a>` : ''}${roleMay(viewer.principal.role, 'policy.read') ? html`<a href="/holds">Holds</a>` : ''}${roleMay(viewer.principal.role, 'audit.read') ? html`<a href="/audit">Audit log</a>` : ''}</nav>
+    ? html`<nav><a href="/search">Search</a>${roleMay(viewer.principal.role, 'status.read') ? html`<a href="/status">Status</a>` : ''}${roleMay(viewer.principal.role, 'policy.read') ? html`<a href="/holds">Holds</a>` : ''}${roleMay(viewer.principal.role, 'audit.read') ? html`<a href="/audit">Audit log</a>` : ''}${roleMay(viewer.principal.role, 'accounts.read') ? html`<a href="/accounts">Accounts</a>` : ''}</nav>
       <span class="who">${viewer.principal.name} (${viewer.principal.role}) · session ends ${viewer.idleExpiresAt.replace('T', ' ').slice(0, 16)} UTC if idle</span>
       <form method="post" action="/signout"><input type="hidden" name="_csrf" value="${viewer.csrfToken}"><button class="link" type="submit">Sign out</button></form>`
     : ''
@@ -202,6 +202,28 @@ export function auditPage(
   }
   <table class="audit"><tr><th>#</th><th>When (UTC)</th><th>Who</th><th>What</th><th>Details</th></tr>
   ${entries.map((entry) => html`<tr><td>${entry.seq}</td><td>${day(entry.atMs)}</td><td>${entry.actor}</td><td>${entry.action}</td><td><code>${JSON.stringify(entry.details).slice(0, 300)}</code></td></tr>`)}
+  </table></div>`,
+  )
+}
+
+/** Accounts and tokens as the accounts page lists them (never a hash or a secret). */
+export interface AccountsView {
+  accounts: { name: string; role: string; addresses: string[]; disabled: boolean; changedAt: string }[]
+  tokens: { name: string; role: string; addresses: string[]; createdAt: string; lastUsedAt: string | null }[]
+}
+
+export function accountsPage(viewer: Viewer, view: AccountsView): Html {
+  return layout(
+    'Accounts',
+    viewer,
+    html`<div class="panel"><h1>Local accounts</h1>
+  <p class="meta">The first admin is <code>admin</code>; directory accounts sign in through the directory. Accounts are added and changed by a technician (<code>mailkeep user add|passwd|disable|enable|remove</code>).</p>
+  <table class="accounts"><tr><th>Name</th><th>Role</th><th>Addresses</th><th>State</th><th>Changed</th></tr>
+  ${view.accounts.map((account) => html`<tr><td>${account.name}</td><td>${account.role}</td><td>${account.addresses.join(', ')}</td><td>${account.disabled ? 'disabled' : 'active'}</td><td>${account.changedAt.replace('T', ' ').slice(0, 16)}</td></tr>`)}
+  </table></div>
+  <div class="panel"><h1>API tokens</h1><p class="meta">Created and revoked by a technician (<code>mailkeep token create|revoke</code>).</p>
+  <table class="tokens"><tr><th>Name</th><th>Role</th><th>Addresses</th><th>Created</th><th>Last used</th></tr>
+  ${view.tokens.map((token) => html`<tr><td>${token.name}</td><td>${token.role}</td><td>${token.addresses.join(', ')}</td><td>${token.createdAt.replace('T', ' ').slice(0, 16)}</td><td>${token.lastUsedAt ? token.lastUsedAt.replace('T', ' ').slice(0, 16) : 'never (since start)'}</td></tr>`)}
   </table></div>`,
   )
 }

@@ -11,7 +11,21 @@ import { styleSheet } from './assets.js'
 import { htmlBodyDocument, htmlBodyHeaders, sanitizeMailHtml } from './html-body.js'
 import type { SavedSearches } from './saved-searches.js'
 import type { Html } from './html.js'
-import { auditPage, errorPage, holdsPage, messagePage, searchPage, signInPage, statusPage, type AuditRow, type HoldRow, type SearchView, type Viewer } from './pages.js'
+import {
+  accountsPage,
+  auditPage,
+  errorPage,
+  holdsPage,
+  messagePage,
+  searchPage,
+  signInPage,
+  statusPage,
+  type AccountsView,
+  type AuditRow,
+  type HoldRow,
+  type SearchView,
+  type Viewer,
+} from './pages.js'
 
 /**
  * The web interface: server-rendered pages on the API's listeners, over the same services
@@ -62,6 +76,8 @@ export interface WebDeps {
     entries(query: { limit: number; actor?: string }): AuditRow[]
     verify(): { ok: boolean; entries: number; problems: { seq: number | null; message: string }[] }
   }
+  /** Local accounts and API tokens, listed for admins. */
+  accounts?: () => AccountsView
   /** Saved searches per account. */
   saved?: SavedSearches
   /** Litigation holds (firmware/policy): the same rules and audit entries as the CLI and the API. */
@@ -338,7 +354,8 @@ export function createWebRoutes(deps: WebDeps) {
       const actor = (url.searchParams.get('actor') ?? '').trim().slice(0, 200)
       const verify = url.searchParams.get('verify') ? deps.auditLog.verify() : undefined
       send(response, 200, auditPage(viewer, deps.auditLog.entries({ limit: webAuditEntries, ...(actor ? { actor } : {}) }).reverse(), actor, verify))
-    } else if (path === '/holds' && deps.holds && roleMay(viewer.principal.role, 'policy.read')) send(response, 200, holdsPage(viewer, deps.holds.list(), undefined))
+    } else if (path === '/accounts' && deps.accounts && roleMay(viewer.principal.role, 'accounts.read')) send(response, 200, accountsPage(viewer, deps.accounts()))
+    else if (path === '/holds' && deps.holds && roleMay(viewer.principal.role, 'policy.read')) send(response, 200, holdsPage(viewer, deps.holds.list(), undefined))
     else if (path === '/status' && roleMay(viewer.principal.role, 'status.read')) send(response, 200, statusPage(viewer, (await deps.status()) as Record<string, unknown>))
     else send(response, 404, errorPage(viewer, 'Not found', 'There is no such page.'))
     return true

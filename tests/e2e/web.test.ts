@@ -211,6 +211,7 @@ t.test('the web interface in a real Chromium over HTTPS: sign in, search, read, 
   t.match(await page.textContent('p.meta'), /^1 message$/, 'filtered to the one from alice with an attachment')
   t.equal((await page.goto(`${base}/holds`))?.status(), 404, 'a user has no holds page')
   t.equal((await page.goto(`${base}/audit`))?.status(), 404, 'nor an audit page')
+  t.equal((await page.goto(`${base}/accounts`))?.status(), 404, 'nor the accounts page')
 
   // Export from the results: the zip holds bob's two messages and a manifest naming them.
   await page.goto(`${base}/search?q=quarterly`)
@@ -262,6 +263,11 @@ t.test('the web interface in a real Chromium over HTTPS: sign in, search, read, 
   t.match(await admin.page.textContent('table.holds'), /matter-7.*regulator inquiry 7.*query: quarterly.*adm/s, 'the hold is placed')
   await Promise.all([admin.page.waitForURL(/\/holds$/), admin.page.click('form[action="/holds/matter-7/release"] button')])
   t.match(await admin.page.textContent('table.holds'), /released by adm@127\.0\.0\.1/, 'and released')
+  // Accounts and tokens, listed for the admin only (no hash, no secret).
+  await admin.page.goto(`${base}/accounts`)
+  t.match(await admin.page.textContent('table.accounts'), /bob.*user.*bob@example\.com.*active/s)
+  t.notMatch(await admin.page.content(), /scrypt\$/, 'no password hash on the page')
+
   // The audit log: filtered by account, and verified from the page.
   await admin.page.goto(`${base}/audit?actor=adm`)
   const whos = await admin.page.$$eval('table.audit tr td:nth-child(3)', (cells) => cells.map((cell) => cell.textContent ?? ''))
