@@ -148,19 +148,23 @@ t.test('the volume fills during SMTP ingest: every 250 is intact, the rest got 4
   const api = await http(service)
   const acknowledged = new Map<string, Buffer>()
   const refusals: SmtpReply[] = []
-  let filled = false
   // Four senders; the volume fills under them (the store's free-space reading is trusted
-  // for a second, so commits meet the full disk).
+  // for a second, so commits meet the full disk). Every sender waits at its seventh message
+  // until the volume is full: otherwise, on a busy machine, the others could send all their
+  // mail while the filling is still under way, and no commit would meet the full disk.
+  let markFilled: () => void = () => undefined
+  const volumeFull = new Promise<void>((resolve) => (markFilled = resolve))
   const senders = Array.from({ length: 4 }, async (_, sender) => {
     const session = await SmtpSession.open(portOf(service, 'smtp'))
     for (let number = 0; number < 30; number++) {
+      if (number === 6) await volumeFull
       const raw = bulkyMessage(`otter${sender}x${number}`)
       const reply = await session.send('alice@example.com', [recipient], raw)
       if (reply.code === 250) acknowledged.set(archivedId(reply)!, raw)
       else refusals.push(reply)
-      if (sender === 0 && number === 5 && !filled) {
-        filled = true
+      if (sender === 0 && number === 5) {
         await volume.fill(0)
+        markFilled()
       }
     }
     session.close()
